@@ -1,0 +1,8 @@
+//! edgelb dataplane: the sans-I/O packet pipeline and the poll loop that drives it.
+//!
+//! Layout: [`wire`] header views; [`lb`] Maglev, connection tracking and the service snapshot; [`forward`]
+//! rewrite actions; [`pipeline`] one packet's fate; [`port`] the `Port` trait and its backends; [`worker`] one
+//! pinned core. Unsafe code is confined to [`mem`] (huge-page backed tables); everything else is safe Rust.
+#![deny(unsafe_code)]
+
+pub mod wire;
