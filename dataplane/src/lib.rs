@@ -6,3 +6,5 @@
 #![deny(unsafe_code)]
 
 pub mod wire;
+pub mod lb;
+pub mod mem;

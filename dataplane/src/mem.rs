@@ -1,0 +1,177 @@
+//! Large fixed arrays allocated once at start-up, on 2 MB huge pages when the system has them reserved.
+//!
+//! [`HugeArray::new`] tries, in order: hugetlbfs pages through `hugepage-rs` (needs `nr_hugepages` reserved),
+//! transparent huge pages (anonymous `mmap` plus `madvise(MADV_HUGEPAGE)`, honoured when THP is `always` or
+//! `madvise`), then ordinary pages. [`HugeArray::backing`] says which one it got, so the start-up log can tell the
+//! operator. This is the only module of the crate with `unsafe` code.
+#![allow(unsafe_code)]
+
+use std::alloc::Layout;
+use std::fmt;
+use std::ptr::NonNull;
+
+/// What memory backs a [`HugeArray`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Reserved hugetlbfs pages (`HugePages_Total` in /proc/meminfo).
+    HugeTlb,
+    /// Anonymous memory advised for transparent huge pages.
+    TransparentHuge,
+    /// Ordinary heap memory.
+    Heap,
+}
+
+impl fmt::Display for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backing::HugeTlb => "2 MB hugetlbfs pages",
+            Backing::TransparentHuge => "transparent huge pages (madvise)",
+            Backing::Heap => "ordinary pages",
+        })
+    }
+}
+
+/// Free 2 MB huge pages reported by /proc/meminfo (0 when unreadable or another default size).
+fn free_hugepages_2m() -> usize {
+    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else { return 0 };
+    let field = |name: &str| {
+        s.lines().find_map(|l| l.strip_prefix(name)).and_then(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+    };
+    match (field("Hugepagesize:"), field("HugePages_Free:")) {
+        (Some(2048), Some(n)) => n,
+        _ => 0,
+    }
+}
+
+/// A fixed-length array of `T` that never reallocates.
+pub struct HugeArray<T: Copy> {
+    ptr: NonNull<T>,
+    len: usize,
+    layout: Layout,
+    backing: Backing,
+}
+
+// SAFETY: HugeArray owns its allocation exclusively, like Box<[T]>; sending it moves that ownership.
+unsafe impl<T: Copy + Send> Send for HugeArray<T> {}
+// SAFETY: shared references only give out &[T], which is Sync when T is.
+unsafe impl<T: Copy + Sync> Sync for HugeArray<T> {}
+
+const TWO_MB: usize = 2 << 20;
+
+impl<T: Copy> HugeArray<T> {
+    /// Allocate `len` elements, each set to `fill`. Small arrays (under 2 MB) use the heap.
+    ///
+    /// # Panics
+    /// When `len` is zero, the size overflows, or the system is out of memory (start-up only, never per packet).
+    pub fn new(len: usize, fill: T) -> Self {
+        assert!(len > 0 && std::mem::size_of::<T>() > 0, "HugeArray needs a non-zero size");
+        let layout = Layout::array::<T>(len).expect("HugeArray size overflows");
+        let (raw, backing) = Self::alloc(layout);
+        let ptr = NonNull::new(raw.cast::<T>()).expect("out of memory allocating a fixed table");
+        for i in 0..len {
+            // SAFETY: `ptr` points to an allocation of `len` elements of `T` with T's alignment (Layout::array),
+            // and `i < len`; writing initialises the element without reading the uninitialised old value.
+            unsafe { ptr.as_ptr().add(i).write(fill) };
+        }
+        Self { ptr, len, layout, backing }
+    }
+
+    fn alloc(layout: Layout) -> (*mut u8, Backing) {
+        let size = layout.size();
+        if size >= TWO_MB && layout.align() <= TWO_MB {
+            if free_hugepages_2m() * TWO_MB >= size {
+                // SAFETY: layout has non-zero size (checked in `new`); hugepage_rs returns null on failure, and its
+                // page-size lookup cannot panic because /proc/meminfo reported a 2048 kB Hugepagesize above.
+                let p = unsafe { hugepage_rs::alloc(layout) };
+                if !p.is_null() {
+                    return (p, Backing::HugeTlb);
+                }
+            }
+            let len = size.div_ceil(TWO_MB) * TWO_MB;
+            // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                // SAFETY: `p..p+len` is the mapping just created; madvise only changes paging policy.
+                let thp = unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) } == 0;
+                if thp {
+                    return (p.cast(), Backing::TransparentHuge);
+                }
+                // SAFETY: unmapping exactly the mapping created above, which nothing references yet.
+                unsafe { libc::munmap(p, len) };
+            }
+        }
+        // SAFETY: layout has non-zero size (checked in `new`).
+        (unsafe { std::alloc::alloc(layout) }, Backing::Heap)
+    }
+
+    /// What memory backs the array.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: `ptr` holds `len` initialised elements (written in `new`) and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The elements, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in `as_slice`; `&mut self` guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Copy> Drop for HugeArray<T> {
+    fn drop(&mut self) {
+        let p = self.ptr.as_ptr().cast::<u8>();
+        match self.backing {
+            // SAFETY: allocated by hugepage_rs::alloc with this layout.
+            Backing::HugeTlb => unsafe { hugepage_rs::dealloc(p, self.layout) },
+            Backing::TransparentHuge => {
+                let len = self.layout.size().div_ceil(TWO_MB) * TWO_MB;
+                // SAFETY: `p..p+len` is the mapping created in `alloc`; no references outlive `self`.
+                unsafe { libc::munmap(p.cast(), len) };
+            }
+            // SAFETY: allocated by std::alloc::alloc with this layout.
+            Backing::Heap => unsafe { std::alloc::dealloc(p, self.layout) },
+        }
+    }
+}
+
+impl<T: Copy> fmt::Debug for HugeArray<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HugeArray").field("len", &self.len).field("backing", &self.backing).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_and_large() {
+        let mut a = HugeArray::new(10, 7u32);
+        assert_eq!(a.backing(), Backing::Heap);
+        a.as_mut_slice()[9] = 1;
+        assert_eq!(a.as_slice().iter().sum::<u32>(), 64);
+        let big = HugeArray::new((4 << 20) / 8, 3u64);
+        assert_ne!(big.backing(), Backing::Heap, "a 4 MB array should get huge pages of some kind here");
+        assert!(big.as_slice().iter().all(|&x| x == 3));
+        assert_eq!(big.bytes(), 4 << 20);
+    }
+}
