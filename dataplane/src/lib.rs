@@ -8,3 +8,7 @@
 pub mod wire;
 pub mod lb;
 pub mod mem;
+pub mod config;
+pub mod packet;
+pub mod forward;
+pub mod pipeline;

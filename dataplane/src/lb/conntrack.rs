@@ -86,6 +86,15 @@ pub enum InsertError {
     BucketFull,
 }
 
+/// Result of [`FlowTable::lookup`].
+#[derive(Debug)]
+pub enum Lookup<'a, K> {
+    /// A live entry and its slot.
+    Hit(u32, &'a mut Entry<K>),
+    /// Nothing live; the matching entry if it had just expired (it has been reclaimed).
+    Miss(Option<Entry<K>>),
+}
+
 /// A fixed-capacity flow table.
 pub struct FlowTable<K: FlowKey> {
     buckets: HugeArray<Bucket<K>>,
@@ -154,18 +163,20 @@ impl<K: FlowKey> FlowTable<K> {
     }
 
     /// Find a live entry. `h` must be `key.hash()` (passed in so a miss-then-insert hashes once).
-    /// Returns the slot index and the entry; an expired match is reclaimed and reported as a miss.
+    /// An expired match is reclaimed and returned in [`Lookup::Miss`] so the caller can account for it.
     #[inline]
-    pub fn lookup(&mut self, key: &K, h: u64, now: u32) -> Option<(u32, &mut Entry<K>)> {
+    pub fn lookup(&mut self, key: &K, h: u64, now: u32) -> Lookup<'_, K> {
         let bi = self.bucket_of(h);
         let sig = sig_of(h);
         let b = &mut self.buckets.as_mut_slice()[bi];
+        let mut expired = None;
         for w in 0..WAYS {
             if b.sig[w] == sig && b.entries[w].key == *key {
                 if live(b.entries[w].expires, now) {
                     self.stats.hits += 1;
-                    return Some(((bi * WAYS + w) as u32, &mut b.entries[w]));
+                    return Lookup::Hit((bi * WAYS + w) as u32, &mut b.entries[w]);
                 }
+                expired = Some(b.entries[w]);
                 b.sig[w] = 0;
                 b.entries[w] = Entry::FREE;
                 self.stats.expired += 1;
@@ -174,11 +185,11 @@ impl<K: FlowKey> FlowTable<K> {
             }
         }
         self.stats.misses += 1;
-        None
+        Lookup::Miss(expired)
     }
 
     /// Insert a new entry for `key` (the caller has just missed on it). `evictable(state)` says which live states
-    /// may be evicted to make room.
+    /// may be evicted to make room. Returns the slot and the entry displaced (expired or evicted), if any.
     ///
     /// # Errors
     /// [`InsertError::BucketFull`] when every slot is live and protected.
@@ -190,7 +201,7 @@ impl<K: FlowKey> FlowTable<K> {
         now: u32,
         mut e: Entry<K>,
         evictable: impl Fn(u8) -> bool,
-    ) -> Result<u32, InsertError> {
+    ) -> Result<(u32, Option<Entry<K>>), InsertError> {
         debug_assert!(e.state != 0);
         e.key = key;
         let bi = self.bucket_of(h);
@@ -222,17 +233,21 @@ impl<K: FlowKey> FlowTable<K> {
             self.stats.insert_failed += 1;
             return Err(InsertError::BucketFull);
         };
-        if b.sig[w] == 0 {
+        let displaced = if b.sig[w] == 0 {
             self.stats.occupied += 1;
-        } else if reclaimed_expired {
-            self.stats.expired += 1;
+            None
         } else {
-            self.stats.evicted += 1;
-        }
+            if reclaimed_expired {
+                self.stats.expired += 1;
+            } else {
+                self.stats.evicted += 1;
+            }
+            Some(b.entries[w])
+        };
         b.sig[w] = sig_of(h);
         b.entries[w] = e;
         self.stats.inserts += 1;
-        Ok((bi * WAYS + w) as u32)
+        Ok(((bi * WAYS + w) as u32, displaced))
     }
 
     /// The entry in `slot` if it is occupied (live or not).
@@ -247,17 +262,20 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
-    /// Free `slot`.
-    pub fn remove_slot(&mut self, slot: u32) {
+    /// Free `slot`, returning what it held.
+    pub fn remove_slot(&mut self, slot: u32) -> Option<Entry<K>> {
         let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
         if let Some(b) = self.buckets.as_mut_slice().get_mut(bi) {
             if b.sig[w] != 0 {
+                let old = b.entries[w];
                 b.sig[w] = 0;
                 b.entries[w] = Entry::FREE;
                 self.stats.removed += 1;
                 self.stats.occupied -= 1;
+                return Some(old);
             }
         }
+        None
     }
 
     /// Visit the next `nbuckets` buckets (round robin), reclaiming expired entries and reporting each one reclaimed.
@@ -326,11 +344,13 @@ mod tests {
     fn insert_lookup_expire() {
         let mut t = FlowTable::<K>::new(1000);
         let k = K(42);
-        assert!(t.lookup(&k, k.hash(), 0).is_none());
-        let slot = t.insert(k, k.hash(), 0, e(EST, 100, 7), half_open).unwrap();
-        let (s2, got) = t.lookup(&k, k.hash(), 50).unwrap();
+        assert!(matches!(t.lookup(&k, k.hash(), 0), Lookup::Miss(None)));
+        let (slot, displaced) = t.insert(k, k.hash(), 0, e(EST, 100, 7), half_open).unwrap();
+        assert!(displaced.is_none());
+        let Lookup::Hit(s2, got) = t.lookup(&k, k.hash(), 50) else { panic!("miss") };
         assert_eq!((s2, got.value), (slot, 7));
-        assert!(t.lookup(&k, k.hash(), 100).is_none(), "expires exactly at its tick");
+        let Lookup::Miss(Some(old)) = t.lookup(&k, k.hash(), 100) else { panic!("expires exactly at its tick") };
+        assert_eq!(old.value, 7);
         let s = t.stats();
         assert_eq!((s.hits, s.misses, s.inserts, s.expired, s.occupied), (1, 2, 1, 1, 0));
     }
@@ -341,8 +361,8 @@ mod tests {
         let k = K(1);
         let now = u32::MAX - 10;
         t.insert(k, k.hash(), now, e(EST, now.wrapping_add(100), 1), half_open).unwrap();
-        assert!(t.lookup(&k, k.hash(), 50).is_some(), "still live across the wrap");
-        assert!(t.lookup(&k, k.hash(), 95).is_none());
+        assert!(matches!(t.lookup(&k, k.hash(), 50), Lookup::Hit(..)), "still live across the wrap");
+        assert!(matches!(t.lookup(&k, k.hash(), 95), Lookup::Miss(Some(_))));
     }
 
     #[test]
@@ -372,7 +392,7 @@ mod tests {
             }
         }
         for k in &est {
-            assert!(t.lookup(k, k.hash(), 20).is_some(), "established flow {k:?} was evicted");
+            assert!(matches!(t.lookup(k, k.hash(), 20), Lookup::Hit(..)), "established flow {k:?} was evicted");
         }
         assert!(failed > 0 || t.stats().evicted > 0);
         assert_eq!(t.stats().insert_failed, failed);
@@ -406,7 +426,10 @@ mod tests {
             for (key, ttl, step) in ops {
                 now += step;
                 let k = K(key);
-                let found = t.lookup(&k, k.hash(), now).map(|(_, e)| e.value);
+                let found = match t.lookup(&k, k.hash(), now) {
+                    Lookup::Hit(_, e) => Some(e.value),
+                    Lookup::Miss(_) => None,
+                };
                 let want = model.get(&key).filter(|(exp, _)| now < *exp).map(|(_, v)| *v);
                 prop_assert_eq!(found, want);
                 if found.is_none() {

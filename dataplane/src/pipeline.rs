@@ -1,0 +1,1277 @@
+//! One packet's fate: parse once, classify, track, schedule, rewrite. Sans-I/O: bytes and `now` in, a
+//! [`Verdict`] out, the buffer rewritten in place.
+//!
+//! ```text
+//! parse L2 (VLANs) -> ARP: own/VIP target -> SlowPath
+//! parse IP (+ ext headers, checksum) -> trim L2 padding -> owner worker? else Handoff
+//! fragment: first -> remember ports; later -> ports from the fragment table
+//! dst is a VIP:   ICMP echo -> reply; ICMP error -> steer to the flow's backend; TCP/UDP -> service
+//!                 conntrack hit -> same backend; miss -> affinity / Maglev -> insert (reverse entry for NAT modes)
+//!                 act: nat | fullnat | dsr_l2 | ipip | gue, TTL decremented, next-hop MACs
+//! reverse entry:  NAT / full-NAT reply -> restore VIP (and client) -> route to the client
+//! own address or NDP -> SlowPath;   anything else -> Drop(NotForUs)
+//! ```
+//!
+//! **Flow ownership** (one owner per flow, both directions) is a pure function of the packet, see [`Pipeline::owner`]:
+//! packets to a VIP belong to the worker chosen by a hash of the client (source) address; NAT replies to the worker of
+//! their destination (the client); full-NAT replies to the worker whose source-port range holds their destination
+//! port. Hashing on the client address alone keeps fragments (which carry no ports) with their flow.
+//!
+//! **TCP tracking**: a SYN creates a half-open entry; a non-SYN packet without state is picked up (after an
+//! appliance fail-over the flow still reaches its Maglev backend) as half-open too, so an ACK flood cannot pin
+//! the table. The client's ACK (or, in NAT modes, any backend reply but a SYN-ACK) makes it established; FIN or RST
+//! makes it closing; a SYN on a closing entry starts a new flow. RSTs without state are forwarded untracked.
+//!
+//! Nothing here allocates, locks or panics on packet contents: every failure is a [`DropReason`] with a counter.
+
+use crate::config::{Backend, BackendState, DataplaneConfig, Mode, PortId, Service};
+use crate::forward::icmp as ficmp;
+use crate::forward::l2::set_macs;
+use crate::forward::nat::{self, Rewrite};
+use crate::forward::tunnel::{self, Encap};
+use crate::lb::conntrack::{Entry, FlowKey, FlowTable, Lookup, TableStats};
+use crate::lb::flow::{mapped, AffinityKey, FragKey, KeyV4, KeyV6};
+use crate::lb::hash::fmix64;
+use crate::packet::PacketBuf;
+use crate::wire::arp::ArpPacket;
+use crate::wire::ethernet::{ethertype, parse_l2};
+use crate::wire::icmp::{v4 as icmp4, v6 as icmp6, IcmpPacket};
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::Ipv6Packet;
+use crate::wire::tcp::{flags as tcpf, TcpPacket};
+use crate::wire::udp::UdpPacket;
+use crate::wire::{checksum, get_u16, proto, ParseError};
+
+/// What happens to a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) buffer out of this port.
+    Tx(PortId),
+    /// Hand to the slow path (ARP, NDP, traffic for the appliance's own addresses).
+    SlowPath,
+    /// Drop, counted under the reason.
+    Drop(DropReason),
+    /// Another worker owns this flow: hand the buffer, unchanged, to it.
+    Handoff(u16),
+}
+
+/// Why a packet was dropped. One counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A header failed to parse.
+    Parse(ParseError),
+    /// IPv4 header checksum wrong.
+    BadIpChecksum,
+    /// Neither IPv4, IPv6 nor ARP.
+    UnknownEthertype,
+    /// Not for a VIP, not a tracked reply, not for the appliance.
+    NotForUs,
+    /// For a VIP address, but no service on that protocol and port.
+    NoService,
+    /// The service has no active backend.
+    NoBackend,
+    /// TTL or hop limit would reach zero.
+    TtlExpired,
+    /// No next hop (no route or neighbour not yet resolved).
+    NoRoute,
+    /// An ICMP type the appliance does not handle for VIPs.
+    IcmpUnsupported,
+    /// An ICMP error about a flow that cannot be found or translated.
+    IcmpErrorNoFlow,
+    /// A non-first fragment whose first fragment was not seen.
+    FragmentNoFirst,
+    /// A first fragment too short to hold the transport ports.
+    FragmentTooShort,
+    /// No full-NAT source port free.
+    SnatExhausted,
+    /// A reply matched a reverse entry whose flow is gone.
+    StaleReverse,
+    /// An IPv4 packet without DF too big for the tunnel (the appliance does not fragment).
+    TunnelTooBig,
+    /// The buffer has no room for the headers to add.
+    NoHeadroom,
+    /// The owning worker's hand-off ring was full.
+    HandoffFull,
+    /// The port's transmit ring was full.
+    TxFull,
+    /// The slow-path ring was full.
+    SlowPathFull,
+}
+
+impl DropReason {
+    /// Number of distinct reasons (size of the counter array).
+    pub const COUNT: usize = ParseError::ALL.len() + 18;
+
+    /// Every reason, in counter order.
+    pub fn all() -> impl Iterator<Item = DropReason> {
+        ParseError::ALL.into_iter().map(DropReason::Parse).chain([
+            DropReason::BadIpChecksum,
+            DropReason::UnknownEthertype,
+            DropReason::NotForUs,
+            DropReason::NoService,
+            DropReason::NoBackend,
+            DropReason::TtlExpired,
+            DropReason::NoRoute,
+            DropReason::IcmpUnsupported,
+            DropReason::IcmpErrorNoFlow,
+            DropReason::FragmentNoFirst,
+            DropReason::FragmentTooShort,
+            DropReason::SnatExhausted,
+            DropReason::StaleReverse,
+            DropReason::TunnelTooBig,
+            DropReason::NoHeadroom,
+            DropReason::HandoffFull,
+            DropReason::TxFull,
+            DropReason::SlowPathFull,
+        ])
+    }
+
+    /// Counter index.
+    pub fn index(self) -> usize {
+        let n = ParseError::ALL.len();
+        match self {
+            DropReason::Parse(e) => ParseError::ALL.iter().position(|x| *x == e).unwrap_or(0),
+            DropReason::BadIpChecksum => n,
+            DropReason::UnknownEthertype => n + 1,
+            DropReason::NotForUs => n + 2,
+            DropReason::NoService => n + 3,
+            DropReason::NoBackend => n + 4,
+            DropReason::TtlExpired => n + 5,
+            DropReason::NoRoute => n + 6,
+            DropReason::IcmpUnsupported => n + 7,
+            DropReason::IcmpErrorNoFlow => n + 8,
+            DropReason::FragmentNoFirst => n + 9,
+            DropReason::FragmentTooShort => n + 10,
+            DropReason::SnatExhausted => n + 11,
+            DropReason::StaleReverse => n + 12,
+            DropReason::TunnelTooBig => n + 13,
+            DropReason::NoHeadroom => n + 14,
+            DropReason::HandoffFull => n + 15,
+            DropReason::TxFull => n + 16,
+            DropReason::SlowPathFull => n + 17,
+        }
+    }
+
+    /// Stable snake-case name for counter labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Parse(e) => e.name(),
+            DropReason::BadIpChecksum => "bad_ip_checksum",
+            DropReason::UnknownEthertype => "unknown_ethertype",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::NoService => "no_service",
+            DropReason::NoBackend => "no_backend",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::NoRoute => "no_route",
+            DropReason::IcmpUnsupported => "icmp_unsupported",
+            DropReason::IcmpErrorNoFlow => "icmp_error_no_flow",
+            DropReason::FragmentNoFirst => "fragment_no_first",
+            DropReason::FragmentTooShort => "fragment_too_short",
+            DropReason::SnatExhausted => "snat_exhausted",
+            DropReason::StaleReverse => "stale_reverse",
+            DropReason::TunnelTooBig => "tunnel_too_big",
+            DropReason::NoHeadroom => "no_headroom",
+            DropReason::HandoffFull => "handoff_full",
+            DropReason::TxFull => "tx_full",
+            DropReason::SlowPathFull => "slowpath_full",
+        }
+    }
+}
+
+impl From<ParseError> for DropReason {
+    fn from(e: ParseError) -> Self {
+        DropReason::Parse(e)
+    }
+}
+
+/// Per-worker packet counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets processed.
+    pub rx: u64,
+    /// Verdicts `Tx`.
+    pub tx: u64,
+    /// Verdicts `SlowPath`.
+    pub slowpath: u64,
+    /// Verdicts `Handoff`.
+    pub handoff: u64,
+    /// Drops by [`DropReason::index`].
+    pub drops: [u64; DropReason::COUNT],
+    /// New flows scheduled.
+    pub new_flows: u64,
+    /// Tracked flows whose backend went down or away, rescheduled.
+    pub rescheduled: u64,
+    /// Non-SYN TCP packets without state, picked up.
+    pub midflow_pickups: u64,
+    /// Flows forwarded without tracking (table bucket full of protected flows, or RST without state).
+    pub untracked: u64,
+    /// NAT / full-NAT replies translated.
+    pub replies: u64,
+    /// Echo requests to VIPs answered.
+    pub icmp_echo: u64,
+    /// ICMP errors steered to a backend.
+    pub icmp_errors_steered: u64,
+    /// Fragmentation-needed / packet-too-big messages sent.
+    pub icmp_too_big_sent: u64,
+    /// Non-first fragments that followed their first fragment.
+    pub fragments_followed: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            rx: 0,
+            tx: 0,
+            slowpath: 0,
+            handoff: 0,
+            drops: [0; DropReason::COUNT],
+            new_flows: 0,
+            rescheduled: 0,
+            midflow_pickups: 0,
+            untracked: 0,
+            replies: 0,
+            icmp_echo: 0,
+            icmp_errors_steered: 0,
+            icmp_too_big_sent: 0,
+            fragments_followed: 0,
+        }
+    }
+}
+
+impl Counters {
+    /// Drops under one reason.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r.index()]
+    }
+    /// All drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// Counters of one service or backend, indexed by its stable id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjCounters {
+    /// Packets toward it (client direction).
+    pub packets: u64,
+    /// Bytes toward it (client direction, as received).
+    pub bytes: u64,
+    /// Flows scheduled to it.
+    pub new_flows: u64,
+    /// Tracked flows now (forward entries).
+    pub active_flows: i64,
+}
+
+/// Sizes of the per-worker tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    /// IPv4 flows (forward and reverse entries count separately).
+    pub flows_v4: usize,
+    /// IPv6 flows.
+    pub flows_v6: usize,
+    /// ClientIP affinity entries.
+    pub affinity: usize,
+    /// Fragment-table entries.
+    pub fragments: usize,
+}
+
+impl Default for TableSizes {
+    fn default() -> Self {
+        Self { flows_v4: 1 << 20, flows_v6: 1 << 16, affinity: 1 << 16, fragments: 4096 }
+    }
+}
+
+// Entry states.
+const ST_SYN: u8 = 1;
+const ST_EST: u8 = 2;
+const ST_CLOSING: u8 = 3;
+const ST_UDP: u8 = 4;
+const ST_OTHER: u8 = 5;
+// Entry flags.
+const F_REVERSE: u8 = 1;
+const F_FULLNAT: u8 = 2;
+
+fn evictable(state: u8) -> bool {
+    matches!(state, ST_SYN | ST_CLOSING)
+}
+
+/// Timeout index for a state: syn, established, closing, udp.
+fn timeout_ms(cfg: &DataplaneConfig, state: u8) -> u32 {
+    match state {
+        ST_SYN => cfg.timeouts_ms[0],
+        ST_EST => cfg.timeouts_ms[1],
+        ST_CLOSING => cfg.timeouts_ms[2],
+        _ => cfg.timeouts_ms[3],
+    }
+}
+
+fn tcp_next(state: u8, flags: u8) -> u8 {
+    if flags & (tcpf::RST | tcpf::FIN) != 0 {
+        ST_CLOSING
+    } else if state == ST_SYN && flags & tcpf::ACK != 0 && flags & tcpf::SYN == 0 {
+        ST_EST
+    } else {
+        state
+    }
+}
+
+/// A flow-table key of one address family.
+pub trait FamilyKey: FlowKey {
+    /// Build from 16-byte (IPv4-mapped) addresses.
+    fn make(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, proto: u8) -> Self;
+    /// Source address, 16-byte form.
+    fn src16(&self) -> [u8; 16];
+    /// Destination address, 16-byte form.
+    fn dst16(&self) -> [u8; 16];
+    /// Source port.
+    fn sport(&self) -> u16;
+    /// Destination port.
+    fn dport(&self) -> u16;
+    /// This family's table.
+    fn table(t: &mut FlowTables) -> &mut FlowTable<Self>;
+    /// This family's table, shared.
+    fn table_ref(t: &FlowTables) -> &FlowTable<Self>;
+}
+
+/// The flow tables of both families.
+#[derive(Debug)]
+pub struct FlowTables {
+    v4: FlowTable<KeyV4>,
+    v6: FlowTable<KeyV6>,
+}
+
+impl FamilyKey for KeyV4 {
+    #[inline(always)]
+    fn make(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
+        KeyV4 { src: [src[12], src[13], src[14], src[15]], dst: [dst[12], dst[13], dst[14], dst[15]], sport, dport, proto }
+    }
+    fn src16(&self) -> [u8; 16] {
+        mapped(self.src)
+    }
+    fn dst16(&self) -> [u8; 16] {
+        mapped(self.dst)
+    }
+    fn sport(&self) -> u16 {
+        self.sport
+    }
+    fn dport(&self) -> u16 {
+        self.dport
+    }
+    fn table(t: &mut FlowTables) -> &mut FlowTable<Self> {
+        &mut t.v4
+    }
+    fn table_ref(t: &FlowTables) -> &FlowTable<Self> {
+        &t.v4
+    }
+}
+
+impl FamilyKey for KeyV6 {
+    #[inline(always)]
+    fn make(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
+        KeyV6 { src: *src, dst: *dst, sport, dport, proto }
+    }
+    fn src16(&self) -> [u8; 16] {
+        self.src
+    }
+    fn dst16(&self) -> [u8; 16] {
+        self.dst
+    }
+    fn sport(&self) -> u16 {
+        self.sport
+    }
+    fn dport(&self) -> u16 {
+        self.dport
+    }
+    fn table(t: &mut FlowTables) -> &mut FlowTable<Self> {
+        &mut t.v6
+    }
+    fn table_ref(t: &FlowTables) -> &FlowTable<Self> {
+        &t.v6
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frag {
+    No,
+    First(u32),
+    Later(u32),
+}
+
+/// What parsing found, by value (no borrow of the buffer).
+#[derive(Debug, Clone, Copy)]
+struct Pkt {
+    l3: usize,
+    v4: bool,
+    /// Offset of the L4 header when present in this packet (not in later fragments).
+    l4: Option<usize>,
+    /// End of the IP packet in the buffer.
+    end: usize,
+    proto: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    icmp_type: u8,
+    frag: Frag,
+    df: bool,
+    ttl: u8,
+}
+
+impl Pkt {
+    fn addr<'a>(&self, a: &'a [u8; 16]) -> &'a [u8] {
+        if self.v4 {
+            &a[12..]
+        } else {
+            &a[..]
+        }
+    }
+    fn is_icmp(&self) -> bool {
+        (self.v4 && self.proto == proto::ICMP) || (!self.v4 && self.proto == proto::ICMPV6)
+    }
+    fn has_ports(&self) -> bool {
+        matches!(self.proto, proto::TCP | proto::UDP)
+    }
+}
+
+/// The answer to "where does this flow go?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowQuery {
+    /// Stable id of the backend.
+    pub backend: u32,
+    /// True when the flow is tracked (the answer comes from the flow table), false when Maglev/affinity would decide.
+    pub tracked: bool,
+}
+
+/// Per-worker pipeline state.
+pub struct Pipeline {
+    /// This worker's index.
+    pub worker: u16,
+    /// Number of workers sharing the ports.
+    pub nworkers: u16,
+    ct: FlowTables,
+    affinity: FlowTable<AffinityKey>,
+    frags: FlowTable<FragKey>,
+    /// Packet counters.
+    pub counters: Counters,
+    /// Per-backend counters by stable id.
+    pub backend_stats: Vec<ObjCounters>,
+    /// Per-service counters by stable id.
+    pub service_stats: Vec<ObjCounters>,
+    snat_cursor: u16,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("worker", &self.worker).field("counters", &self.counters).finish()
+    }
+}
+
+type PResult<T> = Result<T, DropReason>;
+
+impl Pipeline {
+    /// A pipeline for worker `worker` of `nworkers`, its tables allocated now.
+    pub fn new(worker: u16, nworkers: u16, sizes: TableSizes) -> Self {
+        Self {
+            worker,
+            nworkers: nworkers.max(1),
+            ct: FlowTables { v4: FlowTable::new(sizes.flows_v4), v6: FlowTable::new(sizes.flows_v6) },
+            affinity: FlowTable::new(sizes.affinity),
+            frags: FlowTable::new(sizes.fragments),
+            counters: Counters::default(),
+            backend_stats: Vec::new(),
+            service_stats: Vec::new(),
+            snat_cursor: 0,
+        }
+    }
+
+    /// Flow-table memory: (bytes allocated, what backs the IPv4 table).
+    pub fn table_memory(&self) -> (usize, crate::mem::Backing) {
+        let b = self.ct.v4.bytes() + self.ct.v6.bytes() + self.affinity.bytes() + self.frags.bytes();
+        (b, self.ct.v4.backing())
+    }
+
+    /// Counters of the IPv4 and IPv6 flow tables.
+    pub fn table_stats(&self) -> (TableStats, TableStats) {
+        (*self.ct.v4.stats(), *self.ct.v6.stats())
+    }
+
+    /// Capacity of the IPv4 and IPv6 flow tables.
+    pub fn table_capacity(&self) -> (usize, usize) {
+        (self.ct.v4.capacity(), self.ct.v6.capacity())
+    }
+
+    /// Grow the per-object counters to the snapshot's id space. Call once per burst (allocates only when a new
+    /// snapshot brought new ids).
+    #[inline]
+    pub fn sync(&mut self, cfg: &DataplaneConfig) {
+        if self.backend_stats.len() < cfg.backend_id_limit as usize {
+            self.backend_stats.resize(cfg.backend_id_limit as usize, ObjCounters::default());
+        }
+        if self.service_stats.len() < cfg.service_id_limit as usize {
+            self.service_stats.resize(cfg.service_id_limit as usize, ObjCounters::default());
+        }
+    }
+
+    /// Reclaim expired entries from up to `buckets` buckets of each table, keeping active-flow counts right.
+    pub fn housekeeping(&mut self, buckets: usize, now: u32) {
+        let bs = &mut self.backend_stats;
+        self.ct.v4.sweep(buckets, now, |e| forget(bs, e.value, e.flags));
+        self.ct.v6.sweep(buckets, now, |e| forget(bs, e.value, e.flags));
+        self.affinity.sweep(buckets, now, |_| {});
+        self.frags.sweep(buckets, now, |_| {});
+    }
+
+    /// The worker that owns this packet's flow (see the module documentation). Cheap: no table lookups.
+    fn owner(&self, cfg: &DataplaneConfig, p: &Pkt, data: &[u8]) -> u16 {
+        let n = u64::from(self.nworkers);
+        let by_addr = |a: &[u8; 16]| {
+            let (hi, lo) = a.split_at(8);
+            let w = u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])) ^ u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])).rotate_left(29);
+            ((u128::from(fmix64(w)) * u128::from(n)) >> 64) as u16
+        };
+        if p.has_ports() && p.l4.is_some() && self.is_snat(cfg, p) {
+            return snat_owner(cfg, self.nworkers, p.dport);
+        }
+        if cfg.is_vip(&p.dst) {
+            if p.is_icmp() && is_icmp_error(p) {
+                if let Some(e) = p.l4.and_then(|o| embedded(data, o + 8, p.end, p.v4)) {
+                    return by_addr(&e.dst);
+                }
+            }
+            return by_addr(&p.src);
+        }
+        by_addr(&p.dst)
+    }
+
+    fn is_snat(&self, cfg: &DataplaneConfig, p: &Pkt) -> bool {
+        if p.v4 {
+            cfg.snat_v4.is_some_and(|a| p.dst[12..] == a)
+        } else {
+            cfg.snat_v6.is_some_and(|a| p.dst == a)
+        }
+    }
+
+    /// Process one packet received on `in_port` at tick `now` (milliseconds).
+    #[inline]
+    pub fn process<B: PacketBuf>(&mut self, cfg: &DataplaneConfig, in_port: PortId, pkt: &mut B, now: u32) -> Verdict {
+        self.counters.rx += 1;
+        let v = match self.process_inner(cfg, in_port, pkt, now) {
+            Ok(v) => v,
+            Err(r) => Verdict::Drop(r),
+        };
+        match v {
+            Verdict::Tx(_) => self.counters.tx += 1,
+            Verdict::SlowPath => self.counters.slowpath += 1,
+            Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
+            Verdict::Handoff(_) => self.counters.handoff += 1,
+        }
+        v
+    }
+
+    /// Count a drop decided outside `process` (full rings).
+    pub fn count_drop(&mut self, r: DropReason) {
+        self.counters.drops[r.index()] += 1;
+    }
+
+    fn process_inner<B: PacketBuf>(&mut self, cfg: &DataplaneConfig, in_port: PortId, pkt: &mut B, now: u32) -> PResult<Verdict> {
+        let data = pkt.data();
+        let l2 = parse_l2(data)?;
+        let l3 = l2.l3_offset;
+        let mut p = match l2.ethertype {
+            ethertype::ARP => {
+                let arp = ArpPacket::new_checked(&data[l3..])?;
+                let t = mapped(arp.target_ip());
+                return if cfg.is_vip(&t) || cfg.is_own(&t) { Ok(Verdict::SlowPath) } else { Err(DropReason::NotForUs) };
+            }
+            ethertype::IPV4 => parse_v4(data, l3)?,
+            ethertype::IPV6 => parse_v6(data, l3)?,
+            _ => return Err(DropReason::UnknownEthertype),
+        };
+        let bytes = data.len() as u64;
+        if p.end < data.len() {
+            // Ethernet padding after the IP packet must not travel into a tunnel or a longer rewrite.
+            pkt.set_len(p.end);
+        }
+        if self.nworkers > 1 {
+            let o = self.owner(cfg, &p, pkt.data());
+            if o != self.worker {
+                return Ok(Verdict::Handoff(o));
+            }
+        }
+        match p.frag {
+            Frag::No => {}
+            Frag::First(ident) => {
+                let k = FragKey { src: p.src, dst: p.dst, ident, proto: p.proto };
+                let h = k.hash();
+                let e = Entry { key: k, expires: now.wrapping_add(cfg.timeouts_ms[4]), value: (u32::from(p.sport) << 16) | u32::from(p.dport), aux: 0, state: 1, flags: 0 };
+                match self.frags.lookup(&k, h, now) {
+                    Lookup::Hit(_, x) => *x = Entry { key: k, ..e },
+                    Lookup::Miss(_) => {
+                        let _ = self.frags.insert(k, h, now, e, |_| true);
+                    }
+                }
+            }
+            Frag::Later(ident) => {
+                let k = FragKey { src: p.src, dst: p.dst, ident, proto: p.proto };
+                match self.frags.lookup(&k, k.hash(), now) {
+                    Lookup::Hit(_, e) => {
+                        p.sport = (e.value >> 16) as u16;
+                        p.dport = e.value as u16;
+                        self.counters.fragments_followed += 1;
+                    }
+                    Lookup::Miss(_) => {
+                        if p.has_ports() {
+                            return Err(DropReason::FragmentNoFirst);
+                        }
+                    }
+                }
+            }
+        }
+        if p.is_icmp() && !p.v4 && p.l4.is_some() && icmp6::is_ndp(p.icmp_type) {
+            return Ok(Verdict::SlowPath);
+        }
+        if cfg.is_vip(&p.dst) {
+            if p.is_icmp() {
+                return self.icmp_to_vip(cfg, in_port, pkt, &p, now);
+            }
+            if !p.has_ports() {
+                return Err(DropReason::NoService);
+            }
+            let si = cfg.service_for(&p.dst, p.proto, p.dport).ok_or(DropReason::NoService)?;
+            let svc = &cfg.services[si as usize];
+            if p.ttl <= 1 {
+                return Err(DropReason::TtlExpired);
+            }
+            let (bid, snat_port) = if p.v4 {
+                self.schedule::<KeyV4>(cfg, svc, &p, now)?
+            } else {
+                self.schedule::<KeyV6>(cfg, svc, &p, now)?
+            };
+            let b = cfg.backend(bid).ok_or(DropReason::NoBackend)?;
+            if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+                c.packets += 1;
+                c.bytes += bytes;
+            }
+            if let Some(c) = self.service_stats.get_mut(svc.id as usize) {
+                c.packets += 1;
+                c.bytes += bytes;
+            }
+            return self.act(cfg, svc, b, snat_port, in_port, pkt, &p);
+        }
+        if p.has_ports() {
+            let r = if p.v4 { self.reply::<KeyV4, B>(cfg, pkt, &p, now) } else { self.reply::<KeyV6, B>(cfg, pkt, &p, now) };
+            if let Some(v) = r {
+                return v;
+            }
+        }
+        if cfg.is_own(&p.dst) {
+            return Ok(Verdict::SlowPath);
+        }
+        Err(DropReason::NotForUs)
+    }
+
+    /// Pick (or recall) the backend of a VIP flow. Returns the backend id and, for full-NAT, the source port.
+    fn schedule<K: FamilyKey>(&mut self, cfg: &DataplaneConfig, svc: &Service, p: &Pkt, now: u32) -> PResult<(u32, u16)> {
+        let key = K::make(&p.src, &p.dst, p.sport, p.dport, p.proto);
+        let h = key.hash();
+        let tcp = p.proto == proto::TCP;
+        let table = K::table(&mut self.ct);
+        match table.lookup(&key, h, now) {
+            Lookup::Hit(slot, e) => {
+                let ok = e.flags & F_REVERSE == 0
+                    && cfg.backend(e.value).is_some_and(|b| b.state != BackendState::Down && cfg.services[b.service as usize].id == svc.id);
+                let new_syn = tcp && e.state == ST_CLOSING && p.tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN;
+                if ok && !new_syn {
+                    let old_expires = e.expires;
+                    let state = if tcp { tcp_next(e.state, p.tcp_flags) } else { e.state };
+                    let changed = state != e.state;
+                    e.state = state;
+                    e.expires = now.wrapping_add(timeout_ms(cfg, state));
+                    let (bid, port, flags) = (e.value, e.aux, e.flags);
+                    // Keep the reverse entry alive with its flow: on a state change, or at most once a second.
+                    if flags & F_REVERSE == 0 && svc.mode.is_nat() && (changed || e.expires.wrapping_sub(old_expires) > 1000) {
+                        let expires = e.expires;
+                        if let Some(b) = cfg.backend(bid) {
+                            let rk = reverse_key::<K>(cfg, svc, b, &key, port);
+                            if let Lookup::Hit(_, r) = table.lookup(&rk, rk.hash(), now) {
+                                if r.flags & F_REVERSE != 0 && r.value == slot {
+                                    r.state = state;
+                                    r.expires = expires;
+                                }
+                            }
+                        }
+                    }
+                    return Ok((bid, port));
+                }
+                let old = *e;
+                table.remove_slot(slot);
+                forget(&mut self.backend_stats, old.value, old.flags);
+                if !new_syn {
+                    self.counters.rescheduled += 1;
+                }
+            }
+            Lookup::Miss(Some(old)) => forget(&mut self.backend_stats, old.value, old.flags),
+            Lookup::Miss(None) => {}
+        }
+        // A new flow.
+        let bid = self.pick(cfg, svc, p, h, now)?;
+        let b = cfg.backend(bid).ok_or(DropReason::NoBackend)?;
+        self.counters.new_flows += 1;
+        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+            c.new_flows += 1;
+        }
+        if let Some(c) = self.service_stats.get_mut(svc.id as usize) {
+            c.new_flows += 1;
+        }
+        if tcp && p.tcp_flags & tcpf::RST != 0 {
+            self.counters.untracked += 1;
+            return if svc.mode == Mode::FullNat { Err(DropReason::StaleReverse) } else { Ok((bid, 0)) };
+        }
+        let state = if tcp {
+            if p.tcp_flags & (tcpf::SYN | tcpf::ACK) != tcpf::SYN {
+                self.counters.midflow_pickups += 1;
+            }
+            if p.tcp_flags & tcpf::FIN != 0 {
+                ST_CLOSING
+            } else {
+                ST_SYN
+            }
+        } else if p.proto == proto::UDP {
+            ST_UDP
+        } else {
+            ST_OTHER
+        };
+        let expires = now.wrapping_add(timeout_ms(cfg, state));
+        let fullnat = svc.mode == Mode::FullNat;
+        let table = K::table(&mut self.ct);
+        let snat_port = if fullnat {
+            alloc_snat_port::<K>(table, cfg, svc, b, &key, self.worker, self.nworkers, &mut self.snat_cursor, now)?
+        } else {
+            0
+        };
+        let flags = if fullnat { F_FULLNAT } else { 0 };
+        let fwd = Entry { key, expires, value: bid, aux: snat_port, state, flags };
+        match table.insert(key, h, now, fwd, evictable) {
+            Ok((slot, displaced)) => {
+                if let Some(d) = displaced {
+                    forget(&mut self.backend_stats, d.value, d.flags);
+                }
+                if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+                    c.active_flows += 1;
+                }
+                if svc.mode.is_nat() {
+                    let rk = reverse_key::<K>(cfg, svc, b, &key, snat_port);
+                    let rev = Entry { key: rk, expires, value: slot, aux: 0, state, flags: flags | F_REVERSE };
+                    match table.insert(rk, rk.hash(), now, rev, evictable) {
+                        Ok((_, Some(d))) => forget(&mut self.backend_stats, d.value, d.flags),
+                        Ok((_, None)) => {}
+                        Err(_) => {
+                            // Without its reverse entry the flow cannot get replies: undo, forward untracked.
+                            table.remove_slot(slot);
+                            forget(&mut self.backend_stats, bid, flags);
+                            self.counters.untracked += 1;
+                            if fullnat {
+                                return Err(DropReason::SnatExhausted);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                self.counters.untracked += 1;
+                if fullnat {
+                    // A full-NAT flow without state would get a different source port on its next packet.
+                    return Err(DropReason::SnatExhausted);
+                }
+            }
+        }
+        Ok((bid, snat_port))
+    }
+
+    /// Affinity, then Maglev. Only active backends are picked.
+    fn pick(&mut self, cfg: &DataplaneConfig, svc: &Service, p: &Pkt, h: u64, now: u32) -> PResult<u32> {
+        if svc.affinity_ms > 0 {
+            let k = AffinityKey { client: p.src, service: svc.id };
+            let ah = k.hash();
+            if let Lookup::Hit(_, e) = self.affinity.lookup(&k, ah, now) {
+                if cfg.backend(e.value).is_some_and(|b| b.state == BackendState::Active && cfg.services[b.service as usize].id == svc.id) {
+                    e.expires = now.wrapping_add(svc.affinity_ms);
+                    return Ok(e.value);
+                }
+            }
+            let idx = svc.maglev.lookup(fmix64(u64::from_le_bytes(p.src[8..16].try_into().unwrap_or([0; 8])) ^ u64::from(svc.id))).ok_or(DropReason::NoBackend)?;
+            let bid = svc.maglev_ids[idx];
+            let e = Entry { key: k, expires: now.wrapping_add(svc.affinity_ms), value: bid, aux: 0, state: 1, flags: 0 };
+            let _ = self.affinity.insert(k, ah, now, e, |_| true);
+            return Ok(bid);
+        }
+        let idx = svc.maglev.lookup(h).ok_or(DropReason::NoBackend)?;
+        Ok(svc.maglev_ids[idx])
+    }
+
+    /// Rewrite and address a VIP packet toward its backend.
+    #[allow(clippy::too_many_arguments)]
+    fn act<B: PacketBuf>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        svc: &Service,
+        b: &Backend,
+        snat_port: u16,
+        in_port: PortId,
+        pkt: &mut B,
+        p: &Pkt,
+    ) -> PResult<Verdict> {
+        let nh = b.next_hop.ok_or(DropReason::NoRoute)?;
+        match svc.mode {
+            Mode::Nat | Mode::FullNat => {
+                let d = pkt.data_mut();
+                let bport = if b.port == 0 { None } else { Some(b.port) };
+                let snat = if svc.mode == Mode::FullNat { snat_addr(cfg, p.v4) } else { None };
+                let rw = Rewrite {
+                    dst: Some(p.addr(&b.addr)),
+                    dport: bport,
+                    src: snat.as_ref().map(|a| p.addr(a)),
+                    sport: if svc.mode == Mode::FullNat { Some(snat_port) } else { None },
+                };
+                nat::decrement_ttl(d, p.l3, p.v4);
+                nat::apply(d, p.l3, p.l4, p.v4, p.proto, &rw);
+                set_macs(d, nh.mac, nh.src_mac);
+            }
+            Mode::DsrL2 => {
+                let d = pkt.data_mut();
+                nat::decrement_ttl(d, p.l3, p.v4);
+                set_macs(d, nh.mac, nh.src_mac);
+            }
+            Mode::Ipip | Mode::Gue => {
+                let encap = if svc.mode == Mode::Ipip { Encap::Ipip } else { Encap::Gue(svc.gue_port) };
+                let over = tunnel::overhead(encap, p.v4);
+                let ip_len = p.end - p.l3;
+                if ip_len + over > usize::from(nh.mtu) {
+                    if p.v4 && !p.df {
+                        return Err(DropReason::TunnelTooBig);
+                    }
+                    let mtu = nh.mtu - over as u16;
+                    if !ficmp::too_big(pkt, p.l3, p.v4, mtu) {
+                        return Err(DropReason::NoHeadroom);
+                    }
+                    self.counters.icmp_too_big_sent += 1;
+                    return Ok(Verdict::Tx(in_port));
+                }
+                let d = pkt.data_mut();
+                nat::decrement_ttl(d, p.l3, p.v4);
+                self.encap_to(cfg, pkt, p, b, encap, &nh)?;
+            }
+        }
+        Ok(Verdict::Tx(nh.port))
+    }
+
+    fn encap_to<B: PacketBuf>(&self, cfg: &DataplaneConfig, pkt: &mut B, p: &Pkt, b: &Backend, encap: Encap, nh: &crate::config::NextHop) -> PResult<()> {
+        let h = if p.v4 {
+            KeyV4::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
+        } else {
+            KeyV6::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
+        };
+        let src = tunnel_src(cfg, p.v4, h).ok_or(DropReason::NoRoute)?;
+        if !tunnel::encapsulate(pkt, p.l3, p.v4, encap, p.addr(&src), p.addr(&b.addr), h) {
+            return Err(DropReason::NoHeadroom);
+        }
+        set_macs(pkt.data_mut(), nh.mac, nh.src_mac);
+        Ok(())
+    }
+
+    /// ICMP to a VIP: echo answered, errors steered to the flow's backend, the rest dropped.
+    fn icmp_to_vip<B: PacketBuf>(&mut self, cfg: &DataplaneConfig, in_port: PortId, pkt: &mut B, p: &Pkt, now: u32) -> PResult<Verdict> {
+        let l4 = p.l4.ok_or(DropReason::IcmpUnsupported)?;
+        let echo = if p.v4 { icmp4::ECHO_REQUEST } else { icmp6::ECHO_REQUEST };
+        if p.icmp_type == echo && p.frag == Frag::No {
+            ficmp::echo_reply(pkt.data_mut(), p.l3, l4, p.v4);
+            self.counters.icmp_echo += 1;
+            return Ok(Verdict::Tx(in_port));
+        }
+        if !is_icmp_error(p) || p.frag != Frag::No {
+            return Err(DropReason::IcmpUnsupported);
+        }
+        if p.ttl <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        let e = embedded(pkt.data(), l4 + 8, p.end, p.v4).ok_or(DropReason::IcmpErrorNoFlow)?;
+        // The embedded packet went VIP -> client: the flow is client -> VIP.
+        let si = cfg.service_for(&e.src, e.proto, e.sport).ok_or(DropReason::IcmpErrorNoFlow)?;
+        let svc = &cfg.services[si as usize];
+        let (bid, snat_port, tracked) = if p.v4 {
+            self.find_flow::<KeyV4>(svc, &e, now)
+        } else {
+            self.find_flow::<KeyV6>(svc, &e, now)
+        }
+        .ok_or(DropReason::IcmpErrorNoFlow)?;
+        if svc.mode.is_nat() && !tracked {
+            return Err(DropReason::IcmpErrorNoFlow);
+        }
+        let b = cfg.backend(bid).ok_or(DropReason::IcmpErrorNoFlow)?;
+        let nh = b.next_hop.ok_or(DropReason::NoRoute)?;
+        match svc.mode {
+            Mode::DsrL2 => {
+                let d = pkt.data_mut();
+                nat::decrement_ttl(d, p.l3, p.v4);
+                set_macs(d, nh.mac, nh.src_mac);
+            }
+            Mode::Ipip | Mode::Gue => {
+                let encap = if svc.mode == Mode::Ipip { Encap::Ipip } else { Encap::Gue(svc.gue_port) };
+                nat::decrement_ttl(pkt.data_mut(), p.l3, p.v4);
+                let flow = Pkt { src: e.dst, dst: e.src, sport: e.dport, dport: e.sport, proto: e.proto, ..*p };
+                self.encap_to(cfg, pkt, &flow, b, encap, &nh)?;
+            }
+            Mode::Nat | Mode::FullNat => {
+                let d = pkt.data_mut();
+                nat::decrement_ttl(d, p.l3, p.v4);
+                let bport = if b.port == 0 { None } else { Some(b.port) };
+                let baddr = p.addr(&b.addr);
+                let snat = if svc.mode == Mode::FullNat { snat_addr(cfg, p.v4) } else { None };
+                let outer = Rewrite { src: snat.as_ref().map(|a| p.addr(a)), dst: Some(baddr), ..Rewrite::default() };
+                let inner = Rewrite {
+                    src: Some(baddr),
+                    sport: bport,
+                    dst: snat.as_ref().map(|a| p.addr(a)),
+                    dport: if svc.mode == Mode::FullNat { Some(snat_port) } else { None },
+                };
+                ficmp::translate_error(d, p.l3, l4, p.end, p.v4, &outer, e.l3, Some(e.l4), &inner);
+                set_macs(d, nh.mac, nh.src_mac);
+            }
+        }
+        self.counters.icmp_errors_steered += 1;
+        Ok(Verdict::Tx(nh.port))
+    }
+
+    /// The backend of the flow an embedded (VIP -> client) header belongs to: tracked, else by Maglev.
+    fn find_flow<K: FamilyKey>(&mut self, svc: &Service, e: &Embedded, now: u32) -> Option<(u32, u16, bool)> {
+        let key = K::make(&e.dst, &e.src, e.dport, e.sport, e.proto);
+        let h = key.hash();
+        let table = K::table(&mut self.ct);
+        if let Lookup::Hit(_, x) = table.lookup(&key, h, now) {
+            if x.flags & F_REVERSE == 0 {
+                return Some((x.value, x.aux, true));
+            }
+        }
+        let idx = svc.maglev.lookup(h)?;
+        Some((svc.maglev_ids[idx], 0, false))
+    }
+
+    /// A NAT or full-NAT reply from a backend: `None` when no reverse entry matches.
+    fn reply<K: FamilyKey, B: PacketBuf>(&mut self, cfg: &DataplaneConfig, pkt: &mut B, p: &Pkt, now: u32) -> Option<PResult<Verdict>> {
+        let key = K::make(&p.src, &p.dst, p.sport, p.dport, p.proto);
+        let h = key.hash();
+        let table = K::table(&mut self.ct);
+        let (rslot, fwd_slot, rflags) = match table.lookup(&key, h, now) {
+            Lookup::Hit(slot, e) if e.flags & F_REVERSE != 0 => (slot, e.value, e.flags),
+            _ => return None,
+        };
+        let fullnat = rflags & F_FULLNAT != 0;
+        let Some(f) = table.slot_mut(fwd_slot) else {
+            table.remove_slot(rslot);
+            return Some(Err(DropReason::StaleReverse));
+        };
+        let consistent = f.flags & F_REVERSE == 0
+            && (f.expires.wrapping_sub(now) as i32) > 0
+            && if fullnat { f.aux == p.dport && f.flags & F_FULLNAT != 0 } else { f.key.src16() == p.dst && f.key.sport() == p.dport };
+        if !consistent {
+            table.remove_slot(rslot);
+            return Some(Err(DropReason::StaleReverse));
+        }
+        if p.ttl <= 1 {
+            return Some(Err(DropReason::TtlExpired));
+        }
+        let state = if p.proto == proto::TCP {
+            if p.tcp_flags & (tcpf::RST | tcpf::FIN) != 0 {
+                ST_CLOSING
+            } else if f.state == ST_SYN && p.tcp_flags & tcpf::SYN == 0 {
+                ST_EST
+            } else {
+                f.state
+            }
+        } else {
+            f.state
+        };
+        f.state = state;
+        f.expires = now.wrapping_add(timeout_ms(cfg, state));
+        let expires = f.expires;
+        let fkey = f.key;
+        if let Some(r) = table.slot_mut(rslot) {
+            r.state = state;
+            r.expires = expires;
+        }
+        let vip = fkey.dst16();
+        let client = fkey.src16();
+        let nh = match cfg.route(&client, p.v4) {
+            Some(nh) => nh,
+            None => return Some(Err(DropReason::NoRoute)),
+        };
+        let d = pkt.data_mut();
+        nat::decrement_ttl(d, p.l3, p.v4);
+        let rw = Rewrite {
+            src: Some(p.addr(&vip)),
+            sport: Some(fkey.dport()),
+            dst: if fullnat { Some(p.addr(&client)) } else { None },
+            dport: if fullnat { Some(fkey.sport()) } else { None },
+        };
+        nat::apply(d, p.l3, p.l4, p.v4, p.proto, &rw);
+        set_macs(d, nh.mac, nh.src_mac);
+        self.counters.replies += 1;
+        Some(Ok(Verdict::Tx(nh.port)))
+    }
+
+    /// Where would this flow (client -> VIP) go now, and is it tracked? Same code as the packet path; changes nothing.
+    pub fn query(&self, cfg: &DataplaneConfig, src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8, sport: u16, dport: u16, now: u32) -> Option<FlowQuery> {
+        let (s, d) = (crate::config::addr16(src), crate::config::addr16(dst));
+        let si = cfg.service_for(&d, proto, dport)?;
+        let svc = &cfg.services[si as usize];
+        let tracked = if src.is_ipv4() {
+            let k = KeyV4::make(&s, &d, sport, dport, proto);
+            self.ct.v4.peek(&k, now).map(|e| e.value)
+        } else {
+            let k = KeyV6::make(&s, &d, sport, dport, proto);
+            self.ct.v6.peek(&k, now).map(|e| e.value)
+        };
+        if let Some(b) = tracked {
+            return Some(FlowQuery { backend: b, tracked: true });
+        }
+        let h = if src.is_ipv4() { KeyV4::make(&s, &d, sport, dport, proto).hash() } else { KeyV6::make(&s, &d, sport, dport, proto).hash() };
+        let idx = if svc.affinity_ms > 0 {
+            let k = AffinityKey { client: s, service: svc.id };
+            if let Some(e) = self.affinity.peek(&k, now) {
+                return Some(FlowQuery { backend: e.value, tracked: false });
+            }
+            svc.maglev.lookup(fmix64(u64::from_le_bytes(s[8..16].try_into().unwrap_or([0; 8])) ^ u64::from(svc.id)))?
+        } else {
+            svc.maglev.lookup(h)?
+        };
+        Some(FlowQuery { backend: svc.maglev_ids[idx], tracked: false })
+    }
+}
+
+fn forget(stats: &mut [ObjCounters], backend: u32, flags: u8) {
+    if flags & F_REVERSE == 0 {
+        if let Some(c) = stats.get_mut(backend as usize) {
+            c.active_flows -= 1;
+        }
+    }
+}
+
+fn snat_addr(cfg: &DataplaneConfig, v4: bool) -> Option<[u8; 16]> {
+    if v4 {
+        cfg.snat_v4.map(mapped)
+    } else {
+        cfg.snat_v6
+    }
+}
+
+fn snat_owner(cfg: &DataplaneConfig, nworkers: u16, port: u16) -> u16 {
+    let (lo, hi) = cfg.snat_ports;
+    let span = (u32::from(hi.saturating_sub(lo)) + 1) / u32::from(nworkers.max(1));
+    if span == 0 || port < lo {
+        return 0;
+    }
+    ((u32::from(port - lo) / span) as u16).min(nworkers - 1)
+}
+
+/// The reply-direction key of a forward flow.
+fn reverse_key<K: FamilyKey>(cfg: &DataplaneConfig, svc: &Service, b: &Backend, fwd: &K, snat_port: u16) -> K {
+    let bport = if b.port == 0 { fwd.dport() } else { b.port };
+    if svc.mode == Mode::FullNat {
+        let s = snat_addr(cfg, svc.v4).unwrap_or([0; 16]);
+        K::make(&b.addr, &s, bport, snat_port, svc.proto)
+    } else {
+        K::make(&b.addr, &fwd.src16(), bport, fwd.sport(), svc.proto)
+    }
+}
+
+/// A free full-NAT source port from this worker's share of the range: one whose reply key is not in use.
+#[allow(clippy::too_many_arguments)]
+fn alloc_snat_port<K: FamilyKey>(
+    table: &FlowTable<K>,
+    cfg: &DataplaneConfig,
+    svc: &Service,
+    b: &Backend,
+    fwd: &K,
+    worker: u16,
+    nworkers: u16,
+    cursor: &mut u16,
+    now: u32,
+) -> PResult<u16> {
+    let (lo, hi) = cfg.snat_ports;
+    let span = ((u32::from(hi.saturating_sub(lo)) + 1) / u32::from(nworkers.max(1))).max(1);
+    let base = u32::from(lo) + span * u32::from(worker);
+    for _ in 0..16 {
+        let port = (base + u32::from(*cursor) % span) as u16;
+        *cursor = cursor.wrapping_add(1);
+        let rk = reverse_key::<K>(cfg, svc, b, fwd, port);
+        if table.peek(&rk, now).is_none() {
+            return Ok(port);
+        }
+    }
+    Err(DropReason::SnatExhausted)
+}
+
+fn tunnel_src(cfg: &DataplaneConfig, v4: bool, h: u64) -> Option<[u8; 16]> {
+    if v4 {
+        let (base, mask) = cfg.tunnel_v4?;
+        let a = (u32::from_be_bytes(base) & !mask) | ((h as u32) & mask);
+        Some(mapped(a.to_be_bytes()))
+    } else {
+        let (base, mask) = cfg.tunnel_v6?;
+        let mut a = base;
+        let low = (u32::from_be_bytes([a[12], a[13], a[14], a[15]]) & !mask) | ((h as u32) & mask);
+        a[12..].copy_from_slice(&low.to_be_bytes());
+        Some(a)
+    }
+}
+
+fn is_icmp_error(p: &Pkt) -> bool {
+    if p.v4 {
+        icmp4::is_error(p.icmp_type)
+    } else {
+        icmp6::is_error(p.icmp_type)
+    }
+}
+
+/// The IP header and ports embedded in an ICMP error.
+#[derive(Debug, Clone, Copy)]
+struct Embedded {
+    l3: usize,
+    l4: usize,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+}
+
+/// Parse the embedded header of an ICMP error at `at..end` (truncated payloads allowed: only the header and the
+/// ports must be there). Extension headers in an embedded IPv6 header are not followed.
+fn embedded(d: &[u8], at: usize, end: usize, v4: bool) -> Option<Embedded> {
+    let b = d.get(at..end)?;
+    let (hl, proto_, src, dst) = if v4 {
+        if b.len() < 20 || b[0] >> 4 != 4 {
+            return None;
+        }
+        let hl = usize::from(b[0] & 0xf) * 4;
+        (hl, b[9], mapped([b[12], b[13], b[14], b[15]]), mapped([b[16], b[17], b[18], b[19]]))
+    } else {
+        if b.len() < 40 || b[0] >> 4 != 6 {
+            return None;
+        }
+        let mut s = [0u8; 16];
+        s.copy_from_slice(&b[8..24]);
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&b[24..40]);
+        (40, b[6], s, t)
+    };
+    if hl < 20 || b.len() < hl + 4 || !matches!(proto_, proto::TCP | proto::UDP) {
+        return None;
+    }
+    Some(Embedded { l3: at, l4: at + hl, src, dst, sport: get_u16(b, hl), dport: get_u16(b, hl + 2), proto: proto_ })
+}
+
+fn parse_l4(data: &[u8], p: &mut Pkt, off: usize) -> PResult<()> {
+    let seg = &data[off..p.end];
+    let first_frag = matches!(p.frag, Frag::First(_));
+    match p.proto {
+        proto::TCP => {
+            if first_frag {
+                if seg.len() < 14 {
+                    return Err(DropReason::FragmentTooShort);
+                }
+                p.tcp_flags = seg[13];
+            } else {
+                let t = TcpPacket::new_checked(seg)?;
+                p.tcp_flags = t.flags();
+            }
+            p.sport = get_u16(seg, 0);
+            p.dport = get_u16(seg, 2);
+        }
+        proto::UDP => {
+            if first_frag {
+                if seg.len() < 8 {
+                    return Err(DropReason::FragmentTooShort);
+                }
+            } else {
+                UdpPacket::new_checked(seg)?;
+            }
+            p.sport = get_u16(seg, 0);
+            p.dport = get_u16(seg, 2);
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            let i = IcmpPacket::new_checked(seg)?;
+            p.icmp_type = i.msg_type();
+            p.sport = i.echo_ident();
+        }
+        _ => {}
+    }
+    p.l4 = Some(off);
+    Ok(())
+}
+
+fn parse_v4(data: &[u8], l3: usize) -> PResult<Pkt> {
+    let ip = Ipv4Packet::new_checked(&data[l3..])?;
+    if checksum::checksum(&data[l3..l3 + ip.header_len()]) != 0 {
+        return Err(DropReason::BadIpChecksum);
+    }
+    let frag = if !ip.is_fragment() {
+        Frag::No
+    } else if ip.frag_offset() == 0 {
+        Frag::First(u32::from(ip.ident()))
+    } else {
+        Frag::Later(u32::from(ip.ident()))
+    };
+    let mut p = Pkt {
+        l3,
+        v4: true,
+        l4: None,
+        end: l3 + usize::from(ip.total_len()),
+        proto: ip.protocol(),
+        src: mapped(ip.src()),
+        dst: mapped(ip.dst()),
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        frag,
+        df: ip.dont_frag(),
+        ttl: ip.ttl(),
+    };
+    if !matches!(frag, Frag::Later(_)) {
+        parse_l4(data, &mut p, l3 + ip.header_len())?;
+    }
+    Ok(p)
+}
+
+fn parse_v6(data: &[u8], l3: usize) -> PResult<Pkt> {
+    let ip = Ipv6Packet::new_checked(&data[l3..])?;
+    let up = ip.walk()?;
+    let frag = match up.frag {
+        None => Frag::No,
+        Some(f) if f.offset == 0 && !f.more => Frag::No, // atomic fragment (RFC 6946)
+        Some(f) if f.offset == 0 => Frag::First(f.ident),
+        Some(f) => Frag::Later(f.ident),
+    };
+    let mut p = Pkt {
+        l3,
+        v4: false,
+        l4: None,
+        end: l3 + ip.total_len(),
+        proto: up.protocol,
+        src: ip.src(),
+        dst: ip.dst(),
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        frag,
+        df: true,
+        ttl: ip.hop_limit(),
+    };
+    if !matches!(frag, Frag::Later(_)) {
+        parse_l4(data, &mut p, l3 + up.offset)?;
+    }
+    Ok(p)
+}
