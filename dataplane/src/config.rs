@@ -59,7 +59,12 @@ impl std::str::FromStr for Mode {
             "dsr_l2" => Mode::DsrL2,
             "ipip" => Mode::Ipip,
             "gue" => Mode::Gue,
-            _ => return Err(ConfigError::new("mode", format!("unknown mode {s:?}; expected nat, fullnat, dsr_l2, ipip or gue"))),
+            _ => {
+                return Err(ConfigError::new(
+                    "mode",
+                    format!("unknown mode {s:?}; expected nat, fullnat, dsr_l2, ipip or gue"),
+                ))
+            }
         })
     }
 }
@@ -443,7 +448,8 @@ impl ConfigBuilder {
             snat_ports: model.fullnat_ports,
             tunnel_v4: None,
             tunnel_v6: None,
-            timeouts_ms: [t.tcp_syn, t.tcp_established, t.tcp_closing, t.udp, t.fragment].map(|s| s.saturating_mul(1000)),
+            timeouts_ms: [t.tcp_syn, t.tcp_established, t.tcp_closing, t.udp, t.fragment]
+                .map(|s| s.saturating_mul(1000)),
             backend_id_limit: 0,
             service_id_limit: 0,
         };
@@ -473,7 +479,13 @@ impl ConfigBuilder {
                     cfg.tunnel_v4 = Some((v.octets(), host));
                 }
                 IpAddr::V6(v) => {
-                    let host = if *plen >= 128 { 0 } else if *plen <= 96 { u32::MAX } else { u32::MAX >> (plen - 96) };
+                    let host = if *plen >= 128 {
+                        0
+                    } else if *plen <= 96 {
+                        u32::MAX
+                    } else {
+                        u32::MAX >> (plen - 96)
+                    };
                     cfg.tunnel_v6 = Some((v.octets(), host));
                 }
             }
@@ -507,7 +519,10 @@ impl ConfigBuilder {
                 let a16 = addr16(b.addr);
                 let next_hop = cfg.route(&a16, b.addr.is_ipv4());
                 if s.mode == Mode::DsrL2 && !cfg.is_on_link(&a16) {
-                    return field_err(format!("services[{si}].backends"), format!("dsr_l2 backend {} is not on-link (in no interface subnet)", b.addr));
+                    return field_err(
+                        format!("services[{si}].backends"),
+                        format!("dsr_l2 backend {} is not on-link (in no interface subnet)", b.addr),
+                    );
                 }
                 backends.push(Backend {
                     id: bid,
@@ -522,11 +537,13 @@ impl ConfigBuilder {
                     mb.push(MaglevBackend { key, weight: b.weight });
                 }
             }
-            let table = maglev::build(&mb, s.maglev_size).map_err(|e| ConfigError::new(format!("services[{si}]"), e.to_string()))?;
+            let table = maglev::build(&mb, s.maglev_size)
+                .map_err(|e| ConfigError::new(format!("services[{si}]"), e.to_string()))?;
             for x in table.backends() {
                 mb_ids.push(id_of_key.get(&x.key).copied().unwrap_or(u32::MAX));
             }
-            let prev_table = self.prev.as_ref().and_then(|p| p.services.iter().find(|ps| ps.id == sid)).map(|ps| &ps.maglev);
+            let prev_table =
+                self.prev.as_ref().and_then(|p| p.services.iter().find(|ps| ps.id == sid)).map(|ps| &ps.maglev);
             moved.push(SlotsMoved {
                 vip: s.vip,
                 proto,
@@ -588,15 +605,19 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
         for (ai, (a, plen)) in itf.addrs.iter().enumerate() {
             let max = if a.is_ipv4() { 32 } else { 128 };
             if *plen > max || *plen == 0 {
-                return field_err(format!("interfaces[{ii}].addrs[{ai}]"), format!("prefix length {plen} outside 1..={max}"));
+                return field_err(
+                    format!("interfaces[{ii}].addrs[{ai}]"),
+                    format!("prefix length {plen} outside 1..={max}"),
+                );
             }
         }
     }
     let (lo, hi) = m.fullnat_ports;
-    if m.services.iter().any(|s| s.mode == Mode::FullNat) {
-        if lo == 0 || hi < lo || hi - lo < 63 {
-            return field_err("fullnat_ports".into(), format!("range {lo}..={hi} must be non-empty, start above 0 and hold at least 64 ports"));
-        }
+    if m.services.iter().any(|s| s.mode == Mode::FullNat) && (lo == 0 || hi < lo || hi - lo < 63) {
+        return field_err(
+            "fullnat_ports".into(),
+            format!("range {lo}..={hi} must be non-empty, start above 0 and hold at least 64 ports"),
+        );
     }
     for (i, s) in m.fullnat_sources.iter().enumerate() {
         if !own.contains(s) {
@@ -610,7 +631,13 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
         }
     }
     let t = &m.timeouts;
-    for (name, v) in [("tcp_syn", t.tcp_syn), ("tcp_established", t.tcp_established), ("tcp_closing", t.tcp_closing), ("udp", t.udp), ("fragment", t.fragment)] {
+    for (name, v) in [
+        ("tcp_syn", t.tcp_syn),
+        ("tcp_established", t.tcp_established),
+        ("tcp_closing", t.tcp_closing),
+        ("udp", t.udp),
+        ("fragment", t.fragment),
+    ] {
         if v == 0 || u64::from(v) * 1000 > u64::from(crate::lb::conntrack::MAX_TIMEOUT_MS) {
             return field_err(format!("timeouts.{name}"), format!("{v} s outside 1..=604800"));
         }
@@ -635,7 +662,10 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
             return field_err(f("vip"), format!("{} is an interface address of the appliance", s.vip));
         }
         if !maglev::is_prime(s.maglev_size) || s.maglev_size > maglev::MAX_TABLE_SIZE || s.maglev_size < 3 {
-            return field_err(f("maglev_size"), format!("{} must be a prime up to {}", s.maglev_size, maglev::MAX_TABLE_SIZE));
+            return field_err(
+                f("maglev_size"),
+                format!("{} must be a prime up to {}", s.maglev_size, maglev::MAX_TABLE_SIZE),
+            );
         }
         if s.backends.len() > (s.maglev_size as usize).min(maglev::MAX_BACKENDS) {
             return field_err(f("backends"), format!("{} backends exceed the Maglev table size", s.backends.len()));
@@ -648,10 +678,21 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
         if s.mode == Mode::Gue && s.gue_port == 0 {
             return field_err(f("gue_port"), "port 0");
         }
+        if matches!(s.mode, Mode::Ipip | Mode::Gue)
+            && !m.tunnel_sources.iter().any(|(a, _)| a.is_ipv4() == s.vip.is_ipv4())
+        {
+            return field_err(
+                f("mode"),
+                format!("{} needs a tunnel_sources prefix of the VIP's family ({})", s.mode.name(), s.vip),
+            );
+        }
         if s.mode == Mode::FullNat {
             let have = m.fullnat_sources.iter().any(|a| a.is_ipv4() == s.vip.is_ipv4());
             if !have {
-                return field_err(f("mode"), format!("fullnat needs a fullnat_sources address of the VIP's family ({})", s.vip));
+                return field_err(
+                    f("mode"),
+                    format!("fullnat needs a fullnat_sources address of the VIP's family ({})", s.vip),
+                );
             }
         }
         let mut bseen = FxHashSet::default();
@@ -670,7 +711,10 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
                 return field_err(g("port"), "an all-ports service keeps the client's port: backend port must be 0");
             }
             if matches!(s.mode, Mode::DsrL2 | Mode::Ipip | Mode::Gue) && b.port != 0 && Some(b.port) != s.port {
-                return field_err(g("port"), format!("{} mode cannot change the port: use 0 or the VIP's port", s.mode.name()));
+                return field_err(
+                    g("port"),
+                    format!("{} mode cannot change the port: use 0 or the VIP's port", s.mode.name()),
+                );
             }
             if !bseen.insert((b.addr, b.port)) {
                 return field_err(g("addr"), format!("duplicate backend {}:{}", b.addr, b.port));

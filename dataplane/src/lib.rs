@@ -5,10 +5,10 @@
 //! pinned core. Unsafe code is confined to [`mem`] (huge-page backed tables); everything else is safe Rust.
 #![deny(unsafe_code)]
 
-pub mod wire;
+pub mod config;
+pub mod forward;
 pub mod lb;
 pub mod mem;
-pub mod config;
 pub mod packet;
-pub mod forward;
 pub mod pipeline;
+pub mod wire;

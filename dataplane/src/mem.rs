@@ -69,9 +69,11 @@ impl<T: Copy> HugeArray<T> {
         let (raw, backing) = Self::alloc(layout);
         let ptr = NonNull::new(raw.cast::<T>()).expect("out of memory allocating a fixed table");
         for i in 0..len {
-            // SAFETY: `ptr` points to an allocation of `len` elements of `T` with T's alignment (Layout::array),
-            // and `i < len`; writing initialises the element without reading the uninitialised old value.
-            unsafe { ptr.as_ptr().add(i).write(fill) };
+            // SAFETY: `ptr` points to an allocation of `len` elements of `T` (Layout::array) and `i < len`, so the
+            // offset stays inside it.
+            let slot = unsafe { ptr.as_ptr().add(i) };
+            // SAFETY: `slot` is in bounds and aligned for T; writing initialises it without reading the old bytes.
+            unsafe { slot.write(fill) };
         }
         Self { ptr, len, layout, backing }
     }

@@ -343,7 +343,13 @@ pub struct FlowTables {
 impl FamilyKey for KeyV4 {
     #[inline(always)]
     fn make(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
-        KeyV4 { src: [src[12], src[13], src[14], src[15]], dst: [dst[12], dst[13], dst[14], dst[15]], sport, dport, proto }
+        KeyV4 {
+            src: [src[12], src[13], src[14], src[15]],
+            dst: [dst[12], dst[13], dst[14], dst[15]],
+            sport,
+            dport,
+            proto,
+        }
     }
     fn src16(&self) -> [u8; 16] {
         mapped(self.src)
@@ -432,6 +438,21 @@ impl Pkt {
     fn has_ports(&self) -> bool {
         matches!(self.proto, proto::TCP | proto::UDP)
     }
+}
+
+/// A flow as an operator names it (client to VIP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuple {
+    /// Client address.
+    pub src: std::net::IpAddr,
+    /// VIP.
+    pub dst: std::net::IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Client port.
+    pub sport: u16,
+    /// VIP port.
+    pub dport: u16,
 }
 
 /// The answer to "where does this flow go?".
@@ -527,7 +548,8 @@ impl Pipeline {
         let n = u64::from(self.nworkers);
         let by_addr = |a: &[u8; 16]| {
             let (hi, lo) = a.split_at(8);
-            let w = u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])) ^ u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])).rotate_left(29);
+            let w = u64::from_le_bytes(hi.try_into().unwrap_or([0; 8]))
+                ^ u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])).rotate_left(29);
             ((u128::from(fmix64(w)) * u128::from(n)) >> 64) as u16
         };
         if p.has_ports() && p.l4.is_some() && self.is_snat(cfg, p) {
@@ -574,7 +596,13 @@ impl Pipeline {
         self.counters.drops[r.index()] += 1;
     }
 
-    fn process_inner<B: PacketBuf>(&mut self, cfg: &DataplaneConfig, in_port: PortId, pkt: &mut B, now: u32) -> PResult<Verdict> {
+    fn process_inner<B: PacketBuf>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        in_port: PortId,
+        pkt: &mut B,
+        now: u32,
+    ) -> PResult<Verdict> {
         let data = pkt.data();
         let l2 = parse_l2(data)?;
         let l3 = l2.l3_offset;
@@ -582,7 +610,11 @@ impl Pipeline {
             ethertype::ARP => {
                 let arp = ArpPacket::new_checked(&data[l3..])?;
                 let t = mapped(arp.target_ip());
-                return if cfg.is_vip(&t) || cfg.is_own(&t) { Ok(Verdict::SlowPath) } else { Err(DropReason::NotForUs) };
+                return if cfg.is_vip(&t) || cfg.is_own(&t) {
+                    Ok(Verdict::SlowPath)
+                } else {
+                    Err(DropReason::NotForUs)
+                };
             }
             ethertype::IPV4 => parse_v4(data, l3)?,
             ethertype::IPV6 => parse_v6(data, l3)?,
@@ -604,7 +636,14 @@ impl Pipeline {
             Frag::First(ident) => {
                 let k = FragKey { src: p.src, dst: p.dst, ident, proto: p.proto };
                 let h = k.hash();
-                let e = Entry { key: k, expires: now.wrapping_add(cfg.timeouts_ms[4]), value: (u32::from(p.sport) << 16) | u32::from(p.dport), aux: 0, state: 1, flags: 0 };
+                let e = Entry {
+                    key: k,
+                    expires: now.wrapping_add(cfg.timeouts_ms[4]),
+                    value: (u32::from(p.sport) << 16) | u32::from(p.dport),
+                    aux: 0,
+                    state: 1,
+                    flags: 0,
+                };
                 match self.frags.lookup(&k, h, now) {
                     Lookup::Hit(_, x) => *x = Entry { key: k, ..e },
                     Lookup::Miss(_) => {
@@ -660,7 +699,11 @@ impl Pipeline {
             return self.act(cfg, svc, b, snat_port, in_port, pkt, &p);
         }
         if p.has_ports() {
-            let r = if p.v4 { self.reply::<KeyV4, B>(cfg, pkt, &p, now) } else { self.reply::<KeyV6, B>(cfg, pkt, &p, now) };
+            let r = if p.v4 {
+                self.reply::<KeyV4, B>(cfg, pkt, &p, now)
+            } else {
+                self.reply::<KeyV6, B>(cfg, pkt, &p, now)
+            };
             if let Some(v) = r {
                 return v;
             }
@@ -672,7 +715,13 @@ impl Pipeline {
     }
 
     /// Pick (or recall) the backend of a VIP flow. Returns the backend id and, for full-NAT, the source port.
-    fn schedule<K: FamilyKey>(&mut self, cfg: &DataplaneConfig, svc: &Service, p: &Pkt, now: u32) -> PResult<(u32, u16)> {
+    fn schedule<K: FamilyKey>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        svc: &Service,
+        p: &Pkt,
+        now: u32,
+    ) -> PResult<(u32, u16)> {
         let key = K::make(&p.src, &p.dst, p.sport, p.dport, p.proto);
         let h = key.hash();
         let tcp = p.proto == proto::TCP;
@@ -680,7 +729,9 @@ impl Pipeline {
         match table.lookup(&key, h, now) {
             Lookup::Hit(slot, e) => {
                 let ok = e.flags & F_REVERSE == 0
-                    && cfg.backend(e.value).is_some_and(|b| b.state != BackendState::Down && cfg.services[b.service as usize].id == svc.id);
+                    && cfg.backend(e.value).is_some_and(|b| {
+                        b.state != BackendState::Down && cfg.services[b.service as usize].id == svc.id
+                    });
                 let new_syn = tcp && e.state == ST_CLOSING && p.tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN;
                 if ok && !new_syn {
                     let old_expires = e.expires;
@@ -690,7 +741,10 @@ impl Pipeline {
                     e.expires = now.wrapping_add(timeout_ms(cfg, state));
                     let (bid, port, flags) = (e.value, e.aux, e.flags);
                     // Keep the reverse entry alive with its flow: on a state change, or at most once a second.
-                    if flags & F_REVERSE == 0 && svc.mode.is_nat() && (changed || e.expires.wrapping_sub(old_expires) > 1000) {
+                    if flags & F_REVERSE == 0
+                        && svc.mode.is_nat()
+                        && (changed || e.expires.wrapping_sub(old_expires) > 1000)
+                    {
                         let expires = e.expires;
                         if let Some(b) = cfg.backend(bid) {
                             let rk = reverse_key::<K>(cfg, svc, b, &key, port);
@@ -795,14 +849,21 @@ impl Pipeline {
             let k = AffinityKey { client: p.src, service: svc.id };
             let ah = k.hash();
             if let Lookup::Hit(_, e) = self.affinity.lookup(&k, ah, now) {
-                if cfg.backend(e.value).is_some_and(|b| b.state == BackendState::Active && cfg.services[b.service as usize].id == svc.id) {
+                if cfg
+                    .backend(e.value)
+                    .is_some_and(|b| b.state == BackendState::Active && cfg.services[b.service as usize].id == svc.id)
+                {
                     e.expires = now.wrapping_add(svc.affinity_ms);
                     return Ok(e.value);
                 }
             }
-            let idx = svc.maglev.lookup(fmix64(u64::from_le_bytes(p.src[8..16].try_into().unwrap_or([0; 8])) ^ u64::from(svc.id))).ok_or(DropReason::NoBackend)?;
+            let idx = svc
+                .maglev
+                .lookup(fmix64(u64::from_le_bytes(p.src[8..16].try_into().unwrap_or([0; 8])) ^ u64::from(svc.id)))
+                .ok_or(DropReason::NoBackend)?;
             let bid = svc.maglev_ids[idx];
-            let e = Entry { key: k, expires: now.wrapping_add(svc.affinity_ms), value: bid, aux: 0, state: 1, flags: 0 };
+            let e =
+                Entry { key: k, expires: now.wrapping_add(svc.affinity_ms), value: bid, aux: 0, state: 1, flags: 0 };
             let _ = self.affinity.insert(k, ah, now, e, |_| true);
             return Ok(bid);
         }
@@ -866,7 +927,15 @@ impl Pipeline {
         Ok(Verdict::Tx(nh.port))
     }
 
-    fn encap_to<B: PacketBuf>(&self, cfg: &DataplaneConfig, pkt: &mut B, p: &Pkt, b: &Backend, encap: Encap, nh: &crate::config::NextHop) -> PResult<()> {
+    fn encap_to<B: PacketBuf>(
+        &self,
+        cfg: &DataplaneConfig,
+        pkt: &mut B,
+        p: &Pkt,
+        b: &Backend,
+        encap: Encap,
+        nh: &crate::config::NextHop,
+    ) -> PResult<()> {
         let h = if p.v4 {
             KeyV4::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
         } else {
@@ -881,7 +950,14 @@ impl Pipeline {
     }
 
     /// ICMP to a VIP: echo answered, errors steered to the flow's backend, the rest dropped.
-    fn icmp_to_vip<B: PacketBuf>(&mut self, cfg: &DataplaneConfig, in_port: PortId, pkt: &mut B, p: &Pkt, now: u32) -> PResult<Verdict> {
+    fn icmp_to_vip<B: PacketBuf>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        in_port: PortId,
+        pkt: &mut B,
+        p: &Pkt,
+        now: u32,
+    ) -> PResult<Verdict> {
         let l4 = p.l4.ok_or(DropReason::IcmpUnsupported)?;
         let echo = if p.v4 { icmp4::ECHO_REQUEST } else { icmp6::ECHO_REQUEST };
         if p.icmp_type == echo && p.frag == Frag::No {
@@ -899,12 +975,9 @@ impl Pipeline {
         // The embedded packet went VIP -> client: the flow is client -> VIP.
         let si = cfg.service_for(&e.src, e.proto, e.sport).ok_or(DropReason::IcmpErrorNoFlow)?;
         let svc = &cfg.services[si as usize];
-        let (bid, snat_port, tracked) = if p.v4 {
-            self.find_flow::<KeyV4>(svc, &e, now)
-        } else {
-            self.find_flow::<KeyV6>(svc, &e, now)
-        }
-        .ok_or(DropReason::IcmpErrorNoFlow)?;
+        let (bid, snat_port, tracked) =
+            if p.v4 { self.find_flow::<KeyV4>(svc, &e, now) } else { self.find_flow::<KeyV6>(svc, &e, now) }
+                .ok_or(DropReason::IcmpErrorNoFlow)?;
         if svc.mode.is_nat() && !tracked {
             return Err(DropReason::IcmpErrorNoFlow);
         }
@@ -958,7 +1031,13 @@ impl Pipeline {
     }
 
     /// A NAT or full-NAT reply from a backend: `None` when no reverse entry matches.
-    fn reply<K: FamilyKey, B: PacketBuf>(&mut self, cfg: &DataplaneConfig, pkt: &mut B, p: &Pkt, now: u32) -> Option<PResult<Verdict>> {
+    fn reply<K: FamilyKey, B: PacketBuf>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        pkt: &mut B,
+        p: &Pkt,
+        now: u32,
+    ) -> Option<PResult<Verdict>> {
         let key = K::make(&p.src, &p.dst, p.sport, p.dport, p.proto);
         let h = key.hash();
         let table = K::table(&mut self.ct);
@@ -973,7 +1052,11 @@ impl Pipeline {
         };
         let consistent = f.flags & F_REVERSE == 0
             && (f.expires.wrapping_sub(now) as i32) > 0
-            && if fullnat { f.aux == p.dport && f.flags & F_FULLNAT != 0 } else { f.key.src16() == p.dst && f.key.sport() == p.dport };
+            && if fullnat {
+                f.aux == p.dport && f.flags & F_FULLNAT != 0
+            } else {
+                f.key.src16() == p.dst && f.key.sport() == p.dport
+            };
         if !consistent {
             table.remove_slot(rslot);
             return Some(Err(DropReason::StaleReverse));
@@ -1021,7 +1104,8 @@ impl Pipeline {
     }
 
     /// Where would this flow (client -> VIP) go now, and is it tracked? Same code as the packet path; changes nothing.
-    pub fn query(&self, cfg: &DataplaneConfig, src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8, sport: u16, dport: u16, now: u32) -> Option<FlowQuery> {
+    pub fn query(&self, cfg: &DataplaneConfig, t: &Tuple, now: u32) -> Option<FlowQuery> {
+        let Tuple { src, dst, proto, sport, dport } = *t;
         let (s, d) = (crate::config::addr16(src), crate::config::addr16(dst));
         let si = cfg.service_for(&d, proto, dport)?;
         let svc = &cfg.services[si as usize];
@@ -1035,7 +1119,11 @@ impl Pipeline {
         if let Some(b) = tracked {
             return Some(FlowQuery { backend: b, tracked: true });
         }
-        let h = if src.is_ipv4() { KeyV4::make(&s, &d, sport, dport, proto).hash() } else { KeyV6::make(&s, &d, sport, dport, proto).hash() };
+        let h = if src.is_ipv4() {
+            KeyV4::make(&s, &d, sport, dport, proto).hash()
+        } else {
+            KeyV6::make(&s, &d, sport, dport, proto).hash()
+        };
         let idx = if svc.affinity_ms > 0 {
             let k = AffinityKey { client: s, service: svc.id };
             if let Some(e) = self.affinity.peek(&k, now) {

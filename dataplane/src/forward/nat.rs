@@ -6,7 +6,7 @@
 //! to be in bounds. Non-first fragments pass `l4 = None`: only the IP header changes (the L4 checksum lives in the
 //! first fragment and was patched there).
 
-use crate::wire::checksum::{update, update16, udp_nonzero};
+use crate::wire::checksum::{udp_nonzero, update, update16};
 use crate::wire::{get_u16, ipv4, ipv6, proto, set_u16, tcp, udp};
 
 /// What to change. `None` leaves a field alone.
@@ -25,8 +25,11 @@ pub struct Rewrite<'a> {
 /// Apply `rw` to the packet whose IP header starts at `l3`.
 #[inline]
 pub fn apply(pkt: &mut [u8], l3: usize, l4: Option<usize>, v4: bool, l4proto: u8, rw: &Rewrite<'_>) {
-    let (alen, src_off, dst_off) =
-        if v4 { (4, l3 + ipv4::SRC_OFFSET, l3 + ipv4::DST_OFFSET) } else { (16, l3 + ipv6::SRC_OFFSET, l3 + ipv6::DST_OFFSET) };
+    let (alen, src_off, dst_off) = if v4 {
+        (4, l3 + ipv4::SRC_OFFSET, l3 + ipv4::DST_OFFSET)
+    } else {
+        (16, l3 + ipv6::SRC_OFFSET, l3 + ipv6::DST_OFFSET)
+    };
     let l4csum = match (l4, l4proto) {
         (Some(o), proto::TCP) => Some(o + tcp::CHECKSUM_OFFSET),
         (Some(o), proto::UDP) => Some(o + udp::CHECKSUM_OFFSET),

@@ -48,7 +48,15 @@ pub fn entropy_port(h: u64) -> u16 {
 
 /// Encapsulate the packet whose inner IP header starts at `l3` (after L2 and tags). `src`/`dst` are the outer
 /// addresses (4 or 16 bytes). Returns false when the buffer has no headroom (nothing changed).
-pub fn encapsulate<B: PacketBuf>(pkt: &mut B, l3: usize, v4: bool, encap: Encap, src: &[u8], dst: &[u8], h: u64) -> bool {
+pub fn encapsulate<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    v4: bool,
+    encap: Encap,
+    src: &[u8],
+    dst: &[u8],
+    h: u64,
+) -> bool {
     let add = overhead(encap, v4);
     if !pkt.prepend(add) {
         return false;

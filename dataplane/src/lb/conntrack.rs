@@ -129,7 +129,12 @@ impl<K: FlowKey> FlowTable<K> {
         let want = flows.max(WAYS) + flows / 8;
         let nbuckets = want.div_ceil(WAYS);
         let empty = Bucket { sig: [0; WAYS], entries: [Entry::FREE; WAYS] };
-        Self { buckets: HugeArray::new(nbuckets, empty), nbuckets: nbuckets as u64, stats: TableStats::default(), sweep_at: 0 }
+        Self {
+            buckets: HugeArray::new(nbuckets, empty),
+            nbuckets: nbuckets as u64,
+            stats: TableStats::default(),
+            sweep_at: 0,
+        }
     }
 
     /// Slots in the table.
@@ -313,7 +318,10 @@ impl<K: FlowKey> FlowTable<K> {
         let h = key.hash();
         let b = &self.buckets.as_slice()[self.bucket_of(h)];
         let sig = sig_of(h);
-        (0..WAYS).map(|w| (b.sig[w], &b.entries[w])).find(|(s, e)| *s == sig && e.key == *key && live(e.expires, now)).map(|(_, e)| e)
+        (0..WAYS)
+            .map(|w| (b.sig[w], &b.entries[w]))
+            .find(|(s, e)| *s == sig && e.key == *key && live(e.expires, now))
+            .map(|(_, e)| e)
     }
 }
 

@@ -111,7 +111,10 @@ impl FlowKey for FragKey {
     fn hash(&self) -> u64 {
         let (s0, s1) = addr_words(&self.src);
         let (d0, d1) = addr_words(&self.dst);
-        fmix64(mix(mix(mix(mix(mix(0x4c42_00f4, s0), s1), d0), d1), (u64::from(self.ident) << 8) | u64::from(self.proto)))
+        fmix64(mix(
+            mix(mix(mix(mix(0x4c42_00f4, s0), s1), d0), d1),
+            (u64::from(self.ident) << 8) | u64::from(self.proto),
+        ))
     }
 }
 

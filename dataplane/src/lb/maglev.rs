@@ -64,12 +64,12 @@ pub fn is_prime(n: u32) -> bool {
     if n < 4 {
         return true;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return false;
     }
     let mut d = 3u32;
     while u64::from(d) * u64::from(d) <= u64::from(n) {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 2;
@@ -91,7 +91,7 @@ pub fn build(backends: &[MaglevBackend], size: u32) -> Result<MaglevTable, Magle
         return Err(MaglevError::TooManyBackends(backends.len(), size));
     }
     let mut sorted: Vec<MaglevBackend> = backends.to_vec();
-    sorted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    sorted.sort_unstable_by_key(|b| b.key);
     if sorted.windows(2).any(|w| w[0].key == w[1].key) {
         return Err(MaglevError::Duplicate);
     }

@@ -54,7 +54,10 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         if b.len() < LEN {
             return Err(ParseError::Truncated);
         }
-        if get_u16(b, field::HTYPE) != 1 || get_u16(b, field::PTYPE) != 0x0800 || b[field::HLEN] != 6 || b[field::PLEN] != 4
+        if get_u16(b, field::HTYPE) != 1
+            || get_u16(b, field::PTYPE) != 0x0800
+            || b[field::HLEN] != 6
+            || b[field::PLEN] != 4
         {
             return Err(ParseError::BadArp);
         }
