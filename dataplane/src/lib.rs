@@ -12,3 +12,5 @@ pub mod mem;
 pub mod packet;
 pub mod pipeline;
 pub mod wire;
+pub mod port;
+pub mod worker;

@@ -1,0 +1,57 @@
+//! The `Port` trait: burst receive into, and burst transmit from, caller-owned fixed-capacity arrays.
+//!
+//! Backends: [`mem`] (in-memory ring pair, for tests, the benchmark harness and in-process wiring), [`pcap`] (read a
+//! capture, write one). Kernel packet sockets and DPDK implement the same trait in later modules.
+
+pub mod mem;
+pub mod pcap;
+
+use crate::packet::PacketBuf;
+use arrayvec::ArrayVec;
+
+/// Packets per burst.
+pub const BURST: usize = 32;
+
+/// A burst of packets: fixed capacity, never allocates.
+pub type Burst<B> = ArrayVec<B, BURST>;
+
+/// Port counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Packets the port could not transmit (ring full).
+    pub tx_dropped: u64,
+    /// Packets the port lost on receive (reported by the backend, e.g. ring overruns).
+    pub rx_dropped: u64,
+}
+
+/// A packet port.
+pub trait Port: Send {
+    /// The buffer type of this port.
+    type Buf: PacketBuf + Send;
+
+    /// Receive up to `out.remaining_capacity()` packets, appending to `out`. Returns how many arrived.
+    fn rx_burst(&mut self, out: &mut Burst<Self::Buf>) -> usize;
+
+    /// Transmit from the front of `pkts`, removing what was sent. What remains could not be sent; the caller
+    /// counts it and gives it back with [`Port::free`].
+    fn tx_burst(&mut self, pkts: &mut Burst<Self::Buf>) -> usize;
+
+    /// Give back a buffer that will not be transmitted (dropped packets).
+    fn free(&mut self, buf: Self::Buf) {
+        drop(buf);
+    }
+
+    /// Counters.
+    fn stats(&self) -> PortStats;
+
+    /// A name for logs.
+    fn name(&self) -> &str;
+}

@@ -1,0 +1,406 @@
+//! One pinned core: receive a burst, run each packet through the [`Pipeline`], transmit in bursts, repeat.
+//!
+//! A worker owns its ports' queues, its flow-table shard, its buffers and its counters. Per burst it loads the
+//! config snapshot once, drains its hand-off inbox (packets other workers received for flows it owns), polls its
+//! ports, and sweeps a few flow-table buckets. Packets whose flow another worker owns go to that worker's inbox — a
+//! bounded `crossbeam` ring; a full ring is a counted drop, never a wait. Slow-path packets go to a bounded ring
+//! too. Counters are published to a shared [`WorkerStats`] every [`PUBLISH_EVERY`] with `try_lock`, so the hot loop
+//! never blocks on a reader.
+
+use crate::config::{ConfigHandle, PortId};
+use crate::lb::conntrack::TableStats;
+use crate::pipeline::{Counters, DropReason, ObjCounters, Pipeline, TableSizes, Verdict};
+use crate::port::{Burst, Port, PortStats, BURST};
+use crossbeam_queue::ArrayQueue;
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often a worker publishes its counters.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// Flow-table buckets swept per busy burst (per table).
+pub const SWEEP_BUSY: usize = 2;
+/// Flow-table buckets swept per idle poll (per table).
+pub const SWEEP_IDLE: usize = 256;
+
+/// A packet moving between workers or to the slow path, with the port it arrived on.
+pub type Handoff<B> = (PortId, B);
+
+/// What a worker publishes.
+#[derive(Debug, Clone)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub worker: u16,
+    /// Core it is pinned to, if pinning succeeded.
+    pub core: Option<usize>,
+    /// Pipeline counters.
+    pub counters: Counters,
+    /// Per-backend counters by stable id.
+    pub backends: Vec<ObjCounters>,
+    /// Per-service counters by stable id.
+    pub services: Vec<ObjCounters>,
+    /// IPv4 and IPv6 flow-table counters.
+    pub tables: (TableStats, TableStats),
+    /// Flow-table capacities (IPv4, IPv6).
+    pub capacity: (usize, usize),
+    /// Port counters, by port index.
+    pub ports: Vec<PortStats>,
+    /// Nanoseconds to process one non-empty burst (receive to transmit).
+    pub burst_ns: Histogram<u64>,
+    /// Bursts processed.
+    pub bursts: u64,
+    /// Config generation in use.
+    pub generation: u64,
+}
+
+impl WorkerStats {
+    fn new(worker: u16) -> Self {
+        Self {
+            worker,
+            core: None,
+            counters: Counters::default(),
+            backends: Vec::new(),
+            services: Vec::new(),
+            tables: (TableStats::default(), TableStats::default()),
+            capacity: (0, 0),
+            ports: Vec::new(),
+            burst_ns: new_histogram(),
+            bursts: 0,
+            generation: 0,
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 ns .. 10 s at 3 significant digits; construction cannot fail with these bounds.
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+}
+
+/// Everything one worker needs.
+pub struct WorkerSetup<P: Port> {
+    /// Worker index.
+    pub worker: u16,
+    /// Core to pin to (`None`: not pinned).
+    pub core: Option<usize>,
+    /// The worker's ports (or its queues of shared ports), indexed by [`PortId`].
+    pub ports: Vec<P>,
+    /// Table sizes.
+    pub sizes: TableSizes,
+}
+
+impl<P: Port> std::fmt::Debug for WorkerSetup<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSetup").field("worker", &self.worker).field("core", &self.core).finish()
+    }
+}
+
+/// A running set of workers.
+pub struct Workers<P: Port> {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Vec<P>>>,
+    /// Published stats, one per worker.
+    pub stats: Vec<Arc<Mutex<WorkerStats>>>,
+    /// Slow-path ring: packets for the appliance itself.
+    pub slow: Arc<ArrayQueue<Handoff<P::Buf>>>,
+}
+
+impl<P: Port> std::fmt::Debug for Workers<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers").field("n", &self.threads.len()).finish()
+    }
+}
+
+impl<P: Port + 'static> Workers<P>
+where
+    P::Buf: 'static,
+{
+    /// Start one thread per setup, pinned to its core, all reading `config`.
+    ///
+    /// # Panics
+    /// When a thread cannot be spawned (start-up only).
+    pub fn spawn(setups: Vec<WorkerSetup<P>>, config: ConfigHandle, handoff_depth: usize, slow_depth: usize) -> Self {
+        let n = setups.len() as u16;
+        let inboxes: Vec<Arc<ArrayQueue<Handoff<P::Buf>>>> =
+            (0..n).map(|_| Arc::new(ArrayQueue::new(handoff_depth.max(BURST)))).collect();
+        let slow = Arc::new(ArrayQueue::new(slow_depth.max(1)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stats = Vec::new();
+        let mut threads = Vec::new();
+        for s in setups {
+            let st = Arc::new(Mutex::new(WorkerStats::new(s.worker)));
+            stats.push(st.clone());
+            let (cfg, stop, inboxes, slow) = (config.clone(), stop.clone(), inboxes.clone(), slow.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("edgelb-w{}", s.worker))
+                .spawn(move || {
+                    let pinned = s.core.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
+                    let mut w = Worker::new(s.worker, n, s.sizes, s.ports, inboxes, slow, st);
+                    w.core = pinned;
+                    w.run(&cfg, &stop);
+                    w.ports
+                })
+                .expect("spawn worker thread");
+            threads.push(t);
+        }
+        Self { stop, threads, stats, slow }
+    }
+
+    /// Ask every worker to stop, wait for them, and give back their ports.
+    pub fn stop(self) -> Vec<Vec<P>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.into_iter().filter_map(|t| t.join().ok()).collect()
+    }
+
+    /// Sum of every worker's pipeline counters.
+    pub fn total(&self) -> Counters {
+        let mut t = Counters::default();
+        for s in &self.stats {
+            if let Ok(s) = s.lock() {
+                add_counters(&mut t, &s.counters);
+            }
+        }
+        t
+    }
+}
+
+/// Add `b` into `a`.
+pub fn add_counters(a: &mut Counters, b: &Counters) {
+    a.rx += b.rx;
+    a.tx += b.tx;
+    a.slowpath += b.slowpath;
+    a.handoff += b.handoff;
+    for (x, y) in a.drops.iter_mut().zip(b.drops.iter()) {
+        *x += y;
+    }
+    a.new_flows += b.new_flows;
+    a.rescheduled += b.rescheduled;
+    a.midflow_pickups += b.midflow_pickups;
+    a.untracked += b.untracked;
+    a.replies += b.replies;
+    a.icmp_echo += b.icmp_echo;
+    a.icmp_errors_steered += b.icmp_errors_steered;
+    a.icmp_too_big_sent += b.icmp_too_big_sent;
+    a.fragments_followed += b.fragments_followed;
+}
+
+/// One worker's state. Public so the benchmark harness and tests can drive it on the current thread.
+pub struct Worker<P: Port> {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// Ports by [`PortId`].
+    pub ports: Vec<P>,
+    inboxes: Vec<Arc<ArrayQueue<Handoff<P::Buf>>>>,
+    slow: Arc<ArrayQueue<Handoff<P::Buf>>>,
+    out: Vec<Burst<P::Buf>>,
+    rx: Burst<P::Buf>,
+    hist: Histogram<u64>,
+    bursts: u64,
+    published: Arc<Mutex<WorkerStats>>,
+    last_publish: Instant,
+    epoch: Instant,
+    core: Option<usize>,
+    generation: u64,
+}
+
+impl<P: Port> std::fmt::Debug for Worker<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("pipeline", &self.pipeline).finish()
+    }
+}
+
+impl<P: Port> Worker<P> {
+    /// A worker; `inboxes[i]` is worker i's hand-off ring.
+    pub fn new(
+        worker: u16,
+        nworkers: u16,
+        sizes: TableSizes,
+        ports: Vec<P>,
+        inboxes: Vec<Arc<ArrayQueue<Handoff<P::Buf>>>>,
+        slow: Arc<ArrayQueue<Handoff<P::Buf>>>,
+        published: Arc<Mutex<WorkerStats>>,
+    ) -> Self {
+        let out = (0..ports.len()).map(|_| Burst::new()).collect();
+        Self {
+            pipeline: Pipeline::new(worker, nworkers, sizes),
+            ports,
+            inboxes,
+            slow,
+            out,
+            rx: Burst::new(),
+            hist: new_histogram(),
+            bursts: 0,
+            published,
+            last_publish: Instant::now(),
+            epoch: Instant::now(),
+            core: None,
+            generation: 0,
+        }
+    }
+
+    /// Milliseconds since the worker started (the flow tables' clock).
+    #[inline]
+    pub fn now_ms(&self) -> u32 {
+        self.epoch.elapsed().as_millis() as u32
+    }
+
+    fn run(&mut self, cfg: &ConfigHandle, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.poll(cfg);
+            if n == 0 {
+                std::hint::spin_loop();
+            }
+        }
+        self.publish();
+    }
+
+    /// One pass: inbox, then every port once. Returns packets processed.
+    pub fn poll(&mut self, handle: &ConfigHandle) -> usize {
+        let cfg = handle.load();
+        self.pipeline.sync(&cfg);
+        self.generation = cfg.generation;
+        let now = self.now_ms();
+        let mut total = 0;
+        let me = usize::from(self.pipeline.worker);
+        // Hand-offs from other workers.
+        if let Some(inbox) = self.inboxes.get(me).cloned() {
+            let mut k = 0;
+            while k < BURST {
+                let Some((port, mut b)) = inbox.pop() else { break };
+                let v = self.pipeline.process(&cfg, port, &mut b, now);
+                self.dispatch(v, port, b);
+                k += 1;
+            }
+            total += k;
+        }
+        for pi in 0..self.ports.len() {
+            let n = self.ports[pi].rx_burst(&mut self.rx);
+            if n == 0 {
+                continue;
+            }
+            let t0 = Instant::now();
+            let mut rx = std::mem::take(&mut self.rx);
+            for mut b in rx.drain(..) {
+                let v = self.pipeline.process(&cfg, pi as PortId, &mut b, now);
+                self.dispatch(v, pi as PortId, b);
+            }
+            self.rx = rx;
+            self.flush();
+            let _ = self.hist.record(t0.elapsed().as_nanos() as u64);
+            self.bursts += 1;
+            total += n;
+        }
+        self.flush();
+        self.pipeline.housekeeping(if total == 0 { SWEEP_IDLE } else { SWEEP_BUSY }, now);
+        if self.last_publish.elapsed() >= PUBLISH_EVERY {
+            self.publish();
+        }
+        total
+    }
+
+    #[inline]
+    fn dispatch(&mut self, v: Verdict, in_port: PortId, b: P::Buf) {
+        match v {
+            Verdict::Tx(p) => {
+                let pi = usize::from(p);
+                if pi >= self.out.len() {
+                    self.pipeline.count_drop(DropReason::NoRoute);
+                    self.ports[usize::from(in_port)].free(b);
+                    return;
+                }
+                if self.out[pi].is_full() {
+                    self.flush_port(pi);
+                }
+                // After a flush the burst has room, or the port refused everything and the rest was freed.
+                if let Err(e) = self.out[pi].try_push(b) {
+                    self.pipeline.count_drop(DropReason::TxFull);
+                    self.ports[pi].free(e.element());
+                }
+            }
+            Verdict::Drop(_) => self.ports[usize::from(in_port)].free(b),
+            Verdict::SlowPath => {
+                if let Err((_, b)) = self.slow.push((in_port, b)) {
+                    self.pipeline.count_drop(DropReason::SlowPathFull);
+                    self.ports[usize::from(in_port)].free(b);
+                }
+            }
+            Verdict::Handoff(w) => match self.inboxes.get(usize::from(w)) {
+                Some(q) => {
+                    if let Err((_, b)) = q.push((in_port, b)) {
+                        self.pipeline.count_drop(DropReason::HandoffFull);
+                        self.ports[usize::from(in_port)].free(b);
+                    }
+                }
+                None => {
+                    self.pipeline.count_drop(DropReason::HandoffFull);
+                    self.ports[usize::from(in_port)].free(b);
+                }
+            },
+        }
+    }
+
+    fn flush_port(&mut self, pi: usize) {
+        if self.out[pi].is_empty() {
+            return;
+        }
+        self.ports[pi].tx_burst(&mut self.out[pi]);
+        let left = self.out[pi].len();
+        if left > 0 {
+            for b in self.out[pi].drain(..) {
+                self.pipeline.count_drop(DropReason::TxFull);
+                self.ports[pi].free(b);
+            }
+        }
+    }
+
+    /// Transmit everything queued.
+    pub fn flush(&mut self) {
+        for pi in 0..self.out.len() {
+            self.flush_port(pi);
+        }
+    }
+
+    /// Copy counters to the shared stats (skipped if a reader holds the lock; tried again next time).
+    pub fn publish(&mut self) {
+        self.last_publish = Instant::now();
+        let Ok(mut s) = self.published.try_lock() else { return };
+        s.core = self.core;
+        s.counters.clone_from(&self.pipeline.counters);
+        s.backends.clone_from(&self.pipeline.backend_stats);
+        s.services.clone_from(&self.pipeline.service_stats);
+        s.tables = self.pipeline.table_stats();
+        s.capacity = self.pipeline.table_capacity();
+        s.ports.clear();
+        s.ports.extend(self.ports.iter().map(|p| p.stats()));
+        let _ = s.burst_ns.add(&self.hist);
+        self.hist.reset();
+        s.bursts = self.bursts;
+        s.generation = self.generation;
+    }
+
+    /// The histogram of burst times not yet published.
+    pub fn local_histogram(&self) -> &Histogram<u64> {
+        &self.hist
+    }
+}
+
+/// Helper for tests and tools: a worker set of one, driven on the calling thread.
+pub fn single<P: Port>(ports: Vec<P>, sizes: TableSizes) -> Worker<P> {
+    Worker::new(
+        0,
+        1,
+        sizes,
+        ports,
+        vec![Arc::new(ArrayQueue::new(BURST))],
+        Arc::new(ArrayQueue::new(1024)),
+        Arc::new(Mutex::new(WorkerStats::new(0))),
+    )
+}
+
+impl<P: Port> Worker<P> {
+    /// Take one slow-path packet (tests and the slow-path thread).
+    pub fn slow_path_pop(&self) -> Option<Handoff<P::Buf>> {
+        self.slow.pop()
+    }
+}
