@@ -20,7 +20,7 @@ import os
 
 from scapy.all import (ARP, ICMP, IP, IPv6, TCP, UDP, Dot1Q, Ether, ICMPv6EchoRequest, ICMPv6EchoReply,
                        ICMPv6ND_NS, ICMPv6PacketTooBig, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
-                       Raw, fragment, wrpcap)
+                       Raw, fragment, fragment6, wrpcap)
 from scapy.utils import checksum as inet_checksum
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -404,7 +404,6 @@ ns = Ether(src=GW_MAC, dst="33:33:ff:00:00:01") / IPv6(src=GW6, dst="ff02::1:ff0
 step("v6_neighbor_solicit", ns, "slowpath", config="B")
 step("v6_hop_limit_expired", from_gw(tcp6(C6, "2001:db8:100::1", 40009, 80, "S", hlim=1)), "drop:ttl_expired",
      config="B")
-v6big = IPv6(src=C6, dst="2001:db8:100::1") / IPv6ExtHdrFragment(id=0x1234) / UDP(sport=1, dport=2) / Raw(b"q" * 8)
 step("v6_udp_to_tcp_only_vip", from_gw(IPv6(src=C6, dst="2001:db8:100::1") / UDP(sport=1, dport=80) / Raw(b"x")),
      "drop:no_service", config="B")
 bad_chain = IPv6(src=C6, dst="2001:db8:100::1") / IPv6ExtHdrDestOpt() / IPv6ExtHdrHopByHop() / TCP(sport=1, dport=80)
@@ -416,14 +415,24 @@ B = B6[10]
 frag_in = IPv6(src=C6, dst=V) / IPv6ExtHdrFragment(id=0xABCD) / TCP(sport=40020, dport=80, flags="PA") / Raw(b"F" * 1600)
 frag_out = IPv6(src=C6, dst=B, hlim=63) / IPv6ExtHdrFragment(id=0xABCD) / TCP(sport=40020, dport=8080, flags="PA") / Raw(
     b"F" * 1600)
-from scapy.all import fragment6  # noqa: E402
 fi, fo = fragment6(frag_in, 1280), fragment6(frag_out, 1280)
 assert len(fi) == 2 == len(fo)
 step("v6_fragment_first", from_gw(fi[0]), "tx:1", to_backend(bmac6(B), fo[0]), config="B")
 step("v6_fragment_second_follows", from_gw(fi[1]), "tx:1", to_backend(bmac6(B), fo[1]), config="B")
 
-wrpcap(os.path.join(HERE, "input.pcap"), [Ether(x) for x in inputs])
-wrpcap(os.path.join(HERE, "expected.pcap"), [Ether(x) for x in expected])
+
+
+def frames(raw):
+    out = []
+    for i, x in enumerate(raw):
+        f = Ether(x)
+        f.time = i  # fixed timestamps: the fixtures are byte-for-byte reproducible
+        out.append(f)
+    return out
+
+
+wrpcap(os.path.join(HERE, "input.pcap"), frames(inputs))
+wrpcap(os.path.join(HERE, "expected.pcap"), frames(expected))
 with open(os.path.join(HERE, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)
     f.write("\n")
