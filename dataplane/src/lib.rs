@@ -11,6 +11,6 @@ pub mod lb;
 pub mod mem;
 pub mod packet;
 pub mod pipeline;
-pub mod wire;
 pub mod port;
+pub mod wire;
 pub mod worker;

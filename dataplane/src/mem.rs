@@ -10,6 +10,19 @@ use std::alloc::Layout;
 use std::fmt;
 use std::ptr::NonNull;
 
+/// Hint the CPU to bring the cache line holding `r` into all cache levels. Never faults, changes nothing.
+#[inline(always)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is part of SSE, which every x86_64 CPU has; it is a hint that cannot fault, and `r` is a
+    // valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((r as *const T).cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
 /// What memory backs a [`HugeArray`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backing {

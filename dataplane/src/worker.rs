@@ -9,6 +9,7 @@
 
 use crate::config::{ConfigHandle, PortId};
 use crate::lb::conntrack::TableStats;
+use crate::packet::PacketBuf;
 use crate::pipeline::{Counters, DropReason, ObjCounters, Pipeline, TableSizes, Verdict};
 use crate::port::{Burst, Port, PortStats, BURST};
 use crossbeam_queue::ArrayQueue;
@@ -56,6 +57,11 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
+    /// Empty stats for worker `worker`.
+    pub fn new_for(worker: u16) -> Self {
+        Self::new(worker)
+    }
+
     fn new(worker: u16) -> Self {
         Self {
             worker,
@@ -281,6 +287,9 @@ impl<P: Port> Worker<P> {
             }
             let t0 = Instant::now();
             let mut rx = std::mem::take(&mut self.rx);
+            for b in rx.iter() {
+                self.pipeline.prefetch(b.data());
+            }
             for mut b in rx.drain(..) {
                 let v = self.pipeline.process(&cfg, pi as PortId, &mut b, now);
                 self.dispatch(v, pi as PortId, b);
@@ -377,6 +386,16 @@ impl<P: Port> Worker<P> {
         self.hist.reset();
         s.bursts = self.bursts;
         s.generation = self.generation;
+    }
+
+    /// Start measuring afresh: zero the pipeline counters and the burst histogram (tables keep their flows).
+    pub fn reset_measurement(&mut self) {
+        self.pipeline.counters = Default::default();
+        self.hist.reset();
+        self.bursts = 0;
+        if let Ok(mut s) = self.published.lock() {
+            s.burst_ns.reset();
+        }
     }
 
     /// The histogram of burst times not yet published.

@@ -6,8 +6,7 @@
 //! The same table is also replayed through a worker and in-memory ports, so dispatch and transmit are covered too.
 
 use edgelb_dataplane::config::{
-    BackendSpec, BackendState, ConfigBuilder, ConfigHandle, InterfaceSpec, Mode, Model, Protocol, ServiceSpec,
-    Timeouts,
+    BackendSpec, BackendState, ConfigBuilder, ConfigHandle, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts,
 };
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{Pipeline, TableSizes, Verdict};
@@ -173,8 +172,16 @@ fn golden_table_through_the_pipeline() {
         }
         modes_seen.insert(name.split('_').take(2).collect::<Vec<_>>().join("_"));
     }
-    assert!(failures.is_empty(), "{} of {} golden cases failed:\n{}", failures.len(), g.cases.len(), failures.join("\n"));
-    for m in ["v4_nat", "v4_fullnat", "v4_dsr", "v4_ipip", "v4_gue", "v6_nat", "v6_fullnat", "v6_dsr", "v6_ipip", "v6_gue"] {
+    assert!(
+        failures.is_empty(),
+        "{} of {} golden cases failed:\n{}",
+        failures.len(),
+        g.cases.len(),
+        failures.join("\n")
+    );
+    for m in
+        ["v4_nat", "v4_fullnat", "v4_dsr", "v4_ipip", "v4_gue", "v6_nat", "v6_fullnat", "v6_dsr", "v6_ipip", "v6_gue"]
+    {
         assert!(modes_seen.contains(m), "no golden case for {m}");
     }
     // Every drop was counted under its reason; nothing else was dropped.
@@ -193,7 +200,8 @@ fn golden_table_through_a_worker() {
     let (p0, peer0) = mem::pair("p0", 64);
     let (p1, peer1) = mem::pair("p1", 64);
     let peers = [peer0, peer1];
-    let mut w = worker::single(vec![p0, p1], TableSizes { flows_v4: 4096, flows_v6: 4096, affinity: 1024, fragments: 256 });
+    let mut w =
+        worker::single(vec![p0, p1], TableSizes { flows_v4: 4096, flows_v6: 4096, affinity: 1024, fragments: 256 });
     let mut slow = 0;
     for c in &g.cases {
         handle.publish(if c["config"] == "A" { cfg_a.clone() } else { cfg_b.clone() });

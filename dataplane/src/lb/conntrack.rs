@@ -1,9 +1,17 @@
-//! Per-worker flow table of fixed capacity, allocated once (on huge pages when available, see [`crate::mem`]).
+//! Per-worker flow table of fixed capacity, allocated once (on huge pages when available, see [`crate::mem`]),
+//! with an optional reverse index for NAT replies.
 //!
-//! Layout: set-associative. A key's 64-bit hash picks a bucket (multiply-shift range reduction) and a 16-bit
-//! signature; a bucket holds [`WAYS`] signatures in its first 16 bytes followed by the entries, so a lookup reads the
-//! signature line and then only the entry whose signature matches. Nothing is ever moved or rehashed, so an entry's
-//! slot index is stable while it lives (reverse NAT entries point at their forward entry by slot).
+//! **Forward table.** Set-associative with two choices. A key's 64-bit hash picks two candidate buckets
+//! (multiply-shift range reduction of the hash and of a remix of it) and a 16-bit signature; a bucket holds [`WAYS`]
+//! signatures in its first 16 bytes followed by the entries, so a lookup reads the signature line and then only the
+//! entry whose signature matches. Insertion takes the primary bucket when it has a free slot, else the secondary.
+//! Nothing is ever moved or rehashed, so an entry's slot index is stable while it lives.
+//!
+//! **Reverse index.** A reply (backend to client, or to the full-NAT source) is found through an index of 8-byte
+//! slots — a 32-bit fingerprint of the reply 5-tuple's hash and the forward entry's slot — 8 to a 64-byte bucket, two
+//! choices again. The caller verifies a candidate against the forward entry (the index stores no key). The forward
+//! entry records its index position, so whatever frees an entry (expiry, eviction, removal, sweep) unlinks it: the
+//! index never outlives its flows. A NAT flow costs one entry and one index slot, not two entries.
 //!
 //! Time is a `u32` tick of milliseconds since the worker started, compared with wrapping arithmetic; the worker's
 //! incremental [`FlowTable::sweep`] visits every bucket far more often than the 24-day wrap, and timeouts are
@@ -12,7 +20,8 @@
 //! Insertion takes, in order: a free slot, an expired slot, then — only for evictable states as the caller decides
 //! (half-open and closing TCP) — the one expiring soonest. Live established flows are never evicted for new ones: a
 //! SYN flood that fills the table costs new flows their tracking (they are still forwarded by Maglev), not the old
-//! flows their backend. Every outcome is counted in [`TableStats`].
+//! flows their backend. Every outcome is counted in [`TableStats`]. [`FlowTable::prefetch`] lets a burst issue its
+//! cache misses together before processing.
 
 use crate::mem::{Backing, HugeArray};
 
@@ -20,6 +29,8 @@ use crate::mem::{Backing, HugeArray};
 pub const WAYS: usize = 8;
 /// Longest timeout the tick arithmetic supports safely (7 days).
 pub const MAX_TIMEOUT_MS: u32 = 7 * 24 * 3600 * 1000;
+/// `Entry::rev` of an entry with no reverse-index slot.
+pub const NO_REV: u32 = u32::MAX;
 
 /// A flow-table key: fixed size, comparable, hashable with the stable hash.
 pub trait FlowKey: Copy + Eq + std::fmt::Debug {
@@ -37,7 +48,7 @@ pub struct Entry<K> {
     pub key: K,
     /// Tick at which the entry expires.
     pub expires: u32,
-    /// Caller data (backend id, or the forward entry's slot for a reverse NAT entry).
+    /// Caller data (backend id).
     pub value: u32,
     /// Caller data (full-NAT source port).
     pub aux: u16,
@@ -45,17 +56,35 @@ pub struct Entry<K> {
     pub state: u8,
     /// Caller flags.
     pub flags: u8,
+    /// Position of this entry's reverse-index slot, [`NO_REV`] if none. Managed by the table.
+    pub rev: u32,
 }
 
 impl<K: FlowKey> Entry<K> {
-    const FREE: Self = Entry { key: K::EMPTY, expires: 0, value: 0, aux: 0, state: 0, flags: 0 };
+    const FREE: Self = Entry { key: K::EMPTY, expires: 0, value: 0, aux: 0, state: 0, flags: 0, rev: NO_REV };
+
+    /// A new entry with the caller's fields (key and reverse link are set by the table).
+    pub fn new(expires: u32, value: u32, aux: u16, state: u8, flags: u8) -> Self {
+        Entry { key: K::EMPTY, expires, value, aux, state, flags, rev: NO_REV }
+    }
 }
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Bucket<K> {
-    sig: [u16; WAYS],
     entries: [Entry<K>; WAYS],
+}
+
+/// The signatures of one bucket (0: free slot), kept apart from the entries: four buckets' signatures share a line.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Sigs([u16; WAYS]);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct RevBucket {
+    fp: [u32; WAYS],
+    slot: [u32; WAYS],
 }
 
 /// Counters of one table. Plain integers: the table belongs to one worker.
@@ -71,18 +100,20 @@ pub struct TableStats {
     pub expired: u64,
     /// Live evictable entries (half-open, closing) evicted to make room.
     pub evicted: u64,
-    /// Inserts refused because the bucket was full of live, protected entries.
+    /// Inserts refused because both buckets held only live, protected entries.
     pub insert_failed: u64,
     /// Entries removed on purpose.
     pub removed: u64,
     /// Live entries now (expired-but-not-yet-swept entries count until reclaimed).
     pub occupied: u64,
+    /// Reverse-index links refused because both index buckets were full.
+    pub reverse_failed: u64,
 }
 
 /// Why an insert failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
-    /// The bucket holds only live protected entries.
+    /// The buckets hold only live protected entries.
     BucketFull,
 }
 
@@ -97,8 +128,10 @@ pub enum Lookup<'a, K> {
 
 /// A fixed-capacity flow table.
 pub struct FlowTable<K: FlowKey> {
+    sigs: HugeArray<Sigs>,
     buckets: HugeArray<Bucket<K>>,
     nbuckets: u64,
+    rev: Option<HugeArray<RevBucket>>,
     stats: TableStats,
     sweep_at: usize,
 }
@@ -119,22 +152,45 @@ fn sig_of(h: u64) -> u16 {
     (h >> 48) as u16 | 1
 }
 
+#[inline(always)]
+fn fp_of(h: u64) -> u32 {
+    (h >> 16) as u32 | 1
+}
+
+#[inline(always)]
+fn range(h: u64, n: u64) -> usize {
+    ((u128::from(h) * u128::from(n)) >> 64) as usize
+}
+
+#[inline(always)]
+fn remix(h: u64) -> u64 {
+    h.rotate_left(32).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 impl<K: FlowKey> FlowTable<K> {
-    /// A table able to hold about `flows` entries (rounded up to whole buckets, plus 1/8 headroom so that a full
-    /// table is not limited by its fullest bucket).
+    /// A table able to hold about `flows` entries (rounded up to whole buckets, plus 1/8 headroom: with two choices
+    /// per key that keeps bucket-pair overflows rare at the nominal size).
     ///
     /// # Panics
     /// When memory cannot be had (start-up only).
     pub fn new(flows: usize) -> Self {
         let want = flows.max(WAYS) + flows / 8;
         let nbuckets = want.div_ceil(WAYS);
-        let empty = Bucket { sig: [0; WAYS], entries: [Entry::FREE; WAYS] };
         Self {
-            buckets: HugeArray::new(nbuckets, empty),
+            sigs: HugeArray::new(nbuckets, Sigs([0; WAYS])),
+            buckets: HugeArray::new(nbuckets, Bucket { entries: [Entry::FREE; WAYS] }),
             nbuckets: nbuckets as u64,
+            rev: None,
             stats: TableStats::default(),
             sweep_at: 0,
         }
+    }
+
+    /// The same, with a reverse index of one slot per entry.
+    pub fn with_reverse(flows: usize) -> Self {
+        let mut t = Self::new(flows);
+        t.rev = Some(HugeArray::new(t.nbuckets as usize, RevBucket { fp: [0; WAYS], slot: [0; WAYS] }));
+        t
     }
 
     /// Slots in the table.
@@ -142,14 +198,18 @@ impl<K: FlowKey> FlowTable<K> {
         self.nbuckets as usize * WAYS
     }
 
-    /// Bytes of table memory per slot (entry plus its share of the signature line and padding).
-    pub fn bytes_per_slot() -> usize {
-        std::mem::size_of::<Bucket<K>>() / WAYS
+    /// Bytes of table memory per slot (entry plus its share of the signature line and padding), and of the reverse
+    /// index per slot.
+    pub fn bytes_per_slot() -> (usize, usize) {
+        (
+            (std::mem::size_of::<Bucket<K>>() + std::mem::size_of::<Sigs>()) / WAYS,
+            std::mem::size_of::<RevBucket>() / WAYS,
+        )
     }
 
-    /// Total bytes allocated.
+    /// Total bytes allocated (index included).
     pub fn bytes(&self) -> usize {
-        self.buckets.bytes()
+        self.sigs.bytes() + self.buckets.bytes() + self.rev.as_ref().map_or(0, |r| r.bytes())
     }
 
     /// What memory backs the table.
@@ -164,40 +224,103 @@ impl<K: FlowKey> FlowTable<K> {
 
     #[inline(always)]
     fn bucket_of(&self, h: u64) -> usize {
-        ((u128::from(h) * u128::from(self.nbuckets)) >> 64) as usize
+        range(h, self.nbuckets)
+    }
+
+    #[inline(always)]
+    fn alt_bucket_of(&self, h: u64) -> usize {
+        range(remix(h), self.nbuckets)
+    }
+
+    /// Hint the CPU to fetch what a lookup of hash `h` reads first: the primary bucket (every cache line of it) and
+    /// the primary reverse-index bucket. A burst prefetches all its packets before processing any.
+    #[inline(always)]
+    pub fn prefetch(&self, h: u64) {
+        let bi = self.bucket_of(h);
+        crate::mem::prefetch(&self.sigs.as_slice()[bi]);
+        let b = &self.buckets.as_slice()[bi];
+        for w in (0..WAYS).step_by((64 / std::mem::size_of::<Entry<K>>()).max(1)) {
+            crate::mem::prefetch(&b.entries[w]);
+        }
+        if let Some(r) = &self.rev {
+            crate::mem::prefetch(&r.as_slice()[self.bucket_of(h)]);
+        }
+    }
+
+    /// Remove the reverse-index slot at `pos`.
+    #[inline]
+    fn unlink(&mut self, pos: u32) {
+        if pos == NO_REV {
+            return;
+        }
+        if let Some(r) = self.rev.as_mut() {
+            if let Some(b) = r.as_mut_slice().get_mut(pos as usize / WAYS) {
+                b.fp[pos as usize % WAYS] = 0;
+            }
+        }
+    }
+
+    /// Clear slot (bi, w), unlinking its reverse slot; returns what it held.
+    #[inline]
+    fn clear(&mut self, bi: usize, w: usize) -> Entry<K> {
+        let b = &mut self.buckets.as_mut_slice()[bi];
+        let old = b.entries[w];
+        b.entries[w] = Entry::FREE;
+        self.sigs.as_mut_slice()[bi].0[w] = 0;
+        self.unlink(old.rev);
+        old
+    }
+
+    /// Search one bucket; an expired match is reclaimed into `expired`.
+    #[inline(always)]
+    fn find_in(&mut self, bi: usize, key: &K, sig: u16, now: u32, expired: &mut Option<Entry<K>>) -> Option<usize> {
+        let sigs = &self.sigs.as_slice()[bi].0;
+        let b = &self.buckets.as_slice()[bi];
+        for w in 0..WAYS {
+            if sigs[w] == sig && b.entries[w].key == *key {
+                if live(b.entries[w].expires, now) {
+                    return Some(w);
+                }
+                *expired = Some(self.clear(bi, w));
+                self.stats.expired += 1;
+                self.stats.occupied -= 1;
+                return None;
+            }
+        }
+        None
     }
 
     /// Find a live entry. `h` must be `key.hash()` (passed in so a miss-then-insert hashes once).
     /// An expired match is reclaimed and returned in [`Lookup::Miss`] so the caller can account for it.
     #[inline]
     pub fn lookup(&mut self, key: &K, h: u64, now: u32) -> Lookup<'_, K> {
-        let bi = self.bucket_of(h);
         let sig = sig_of(h);
-        let b = &mut self.buckets.as_mut_slice()[bi];
         let mut expired = None;
-        for w in 0..WAYS {
-            if b.sig[w] == sig && b.entries[w].key == *key {
-                if live(b.entries[w].expires, now) {
-                    self.stats.hits += 1;
-                    return Lookup::Hit((bi * WAYS + w) as u32, &mut b.entries[w]);
-                }
-                expired = Some(b.entries[w]);
-                b.sig[w] = 0;
-                b.entries[w] = Entry::FREE;
-                self.stats.expired += 1;
-                self.stats.occupied -= 1;
-                break;
+        let b1 = self.bucket_of(h);
+        let mut hit = self.find_in(b1, key, sig, now, &mut expired).map(|w| (b1, w));
+        if hit.is_none() && expired.is_none() {
+            let b2 = self.alt_bucket_of(h);
+            if b2 != b1 {
+                hit = self.find_in(b2, key, sig, now, &mut expired).map(|w| (b2, w));
             }
         }
-        self.stats.misses += 1;
-        Lookup::Miss(expired)
+        match hit {
+            Some((bi, w)) => {
+                self.stats.hits += 1;
+                Lookup::Hit((bi * WAYS + w) as u32, &mut self.buckets.as_mut_slice()[bi].entries[w])
+            }
+            None => {
+                self.stats.misses += 1;
+                Lookup::Miss(expired)
+            }
+        }
     }
 
     /// Insert a new entry for `key` (the caller has just missed on it). `evictable(state)` says which live states
     /// may be evicted to make room. Returns the slot and the entry displaced (expired or evicted), if any.
     ///
     /// # Errors
-    /// [`InsertError::BucketFull`] when every slot is live and protected.
+    /// [`InsertError::BucketFull`] when every slot of both buckets is live and protected.
     #[inline]
     pub fn insert(
         &mut self,
@@ -209,76 +332,135 @@ impl<K: FlowKey> FlowTable<K> {
     ) -> Result<(u32, Option<Entry<K>>), InsertError> {
         debug_assert!(e.state != 0);
         e.key = key;
-        let bi = self.bucket_of(h);
-        let b = &mut self.buckets.as_mut_slice()[bi];
-        let mut victim: Option<usize> = None;
-        let mut victim_expires = 0u32;
-        let mut reclaimed_expired = false;
-        for w in 0..WAYS {
-            if b.sig[w] == 0 {
-                victim = Some(w);
-                reclaimed_expired = false;
-                break;
-            }
-            let x = &b.entries[w];
-            if !live(x.expires, now) {
-                if !reclaimed_expired {
-                    victim = Some(w);
-                    reclaimed_expired = true;
+        e.rev = NO_REV;
+        let b1 = self.bucket_of(h);
+        let b2 = self.alt_bucket_of(h);
+        // Preference: a free slot (primary bucket first), then an expired one, then the evictable entry that expires
+        // soonest. Rank: 0 free, 1 expired, 2 evictable.
+        let mut best: Option<(usize, usize, u8, u32)> = None;
+        'scan: for bi in [b1, b2] {
+            let sigs = &self.sigs.as_slice()[bi].0;
+            let b = &self.buckets.as_slice()[bi];
+            for w in 0..WAYS {
+                let rank_exp = if sigs[w] == 0 {
+                    Some((0u8, 0u32))
+                } else if !live(b.entries[w].expires, now) {
+                    Some((1, 0))
+                } else if evictable(b.entries[w].state) {
+                    Some((2, b.entries[w].expires))
+                } else {
+                    None
+                };
+                let Some((rank, exp)) = rank_exp else { continue };
+                let better = match best {
+                    None => true,
+                    Some((_, _, r, e)) => rank < r || (rank == 2 && r == 2 && (exp.wrapping_sub(e) as i32) < 0),
+                };
+                if better {
+                    best = Some((bi, w, rank, exp));
+                    if rank == 0 {
+                        break 'scan;
+                    }
                 }
-            } else if !reclaimed_expired
-                && evictable(x.state)
-                && (victim.is_none() || (x.expires.wrapping_sub(victim_expires) as i32) < 0)
-            {
-                victim = Some(w);
-                victim_expires = x.expires;
             }
         }
-        let Some(w) = victim else {
+        let Some((bi, w, rank, _)) = best else {
             self.stats.insert_failed += 1;
             return Err(InsertError::BucketFull);
         };
-        let displaced = if b.sig[w] == 0 {
-            self.stats.occupied += 1;
-            None
-        } else {
-            if reclaimed_expired {
-                self.stats.expired += 1;
-            } else {
-                self.stats.evicted += 1;
+        let displaced = match rank {
+            0 => {
+                self.stats.occupied += 1;
+                None
             }
-            Some(b.entries[w])
+            1 => {
+                self.stats.expired += 1;
+                Some(self.clear(bi, w))
+            }
+            _ => {
+                self.stats.evicted += 1;
+                Some(self.clear(bi, w))
+            }
         };
-        b.sig[w] = sig_of(h);
-        b.entries[w] = e;
+        self.buckets.as_mut_slice()[bi].entries[w] = e;
+        self.sigs.as_mut_slice()[bi].0[w] = sig_of(h);
         self.stats.inserts += 1;
         Ok(((bi * WAYS + w) as u32, displaced))
+    }
+
+    /// Index the entry in `slot` under the reply-direction hash `rh`.
+    ///
+    /// # Errors
+    /// [`InsertError::BucketFull`] when both index buckets are full (or the table has no index, or `slot` is free).
+    pub fn link_reverse(&mut self, slot: u32, rh: u64) -> Result<(), InsertError> {
+        let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
+        let occupied = self.sigs.as_slice().get(bi).is_some_and(|b| b.0[w] != 0);
+        let (b1, b2) = (self.bucket_of(rh), self.alt_bucket_of(rh));
+        let Some(rev) = self.rev.as_mut().filter(|_| occupied) else {
+            self.stats.reverse_failed += 1;
+            return Err(InsertError::BucketFull);
+        };
+        for ri in [b1, b2] {
+            let r = &mut rev.as_mut_slice()[ri];
+            if let Some(rw) = r.fp.iter().position(|&f| f == 0) {
+                r.fp[rw] = fp_of(rh);
+                r.slot[rw] = slot;
+                let old = self.buckets.as_slice()[bi].entries[w].rev;
+                self.unlink(old);
+                self.buckets.as_mut_slice()[bi].entries[w].rev = (ri * WAYS + rw) as u32;
+                return Ok(());
+            }
+        }
+        self.stats.reverse_failed += 1;
+        Err(InsertError::BucketFull)
+    }
+
+    /// The slot of the live entry indexed under reply hash `rh` that `verify` accepts.
+    #[inline]
+    pub fn lookup_reverse(&self, rh: u64, now: u32, verify: impl Fn(&Entry<K>) -> bool) -> Option<u32> {
+        let rev = self.rev.as_ref()?;
+        let fp = fp_of(rh);
+        let (b1, b2) = (self.bucket_of(rh), self.alt_bucket_of(rh));
+        for ri in [b1, b2] {
+            let r = &rev.as_slice()[ri];
+            for rw in 0..WAYS {
+                if r.fp[rw] != fp {
+                    continue;
+                }
+                let slot = r.slot[rw];
+                let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
+                let (Some(b), Some(sg)) = (self.buckets.as_slice().get(bi), self.sigs.as_slice().get(bi)) else {
+                    continue;
+                };
+                let e = &b.entries[w];
+                if sg.0[w] != 0 && e.rev == (ri * WAYS + rw) as u32 && live(e.expires, now) && verify(e) {
+                    return Some(slot);
+                }
+            }
+            if b2 == b1 {
+                break;
+            }
+        }
+        None
     }
 
     /// The entry in `slot` if it is occupied (live or not).
     #[inline]
     pub fn slot_mut(&mut self, slot: u32) -> Option<&mut Entry<K>> {
         let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
-        let b = self.buckets.as_mut_slice().get_mut(bi)?;
-        if b.sig[w] == 0 {
-            None
-        } else {
-            Some(&mut b.entries[w])
+        if self.sigs.as_slice().get(bi)?.0[w] == 0 {
+            return None;
         }
+        Some(&mut self.buckets.as_mut_slice()[bi].entries[w])
     }
 
-    /// Free `slot`, returning what it held.
+    /// Free `slot` (and its reverse-index slot), returning what it held.
     pub fn remove_slot(&mut self, slot: u32) -> Option<Entry<K>> {
         let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
-        if let Some(b) = self.buckets.as_mut_slice().get_mut(bi) {
-            if b.sig[w] != 0 {
-                let old = b.entries[w];
-                b.sig[w] = 0;
-                b.entries[w] = Entry::FREE;
-                self.stats.removed += 1;
-                self.stats.occupied -= 1;
-                return Some(old);
-            }
+        if self.sigs.as_slice().get(bi).is_some_and(|b| b.0[w] != 0) {
+            self.stats.removed += 1;
+            self.stats.occupied -= 1;
+            return Some(self.clear(bi, w));
         }
         None
     }
@@ -289,12 +471,11 @@ impl<K: FlowKey> FlowTable<K> {
         for _ in 0..nbuckets.min(total) {
             let bi = self.sweep_at;
             self.sweep_at = if bi + 1 == total { 0 } else { bi + 1 };
-            let b = &mut self.buckets.as_mut_slice()[bi];
             for w in 0..WAYS {
-                if b.sig[w] != 0 && !live(b.entries[w].expires, now) {
-                    on_expire(&b.entries[w]);
-                    b.sig[w] = 0;
-                    b.entries[w] = Entry::FREE;
+                let occupied = self.sigs.as_slice()[bi].0[w] != 0;
+                if occupied && !live(self.buckets.as_slice()[bi].entries[w].expires, now) {
+                    let old = self.clear(bi, w);
+                    on_expire(&old);
                     self.stats.expired += 1;
                     self.stats.occupied -= 1;
                 }
@@ -304,9 +485,9 @@ impl<K: FlowKey> FlowTable<K> {
 
     /// Visit every occupied entry (live at `now`), with its slot. For queries and tests, not the hot path.
     pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u32, &Entry<K>)) {
-        for (bi, b) in self.buckets.as_slice().iter().enumerate() {
+        for (bi, (b, sg)) in self.buckets.as_slice().iter().zip(self.sigs.as_slice()).enumerate() {
             for w in 0..WAYS {
-                if b.sig[w] != 0 && live(b.entries[w].expires, now) {
+                if sg.0[w] != 0 && live(b.entries[w].expires, now) {
                     f((bi * WAYS + w) as u32, &b.entries[w]);
                 }
             }
@@ -316,12 +497,15 @@ impl<K: FlowKey> FlowTable<K> {
     /// Read-only lookup without touching counters or reclaiming (for "is this flow tracked?" queries).
     pub fn peek(&self, key: &K, now: u32) -> Option<&Entry<K>> {
         let h = key.hash();
-        let b = &self.buckets.as_slice()[self.bucket_of(h)];
         let sig = sig_of(h);
-        (0..WAYS)
-            .map(|w| (b.sig[w], &b.entries[w]))
-            .find(|(s, e)| *s == sig && e.key == *key && live(e.expires, now))
-            .map(|(_, e)| e)
+        [self.bucket_of(h), self.alt_bucket_of(h)].into_iter().find_map(|bi| {
+            let b = &self.buckets.as_slice()[bi];
+            let sg = &self.sigs.as_slice()[bi].0;
+            (0..WAYS)
+                .map(|w| (sg[w], &b.entries[w]))
+                .find(|(s, e)| *s == sig && e.key == *key && live(e.expires, now))
+                .map(|(_, e)| e)
+        })
     }
 }
 
@@ -342,7 +526,7 @@ mod tests {
     const SYN: u8 = 1;
     const EST: u8 = 2;
     fn e(state: u8, expires: u32, value: u32) -> Entry<K> {
-        Entry { key: K::EMPTY, expires, value, aux: 0, state, flags: 0 }
+        Entry::new(expires, value, 0, state, 0)
     }
     fn half_open(s: u8) -> bool {
         s == SYN
@@ -374,8 +558,31 @@ mod tests {
     }
 
     #[test]
+    fn reverse_index_follows_its_entry() {
+        let mut t = FlowTable::<K>::with_reverse(1000);
+        let k = K(5);
+        let (slot, _) = t.insert(k, k.hash(), 0, e(EST, 100, 9), half_open).unwrap();
+        let rh = 0xdead_beef_1234_5678;
+        t.link_reverse(slot, rh).unwrap();
+        assert_eq!(t.lookup_reverse(rh, 10, |x| x.value == 9), Some(slot));
+        assert_eq!(t.lookup_reverse(rh, 10, |x| x.value == 8), None, "verification is the caller's");
+        assert_eq!(t.lookup_reverse(rh ^ 1 << 40, 10, |_| true), None);
+        // Expiry through lookup unlinks the index slot.
+        assert!(matches!(t.lookup(&k, k.hash(), 100), Lookup::Miss(Some(_))));
+        assert_eq!(t.lookup_reverse(rh, 10, |_| true), None);
+        // A new entry reusing the slot is not reachable through the old index slot.
+        let k2 = K(6);
+        let (slot2, _) = t.insert(k2, k2.hash(), 200, e(EST, 300, 1), half_open).unwrap();
+        assert_eq!(t.lookup_reverse(rh, 210, |_| true), None);
+        t.link_reverse(slot2, rh).unwrap();
+        t.remove_slot(slot2);
+        assert_eq!(t.lookup_reverse(rh, 210, |_| true), None);
+    }
+
+    #[test]
     fn layout_is_compact() {
         assert_eq!(std::mem::size_of::<Bucket<K>>() % 64, 0);
+        assert_eq!(std::mem::size_of::<Sigs>(), 16);
     }
 
     /// Fill one bucket with established flows, then flood SYNs into it: none of the established flows is evicted,
@@ -445,8 +652,6 @@ mod tests {
                     model.insert(key, (now + ttl, now));
                 }
             }
-            let mut n = 0;
-            t.for_each_live(0, |_, _| n += 1);
             t.sweep(usize::MAX, now + 1000, |_| {});
             prop_assert_eq!(t.stats().occupied, 0);
         }

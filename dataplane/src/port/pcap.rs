@@ -41,7 +41,10 @@ pub fn read_all(path: &Path) -> Result<Vec<Vec<u8>>, PcapError> {
     let f = File::open(path).map_err(|source| PcapError::Io { path: p.clone(), source })?;
     let mut r = PcapReader::new(f).map_err(|e| PcapError::Format { path: p.clone(), message: e.to_string() })?;
     if r.header().datalink != DataLink::ETHERNET {
-        return Err(PcapError::Format { path: p, message: format!("link type {:?}, want Ethernet", r.header().datalink) });
+        return Err(PcapError::Format {
+            path: p,
+            message: format!("link type {:?}, want Ethernet", r.header().datalink),
+        });
     }
     let mut out = Vec::new();
     while let Some(pkt) = r.next_packet() {
@@ -75,8 +78,11 @@ impl PcapPort {
         let pkts = read_all(input)?;
         let o = output.display().to_string();
         let f = File::create(output).map_err(|source| PcapError::Io { path: o.clone(), source })?;
-        let out = PcapWriter::with_header(BufWriter::new(f), PcapHeader { datalink: DataLink::ETHERNET, ..PcapHeader::default() })
-            .map_err(|e| PcapError::Format { path: o, message: e.to_string() })?;
+        let out = PcapWriter::with_header(
+            BufWriter::new(f),
+            PcapHeader { datalink: DataLink::ETHERNET, ..PcapHeader::default() },
+        )
+        .map_err(|e| PcapError::Format { path: o, message: e.to_string() })?;
         Ok(Self { name: input.display().to_string(), input: pkts.into(), out, stats: PortStats::default(), ts: 0 })
     }
 

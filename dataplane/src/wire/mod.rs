@@ -7,6 +7,7 @@
 //! return [`ParseError`] rather than index out of bounds.
 
 pub mod arp;
+pub mod build;
 pub mod checksum;
 pub mod ethernet;
 pub mod gue;

@@ -1,0 +1,283 @@
+//! edgelb benchmark support: scenarios (a VIP in one mode with backends, and the traffic toward it) and a
+//! [`ReplayPort`] that feeds a worker pre-built packets as fast as it can take them.
+//!
+//! The replay port copies each packet's first 64 bytes from a flat template array into a recycled buffer (what a
+//! NIC's DMA would have written) and sets the frame length; it counts and recycles what the worker transmits. No
+//! allocation after start-up.
+#![forbid(unsafe_code)]
+
+use edgelb_dataplane::config::{
+    BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts,
+};
+use edgelb_dataplane::packet::{MemBuf, PacketBuf};
+use edgelb_dataplane::pipeline::owner_of_client;
+use edgelb_dataplane::port::{Burst, Port, PortStats};
+use edgelb_dataplane::wire::build::{frame, Segment};
+use edgelb_dataplane::wire::proto;
+use edgelb_dataplane::wire::tcp::flags;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Bytes of each template kept (headers; the rest of a larger frame is left as is in the buffer).
+pub const STRIDE: usize = 64;
+/// Appliance port MAC.
+pub const PORT_MAC: [[u8; 6]; 1] = [[2, 0, 0, 0, 1, 0]];
+/// The client-side router's MAC.
+pub const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Forwarding mode of the VIP.
+    pub mode: Mode,
+    /// IPv6 instead of IPv4.
+    pub v6: bool,
+    /// Backends behind the VIP.
+    pub backends: usize,
+    /// Frame size in bytes (64 to 1500).
+    pub size: usize,
+}
+
+impl Scenario {
+    /// The VIP.
+    pub fn vip(&self) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1))
+        }
+    }
+
+    fn backend(&self, i: usize) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, (i >> 16) as u16, i as u16 + 16))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(198, 18, 2 + (i / 200) as u8, (i % 200) as u8 + 10))
+        }
+    }
+
+    /// The appliance model: two ports (clients on 0, backends on 1), every neighbour resolved.
+    pub fn model(&self) -> Model {
+        let backends: Vec<BackendSpec> = (0..self.backends)
+            .map(|i| BackendSpec {
+                addr: self.backend(i),
+                port: if matches!(self.mode, Mode::Nat | Mode::FullNat) { 8080 } else { 0 },
+                weight: 1,
+                state: BackendState::Active,
+            })
+            .collect();
+        let mut neighbours: Vec<(IpAddr, [u8; 6])> =
+            (0..self.backends).map(|i| (self.backend(i), [2, 0, 0, 2, (i >> 8) as u8, i as u8])).collect();
+        // Backends fit 198.18.2.0/23 (400 of them) and 2001:db8:2::/48.
+        neighbours.push(("198.18.1.254".parse().unwrap(), GW_MAC));
+        neighbours.push(("2001:db8:1::fe".parse().unwrap(), GW_MAC));
+        Model {
+            services: vec![ServiceSpec::new(self.vip(), Protocol::Tcp, Some(80), self.mode, backends)],
+            // One-armed: clients (via the router) and backends on the same port, so every buffer returns to the
+            // port it came from.
+            interfaces: vec![InterfaceSpec {
+                port: 0,
+                mac: PORT_MAC[0],
+                addrs: vec![
+                    ("198.18.1.1".parse().unwrap(), 24),
+                    ("198.18.2.1".parse().unwrap(), 23),
+                    ("2001:db8:1::1".parse().unwrap(), 64),
+                    ("2001:db8:2::1".parse().unwrap(), 48),
+                ],
+                mtu: 9000,
+            }],
+            gateways: vec!["198.18.1.254".parse().unwrap(), "2001:db8:1::fe".parse().unwrap()],
+            neighbours,
+            fullnat_sources: vec!["198.18.2.1".parse().unwrap(), "2001:db8:2::1".parse().unwrap()],
+            fullnat_ports: (1024, 65535),
+            tunnel_sources: vec![("198.18.4.0".parse().unwrap(), 24), ("2001:db8:3::".parse().unwrap(), 120)],
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// Client address number `i` (distinct for i < 2^24).
+    pub fn client(&self, i: u32) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, (i >> 16) as u16, i as u16))
+        } else {
+            // 198.18.128.0/17: inside the lab range, clear of the appliance's subnets and the VIPs.
+            let n = 0xc612_8000u32 + (i % 0x8000);
+            IpAddr::V4(Ipv4Addr::from(n))
+        }
+    }
+
+    /// Templates for `flows` flows owned by worker `core` of `ncores`: the same flows as SYNs (to open them) and as
+    /// ACKs (established traffic).
+    pub fn templates(&self, flows: usize, core: u16, ncores: u16) -> (Templates, Templates) {
+        let mut syn = Templates::new(flows, self.size);
+        let mut ack = Templates::new(flows, self.size);
+        let payload = vec![0u8; self.size.saturating_sub(14 + if self.v6 { 60 } else { 40 })];
+        let mut buf = vec![0u8; 2048];
+        let mut made = 0usize;
+        let mut addr = 0u32;
+        'outer: while made < flows {
+            let c = self.client(addr);
+            addr += 1;
+            if owner_of_client(&edgelb_dataplane::config::addr16(c), ncores) != core {
+                continue;
+            }
+            for port in 1024..u16::MAX {
+                if made == flows {
+                    break 'outer;
+                }
+                for (t, fl) in [(&mut syn, flags::SYN), (&mut ack, flags::ACK)] {
+                    let seg = Segment {
+                        src: c,
+                        dst: self.vip(),
+                        proto: proto::TCP,
+                        sport: port,
+                        dport: 80,
+                        tcp_flags: fl,
+                        payload: &payload,
+                        ttl: 64,
+                    };
+                    let n = frame(&mut buf, PORT_MAC[0], GW_MAC, &seg).expect("template fits");
+                    t.push(&buf[..n]);
+                }
+                made += 1;
+                if made % 64 == 0 {
+                    break; // spread flows over many clients
+                }
+            }
+        }
+        (syn, ack)
+    }
+}
+
+/// Pre-built packets, [`STRIDE`] bytes of headers each, all of one frame length.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    bytes: Vec<u8>,
+    count: usize,
+    len: usize,
+}
+
+impl Templates {
+    fn new(cap: usize, len: usize) -> Self {
+        Self { bytes: Vec::with_capacity(cap * STRIDE), count: 0, len }
+    }
+    fn push(&mut self, frame: &[u8]) {
+        let n = frame.len().min(STRIDE);
+        let at = self.bytes.len();
+        self.bytes.resize(at + STRIDE, 0);
+        self.bytes[at..at + n].copy_from_slice(&frame[..n]);
+        self.count += 1;
+    }
+    /// Number of templates.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    /// Header bytes of template `i`.
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[i * STRIDE..(i + 1) * STRIDE]
+    }
+}
+
+/// A port that receives its templates in order, forever, and takes back what the worker transmits or drops.
+/// [`ReplayPort::new`] shuffles the templates physically once, so flows arrive in random order while the port reads
+/// its template memory sequentially, as a NIC would write fresh packets into buffers already in cache.
+#[derive(Debug)]
+pub struct ReplayPort {
+    templates: Templates,
+    order: Vec<u32>,
+    next: usize,
+    pool: Vec<MemBuf>,
+    stats: PortStats,
+    /// From the second pass on, change every packet's source port with the pass number, so every packet opens a
+    /// flow never seen before.
+    pub new_flows: bool,
+    pass: u16,
+}
+
+impl ReplayPort {
+    /// A port replaying `templates`, shuffled with a fixed seed.
+    pub fn new(mut templates: Templates) -> Self {
+        let n = templates.len();
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut tmp = [0u8; STRIDE];
+        for i in (1..n).rev() {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let j = (s % (i as u64 + 1)) as usize;
+            tmp.copy_from_slice(&templates.bytes[i * STRIDE..(i + 1) * STRIDE]);
+            templates.bytes.copy_within(j * STRIDE..(j + 1) * STRIDE, i * STRIDE);
+            templates.bytes[j * STRIDE..(j + 1) * STRIDE].copy_from_slice(&tmp);
+        }
+        let order: Vec<u32> = (0..n as u32).collect();
+        let pool = (0..256).map(|_| MemBuf::new()).collect();
+        Self { templates, order, next: 0, pool, stats: PortStats::default(), new_flows: false, pass: 0 }
+    }
+
+    /// Passes completed over all templates.
+    pub fn passes(&self) -> u16 {
+        self.pass
+    }
+}
+
+impl Port for ReplayPort {
+    type Buf = MemBuf;
+
+    #[inline]
+    fn rx_burst(&mut self, out: &mut Burst<MemBuf>) -> usize {
+        if self.templates.is_empty() {
+            return 0;
+        }
+        let mut n = 0;
+        while !out.is_full() {
+            let Some(mut b) = self.pool.pop() else { break };
+            let t = self.templates.get(self.order[self.next] as usize);
+            b.fill(t);
+            b.set_len(self.templates.len);
+            if self.new_flows && self.pass > 0 {
+                // Source port (Ethernet 14 + IP header) takes the pass number: a never-seen flow. The TCP checksum
+                // goes stale, which the pipeline does not verify (it updates it incrementally).
+                let l4 = 14 + if b.data()[12] == 0x86 { 40 } else { 20 };
+                let d = b.data_mut();
+                let p = u16::from_be_bytes([d[l4], d[l4 + 1]]) ^ self.pass.wrapping_mul(0x9e37);
+                d[l4..l4 + 2].copy_from_slice(&p.to_be_bytes());
+            }
+            self.next += 1;
+            if self.next == self.order.len() {
+                self.next = 0;
+                self.pass = self.pass.wrapping_add(1);
+            }
+            out.push(b);
+            n += 1;
+        }
+        self.stats.rx_packets += n as u64;
+        n
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, pkts: &mut Burst<MemBuf>) -> usize {
+        let n = pkts.len();
+        for b in pkts.drain(..) {
+            self.stats.tx_bytes += b.data().len() as u64;
+            self.pool.push(b);
+        }
+        self.stats.tx_packets += n as u64;
+        n
+    }
+
+    #[inline]
+    fn free(&mut self, buf: MemBuf) {
+        self.pool.push(buf);
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+
+    fn name(&self) -> &str {
+        "replay"
+    }
+}
