@@ -439,6 +439,18 @@ impl Pkt {
     }
 }
 
+/// What stage 1 of the burst prefetch learnt about a packet, for stage 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hint {
+    /// Nothing to prefetch.
+    #[default]
+    None,
+    /// IPv4 5-tuple hash.
+    V4(u64),
+    /// IPv6 5-tuple hash.
+    V6(u64),
+}
+
 /// A flow as an operator names it (client to VIP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuple {
@@ -567,13 +579,12 @@ impl Pipeline {
         }
     }
 
-    /// Prefetch the flow-table bucket this packet will look up. A worker calls it for every packet of a burst
-    /// before processing any, so the burst's cache misses overlap instead of queueing. The key is the packet's own
-    /// 5-tuple: the forward key of client traffic and the reverse key of replies alike. Best effort: packets this
-    /// cheap parse does not understand are simply not prefetched.
+    /// Stage 1 of a burst's prefetch: hash the packet's own 5-tuple and prefetch the signature lines it will read.
+    /// The 5-tuple is the forward key of client traffic and the reply key of NAT replies alike, so no
+    /// classification is needed. Best effort: packets this cheap parse does not understand get [`Hint::None`].
     #[inline]
-    pub fn prefetch(&self, d: &[u8]) {
-        let Ok(l2) = parse_l2(d) else { return };
+    pub fn prefetch(&self, d: &[u8]) -> Hint {
+        let Ok(l2) = parse_l2(d) else { return Hint::None };
         let l3 = l2.l3_offset;
         match l2.ethertype {
             ethertype::IPV4 if d.len() >= l3 + 20 => {
@@ -581,7 +592,7 @@ impl Pipeline {
                 let frag = get_u16(d, l3 + 6) & 0x3fff != 0;
                 let p = d[l3 + 9];
                 if frag || !matches!(p, proto::TCP | proto::UDP) || d.len() < l4 + 4 {
-                    return;
+                    return Hint::None;
                 }
                 let k = KeyV4 {
                     src: [d[l3 + 12], d[l3 + 13], d[l3 + 14], d[l3 + 15]],
@@ -590,21 +601,35 @@ impl Pipeline {
                     dport: get_u16(d, l4 + 2),
                     proto: p,
                 };
-                self.ct.v4.prefetch(k.hash());
+                let h = k.hash();
+                self.ct.v4.prefetch_sigs(h);
+                Hint::V4(h)
             }
             ethertype::IPV6 if d.len() >= l3 + 44 => {
                 let p = d[l3 + 6];
                 if !matches!(p, proto::TCP | proto::UDP) {
-                    return;
+                    return Hint::None;
                 }
                 let mut src = [0u8; 16];
                 src.copy_from_slice(&d[l3 + 8..l3 + 24]);
                 let mut dst = [0u8; 16];
                 dst.copy_from_slice(&d[l3 + 24..l3 + 40]);
                 let k = KeyV6 { src, dst, sport: get_u16(d, l3 + 40), dport: get_u16(d, l3 + 42), proto: p };
-                self.ct.v6.prefetch(k.hash());
+                let h = k.hash();
+                self.ct.v6.prefetch_sigs(h);
+                Hint::V6(h)
             }
-            _ => {}
+            _ => Hint::None,
+        }
+    }
+
+    /// Stage 2: prefetch the entries whose signatures match (the signature lines are in cache by now).
+    #[inline]
+    pub fn prefetch_entries(&self, hint: Hint) {
+        match hint {
+            Hint::V4(h) => self.ct.v4.prefetch_entries(h),
+            Hint::V6(h) => self.ct.v6.prefetch_entries(h),
+            Hint::None => {}
         }
     }
 

@@ -10,7 +10,7 @@
 use crate::config::{ConfigHandle, PortId};
 use crate::lb::conntrack::TableStats;
 use crate::packet::PacketBuf;
-use crate::pipeline::{Counters, DropReason, ObjCounters, Pipeline, TableSizes, Verdict};
+use crate::pipeline::{Counters, DropReason, Hint, ObjCounters, Pipeline, TableSizes, Verdict};
 use crate::port::{Burst, Port, PortStats, BURST};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
@@ -287,8 +287,14 @@ impl<P: Port> Worker<P> {
             }
             let t0 = Instant::now();
             let mut rx = std::mem::take(&mut self.rx);
-            for b in rx.iter() {
-                self.pipeline.prefetch(b.data());
+            // Two-stage prefetch over the burst (signature lines, then matching entries), so the burst's cache misses
+            // overlap instead of stalling one packet at a time.
+            let mut hints = [Hint::None; BURST];
+            for (h, b) in hints.iter_mut().zip(rx.iter()) {
+                *h = self.pipeline.prefetch(b.data());
+            }
+            for h in &hints[..rx.len()] {
+                self.pipeline.prefetch_entries(*h);
             }
             for mut b in rx.drain(..) {
                 let v = self.pipeline.process(&cfg, pi as PortId, &mut b, now);
