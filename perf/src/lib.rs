@@ -139,7 +139,7 @@ impl Scenario {
                     t.push(&buf[..n]);
                 }
                 made += 1;
-                if made % 64 == 0 {
+                if made.is_multiple_of(64) {
                     break; // spread flows over many clients
                 }
             }
@@ -153,12 +153,12 @@ impl Scenario {
 pub struct Templates {
     bytes: Vec<u8>,
     count: usize,
-    len: usize,
+    frame_len: usize,
 }
 
 impl Templates {
     fn new(cap: usize, len: usize) -> Self {
-        Self { bytes: Vec::with_capacity(cap * STRIDE), count: 0, len }
+        Self { bytes: Vec::with_capacity(cap * STRIDE), count: 0, frame_len: len }
     }
     fn push(&mut self, frame: &[u8]) {
         let n = frame.len().min(STRIDE);
@@ -236,7 +236,7 @@ impl Port for ReplayPort {
             let Some(mut b) = self.pool.pop() else { break };
             let t = self.templates.get(self.order[self.next] as usize);
             b.fill(t);
-            b.set_len(self.templates.len);
+            b.set_len(self.templates.frame_len);
             if self.new_flows && self.pass > 0 {
                 // Source port (Ethernet 14 + IP header) takes the pass number: a never-seen flow. The TCP checksum
                 // goes stale, which the pipeline does not verify (it updates it incrementally).

@@ -277,10 +277,10 @@ impl<K: FlowKey> FlowTable<K> {
         for bi in [self.bucket_of(h), self.alt_bucket_of(h)] {
             let sg = &self.sigs.as_slice()[bi].0;
             let b = &self.buckets.as_slice()[bi];
-            for w in 0..WAYS {
-                if sg[w] == sig {
-                    crate::mem::prefetch(&b.entries[w]);
-                    crate::mem::prefetch(&b.entries[w].rev);
+            for (s, e) in sg.iter().zip(b.entries.iter()) {
+                if *s == sig {
+                    crate::mem::prefetch(e);
+                    crate::mem::prefetch(&e.rev);
                 }
             }
         }
@@ -315,16 +315,14 @@ impl<K: FlowKey> FlowTable<K> {
     fn find_in(&mut self, bi: usize, key: &K, sig: u16, now: u32, expired: &mut Option<Entry<K>>) -> Option<usize> {
         let sigs = &self.sigs.as_slice()[bi].0;
         let b = &self.buckets.as_slice()[bi];
-        for w in 0..WAYS {
-            if sigs[w] == sig && b.entries[w].key == *key {
-                if live(b.entries[w].expires, now) {
-                    return Some(w);
-                }
-                *expired = Some(self.clear(bi, w));
-                self.stats.expired += 1;
-                self.stats.occupied -= 1;
-                return None;
+        let found = sigs.iter().zip(b.entries.iter()).position(|(s, e)| *s == sig && e.key == *key);
+        if let Some(w) = found {
+            if live(b.entries[w].expires, now) {
+                return Some(w);
             }
+            *expired = Some(self.clear(bi, w));
+            self.stats.expired += 1;
+            self.stats.occupied -= 1;
         }
         None
     }

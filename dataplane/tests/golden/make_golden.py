@@ -12,7 +12,8 @@ input with edgelb code. Where the appliance derives entropy from its documented 
 source, IPv6 flow label, GUE source port), this script re-implements that hash from its specification
 (dataplane/src/lb/hash.rs, dataplane/src/lb/flow.rs): two implementations that must agree.
 
-Run: python3 make_golden.py   (needs scapy; output is deterministic)
+Run: python3 make_golden.py [OUT_DIR]   (needs scapy; output is deterministic; OUT_DIR defaults to this directory,
+CI writes elsewhere and compares byte for byte with the committed fixtures)
 """
 import ipaddress
 import json
@@ -23,7 +24,10 @@ from scapy.all import (ARP, ICMP, IP, IPv6, TCP, UDP, Dot1Q, Ether, ICMPv6EchoRe
                        Raw, fragment, fragment6, wrpcap)
 from scapy.utils import checksum as inet_checksum
 
+import sys
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = sys.argv[1] if len(sys.argv) > 1 else HERE
 
 # ---- topology -------------------------------------------------------------------------------------------------
 P0_MAC, P1_MAC = "02:00:00:00:01:00", "02:00:00:00:01:01"
@@ -431,12 +435,12 @@ def frames(raw):
     return out
 
 
-wrpcap(os.path.join(HERE, "input.pcap"), frames(inputs))
-wrpcap(os.path.join(HERE, "expected.pcap"), frames(expected))
-with open(os.path.join(HERE, "cases.json"), "w") as f:
+wrpcap(os.path.join(OUT, "input.pcap"), frames(inputs))
+wrpcap(os.path.join(OUT, "expected.pcap"), frames(expected))
+with open(os.path.join(OUT, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)
     f.write("\n")
-with open(os.path.join(HERE, "config.json"), "w") as f:
+with open(os.path.join(OUT, "config.json"), "w") as f:
     json.dump(CONFIG, f, indent=1)
     f.write("\n")
 print("%d steps, %d expected frames" % (len(cases), len(expected)))
