@@ -295,6 +295,17 @@ pub struct SlotsMoved {
     pub moved: usize,
 }
 
+/// What [`DataplaneConfig::classify`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    /// A service, by index.
+    Service(u32),
+    /// A VIP address, but no service on this protocol and port.
+    VipAddress,
+    /// Not a VIP address.
+    NotVip,
+}
+
 /// The immutable snapshot workers read.
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
@@ -305,7 +316,8 @@ pub struct DataplaneConfig {
     /// Backends indexed by stable id (`None` for ids no longer in use).
     pub backends: Vec<Option<Backend>>,
     vips: FxHashMap<([u8; 16], u8, u16), u32>,
-    vip_addrs: FxHashSet<[u8; 16]>,
+    /// VIP addresses; the value's bit 0 / bit 1 say an all-ports TCP / UDP service exists on the address.
+    vip_addrs: FxHashMap<[u8; 16], u8>,
     own_addrs: FxHashSet<[u8; 16]>,
     /// Interfaces.
     pub interfaces: Vec<InterfaceSpec>,
@@ -361,12 +373,33 @@ impl DataplaneConfig {
     /// Service index for a VIP packet: exact port first, then an all-ports service.
     #[inline]
     pub fn service_for(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<u32> {
-        self.vips.get(&(*dst, proto, port)).or_else(|| self.vips.get(&(*dst, proto, 0))).copied()
+        match self.classify(dst, proto, port) {
+            Classified::Service(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// What a destination is: a VIP service (one map probe for the common exact match), a VIP address without a
+    /// service on this protocol and port, or not a VIP (two probes).
+    #[inline]
+    pub fn classify(&self, dst: &[u8; 16], proto: u8, port: u16) -> Classified {
+        if let Some(&s) = self.vips.get(&(*dst, proto, port)) {
+            return Classified::Service(s);
+        }
+        let Some(&all) = self.vip_addrs.get(dst) else { return Classified::NotVip };
+        let bit = match proto {
+            crate::wire::proto::TCP => 1,
+            crate::wire::proto::UDP => 2,
+            _ => 0,
+        };
+        match self.vips.get(&(*dst, proto, 0)) {
+            Some(&s) if all & bit != 0 => Classified::Service(s),
+            _ => Classified::VipAddress,
+        }
     }
     /// True when `a` is a VIP address (of any service).
     #[inline]
     pub fn is_vip(&self, a: &[u8; 16]) -> bool {
-        self.vip_addrs.contains(a)
+        self.vip_addrs.contains_key(a)
     }
     /// True when `a` is one of the appliance's own addresses.
     #[inline]
@@ -436,7 +469,7 @@ impl ConfigBuilder {
             services: Vec::with_capacity(model.services.len()),
             backends: Vec::new(),
             vips: FxHashMap::default(),
-            vip_addrs: FxHashSet::default(),
+            vip_addrs: FxHashMap::default(),
             own_addrs: FxHashSet::default(),
             interfaces: model.interfaces.clone(),
             connected: Vec::new(),
@@ -554,7 +587,12 @@ impl ConfigBuilder {
                 },
             });
             cfg.vips.insert((vip, proto, port), si as u32);
-            cfg.vip_addrs.insert(vip);
+            let bit = match (port, s.protocol) {
+                (0, Protocol::Tcp) => 1,
+                (0, Protocol::Udp) => 2,
+                _ => 0,
+            };
+            *cfg.vip_addrs.entry(vip).or_insert(0) |= bit;
             cfg.services.push(Service {
                 id: sid,
                 vip,

@@ -24,7 +24,7 @@
 //!
 //! Nothing here allocates, locks or panics on packet contents: every failure is a [`DropReason`] with a counter.
 
-use crate::config::{Backend, BackendState, DataplaneConfig, Mode, PortId, Service};
+use crate::config::{Backend, BackendState, Classified, DataplaneConfig, Mode, PortId, Service};
 use crate::forward::icmp as ficmp;
 use crate::forward::l2::set_macs;
 use crate::forward::nat::{self, Rewrite};
@@ -421,6 +421,11 @@ struct Pkt {
     frag: Frag,
     df: bool,
     ttl: u8,
+    /// Stable hash of the packet's own 5-tuple (0 until known: non-first fragments learn their ports later). It is
+    /// the forward-flow hash of client traffic and the reverse-index hash of replies.
+    hash: u64,
+    /// What the destination is (decided at parse time, with the snapshot of the burst).
+    class: Classified,
 }
 
 impl Pkt {
@@ -439,16 +444,27 @@ impl Pkt {
     }
 }
 
-/// What stage 1 of the burst prefetch learnt about a packet, for stage 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Hint {
-    /// Nothing to prefetch.
-    #[default]
-    None,
-    /// IPv4 5-tuple hash.
-    V4(u64),
-    /// IPv6 5-tuple hash.
-    V6(u64),
+/// A packet after [`Pipeline::parse`]: its parsed headers, or its verdict already (ARP, malformed packets).
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed(Result<Pkt, Done>);
+
+impl Default for Parsed {
+    fn default() -> Self {
+        Parsed(Err(Done::Drop(DropReason::UnknownEthertype)))
+    }
+}
+
+/// A packet whose fate parsing alone decided.
+#[derive(Debug, Clone, Copy)]
+enum Done {
+    Verdict(Verdict),
+    Drop(DropReason),
+}
+
+impl From<DropReason> for Done {
+    fn from(r: DropReason) -> Self {
+        Done::Drop(r)
+    }
 }
 
 /// A flow as an operator names it (client to VIP).
@@ -579,67 +595,95 @@ impl Pipeline {
         }
     }
 
-    /// Stage 1 of a burst's prefetch: hash the packet's own 5-tuple and prefetch the signature lines it will read.
-    /// The 5-tuple is the forward key of client traffic and the reply key of NAT replies alike, so no
-    /// classification is needed. Best effort: packets this cheap parse does not understand get [`Hint::None`].
+    /// Stage 1 of processing a burst: parse the packet (no change to it, no state touched), hash its own 5-tuple and
+    /// prefetch the flow-table lines that hash will read. The 5-tuple is the forward key of client traffic and the
+    /// reply key of NAT replies alike, so no classification is needed first. A worker parses its whole burst, then
+    /// prefetches entries ([`Pipeline::prefetch_entries`]), then finishes each packet ([`Pipeline::process_parsed`]),
+    /// so the burst's cache misses overlap instead of stalling one packet at a time.
     #[inline]
-    pub fn prefetch(&self, d: &[u8]) -> Hint {
-        let Ok(l2) = parse_l2(d) else { return Hint::None };
+    pub fn parse(&self, cfg: &DataplaneConfig, data: &[u8]) -> Parsed {
+        let l2 = match parse_l2(data) {
+            Ok(l2) => l2,
+            Err(e) => return Parsed(Err(DropReason::from(e).into())),
+        };
         let l3 = l2.l3_offset;
-        match l2.ethertype {
-            ethertype::IPV4 if d.len() >= l3 + 20 => {
-                let l4 = l3 + usize::from(d[l3] & 0x0f) * 4;
-                let frag = get_u16(d, l3 + 6) & 0x3fff != 0;
-                let p = d[l3 + 9];
-                if frag || !matches!(p, proto::TCP | proto::UDP) || d.len() < l4 + 4 {
-                    return Hint::None;
+        let r = match l2.ethertype {
+            ethertype::ARP => match ArpPacket::new_checked(&data[l3..]) {
+                Ok(arp) => {
+                    let t = mapped(arp.target_ip());
+                    Err(if cfg.is_vip(&t) || cfg.is_own(&t) {
+                        Done::Verdict(Verdict::SlowPath)
+                    } else {
+                        DropReason::NotForUs.into()
+                    })
                 }
-                let k = KeyV4 {
-                    src: [d[l3 + 12], d[l3 + 13], d[l3 + 14], d[l3 + 15]],
-                    dst: [d[l3 + 16], d[l3 + 17], d[l3 + 18], d[l3 + 19]],
-                    sport: get_u16(d, l4),
-                    dport: get_u16(d, l4 + 2),
-                    proto: p,
+                Err(e) => Err(DropReason::from(e).into()),
+            },
+            ethertype::IPV4 => parse_v4(data, l3).map_err(Done::from),
+            ethertype::IPV6 => parse_v6(data, l3).map_err(Done::from),
+            _ => Err(DropReason::UnknownEthertype.into()),
+        };
+        Parsed(r.map(|mut p| {
+            p.class = cfg.classify(&p.dst, if p.has_ports() { p.proto } else { 0 }, p.dport);
+            if p.has_ports() && !matches!(p.frag, Frag::Later(_)) {
+                p.hash = if p.v4 {
+                    KeyV4::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
+                } else {
+                    KeyV6::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
                 };
-                let h = k.hash();
-                self.ct.v4.prefetch_sigs(h);
-                Hint::V4(h)
-            }
-            ethertype::IPV6 if d.len() >= l3 + 44 => {
-                let p = d[l3 + 6];
-                if !matches!(p, proto::TCP | proto::UDP) {
-                    return Hint::None;
+                // VIP traffic looks up the forward table, anything else may be a reply: prefetch only that.
+                match (p.v4, p.class) {
+                    (true, Classified::Service(_)) => self.ct.v4.prefetch_sigs(p.hash),
+                    (false, Classified::Service(_)) => self.ct.v6.prefetch_sigs(p.hash),
+                    (true, _) => self.ct.v4.prefetch_reverse(p.hash),
+                    (false, _) => self.ct.v6.prefetch_reverse(p.hash),
                 }
-                let mut src = [0u8; 16];
-                src.copy_from_slice(&d[l3 + 8..l3 + 24]);
-                let mut dst = [0u8; 16];
-                dst.copy_from_slice(&d[l3 + 24..l3 + 40]);
-                let k = KeyV6 { src, dst, sport: get_u16(d, l3 + 40), dport: get_u16(d, l3 + 42), proto: p };
-                let h = k.hash();
-                self.ct.v6.prefetch_sigs(h);
-                Hint::V6(h)
             }
-            _ => Hint::None,
-        }
+            p
+        }))
     }
 
-    /// Stage 2: prefetch the entries whose signatures match (the signature lines are in cache by now).
+    /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now).
     #[inline]
-    pub fn prefetch_entries(&self, hint: Hint) {
-        match hint {
-            Hint::V4(h) => self.ct.v4.prefetch_entries(h),
-            Hint::V6(h) => self.ct.v6.prefetch_entries(h),
-            Hint::None => {}
+    pub fn prefetch_entries(&self, parsed: &Parsed) {
+        if let Ok(p) = &parsed.0 {
+            if p.hash != 0 {
+                match (p.v4, p.class) {
+                    (true, Classified::Service(_)) => self.ct.v4.prefetch_entries(p.hash),
+                    (false, Classified::Service(_)) => self.ct.v6.prefetch_entries(p.hash),
+                    (true, _) => self.ct.v4.prefetch_reverse_entries(p.hash),
+                    (false, _) => self.ct.v6.prefetch_reverse_entries(p.hash),
+                }
+            }
         }
     }
 
-    /// Process one packet received on `in_port` at tick `now` (milliseconds).
+    /// Process one packet received on `in_port` at tick `now` (milliseconds): [`Pipeline::parse`] then
+    /// [`Pipeline::process_parsed`].
     #[inline]
     pub fn process<B: PacketBuf>(&mut self, cfg: &DataplaneConfig, in_port: PortId, pkt: &mut B, now: u32) -> Verdict {
+        let parsed = self.parse(cfg, pkt.data());
+        self.process_parsed(cfg, in_port, pkt, now, parsed)
+    }
+
+    /// Stage 3: finish a packet [`Pipeline::parse`] parsed (the buffer must be the one parsed, unchanged).
+    #[inline]
+    pub fn process_parsed<B: PacketBuf>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        in_port: PortId,
+        pkt: &mut B,
+        now: u32,
+        parsed: Parsed,
+    ) -> Verdict {
         self.counters.rx += 1;
-        let v = match self.process_inner(cfg, in_port, pkt, now) {
-            Ok(v) => v,
-            Err(r) => Verdict::Drop(r),
+        let v = match parsed.0 {
+            Ok(p) => match self.process_inner(cfg, in_port, pkt, now, p) {
+                Ok(v) => v,
+                Err(r) => Verdict::Drop(r),
+            },
+            Err(Done::Verdict(v)) => v,
+            Err(Done::Drop(r)) => Verdict::Drop(r),
         };
         match v {
             Verdict::Tx(_) => self.counters.tx += 1,
@@ -661,24 +705,9 @@ impl Pipeline {
         in_port: PortId,
         pkt: &mut B,
         now: u32,
+        mut p: Pkt,
     ) -> PResult<Verdict> {
         let data = pkt.data();
-        let l2 = parse_l2(data)?;
-        let l3 = l2.l3_offset;
-        let mut p = match l2.ethertype {
-            ethertype::ARP => {
-                let arp = ArpPacket::new_checked(&data[l3..])?;
-                let t = mapped(arp.target_ip());
-                return if cfg.is_vip(&t) || cfg.is_own(&t) {
-                    Ok(Verdict::SlowPath)
-                } else {
-                    Err(DropReason::NotForUs)
-                };
-            }
-            ethertype::IPV4 => parse_v4(data, l3)?,
-            ethertype::IPV6 => parse_v6(data, l3)?,
-            _ => return Err(DropReason::UnknownEthertype),
-        };
         let bytes = data.len() as u64;
         if p.end < data.len() {
             // Ethernet padding after the IP packet must not travel into a tunnel or a longer rewrite.
@@ -698,9 +727,9 @@ impl Pipeline {
                 let ports = (u32::from(p.sport) << 16) | u32::from(p.dport);
                 let e = Entry::new(now.wrapping_add(cfg.timeouts_ms[4]), ports, 0, 1, 0);
                 match self.frags.lookup(&k, h, now) {
-                    Lookup::Hit(_, x) => {
-                        x.value = ports;
-                        x.expires = e.expires;
+                    Lookup::Hit(slot, _) => {
+                        self.frags.update(slot, ports, 0);
+                        self.frags.touch(slot, 1, e.expires);
                     }
                     Lookup::Miss(_) => {
                         let _ = self.frags.insert(k, h, now, e, |_| true);
@@ -713,6 +742,11 @@ impl Pipeline {
                     Lookup::Hit(_, e) => {
                         p.sport = (e.value >> 16) as u16;
                         p.dport = e.value as u16;
+                        p.hash = if p.v4 {
+                            KeyV4::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
+                        } else {
+                            KeyV6::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
+                        };
                         self.counters.fragments_followed += 1;
                     }
                     Lookup::Miss(_) => {
@@ -726,14 +760,20 @@ impl Pipeline {
         if p.is_icmp() && !p.v4 && p.l4.is_some() && icmp6::is_ndp(p.icmp_type) {
             return Ok(Verdict::SlowPath);
         }
-        if cfg.is_vip(&p.dst) {
+        // Common case first: one hash-map probe finds the service of a VIP flow.
+        // Classified at parse time; a later fragment learnt its ports since, so it is classified again.
+        let class = if matches!(p.frag, Frag::Later(_)) {
+            cfg.classify(&p.dst, if p.has_ports() { p.proto } else { 0 }, p.dport)
+        } else {
+            p.class
+        };
+        if class == Classified::VipAddress {
             if p.is_icmp() {
                 return self.icmp_to_vip(cfg, in_port, pkt, &p, now);
             }
-            if !p.has_ports() {
-                return Err(DropReason::NoService);
-            }
-            let si = cfg.service_for(&p.dst, p.proto, p.dport).ok_or(DropReason::NoService)?;
+            return Err(DropReason::NoService);
+        }
+        if let Classified::Service(si) = class {
             let svc = &cfg.services[si as usize];
             if p.ttl <= 1 {
                 return Err(DropReason::TtlExpired);
@@ -779,7 +819,7 @@ impl Pipeline {
         now: u32,
     ) -> PResult<(u32, u16)> {
         let key = K::make(&p.src, &p.dst, p.sport, p.dport, p.proto);
-        let h = key.hash();
+        let h = if p.hash != 0 { p.hash } else { key.hash() };
         let tcp = p.proto == proto::TCP;
         let table = K::table(&mut self.ct);
         match table.lookup(&key, h, now) {
@@ -790,11 +830,10 @@ impl Pipeline {
                 let new_syn = tcp && e.state == ST_CLOSING && p.tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN;
                 if ok && !new_syn {
                     let state = if tcp { tcp_next(e.state, p.tcp_flags) } else { e.state };
-                    e.state = state;
-                    e.expires = now.wrapping_add(timeout_ms(cfg, state));
+                    table.touch(slot, state, now.wrapping_add(timeout_ms(cfg, state)));
                     return Ok((e.value, e.aux));
                 }
-                let old = *e;
+                let old = e;
                 table.remove_slot(slot);
                 forget(&mut self.backend_stats, old.value);
                 if !new_syn {
@@ -879,12 +918,12 @@ impl Pipeline {
         if svc.affinity_ms > 0 {
             let k = AffinityKey { client: p.src, service: svc.id };
             let ah = k.hash();
-            if let Lookup::Hit(_, e) = self.affinity.lookup(&k, ah, now) {
+            if let Lookup::Hit(slot, e) = self.affinity.lookup(&k, ah, now) {
                 if cfg
                     .backend(e.value)
                     .is_some_and(|b| b.state == BackendState::Active && cfg.services[b.service as usize].id == svc.id)
                 {
-                    e.expires = now.wrapping_add(svc.affinity_ms);
+                    self.affinity.touch(slot, e.state, now.wrapping_add(svc.affinity_ms));
                     return Ok(e.value);
                 }
             }
@@ -1066,13 +1105,13 @@ impl Pipeline {
         p: &Pkt,
         now: u32,
     ) -> Option<PResult<Verdict>> {
-        let rh = K::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash();
+        let rh = if p.hash != 0 { p.hash } else { K::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash() };
         let table = K::table(&mut self.ct);
         let slot = table.lookup_reverse(rh, now, |f| reply_matches(cfg, f, &p.src, &p.dst, p.sport, p.dport, p.v4))?;
         if p.ttl <= 1 {
             return Some(Err(DropReason::TtlExpired));
         }
-        let f = table.slot_mut(slot)?;
+        let f = table.get(slot)?;
         let fullnat = f.flags & F_FULLNAT != 0;
         let state = if p.proto == proto::TCP {
             if p.tcp_flags & (tcpf::RST | tcpf::FIN) != 0 {
@@ -1085,8 +1124,7 @@ impl Pipeline {
         } else {
             f.state
         };
-        f.state = state;
-        f.expires = now.wrapping_add(timeout_ms(cfg, state));
+        table.touch(slot, state, now.wrapping_add(timeout_ms(cfg, state)));
         let fkey = f.key;
         let vip = fkey.dst16();
         let client = fkey.src16();
@@ -1365,6 +1403,8 @@ fn parse_v4(data: &[u8], l3: usize) -> PResult<Pkt> {
         frag,
         df: ip.dont_frag(),
         ttl: ip.ttl(),
+        hash: 0,
+        class: Classified::NotVip,
     };
     if !matches!(frag, Frag::Later(_)) {
         parse_l4(data, &mut p, l3 + ip.header_len())?;
@@ -1396,6 +1436,8 @@ fn parse_v6(data: &[u8], l3: usize) -> PResult<Pkt> {
         frag,
         df: true,
         ttl: ip.hop_limit(),
+        hash: 0,
+        class: Classified::NotVip,
     };
     if !matches!(frag, Frag::Later(_)) {
         parse_l4(data, &mut p, l3 + up.offset)?;

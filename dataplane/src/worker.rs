@@ -10,7 +10,7 @@
 use crate::config::{ConfigHandle, PortId};
 use crate::lb::conntrack::TableStats;
 use crate::packet::PacketBuf;
-use crate::pipeline::{Counters, DropReason, Hint, ObjCounters, Pipeline, TableSizes, Verdict};
+use crate::pipeline::{Counters, DropReason, ObjCounters, Parsed, Pipeline, TableSizes, Verdict};
 use crate::port::{Burst, Port, PortStats, BURST};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
@@ -287,17 +287,17 @@ impl<P: Port> Worker<P> {
             }
             let t0 = Instant::now();
             let mut rx = std::mem::take(&mut self.rx);
-            // Two-stage prefetch over the burst (signature lines, then matching entries), so the burst's cache misses
-            // overlap instead of stalling one packet at a time.
-            let mut hints = [Hint::None; BURST];
-            for (h, b) in hints.iter_mut().zip(rx.iter()) {
-                *h = self.pipeline.prefetch(b.data());
+            // Three stages over the burst: parse all (prefetching meta lines), prefetch matching entries, finish each;
+            // the burst's cache misses overlap instead of stalling one packet at a time.
+            let mut parsed = [Parsed::default(); BURST];
+            for (p, b) in parsed.iter_mut().zip(rx.iter()) {
+                *p = self.pipeline.parse(&cfg, b.data());
             }
-            for h in &hints[..rx.len()] {
-                self.pipeline.prefetch_entries(*h);
+            for p in &parsed[..rx.len()] {
+                self.pipeline.prefetch_entries(p);
             }
-            for mut b in rx.drain(..) {
-                let v = self.pipeline.process(&cfg, pi as PortId, &mut b, now);
+            for (mut b, p) in rx.drain(..).zip(parsed) {
+                let v = self.pipeline.process_parsed(&cfg, pi as PortId, &mut b, now, p);
                 self.dispatch(v, pi as PortId, b);
             }
             self.rx = rx;

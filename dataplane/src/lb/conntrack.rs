@@ -2,39 +2,38 @@
 //! with an optional reverse index for NAT replies.
 //!
 //! **Forward table.** Set-associative with two choices. A key's 64-bit hash picks two candidate buckets
-//! (multiply-shift range reduction of the hash and of a remix of it) and a 16-bit signature; a bucket holds [`WAYS`]
-//! signatures in its first 16 bytes followed by the entries, so a lookup reads the signature line and then only the
-//! entry whose signature matches. Insertion takes a free slot in the emptier of the two buckets (power of two
-//! choices).
-//! When both buckets are full, one resident moves to its own other bucket if that has room (a depth-1 cuckoo
-//! move); measured on 1 M random keys the first overflow then comes at 91 % of capacity
-//! (test `nominal_size_fits`), so a table made for N flows (capacity 1.125 N) holds N. The only holder of a
-//! slot index across packets is the reverse index, and a move rewrites it, so slots are stable for everyone else.
+//! (multiply-shift range reduction of the hash and of a remix of it) and a 16-bit signature. Each bucket has one
+//! 64-byte *meta* line — the [`WAYS`] slots' signatures, expiry ticks and states — and the slots' keys and values
+//! apart. A lookup reads the meta line (signature and expiry) and then only the slot whose signature matches; an
+//! insert chooses its victim from the two meta lines alone; the sweep reads meta lines only. Insertion takes a free
+//! slot in the emptier of the two buckets (power of two choices); when both are full, an expired slot, then the
+//! evictable slot that expires soonest, then a depth-1 cuckoo move (one resident moves to its own other bucket).
+//! Measured on 1 M random keys the first overflow comes at 91 % of capacity (test `nominal_size_fits`), so a table
+//! made for N flows (capacity 1.125 N) holds N.
 //!
 //! **Reverse index.** A reply (backend to client, or to the full-NAT source) is found through an index of 8-byte
-//! slots — a 32-bit fingerprint of the reply 5-tuple's hash and the forward entry's slot — 8 to a 64-byte bucket, two
-//! choices again, the second derived from the fingerprint (partial-key cuckoo hashing) so fingerprints can move. The caller verifies a candidate against the forward entry (the index stores no key). The forward
-//! entry records its index position, so whatever frees an entry (expiry, eviction, removal, sweep) unlinks it: the
-//! index never outlives its flows. A NAT flow costs one entry and one index slot, not two entries.
+//! slots — a 32-bit fingerprint of the reply 5-tuple's hash and the forward slot — 8 to a 64-byte bucket, two
+//! choices again, the second derived from the fingerprint (partial-key cuckoo hashing) so fingerprints can move.
+//! The caller verifies a candidate against the forward entry (the index stores no key). The forward slot records its
+//! index position, so whatever frees an entry (expiry, eviction, removal, sweep) unlinks it, and a cuckoo move of
+//! either side rewrites the link: the only holder of a slot number across packets is the index, and it stays right.
 //!
 //! Time is a `u32` tick of milliseconds since the worker started, compared with wrapping arithmetic; the worker's
 //! incremental [`FlowTable::sweep`] visits every bucket far more often than the 24-day wrap, and timeouts are
 //! limited to [`MAX_TIMEOUT_MS`].
 //!
-//! Insertion takes, in order: a free slot, an expired slot, then — only for evictable states as the caller decides
-//! (half-open and closing TCP) — the one expiring soonest. Live established flows are never evicted for new ones: a
-//! SYN flood that fills the table costs new flows their tracking (they are still forwarded by Maglev), not the old
-//! flows their backend. Every outcome is counted in [`TableStats`]. [`FlowTable::prefetch`] lets a burst issue its
-//! cache misses together before processing.
+//! Live established flows are never evicted for new ones: a SYN flood that fills the table costs new flows their
+//! tracking (they are still forwarded by Maglev), not the old flows their backend. Every outcome is counted in
+//! [`TableStats`]. [`FlowTable::prefetch_sigs`] and [`FlowTable::prefetch_entries`] let a burst issue its cache
+//! misses together before processing.
 
 use crate::mem::{Backing, HugeArray};
 
-/// Entries per bucket.
+/// Slots per bucket.
 pub const WAYS: usize = 8;
 /// Longest timeout the tick arithmetic supports safely (7 days).
 pub const MAX_TIMEOUT_MS: u32 = 7 * 24 * 3600 * 1000;
-/// `Entry::rev` of an entry with no reverse-index slot.
-pub const NO_REV: u32 = u32::MAX;
+const NO_REV: u32 = u32::MAX;
 
 /// A flow-table key: fixed size, comparable, hashable with the stable hash.
 pub trait FlowKey: Copy + Eq + std::fmt::Debug {
@@ -44,9 +43,9 @@ pub trait FlowKey: Copy + Eq + std::fmt::Debug {
     fn hash(&self) -> u64;
 }
 
-/// One table entry. `value`, `aux`, `state` and `flags` are the caller's; `state == 0` means free.
+/// One entry, as the caller sees it (a copy). `value`, `aux`, `state` and `flags` are the caller's; `state` 0 is
+/// reserved for free slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
 pub struct Entry<K> {
     /// The key.
     pub key: K,
@@ -56,33 +55,44 @@ pub struct Entry<K> {
     pub value: u32,
     /// Caller data (full-NAT source port).
     pub aux: u16,
-    /// Caller state; 0 is reserved for free slots.
+    /// Caller state, not 0.
     pub state: u8,
     /// Caller flags.
     pub flags: u8,
-    /// Position of this entry's reverse-index slot, [`NO_REV`] if none. Managed by the table.
-    pub rev: u32,
 }
 
 impl<K: FlowKey> Entry<K> {
-    const FREE: Self = Entry { key: K::EMPTY, expires: 0, value: 0, aux: 0, state: 0, flags: 0, rev: NO_REV };
-
-    /// A new entry with the caller's fields (key and reverse link are set by the table).
+    /// A new entry with the caller's fields (the key is set by [`FlowTable::insert`]).
     pub fn new(expires: u32, value: u32, aux: u16, state: u8, flags: u8) -> Self {
-        Entry { key: K::EMPTY, expires, value, aux, state, flags, rev: NO_REV }
+        Entry { key: K::EMPTY, expires, value, aux, state, flags }
     }
 }
 
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Bucket<K> {
-    entries: [Entry<K>; WAYS],
+/// What a slot stores besides its meta: the key, the caller's value, and the reverse-index link.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Slot<K> {
+    key: K,
+    value: u32,
+    aux: u16,
+    flags: u8,
+    rev: u32,
 }
 
-/// The signatures of one bucket (0: free slot), kept apart from the entries: four buckets' signatures share a line.
 #[derive(Clone, Copy)]
-#[repr(C, align(16))]
-struct Sigs([u16; WAYS]);
+#[repr(C, align(32))]
+struct Bucket<K> {
+    slots: [Slot<K>; WAYS],
+}
+
+/// Signatures (0: free), expiry ticks and states of one bucket's slots: one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Meta {
+    sig: [u16; WAYS],
+    expires: [u32; WAYS],
+    state: [u8; WAYS],
+}
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -112,7 +122,7 @@ pub struct TableStats {
     pub occupied: u64,
     /// Reverse-index links refused because both index buckets were full.
     pub reverse_failed: u64,
-    /// Entries moved to their other bucket to make room (slot indices change only this way).
+    /// Entries or index fingerprints moved to their other bucket to make room.
     pub moved: u64,
 }
 
@@ -124,17 +134,17 @@ pub enum InsertError {
 }
 
 /// Result of [`FlowTable::lookup`].
-#[derive(Debug)]
-pub enum Lookup<'a, K> {
-    /// A live entry and its slot.
-    Hit(u32, &'a mut Entry<K>),
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<K> {
+    /// A live entry (a copy) and its slot; change it with [`FlowTable::touch`] or [`FlowTable::update`].
+    Hit(u32, Entry<K>),
     /// Nothing live; the matching entry if it had just expired (it has been reclaimed).
     Miss(Option<Entry<K>>),
 }
 
 /// A fixed-capacity flow table.
 pub struct FlowTable<K: FlowKey> {
-    sigs: HugeArray<Sigs>,
+    meta: HugeArray<Meta>,
     buckets: HugeArray<Bucket<K>>,
     nbuckets: u64,
     rev: Option<HugeArray<RevBucket>>,
@@ -174,18 +184,24 @@ fn remix(h: u64) -> u64 {
     h.rotate_left(32).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+#[inline(always)]
+fn split(slot: u32) -> (usize, usize) {
+    (slot as usize / WAYS, slot as usize % WAYS)
+}
+
 impl<K: FlowKey> FlowTable<K> {
-    /// A table able to hold about `flows` entries (rounded up to whole buckets, plus 1/8 headroom: with two choices
-    /// per key that keeps bucket-pair overflows rare at the nominal size).
+    /// A table able to hold `flows` entries (rounded up to whole buckets, plus 1/8 headroom: two choices and cuckoo
+    /// moves fill to 91 % before the first overflow).
     ///
     /// # Panics
     /// When memory cannot be had (start-up only).
     pub fn new(flows: usize) -> Self {
         let want = flows.max(WAYS) + flows / 8;
         let nbuckets = want.div_ceil(WAYS);
+        let free = Slot { key: K::EMPTY, value: 0, aux: 0, flags: 0, rev: NO_REV };
         Self {
-            sigs: HugeArray::new(nbuckets, Sigs([0; WAYS])),
-            buckets: HugeArray::new(nbuckets, Bucket { entries: [Entry::FREE; WAYS] }),
+            meta: HugeArray::new(nbuckets, Meta { sig: [0; WAYS], expires: [0; WAYS], state: [0; WAYS] }),
+            buckets: HugeArray::new(nbuckets, Bucket { slots: [free; WAYS] }),
             nbuckets: nbuckets as u64,
             rev: None,
             rev_mask: 0,
@@ -194,7 +210,7 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
-    /// The same, with a reverse index of one slot per entry.
+    /// The same, with a reverse index of 1 to 2 slots per entry (a power-of-two number of buckets).
     pub fn with_reverse(flows: usize) -> Self {
         let mut t = Self::new(flows);
         let n = (t.nbuckets as usize).next_power_of_two();
@@ -203,36 +219,22 @@ impl<K: FlowKey> FlowTable<K> {
         t
     }
 
-    /// Primary reverse-index bucket of reply hash `rh`.
-    #[inline(always)]
-    fn rev_bucket(&self, rh: u64) -> usize {
-        (rh >> 32) as usize & self.rev_mask
-    }
-
-    /// The other reverse-index bucket of a fingerprint in bucket `ri` (partial-key cuckoo hashing: computable from
-    /// the slot alone, so index entries can move without their key).
-    #[inline(always)]
-    fn rev_alt(&self, ri: usize, fp: u32) -> usize {
-        ri ^ (crate::lb::hash::fmix64(u64::from(fp)) as usize & self.rev_mask)
-    }
-
     /// Slots in the table.
     pub fn capacity(&self) -> usize {
         self.nbuckets as usize * WAYS
     }
 
-    /// Bytes of table memory per slot (entry plus its share of the signature line and padding), and of the reverse
-    /// index per slot (the index has a power-of-two number of buckets, 1 to 2 times the table's).
+    /// Bytes per slot: (meta line share + slot, reverse-index slot). The index has 1 to 2 slots per table slot.
     pub fn bytes_per_slot() -> (usize, usize) {
         (
-            (std::mem::size_of::<Bucket<K>>() + std::mem::size_of::<Sigs>()) / WAYS,
+            (std::mem::size_of::<Meta>() + std::mem::size_of::<Bucket<K>>()) / WAYS,
             std::mem::size_of::<RevBucket>() / WAYS,
         )
     }
 
     /// Total bytes allocated (index included).
     pub fn bytes(&self) -> usize {
-        self.sigs.bytes() + self.buckets.bytes() + self.rev.as_ref().map_or(0, |r| r.bytes())
+        self.meta.bytes() + self.buckets.bytes() + self.rev.as_ref().map_or(0, |r| r.bytes())
     }
 
     /// What memory backs the table.
@@ -255,32 +257,76 @@ impl<K: FlowKey> FlowTable<K> {
         range(remix(h), self.nbuckets)
     }
 
-    /// Stage 1 of a burst's prefetch: the signature lines of both candidate buckets and the primary reverse-index
-    /// bucket of hash `h`. A burst issues this for every packet before stage 2.
     #[inline(always)]
-    pub fn prefetch_sigs(&self, h: u64) {
-        let (b1, b2) = (self.bucket_of(h), self.alt_bucket_of(h));
-        crate::mem::prefetch(&self.sigs.as_slice()[b1]);
-        crate::mem::prefetch(&self.sigs.as_slice()[b2]);
-        if let Some(r) = &self.rev {
-            let ri = self.rev_bucket(h);
-            crate::mem::prefetch(&r.as_slice()[ri]);
-            crate::mem::prefetch(&r.as_slice()[self.rev_alt(ri, fp_of(h))]);
-        }
+    fn rev_bucket(&self, rh: u64) -> usize {
+        (rh >> 32) as usize & self.rev_mask
     }
 
-    /// Stage 2: read the (now cached) signatures and prefetch the entries whose signature matches, so the lookup
-    /// that follows finds its entry in cache.
+    /// The other reverse-index bucket of a fingerprint in bucket `ri` (partial-key cuckoo hashing: computable from
+    /// the index slot alone, so fingerprints can move without their key).
+    #[inline(always)]
+    fn rev_alt(&self, ri: usize, fp: u32) -> usize {
+        ri ^ (crate::lb::hash::fmix64(u64::from(fp)) as usize & self.rev_mask)
+    }
+
+    #[inline(always)]
+    fn entry_at(&self, bi: usize, w: usize) -> Entry<K> {
+        let m = &self.meta.as_slice()[bi];
+        let s = &self.buckets.as_slice()[bi].slots[w];
+        Entry { key: s.key, expires: m.expires[w], value: s.value, aux: s.aux, state: m.state[w], flags: s.flags }
+    }
+
+    /// Stage 1 of a burst's prefetch for a forward lookup: both candidate meta lines of hash `h`.
+    #[inline(always)]
+    pub fn prefetch_sigs(&self, h: u64) {
+        crate::mem::prefetch(&self.meta.as_slice()[self.bucket_of(h)]);
+        crate::mem::prefetch(&self.meta.as_slice()[self.alt_bucket_of(h)]);
+    }
+
+    /// Stage 2 for a forward lookup: read the (now cached) meta lines and prefetch the slots whose signature
+    /// matches.
     #[inline(always)]
     pub fn prefetch_entries(&self, h: u64) {
         let sig = sig_of(h);
         for bi in [self.bucket_of(h), self.alt_bucket_of(h)] {
-            let sg = &self.sigs.as_slice()[bi].0;
+            let m = &self.meta.as_slice()[bi];
             let b = &self.buckets.as_slice()[bi];
-            for (s, e) in sg.iter().zip(b.entries.iter()) {
+            for (s, slot) in m.sig.iter().zip(b.slots.iter()) {
                 if *s == sig {
-                    crate::mem::prefetch(e);
-                    crate::mem::prefetch(&e.rev);
+                    crate::mem::prefetch(&slot.key);
+                    crate::mem::prefetch(&slot.rev);
+                }
+            }
+        }
+    }
+
+    /// Stage 1 for a reverse lookup: both reverse-index buckets of reply hash `rh`.
+    #[inline(always)]
+    pub fn prefetch_reverse(&self, rh: u64) {
+        if let Some(r) = &self.rev {
+            let ri = self.rev_bucket(rh);
+            crate::mem::prefetch(&r.as_slice()[ri]);
+            crate::mem::prefetch(&r.as_slice()[self.rev_alt(ri, fp_of(rh))]);
+        }
+    }
+
+    /// Stage 2 for a reverse lookup: follow the (now cached) index to the candidate forward slots and prefetch their
+    /// meta lines and slots.
+    #[inline(always)]
+    pub fn prefetch_reverse_entries(&self, rh: u64) {
+        let Some(rev) = &self.rev else { return };
+        let fp = fp_of(rh);
+        let r1 = self.rev_bucket(rh);
+        for ri in [r1, self.rev_alt(r1, fp)] {
+            let r = &rev.as_slice()[ri];
+            for (f, slot) in r.fp.iter().zip(r.slot.iter()) {
+                if *f == fp {
+                    let (bi, w) = split(*slot);
+                    if let (Some(m), Some(b)) = (self.meta.as_slice().get(bi), self.buckets.as_slice().get(bi)) {
+                        crate::mem::prefetch(m);
+                        crate::mem::prefetch(&b.slots[w].key);
+                        crate::mem::prefetch(&b.slots[w].rev);
+                    }
                 }
             }
         }
@@ -292,45 +338,43 @@ impl<K: FlowKey> FlowTable<K> {
         if pos == NO_REV {
             return;
         }
-        if let Some(r) = self.rev.as_mut() {
-            if let Some(b) = r.as_mut_slice().get_mut(pos as usize / WAYS) {
-                b.fp[pos as usize % WAYS] = 0;
-            }
+        if let Some(b) = self.rev.as_mut().and_then(|r| r.as_mut_slice().get_mut(pos as usize / WAYS)) {
+            b.fp[pos as usize % WAYS] = 0;
         }
     }
 
-    /// Clear slot (bi, w), unlinking its reverse slot; returns what it held.
+    /// Free slot (bi, w), unlinking its reverse-index slot; returns what it held.
     #[inline]
     fn clear(&mut self, bi: usize, w: usize) -> Entry<K> {
-        let b = &mut self.buckets.as_mut_slice()[bi];
-        let old = b.entries[w];
-        b.entries[w] = Entry::FREE;
-        self.sigs.as_mut_slice()[bi].0[w] = 0;
-        self.unlink(old.rev);
+        let old = self.entry_at(bi, w);
+        let rev = self.buckets.as_slice()[bi].slots[w].rev;
+        let m = &mut self.meta.as_mut_slice()[bi];
+        m.sig[w] = 0;
+        m.state[w] = 0;
+        self.buckets.as_mut_slice()[bi].slots[w].rev = NO_REV;
+        self.unlink(rev);
         old
     }
 
     /// Search one bucket; an expired match is reclaimed into `expired`.
     #[inline(always)]
     fn find_in(&mut self, bi: usize, key: &K, sig: u16, now: u32, expired: &mut Option<Entry<K>>) -> Option<usize> {
-        let sigs = &self.sigs.as_slice()[bi].0;
+        let m = &self.meta.as_slice()[bi];
         let b = &self.buckets.as_slice()[bi];
-        let found = sigs.iter().zip(b.entries.iter()).position(|(s, e)| *s == sig && e.key == *key);
-        if let Some(w) = found {
-            if live(b.entries[w].expires, now) {
-                return Some(w);
-            }
-            *expired = Some(self.clear(bi, w));
-            self.stats.expired += 1;
-            self.stats.occupied -= 1;
+        let w = m.sig.iter().zip(b.slots.iter()).position(|(s, x)| *s == sig && x.key == *key)?;
+        if live(m.expires[w], now) {
+            return Some(w);
         }
+        *expired = Some(self.clear(bi, w));
+        self.stats.expired += 1;
+        self.stats.occupied -= 1;
         None
     }
 
     /// Find a live entry. `h` must be `key.hash()` (passed in so a miss-then-insert hashes once).
     /// An expired match is reclaimed and returned in [`Lookup::Miss`] so the caller can account for it.
     #[inline]
-    pub fn lookup(&mut self, key: &K, h: u64, now: u32) -> Lookup<'_, K> {
+    pub fn lookup(&mut self, key: &K, h: u64, now: u32) -> Lookup<K> {
         let sig = sig_of(h);
         let mut expired = None;
         let b1 = self.bucket_of(h);
@@ -344,7 +388,7 @@ impl<K: FlowKey> FlowTable<K> {
         match hit {
             Some((bi, w)) => {
                 self.stats.hits += 1;
-                Lookup::Hit((bi * WAYS + w) as u32, &mut self.buckets.as_mut_slice()[bi].entries[w])
+                Lookup::Hit((bi * WAYS + w) as u32, self.entry_at(bi, w))
             }
             None => {
                 self.stats.misses += 1;
@@ -353,71 +397,93 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
+    /// The entry in `slot`, if occupied (live or not).
+    #[inline]
+    pub fn get(&self, slot: u32) -> Option<Entry<K>> {
+        let (bi, w) = split(slot);
+        (self.meta.as_slice().get(bi)?.sig[w] != 0).then(|| self.entry_at(bi, w))
+    }
+
+    /// Set the state and expiry of an occupied slot (the per-packet refresh: one meta-line write).
+    #[inline]
+    pub fn touch(&mut self, slot: u32, state: u8, expires: u32) {
+        let (bi, w) = split(slot);
+        if let Some(m) = self.meta.as_mut_slice().get_mut(bi) {
+            if m.sig[w] != 0 && state != 0 {
+                m.state[w] = state;
+                m.expires[w] = expires;
+            }
+        }
+    }
+
+    /// Set the caller's value and aux of an occupied slot.
+    #[inline]
+    pub fn update(&mut self, slot: u32, value: u32, aux: u16) {
+        let (bi, w) = split(slot);
+        if self.meta.as_slice().get(bi).is_some_and(|m| m.sig[w] != 0) {
+            let s = &mut self.buckets.as_mut_slice()[bi].slots[w];
+            s.value = value;
+            s.aux = aux;
+        }
+    }
+
     /// Insert a new entry for `key` (the caller has just missed on it). `evictable(state)` says which live states
     /// may be evicted to make room. Returns the slot and the entry displaced (expired or evicted), if any.
     ///
     /// # Errors
-    /// [`InsertError::BucketFull`] when every slot of both buckets is live and protected.
+    /// [`InsertError::BucketFull`] when every slot of both buckets is live and protected and no resident can move.
     #[inline]
     pub fn insert(
         &mut self,
         key: K,
         h: u64,
         now: u32,
-        mut e: Entry<K>,
+        e: Entry<K>,
         evictable: impl Fn(u8) -> bool,
     ) -> Result<(u32, Option<Entry<K>>), InsertError> {
         debug_assert!(e.state != 0);
-        e.key = key;
-        e.rev = NO_REV;
         let b1 = self.bucket_of(h);
         let b2 = self.alt_bucket_of(h);
-        // Power of two choices: a free slot in the emptier of the two buckets (the primary on a tie). Only when both
-        // are full: an expired slot, then the evictable entry that expires soonest. Rank: 0 free, 1 expired,
-        // 2 evictable.
-        let free_in = |bi: usize| self.sigs.as_slice()[bi].0.iter().position(|&x| x == 0);
-        let count_free = |bi: usize| self.sigs.as_slice()[bi].0.iter().filter(|&&x| x == 0).count();
-        let mut best: Option<(usize, usize, u8, u32)> = None;
-        let (f1, f2) = (count_free(b1), if b2 == b1 { 0 } else { count_free(b2) });
+        let free = |t: &Self, bi: usize| t.meta.as_slice()[bi].sig.iter().filter(|&&x| x == 0).count();
+        let (f1, f2) = (free(self, b1), if b2 == b1 { 0 } else { free(self, b2) });
+        // rank: 0 free, 1 expired, 2 evictable (soonest expiry first), 3 freed by a cuckoo move.
+        let mut pick: Option<(usize, usize, u8)> = None;
         if f1 > 0 || f2 > 0 {
             let bi = if f2 > f1 { b2 } else { b1 };
-            best = free_in(bi).map(|w| (bi, w, 0, 0));
+            pick = self.meta.as_slice()[bi].sig.iter().position(|&x| x == 0).map(|w| (bi, w, 0));
         }
-        if best.is_none() {
-            best = self.expired_in(b1, now).or_else(|| self.expired_in(b2, now)).map(|(bi, w)| (bi, w, 1, 0));
-        }
-        if best.is_none() {
-            best = self.make_room(b1).or_else(|| self.make_room(b2)).map(|(bi, w)| (bi, w, 0, 0));
-        }
-        if best.is_none() {
+        if pick.is_none() {
+            let mut best: Option<(usize, usize, u8, u32)> = None;
             for bi in [b1, b2] {
-                let b = &self.buckets.as_slice()[bi];
+                let m = &self.meta.as_slice()[bi];
                 for w in 0..WAYS {
-                    let x = &b.entries[w];
-                    let rank_exp = if !live(x.expires, now) {
-                        Some((1u8, 0u32))
-                    } else if evictable(x.state) {
-                        Some((2, x.expires))
+                    let cand = if !live(m.expires[w], now) {
+                        (1u8, 0u32)
+                    } else if evictable(m.state[w]) {
+                        (2, m.expires[w])
                     } else {
-                        None
+                        continue;
                     };
-                    let Some((rank, exp)) = rank_exp else { continue };
                     let better = match best {
                         None => true,
-                        Some((_, _, r, e)) => rank < r || (rank == 2 && r == 2 && (exp.wrapping_sub(e) as i32) < 0),
+                        Some((_, _, r, x)) => cand.0 < r || (cand.0 == r && (cand.1.wrapping_sub(x) as i32) < 0),
                     };
                     if better {
-                        best = Some((bi, w, rank, exp));
+                        best = Some((bi, w, cand.0, cand.1));
                     }
                 }
             }
+            pick = best.map(|(bi, w, r, _)| (bi, w, r));
         }
-        let Some((bi, w, rank, _)) = best else {
+        if pick.is_none() {
+            pick = self.make_room(b1).or_else(|| self.make_room(b2)).map(|(bi, w)| (bi, w, 3));
+        }
+        let Some((bi, w, rank)) = pick else {
             self.stats.insert_failed += 1;
             return Err(InsertError::BucketFull);
         };
         let displaced = match rank {
-            0 => {
+            0 | 3 => {
                 self.stats.occupied += 1;
                 None
             }
@@ -430,40 +496,43 @@ impl<K: FlowKey> FlowTable<K> {
                 Some(self.clear(bi, w))
             }
         };
-        self.buckets.as_mut_slice()[bi].entries[w] = e;
-        self.sigs.as_mut_slice()[bi].0[w] = sig_of(h);
+        self.buckets.as_mut_slice()[bi].slots[w] =
+            Slot { key, value: e.value, aux: e.aux, flags: e.flags, rev: NO_REV };
+        let m = &mut self.meta.as_mut_slice()[bi];
+        m.sig[w] = sig_of(h);
+        m.expires[w] = e.expires;
+        m.state[w] = e.state;
         self.stats.inserts += 1;
         Ok(((bi * WAYS + w) as u32, displaced))
-    }
-
-    fn expired_in(&self, bi: usize, now: u32) -> Option<(usize, usize)> {
-        let b = &self.buckets.as_slice()[bi];
-        (0..WAYS).find(|&w| !live(b.entries[w].expires, now)).map(|w| (bi, w))
     }
 
     /// Depth-1 cuckoo move: free a slot in full bucket `bi` by moving one of its entries to that entry's other
     /// candidate bucket, if that one has room. The moved entry's reverse-index link follows it.
     fn make_room(&mut self, bi: usize) -> Option<(usize, usize)> {
         for w in 0..WAYS {
-            let x = self.buckets.as_slice()[bi].entries[w];
+            let x = self.buckets.as_slice()[bi].slots[w];
             let hx = x.key.hash();
             let (p, a) = (self.bucket_of(hx), self.alt_bucket_of(hx));
             let other = if p == bi { a } else { p };
             if other == bi {
                 continue;
             }
-            let Some(ow) = self.sigs.as_slice()[other].0.iter().position(|&s| s == 0) else { continue };
-            self.buckets.as_mut_slice()[other].entries[ow] = x;
-            self.sigs.as_mut_slice()[other].0[ow] = self.sigs.as_slice()[bi].0[w];
+            let Some(ow) = self.meta.as_slice()[other].sig.iter().position(|&s| s == 0) else { continue };
+            let m = self.meta.as_slice()[bi];
+            self.buckets.as_mut_slice()[other].slots[ow] = x;
+            let om = &mut self.meta.as_mut_slice()[other];
+            om.sig[ow] = m.sig[w];
+            om.expires[ow] = m.expires[w];
+            om.state[ow] = m.state[w];
             if x.rev != NO_REV {
-                if let Some(r) = self.rev.as_mut() {
-                    if let Some(rb) = r.as_mut_slice().get_mut(x.rev as usize / WAYS) {
-                        rb.slot[x.rev as usize % WAYS] = (other * WAYS + ow) as u32;
-                    }
+                if let Some(rb) = self.rev.as_mut().and_then(|r| r.as_mut_slice().get_mut(x.rev as usize / WAYS)) {
+                    rb.slot[x.rev as usize % WAYS] = (other * WAYS + ow) as u32;
                 }
             }
-            self.buckets.as_mut_slice()[bi].entries[w] = Entry::FREE;
-            self.sigs.as_mut_slice()[bi].0[w] = 0;
+            self.buckets.as_mut_slice()[bi].slots[w].rev = NO_REV;
+            let m = &mut self.meta.as_mut_slice()[bi];
+            m.sig[w] = 0;
+            m.state[w] = 0;
             self.stats.moved += 1;
             return Some((bi, w));
         }
@@ -476,8 +545,8 @@ impl<K: FlowKey> FlowTable<K> {
     /// # Errors
     /// [`InsertError::BucketFull`] when both index buckets are full (or the table has no index, or `slot` is free).
     pub fn link_reverse(&mut self, slot: u32, rh: u64) -> Result<(), InsertError> {
-        let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
-        let occupied = self.sigs.as_slice().get(bi).is_some_and(|b| b.0[w] != 0);
+        let (bi, w) = split(slot);
+        let occupied = self.meta.as_slice().get(bi).is_some_and(|m| m.sig[w] != 0);
         if self.rev.is_none() || !occupied {
             self.stats.reverse_failed += 1;
             return Err(InsertError::BucketFull);
@@ -498,18 +567,18 @@ impl<K: FlowKey> FlowTable<K> {
             self.stats.reverse_failed += 1;
             return Err(InsertError::BucketFull);
         };
-        let old = self.buckets.as_slice()[bi].entries[w].rev;
+        let old = self.buckets.as_slice()[bi].slots[w].rev;
         self.unlink(old);
         if let Some(r) = self.rev.as_mut() {
             let b = &mut r.as_mut_slice()[ri];
             b.fp[rw] = fp;
             b.slot[rw] = slot;
         }
-        self.buckets.as_mut_slice()[bi].entries[w].rev = (ri * WAYS + rw) as u32;
+        self.buckets.as_mut_slice()[bi].slots[w].rev = (ri * WAYS + rw) as u32;
         Ok(())
     }
 
-    /// Free an index slot in full bucket `ri` by moving a fingerprint to its other bucket; the forward entry's link
+    /// Free an index slot in full bucket `ri` by moving a fingerprint to its other bucket; the forward slot's link
     /// follows.
     fn rev_make_room(&mut self, ri: usize) -> Option<(usize, usize)> {
         for rw in 0..WAYS {
@@ -526,9 +595,9 @@ impl<K: FlowKey> FlowTable<K> {
             r.as_mut_slice()[alt].fp[aw] = fp;
             r.as_mut_slice()[alt].slot[aw] = fslot;
             r.as_mut_slice()[ri].fp[rw] = 0;
-            let (fb, fw) = (fslot as usize / WAYS, fslot as usize % WAYS);
-            if let Some(e) = self.buckets.as_mut_slice().get_mut(fb) {
-                e.entries[fw].rev = (alt * WAYS + aw) as u32;
+            let (fb, fw) = split(fslot);
+            if let Some(b) = self.buckets.as_mut_slice().get_mut(fb) {
+                b.slots[fw].rev = (alt * WAYS + aw) as u32;
             }
             self.stats.moved += 1;
             return Some((ri, rw));
@@ -550,12 +619,15 @@ impl<K: FlowKey> FlowTable<K> {
                     continue;
                 }
                 let slot = r.slot[rw];
-                let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
-                let (Some(b), Some(sg)) = (self.buckets.as_slice().get(bi), self.sigs.as_slice().get(bi)) else {
+                let (bi, w) = split(slot);
+                let (Some(m), Some(b)) = (self.meta.as_slice().get(bi), self.buckets.as_slice().get(bi)) else {
                     continue;
                 };
-                let e = &b.entries[w];
-                if sg.0[w] != 0 && e.rev == (ri * WAYS + rw) as u32 && live(e.expires, now) && verify(e) {
+                if m.sig[w] != 0
+                    && b.slots[w].rev == (ri * WAYS + rw) as u32
+                    && live(m.expires[w], now)
+                    && verify(&self.entry_at(bi, w))
+                {
                     return Some(slot);
                 }
             }
@@ -566,20 +638,10 @@ impl<K: FlowKey> FlowTable<K> {
         None
     }
 
-    /// The entry in `slot` if it is occupied (live or not).
-    #[inline]
-    pub fn slot_mut(&mut self, slot: u32) -> Option<&mut Entry<K>> {
-        let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
-        if self.sigs.as_slice().get(bi)?.0[w] == 0 {
-            return None;
-        }
-        Some(&mut self.buckets.as_mut_slice()[bi].entries[w])
-    }
-
     /// Free `slot` (and its reverse-index slot), returning what it held.
     pub fn remove_slot(&mut self, slot: u32) -> Option<Entry<K>> {
-        let (bi, w) = (slot as usize / WAYS, slot as usize % WAYS);
-        if self.sigs.as_slice().get(bi).is_some_and(|b| b.0[w] != 0) {
+        let (bi, w) = split(slot);
+        if self.meta.as_slice().get(bi).is_some_and(|m| m.sig[w] != 0) {
             self.stats.removed += 1;
             self.stats.occupied -= 1;
             return Some(self.clear(bi, w));
@@ -588,14 +650,15 @@ impl<K: FlowKey> FlowTable<K> {
     }
 
     /// Visit the next `nbuckets` buckets (round robin), reclaiming expired entries and reporting each one reclaimed.
+    /// Reads only meta lines, and a slot only when it expired.
     pub fn sweep(&mut self, nbuckets: usize, now: u32, mut on_expire: impl FnMut(&Entry<K>)) {
         let total = self.nbuckets as usize;
         for _ in 0..nbuckets.min(total) {
             let bi = self.sweep_at;
             self.sweep_at = if bi + 1 == total { 0 } else { bi + 1 };
             for w in 0..WAYS {
-                let occupied = self.sigs.as_slice()[bi].0[w] != 0;
-                if occupied && !live(self.buckets.as_slice()[bi].entries[w].expires, now) {
+                let m = &self.meta.as_slice()[bi];
+                if m.sig[w] != 0 && !live(m.expires[w], now) {
                     let old = self.clear(bi, w);
                     on_expire(&old);
                     self.stats.expired += 1;
@@ -605,28 +668,27 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
-    /// Visit every occupied entry (live at `now`), with its slot. For queries and tests, not the hot path.
+    /// Visit every entry live at `now`, with its slot. For queries and tests, not the hot path.
     pub fn for_each_live(&self, now: u32, mut f: impl FnMut(u32, &Entry<K>)) {
-        for (bi, (b, sg)) in self.buckets.as_slice().iter().zip(self.sigs.as_slice()).enumerate() {
+        for (bi, m) in self.meta.as_slice().iter().enumerate() {
             for w in 0..WAYS {
-                if sg.0[w] != 0 && live(b.entries[w].expires, now) {
-                    f((bi * WAYS + w) as u32, &b.entries[w]);
+                if m.sig[w] != 0 && live(m.expires[w], now) {
+                    f((bi * WAYS + w) as u32, &self.entry_at(bi, w));
                 }
             }
         }
     }
 
     /// Read-only lookup without touching counters or reclaiming (for "is this flow tracked?" queries).
-    pub fn peek(&self, key: &K, now: u32) -> Option<&Entry<K>> {
+    pub fn peek(&self, key: &K, now: u32) -> Option<Entry<K>> {
         let h = key.hash();
         let sig = sig_of(h);
         [self.bucket_of(h), self.alt_bucket_of(h)].into_iter().find_map(|bi| {
+            let m = &self.meta.as_slice()[bi];
             let b = &self.buckets.as_slice()[bi];
-            let sg = &self.sigs.as_slice()[bi].0;
             (0..WAYS)
-                .map(|w| (sg[w], &b.entries[w]))
-                .find(|(s, e)| *s == sig && e.key == *key && live(e.expires, now))
-                .map(|(_, e)| e)
+                .find(|&w| m.sig[w] == sig && b.slots[w].key == *key && live(m.expires[w], now))
+                .map(|w| self.entry_at(bi, w))
         })
     }
 }
@@ -662,6 +724,7 @@ mod tests {
         let (slot, displaced) = t.insert(k, k.hash(), 0, e(EST, 100, 7), half_open).unwrap();
         assert!(displaced.is_none());
         let Lookup::Hit(s2, got) = t.lookup(&k, k.hash(), 50) else { panic!("miss") };
+        assert_eq!(t.get(s2), Some(got));
         assert_eq!((s2, got.value), (slot, 7));
         let Lookup::Miss(Some(old)) = t.lookup(&k, k.hash(), 100) else { panic!("expires exactly at its tick") };
         assert_eq!(old.value, 7);
@@ -703,8 +766,7 @@ mod tests {
 
     #[test]
     fn layout_is_compact() {
-        assert_eq!(std::mem::size_of::<Bucket<K>>() % 64, 0);
-        assert_eq!(std::mem::size_of::<Sigs>(), 16);
+        assert_eq!(std::mem::size_of::<Meta>(), 64);
     }
 
     /// Fill one bucket with established flows, then flood SYNs into it: none of the established flows is evicted,
@@ -807,6 +869,7 @@ mod fill {
         for i in (1..=n as u64).step_by(97) {
             let k = K(i);
             let Lookup::Hit(slot, e) = t.lookup(&k, k.hash(), 1) else { panic!("{i} lost") };
+            let e = &e;
             assert_eq!(e.value, i as u32);
             assert_eq!(t.lookup_reverse(!k.hash(), 1, |e| e.value == i as u32), Some(slot));
         }

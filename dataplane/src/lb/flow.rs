@@ -150,7 +150,7 @@ mod tests {
     fn entry_sizes() {
         use crate::lb::conntrack::FlowTable;
         // Bytes of table memory per slot, signatures and padding included.
-        assert_eq!(FlowTable::<KeyV4>::bytes_per_slot(), (34, 8));
-        assert_eq!(FlowTable::<KeyV6>::bytes_per_slot(), (58, 8));
+        assert_eq!(FlowTable::<KeyV4>::bytes_per_slot(), (36, 8));
+        assert_eq!(FlowTable::<KeyV6>::bytes_per_slot(), (60, 8));
     }
 }
