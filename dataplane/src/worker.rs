@@ -289,11 +289,11 @@ impl<P: Port> Worker<P> {
             let mut rx = std::mem::take(&mut self.rx);
             // Three stages over the burst: parse all (prefetching meta lines), prefetch matching entries, finish each;
             // the burst's cache misses overlap instead of stalling one packet at a time.
-            let mut parsed = [Parsed::default(); BURST];
-            for (p, b) in parsed.iter_mut().zip(rx.iter()) {
-                *p = self.pipeline.parse(&cfg, b.data());
+            let mut parsed: arrayvec::ArrayVec<Parsed, BURST> = arrayvec::ArrayVec::new();
+            for b in rx.iter() {
+                parsed.push(self.pipeline.parse(&cfg, b.data()));
             }
-            for p in &parsed[..rx.len()] {
+            for p in &parsed {
                 self.pipeline.prefetch_entries(p);
             }
             for (mut b, p) in rx.drain(..).zip(parsed) {

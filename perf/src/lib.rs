@@ -217,6 +217,24 @@ impl ReplayPort {
         Self { templates, order, next: 0, pool, stats: PortStats::default(), new_flows: false, pass: 0 }
     }
 
+    /// A template set taking `new_percent` % of its templates from `syn` and the rest from `ack`. Replayed with
+    /// [`ReplayPort::new_flows`] set, the SYNs open a flow never seen before on every pass; the ACKs keep replaying
+    /// their established flows.
+    pub fn mix(syn: &Templates, ack: &Templates, new_percent: u32) -> Templates {
+        let mut t = Templates::new(syn.len(), syn.frame_len);
+        for i in 0..syn.len() {
+            // Spread the new-flow templates evenly: i * P / 100 steps up exactly P times in every 100.
+            let is_new = (i as u64 * u64::from(new_percent) / 100) != ((i as u64 + 1) * u64::from(new_percent) / 100);
+            t.push(if is_new { syn.get(i) } else { ack.get(i) });
+        }
+        t
+    }
+
+    /// Start at the second pass (the first replays templates unchanged).
+    pub fn skip_pass(&mut self) {
+        self.pass = self.pass.max(1);
+    }
+
     /// Passes completed over all templates.
     pub fn passes(&self) -> u16 {
         self.pass
@@ -237,7 +255,9 @@ impl Port for ReplayPort {
             let t = self.templates.get(self.order[self.next] as usize);
             b.fill(t);
             b.set_len(self.templates.frame_len);
-            if self.new_flows && self.pass > 0 {
+            // TCP flags byte 13 of the header: only SYN templates become new flows.
+            let syn_at = 14 + if b.data()[12] == 0x86 { 40 } else { 20 } + 13;
+            if self.new_flows && self.pass > 0 && b.data().get(syn_at) == Some(&0x02) {
                 // Source port (Ethernet 14 + IP header) takes the pass number: a never-seen flow. The TCP checksum
                 // goes stale, which the pipeline does not verify (it updates it incrementally).
                 let l4 = 14 + if b.data()[12] == 0x86 { 40 } else { 20 };

@@ -3,11 +3,11 @@
 //! ns per packet and per-burst latency percentiles; `--json` for machines.
 //!
 //! ```text
-//! edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new]
+//! edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new | --new-percent P]
 //!             [--v6] [--backends N] [--seconds S] [--json]
 //! ```
-//! `--new` makes every packet a SYN of a flow never seen before (the new-flow rate); otherwise the flows are opened
-//! first and then only established-flow packets (ACKs) are measured.
+//! The flows are opened first (SYNs, untimed). Then `--new-percent P` of the measured packets are SYNs of flows never
+//! seen before and the rest are established-flow packets (ACKs); `--new` is `--new-percent 100`, the default is 0.
 #![forbid(unsafe_code)]
 
 use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle, Mode};
@@ -23,7 +23,7 @@ struct Args {
     flows: usize,
     cores: usize,
     size: usize,
-    new: bool,
+    new_percent: u32,
     v6: bool,
     backends: usize,
     seconds: f64,
@@ -32,7 +32,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new] \
+        "usage: edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new | --new-percent P] \
          [--v6] [--backends N] [--seconds S] [--json]"
     );
     std::process::exit(2)
@@ -44,7 +44,7 @@ fn parse_args() -> Result<Args, String> {
         flows: 1_000_000,
         cores: 1,
         size: 64,
-        new: false,
+        new_percent: 0,
         v6: false,
         backends: 64,
         seconds: 5.0,
@@ -60,7 +60,8 @@ fn parse_args() -> Result<Args, String> {
             "--size" => a.size = val()?.parse().map_err(|_| "--size takes bytes")?,
             "--backends" => a.backends = val()?.parse().map_err(|_| "--backends takes a count")?,
             "--seconds" => a.seconds = val()?.parse().map_err(|_| "--seconds takes a number")?,
-            "--new" => a.new = true,
+            "--new" => a.new_percent = 100,
+            "--new-percent" => a.new_percent = val()?.parse().map_err(|_| "--new-percent takes 0 to 100")?,
             "--v6" => a.v6 = true,
             "--json" => a.json = true,
             "-h" | "--help" => usage(),
@@ -72,6 +73,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if !(64..=1500).contains(&a.size) {
         return Err("--size must be between 64 and 1500".into());
+    }
+    if a.new_percent > 100 {
+        return Err("--new-percent takes 0 to 100".into());
     }
     if !(1..=400).contains(&a.backends) {
         return Err("--backends must be between 1 and 400".into());
@@ -129,6 +133,7 @@ fn main() {
         threads.push(std::thread::spawn(move || {
             let pinned = core.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
             let (syn, ack) = sc.templates(per_core, w as u16, n);
+            let syn_copy = syn.clone();
             let published = Arc::new(Mutex::new(WorkerStats::new_for(w as u16)));
             let slow = Arc::new(crossbeam_queue::ArrayQueue::new(1024));
             let port = ReplayPort::new(syn);
@@ -141,12 +146,11 @@ fn main() {
                 opened += worker.poll(&handle);
             }
             let warmup_secs = t0.elapsed().as_secs_f64();
-            if a.new {
-                worker.ports[0].new_flows = true;
-            } else {
-                let port = ReplayPort::new(ack);
-                worker.ports[0] = port;
-            }
+            let mut port = ReplayPort::new(ReplayPort::mix(&syn_copy, &ack, a.new_percent));
+            port.new_flows = true;
+            // The measured pass is the port's second: pass 0 would replay the flows just opened.
+            port.skip_pass();
+            worker.ports[0] = port;
             worker.reset_measurement();
             barrier.wait();
             let deadline = Duration::from_secs_f64(a.seconds);
@@ -205,7 +209,7 @@ fn report(a: &Args, rs: &[CoreResult]) {
     let secs = rs.iter().map(|r| r.secs).fold(0.0, f64::max);
     let summary = serde_json::json!({
         "mode": a.mode.name(), "family": if a.v6 {"ipv6"} else {"ipv4"}, "flows": a.flows, "cores": a.cores,
-        "size": a.size, "traffic": if a.new {"new flows (SYN)"} else {"established"}, "backends": a.backends,
+        "size": a.size, "new_percent": a.new_percent, "backends": a.backends,
         "total_mpps": total_pkts as f64 / secs / 1e6, "workers": rows,
     });
     if a.json {
@@ -217,7 +221,7 @@ fn report(a: &Args, rs: &[CoreResult]) {
         a.mode.name(),
         if a.v6 { "IPv6" } else { "IPv4" },
         a.flows,
-        if a.new { "new-flow (SYN)" } else { "established" },
+        if a.new_percent == 0 { "established".to_string() } else { format!("{}% new-flow (SYN)", a.new_percent) },
         a.size,
         a.backends,
         a.cores,

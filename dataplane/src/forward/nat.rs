@@ -25,6 +25,67 @@ pub struct Rewrite<'a> {
 /// Apply `rw` to the packet whose IP header starts at `l3`.
 #[inline]
 pub fn apply(pkt: &mut [u8], l3: usize, l4: Option<usize>, v4: bool, l4proto: u8, rw: &Rewrite<'_>) {
+    if v4 {
+        apply_v4(pkt, l3, l4, l4proto, rw);
+    } else {
+        apply_any(pkt, l3, l4, false, l4proto, rw);
+    }
+}
+
+/// One's-complement sum of `!old + new` over a 32-bit field: the RFC 1624 delta of changing it.
+#[inline(always)]
+fn delta32(old: u32, new: u32) -> u64 {
+    u64::from(!old >> 16) + u64::from(!old & 0xffff) + u64::from(new >> 16) + u64::from(new & 0xffff)
+}
+
+/// Add a delta to a checksum field value (RFC 1624 eqn. 3: `HC' = ~(~HC + delta)`).
+#[inline(always)]
+fn apply_delta(csum: u16, delta: u64) -> u16 {
+    crate::wire::checksum::finish(u64::from(!csum) + delta)
+}
+
+/// IPv4 fast path: the address changes make one delta for both the IP header and the pseudo-header, the port
+/// changes one more for the L4 checksum. Same results as [`apply_any`] (tested against it).
+#[inline(always)]
+fn apply_v4(pkt: &mut [u8], l3: usize, l4: Option<usize>, l4proto: u8, rw: &Rewrite<'_>) {
+    let rd = |p: &[u8], at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+    let mut addr_delta = 0u64;
+    for (off, new) in [(l3 + ipv4::SRC_OFFSET, rw.src), (l3 + ipv4::DST_OFFSET, rw.dst)] {
+        if let Some(new) = new {
+            let n = u32::from_be_bytes([new[0], new[1], new[2], new[3]]);
+            addr_delta += delta32(rd(pkt, off), n);
+            pkt[off..off + 4].copy_from_slice(&n.to_be_bytes());
+        }
+    }
+    if addr_delta != 0 {
+        let c = apply_delta(get_u16(pkt, l3 + ipv4::CHECKSUM_OFFSET), addr_delta);
+        set_u16(pkt, l3 + ipv4::CHECKSUM_OFFSET, c);
+    }
+    let Some(o) = l4 else { return };
+    let at = match l4proto {
+        proto::TCP => o + tcp::CHECKSUM_OFFSET,
+        proto::UDP => o + udp::CHECKSUM_OFFSET,
+        _ => return,
+    };
+    let mut delta = addr_delta;
+    for (pat, new) in [(o, rw.sport), (o + 2, rw.dport)] {
+        if let Some(n) = new {
+            let old = get_u16(pkt, pat);
+            delta += u64::from(!old) + u64::from(n);
+            set_u16(pkt, pat, n);
+        }
+    }
+    let c = get_u16(pkt, at);
+    if l4proto == proto::UDP && c == 0 {
+        return; // no UDP checksum was sent (RFC 768)
+    }
+    let c = apply_delta(c, delta);
+    set_u16(pkt, at, if l4proto == proto::UDP { udp_nonzero(c) } else { c });
+}
+
+/// The general path (IPv6, and the reference the IPv4 fast path is tested against).
+#[inline]
+fn apply_any(pkt: &mut [u8], l3: usize, l4: Option<usize>, v4: bool, l4proto: u8, rw: &Rewrite<'_>) {
     let (alen, src_off, dst_off) = if v4 {
         (4, l3 + ipv4::SRC_OFFSET, l3 + ipv4::DST_OFFSET)
     } else {
@@ -144,6 +205,41 @@ mod tests {
         let rw = Rewrite { dst: Some(&[198, 18, 2, 7]), ..Default::default() };
         apply(&mut p, 0, Some(20), true, proto::UDP, &rw);
         assert_eq!(&p[26..28], &[0, 0]);
+    }
+
+    /// The IPv4 fast path and the general path agree on every combination of rewrites, for TCP and UDP, with and
+    /// without an L4 header.
+    #[test]
+    fn v4_fast_path_matches_general_path() {
+        let mut seed = 0x1234_5678_u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for round in 0..2000 {
+            let mut p = tcp_v4();
+            let proto_ = if round % 2 == 0 { proto::TCP } else { proto::UDP };
+            p[9] = proto_;
+            if proto_ == proto::UDP && round % 4 == 1 {
+                p[26..28].copy_from_slice(&[0, 0]);
+            }
+            let (a, b) = (next().to_be_bytes(), next().to_be_bytes());
+            let (x, y) = (next(), next());
+            let rw = Rewrite {
+                src: (x & 1 != 0).then_some(&a[..]),
+                dst: (x & 2 != 0).then_some(&b[..]),
+                sport: (x & 4 != 0).then_some(y as u16),
+                dport: (x & 8 != 0).then_some((y >> 16) as u16),
+            };
+            let l4 = if x & 16 != 0 { Some(20) } else { None };
+            let mut fast = p.clone();
+            apply(&mut fast, 0, l4, true, proto_, &rw);
+            let mut slow = p.clone();
+            apply_any(&mut slow, 0, l4, true, proto_, &rw);
+            assert_eq!(fast, slow, "round {round}: {rw:?} l4 {l4:?}");
+        }
     }
 
     #[test]

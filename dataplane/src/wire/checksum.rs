@@ -25,10 +25,12 @@ pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
 
 /// Fold an accumulator to 16 bits and complement it: the value to store in a checksum field.
 #[inline]
-pub fn finish(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
+pub fn finish(acc: u64) -> u16 {
+    // Four branch-free folds take any u64 down to 16 bits (64 -> 33 -> 17 -> 16 bits, plus a last carry).
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
     !(acc as u16)
 }
 
@@ -132,6 +134,17 @@ mod tests {
         let old16 = u16::from_be_bytes([data[20], data[21]]);
         data[20..22].copy_from_slice(&8080u16.to_be_bytes());
         assert_eq!(update16(c1, old16, 8080), checksum(&data));
+    }
+
+    #[test]
+    fn fold_handles_any_accumulator() {
+        for acc in [0u64, 0xffff, 0x1_0000, 0xffff_ffff, 0x1_ffff_fffe, u64::MAX, 0x8000_0000_0000_ffff] {
+            let mut slow = acc;
+            while slow >> 16 != 0 {
+                slow = (slow & 0xffff) + (slow >> 16);
+            }
+            assert_eq!(finish(acc), !(slow as u16), "{acc:#x}");
+        }
     }
 
     #[test]
