@@ -533,10 +533,11 @@ impl Pipeline {
         }
     }
 
-    /// Flow-table memory: (bytes allocated, what backs the IPv4 table).
+    /// Flow-table memory: (bytes allocated in all tables, what backs the larger flow table).
     pub fn table_memory(&self) -> (usize, crate::mem::Backing) {
         let b = self.ct.v4.bytes() + self.ct.v6.bytes() + self.affinity.bytes() + self.frags.bytes();
-        (b, self.ct.v4.backing())
+        let big = if self.ct.v4.bytes() >= self.ct.v6.bytes() { self.ct.v4.backing() } else { self.ct.v6.backing() };
+        (b, big)
     }
 
     /// Counters of the IPv4 and IPv6 flow tables.

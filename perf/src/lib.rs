@@ -17,8 +17,9 @@ use edgelb_dataplane::wire::proto;
 use edgelb_dataplane::wire::tcp::flags;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Bytes of each template kept (headers; the rest of a larger frame is left as is in the buffer).
-pub const STRIDE: usize = 64;
+/// Bytes of each template kept: all headers (IPv6 + TCP is 74 bytes); the rest of a larger frame is whatever the
+/// recycled buffer holds (payload is never read).
+pub const STRIDE: usize = 96;
 /// Appliance port MAC.
 pub const PORT_MAC: [[u8; 6]; 1] = [[2, 0, 0, 0, 1, 0]];
 /// The client-side router's MAC.
@@ -108,9 +109,11 @@ impl Scenario {
     /// Templates for `flows` flows owned by worker `core` of `ncores`: the same flows as SYNs (to open them) and as
     /// ACKs (established traffic).
     pub fn templates(&self, flows: usize, core: u16, ncores: u16) -> (Templates, Templates) {
-        let mut syn = Templates::new(flows, self.size);
-        let mut ack = Templates::new(flows, self.size);
-        let payload = vec![0u8; self.size.saturating_sub(14 + if self.v6 { 60 } else { 40 })];
+        let headers = 14 + if self.v6 { 60 } else { 40 };
+        let frame_len = self.size.max(headers);
+        let mut syn = Templates::new(flows, frame_len);
+        let mut ack = Templates::new(flows, frame_len);
+        let payload = vec![0u8; frame_len - headers];
         let mut buf = vec![0u8; 2048];
         let mut made = 0usize;
         let mut addr = 0u32;

@@ -172,6 +172,13 @@ fn main() {
     }
     let results: Vec<CoreResult> = threads.into_iter().filter_map(|t| t.join().ok()).collect();
     report(&a, &results);
+    // A figure for traffic that did not go through would be a lie: fail unless (nearly) every packet was forwarded.
+    let (rx, tx): (u64, u64) =
+        results.iter().fold((0, 0), |(r, t), c| (r + c.stats.counters.rx, t + c.stats.counters.tx));
+    if results.len() != a.cores || tx < rx - rx / 1000 {
+        eprintln!("edgelb-perf: only {tx} of {rx} packets were forwarded; the figures above do not measure forwarding");
+        std::process::exit(1);
+    }
 }
 
 fn report(a: &Args, rs: &[CoreResult]) {
@@ -247,14 +254,20 @@ fn report(a: &Args, rs: &[CoreResult]) {
         );
     }
     println!("total: {:.2} Mpps", summary["total_mpps"].as_f64().unwrap_or(0.0));
+    let per_slot = if a.v6 {
+        edgelb_dataplane::lb::conntrack::FlowTable::<edgelb_dataplane::lb::flow::KeyV6>::bytes_per_slot()
+    } else {
+        edgelb_dataplane::lb::conntrack::FlowTable::<edgelb_dataplane::lb::flow::KeyV4>::bytes_per_slot()
+    };
     if let Some(r) = rows.first() {
         println!(
-            "flow table: {} entries of capacity {} in {} MiB on {} ({} bytes per slot); drops: {}",
+            "flow table: {} entries of capacity {} in {} MiB on {} ({} bytes per slot + {} per reverse-index slot); drops: {}",
             r["tracked_entries"],
             r["table_capacity"],
             r["table_bytes"].as_u64().unwrap_or(0) >> 20,
             r["table_memory"].as_str().unwrap_or("?"),
-            if a.v6 { 56 } else { 32 },
+            per_slot.0,
+            per_slot.1,
             if r["drops"].as_object().is_some_and(|m| m.is_empty()) {
                 "none".to_string()
             } else {
