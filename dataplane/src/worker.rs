@@ -269,16 +269,27 @@ impl<P: Port> Worker<P> {
         let now = self.now_ms();
         let mut total = 0;
         let me = usize::from(self.pipeline.worker);
-        // Hand-offs from other workers.
+        // Hand-offs from other workers: a burst at a time, through the same three stages as a port's burst.
         if let Some(inbox) = self.inboxes.get(me).cloned() {
-            let mut k = 0;
-            while k < BURST {
-                let Some((port, mut b)) = inbox.pop() else { break };
-                let v = self.pipeline.process(&cfg, port, &mut b, now);
-                self.dispatch(v, port, b);
-                k += 1;
+            let mut handed: arrayvec::ArrayVec<Handoff<P::Buf>, BURST> = arrayvec::ArrayVec::new();
+            while !handed.is_full() {
+                let Some(x) = inbox.pop() else { break };
+                handed.push(x);
             }
-            total += k;
+            if !handed.is_empty() {
+                let mut parsed: arrayvec::ArrayVec<Parsed, BURST> = arrayvec::ArrayVec::new();
+                for (_, b) in handed.iter() {
+                    parsed.push(self.pipeline.parse(&cfg, b.data()));
+                }
+                for p in &parsed {
+                    self.pipeline.prefetch_entries(p);
+                }
+                total += handed.len();
+                for ((port, mut b), p) in handed.into_iter().zip(parsed) {
+                    let v = self.pipeline.process_parsed(&cfg, port, &mut b, now, p);
+                    self.dispatch(v, port, b);
+                }
+            }
         }
         for pi in 0..self.ports.len() {
             let n = self.ports[pi].rx_burst(&mut self.rx);

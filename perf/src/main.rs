@@ -1,5 +1,6 @@
 //! `edgelb-perf`: the core-pinned throughput harness. N workers, one pinned core each, run the real worker loop
-//! over [`ReplayPort`]s; each worker's flows are chosen so it owns them (no hand-off). Prints Mpps per core,
+//! over [`ReplayPort`]s; each worker's flows are chosen so it owns them (no hand-off), or with `--cross` so that the
+//! other worker owns them (every packet crosses the hand-off ring once: what steering by RSS saves). Prints Mpps per core,
 //! ns per packet and per-burst latency percentiles; `--json` for machines.
 //!
 //! ```text
@@ -28,6 +29,7 @@ struct Args {
     backends: usize,
     seconds: f64,
     json: bool,
+    cross: bool,
 }
 
 fn usage() -> ! {
@@ -49,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         backends: 64,
         seconds: 5.0,
         json: false,
+        cross: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -64,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--new-percent" => a.new_percent = val()?.parse().map_err(|_| "--new-percent takes 0 to 100")?,
             "--v6" => a.v6 = true,
             "--json" => a.json = true,
+            "--cross" => a.cross = true,
             "-h" | "--help" => usage(),
             _ => return Err(format!("unknown argument {k}")),
         }
@@ -132,7 +136,9 @@ fn main() {
         let (handle, inboxes, barrier, a) = (handle.clone(), inboxes.clone(), barrier.clone(), a.clone());
         threads.push(std::thread::spawn(move || {
             let pinned = core.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
-            let (syn, ack) = sc.templates(per_core, w as u16, n);
+            // --cross: each worker receives the other worker's flows, so every packet is handed off once.
+            let owner = if a.cross { (w as u16 + 1) % n } else { w as u16 };
+            let (syn, ack) = sc.templates(per_core, owner, n);
             let syn_copy = syn.clone();
             let published = Arc::new(Mutex::new(WorkerStats::new_for(w as u16)));
             let slow = Arc::new(crossbeam_queue::ArrayQueue::new(1024));
@@ -167,6 +173,8 @@ fn main() {
             let secs = t.elapsed().as_secs_f64();
             worker.publish();
             let stats = published.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+            // Count what was forwarded: with --cross a packet is processed twice (arrival, then its owner).
+            let packets = if a.cross { stats.counters.tx } else { packets };
             CoreResult { core: pinned, packets, secs, stats, warmup_secs, table_bytes, backing: backing.to_string() }
         }));
     }
@@ -175,6 +183,9 @@ fn main() {
     // A figure for traffic that did not go through would be a lie: fail unless (nearly) every packet was forwarded.
     let (rx, tx): (u64, u64) =
         results.iter().fold((0, 0), |(r, t), c| (r + c.stats.counters.rx, t + c.stats.counters.tx));
+    // With --cross, a worker's `rx` counts both what it received and what it was handed; each packet is transmitted
+    // once, by its owner.
+    let rx = if a.cross { rx / 2 } else { rx };
     if results.len() != a.cores || tx < rx - rx / 1000 {
         eprintln!("edgelb-perf: only {tx} of {rx} packets were forwarded; the figures above do not measure forwarding");
         std::process::exit(1);
@@ -216,7 +227,7 @@ fn report(a: &Args, rs: &[CoreResult]) {
     let secs = rs.iter().map(|r| r.secs).fold(0.0, f64::max);
     let summary = serde_json::json!({
         "mode": a.mode.name(), "family": if a.v6 {"ipv6"} else {"ipv4"}, "flows": a.flows, "cores": a.cores,
-        "size": a.size, "new_percent": a.new_percent, "backends": a.backends,
+        "size": a.size, "new_percent": a.new_percent, "cross": a.cross, "backends": a.backends,
         "total_mpps": total_pkts as f64 / secs / 1e6, "workers": rows,
     });
     if a.json {
