@@ -328,8 +328,6 @@ pub trait FamilyKey: FlowKey {
     fn dport(&self) -> u16;
     /// This family's table.
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self>;
-    /// This family's table, shared.
-    fn table_ref(t: &FlowTables) -> &FlowTable<Self>;
 }
 
 /// The flow tables of both families.
@@ -337,6 +335,28 @@ pub trait FamilyKey: FlowKey {
 pub struct FlowTables {
     v4: FlowTable<KeyV4>,
     v6: FlowTable<KeyV6>,
+}
+
+impl FlowTables {
+    /// Prefetch for a parsed packet: stage 1 (meta lines or index buckets) or stage 2 (entries). VIP traffic looks
+    /// up the forward table; anything else may be a reply, found through the reverse index.
+    #[inline(always)]
+    fn prefetch(&self, p: &Pkt, stage2: bool) {
+        fn go<K: FlowKey>(t: &FlowTable<K>, reverse: bool, stage2: bool, h: u64) {
+            match (reverse, stage2) {
+                (false, false) => t.prefetch_sigs(h),
+                (false, true) => t.prefetch_entries(h),
+                (true, false) => t.prefetch_reverse(h),
+                (true, true) => t.prefetch_reverse_entries(h),
+            }
+        }
+        let reverse = !matches!(p.class, Classified::Service(_));
+        if p.v4 {
+            go(&self.v4, reverse, stage2, p.hash);
+        } else {
+            go(&self.v6, reverse, stage2, p.hash);
+        }
+    }
 }
 
 impl FamilyKey for KeyV4 {
@@ -365,9 +385,6 @@ impl FamilyKey for KeyV4 {
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self> {
         &mut t.v4
     }
-    fn table_ref(t: &FlowTables) -> &FlowTable<Self> {
-        &t.v4
-    }
 }
 
 impl FamilyKey for KeyV6 {
@@ -389,9 +406,6 @@ impl FamilyKey for KeyV6 {
     }
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self> {
         &mut t.v6
-    }
-    fn table_ref(t: &FlowTables) -> &FlowTable<Self> {
-        &t.v6
     }
 }
 
@@ -441,6 +455,14 @@ impl Pkt {
     }
     fn has_ports(&self) -> bool {
         matches!(self.proto, proto::TCP | proto::UDP)
+    }
+    /// Stable hash of the packet's own 5-tuple.
+    fn tuple_hash(&self) -> u64 {
+        if self.v4 {
+            KeyV4::make(&self.src, &self.dst, self.sport, self.dport, self.proto).hash()
+        } else {
+            KeyV6::make(&self.src, &self.dst, self.sport, self.dport, self.proto).hash()
+        }
     }
 }
 
@@ -627,18 +649,8 @@ impl Pipeline {
         Parsed(r.map(|mut p| {
             p.class = cfg.classify(&p.dst, if p.has_ports() { p.proto } else { 0 }, p.dport);
             if p.has_ports() && !matches!(p.frag, Frag::Later(_)) {
-                p.hash = if p.v4 {
-                    KeyV4::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
-                } else {
-                    KeyV6::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
-                };
-                // VIP traffic looks up the forward table, anything else may be a reply: prefetch only that.
-                match (p.v4, p.class) {
-                    (true, Classified::Service(_)) => self.ct.v4.prefetch_sigs(p.hash),
-                    (false, Classified::Service(_)) => self.ct.v6.prefetch_sigs(p.hash),
-                    (true, _) => self.ct.v4.prefetch_reverse(p.hash),
-                    (false, _) => self.ct.v6.prefetch_reverse(p.hash),
-                }
+                p.hash = p.tuple_hash();
+                self.ct.prefetch(&p, false);
             }
             p
         }))
@@ -649,12 +661,7 @@ impl Pipeline {
     pub fn prefetch_entries(&self, parsed: &Parsed) {
         if let Ok(p) = &parsed.0 {
             if p.hash != 0 {
-                match (p.v4, p.class) {
-                    (true, Classified::Service(_)) => self.ct.v4.prefetch_entries(p.hash),
-                    (false, Classified::Service(_)) => self.ct.v6.prefetch_entries(p.hash),
-                    (true, _) => self.ct.v4.prefetch_reverse_entries(p.hash),
-                    (false, _) => self.ct.v6.prefetch_reverse_entries(p.hash),
-                }
+                self.ct.prefetch(p, true);
             }
         }
     }
@@ -743,11 +750,7 @@ impl Pipeline {
                     Lookup::Hit(_, e) => {
                         p.sport = (e.value >> 16) as u16;
                         p.dport = e.value as u16;
-                        p.hash = if p.v4 {
-                            KeyV4::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
-                        } else {
-                            KeyV6::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
-                        };
+                        p.hash = p.tuple_hash();
                         self.counters.fragments_followed += 1;
                     }
                     Lookup::Miss(_) => {
@@ -1006,11 +1009,7 @@ impl Pipeline {
         encap: Encap,
         nh: &crate::config::NextHop,
     ) -> PResult<()> {
-        let h = if p.v4 {
-            KeyV4::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
-        } else {
-            KeyV6::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash()
-        };
+        let h = p.tuple_hash();
         let src = tunnel_src(cfg, p.v4, h).ok_or(DropReason::NoRoute)?;
         if !tunnel::encapsulate(pkt, p.l3, p.v4, encap, p.addr(&src), p.addr(&b.addr), h) {
             return Err(DropReason::NoHeadroom);

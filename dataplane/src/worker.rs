@@ -414,11 +414,6 @@ impl<P: Port> Worker<P> {
             s.burst_ns.reset();
         }
     }
-
-    /// The histogram of burst times not yet published.
-    pub fn local_histogram(&self) -> &Histogram<u64> {
-        &self.hist
-    }
 }
 
 /// Helper for tests and tools: a worker set of one, driven on the calling thread.

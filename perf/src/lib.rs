@@ -237,11 +237,6 @@ impl ReplayPort {
     pub fn skip_pass(&mut self) {
         self.pass = self.pass.max(1);
     }
-
-    /// Passes completed over all templates.
-    pub fn passes(&self) -> u16 {
-        self.pass
-    }
 }
 
 impl Port for ReplayPort {

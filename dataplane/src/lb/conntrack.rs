@@ -836,6 +836,12 @@ mod tests {
                     model.insert(key, (now + ttl, now));
                 }
             }
+            let mut live_now = 0u64;
+            t.for_each_live(now, |_, e| {
+                assert_ne!(e.state, 0);
+                live_now += 1;
+            });
+            prop_assert_eq!(live_now, model.values().filter(|(exp, _)| now < *exp).count() as u64);
             t.sweep(usize::MAX, now + 1000, |_| {});
             prop_assert_eq!(t.stats().occupied, 0);
         }

@@ -49,10 +49,6 @@ impl MemPeer {
     pub fn collect(&self) -> Option<MemBuf> {
         self.tx.pop()
     }
-    /// Packets waiting to be received by the port.
-    pub fn pending_rx(&self) -> usize {
-        self.rx.len()
-    }
 }
 
 impl Port for MemPort {

@@ -85,11 +85,6 @@ impl PcapPort {
         .map_err(|e| PcapError::Format { path: o, message: e.to_string() })?;
         Ok(Self { name: input.display().to_string(), input: pkts.into(), out, stats: PortStats::default(), ts: 0 })
     }
-
-    /// Packets not yet received.
-    pub fn remaining(&self) -> usize {
-        self.input.len()
-    }
 }
 
 impl Port for PcapPort {
