@@ -258,7 +258,8 @@ pub struct ObjCounters {
     pub bytes: u64,
     /// Flows scheduled to it.
     pub new_flows: u64,
-    /// Tracked flows now (forward entries).
+    /// Tracked flows now. Kept per backend on the hot path; a service's is summed over its backends when the worker
+    /// publishes.
     pub active_flows: i64,
 }
 
@@ -581,6 +582,21 @@ impl Pipeline {
         }
         if self.service_stats.len() < cfg.service_id_limit as usize {
             self.service_stats.resize(cfg.service_id_limit as usize, ObjCounters::default());
+        }
+    }
+
+    /// Set each service's active-flow count to the sum over its backends (the hot path counts per backend only).
+    pub fn sum_service_flows(&mut self, cfg: &DataplaneConfig) {
+        for svc in &cfg.services {
+            let n: i64 = svc
+                .backend_ids
+                .iter()
+                .filter_map(|&b| self.backend_stats.get(b as usize))
+                .map(|c| c.active_flows)
+                .sum();
+            if let Some(c) = self.service_stats.get_mut(svc.id as usize) {
+                c.active_flows = n;
+            }
         }
     }
 

@@ -258,6 +258,7 @@ impl<P: Port> Worker<P> {
                 std::hint::spin_loop();
             }
         }
+        self.pipeline.sum_service_flows(&cfg.load());
         self.publish();
     }
 
@@ -320,6 +321,7 @@ impl<P: Port> Worker<P> {
         self.flush();
         self.pipeline.housekeeping(if total == 0 { SWEEP_IDLE } else { SWEEP_BUSY }, now);
         if self.last_publish.elapsed() >= PUBLISH_EVERY {
+            self.pipeline.sum_service_flows(&cfg);
             self.publish();
         }
         total

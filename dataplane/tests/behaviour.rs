@@ -154,6 +154,11 @@ fn draining_and_down() {
     }
     assert_eq!(p.counters.rescheduled, on_b0.len() as u64);
     assert_eq!(p.backend_stats[0].active_flows, 0, "rescheduled flows left backend 0");
+    p.sum_service_flows(&down);
+    let svc = down.services[0].id as usize;
+    assert_eq!(p.service_stats[svc].active_flows, p.backend_stats[1].active_flows);
+    // 200 first flows plus one more per backend-0 client opened while draining: all tracked, all on backend 1 now.
+    assert_eq!(p.service_stats[svc].active_flows, 200 + on_b0.len() as i64);
 }
 
 /// ClientIP affinity: every connection of one client reaches one backend; clients spread over all backends.
