@@ -7,7 +7,7 @@
 //! too. Counters are published to a shared [`WorkerStats`] every [`PUBLISH_EVERY`] with `try_lock`, so the hot loop
 //! never blocks on a reader.
 
-use crate::config::{ConfigHandle, PortId};
+use crate::config::{ConfigHandle, DataplaneConfig, PortId};
 use crate::lb::conntrack::TableStats;
 use crate::packet::PacketBuf;
 use crate::pipeline::{Counters, DropReason, ObjCounters, Parsed, Pipeline, TableSizes, Verdict};
@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 
 /// How often a worker publishes its counters.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// Packets between parsing (meta-line prefetch) and entry prefetch in a burst.
+pub const AHEAD_META: usize = 4;
+/// Packets between entry prefetch and processing.
+pub const AHEAD_ENTRIES: usize = 4;
 /// Flow-table buckets swept per busy burst (per table).
 pub const SWEEP_BUSY: usize = 2;
 /// Flow-table buckets swept per idle poll (per table).
@@ -270,27 +274,15 @@ impl<P: Port> Worker<P> {
         let now = self.now_ms();
         let mut total = 0;
         let me = usize::from(self.pipeline.worker);
-        // Hand-offs from other workers: a burst at a time, through the same three stages as a port's burst.
+        // Hand-offs from other workers: a burst at a time, through the same stages as a port's burst.
         if let Some(inbox) = self.inboxes.get(me).cloned() {
-            let mut handed: arrayvec::ArrayVec<Handoff<P::Buf>, BURST> = arrayvec::ArrayVec::new();
+            let mut handed: Burst<Option<Handoff<P::Buf>>> = Burst::new();
             while !handed.is_full() {
                 let Some(x) = inbox.pop() else { break };
-                handed.push(x);
+                handed.push(Some(x));
             }
-            if !handed.is_empty() {
-                let mut parsed: arrayvec::ArrayVec<Parsed, BURST> = arrayvec::ArrayVec::new();
-                for (_, b) in handed.iter() {
-                    parsed.push(self.pipeline.parse(&cfg, b.data()));
-                }
-                for p in &parsed {
-                    self.pipeline.prefetch_entries(p);
-                }
-                total += handed.len();
-                for ((port, mut b), p) in handed.into_iter().zip(parsed) {
-                    let v = self.pipeline.process_parsed(&cfg, port, &mut b, now, p);
-                    self.dispatch(v, port, b);
-                }
-            }
+            total += handed.len();
+            self.run_burst(&cfg, now, &mut handed);
         }
         for pi in 0..self.ports.len() {
             let n = self.ports[pi].rx_burst(&mut self.rx);
@@ -298,21 +290,8 @@ impl<P: Port> Worker<P> {
                 continue;
             }
             let t0 = Instant::now();
-            let mut rx = std::mem::take(&mut self.rx);
-            // Three stages over the burst: parse all (prefetching meta lines), prefetch matching entries, finish each;
-            // the burst's cache misses overlap instead of stalling one packet at a time.
-            let mut parsed: arrayvec::ArrayVec<Parsed, BURST> = arrayvec::ArrayVec::new();
-            for b in rx.iter() {
-                parsed.push(self.pipeline.parse(&cfg, b.data()));
-            }
-            for p in &parsed {
-                self.pipeline.prefetch_entries(p);
-            }
-            for (mut b, p) in rx.drain(..).zip(parsed) {
-                let v = self.pipeline.process_parsed(&cfg, pi as PortId, &mut b, now, p);
-                self.dispatch(v, pi as PortId, b);
-            }
-            self.rx = rx;
+            let mut pkts: Burst<Option<Handoff<P::Buf>>> = self.rx.drain(..).map(|b| Some((pi as PortId, b))).collect();
+            self.run_burst(&cfg, now, &mut pkts);
             self.flush();
             let _ = self.hist.record(t0.elapsed().as_nanos() as u64);
             self.bursts += 1;
@@ -325,6 +304,33 @@ impl<P: Port> Worker<P> {
             self.publish();
         }
         total
+    }
+
+    /// Run a burst through the pipeline with a sliding prefetch window: while packet `i` is finished, packet
+    /// `i + AHEAD_ENTRIES` has its flow entries prefetched and packet `i + AHEAD_ENTRIES + AHEAD_META` is parsed (which
+    /// prefetches its meta lines). A window, rather than prefetching the whole burst at once, keeps the outstanding
+    /// misses within what the core can track (issuing 64 meta prefetches back to back lost most of them).
+    fn run_burst(&mut self, cfg: &DataplaneConfig, now: u32, pkts: &mut Burst<Option<Handoff<P::Buf>>>) {
+        let n = pkts.len();
+        let ahead = AHEAD_META + AHEAD_ENTRIES;
+        let mut parsed: Burst<Parsed> = Burst::new();
+        for x in pkts.iter().take(ahead).flatten() {
+            parsed.push(self.pipeline.parse(cfg, x.1.data()));
+        }
+        for p in parsed.iter().take(AHEAD_ENTRIES) {
+            self.pipeline.prefetch_entries(p);
+        }
+        for i in 0..n {
+            if let Some(Some((_, b))) = pkts.get(i + ahead) {
+                parsed.push(self.pipeline.parse(cfg, b.data()));
+            }
+            if let Some(p) = parsed.get(i + AHEAD_ENTRIES) {
+                self.pipeline.prefetch_entries(p);
+            }
+            let (Some((port, mut b)), Some(p)) = (pkts[i].take(), parsed.get(i).copied()) else { continue };
+            let v = self.pipeline.process_parsed(cfg, port, &mut b, now, p);
+            self.dispatch(v, port, b);
+        }
     }
 
     #[inline]
