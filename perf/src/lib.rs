@@ -116,17 +116,21 @@ impl Scenario {
         let payload = vec![0u8; frame_len - headers];
         let mut buf = vec![0u8; 2048];
         let mut made = 0usize;
-        let mut addr = 0u32;
-        'outer: while made < flows {
-            let c = self.client(addr);
-            addr += 1;
+        let mut i = 0u32;
+        // 64 flows per client address, then the next address; IPv4 clients wrap every 0x8000 addresses, and each
+        // wrap takes the next block of 64 source ports, so every flow is distinct up to 10 M and beyond.
+        while made < flows {
+            let c = self.client(i);
+            let round = (i / 0x8000) as u16;
+            i += 1;
             if owner_of_client(&edgelb_dataplane::config::addr16(c), ncores) != core {
                 continue;
             }
-            for port in 1024..u16::MAX {
+            for k in 0..64u16 {
                 if made == flows {
-                    break 'outer;
+                    break;
                 }
+                let port = 1024 + round * 64 + k;
                 for (t, fl) in [(&mut syn, flags::SYN), (&mut ack, flags::ACK)] {
                     let seg = Segment {
                         src: c,
@@ -142,9 +146,6 @@ impl Scenario {
                     t.push(&buf[..n]);
                 }
                 made += 1;
-                if made.is_multiple_of(64) {
-                    break; // spread flows over many clients
-                }
             }
         }
         (syn, ack)
@@ -297,5 +298,32 @@ impl Port for ReplayPort {
 
     fn name(&self) -> &str {
         "replay"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgelb_dataplane::wire::ipv4::Ipv4Packet;
+    use std::collections::HashSet;
+
+    /// Templates name distinct flows (past the client-address wrap), all owned by the worker they are for.
+    #[test]
+    fn templates_are_distinct_and_owned() {
+        let sc = Scenario { mode: Mode::Nat, v6: false, backends: 4, size: 64 };
+        let n = 70_000; // per core, two cores: past one wrap of the 0x8000 client addresses for each core
+        for core in 0..2u16 {
+            let (syn, ack) = sc.templates(n, core, 2);
+            assert_eq!((syn.len(), ack.len()), (n, n));
+            let mut seen = HashSet::new();
+            for i in 0..n {
+                let f = syn.get(i);
+                let ip = Ipv4Packet::new_checked(&f[14..54]).unwrap();
+                let src = ip.src();
+                assert_eq!(owner_of_client(&edgelb_dataplane::lb::flow::mapped(src), 2), core);
+                let sport = u16::from_be_bytes([f[34], f[35]]);
+                assert!(seen.insert((src, sport)), "flow {src:?}:{sport} repeated");
+            }
+        }
     }
 }

@@ -152,6 +152,12 @@ fn main() {
                 opened += worker.poll(&handle);
             }
             let warmup_secs = t0.elapsed().as_secs_f64();
+            let opened = worker.pipeline.table_stats();
+            let opened = if a.v6 { opened.1.inserts } else { opened.0.inserts };
+            if opened < per_core as u64 {
+                eprintln!("edgelb-perf: warm-up opened {opened} flows, not {per_core}: the templates repeat flows");
+                std::process::exit(1);
+            }
             let mut port = ReplayPort::new(ReplayPort::mix(&syn_copy, &ack, a.new_percent));
             port.new_flows = true;
             // The measured pass is the port's second: pass 0 would replay the flows just opened.
