@@ -318,7 +318,7 @@ mod tests {
             let mut seen = HashSet::new();
             for i in 0..n {
                 let f = syn.get(i);
-                let ip = Ipv4Packet::new_checked(&f[14..54]).unwrap();
+                let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
                 let src = ip.src();
                 assert_eq!(owner_of_client(&edgelb_dataplane::lb::flow::mapped(src), 2), core);
                 let sport = u16::from_be_bytes([f[34], f[35]]);
