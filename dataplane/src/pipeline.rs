@@ -529,7 +529,6 @@ pub struct Pipeline {
     pub backend_stats: Vec<ObjCounters>,
     /// Per-service counters by stable id.
     pub service_stats: Vec<ObjCounters>,
-    snat_cursor: u16,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -552,7 +551,6 @@ impl Pipeline {
             counters: Counters::default(),
             backend_stats: Vec::new(),
             service_stats: Vec::new(),
-            snat_cursor: 0,
         }
     }
 
@@ -895,7 +893,7 @@ impl Pipeline {
         let fullnat = svc.mode == Mode::FullNat;
         let table = K::table(&mut self.ct);
         let snat_port = if fullnat {
-            alloc_snat_port::<K>(table, cfg, svc, b, &key, self.worker, self.nworkers, &mut self.snat_cursor, now)?
+            alloc_snat_port::<K>(table, cfg, svc, b, &key, h, self.worker, self.nworkers, now)?
         } else {
             0
         };
@@ -1262,7 +1260,10 @@ fn reverse_key<K: FamilyKey>(cfg: &DataplaneConfig, svc: &Service, b: &Backend, 
     }
 }
 
-/// A free full-NAT source port from this worker's share of the range: one whose reply key is not in use.
+/// A free full-NAT source port from this worker's share of the range: one whose reply key (backend, source address,
+/// backend port, this port) is not in use. Probes are independent per flow — start and stride come from the flow's
+/// hash — so collisions do not cluster the way a shared sequential cursor made them (that cursor failed 2 of 1 M
+/// allocations at 24 % occupancy in the benchmark; independent probes fail with probability occupancy^32).
 #[allow(clippy::too_many_arguments)]
 fn alloc_snat_port<K: FamilyKey>(
     table: &FlowTable<K>,
@@ -1270,17 +1271,19 @@ fn alloc_snat_port<K: FamilyKey>(
     svc: &Service,
     b: &Backend,
     fwd: &K,
+    h: u64,
     worker: u16,
     nworkers: u16,
-    cursor: &mut u16,
     now: u32,
 ) -> PResult<u16> {
     let (lo, hi) = cfg.snat_ports;
-    let span = ((u32::from(hi.saturating_sub(lo)) + 1) / u32::from(nworkers.max(1))).max(1);
-    let base = u32::from(lo) + span * u32::from(worker);
-    for _ in 0..16 {
-        let port = (base + u32::from(*cursor) % span) as u16;
-        *cursor = cursor.wrapping_add(1);
+    let span = ((u64::from(hi.saturating_sub(lo)) + 1) / u64::from(nworkers.max(1))).max(1);
+    let base = u64::from(lo) + span * u64::from(worker);
+    let mut off = (h >> 16) % span;
+    let step = if span > 1 { 1 + (h >> 40) % (span - 1) } else { 0 };
+    for _ in 0..SNAT_PROBES {
+        let port = (base + off) as u16;
+        off = (off + step) % span;
         let rk = reverse_key::<K>(cfg, svc, b, fwd, port);
         let (src, dst) = (rk.src16(), rk.dst16());
         if table
@@ -1292,6 +1295,9 @@ fn alloc_snat_port<K: FamilyKey>(
     }
     Err(DropReason::SnatExhausted)
 }
+
+/// Full-NAT source ports tried per new flow.
+const SNAT_PROBES: usize = 32;
 
 fn tunnel_src(cfg: &DataplaneConfig, v4: bool, h: u64) -> Option<[u8; 16]> {
     if v4 {

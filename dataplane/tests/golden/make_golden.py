@@ -142,7 +142,6 @@ def gue_sport(h):
 
 # ---- steps ------------------------------------------------------------------------------------------------------
 inputs, expected, cases = [], [], []
-snat_next = [SNAT_LO]
 
 
 def step(name, frame, verdict, out=None, port=0, config="A"):
@@ -187,10 +186,10 @@ def tcp6(src, dst, sport, dport, flags, hlim=64, payload=b"", seq=1000, ack=0, e
         Raw(payload) if payload else b"")
 
 
-def next_snat():
-    p = snat_next[0]
-    snat_next[0] += 1
-    return p
+def snat_port(h):
+    """First full-NAT source-port probe of a flow (one worker owns the whole range): base + (h >> 16) mod span."""
+    span = SNAT_HI - SNAT_LO + 1
+    return SNAT_LO + ((h >> 16) % span)
 
 
 # --- IPv4 NAT: handshake to teardown ---
@@ -242,13 +241,13 @@ step("v4_nat_vlan", from_gw(tcp4(C4, V, 40003, 80, "S"), vlan=100), "tx:1",
 # --- full-NAT ---
 V = "198.19.0.2"
 B = B4[11]
-sp = next_snat()
+sp = snat_port(flow_hash(C4, V, 40001, 80, 6))
 step("v4_fullnat_syn", from_gw(tcp4(C4, V, 40001, 80, "S")), "tx:1",
      to_backend(bmac4(B), tcp4(SNAT4, B, sp, 80, "S", ttl=63)))
 step("v4_fullnat_synack_reply", from_backend(bmac4(B), tcp4(B, SNAT4, 80, sp, "SA", seq=1, ack=1001)), "tx:0",
      to_gw(tcp4(V, C4, 80, 40001, "SA", ttl=63, seq=1, ack=1001)), port=1)
-step("v4_fullnat_reply_unknown_port", from_backend(bmac4(B), tcp4(B, SNAT4, 80, sp + 500, "A")), "slowpath",
-     port=1)
+step("v4_fullnat_reply_unknown_port", from_backend(bmac4(B), tcp4(B, SNAT4, 80, SNAT_LO + (sp - SNAT_LO + 500) % 10000, "A")),
+     "slowpath", port=1)
 
 # --- DSR L2 ---
 V = "198.19.0.3"
@@ -369,7 +368,7 @@ step("v6_nat_ext_headers", from_gw(tcp6(C6, V, 40001, 80, "S", ext=ext)), "tx:1"
      config="B")
 V = "2001:db8:100::2"
 B = B6[11]
-sp = next_snat()
+sp = snat_port(flow_hash(C6, V, 40002, 80, 6))
 step("v6_fullnat_syn", from_gw(tcp6(C6, V, 40002, 80, "S")), "tx:1",
      to_backend(bmac6(B), tcp6(SNAT6, B, sp, 80, "S", hlim=63)), config="B")
 step("v6_fullnat_synack_reply", from_backend(bmac6(B), tcp6(B, SNAT6, 80, sp, "SA", seq=1, ack=1001)), "tx:0",
