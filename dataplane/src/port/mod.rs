@@ -1,8 +1,10 @@
 //! The `Port` trait: burst receive into, and burst transmit from, caller-owned fixed-capacity arrays.
 //!
 //! Backends: [`mem`] (in-memory ring pair, for tests, the benchmark harness and in-process wiring), [`pcap`] (read a
-//! capture, write one). Kernel packet sockets and DPDK implement the same trait in later modules.
+//! capture, write one), [`afpacket`] (Linux packet socket with mapped rings). AF_XDP and DPDK implement the same
+//! trait in later modules.
 
+pub mod afpacket;
 pub mod mem;
 pub mod pcap;
 

@@ -1,0 +1,85 @@
+//! Test support: network namespaces and veth pairs made by the test, removed when the `Lab` drops (also when the
+//! test fails). Addresses inside them come from 198.18.0.0/15 and 2001:db8::/32 only.
+#![allow(dead_code)]
+
+use std::process::Command;
+
+/// Fail with a clear message unless running as root (namespaces need CAP_SYS_ADMIN; CI runs as root).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "this test builds network namespaces and needs root (scripts/test.sh runs as root in CI)");
+}
+
+/// Namespaces created by one test.
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Lab {
+    /// A lab whose namespace names start with `elb-<tag>-<pid>`.
+    pub fn new(tag: &str) -> Self {
+        Self { prefix: format!("elb-{tag}-{}", std::process::id()), namespaces: Vec::new() }
+    }
+
+    /// Create namespace `<prefix>-<name>` with loopback up; returns its full name.
+    pub fn ns(&mut self, name: &str) -> String {
+        let full = format!("{}-{name}", self.prefix);
+        run(&["ip", "netns", "add", &full]);
+        self.namespaces.push(full.clone());
+        run(&["ip", "-n", &full, "link", "set", "lo", "up"]);
+        full
+    }
+
+    /// A veth pair `a_if` (in `a`) <-> `b_if` (in `b`), both up.
+    pub fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) {
+        run(&["ip", "-n", a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b]);
+        run(&["ip", "-n", a, "link", "set", a_if, "up"]);
+        run(&["ip", "-n", b, "link", "set", b_if, "up"]);
+    }
+
+    /// Run `ip -n <ns> <args...>`.
+    pub fn ip(&self, ns: &str, args: &str) -> String {
+        let mut v = vec!["ip", "-n", ns];
+        v.extend(args.split_whitespace());
+        run(&v)
+    }
+
+    /// MAC address of an interface in a namespace.
+    pub fn mac(&self, ns: &str, ifname: &str) -> [u8; 6] {
+        let s = run(&["ip", "netns", "exec", ns, "cat", &format!("/sys/class/net/{ifname}/address")]);
+        let v: Vec<u8> = s.trim().split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+        v.try_into().unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+/// Run `f` on a thread that has entered namespace `ns`. Sockets it creates stay in that namespace wherever they are
+/// used afterwards.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        use std::os::fd::AsRawFd;
+        // SAFETY: `file` is an open namespace file; setns only changes this thread's network namespace.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns({path}): {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
