@@ -163,7 +163,20 @@ where
         self.threads.into_iter().filter_map(|t| t.join().ok()).collect()
     }
 
-    /// Sum of every worker's pipeline counters.
+    /// Stop the workers and return their ports with the final counters (published as each worker exits).
+    pub fn stop_with_totals(self) -> (Vec<Vec<P>>, Counters) {
+        let stats = self.stats.clone();
+        let ports = self.stop();
+        let mut t = Counters::default();
+        for s in &stats {
+            if let Ok(s) = s.lock() {
+                add_counters(&mut t, &s.counters);
+            }
+        }
+        (ports, t)
+    }
+
+    /// Sum of every worker's pipeline counters (as last published, at most [`PUBLISH_EVERY`] old).
     pub fn total(&self) -> Counters {
         let mut t = Counters::default();
         for s in &self.stats {

@@ -279,9 +279,7 @@ fn workers_hand_off_across_threads() {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    std::thread::sleep(Duration::from_millis(250)); // let both publish their counters
-    let total = workers.total();
-    let _ports = workers.stop();
+    let (_ports, total) = workers.stop_with_totals();
     assert_eq!(got, want, "each flow leaves by its owner's port");
     assert_eq!(total.handoff as usize, want[0], "every flow of worker 0 was handed off once");
     assert_eq!(total.tx as usize, sent);

@@ -4,7 +4,9 @@
 //! Receive copies each frame out of the ring into a buffer from the port's pool and hands the ring slot back to the
 //! kernel; transmit copies into a free TX slot, marks it for sending and kicks the socket once per burst with a
 //! non-blocking `sendto`. VLAN tags the kernel moved into the ring header are put back into the frame, so the pipeline
-//! sees the frame as it was on the wire. Several workers can share an interface with `PACKET_FANOUT` (hash mode).
+//! sees the frame as it was on the wire, and TCP/UDP checksums a local stack left to "hardware" (checksum offload,
+//! flagged `TP_STATUS_CSUMNOTREADY`) are completed, as a NIC would. Several workers can share an interface with
+//! `PACKET_FANOUT` (hash mode).
 //!
 //! Pool: buffers circulate between receive and transmit/free. A worker that transmits buffers other workers received
 //! (hand-off) accumulates them; one that runs dry grows its pool by allocation, up to [`AfPacketConfig::max_pool`],
@@ -80,6 +82,7 @@ pub struct AfPacketPort {
     pool: Vec<MemBuf>,
     max_pool: usize,
     pool_grown: u64,
+    csum_completed: u64,
     stats: PortStats,
 }
 
@@ -91,6 +94,39 @@ impl std::fmt::Debug for AfPacketPort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AfPacketPort").field("name", &self.name).field("stats", &self.stats).finish()
     }
+}
+
+/// Complete the TCP/UDP checksum of a frame a local stack sent with checksum offload (`CHECKSUM_PARTIAL`: the field
+/// holds the folded pseudo-header sum; the device, here the port, sums the segment and stores the complement).
+/// Returns false for frames it does not understand (left as they are).
+pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
+    use crate::wire::{checksum, ethernet, proto};
+    let Ok(l2) = ethernet::parse_l2(frame) else { return false };
+    let l3 = l2.l3_offset;
+    let (l4, end, p) = match l2.ethertype {
+        ethernet::ethertype::IPV4 if frame.len() >= l3 + 20 => {
+            let hl = usize::from(frame[l3] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
+            (l3 + hl, l3 + total, frame[l3 + 9])
+        }
+        ethernet::ethertype::IPV6 if frame.len() >= l3 + 40 => {
+            let pl = usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]));
+            (l3 + 40, l3 + 40 + pl, frame[l3 + 6])
+        }
+        _ => return false,
+    };
+    let at = match p {
+        proto::TCP => l4 + 16,
+        proto::UDP => l4 + 6,
+        _ => return false,
+    };
+    if end > frame.len() || at + 2 > end {
+        return false;
+    }
+    let c = checksum::checksum(&frame[l4..end]);
+    let c = if p == proto::UDP { checksum::udp_nonzero(c) } else { c };
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    true
 }
 
 /// tp_status is the first field of tpacket2_hdr: a pointer to it without dereferencing anything.
@@ -200,6 +236,7 @@ impl AfPacketPort {
             pool: (0..cfg.frames as usize + 2 * super::BURST).map(|_| MemBuf::new()).collect(),
             max_pool: cfg.max_pool.max(cfg.frames as usize + 2 * super::BURST),
             pool_grown: 0,
+            csum_completed: 0,
             stats: PortStats::default(),
         };
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value before the fields are set.
@@ -224,6 +261,11 @@ impl AfPacketPort {
         }
         port.stats = PortStats::default();
         Ok(port)
+    }
+
+    /// Frames whose TCP/UDP checksum the port completed (sent by a local stack with checksum offload).
+    pub fn checksums_completed(&self) -> u64 {
+        self.csum_completed
     }
 
     /// Times the pool had to grow by allocation (buffers kept by other workers).
@@ -295,6 +337,9 @@ impl Port for AfPacketPort {
                         d[16..].copy_from_slice(&data[12..]);
                     } else {
                         b.fill(data);
+                    }
+                    if status & libc::TP_STATUS_CSUMNOTREADY != 0 && complete_l4_checksum(b.data_mut()) {
+                        self.csum_completed += 1;
                     }
                     self.stats.rx_packets += 1;
                     self.stats.rx_bytes += b.data().len() as u64;
@@ -386,5 +431,42 @@ impl Port for AfPacketPort {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_l4_checksum;
+    use crate::wire::build::{frame, Segment};
+    use crate::wire::checksum::{finish, pseudo_v4, sum};
+    use crate::wire::proto;
+
+    /// A frame with a partial checksum (the folded pseudo-header sum, as a stack with offload leaves it) gets the
+    /// checksum a full computation gives.
+    #[test]
+    fn completes_partial_checksums() {
+        for p in [proto::TCP, proto::UDP] {
+            let mut b = [0u8; 128];
+            let seg = Segment {
+                src: "198.18.0.10".parse().unwrap(),
+                dst: "198.19.0.1".parse().unwrap(),
+                proto: p,
+                sport: 40000,
+                dport: 80,
+                tcp_flags: 2,
+                payload: b"hello",
+                ttl: 64,
+            };
+            let n = frame(&mut b, [2; 6], [4; 6], &seg).unwrap();
+            let full = b[..n].to_vec();
+            let at = if p == proto::TCP { 34 + 16 } else { 34 + 6 };
+            let l4len = (n - 34) as u16;
+            let partial = !finish(pseudo_v4([198, 18, 0, 10], [198, 19, 0, 1], p, l4len));
+            b[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+            assert!(complete_l4_checksum(&mut b[..n]));
+            assert_eq!(&b[..n], &full[..], "protocol {p}");
+            assert_eq!(finish(sum(pseudo_v4([198, 18, 0, 10], [198, 19, 0, 1], p, l4len), &b[34..n])), 0);
+        }
+        assert!(!complete_l4_checksum(&mut [0u8; 10]));
     }
 }

@@ -1,0 +1,154 @@
+//! Real TCP through the dataplane: a client namespace, the appliance namespace (a worker on three AF_PACKET ports)
+//! and two backend namespaces running TCP servers. Kernel TCP stacks on both ends; NAT mode; the neighbours are
+//! static (the slow path that resolves them arrives with the daemon).
+//!
+//! ```text
+//!  cl (198.18.0.10) ─ cl0 ═ lb0 ─┐             ┌─ lb1 ═ be0 ─ be1 ns (198.18.2.10:8080)
+//!                                appliance ns ──┤
+//!                                (VIP 198.19.0.1:80, NAT)  └─ lb2 ═ be0 ─ be2 ns (198.18.2.20:8080)
+//! ```
+
+mod common;
+
+use common::{in_netns, require_root, Lab};
+use edgelb_dataplane::config::{
+    BackendSpec, BackendState, ConfigBuilder, ConfigHandle, InterfaceSpec, Mode, Model, Protocol, ServiceSpec,
+};
+use edgelb_dataplane::pipeline::TableSizes;
+use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+use edgelb_dataplane::worker::{WorkerSetup, Workers};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// A TCP server in namespace `ns` on `addr` answering each connection with "<name> <client address>\n", until `stop`.
+fn server(ns: &str, addr: &'static str, name: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+    let listener = in_netns(ns, move || TcpListener::bind(addr).unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut served = 0;
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, peer)) => {
+                    s.set_nonblocking(false).unwrap();
+                    let _ = s.write_all(format!("{name} {}\n", peer.ip()).as_bytes());
+                    served += 1;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        served
+    })
+}
+
+#[test]
+fn nat_carries_real_tcp_connections() {
+    require_root();
+    let mut lab = Lab::new("e2e");
+    let (cl, lb, be1, be2) = (lab.ns("cl"), lab.ns("lb"), lab.ns("be1"), lab.ns("be2"));
+    lab.veth(&cl, "cl0", &lb, "lb0");
+    lab.veth(&lb, "lb1", &be1, "be0");
+    lab.veth(&lb, "lb2", &be2, "be0");
+    let (lb0, lb1, lb2) = (lab.mac(&lb, "lb0"), lab.mac(&lb, "lb1"), lab.mac(&lb, "lb2"));
+    let (cl0, b1, b2) = (lab.mac(&cl, "cl0"), lab.mac(&be1, "be0"), lab.mac(&be2, "be0"));
+    lab.ip(&cl, "addr add 198.18.0.10/24 dev cl0");
+    lab.ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0");
+    lab.ip(&cl, &format!("neigh add 198.18.0.1 lladdr {} dev cl0", mac_str(lb0)));
+    for (ns, addr, gw, mac) in
+        [(&be1, "198.18.2.10/28", "198.18.2.1", lb1), (&be2, "198.18.2.20/28", "198.18.2.17", lb2)]
+    {
+        lab.ip(ns, &format!("addr add {addr} dev be0"));
+        lab.ip(ns, &format!("route add default via {gw} dev be0"));
+        lab.ip(ns, &format!("neigh add {gw} lladdr {} dev be0", mac_str(mac)));
+    }
+
+    let vip: IpAddr = "198.19.0.1".parse().unwrap();
+    let backend =
+        |a: &str| BackendSpec { addr: a.parse().unwrap(), port: 8080, weight: 1, state: BackendState::Active };
+    let model = Model {
+        services: vec![ServiceSpec::new(
+            vip,
+            Protocol::Tcp,
+            Some(80),
+            Mode::Nat,
+            vec![backend("198.18.2.10"), backend("198.18.2.20")],
+        )],
+        interfaces: vec![
+            InterfaceSpec { port: 0, mac: lb0, addrs: vec![("198.18.0.1".parse().unwrap(), 24)], mtu: 1500 },
+            InterfaceSpec { port: 1, mac: lb1, addrs: vec![("198.18.2.1".parse().unwrap(), 28)], mtu: 1500 },
+            InterfaceSpec { port: 2, mac: lb2, addrs: vec![("198.18.2.17".parse().unwrap(), 28)], mtu: 1500 },
+        ],
+        neighbours: vec![
+            ("198.18.0.10".parse().unwrap(), cl0),
+            ("198.18.2.10".parse().unwrap(), b1),
+            ("198.18.2.20".parse().unwrap(), b2),
+        ],
+        ..Model::default()
+    };
+    let (cfg, _) = ConfigBuilder::new().build(&model).expect("lab config is valid");
+    let ports = in_netns(&lb, || {
+        ["lb0", "lb1", "lb2"]
+            .iter()
+            .map(|i| AfPacketPort::open(i, AfPacketConfig { frames: 256, ..Default::default() }).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let sizes = TableSizes { flows_v4: 4096, flows_v6: 64, affinity: 64, fragments: 64 };
+    let workers =
+        Workers::spawn(vec![WorkerSetup { worker: 0, core: None, ports, sizes }], ConfigHandle::new(cfg), 64, 64);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers =
+        [server(&be1, "198.18.2.10:8080", "be1", stop.clone()), server(&be2, "198.18.2.20:8080", "be2", stop.clone())];
+
+    // 100 connections, each a fresh TCP handshake through the VIP, bounded in time (2 s each) and stopped after
+    // three failures, so a broken path fails in seconds.
+    let results: Vec<Result<String, String>> = in_netns(&cl, || {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            let r = (|| {
+                let mut s =
+                    TcpStream::connect_timeout(&SocketAddr::from(([198, 19, 0, 1], 80)), Duration::from_secs(2))
+                        .map_err(|e| format!("connect: {e}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut text = String::new();
+                s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+                Ok(text)
+            })();
+            out.push(r);
+            if out.iter().filter(|r| r.is_err()).count() >= 3 {
+                break;
+            }
+        }
+        out
+    });
+    stop.store(true, Ordering::Relaxed);
+    let served: Vec<u32> = servers.into_iter().map(|t| t.join().unwrap()).collect();
+    let (_ports, total) = workers.stop_with_totals();
+
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty() && results.len() == 100,
+        "{} of 100 connections failed: {:?}; appliance counters {total:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let mut per_backend: HashMap<String, u32> = HashMap::new();
+    for r in results.iter().flatten() {
+        let mut it = r.split_whitespace();
+        let (name, peer) = (it.next().unwrap().to_string(), it.next().unwrap());
+        assert_eq!(peer, "198.18.0.10", "NAT keeps the client's address visible to the backend");
+        *per_backend.entry(name).or_default() += 1;
+    }
+    assert_eq!(served.iter().sum::<u32>(), 100);
+    assert!(per_backend.values().all(|&n| n >= 25), "both backends take a share: {per_backend:?}");
+    assert_eq!(per_backend.len(), 2);
+    assert_eq!(total.new_flows, 100, "{total:?}");
+    assert!(total.replies >= 200, "SYN-ACK and data back through the appliance: {total:?}");
+}
