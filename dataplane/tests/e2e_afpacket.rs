@@ -1,6 +1,6 @@
 //! Real TCP through the dataplane: a client namespace, the appliance namespace (a worker on three AF_PACKET ports)
-//! and two backend namespaces running TCP servers. Kernel TCP stacks on both ends; NAT mode; the neighbours are
-//! static (the slow path that resolves them arrives with the daemon).
+//! and two backend namespaces running TCP servers. Kernel TCP stacks on both ends; NAT and full-NAT; the neighbours
+//! are static (the slow path that resolves them arrives with the daemon).
 //!
 //! ```text
 //!  cl (198.18.0.10) ─ cl0 ═ lb0 ─┐             ┌─ lb1 ═ be0 ─ be1 ns (198.18.2.10:8080)
@@ -50,8 +50,30 @@ fn server(ns: &str, addr: &'static str, name: &'static str, stop: Arc<AtomicBool
 
 #[test]
 fn nat_carries_real_tcp_connections() {
+    carry_real_tcp(Mode::Nat, "198.18.0.10");
+}
+
+/// Full-NAT: the backends see the appliance's source address, and their replies (to that address, through either
+/// port) are translated back.
+#[test]
+fn fullnat_carries_real_tcp_connections() {
+    carry_real_tcp(Mode::FullNat, "198.18.2.1");
+}
+
+/// DSR L2: the appliance only rewrites the destination MAC; the backends hold the VIP on `lo` and answer the client
+/// directly over their own link to it (the appliance never sees a reply).
+#[test]
+fn dsr_l2_carries_real_tcp_connections() {
+    carry_real_tcp(Mode::DsrL2, "198.18.0.10");
+}
+
+fn carry_real_tcp(mode: Mode, backend_sees: &str) {
     require_root();
-    let mut lab = Lab::new("e2e");
+    let mut lab = Lab::new(match mode {
+        Mode::Nat => "nat",
+        Mode::FullNat => "fnat",
+        _ => "dsr",
+    });
     let (cl, lb, be1, be2) = (lab.ns("cl"), lab.ns("lb"), lab.ns("be1"), lab.ns("be2"));
     lab.veth(&cl, "cl0", &lb, "lb0");
     lab.veth(&lb, "lb1", &be1, "be0");
@@ -69,15 +91,33 @@ fn nat_carries_real_tcp_connections() {
         lab.ip(ns, &format!("neigh add {gw} lladdr {} dev be0", mac_str(mac)));
     }
 
+    let dsr = mode == Mode::DsrL2;
+    if dsr {
+        // Return path: a direct link from each backend to the client; the VIP on the backends' loopback.
+        lab.sysctl(&cl, "net.ipv4.conf.all.rp_filter", "0");
+        lab.sysctl(&cl, "net.ipv4.conf.default.rp_filter", "0");
+        for (i, ns) in [&be1, &be2].into_iter().enumerate() {
+            let c_if = format!("ret{}", i + 1);
+            lab.veth(ns, "ret0", &cl, &c_if);
+            lab.sysctl(&cl, &format!("net.ipv4.conf.{c_if}.rp_filter"), "0");
+            let c_mac = lab.mac(&cl, &c_if);
+            lab.ip(ns, "addr add 198.19.0.1/32 dev lo");
+            lab.sysctl(ns, "net.ipv4.conf.all.arp_ignore", "1");
+            lab.sysctl(ns, "net.ipv4.conf.all.arp_announce", "2");
+            lab.ip(ns, "route add 198.18.0.10/32 dev ret0");
+            lab.ip(ns, &format!("neigh add 198.18.0.10 lladdr {} dev ret0", mac_str(c_mac)));
+        }
+    }
     let vip: IpAddr = "198.19.0.1".parse().unwrap();
+    let bport = if dsr { 0 } else { 8080 };
     let backend =
-        |a: &str| BackendSpec { addr: a.parse().unwrap(), port: 8080, weight: 1, state: BackendState::Active };
+        |a: &str| BackendSpec { addr: a.parse().unwrap(), port: bport, weight: 1, state: BackendState::Active };
     let model = Model {
         services: vec![ServiceSpec::new(
             vip,
             Protocol::Tcp,
             Some(80),
-            Mode::Nat,
+            mode,
             vec![backend("198.18.2.10"), backend("198.18.2.20")],
         )],
         interfaces: vec![
@@ -90,6 +130,8 @@ fn nat_carries_real_tcp_connections() {
             ("198.18.2.10".parse().unwrap(), b1),
             ("198.18.2.20".parse().unwrap(), b2),
         ],
+        fullnat_sources: vec!["198.18.2.1".parse().unwrap()],
+        fullnat_ports: (20000, 29999),
         ..Model::default()
     };
     let (cfg, _) = ConfigBuilder::new().build(&model).expect("lab config is valid");
@@ -104,8 +146,8 @@ fn nat_carries_real_tcp_connections() {
         Workers::spawn(vec![WorkerSetup { worker: 0, core: None, ports, sizes }], ConfigHandle::new(cfg), 64, 64);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let servers =
-        [server(&be1, "198.18.2.10:8080", "be1", stop.clone()), server(&be2, "198.18.2.20:8080", "be2", stop.clone())];
+    let (a1, a2) = if dsr { ("198.19.0.1:80", "198.19.0.1:80") } else { ("198.18.2.10:8080", "198.18.2.20:8080") };
+    let servers = [server(&be1, a1, "be1", stop.clone()), server(&be2, a2, "be2", stop.clone())];
 
     // 100 connections, each a fresh TCP handshake through the VIP, bounded in time (2 s each) and stopped after
     // three failures, so a broken path fails in seconds.
@@ -143,12 +185,16 @@ fn nat_carries_real_tcp_connections() {
     for r in results.iter().flatten() {
         let mut it = r.split_whitespace();
         let (name, peer) = (it.next().unwrap().to_string(), it.next().unwrap());
-        assert_eq!(peer, "198.18.0.10", "NAT keeps the client's address visible to the backend");
+        assert_eq!(peer, backend_sees, "{mode:?}: the address the backend sees");
         *per_backend.entry(name).or_default() += 1;
     }
     assert_eq!(served.iter().sum::<u32>(), 100);
     assert!(per_backend.values().all(|&n| n >= 25), "both backends take a share: {per_backend:?}");
     assert_eq!(per_backend.len(), 2);
     assert_eq!(total.new_flows, 100, "{total:?}");
-    assert!(total.replies >= 200, "SYN-ACK and data back through the appliance: {total:?}");
+    if dsr {
+        assert_eq!(total.replies, 0, "DSR replies bypass the appliance: {total:?}");
+    } else {
+        assert!(total.replies >= 200, "SYN-ACK and data back through the appliance: {total:?}");
+    }
 }

@@ -52,6 +52,12 @@ impl Lab {
         run(&v)
     }
 
+    /// Set a sysctl inside a namespace.
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        run(&["ip", "netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")]);
+    }
+
     /// MAC address of an interface in a namespace.
     pub fn mac(&self, ns: &str, ifname: &str) -> [u8; 6] {
         let s = run(&["ip", "netns", "exec", ns, "cat", &format!("/sys/class/net/{ifname}/address")]);
