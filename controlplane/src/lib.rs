@@ -1,5 +1,5 @@
-//! edgelb control plane: gRPC API server, config files, health checks, Kubernetes sync, BGP announcement and
-//! SR-IOV VF binding.
-//!
-//! Empty on purpose: each part is its own issue. Nothing here pretends to work yet.
+//! edgelb control plane: config files today; the gRPC API server, health checks, Kubernetes sync, BGP announcement
+//! and SR-IOV VF binding arrive with their issues.
 #![forbid(unsafe_code)]
+
+pub mod config;

@@ -1,0 +1,368 @@
+//! The appliance config file (TOML), parsed into the one validated [`Model`] the dataplane builds snapshots from.
+//!
+//! Every table rejects unknown keys. Every error names the field and the line: TOML syntax and type errors carry the
+//! parser's position; addresses, prefixes and MACs are parsed with the line of their value; the dataplane's
+//! validation ([`edgelb_dataplane::config::validate`]) runs last, and its field paths are rewritten into the file's
+//! own names (`service[2].backend[0].weight`) with the line of the table they belong to.
+//!
+//! ```toml
+//! gateways = ["198.18.0.254"]
+//!
+//! [[port]]
+//! name = "lb0"                 # interface
+//! driver = "afpacket"
+//! addresses = ["198.18.0.1/24"]
+//!
+//! [[service]]
+//! vip = "198.19.0.1"
+//! protocol = "tcp"
+//! port = 80
+//! mode = "nat"
+//! [[service.backend]]
+//! address = "198.18.2.10"
+//! port = 8080
+//! ```
+//! `configs/edgelb.toml` documents every key.
+
+use edgelb_dataplane::config::{
+    validate, BackendSpec, BackendState, ConfigError, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts,
+};
+use edgelb_dataplane::wire::ethernet::Mac;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::Path;
+use toml::Spanned;
+
+/// A config-file error: where, which field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{field}: {message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct FileError {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Field path in the file's names, e.g. `service[0].backend[1].weight`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Kernel or user-space driver of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// Linux packet socket with mapped rings.
+    Afpacket,
+}
+
+/// A port as the daemon opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// Interface name.
+    pub name: String,
+    /// Driver.
+    pub driver: Driver,
+    /// MAC from the file; `None`: the daemon reads the interface's own.
+    pub mac: Option<Mac>,
+    /// Ring size (frames).
+    pub frames: u32,
+}
+
+/// A loaded config file: the dataplane model plus what the daemon needs to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The validated model (interfaces carry the MAC from the file, or all-zero until the daemon fills it in).
+    pub model: Model,
+    /// Ports in port-index order.
+    pub ports: Vec<PortSpec>,
+    /// Cores to pin one worker each to (empty: one unpinned worker).
+    pub cores: Vec<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    gateways: Vec<Spanned<String>>,
+    #[serde(default, rename = "port")]
+    ports: Vec<Spanned<PortSection>>,
+    #[serde(default)]
+    workers: WorkersSection,
+    #[serde(default)]
+    timeouts: TimeoutsSection,
+    #[serde(default)]
+    fullnat: Option<Spanned<FullNatSection>>,
+    #[serde(default)]
+    tunnel: Option<TunnelSection>,
+    #[serde(default, rename = "neighbor")]
+    neighbors: Vec<Spanned<NeighborSection>>,
+    #[serde(default, rename = "service")]
+    services: Vec<Spanned<ServiceSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortSection {
+    name: String,
+    driver: Driver,
+    #[serde(default)]
+    mac: Option<Spanned<String>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+    #[serde(default = "default_mtu")]
+    mtu: u16,
+    #[serde(default = "default_frames")]
+    frames: u32,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+fn default_frames() -> u32 {
+    2048
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkersSection {
+    #[serde(default)]
+    cores: Vec<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutsSection {
+    tcp_syn: Option<u32>,
+    tcp_established: Option<u32>,
+    tcp_closing: Option<u32>,
+    udp: Option<u32>,
+    fragment: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullNatSection {
+    sources: Vec<Spanned<String>>,
+    ports: [u16; 2],
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunnelSection {
+    sources: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeighborSection {
+    address: Spanned<String>,
+    mac: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSection {
+    vip: Spanned<String>,
+    protocol: Spanned<String>,
+    port: Option<u16>,
+    mode: Spanned<String>,
+    affinity_timeout: Option<u32>,
+    maglev_size: Option<u32>,
+    gue_port: Option<u16>,
+    #[serde(default, rename = "backend")]
+    backends: Vec<Spanned<BackendSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendSection {
+    address: Spanned<String>,
+    #[serde(default)]
+    port: u16,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    state: Option<Spanned<String>>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn at(&self, offset: usize) -> usize {
+        self.0.as_bytes()[..offset.min(self.0.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+    fn err<T>(&self, s: &Spanned<T>, field: String, message: impl Into<String>) -> FileError {
+        FileError { line: Some(self.at(s.span().start)), field, message: message.into() }
+    }
+}
+
+fn parse_ip(lines: &Lines<'_>, s: &Spanned<String>, field: String) -> Result<IpAddr, FileError> {
+    s.get_ref().trim().parse().map_err(|_| lines.err(s, field, format!("{:?} is not an IP address", s.get_ref())))
+}
+
+fn parse_prefix(lines: &Lines<'_>, s: &Spanned<String>, field: String) -> Result<(IpAddr, u8), FileError> {
+    let bad = || lines.err(s, field.clone(), format!("{:?} is not ADDRESS/PREFIX_LENGTH", s.get_ref()));
+    let (a, l) = s.get_ref().split_once('/').ok_or_else(bad)?;
+    Ok((a.trim().parse().map_err(|_| bad())?, l.trim().parse().map_err(|_| bad())?))
+}
+
+fn parse_mac(lines: &Lines<'_>, s: &Spanned<String>, field: String) -> Result<Mac, FileError> {
+    let bad = || lines.err(s, field.clone(), format!("{:?} is not a MAC address like 02:00:00:00:00:01", s.get_ref()));
+    let parts: Vec<&str> = s.get_ref().split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(m)
+}
+
+/// Read and parse a config file.
+///
+/// # Errors
+/// [`FileError`] naming the file's problem (an unreadable file has no line).
+pub fn load(path: &Path) -> Result<Loaded, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
+        line: None,
+        field: path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text)
+}
+
+/// Parse and validate config text.
+///
+/// # Errors
+/// [`FileError`] naming the field and line of the first problem.
+pub fn parse(text: &str) -> Result<Loaded, FileError> {
+    let lines = Lines(text);
+    let file: File = toml::from_str(text).map_err(|e| FileError {
+        line: e.span().map(|s| lines.at(s.start)),
+        field: "toml".into(),
+        message: e.message().to_string(),
+    })?;
+    let mut model = Model::default();
+    let mut ports = Vec::new();
+    for (i, p) in file.ports.iter().enumerate() {
+        let sec = p.get_ref();
+        let f = |x: &str| format!("port[{i}].{x}");
+        let mac = sec.mac.as_ref().map(|m| parse_mac(&lines, m, f("mac"))).transpose()?;
+        let addrs =
+            sec.addresses.iter().map(|a| parse_prefix(&lines, a, f("addresses"))).collect::<Result<Vec<_>, _>>()?;
+        if ports.iter().any(|x: &PortSpec| x.name == sec.name) {
+            return Err(lines.err(p, f("name"), format!("interface {:?} listed twice", sec.name)));
+        }
+        ports.push(PortSpec { name: sec.name.clone(), driver: sec.driver, mac, frames: sec.frames });
+        model.interfaces.push(InterfaceSpec { port: i as u16, mac: mac.unwrap_or([0; 6]), addrs, mtu: sec.mtu });
+    }
+    model.gateways =
+        file.gateways.iter().map(|g| parse_ip(&lines, g, "gateways".into())).collect::<Result<Vec<_>, _>>()?;
+    for (i, n) in file.neighbors.iter().enumerate() {
+        let n = n.get_ref();
+        let a = parse_ip(&lines, &n.address, format!("neighbor[{i}].address"))?;
+        let m = parse_mac(&lines, &n.mac, format!("neighbor[{i}].mac"))?;
+        model.neighbours.push((a, m));
+    }
+    if let Some(fnat) = &file.fullnat {
+        let sec = fnat.get_ref();
+        model.fullnat_sources =
+            sec.sources.iter().map(|s| parse_ip(&lines, s, "fullnat.sources".into())).collect::<Result<_, _>>()?;
+        model.fullnat_ports = (sec.ports[0], sec.ports[1]);
+    }
+    if let Some(t) = &file.tunnel {
+        model.tunnel_sources =
+            t.sources.iter().map(|s| parse_prefix(&lines, s, "tunnel.sources".into())).collect::<Result<_, _>>()?;
+    }
+    let d = Timeouts::default();
+    let t = &file.timeouts;
+    model.timeouts = Timeouts {
+        tcp_syn: t.tcp_syn.unwrap_or(d.tcp_syn),
+        tcp_established: t.tcp_established.unwrap_or(d.tcp_established),
+        tcp_closing: t.tcp_closing.unwrap_or(d.tcp_closing),
+        udp: t.udp.unwrap_or(d.udp),
+        fragment: t.fragment.unwrap_or(d.fragment),
+    };
+    for (si, s) in file.services.iter().enumerate() {
+        let sec = s.get_ref();
+        let f = |x: &str| format!("service[{si}].{x}");
+        let vip = parse_ip(&lines, &sec.vip, f("vip"))?;
+        let protocol = match sec.protocol.get_ref().as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => {
+                return Err(lines.err(&sec.protocol, f("protocol"), format!("{other:?}: expected \"tcp\" or \"udp\"")))
+            }
+        };
+        let mode: Mode =
+            sec.mode.get_ref().parse().map_err(|e: ConfigError| lines.err(&sec.mode, f("mode"), e.message))?;
+        let mut backends = Vec::new();
+        for (bi, b) in sec.backends.iter().enumerate() {
+            let bs = b.get_ref();
+            let g = |x: &str| format!("service[{si}].backend[{bi}].{x}");
+            let state = match bs.state.as_ref().map(|s| (s, s.get_ref().as_str())) {
+                None | Some((_, "active")) => BackendState::Active,
+                Some((_, "draining")) => BackendState::Draining,
+                Some((_, "down")) => BackendState::Down,
+                Some((sp, other)) => {
+                    return Err(lines.err(sp, g("state"), format!("{other:?}: expected active, draining or down")))
+                }
+            };
+            backends.push(BackendSpec {
+                addr: parse_ip(&lines, &bs.address, g("address"))?,
+                port: bs.port,
+                weight: bs.weight,
+                state,
+            });
+        }
+        let mut spec = ServiceSpec::new(vip, protocol, sec.port, mode, backends);
+        spec.affinity_timeout_s = sec.affinity_timeout;
+        if let Some(m) = sec.maglev_size {
+            spec.maglev_size = m;
+        }
+        if let Some(g) = sec.gue_port {
+            spec.gue_port = g;
+        }
+        model.services.push(spec);
+    }
+    // The interfaces' MACs may be unknown until the daemon reads them; validation does not look at MACs.
+    validate(&model).map_err(|e| locate(&lines, &file, e))?;
+    Ok(Loaded { model, ports, cores: file.workers.cores })
+}
+
+/// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.
+fn locate(lines: &Lines<'_>, file: &File, e: ConfigError) -> FileError {
+    let field = e
+        .field
+        .replace("services[", "service[")
+        .replace("backends[", "backend[")
+        .replace("interfaces[", "port[")
+        .replace("fullnat_sources", "fullnat.sources")
+        .replace("fullnat_ports", "fullnat.ports")
+        .replace("tunnel_sources", "tunnel.sources");
+    let index = |prefix: &str, s: &str| -> Option<usize> { s.strip_prefix(prefix)?.split(']').next()?.parse().ok() };
+    let mut line = None;
+    if let Some(si) = index("service[", &field) {
+        if let Some(s) = file.services.get(si) {
+            line = Some(lines.at(s.span().start));
+            let rest = field.split_once('.').map(|x| x.1).unwrap_or("");
+            if let Some(b) = index("backend[", rest).and_then(|bi| s.get_ref().backends.get(bi)) {
+                line = Some(lines.at(b.span().start));
+            }
+        }
+    } else if let Some(pi) = index("port[", &field) {
+        line = file.ports.get(pi).map(|p| lines.at(p.span().start));
+    } else if field.starts_with("fullnat") {
+        line = file.fullnat.as_ref().map(|f| lines.at(f.span().start));
+    }
+    FileError { line, field, message: e.message }
+}
+
+#[cfg(test)]
+mod tests;

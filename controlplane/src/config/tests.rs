@@ -1,0 +1,78 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../configs/edgelb.toml");
+
+#[test]
+fn example_config_loads() {
+    let l = parse(EXAMPLE).unwrap();
+    assert_eq!(l.ports.len(), 2);
+    assert_eq!(l.ports[0].name, "lb0");
+    assert_eq!(l.cores, vec![1]);
+    assert_eq!(l.model.services.len(), 1);
+    let s = &l.model.services[0];
+    assert_eq!((s.mode, s.port, s.backends.len()), (Mode::Nat, Some(80), 2));
+    assert_eq!(l.model.fullnat_ports, (20000, 59999));
+    assert_eq!(l.model.neighbours.len(), 3);
+    assert_eq!(l.model.timeouts.tcp_established, 900);
+}
+
+/// Replace the first occurrence of `from` in the example with `to`, parse, and expect an error naming `field` at
+/// `line`.
+fn expect(from: &str, to: &str, field: &str, line: usize) {
+    assert!(EXAMPLE.contains(from), "example lacks {from:?}");
+    let text = EXAMPLE.replacen(from, to, 1);
+    let err = parse(&text).expect_err(&format!("{from:?} -> {to:?} should be rejected"));
+    assert!(err.field.contains(field), "{from:?} -> {to:?}: got field {:?} ({err})", err.field);
+    assert_eq!(err.line, Some(line), "{from:?} -> {to:?}: {err}");
+    assert!(!err.message.is_empty());
+}
+
+fn line_of(needle: &str) -> usize {
+    EXAMPLE.lines().position(|l| l.contains(needle)).expect(needle) + 1
+}
+
+#[test]
+fn errors_name_field_and_line() {
+    let vip = line_of("vip = \"198.19.0.1\"");
+    expect("vip = \"198.19.0.1\"", "vip = \"198.19.0.1\"\ncolour = \"red\"", "toml", vip + 1);
+    expect("vip = \"198.19.0.1\"", "vip = \"198.19.0.300\"", "service[0].vip", vip);
+    expect("mode = \"nat\"", "mode = \"magic\"", "service[0].mode", line_of("mode = \"nat\""));
+    expect("protocol = \"tcp\"", "protocol = \"sctp\"", "service[0].protocol", line_of("protocol = \"tcp\""));
+    // Validation errors point at the table they belong to (its header or first key, as the parser spans it).
+    expect("weight = 1 ", "weight = 0 ", "service[0].backend[0]", line_of("[[service.backend]]"));
+    expect("state = \"active\"", "state = \"asleep\"", "service[0].backend[0].state", line_of("state = \"active\""));
+    expect(
+        "address = \"198.18.2.11\"\nmac",
+        "address = \"nonsense\"\nmac",
+        "neighbor[2].address",
+        line_of("address = \"198.18.2.11\""),
+    );
+    expect(
+        "mac = \"02:00:00:00:00:fe\"",
+        "mac = \"02:00:00\"",
+        "neighbor[0].mac",
+        line_of("mac = \"02:00:00:00:00:fe\""),
+    );
+    expect(
+        "addresses = [\"198.18.0.1/24\"]",
+        "addresses = [\"198.18.0.1\"]",
+        "port[0].addresses",
+        line_of("addresses = [\"198.18.0.1/24\"]"),
+    );
+    expect("mtu = 1500", "mtu = 100", "port[0].mtu", line_of("[[port]]") + 1);
+    expect("driver = \"afpacket\"  ", "driver = \"carrier-pigeon\"  ", "toml", line_of("driver = \"afpacket\""));
+    expect("port = 80 ", "port = \"eighty\" ", "toml", line_of("port = 80 "));
+    expect("sources = [\"198.18.2.1\"]", "sources = [\"198.18.9.9\"]", "fullnat.sources", line_of("[fullnat]"));
+    // Duplicate VIP: a second [[service]] identical to the first.
+    let dup = format!("{EXAMPLE}\n[[service]]\nvip = \"198.19.0.1\"\nprotocol = \"tcp\"\nport = 80\nmode = \"nat\"\n");
+    let err = parse(&dup).unwrap_err();
+    assert_eq!(err.field, "service[1].vip", "{err}");
+    assert_eq!(err.line, Some(EXAMPLE.lines().count() + 2), "{err}");
+}
+
+#[test]
+fn unreadable_file_is_named() {
+    let err = load(Path::new("/nonexistent/edgelb.toml")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/edgelb.toml"), "{err}");
+    assert_eq!(err.line, None);
+}
