@@ -1,0 +1,255 @@
+//! `edgelbd` end to end: config errors stop it with a message naming the field and line; in network namespaces it
+//! forwards real TCP over AF_PACKET ports, reloads on SIGHUP without breaking a long-lived connection, and stops
+//! cleanly on SIGTERM.
+
+#[path = "../dataplane/tests/common/mod.rs"]
+mod common;
+
+use common::{in_netns, require_root, Lab};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
+
+fn temp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgelbd-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const MINIMAL: &str = r#"[[port]]
+name = "lo"
+driver = "afpacket"
+addresses = ["198.18.0.1/24"]
+
+[[service]]
+vip = "198.19.0.1"
+protocol = "tcp"
+port = 80
+mode = "nat"
+
+[[service.backend]]
+address = "198.18.0.10"
+port = 8080
+"#;
+
+#[test]
+fn config_errors_name_the_field_and_line() {
+    let ok = temp("ok.toml", MINIMAL);
+    let out = Command::new(EDGELBD).args(["--check", "--config"]).arg(&ok).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cases = [
+        (
+            "unknown.toml",
+            MINIMAL.replace("mode = \"nat\"", "mode = \"nat\"\nflavour = \"vanilla\""),
+            "line 11",
+            "unknown field",
+        ),
+        ("address.toml", MINIMAL.replace("198.18.0.10", "198.18.0.300"), "line 13", "service[0].backend[0].address"),
+        (
+            "duplicate.toml",
+            format!("{MINIMAL}\n[[service]]\nvip = \"198.19.0.1\"\nprotocol = \"tcp\"\nport = 80\nmode = \"nat\"\n"),
+            "service[1].vip",
+            "duplicate VIP",
+        ),
+    ];
+    for (name, text, want1, want2) in cases {
+        let p = temp(name, &text);
+        for check in [true, false] {
+            let mut cmd = Command::new(EDGELBD);
+            if check {
+                cmd.arg("--check");
+            }
+            let out = cmd.arg("--config").arg(&p).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+            assert!(
+                err.contains(want1) && err.contains(want2),
+                "{name}: message should name {want1:?} and {want2:?}: {err}"
+            );
+        }
+    }
+    let out = Command::new(EDGELBD).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Echo-ish server: every read on a connection is answered with "<name>\n".
+fn server(ns: &str, addr: &'static str, name: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let listener = in_netns(ns, move || TcpListener::bind(addr).unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 256];
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 || s.write_all(format!("{name}\n").as_bytes()).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    })
+}
+
+fn ask(s: &mut TcpStream) -> Result<String, String> {
+    s.write_all(b"hi\n").map_err(|e| format!("write: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(s.try_clone().map_err(|e| e.to_string())?).read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+    Ok(line.trim().to_string())
+}
+
+fn one_request() -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from(([198, 19, 0, 1], 80)), Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    ask(&mut s)
+}
+
+fn config(cl0: [u8; 6], be: &[(&str, [u8; 6])]) -> String {
+    let mut c = String::from(
+        r#"[[port]]
+name = "lb0"
+driver = "afpacket"
+addresses = ["198.18.0.1/24"]
+frames = 256
+
+[[port]]
+name = "lb1"
+driver = "afpacket"
+addresses = ["198.18.2.1/28"]
+frames = 256
+
+[[port]]
+name = "lb2"
+driver = "afpacket"
+addresses = ["198.18.2.17/28"]
+frames = 256
+"#,
+    );
+    c += &format!("\n[[neighbor]]\naddress = \"198.18.0.10\"\nmac = \"{}\"\n", mac_str(cl0));
+    for (a, m) in be {
+        c += &format!("\n[[neighbor]]\naddress = \"{a}\"\nmac = \"{}\"\n", mac_str(*m));
+    }
+    c += "\n[[service]]\nvip = \"198.19.0.1\"\nprotocol = \"tcp\"\nport = 80\nmode = \"nat\"\n";
+    for (a, _) in be {
+        c += &format!("\n[[service.backend]]\naddress = \"{a}\"\nport = 8080\n");
+    }
+    c
+}
+
+#[test]
+fn edgelbd_forwards_reloads_and_stops() {
+    require_root();
+    let mut lab = Lab::new("d");
+    let (cl, lb, be1, be2) = (lab.ns("cl"), lab.ns("lb"), lab.ns("be1"), lab.ns("be2"));
+    lab.veth(&cl, "cl0", &lb, "lb0");
+    lab.veth(&lb, "lb1", &be1, "be0");
+    lab.veth(&lb, "lb2", &be2, "be0");
+    let lbm = [lab.mac(&lb, "lb0"), lab.mac(&lb, "lb1"), lab.mac(&lb, "lb2")];
+    let (cl0, b1, b2) = (lab.mac(&cl, "cl0"), lab.mac(&be1, "be0"), lab.mac(&be2, "be0"));
+    lab.ip(&cl, "addr add 198.18.0.10/24 dev cl0");
+    lab.ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0");
+    lab.ip(&cl, &format!("neigh add 198.18.0.1 lladdr {} dev cl0", mac_str(lbm[0])));
+    for (ns, addr, gw, mac) in
+        [(&be1, "198.18.2.10/28", "198.18.2.1", lbm[1]), (&be2, "198.18.2.20/28", "198.18.2.17", lbm[2])]
+    {
+        lab.ip(ns, &format!("addr add {addr} dev be0"));
+        lab.ip(ns, &format!("route add default via {gw} dev be0"));
+        lab.ip(ns, &format!("neigh add {gw} lladdr {} dev be0", mac_str(mac)));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers =
+        [server(&be1, "198.18.2.10:8080", "be1", stop.clone()), server(&be2, "198.18.2.20:8080", "be2", stop.clone())];
+
+    // Start with one backend.
+    let cfg = temp("lab.toml", &config(cl0, &[("198.18.2.10", b1)]));
+    let mut daemon = Command::new("ip")
+        .args(["netns", "exec", &lb, EDGELBD, "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = daemon.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+
+    // Wait (bounded) until the daemon forwards.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        match in_netns(&cl, one_request) {
+            Ok(r) => break r,
+            Err(e) if Instant::now() > deadline => panic!("edgelbd never forwarded: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert_eq!(first, "be1");
+
+    // A long-lived connection, open across the reload.
+    let mut long = in_netns(&cl, || {
+        TcpStream::connect_timeout(&SocketAddr::from(([198, 19, 0, 1], 80)), Duration::from_secs(2)).unwrap()
+    });
+    long.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(ask(&mut long).unwrap(), "be1");
+
+    // Add the second backend and reload.
+    std::fs::write(&cfg, config(cl0, &[("198.18.2.10", b1), ("198.18.2.20", b2)])).unwrap();
+    // SAFETY: kill(2) with the child's pid; the child is alive (we have not waited on it).
+    let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    assert_eq!(r, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut per_backend: HashMap<String, u32> = HashMap::new();
+    for i in 0..60 {
+        let r = in_netns(&cl, one_request).unwrap_or_else(|e| panic!("request {i} after reload: {e}"));
+        *per_backend.entry(r).or_default() += 1;
+        if i % 10 == 0 {
+            assert_eq!(ask(&mut long).unwrap(), "be1", "the long-lived connection stays on its backend");
+        }
+    }
+    assert!(
+        per_backend.get("be2").copied().unwrap_or(0) >= 15,
+        "new connections reach the added backend: {per_backend:?}"
+    );
+    assert!(per_backend.get("be1").copied().unwrap_or(0) >= 15, "{per_backend:?}");
+    drop(long);
+
+    // SIGTERM: a clean, prompt exit.
+    // SAFETY: as above.
+    let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "edgelbd did not stop within 5 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    assert!(log.contains("config reloaded") && log.contains("stopped"), "log:\n{log}");
+}
