@@ -4,9 +4,10 @@
 #
 #   scripts/test.sh
 #
-# Steps: system packages; formatting and lints; every crate's tests (unit, property, golden packets); the golden
-# fixtures regenerated with scapy and compared byte for byte with the committed ones; the fuzz target built and run
-# briefly; the benchmarks compiled and the README's main command run for a moment.
+# Steps: system packages; formatting and lints; every crate's tests (unit, property, golden packets, kernel ports
+# and end to end in network namespaces, which need root); the golden fixtures regenerated with scapy and compared
+# byte for byte with the committed ones; the fuzz target built and run briefly; the benchmarks compiled and run for a
+# moment; the README's main command (`edgelb lab`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,8 +46,11 @@ corpus="$out/corpus"
 python3 dataplane/fuzz/seed_corpus.py "$corpus"
 (cd dataplane && RUSTC_BOOTSTRAP=1 cargo fuzz run process "$corpus" -- -runs=300000 -print_final_stats=1 2>&1 | tail -n 12)
 
-step "benchmarks compile; the main command runs"
+step "benchmarks compile and run briefly; the main command runs"
 cargo bench --workspace --no-run
 cargo run --release -p edgelb-perf -- --mode nat --flows 10000 --cores 1 --seconds 0.5
+if [ "$(id -u)" = 0 ]; then
+    cargo run --release --bin edgelb -- lab --requests 30
+fi
 
 step "all checks passed"

@@ -1,0 +1,398 @@
+//! `edgelb`: operator commands. Today: `edgelb lab`, the embedded default that needs no NIC and no DPDK (root on
+//! Linux): it builds network namespaces and veth pairs (a client, the appliance, three backends; addresses from
+//! 198.18.0.0/15), starts a small HTTP server in each backend that reports which backend answered and the client
+//! address it saw, runs `edgelbd` in the appliance namespace on AF_PACKET ports with one VIP per mode (NAT, full-NAT,
+//! DSR-L2; the DSR backends hold the VIP on `lo` with `arp_ignore=1`, `arp_announce=2`), sends real HTTP requests from
+//! the client namespace, and prints per VIP: requests per backend, failures, the client address each backend saw, and
+//! the appliance's counters. It removes everything it created on exit, on Ctrl-C and on failure; `--keep` leaves the
+//! lab up and prints how to use and remove it.
+//!
+//! Neighbours are static in the lab (the appliance's own ARP/NDP answers arrive with its slow path).
+//!
+//! `edgelb daemon ...` is the daemon (the same as `edgelbd`); the lab runs it in the appliance namespace. Helpers the
+//! lab runs inside namespaces: `edgelb lab-server NAME ADDR...` and `edgelb lab-client ADDR COUNT`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("lab") => lab(&args[1..]),
+        Some("daemon") => edgelb::daemon::run(args[1..].to_vec()),
+        Some("lab-server") => lab_server(&args[1..]),
+        Some("lab-client") => lab_client(&args[1..]),
+        _ => {
+            eprintln!("usage: edgelb lab [--keep] [--requests N]\n       edgelb daemon --config FILE [--log-format text|json] [--check]   (same as edgelbd)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// HTTP/1.1 server: every request gets `200 OK` with body `<name> <client address>`.
+fn lab_server(args: &[String]) -> ExitCode {
+    let Some((name, addrs)) = args.split_first() else { return ExitCode::from(2) };
+    let mut threads = Vec::new();
+    for a in addrs {
+        let l = match TcpListener::bind(a) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("lab-server {name}: bind {a}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let name = name.clone();
+        threads.push(std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let name = name.clone();
+                std::thread::spawn(move || serve(s, &name));
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(mut s: TcpStream, name: &str) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let peer = s.peer_addr().map(|p| p.ip().to_string()).unwrap_or_default();
+    let mut r = BufReader::new(match s.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    });
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line == "\r\n" || line == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let body = format!("{name} {peer}\n");
+    let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+}
+
+/// `COUNT` HTTP GETs, one fresh connection each; prints one line per request: `ok BODY` or `fail REASON`.
+fn lab_client(args: &[String]) -> ExitCode {
+    let (Some(addr), Some(count)) = (args.first().and_then(|a| a.parse::<SocketAddr>().ok()), args.get(1)) else {
+        return ExitCode::from(2);
+    };
+    let count: usize = count.parse().unwrap_or(0);
+    for _ in 0..count {
+        match get(addr) {
+            Ok(body) => println!("ok {}", body.trim()),
+            Err(e) => println!("fail {e}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn get(addr: SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    write!(s, "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| format!("read: {e}"))?;
+    if !resp.starts_with("HTTP/1.1 200") {
+        return Err(format!("bad response {:?}", resp.lines().next().unwrap_or("")));
+    }
+    Ok(resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// Everything the lab created, removed on drop (also on panic or early return).
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    files: Vec<PathBuf>,
+    keep: bool,
+}
+
+impl Lab {
+    fn ns(&mut self, name: &str) -> Result<String, String> {
+        let full = format!("{}-{name}", self.prefix);
+        run(&["ip", "netns", "add", &full])?;
+        self.namespaces.push(full.clone());
+        run(&["ip", "-n", &full, "link", "set", "lo", "up"])?;
+        Ok(full)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(ns: &str, args: &str) -> Result<String, String> {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend(args.split_whitespace());
+    run(&v)
+}
+
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), String> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    run(&["ip", "netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")]).map(|_| ())
+}
+
+fn mac(ns: &str, ifname: &str) -> Result<String, String> {
+    Ok(run(&["ip", "netns", "exec", ns, "cat", &format!("/sys/class/net/{ifname}/address")])?.trim().to_string())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+const VIPS: [(&str, &str, &str); 3] =
+    [("198.19.0.1", "nat", "198.18.2.1"), ("198.19.0.2", "fullnat", "198.18.2.1"), ("198.19.0.3", "dsr_l2", "-")];
+
+fn lab(args: &[String]) -> ExitCode {
+    let keep = args.iter().any(|a| a == "--keep");
+    let requests = args
+        .iter()
+        .position(|a| a == "--requests")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(90usize);
+    if !is_root() {
+        eprintln!("edgelb lab: needs root (it creates network namespaces); try: sudo -E cargo run --release --bin edgelb -- lab");
+        return ExitCode::from(2);
+    }
+    if Command::new("ip").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("edgelb lab: the `ip` command is missing: apt-get install -y iproute2");
+        return ExitCode::from(2);
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, interrupted.clone()) {
+            eprintln!("edgelb lab: signal handler: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let mut lab = Lab {
+        prefix: format!("elb-lab-{}", std::process::id()),
+        namespaces: Vec::new(),
+        children: Vec::new(),
+        files: Vec::new(),
+        keep: false,
+    };
+    match run_lab(&mut lab, requests, &interrupted) {
+        Ok(failures) => {
+            if keep {
+                lab.keep = true;
+                println!("\nThe lab stays up (--keep). Namespaces: {}", lab.namespaces.join(" "));
+                println!("  try:    ip netns exec {}-cl curl -s http://198.19.0.1/", lab.prefix);
+                println!(
+                    "  remove: for n in {}; do ip netns del $n; done; kill {}",
+                    lab.namespaces.join(" "),
+                    lab.children.iter().map(|c| c.id().to_string()).collect::<Vec<_>>().join(" ")
+                );
+            }
+            if failures == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("edgelb lab: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Build, run, report. Returns the number of failed requests.
+fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<usize, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    println!("edgelb lab: building namespaces {}-{{cl,lb,be1,be2,be3}}", lab.prefix);
+    let cl = lab.ns("cl")?;
+    let lb = lab.ns("lb")?;
+    let bes = [lab.ns("be1")?, lab.ns("be2")?, lab.ns("be3")?];
+    run(&["ip", "-n", &cl, "link", "add", "cl0", "type", "veth", "peer", "name", "lb0", "netns", &lb])?;
+    ip(&cl, "link set cl0 up")?;
+    ip(&lb, "link set lb0 up")?;
+    ip(&cl, "addr add 198.18.0.10/24 dev cl0")?;
+    ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0")?;
+    sysctl(&cl, "net.ipv4.conf.all.rp_filter", "0")?;
+    sysctl(&cl, "net.ipv4.conf.default.rp_filter", "0")?;
+    let lb0 = mac(&lb, "lb0")?;
+    ip(&cl, &format!("neigh add 198.18.0.1 lladdr {lb0} dev cl0"))?;
+    let cl0 = mac(&cl, "cl0")?;
+    let mut config = String::from("# written by edgelb lab\n");
+    config += "[[port]]\nname = \"lb0\"\ndriver = \"afpacket\"\naddresses = [\"198.18.0.1/24\"]\nframes = 256\n\n";
+    let mut neighbours = vec![("198.18.0.10".to_string(), cl0)];
+    let mut backend_addrs = Vec::new();
+    for (i, be) in bes.iter().enumerate() {
+        let n = i + 1;
+        let (lbif, gw, addr) =
+            (format!("lb{n}"), format!("198.18.2.{}", 16 * i + 1), format!("198.18.2.{}", 16 * i + 10));
+        run(&["ip", "-n", &lb, "link", "add", &lbif, "type", "veth", "peer", "name", "be0", "netns", be])?;
+        ip(&lb, &format!("link set {lbif} up"))?;
+        ip(be, "link set be0 up")?;
+        ip(be, &format!("addr add {addr}/28 dev be0"))?;
+        ip(be, &format!("route add default via {gw} dev be0"))?;
+        ip(be, &format!("neigh add {gw} lladdr {} dev be0", mac(&lb, &lbif)?))?;
+        // DSR: the VIP on loopback, the appliance's ARP conventions, and a direct path back to the client.
+        ip(be, "addr add 198.19.0.3/32 dev lo")?;
+        sysctl(be, "net.ipv4.conf.all.arp_ignore", "1")?;
+        sysctl(be, "net.ipv4.conf.all.arp_announce", "2")?;
+        let ret = format!("ret{n}");
+        run(&["ip", "-n", be, "link", "add", "ret0", "type", "veth", "peer", "name", &ret, "netns", &cl])?;
+        ip(be, "link set ret0 up")?;
+        ip(&cl, &format!("link set {ret} up"))?;
+        sysctl(&cl, &format!("net.ipv4.conf.{ret}.rp_filter"), "0")?;
+        // Only replies from the DSR VIP take the direct path; NAT and full-NAT replies go back through the appliance.
+        ip(be, "rule add from 198.19.0.3 table 100")?;
+        ip(be, "route add 198.18.0.10/32 dev ret0 table 100")?;
+        ip(be, &format!("neigh add 198.18.0.10 lladdr {} dev ret0", mac(&cl, &ret)?))?;
+        config +=
+            &format!("[[port]]\nname = \"{lbif}\"\ndriver = \"afpacket\"\naddresses = [\"{gw}/28\"]\nframes = 256\n\n");
+        neighbours.push((addr.clone(), mac(be, "be0")?));
+        backend_addrs.push(addr.clone());
+        let server = Command::new("ip")
+            .args(["netns", "exec", be])
+            .arg(&me)
+            .args(["lab-server", &format!("be{n}"), &format!("{addr}:8080"), "198.19.0.3:80"])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("backend server: {e}"))?;
+        lab.children.push(server);
+    }
+    config += "[fullnat]\nsources = [\"198.18.2.1\"]\nports = [20000, 59999]\n\n";
+    for (a, m) in &neighbours {
+        config += &format!("[[neighbor]]\naddress = \"{a}\"\nmac = \"{m}\"\n\n");
+    }
+    for (vip, mode, _) in VIPS {
+        let dsr = mode == "dsr_l2";
+        config += &format!("[[service]]\nvip = \"{vip}\"\nprotocol = \"tcp\"\nport = 80\nmode = \"{mode}\"\n\n");
+        for a in &backend_addrs {
+            config += &format!("[[service.backend]]\naddress = \"{a}\"\nport = {}\n\n", if dsr { 0 } else { 8080 });
+        }
+    }
+    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.prefix));
+    std::fs::write(&cfg, &config).map_err(|e| format!("{}: {e}", cfg.display()))?;
+    lab.files.push(cfg.clone());
+    let log_path = std::env::temp_dir().join(format!("{}-edgelbd.log", lab.prefix));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    lab.files.push(log_path.clone());
+    println!("edgelb lab: starting the daemon in {lb} ({})", cfg.display());
+    let daemon = Command::new("ip")
+        .args(["netns", "exec", &lb])
+        .arg(&me)
+        .args(["daemon", "--config"])
+        .arg(&cfg)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("edgelbd: {e}"))?;
+    let daemon_pid = daemon.id();
+    lab.children.push(daemon);
+
+    // Wait (bounded) until the NAT VIP answers.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if interrupted.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        let probe =
+            run(&["ip", "netns", "exec", &cl, me.to_str().unwrap_or("edgelb"), "lab-client", "198.19.0.1:80", "1"])?;
+        if probe.starts_with("ok") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("the appliance did not answer within 15 s; edgelbd log:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let mut failures = 0;
+    println!("\nedgelb lab: {requests} HTTP requests per VIP from 198.18.0.10, each on a fresh TCP connection\n");
+    println!(
+        "{:<12} {:<8} {:>9} {:>9}   {:<28}",
+        "VIP", "mode", "requests", "failures", "backend: requests (client address seen)"
+    );
+    for (vip, mode, _) in VIPS {
+        if interrupted.load(Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &cl,
+            me.to_str().unwrap_or("edgelb"),
+            "lab-client",
+            &format!("{vip}:80"),
+            &requests.to_string(),
+        ])?;
+        let mut per: BTreeMap<String, (usize, BTreeMap<String, usize>)> = BTreeMap::new();
+        let mut failed = 0;
+        for line in out.lines() {
+            let mut it = line.split_whitespace();
+            match (it.next(), it.next(), it.next()) {
+                (Some("ok"), Some(name), Some(seen)) => {
+                    let e = per.entry(name.to_string()).or_default();
+                    e.0 += 1;
+                    *e.1.entry(seen.to_string()).or_default() += 1;
+                }
+                _ => failed += 1,
+            }
+        }
+        failures += failed;
+        let detail = per
+            .iter()
+            .map(|(b, (n, seen))| format!("{b}: {n} ({})", seen.keys().cloned().collect::<Vec<_>>().join(",")))
+            .collect::<Vec<_>>()
+            .join("  ");
+        println!("{vip:<12} {mode:<8} {requests:>9} {failed:>9}   {detail}");
+    }
+    println!("\n(NAT and DSR backends see the client's address 198.18.0.10; full-NAT backends see the appliance's 198.18.2.1)");
+    // Stop the daemon to read its final counters.
+    let _ = Command::new("kill").args(["-TERM", &daemon_pid.to_string()]).status();
+    if let Some(d) = lab.children.iter_mut().find(|c| c.id() == daemon_pid) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = d.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if let Some(line) = log.lines().find(|l| l.contains("stopped")) {
+        println!("\nappliance counters: {}", line.split("INFO").nth(1).unwrap_or(line).trim());
+    }
+    println!("\nedgelb lab: {} failed requests of {}", failures, requests * VIPS.len());
+    Ok(failures)
+}

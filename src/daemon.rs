@@ -1,0 +1,200 @@
+//! The appliance daemon (`edgelbd`, also `edgelb daemon`). Reads a TOML config (`configs/edgelb.toml`), opens the ports, pins one worker per
+//! configured core, and forwards until SIGTERM or SIGINT. SIGHUP re-reads the config and swaps the snapshot: stable
+//! service and backend ids keep tracked flows on their backends; a config that fails validation is logged and the
+//! running one kept.
+//!
+//! ```text
+//! edgelbd --config FILE [--log-format text|json] [--check]
+//! ```
+//! `--check` validates the file and exits. Exit codes: 0 clean stop, 2 usage or config error, 1 runtime failure.
+
+use edgelb_controlplane::config::{self, Driver, Loaded};
+use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle, DataplaneConfig, Model};
+use edgelb_dataplane::pipeline::{DropReason, TableSizes};
+use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+use edgelb_dataplane::worker::{WorkerSetup, Workers};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+struct Args {
+    config: PathBuf,
+    json: bool,
+    check: bool,
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("edgelbd: {msg}\nusage: edgelbd --config FILE [--log-format text|json] [--check]");
+    ExitCode::from(2)
+}
+
+fn parse_args(argv: Vec<String>) -> Result<Args, String> {
+    let mut config = None;
+    let mut json = false;
+    let mut check = false;
+    let mut it = argv.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "-c" => config = Some(PathBuf::from(it.next().ok_or("--config needs a file")?)),
+            "--log-format" => match it.next().as_deref() {
+                Some("json") => json = true,
+                Some("text") => json = false,
+                other => return Err(format!("--log-format takes text or json, not {other:?}")),
+            },
+            "--check" => check = true,
+            "-h" | "--help" => return Err("help".into()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Args { config: config.ok_or("--config FILE is required")?, json, check })
+}
+
+/// Fill in MACs the file left out from the interfaces themselves.
+fn resolve_macs(l: &mut Loaded) -> Result<(), String> {
+    for (i, p) in l.ports.iter().enumerate() {
+        if p.mac.is_some() {
+            continue;
+        }
+        let path = format!("/sys/class/net/{}/address", p.name);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("port[{i}] {:?}: {path}: {e}", p.name))?;
+        let v: Vec<u8> = text.trim().split(':').filter_map(|x| u8::from_str_radix(x, 16).ok()).collect();
+        let mac: [u8; 6] = v.try_into().map_err(|_| format!("port[{i}] {:?}: unreadable MAC {text:?}", p.name))?;
+        l.model.interfaces[i].mac = mac;
+    }
+    Ok(())
+}
+
+fn build(builder: &mut ConfigBuilder, model: &Model) -> Result<Arc<DataplaneConfig>, String> {
+    let (cfg, moved) = builder.build(model).map_err(|e| e.to_string())?;
+    for m in &moved {
+        info!(vip = %m.vip, proto = m.proto, port = m.port, slots_moved = m.moved, "service table built");
+    }
+    Ok(cfg)
+}
+
+/// Run the daemon with `args` (without the program name): what `edgelbd` and `edgelb daemon` do.
+pub fn run(args: Vec<String>) -> ExitCode {
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => return usage(&e),
+    };
+    let sub = tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if args.json {
+        sub.json().init();
+    } else {
+        sub.init();
+    }
+    let mut loaded = match config::load(&args.config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("edgelbd: {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!(
+            "{}: ok ({} services, {} ports)",
+            args.config.display(),
+            loaded.model.services.len(),
+            loaded.ports.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = resolve_macs(&mut loaded) {
+        eprintln!("edgelbd: {e}");
+        return ExitCode::from(2);
+    }
+    let mut builder = ConfigBuilder::new();
+    let cfg = match build(&mut builder, &loaded.model) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgelbd: {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let handle = ConfigHandle::new(cfg);
+    let cores: Vec<Option<usize>> =
+        if loaded.cores.is_empty() { vec![None] } else { loaded.cores.iter().map(|&c| Some(c)).collect() };
+    let nworkers = cores.len();
+    let mut setups = Vec::new();
+    for (w, core) in cores.iter().enumerate() {
+        let mut ports = Vec::new();
+        for (pi, p) in loaded.ports.iter().enumerate() {
+            match p.driver {
+                Driver::Afpacket => {
+                    let fanout = (nworkers > 1).then_some(0x4c00 + pi as u16);
+                    let cfg = AfPacketConfig { frames: p.frames, fanout, ..Default::default() };
+                    match AfPacketPort::open(&p.name, cfg) {
+                        Ok(port) => ports.push(port),
+                        Err(e) => {
+                            error!(port = %p.name, worker = w, "cannot open port: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+            }
+        }
+        setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: TableSizes::default() });
+    }
+    for (i, p) in loaded.ports.iter().enumerate() {
+        let mac = loaded.model.interfaces[i].mac;
+        info!(port = i, interface = %p.name, driver = ?p.driver, mac = %mac.map(|b| format!("{b:02x}")).join(":"), "port open");
+    }
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
+    info!(workers = nworkers, services = loaded.model.services.len(), "edgelbd forwarding");
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => match config::load(&args.config) {
+                Ok(mut new) => {
+                    if new.ports != loaded.ports || new.cores != loaded.cores {
+                        warn!("port or worker changes need a restart; applying services and neighbours only");
+                    }
+                    if let Err(e) = resolve_macs(&mut new) {
+                        error!("reload rejected, keeping the running config: {e}");
+                        continue;
+                    }
+                    match build(&mut builder, &new.model) {
+                        Ok(cfg) => {
+                            let generation = cfg.generation;
+                            handle.publish(cfg);
+                            loaded.model = new.model;
+                            info!(generation, "config reloaded");
+                        }
+                        Err(e) => error!("reload rejected, keeping the running config: {e}"),
+                    }
+                }
+                Err(e) => error!("reload rejected, keeping the running config: {e}"),
+            },
+            _ => break,
+        }
+    }
+    info!("stopping");
+    let (_ports, total) = workers.stop_with_totals();
+    let drops: Vec<String> = DropReason::all()
+        .filter(|d| total.dropped(*d) > 0)
+        .map(|d| format!("{}={}", d.name(), total.dropped(d)))
+        .collect();
+    info!(
+        rx = total.rx,
+        tx = total.tx,
+        new_flows = total.new_flows,
+        replies = total.replies,
+        slowpath = total.slowpath,
+        drops = %drops.join(","),
+        "stopped"
+    );
+    ExitCode::SUCCESS
+}
