@@ -155,31 +155,20 @@ pub fn run(args: Vec<String>) -> ExitCode {
     };
     let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
     info!(workers = nworkers, services = loaded.model.services.len(), "edgelbd forwarding");
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => match config::load(&args.config) {
-                Ok(mut new) => {
-                    if new.ports != loaded.ports || new.cores != loaded.cores {
-                        warn!("port or worker changes need a restart; applying services and neighbours only");
-                    }
-                    if let Err(e) = resolve_macs(&mut new) {
-                        error!("reload rejected, keeping the running config: {e}");
-                        continue;
-                    }
-                    match build(&mut builder, &new.model) {
-                        Ok(cfg) => {
-                            let generation = cfg.generation;
-                            handle.publish(cfg);
-                            loaded.model = new.model;
-                            info!(generation, "config reloaded");
-                        }
-                        Err(e) => error!("reload rejected, keeping the running config: {e}"),
-                    }
-                }
-                Err(e) => error!("reload rejected, keeping the running config: {e}"),
-            },
-            _ => break,
+    // Until the slow path exists (ARP/NDP/ICMP for the appliance itself), what the workers hand it is discarded
+    // here and counted, so its ring never fills and its buffers are freed.
+    let mut slow_discarded = 0u64;
+    'run: loop {
+        while workers.slow.pop().is_some() {
+            slow_discarded += 1;
         }
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => reload(&args, &mut loaded, &mut builder, &handle),
+                _ => break 'run,
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     info!("stopping");
     let (_ports, total) = workers.stop_with_totals();
@@ -193,8 +182,34 @@ pub fn run(args: Vec<String>) -> ExitCode {
         new_flows = total.new_flows,
         replies = total.replies,
         slowpath = total.slowpath,
+        slowpath_discarded = slow_discarded,
         drops = %drops.join(","),
         "stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: re-read the file and swap the snapshot; on any error keep the running config.
+fn reload(args: &Args, loaded: &mut Loaded, builder: &mut ConfigBuilder, handle: &ConfigHandle) {
+    match config::load(&args.config) {
+        Ok(mut new) => {
+            if new.ports != loaded.ports || new.cores != loaded.cores {
+                warn!("port or worker changes need a restart; applying services and neighbours only");
+            }
+            if let Err(e) = resolve_macs(&mut new) {
+                error!("reload rejected, keeping the running config: {e}");
+                return;
+            }
+            match build(builder, &new.model) {
+                Ok(cfg) => {
+                    let generation = cfg.generation;
+                    handle.publish(cfg);
+                    loaded.model = new.model;
+                    info!(generation, "config reloaded");
+                }
+                Err(e) => error!("reload rejected, keeping the running config: {e}"),
+            }
+        }
+        Err(e) => error!("reload rejected, keeping the running config: {e}"),
+    }
 }
