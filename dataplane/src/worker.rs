@@ -286,14 +286,16 @@ impl<P: Port> Worker<P> {
         self.generation = cfg.generation;
         let now = self.now_ms();
         let mut total = 0;
-        let me = usize::from(self.pipeline.worker);
-        // Hand-offs from other workers: a burst at a time, through the same stages as a port's burst.
-        if let Some(inbox) = self.inboxes.get(me).cloned() {
-            let mut handed: Burst<Option<Handoff<P::Buf>>> = Burst::new();
+        // Hand-offs from other workers: a burst at a time, through the same stages as a port's burst. The inbox is
+        // borrowed, not cloned: an Arc clone per poll would bounce its refcount line between cores.
+        let mut handed: Burst<Option<Handoff<P::Buf>>> = Burst::new();
+        if let Some(inbox) = self.inboxes.get(usize::from(self.pipeline.worker)) {
             while !handed.is_full() {
                 let Some(x) = inbox.pop() else { break };
                 handed.push(Some(x));
             }
+        }
+        if !handed.is_empty() {
             total += handed.len();
             self.run_burst(&cfg, now, &mut handed);
         }
