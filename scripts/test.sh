@@ -17,7 +17,7 @@ if [ "$(id -u)" = 0 ]; then
     step "system packages"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip ca-certificates build-essential iproute2
+    apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip ca-certificates build-essential iproute2 iputils-ping
 fi
 
 step "cargo fmt --check"

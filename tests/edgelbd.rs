@@ -1,6 +1,6 @@
 //! `edgelbd` end to end: config errors stop it with a message naming the field and line; in network namespaces it
-//! forwards real TCP over AF_PACKET ports, reloads on SIGHUP without breaking a long-lived connection, and stops
-//! cleanly on SIGTERM.
+//! forwards real TCP over AF_PACKET ports, reloads on SIGHUP (adding a backend, then draining one) without breaking
+//! a long-lived connection, and stops cleanly on SIGTERM.
 
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
@@ -123,7 +123,7 @@ fn one_request() -> Result<String, String> {
     ask(&mut s)
 }
 
-fn config(cl0: [u8; 6], be: &[(&str, [u8; 6])]) -> String {
+fn config(cl0: [u8; 6], be: &[(&str, [u8; 6], &str)]) -> String {
     let mut c = String::from(
         r#"[[port]]
 name = "lb0"
@@ -145,12 +145,12 @@ frames = 256
 "#,
     );
     c += &format!("\n[[neighbor]]\naddress = \"198.18.0.10\"\nmac = \"{}\"\n", mac_str(cl0));
-    for (a, m) in be {
+    for (a, m, _) in be {
         c += &format!("\n[[neighbor]]\naddress = \"{a}\"\nmac = \"{}\"\n", mac_str(*m));
     }
     c += "\n[[service]]\nvip = \"198.19.0.1\"\nprotocol = \"tcp\"\nport = 80\nmode = \"nat\"\n";
-    for (a, _) in be {
-        c += &format!("\n[[service.backend]]\naddress = \"{a}\"\nport = 8080\n");
+    for (a, _, state) in be {
+        c += &format!("\n[[service.backend]]\naddress = \"{a}\"\nport = 8080\nstate = \"{state}\"\n");
     }
     c
 }
@@ -180,7 +180,7 @@ fn edgelbd_forwards_reloads_and_stops() {
         [server(&be1, "198.18.2.10:8080", "be1", stop.clone()), server(&be2, "198.18.2.20:8080", "be2", stop.clone())];
 
     // Start with one backend.
-    let cfg = temp("lab.toml", &config(cl0, &[("198.18.2.10", b1)]));
+    let cfg = temp("lab.toml", &config(cl0, &[("198.18.2.10", b1, "active")]));
     let mut daemon = Command::new("ip")
         .args(["netns", "exec", &lb, EDGELBD, "--config"])
         .arg(&cfg)
@@ -213,7 +213,7 @@ fn edgelbd_forwards_reloads_and_stops() {
     assert_eq!(ask(&mut long).unwrap(), "be1");
 
     // Add the second backend and reload.
-    std::fs::write(&cfg, config(cl0, &[("198.18.2.10", b1), ("198.18.2.20", b2)])).unwrap();
+    std::fs::write(&cfg, config(cl0, &[("198.18.2.10", b1, "active"), ("198.18.2.20", b2, "active")])).unwrap();
     // SAFETY: kill(2) with the child's pid; the child is alive (we have not waited on it).
     let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
     assert_eq!(r, 0);
@@ -231,6 +231,20 @@ fn edgelbd_forwards_reloads_and_stops() {
         "new connections reach the added backend: {per_backend:?}"
     );
     assert!(per_backend.get("be1").copied().unwrap_or(0) >= 15, "{per_backend:?}");
+
+    // Drain be1: new connections all go to be2; the long-lived connection on be1 keeps working.
+    std::fs::write(&cfg, config(cl0, &[("198.18.2.10", b1, "draining"), ("198.18.2.20", b2, "active")])).unwrap();
+    // SAFETY: as above.
+    let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    assert_eq!(r, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..30 {
+        let r = in_netns(&cl, one_request).unwrap_or_else(|e| panic!("request {i} while draining: {e}"));
+        assert_eq!(r, "be2", "a draining backend takes no new connections");
+        if i % 10 == 0 {
+            assert_eq!(ask(&mut long).unwrap(), "be1", "the long-lived connection on the draining backend finishes");
+        }
+    }
     drop(long);
 
     // SIGTERM: a clean, prompt exit.

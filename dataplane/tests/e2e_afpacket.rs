@@ -1,6 +1,7 @@
 //! Real TCP through the dataplane: a client namespace, the appliance namespace (a worker on three AF_PACKET ports)
-//! and two backend namespaces running TCP servers. Kernel TCP stacks on both ends; NAT and full-NAT; the neighbours
-//! are static (the slow path that resolves them arrives with the daemon).
+//! and two backend namespaces running TCP and UDP servers. Kernel stacks on both ends; NAT, full-NAT and DSR-L2;
+//! 100 TCP connections, 20 UDP request/responses and a ping to the VIP per mode. The neighbours are static (the slow
+//! path that resolves them is still to come).
 //!
 //! ```text
 //!  cl (198.18.0.10) ─ cl0 ═ lb0 ─┐             ┌─ lb1 ═ be0 ─ be1 ns (198.18.2.10:8080)
@@ -19,7 +20,8 @@ use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,20 @@ fn server(ns: &str, addr: &'static str, name: &'static str, stop: Arc<AtomicBool
             }
         }
         served
+    })
+}
+
+/// A UDP server in `ns` answering every datagram with `name`, until `stop`.
+fn udp_echo(ns: &str, addr: &'static str, name: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let sock = in_netns(ns, move || UdpSocket::bind(addr).unwrap());
+    sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(name.as_bytes(), peer);
+            }
+        }
     })
 }
 
@@ -112,14 +128,20 @@ fn carry_real_tcp(mode: Mode, backend_sees: &str) {
     let bport = if dsr { 0 } else { 8080 };
     let backend =
         |a: &str| BackendSpec { addr: a.parse().unwrap(), port: bport, weight: 1, state: BackendState::Active };
+    let ubport = if dsr { 0 } else { 5353 };
+    let ubackend =
+        |a: &str| BackendSpec { addr: a.parse().unwrap(), port: ubport, weight: 1, state: BackendState::Active };
     let model = Model {
-        services: vec![ServiceSpec::new(
-            vip,
-            Protocol::Tcp,
-            Some(80),
-            mode,
-            vec![backend("198.18.2.10"), backend("198.18.2.20")],
-        )],
+        services: vec![
+            ServiceSpec::new(vip, Protocol::Tcp, Some(80), mode, vec![backend("198.18.2.10"), backend("198.18.2.20")]),
+            ServiceSpec::new(
+                vip,
+                Protocol::Udp,
+                Some(53),
+                mode,
+                vec![ubackend("198.18.2.10"), ubackend("198.18.2.20")],
+            ),
+        ],
         interfaces: vec![
             InterfaceSpec { port: 0, mac: lb0, addrs: vec![("198.18.0.1".parse().unwrap(), 24)], mtu: 1500 },
             InterfaceSpec { port: 1, mac: lb1, addrs: vec![("198.18.2.1".parse().unwrap(), 28)], mtu: 1500 },
@@ -170,7 +192,36 @@ fn carry_real_tcp(mode: Mode, backend_sees: &str) {
         }
         out
     });
+    // UDP through the VIP: echo servers answer "<name>"; every reply comes back from VIP:53.
+    let (u1, u2) = if dsr { ("198.19.0.1:53", "198.19.0.1:53") } else { ("198.18.2.10:5353", "198.18.2.20:5353") };
+    let echoes = [udp_echo(&be1, u1, "be1", stop.clone()), udp_echo(&be2, u2, "be2", stop.clone())];
+    let udp: Vec<Result<(String, SocketAddr), String>> = in_netns(&cl, || {
+        (0..20u16)
+            .map(|i| {
+                let s = UdpSocket::bind("198.18.0.10:0").map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                s.send_to(&i.to_be_bytes(), "198.19.0.1:53").map_err(|e| format!("send: {e}"))?;
+                let mut buf = [0u8; 64];
+                let (n, from) = s.recv_from(&mut buf).map_err(|e| format!("no UDP reply: {e}"))?;
+                Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+            })
+            .collect()
+    });
+    // ICMP echo to the VIP, answered by the appliance itself.
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &cl, "ping", "-c", "3", "-i", "0.2", "-W", "1", "198.19.0.1"])
+        .output();
     stop.store(true, Ordering::Relaxed);
+    for e in echoes {
+        e.join().unwrap();
+    }
+    for r in &udp {
+        let (body, from) = r.as_ref().unwrap_or_else(|e| panic!("{mode:?}: UDP through the VIP: {e}"));
+        assert!(body == "be1" || body == "be2", "{body}");
+        assert_eq!(*from, "198.19.0.1:53".parse::<SocketAddr>().unwrap(), "{mode:?}: the reply comes from the VIP");
+    }
+    let ping = ping.expect("ping runs");
+    assert!(ping.status.success(), "{mode:?}: ping to the VIP: {}", String::from_utf8_lossy(&ping.stdout));
     let served: Vec<u32> = servers.into_iter().map(|t| t.join().unwrap()).collect();
     let (_ports, total) = workers.stop_with_totals();
 
@@ -191,7 +242,8 @@ fn carry_real_tcp(mode: Mode, backend_sees: &str) {
     assert_eq!(served.iter().sum::<u32>(), 100);
     assert!(per_backend.values().all(|&n| n >= 25), "both backends take a share: {per_backend:?}");
     assert_eq!(per_backend.len(), 2);
-    assert_eq!(total.new_flows, 100, "{total:?}");
+    assert_eq!(total.new_flows, 120, "100 TCP connections and 20 UDP sockets: {total:?}");
+    assert_eq!(total.icmp_echo, 3, "the appliance answered the pings: {total:?}");
     if dsr {
         assert_eq!(total.replies, 0, "DSR replies bypass the appliance: {total:?}");
     } else {
