@@ -1,7 +1,8 @@
 //! The appliance daemon (`edgelbd`, also `edgelb daemon`). Reads a TOML config (`configs/edgelb.toml`), opens the ports, pins one worker per
 //! configured core, and forwards until SIGTERM or SIGINT. SIGHUP re-reads the config and swaps the snapshot: stable
 //! service and backend ids keep tracked flows on their backends; a config that fails validation is logged and the
-//! running one kept.
+//! running one kept. The slow path (ARP/NDP/ICMP for the appliance's own addresses, ARP for VIPs, neighbour
+//! resolution, gratuitous ARP) runs on the daemon's thread; learnt neighbours join the snapshot.
 //!
 //! ```text
 //! edgelbd --config FILE [--log-format text|json] [--check]
@@ -10,14 +11,19 @@
 
 use edgelb_controlplane::config::{self, Driver, Loaded};
 use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle, DataplaneConfig, Model};
+use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+use edgelb_dataplane::slowpath::SlowPath;
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 struct Args {
@@ -155,21 +161,57 @@ pub fn run(args: Vec<String>) -> ExitCode {
     };
     let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
     info!(workers = nworkers, services = loaded.model.services.len(), "edgelbd forwarding");
-    // Until the slow path exists (ARP/NDP/ICMP for the appliance itself), what the workers hand it is discarded
-    // here and counted, so its ring never fills and its buffers are freed.
-    let mut slow_discarded = 0u64;
+    // The slow path: ARP/NDP/ICMP for the appliance itself and its VIPs, neighbour resolution. It runs here, on the
+    // daemon's thread; its answers leave through worker 0's inject ring.
+    let mut slow = SlowPath::new(&handle.load());
+    slow.set_wanted(wanted(&loaded.model));
+    let inject = workers.inject.clone();
+    let mut inject_full = 0u64;
+    let mut emit = |port: u16, frame: &[u8]| {
+        if inject.push((port, MemBuf::from_slice(frame))).is_err() {
+            inject_full += 1;
+        }
+    };
+    slow.announce(&mut emit);
+    let mut learned: HashMap<IpAddr, [u8; 6]> = HashMap::new();
+    let mut last_rebuild = Instant::now();
+    let mut dirty = false;
     'run: loop {
-        while workers.slow.pop().is_some() {
-            slow_discarded += 1;
+        let now = Instant::now();
+        while let Some((port, b)) = workers.slow.pop() {
+            slow.handle(port, b.data(), now, &mut emit);
+        }
+        slow.poll(now, &mut emit);
+        for (ip, mac) in slow.take_learned() {
+            learned.insert(ip, mac);
+            dirty = true;
+        }
+        if dirty && now.duration_since(last_rebuild) >= Duration::from_millis(100) {
+            dirty = false;
+            last_rebuild = now;
+            match build(&mut builder, &with_learned(&loaded.model, &learned)) {
+                Ok(cfg) => {
+                    info!(generation = cfg.generation, neighbours = learned.len(), "neighbours learnt");
+                    handle.publish(cfg);
+                }
+                Err(e) => error!("rebuild with learnt neighbours failed: {e}"),
+            }
         }
         for sig in signals.pending() {
             match sig {
-                SIGHUP => reload(&args, &mut loaded, &mut builder, &handle),
+                SIGHUP => {
+                    if reload(&args, &mut loaded, &mut builder, &handle, &learned) {
+                        slow.update(&handle.load());
+                        slow.set_wanted(wanted(&loaded.model));
+                        slow.announce(&mut emit);
+                    }
+                }
                 _ => break 'run,
             }
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let slow_stats = slow.stats;
     info!("stopping");
     let (_ports, total) = workers.stop_with_totals();
     let drops: Vec<String> = DropReason::all()
@@ -182,15 +224,46 @@ pub fn run(args: Vec<String>) -> ExitCode {
         new_flows = total.new_flows,
         replies = total.replies,
         slowpath = total.slowpath,
-        slowpath_discarded = slow_discarded,
+        arp_answered = slow_stats.vip_arp_replies,
+        own_answers = slow_stats.own_replies,
+        neighbours_learnt = slow_stats.learned,
+        slowpath_tx_full = inject_full,
         drops = %drops.join(","),
         "stopped"
     );
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: re-read the file and swap the snapshot; on any error keep the running config.
-fn reload(args: &Args, loaded: &mut Loaded, builder: &mut ConfigBuilder, handle: &ConfigHandle) {
+/// Next hops the dataplane needs that the file gives no MAC for: backends and gateways.
+fn wanted(m: &Model) -> Vec<IpAddr> {
+    let known: HashSet<IpAddr> = m.neighbours.iter().map(|(a, _)| *a).collect();
+    let mut w: Vec<IpAddr> =
+        m.services.iter().flat_map(|s| s.backends.iter().map(|b| b.addr)).chain(m.gateways.iter().copied()).collect();
+    w.retain(|a| !known.contains(a));
+    w.sort_unstable();
+    w.dedup();
+    w
+}
+
+/// The model with learnt neighbours added; the file's static ones win.
+fn with_learned(m: &Model, learned: &HashMap<IpAddr, [u8; 6]>) -> Model {
+    let mut m = m.clone();
+    let known: HashSet<IpAddr> = m.neighbours.iter().map(|(a, _)| *a).collect();
+    let mut extra: Vec<(IpAddr, [u8; 6])> =
+        learned.iter().filter(|(a, _)| !known.contains(a)).map(|(a, mac)| (*a, *mac)).collect();
+    extra.sort_unstable();
+    m.neighbours.extend(extra);
+    m
+}
+
+/// SIGHUP: re-read the file and swap the snapshot; on any error keep the running config. True when applied.
+fn reload(
+    args: &Args,
+    loaded: &mut Loaded,
+    builder: &mut ConfigBuilder,
+    handle: &ConfigHandle,
+    learned: &HashMap<IpAddr, [u8; 6]>,
+) -> bool {
     match config::load(&args.config) {
         Ok(mut new) => {
             if new.ports != loaded.ports || new.cores != loaded.cores {
@@ -198,18 +271,25 @@ fn reload(args: &Args, loaded: &mut Loaded, builder: &mut ConfigBuilder, handle:
             }
             if let Err(e) = resolve_macs(&mut new) {
                 error!("reload rejected, keeping the running config: {e}");
-                return;
+                return false;
             }
-            match build(builder, &new.model) {
+            match build(builder, &with_learned(&new.model, learned)) {
                 Ok(cfg) => {
                     let generation = cfg.generation;
                     handle.publish(cfg);
                     loaded.model = new.model;
                     info!(generation, "config reloaded");
+                    true
                 }
-                Err(e) => error!("reload rejected, keeping the running config: {e}"),
+                Err(e) => {
+                    error!("reload rejected, keeping the running config: {e}");
+                    false
+                }
             }
         }
-        Err(e) => error!("reload rejected, keeping the running config: {e}"),
+        Err(e) => {
+            error!("reload rejected, keeping the running config: {e}");
+            false
+        }
     }
 }

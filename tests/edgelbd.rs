@@ -1,6 +1,7 @@
 //! `edgelbd` end to end: config errors stop it with a message naming the field and line; in network namespaces it
-//! forwards real TCP over AF_PACKET ports, reloads on SIGHUP (adding a backend, then draining one) without breaking
-//! a long-lived connection, and stops cleanly on SIGTERM.
+//! forwards real TCP over AF_PACKET ports with no static neighbours anywhere (its slow path answers the client's ARP
+//! for the VIP and the backends' ARP for their gateway, and resolves the backends), reloads on SIGHUP (adding a
+//! backend, then draining one) without breaking a long-lived connection, and stops cleanly on SIGTERM.
 
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
@@ -123,7 +124,7 @@ fn one_request() -> Result<String, String> {
     ask(&mut s)
 }
 
-fn config(cl0: [u8; 6], be: &[(&str, [u8; 6], &str)]) -> String {
+fn config(be: &[(&str, &str)]) -> String {
     let mut c = String::from(
         r#"[[port]]
 name = "lb0"
@@ -144,12 +145,9 @@ addresses = ["198.18.2.17/28"]
 frames = 256
 "#,
     );
-    c += &format!("\n[[neighbor]]\naddress = \"198.18.0.10\"\nmac = \"{}\"\n", mac_str(cl0));
-    for (a, m, _) in be {
-        c += &format!("\n[[neighbor]]\naddress = \"{a}\"\nmac = \"{}\"\n", mac_str(*m));
-    }
+    // No [[neighbor]]: the appliance's slow path learns the client and resolves the backends itself.
     c += "\n[[service]]\nvip = \"198.19.0.1\"\nprotocol = \"tcp\"\nport = 80\nmode = \"nat\"\n";
-    for (a, _, state) in be {
+    for (a, state) in be {
         c += &format!("\n[[service.backend]]\naddress = \"{a}\"\nport = 8080\nstate = \"{state}\"\n");
     }
     c
@@ -163,24 +161,20 @@ fn edgelbd_forwards_reloads_and_stops() {
     lab.veth(&cl, "cl0", &lb, "lb0");
     lab.veth(&lb, "lb1", &be1, "be0");
     lab.veth(&lb, "lb2", &be2, "be0");
-    let lbm = [lab.mac(&lb, "lb0"), lab.mac(&lb, "lb1"), lab.mac(&lb, "lb2")];
-    let (cl0, b1, b2) = (lab.mac(&cl, "cl0"), lab.mac(&be1, "be0"), lab.mac(&be2, "be0"));
+    // No static neighbours anywhere: the client ARPs for the VIP itself (an on-link route), the backends ARP for
+    // their gateway (an appliance address), and the appliance resolves the backends and learns the client.
     lab.ip(&cl, "addr add 198.18.0.10/24 dev cl0");
-    lab.ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0");
-    lab.ip(&cl, &format!("neigh add 198.18.0.1 lladdr {} dev cl0", mac_str(lbm[0])));
-    for (ns, addr, gw, mac) in
-        [(&be1, "198.18.2.10/28", "198.18.2.1", lbm[1]), (&be2, "198.18.2.20/28", "198.18.2.17", lbm[2])]
-    {
+    lab.ip(&cl, "route add 198.19.0.0/24 dev cl0");
+    for (ns, addr, gw) in [(&be1, "198.18.2.10/28", "198.18.2.1"), (&be2, "198.18.2.20/28", "198.18.2.17")] {
         lab.ip(ns, &format!("addr add {addr} dev be0"));
         lab.ip(ns, &format!("route add default via {gw} dev be0"));
-        lab.ip(ns, &format!("neigh add {gw} lladdr {} dev be0", mac_str(mac)));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let servers =
         [server(&be1, "198.18.2.10:8080", "be1", stop.clone()), server(&be2, "198.18.2.20:8080", "be2", stop.clone())];
 
     // Start with one backend.
-    let cfg = temp("lab.toml", &config(cl0, &[("198.18.2.10", b1, "active")]));
+    let cfg = temp("lab.toml", &config(&[("198.18.2.10", "active")]));
     let mut daemon = Command::new("ip")
         .args(["netns", "exec", &lb, EDGELBD, "--config"])
         .arg(&cfg)
@@ -213,7 +207,7 @@ fn edgelbd_forwards_reloads_and_stops() {
     assert_eq!(ask(&mut long).unwrap(), "be1");
 
     // Add the second backend and reload.
-    std::fs::write(&cfg, config(cl0, &[("198.18.2.10", b1, "active"), ("198.18.2.20", b2, "active")])).unwrap();
+    std::fs::write(&cfg, config(&[("198.18.2.10", "active"), ("198.18.2.20", "active")])).unwrap();
     // SAFETY: kill(2) with the child's pid; the child is alive (we have not waited on it).
     let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
     assert_eq!(r, 0);
@@ -233,7 +227,7 @@ fn edgelbd_forwards_reloads_and_stops() {
     assert!(per_backend.get("be1").copied().unwrap_or(0) >= 15, "{per_backend:?}");
 
     // Drain be1: new connections all go to be2; the long-lived connection on be1 keeps working.
-    std::fs::write(&cfg, config(cl0, &[("198.18.2.10", b1, "draining"), ("198.18.2.20", b2, "active")])).unwrap();
+    std::fs::write(&cfg, config(&[("198.18.2.10", "draining"), ("198.18.2.20", "active")])).unwrap();
     // SAFETY: as above.
     let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
     assert_eq!(r, 0);
@@ -266,4 +260,9 @@ fn edgelbd_forwards_reloads_and_stops() {
     let log = log.join().unwrap();
     assert!(status.success(), "exit {status:?}; log:\n{log}");
     assert!(log.contains("config reloaded") && log.contains("stopped"), "log:\n{log}");
+    assert!(log.contains("neighbours learnt"), "the slow path resolved the neighbours: {log}");
+    // The client's ARP for the VIP was answered by the appliance.
+    let neigh = lab.ip(&cl, "neigh show 198.19.0.1");
+    let lb0 = mac_str(lab.mac(&lb, "lb0"));
+    assert!(neigh.contains(&lb0), "the client resolved the VIP to the appliance's port: {neigh}");
 }

@@ -13,5 +13,6 @@ pub mod mem;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
+pub mod slowpath;
 pub mod wire;
 pub mod worker;

@@ -114,6 +114,8 @@ pub struct Workers<P: Port> {
     pub stats: Vec<Arc<Mutex<WorkerStats>>>,
     /// Slow-path ring: packets for the appliance itself.
     pub slow: Arc<ArrayQueue<Handoff<P::Buf>>>,
+    /// Frames the slow path sends (ARP, NDP, ICMP answers): worker 0 transmits them on the port named.
+    pub inject: Arc<ArrayQueue<Handoff<P::Buf>>>,
 }
 
 impl<P: Port> std::fmt::Debug for Workers<P> {
@@ -135,6 +137,7 @@ where
         let inboxes: Vec<Arc<ArrayQueue<Handoff<P::Buf>>>> =
             (0..n).map(|_| Arc::new(ArrayQueue::new(handoff_depth.max(BURST)))).collect();
         let slow = Arc::new(ArrayQueue::new(slow_depth.max(1)));
+        let inject = Arc::new(ArrayQueue::new(slow_depth.max(1)));
         let stop = Arc::new(AtomicBool::new(false));
         let mut stats = Vec::new();
         let mut threads = Vec::new();
@@ -142,19 +145,21 @@ where
             let st = Arc::new(Mutex::new(WorkerStats::new(s.worker)));
             stats.push(st.clone());
             let (cfg, stop, inboxes, slow) = (config.clone(), stop.clone(), inboxes.clone(), slow.clone());
+            let inject = (s.worker == 0).then(|| inject.clone());
             let t = std::thread::Builder::new()
                 .name(format!("edgelb-w{}", s.worker))
                 .spawn(move || {
                     let pinned = s.core.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
                     let mut w = Worker::new(s.worker, n, s.sizes, s.ports, inboxes, slow, st);
                     w.core = pinned;
+                    w.inject = inject;
                     w.run(&cfg, &stop);
                     w.ports
                 })
                 .expect("spawn worker thread");
             threads.push(t);
         }
-        Self { stop, threads, stats, slow }
+        Self { stop, threads, stats, slow, inject }
     }
 
     /// Ask every worker to stop, wait for them, and give back their ports.
@@ -225,6 +230,7 @@ pub struct Worker<P: Port> {
     epoch: Instant,
     core: Option<usize>,
     generation: u64,
+    inject: Option<Arc<ArrayQueue<Handoff<P::Buf>>>>,
 }
 
 impl<P: Port> std::fmt::Debug for Worker<P> {
@@ -259,6 +265,7 @@ impl<P: Port> Worker<P> {
             epoch: Instant::now(),
             core: None,
             generation: 0,
+            inject: None,
         }
     }
 
@@ -298,6 +305,17 @@ impl<P: Port> Worker<P> {
         if !handed.is_empty() {
             total += handed.len();
             self.run_burst(&cfg, now, &mut handed);
+        }
+        // Frames from the slow path go out as they are.
+        let mut injected: Burst<Handoff<P::Buf>> = Burst::new();
+        if let Some(inject) = &self.inject {
+            while !injected.is_full() {
+                let Some(x) = inject.pop() else { break };
+                injected.push(x);
+            }
+        }
+        for (port, b) in injected {
+            self.dispatch(Verdict::Tx(port), port, b);
         }
         for pi in 0..self.ports.len() {
             let n = self.ports[pi].rx_burst(&mut self.rx);

@@ -7,7 +7,9 @@
 //! the appliance's counters. It removes everything it created on exit, on Ctrl-C and on failure; `--keep` leaves the
 //! lab up and prints how to use and remove it.
 //!
-//! Neighbours are static in the lab (the appliance's own ARP/NDP answers arrive with its slow path).
+//! No static neighbours: the client and the backends ARP for the appliance's addresses (answered by its slow path),
+//! and the appliance resolves the backends and learns the client. Only the DSR backends' direct return link to the
+//! client is wired statically (it does not involve the appliance).
 //!
 //! `edgelb daemon ...` is the daemon (the same as `edgelbd`); the lab runs it in the appliance namespace. Helpers the
 //! lab runs inside namespaces: `edgelb lab-server NAME ADDR...` and `edgelb lab-client ADDR COUNT`.
@@ -246,12 +248,9 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
     ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0")?;
     sysctl(&cl, "net.ipv4.conf.all.rp_filter", "0")?;
     sysctl(&cl, "net.ipv4.conf.default.rp_filter", "0")?;
-    let lb0 = mac(&lb, "lb0")?;
-    ip(&cl, &format!("neigh add 198.18.0.1 lladdr {lb0} dev cl0"))?;
-    let cl0 = mac(&cl, "cl0")?;
+
     let mut config = String::from("# written by edgelb lab\n");
     config += "[[port]]\nname = \"lb0\"\ndriver = \"afpacket\"\naddresses = [\"198.18.0.1/24\"]\nframes = 256\n\n";
-    let mut neighbours = vec![("198.18.0.10".to_string(), cl0)];
     let mut backend_addrs = Vec::new();
     for (i, be) in bes.iter().enumerate() {
         let n = i + 1;
@@ -262,7 +261,6 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
         ip(be, "link set be0 up")?;
         ip(be, &format!("addr add {addr}/28 dev be0"))?;
         ip(be, &format!("route add default via {gw} dev be0"))?;
-        ip(be, &format!("neigh add {gw} lladdr {} dev be0", mac(&lb, &lbif)?))?;
         // DSR: the VIP on loopback, the appliance's ARP conventions, and a direct path back to the client.
         ip(be, "addr add 198.19.0.3/32 dev lo")?;
         sysctl(be, "net.ipv4.conf.all.arp_ignore", "1")?;
@@ -278,7 +276,6 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
         ip(be, &format!("neigh add 198.18.0.10 lladdr {} dev ret0", mac(&cl, &ret)?))?;
         config +=
             &format!("[[port]]\nname = \"{lbif}\"\ndriver = \"afpacket\"\naddresses = [\"{gw}/28\"]\nframes = 256\n\n");
-        neighbours.push((addr.clone(), mac(be, "be0")?));
         backend_addrs.push(addr.clone());
         let server = Command::new("ip")
             .args(["netns", "exec", be])
@@ -290,9 +287,6 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
         lab.children.push(server);
     }
     config += "[fullnat]\nsources = [\"198.18.2.1\"]\nports = [20000, 59999]\n\n";
-    for (a, m) in &neighbours {
-        config += &format!("[[neighbor]]\naddress = \"{a}\"\nmac = \"{m}\"\n\n");
-    }
     for (vip, mode, _) in VIPS {
         let dsr = mode == "dsr_l2";
         config += &format!("[[service]]\nvip = \"{vip}\"\nprotocol = \"tcp\"\nport = 80\nmode = \"{mode}\"\n\n");

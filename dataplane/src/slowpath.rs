@@ -1,0 +1,429 @@
+//! The slow path: what the appliance answers for itself, off the workers' hot path.
+//!
+//! Workers hand it ARP frames, NDP messages and traffic for the appliance's own addresses (`Verdict::SlowPath`).
+//! - **Own addresses** (a port's configured addresses): one `smoltcp` interface per port answers ARP, NDP and ICMP
+//!   echo for them.
+//! - **VIPs**: ARP requests for a VIP are answered here with the port's MAC (smoltcp interfaces hold at most 8
+//!   addresses; an appliance holds many more VIPs). [`SlowPath::announce`] sends gratuitous ARP for every IPv4 VIP.
+//! - **Neighbours**: the sender of every ARP frame seen on a port, when it lies in that port's subnets, is learnt;
+//!   next hops the dataplane needs but does not know ([`SlowPath::set_wanted`]) are asked for with ARP requests once
+//!   a second. [`SlowPath::take_learned`] hands the news to whoever rebuilds the snapshot.
+//!
+//! It runs on the daemon's thread, is driven by [`SlowPath::handle`] and [`SlowPath::poll`], and emits frames through
+//! a callback; allocation here is fine (it is not the per-packet path of forwarded traffic).
+//! IPv6: smoltcp answers NDP for the ports' own IPv6 addresses; NDP for IPv6 VIPs and IPv6 neighbour learning are not
+//! done yet (IPv6 next hops must be configured statically).
+
+use crate::config::{DataplaneConfig, InterfaceSpec, PortId};
+use crate::wire::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
+use crate::wire::ethernet::{ethertype, parse_l2, EthernetFrame, Mac, BROADCAST, HEADER_LEN};
+use smoltcp::iface::{Config as IfConfig, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+/// How often an unresolved next hop is asked for.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+struct QueueDevice {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+    mtu: usize,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0; len];
+        let r = f(&mut b);
+        self.0.push_back(b);
+        r
+    }
+}
+
+impl Device for QueueDevice {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _t: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((Rx(f), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _t: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = self.mtu + HEADER_LEN;
+        c
+    }
+}
+
+struct PortSlow {
+    port: PortId,
+    mac: Mac,
+    addrs: Vec<(IpAddr, u8)>,
+    iface: Interface,
+    dev: QueueDevice,
+    sockets: SocketSet<'static>,
+}
+
+/// Counters of the slow path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowStats {
+    /// Frames handed in by the workers.
+    pub frames: u64,
+    /// ARP requests for VIPs answered.
+    pub vip_arp_replies: u64,
+    /// Frames smoltcp sent (answers for the appliance's own addresses).
+    pub own_replies: u64,
+    /// Neighbours learnt or changed.
+    pub learned: u64,
+    /// ARP requests sent to resolve next hops.
+    pub requests: u64,
+    /// Gratuitous ARPs sent.
+    pub announcements: u64,
+    /// Frames on a port the slow path does not know.
+    pub unknown_port: u64,
+}
+
+/// The appliance's slow path.
+pub struct SlowPath {
+    ports: Vec<PortSlow>,
+    vips4: HashSet<Ipv4Addr>,
+    neighbours: HashMap<IpAddr, Mac>,
+    news: Vec<(IpAddr, Mac)>,
+    wanted: Vec<IpAddr>,
+    last_request: Option<Instant>,
+    epoch: Instant,
+    /// Counters.
+    pub stats: SlowStats,
+}
+
+impl std::fmt::Debug for SlowPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlowPath").field("ports", &self.ports.len()).field("stats", &self.stats).finish()
+    }
+}
+
+fn in_subnet(a: IpAddr, (p, l): (IpAddr, u8)) -> bool {
+    match (a, p) {
+        (IpAddr::V4(a), IpAddr::V4(p)) => {
+            let m = if l == 0 { 0 } else { u32::MAX << (32 - u32::from(l.min(32))) };
+            u32::from(a) & m == u32::from(p) & m
+        }
+        (IpAddr::V6(a), IpAddr::V6(p)) => {
+            let m = if l == 0 { 0 } else { u128::MAX << (128 - u32::from(l.min(128))) };
+            u128::from(a) & m == u128::from(p) & m
+        }
+        _ => false,
+    }
+}
+
+fn port_slow(itf: &InterfaceSpec, now: smoltcp::time::Instant) -> PortSlow {
+    let mut dev = QueueDevice { rx: VecDeque::new(), tx: VecDeque::new(), mtu: usize::from(itf.mtu) };
+    let mut c = IfConfig::new(HardwareAddress::Ethernet(EthernetAddress(itf.mac)));
+    c.random_seed = u64::from_le_bytes([itf.mac[0], itf.mac[1], itf.mac[2], itf.mac[3], itf.mac[4], itf.mac[5], 0, 1]);
+    let mut iface = Interface::new(c, &mut dev, now);
+    iface.update_ip_addrs(|a| {
+        for (ip, l) in &itf.addrs {
+            let _ = a.push(IpCidr::new(IpAddress::from(*ip), *l));
+        }
+    });
+    PortSlow { port: itf.port, mac: itf.mac, addrs: itf.addrs.clone(), iface, dev, sockets: SocketSet::new(vec![]) }
+}
+
+/// An Ethernet/ARP frame.
+fn arp_frame(dst: Mac, src: Mac, op: u16, sender: (Mac, Ipv4Addr), target: (Mac, Ipv4Addr)) -> Vec<u8> {
+    let mut f = vec![0u8; HEADER_LEN + crate::wire::arp::LEN];
+    let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+    e.set_dst(dst);
+    e.set_src(src);
+    e.set_ethertype(ethertype::ARP);
+    let mut a = ArpPacket::new_unchecked(&mut f[HEADER_LEN..]);
+    a.set_ethernet_ipv4();
+    a.set_operation(op);
+    a.set_sender(sender.0, sender.1.octets());
+    a.set_target(target.0, target.1.octets());
+    f
+}
+
+impl SlowPath {
+    /// A slow path for the snapshot's interfaces and VIPs.
+    pub fn new(cfg: &DataplaneConfig) -> Self {
+        let epoch = Instant::now();
+        let now = smoltcp::time::Instant::from_millis(0);
+        let mut s = Self {
+            ports: cfg.interfaces.iter().map(|i| port_slow(i, now)).collect(),
+            vips4: HashSet::new(),
+            neighbours: HashMap::new(),
+            news: Vec::new(),
+            wanted: Vec::new(),
+            last_request: None,
+            epoch,
+            stats: SlowStats::default(),
+        };
+        s.update(cfg);
+        s
+    }
+
+    /// Take the VIPs of a new snapshot (interfaces are fixed for the daemon's lifetime).
+    pub fn update(&mut self, cfg: &DataplaneConfig) {
+        self.vips4 = cfg
+            .services
+            .iter()
+            .filter(|s| s.v4)
+            .map(|s| Ipv4Addr::new(s.vip[12], s.vip[13], s.vip[14], s.vip[15]))
+            .collect();
+    }
+
+    /// Next hops to resolve (asked for once a second until learnt).
+    pub fn set_wanted(&mut self, addrs: Vec<IpAddr>) {
+        self.wanted = addrs;
+    }
+
+    /// Neighbours learnt or changed since the last call.
+    pub fn take_learned(&mut self) -> Vec<(IpAddr, Mac)> {
+        std::mem::take(&mut self.news)
+    }
+
+    /// Everything learnt so far.
+    pub fn neighbours(&self) -> &HashMap<IpAddr, Mac> {
+        &self.neighbours
+    }
+
+    fn smoltcp_now(&self, now: Instant) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_millis(now.saturating_duration_since(self.epoch).as_millis() as i64)
+    }
+
+    fn learn(&mut self, port: usize, ip: IpAddr, mac: Mac) {
+        if ip.is_unspecified() || mac == [0; 6] || mac[0] & 1 != 0 {
+            return;
+        }
+        if !self.ports[port].addrs.iter().any(|&p| in_subnet(ip, p)) {
+            return;
+        }
+        if self.neighbours.insert(ip, mac) != Some(mac) {
+            self.news.push((ip, mac));
+            self.stats.learned += 1;
+        }
+    }
+
+    /// One frame the workers handed over, received on `port`. Answers go to `out(port, frame)`.
+    pub fn handle(&mut self, port: PortId, frame: &[u8], now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
+        self.stats.frames += 1;
+        let Some(pi) = self.ports.iter().position(|p| p.port == port) else {
+            self.stats.unknown_port += 1;
+            return;
+        };
+        if let Ok(l2) = parse_l2(frame) {
+            if l2.ethertype == ethertype::ARP {
+                if let Ok(a) = ArpPacket::new_checked(&frame[l2.l3_offset..]) {
+                    let sender = Ipv4Addr::from(a.sender_ip());
+                    self.learn(pi, IpAddr::V4(sender), a.sender_mac());
+                    let target = Ipv4Addr::from(a.target_ip());
+                    if a.operation() == OP_REQUEST && self.vips4.contains(&target) {
+                        let mac = self.ports[pi].mac;
+                        let reply = arp_frame(a.sender_mac(), mac, OP_REPLY, (mac, target), (a.sender_mac(), sender));
+                        out(port, &reply);
+                        self.stats.vip_arp_replies += 1;
+                        return;
+                    }
+                }
+            }
+        }
+        self.ports[pi].dev.rx.push_back(frame.to_vec());
+        let t = self.smoltcp_now(now);
+        let p = &mut self.ports[pi];
+        p.iface.poll(t, &mut p.dev, &mut p.sockets);
+        while let Some(f) = p.dev.tx.pop_front() {
+            out(port, &f);
+            self.stats.own_replies += 1;
+        }
+    }
+
+    /// Periodic work: smoltcp timers, and ARP requests for wanted next hops not yet known.
+    pub fn poll(&mut self, now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
+        let t = self.smoltcp_now(now);
+        for p in &mut self.ports {
+            p.iface.poll(t, &mut p.dev, &mut p.sockets);
+            while let Some(f) = p.dev.tx.pop_front() {
+                out(p.port, &f);
+                self.stats.own_replies += 1;
+            }
+        }
+        if self.last_request.is_some_and(|l| now.saturating_duration_since(l) < RESOLVE_EVERY) {
+            return;
+        }
+        self.last_request = Some(now);
+        for ip in self.wanted.clone() {
+            let IpAddr::V4(target) = ip else { continue };
+            if self.neighbours.contains_key(&ip) {
+                continue;
+            }
+            for p in &self.ports {
+                if let Some(&(IpAddr::V4(own), _)) =
+                    p.addrs.iter().find(|&&(a, l)| a.is_ipv4() && in_subnet(ip, (a, l)))
+                {
+                    out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, own), ([0; 6], target)));
+                    self.stats.requests += 1;
+                }
+            }
+        }
+    }
+
+    /// Gratuitous ARP for every IPv4 VIP on every port (L2 mode: tell the segment where the VIPs are).
+    pub fn announce(&mut self, out: &mut impl FnMut(PortId, &[u8])) {
+        let mut vips: Vec<Ipv4Addr> = self.vips4.iter().copied().collect();
+        vips.sort_unstable();
+        for p in &self.ports {
+            for &vip in &vips {
+                out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, vip), ([0; 6], vip)));
+                self.stats.announcements += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackendSpec, BackendState, ConfigBuilder, Mode, Model, Protocol, ServiceSpec};
+    use crate::wire::icmp::IcmpPacket;
+    use crate::wire::ipv4::Ipv4Packet;
+
+    const PORT_MAC: Mac = [2, 0, 0, 0, 1, 0];
+    const HOST_MAC: Mac = [2, 0, 0, 0, 0, 7];
+
+    fn slow() -> SlowPath {
+        let model = Model {
+            services: vec![ServiceSpec::new(
+                "198.19.0.1".parse().unwrap(),
+                Protocol::Tcp,
+                Some(80),
+                Mode::Nat,
+                vec![BackendSpec {
+                    addr: "198.18.2.10".parse().unwrap(),
+                    port: 80,
+                    weight: 1,
+                    state: BackendState::Active,
+                }],
+            )],
+            interfaces: vec![InterfaceSpec {
+                port: 0,
+                mac: PORT_MAC,
+                addrs: vec![("198.18.0.1".parse().unwrap(), 24), ("198.18.2.1".parse().unwrap(), 24)],
+                mtu: 1500,
+            }],
+            ..Model::default()
+        };
+        let (cfg, _) = ConfigBuilder::new().build(&model).unwrap();
+        SlowPath::new(&cfg)
+    }
+
+    fn collect(s: &mut SlowPath, frame: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        s.handle(0, frame, Instant::now(), &mut |_, f| out.push(f.to_vec()));
+        out
+    }
+
+    #[test]
+    fn answers_arp_for_vips_and_own_addresses_and_learns() {
+        let mut s = slow();
+        let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
+        for target in ["198.19.0.1", "198.18.0.1"] {
+            let req = arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], target.parse().unwrap()));
+            let out = collect(&mut s, &req);
+            assert_eq!(out.len(), 1, "ARP for {target} answered");
+            let a = ArpPacket::new_checked(&out[0][14..]).unwrap();
+            assert_eq!(a.operation(), OP_REPLY);
+            assert_eq!(a.sender_mac(), PORT_MAC);
+            assert_eq!(a.sender_ip(), target.parse::<Ipv4Addr>().unwrap().octets());
+            assert_eq!(a.target_mac(), HOST_MAC);
+            assert_eq!(&out[0][0..6], &HOST_MAC);
+        }
+        // Not ours: no answer.
+        let req =
+            arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], "198.18.0.99".parse().unwrap()));
+        assert!(collect(&mut s, &req).is_empty());
+        assert_eq!(s.take_learned(), vec![(IpAddr::V4(host), HOST_MAC)]);
+        assert!(s.take_learned().is_empty(), "news are handed out once");
+    }
+
+    #[test]
+    fn answers_ping_to_own_address() {
+        let mut s = slow();
+        let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
+        // smoltcp needs the host's MAC first (it learns it from the host's ARP request).
+        let req = arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], "198.18.0.1".parse().unwrap()));
+        collect(&mut s, &req);
+        let mut f = vec![0u8; 14 + 20 + 8 + 4];
+        f[..6].copy_from_slice(&PORT_MAC);
+        f[6..12].copy_from_slice(&HOST_MAC);
+        f[12..14].copy_from_slice(&[8, 0]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_version_and_header_len(20);
+        ip.set_total_len(32);
+        ip.set_ttl(64);
+        ip.set_protocol(1);
+        ip.set_src(host.octets());
+        ip.set_dst([198, 18, 0, 1]);
+        ip.fill_checksum();
+        f[34..42].copy_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]);
+        f[42..46].copy_from_slice(b"ping");
+        let c = crate::wire::checksum::checksum(&f[34..]);
+        f[36..38].copy_from_slice(&c.to_be_bytes());
+        let out = collect(&mut s, &f);
+        assert_eq!(out.len(), 1, "echo answered");
+        let ip = Ipv4Packet::new_checked(&out[0][14..]).unwrap();
+        assert_eq!((ip.src(), ip.dst()), ([198, 18, 0, 1], host.octets()));
+        assert_eq!(IcmpPacket::new_checked(ip.payload()).unwrap().msg_type(), 0);
+    }
+
+    #[test]
+    fn resolves_wanted_next_hops_and_announces_vips() {
+        let mut s = slow();
+        s.set_wanted(vec!["198.18.2.10".parse().unwrap(), "203.0.113.1".parse().unwrap()]);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        s.poll(t0, &mut |p, f| out.push((p, f.to_vec())));
+        let reqs: Vec<_> = out.iter().filter(|(_, f)| f[12..14] == [8, 6]).collect();
+        assert_eq!(reqs.len(), 1, "one request, for the on-link backend only");
+        let a = ArpPacket::new_checked(&reqs[0].1[14..]).unwrap();
+        assert_eq!((a.operation(), a.target_ip(), a.sender_ip()), (OP_REQUEST, [198, 18, 2, 10], [198, 18, 2, 1]));
+        out.clear();
+        s.poll(t0 + Duration::from_millis(100), &mut |p, f| out.push((p, f.to_vec())));
+        assert!(out.is_empty(), "asked again only after {RESOLVE_EVERY:?}");
+        // The backend answers: learnt, and no longer asked for.
+        let be: Ipv4Addr = "198.18.2.10".parse().unwrap();
+        let reply = arp_frame(
+            PORT_MAC,
+            [2, 0, 0, 2, 0, 10],
+            OP_REPLY,
+            ([2, 0, 0, 2, 0, 10], be),
+            (PORT_MAC, [198, 18, 2, 1].into()),
+        );
+        collect(&mut s, &reply);
+        assert_eq!(s.take_learned(), vec![(IpAddr::V4(be), [2, 0, 0, 2, 0, 10])]);
+        s.poll(t0 + Duration::from_secs(2), &mut |p, f| out.push((p, f.to_vec())));
+        assert!(out.is_empty());
+        let mut garp = Vec::new();
+        s.announce(&mut |_, f| garp.push(f.to_vec()));
+        assert_eq!(garp.len(), 1);
+        let a = ArpPacket::new_checked(&garp[0][14..]).unwrap();
+        assert_eq!((a.sender_ip(), a.target_ip(), &garp[0][0..6]), ([198, 19, 0, 1], [198, 19, 0, 1], &BROADCAST[..]));
+    }
+}
