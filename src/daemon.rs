@@ -5,8 +5,10 @@
 //! resolution, gratuitous ARP) runs on the daemon's thread; learnt neighbours join the snapshot.
 //!
 //! ```text
-//! edgelbd --config FILE [--log-format text|json] [--check]
+//! edgelbd --config FILE [--log-format text|json] [--check] [--drain-timeout SECS]
 //! ```
+//! SIGTERM/SIGINT drain: new flows are refused (counted `draining`), tracked flows keep going, and the daemon exits
+//! once nothing has been forwarded for a second, or after the drain timeout (30 s); a second signal stops at once.
 //! `--check` validates the file and exits. Exit codes: 0 clean stop, 2 usage or config error, 1 runtime failure.
 
 use edgelb_controlplane::config::{self, Driver, Loaded};
@@ -30,10 +32,11 @@ struct Args {
     config: PathBuf,
     json: bool,
     check: bool,
+    drain_timeout: Duration,
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("edgelbd: {msg}\nusage: edgelbd --config FILE [--log-format text|json] [--check]");
+    eprintln!("edgelbd: {msg}\nusage: edgelbd --config FILE [--log-format text|json] [--check] [--drain-timeout SECS]");
     ExitCode::from(2)
 }
 
@@ -41,6 +44,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
     let mut config = None;
     let mut json = false;
     let mut check = false;
+    let mut drain_timeout = Duration::from_secs(30);
     let mut it = argv.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -51,11 +55,15 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
                 other => return Err(format!("--log-format takes text or json, not {other:?}")),
             },
             "--check" => check = true,
+            "--drain-timeout" => {
+                let v = it.next().and_then(|v| v.parse::<u64>().ok()).ok_or("--drain-timeout takes seconds")?;
+                drain_timeout = Duration::from_secs(v);
+            }
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Args { config: config.ok_or("--config FILE is required")?, json, check })
+    Ok(Args { config: config.ok_or("--config FILE is required")?, json, check, drain_timeout })
 }
 
 /// Fill in MACs the file left out from the interfaces themselves.
@@ -176,8 +184,25 @@ pub fn run(args: Vec<String>) -> ExitCode {
     let mut learned: HashMap<IpAddr, [u8; 6]> = HashMap::new();
     let mut last_rebuild = Instant::now();
     let mut dirty = false;
+    // Draining: (started, forwarded count last seen, when it last changed).
+    let mut drain: Option<(Instant, u64, Instant)> = None;
     'run: loop {
         let now = Instant::now();
+        if let Some((started, last_tx, changed)) = drain.as_mut() {
+            let tx = workers.total().tx;
+            if tx != *last_tx {
+                *last_tx = tx;
+                *changed = now;
+            }
+            if now.duration_since(*changed) >= DRAIN_IDLE {
+                info!("drained: no traffic for {DRAIN_IDLE:?}");
+                break 'run;
+            }
+            if now.duration_since(*started) >= args.drain_timeout {
+                warn!("drain timeout ({:?}) reached with traffic still flowing", args.drain_timeout);
+                break 'run;
+            }
+        }
         while let Some((port, b)) = workers.slow.pop() {
             slow.handle(port, b.data(), now, &mut emit);
         }
@@ -206,7 +231,20 @@ pub fn run(args: Vec<String>) -> ExitCode {
                         slow.announce(&mut emit);
                     }
                 }
-                _ => break 'run,
+                _ if drain.is_some() => break 'run,
+                _ => {
+                    // First SIGTERM/SIGINT: refuse new flows, let tracked ones finish, exit when traffic stops.
+                    loaded.model.draining = true;
+                    match build(&mut builder, &with_learned(&loaded.model, &learned)) {
+                        Ok(cfg) => handle.publish(cfg),
+                        Err(e) => {
+                            error!("cannot publish the draining config ({e}); stopping now");
+                            break 'run;
+                        }
+                    }
+                    info!(timeout = ?args.drain_timeout, "draining: new flows refused; a second signal stops at once");
+                    drain = Some((now, workers.total().tx, now));
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -233,6 +271,9 @@ pub fn run(args: Vec<String>) -> ExitCode {
     );
     ExitCode::SUCCESS
 }
+
+/// A draining daemon exits once nothing has been forwarded for this long.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Next hops the dataplane needs that the file gives no MAC for: backends and gateways.
 fn wanted(m: &Model) -> Vec<IpAddr> {
@@ -273,6 +314,7 @@ fn reload(
                 error!("reload rejected, keeping the running config: {e}");
                 return false;
             }
+            new.model.draining = loaded.model.draining;
             match build(builder, &with_learned(&new.model, learned)) {
                 Ok(cfg) => {
                     let generation = cfg.generation;

@@ -1,7 +1,8 @@
 //! `edgelbd` end to end: config errors stop it with a message naming the field and line; in network namespaces it
 //! forwards real TCP over AF_PACKET ports with no static neighbours anywhere (its slow path answers the client's ARP
 //! for the VIP and the backends' ARP for their gateway, and resolves the backends), reloads on SIGHUP (adding a
-//! backend, then draining one) without breaking a long-lived connection, and stops cleanly on SIGTERM.
+//! backend, then draining one) without breaking a long-lived connection, and drains on SIGTERM (new connections
+//! refused, the long-lived one finishing) before it exits.
 
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
@@ -239,18 +240,28 @@ fn edgelbd_forwards_reloads_and_stops() {
             assert_eq!(ask(&mut long).unwrap(), "be1", "the long-lived connection on the draining backend finishes");
         }
     }
-    drop(long);
-
-    // SIGTERM: a clean, prompt exit.
+    // SIGTERM drains: new connections are refused, the long-lived one keeps working, and the daemon stays up while
+    // it does; once it closes and traffic stops, the daemon exits.
     // SAFETY: as above.
     let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     assert_eq!(r, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = in_netns(&cl, || {
+        TcpStream::connect_timeout(&SocketAddr::from(([198, 19, 0, 1], 80)), Duration::from_millis(800)).is_err()
+    });
+    assert!(refused, "a draining appliance takes no new connection");
+    for _ in 0..15 {
+        assert_eq!(ask(&mut long).unwrap(), "be1", "the long-lived connection keeps working while draining");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(daemon.try_wait().unwrap().is_none(), "edgelbd stays up while tracked traffic flows");
+    drop(long);
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(s) = daemon.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "edgelbd did not stop within 5 s of SIGTERM");
+        assert!(Instant::now() < deadline, "edgelbd did not exit within 5 s of its traffic ending");
         std::thread::sleep(Duration::from_millis(20));
     };
     stop.store(true, Ordering::Relaxed);
@@ -259,7 +270,8 @@ fn edgelbd_forwards_reloads_and_stops() {
     }
     let log = log.join().unwrap();
     assert!(status.success(), "exit {status:?}; log:\n{log}");
-    assert!(log.contains("config reloaded") && log.contains("stopped"), "log:\n{log}");
+    assert!(log.contains("config reloaded") && log.contains("drained") && log.contains("stopped"), "log:\n{log}");
+    assert!(log.contains("draining="), "refused SYNs are counted: {log}");
     assert!(log.contains("neighbours learnt"), "the slow path resolved the neighbours: {log}");
     // The client's ARP for the VIP was answered by the appliance.
     let neigh = lab.ip(&cl, "neigh show 198.19.0.1");

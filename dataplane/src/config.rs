@@ -204,6 +204,8 @@ pub struct Model {
     pub tunnel_sources: Vec<(IpAddr, u8)>,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Draining the appliance: tracked flows keep going, new flows are refused (counted `draining`).
+    pub draining: bool,
 }
 
 /// A validation error naming the field.
@@ -341,6 +343,8 @@ pub struct DataplaneConfig {
     pub backend_id_limit: u32,
     /// Highest service id + 1.
     pub service_id_limit: u32,
+    /// Refuse new flows (the appliance is draining).
+    pub draining: bool,
 }
 
 /// 16-byte form of an address (IPv4 mapped).
@@ -485,6 +489,7 @@ impl ConfigBuilder {
                 .map(|s| s.saturating_mul(1000)),
             backend_id_limit: 0,
             service_id_limit: 0,
+            draining: model.draining,
         };
         for itf in &model.interfaces {
             for (a, plen) in &itf.addrs {

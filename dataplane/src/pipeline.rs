@@ -96,11 +96,13 @@ pub enum DropReason {
     TxFull,
     /// The slow-path ring was full.
     SlowPathFull,
+    /// A new flow while the appliance drains.
+    Draining,
 }
 
 impl DropReason {
     /// Number of distinct reasons (size of the counter array).
-    pub const COUNT: usize = ParseError::ALL.len() + 18;
+    pub const COUNT: usize = ParseError::ALL.len() + 19;
 
     /// Every reason, in counter order.
     pub fn all() -> impl Iterator<Item = DropReason> {
@@ -123,6 +125,7 @@ impl DropReason {
             DropReason::HandoffFull,
             DropReason::TxFull,
             DropReason::SlowPathFull,
+            DropReason::Draining,
         ])
     }
 
@@ -149,6 +152,7 @@ impl DropReason {
             DropReason::HandoffFull => n + 15,
             DropReason::TxFull => n + 16,
             DropReason::SlowPathFull => n + 17,
+            DropReason::Draining => n + 18,
         }
     }
 
@@ -174,6 +178,7 @@ impl DropReason {
             DropReason::HandoffFull => "handoff_full",
             DropReason::TxFull => "tx_full",
             DropReason::SlowPathFull => "slowpath_full",
+            DropReason::Draining => "draining",
         }
     }
 }
@@ -862,6 +867,9 @@ impl Pipeline {
             Lookup::Miss(None) => {}
         }
         // A new flow.
+        if cfg.draining {
+            return Err(DropReason::Draining);
+        }
         let bid = self.pick(cfg, svc, p, h, now)?;
         let b = cfg.backend(bid).ok_or(DropReason::NoBackend)?;
         self.counters.new_flows += 1;

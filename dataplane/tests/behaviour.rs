@@ -52,6 +52,7 @@ fn model(mode: Mode, backends: &[(u8, BackendState)], affinity: Option<u32>) -> 
         fullnat_ports: (20000, 29999),
         tunnel_sources: vec![],
         timeouts: Timeouts::default(),
+        draining: false,
     }
 }
 
@@ -491,4 +492,22 @@ mod robustness {
             prop_assert_eq!(c.rx, c.tx + c.slowpath + c.handoff + c.dropped_total());
         }
     }
+}
+
+/// A draining appliance keeps its tracked flows and refuses new ones, counting them.
+#[test]
+fn draining_appliance_refuses_new_flows_only() {
+    let mut builder = ConfigBuilder::new();
+    let mut m = model(Mode::Nat, &active(2), None);
+    let (cfg, _) = builder.build(&m).unwrap();
+    let mut p = pipeline();
+    let mut b = tcp(client(1), 1000, VIP.parse().unwrap(), 80, flags::SYN);
+    assert_eq!(send(&mut p, &cfg, &mut b, 1), Verdict::Tx(0));
+    m.draining = true;
+    let (drain, _) = builder.build(&m).unwrap();
+    let mut a = tcp(client(1), 1000, VIP.parse().unwrap(), 80, flags::ACK);
+    assert_eq!(send(&mut p, &drain, &mut a, 2), Verdict::Tx(0), "the tracked flow goes on");
+    let mut n = tcp(client(2), 1000, VIP.parse().unwrap(), 80, flags::SYN);
+    assert_eq!(send(&mut p, &drain, &mut n, 2), Verdict::Drop(DropReason::Draining));
+    assert_eq!(p.counters.dropped(DropReason::Draining), 1);
 }

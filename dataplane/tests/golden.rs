@@ -100,6 +100,7 @@ fn model(cfg: &Value, phase: &str) -> Model {
         ),
         tunnel_sources: cfg["tunnel_sources"].as_array().unwrap().iter().map(|t| cidr(t.as_str().unwrap())).collect(),
         timeouts: Timeouts::default(),
+        draining: false,
     }
 }
 

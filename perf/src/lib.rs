@@ -92,6 +92,7 @@ impl Scenario {
             fullnat_ports: (1024, 65535),
             tunnel_sources: vec![("198.18.4.0".parse().unwrap(), 24), ("2001:db8:3::".parse().unwrap(), 120)],
             timeouts: Timeouts::default(),
+            draining: false,
         }
     }
 

@@ -61,6 +61,7 @@ fn model() -> Model {
         fullnat_ports: (20000, 29999),
         tunnel_sources: vec![("198.18.3.0".parse().unwrap(), 24), ("2001:db8:3::".parse().unwrap(), 120)],
         timeouts: Default::default(),
+        draining: false,
     }
 }
 
