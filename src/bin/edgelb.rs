@@ -331,6 +331,7 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
     }
 
     let mut failures = 0;
+    let started = Instant::now();
     println!("\nedgelb lab: {requests} HTTP requests per VIP from 198.18.0.10, each on a fresh TCP connection\n");
     println!(
         "{:<12} {:<8} {:>9} {:>9}   {:<28}",
@@ -371,6 +372,7 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
             .join("  ");
         println!("{vip:<12} {mode:<8} {requests:>9} {failed:>9}   {detail}");
     }
+    let secs = started.elapsed().as_secs_f64();
     println!("\n(NAT and DSR backends see the client's address 198.18.0.10; full-NAT backends see the appliance's 198.18.2.1)");
     // Stop the daemon to read its final counters.
     let _ = Command::new("kill").args(["-TERM", &daemon_pid.to_string()]).status();
@@ -386,6 +388,15 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     if let Some(line) = log.lines().find(|l| l.contains("stopped")) {
         println!("\nappliance counters: {}", line.split("INFO").nth(1).unwrap_or(line).trim());
+        let tx: f64 =
+            line.split_whitespace().find_map(|w| w.strip_prefix("tx=")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let n = (requests * VIPS.len()) as f64;
+        println!(
+            "throughput: {n} requests in {secs:.2} s = {:.0} requests/s (one client, one connection at a time); the \
+             appliance's one worker forwarded {tx} packets: {:.0} packets/s",
+            n / secs,
+            tx / secs
+        );
     }
     println!("\nedgelb lab: {} failed requests of {}", failures, requests * VIPS.len());
     Ok(failures)
