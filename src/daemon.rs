@@ -16,6 +16,8 @@ use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle, DataplaneConfig, Mod
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+use edgelb_dataplane::port::afxdp::AfXdpPort;
+use edgelb_dataplane::port::any::AnyPort;
 use edgelb_dataplane::slowpath::SlowPath;
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -140,17 +142,19 @@ pub fn run(args: Vec<String>) -> ExitCode {
     for (w, core) in cores.iter().enumerate() {
         let mut ports = Vec::new();
         for (pi, p) in loaded.ports.iter().enumerate() {
-            match p.driver {
+            let opened = match p.driver {
                 Driver::Afpacket => {
                     let fanout = (nworkers > 1).then_some(0x4c00 + pi as u16);
                     let cfg = AfPacketConfig { frames: p.frames, fanout, ..Default::default() };
-                    match AfPacketPort::open(&p.name, cfg) {
-                        Ok(port) => ports.push(port),
-                        Err(e) => {
-                            error!(port = %p.name, worker = w, "cannot open port: {e}");
-                            return ExitCode::from(1);
-                        }
-                    }
+                    AfPacketPort::open(&p.name, cfg).map(AnyPort::AfPacket).map_err(|e| e.to_string())
+                }
+                Driver::Afxdp => AfXdpPort::open(&p.name).map(AnyPort::AfXdp).map_err(|e| e.to_string()),
+            };
+            match opened {
+                Ok(port) => ports.push(port),
+                Err(e) => {
+                    error!(port = %p.name, worker = w, "cannot open port: {e}");
+                    return ExitCode::from(1);
                 }
             }
         }

@@ -17,6 +17,8 @@ use edgelb_dataplane::config::{
 };
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+use edgelb_dataplane::port::afxdp::AfXdpPort;
+use edgelb_dataplane::port::Port;
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -64,32 +66,51 @@ fn udp_echo(ns: &str, addr: &'static str, name: &'static str, stop: Arc<AtomicBo
     })
 }
 
+fn afpacket(ifname: &str) -> AfPacketPort {
+    AfPacketPort::open(ifname, AfPacketConfig { frames: 256, ..Default::default() }).unwrap()
+}
+
+fn afxdp(ifname: &str) -> AfXdpPort {
+    AfXdpPort::open(ifname).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn nat_carries_real_tcp_connections() {
-    carry_real_tcp(Mode::Nat, "198.18.0.10");
+    carry_real_tcp(Mode::Nat, "198.18.0.10", afpacket);
+}
+
+/// The same over AF_XDP ports (copy mode, our XDP program on each appliance interface).
+#[test]
+fn nat_over_af_xdp_carries_real_tcp_connections() {
+    carry_real_tcp(Mode::Nat, "198.18.0.10", afxdp);
 }
 
 /// Full-NAT: the backends see the appliance's source address, and their replies (to that address, through either
 /// port) are translated back.
 #[test]
 fn fullnat_carries_real_tcp_connections() {
-    carry_real_tcp(Mode::FullNat, "198.18.2.1");
+    carry_real_tcp(Mode::FullNat, "198.18.2.1", afpacket);
 }
 
 /// DSR L2: the appliance only rewrites the destination MAC; the backends hold the VIP on `lo` and answer the client
 /// directly over their own link to it (the appliance never sees a reply).
 #[test]
 fn dsr_l2_carries_real_tcp_connections() {
-    carry_real_tcp(Mode::DsrL2, "198.18.0.10");
+    carry_real_tcp(Mode::DsrL2, "198.18.0.10", afpacket);
 }
 
-fn carry_real_tcp(mode: Mode, backend_sees: &str) {
+fn carry_real_tcp<P: Port + 'static>(mode: Mode, backend_sees: &str, open: fn(&str) -> P)
+where
+    P::Buf: 'static,
+{
     require_root();
-    let mut lab = Lab::new(match mode {
+    let tag = match mode {
         Mode::Nat => "nat",
         Mode::FullNat => "fnat",
         _ => "dsr",
-    });
+    };
+    let kind = std::any::type_name::<P>().rsplit("::").next().unwrap_or("port").to_lowercase();
+    let mut lab = Lab::new(&format!("{tag}{}", &kind[..4.min(kind.len())]));
     let (cl, lb, be1, be2) = (lab.ns("cl"), lab.ns("lb"), lab.ns("be1"), lab.ns("be2"));
     lab.veth(&cl, "cl0", &lb, "lb0");
     lab.veth(&lb, "lb1", &be1, "be0");
@@ -157,12 +178,7 @@ fn carry_real_tcp(mode: Mode, backend_sees: &str) {
         ..Model::default()
     };
     let (cfg, _) = ConfigBuilder::new().build(&model).expect("lab config is valid");
-    let ports = in_netns(&lb, || {
-        ["lb0", "lb1", "lb2"]
-            .iter()
-            .map(|i| AfPacketPort::open(i, AfPacketConfig { frames: 256, ..Default::default() }).unwrap())
-            .collect::<Vec<_>>()
-    });
+    let ports = in_netns(&lb, move || ["lb0", "lb1", "lb2"].iter().map(|i| open(i)).collect::<Vec<_>>());
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 64, affinity: 64, fragments: 64 };
     let workers =
         Workers::spawn(vec![WorkerSetup { worker: 0, core: None, ports, sizes }], ConfigHandle::new(cfg), 64, 64);

@@ -1,7 +1,8 @@
 //! `edgelb`: operator commands. Today: `edgelb lab`, the embedded default that needs no NIC and no DPDK (root on
 //! Linux): it builds network namespaces and veth pairs (a client, the appliance, three backends; addresses from
 //! 198.18.0.0/15), starts a small HTTP server in each backend that reports which backend answered and the client
-//! address it saw, runs `edgelbd` in the appliance namespace on AF_PACKET ports with one VIP per mode (NAT, full-NAT,
+//! address it saw, runs the daemon in the appliance namespace on AF_XDP ports (`--driver afpacket` for the fallback)
+//! with one VIP per mode (NAT, full-NAT,
 //! DSR-L2; the DSR backends hold the VIP on `lo` with `arp_ignore=1`, `arp_announce=2`), sends real HTTP requests from
 //! the client namespace, and prints per VIP: requests per backend, failures, the client address each backend saw, and
 //! the appliance's counters. It removes everything it created on exit, on Ctrl-C and on failure; `--keep` leaves the
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
         Some("lab-server") => lab_server(&args[1..]),
         Some("lab-client") => lab_client(&args[1..]),
         _ => {
-            eprintln!("usage: edgelb lab [--keep] [--requests N]\n       edgelb daemon --config FILE [--log-format text|json] [--check]   (same as edgelbd)");
+            eprintln!("usage: edgelb lab [--keep] [--requests N] [--driver afxdp|afpacket]\n       edgelb daemon --config FILE [--log-format text|json] [--check]   (same as edgelbd)");
             ExitCode::from(2)
         }
     }
@@ -181,6 +182,14 @@ const VIPS: [(&str, &str, &str); 3] =
 
 fn lab(args: &[String]) -> ExitCode {
     let keep = args.iter().any(|a| a == "--keep");
+    let driver = match args.iter().position(|a| a == "--driver").and_then(|i| args.get(i + 1)).map(String::as_str) {
+        None | Some("afxdp") => "afxdp",
+        Some("afpacket") => "afpacket",
+        Some(other) => {
+            eprintln!("edgelb lab: --driver takes afxdp or afpacket, not {other:?}");
+            return ExitCode::from(2);
+        }
+    };
     let requests = args
         .iter()
         .position(|a| a == "--requests")
@@ -209,7 +218,7 @@ fn lab(args: &[String]) -> ExitCode {
         files: Vec::new(),
         keep: false,
     };
-    match run_lab(&mut lab, requests, &interrupted) {
+    match run_lab(&mut lab, requests, driver, &interrupted) {
         Ok(failures) => {
             if keep {
                 lab.keep = true;
@@ -235,7 +244,7 @@ fn lab(args: &[String]) -> ExitCode {
 }
 
 /// Build, run, report. Returns the number of failed requests.
-fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<usize, String> {
+fn run_lab(lab: &mut Lab, requests: usize, driver: &str, interrupted: &AtomicBool) -> Result<usize, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     println!("edgelb lab: building namespaces {}-{{cl,lb,be1,be2,be3}}", lab.prefix);
     let cl = lab.ns("cl")?;
@@ -250,7 +259,8 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
     sysctl(&cl, "net.ipv4.conf.default.rp_filter", "0")?;
 
     let mut config = String::from("# written by edgelb lab\n");
-    config += "[[port]]\nname = \"lb0\"\ndriver = \"afpacket\"\naddresses = [\"198.18.0.1/24\"]\nframes = 256\n\n";
+    config +=
+        &format!("[[port]]\nname = \"lb0\"\ndriver = \"{driver}\"\naddresses = [\"198.18.0.1/24\"]\nframes = 256\n\n");
     let mut backend_addrs = Vec::new();
     for (i, be) in bes.iter().enumerate() {
         let n = i + 1;
@@ -275,7 +285,7 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
         ip(be, "route add 198.18.0.10/32 dev ret0 table 100")?;
         ip(be, &format!("neigh add 198.18.0.10 lladdr {} dev ret0", mac(&cl, &ret)?))?;
         config +=
-            &format!("[[port]]\nname = \"{lbif}\"\ndriver = \"afpacket\"\naddresses = [\"{gw}/28\"]\nframes = 256\n\n");
+            &format!("[[port]]\nname = \"{lbif}\"\ndriver = \"{driver}\"\naddresses = [\"{gw}/28\"]\nframes = 256\n\n");
         backend_addrs.push(addr.clone());
         let server = Command::new("ip")
             .args(["netns", "exec", be])
@@ -300,7 +310,7 @@ fn run_lab(lab: &mut Lab, requests: usize, interrupted: &AtomicBool) -> Result<u
     let log_path = std::env::temp_dir().join(format!("{}-edgelbd.log", lab.prefix));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     lab.files.push(log_path.clone());
-    println!("edgelb lab: starting the daemon in {lb} ({})", cfg.display());
+    println!("edgelb lab: starting the daemon in {lb} on {driver} ports ({})", cfg.display());
     let daemon = Command::new("ip")
         .args(["netns", "exec", &lb])
         .arg(&me)

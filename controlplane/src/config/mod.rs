@@ -51,6 +51,8 @@ pub struct FileError {
 pub enum Driver {
     /// Linux packet socket with mapped rings.
     Afpacket,
+    /// XDP socket on queue 0 (copy mode): one worker per interface.
+    Afxdp,
 }
 
 /// A port as the daemon opens it.
@@ -330,6 +332,15 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             spec.gue_port = g;
         }
         model.services.push(spec);
+    }
+    if file.workers.cores.len() > 1 {
+        if let Some((i, p)) = file.ports.iter().enumerate().find(|(_, p)| p.get_ref().driver == Driver::Afxdp) {
+            return Err(lines.err(
+                p,
+                format!("port[{i}].driver"),
+                "afxdp ports use one queue, so one worker: list at most one core in [workers] or use afpacket",
+            ));
+        }
     }
     // The interfaces' MACs may be unknown until the daemon reads them; validation does not look at MACs.
     validate(&model).map_err(|e| locate(&lines, &file, e))?;

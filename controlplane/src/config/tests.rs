@@ -71,6 +71,16 @@ fn errors_name_field_and_line() {
 }
 
 #[test]
+fn afxdp_needs_a_single_worker() {
+    let one = EXAMPLE.replacen("driver = \"afpacket\"", "driver = \"afxdp\"", 1);
+    assert_eq!(parse(&one).unwrap().ports[0].driver, Driver::Afxdp);
+    let two = one.replace("cores = [1]", "cores = [0, 1]");
+    let err = parse(&two).unwrap_err();
+    assert_eq!(err.field, "port[0].driver", "{err}");
+    assert!(err.message.contains("one worker"), "{err}");
+}
+
+#[test]
 fn unreadable_file_is_named() {
     let err = load(Path::new("/nonexistent/edgelb.toml")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/edgelb.toml"), "{err}");

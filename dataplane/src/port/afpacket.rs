@@ -96,39 +96,6 @@ impl std::fmt::Debug for AfPacketPort {
     }
 }
 
-/// Complete the TCP/UDP checksum of a frame a local stack sent with checksum offload (`CHECKSUM_PARTIAL`: the field
-/// holds the folded pseudo-header sum; the device, here the port, sums the segment and stores the complement).
-/// Returns false for frames it does not understand (left as they are).
-pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
-    use crate::wire::{checksum, ethernet, proto};
-    let Ok(l2) = ethernet::parse_l2(frame) else { return false };
-    let l3 = l2.l3_offset;
-    let (l4, end, p) = match l2.ethertype {
-        ethernet::ethertype::IPV4 if frame.len() >= l3 + 20 => {
-            let hl = usize::from(frame[l3] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
-            (l3 + hl, l3 + total, frame[l3 + 9])
-        }
-        ethernet::ethertype::IPV6 if frame.len() >= l3 + 40 => {
-            let pl = usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]));
-            (l3 + 40, l3 + 40 + pl, frame[l3 + 6])
-        }
-        _ => return false,
-    };
-    let at = match p {
-        proto::TCP => l4 + 16,
-        proto::UDP => l4 + 6,
-        _ => return false,
-    };
-    if end > frame.len() || at + 2 > end {
-        return false;
-    }
-    let c = checksum::checksum(&frame[l4..end]);
-    let c = if p == proto::UDP { checksum::udp_nonzero(c) } else { c };
-    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    true
-}
-
 /// tp_status is the first field of tpacket2_hdr: a pointer to it without dereferencing anything.
 fn status_ptr(h: *mut libc::tpacket2_hdr) -> *mut u32 {
     h.cast()
@@ -338,7 +305,8 @@ impl Port for AfPacketPort {
                     } else {
                         b.fill(data);
                     }
-                    if status & libc::TP_STATUS_CSUMNOTREADY != 0 && complete_l4_checksum(b.data_mut()) {
+                    if status & libc::TP_STATUS_CSUMNOTREADY != 0 && super::offload::complete_l4_checksum(b.data_mut())
+                    {
                         self.csum_completed += 1;
                     }
                     self.stats.rx_packets += 1;
@@ -431,42 +399,5 @@ impl Port for AfPacketPort {
 
     fn name(&self) -> &str {
         &self.name
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::complete_l4_checksum;
-    use crate::wire::build::{frame, Segment};
-    use crate::wire::checksum::{finish, pseudo_v4, sum};
-    use crate::wire::proto;
-
-    /// A frame with a partial checksum (the folded pseudo-header sum, as a stack with offload leaves it) gets the
-    /// checksum a full computation gives.
-    #[test]
-    fn completes_partial_checksums() {
-        for p in [proto::TCP, proto::UDP] {
-            let mut b = [0u8; 128];
-            let seg = Segment {
-                src: "198.18.0.10".parse().unwrap(),
-                dst: "198.19.0.1".parse().unwrap(),
-                proto: p,
-                sport: 40000,
-                dport: 80,
-                tcp_flags: 2,
-                payload: b"hello",
-                ttl: 64,
-            };
-            let n = frame(&mut b, [2; 6], [4; 6], &seg).unwrap();
-            let full = b[..n].to_vec();
-            let at = if p == proto::TCP { 34 + 16 } else { 34 + 6 };
-            let l4len = (n - 34) as u16;
-            let partial = !finish(pseudo_v4([198, 18, 0, 10], [198, 19, 0, 1], p, l4len));
-            b[at..at + 2].copy_from_slice(&partial.to_be_bytes());
-            assert!(complete_l4_checksum(&mut b[..n]));
-            assert_eq!(&b[..n], &full[..], "protocol {p}");
-            assert_eq!(finish(sum(pseudo_v4([198, 18, 0, 10], [198, 19, 0, 1], p, l4len), &b[34..n])), 0);
-        }
-        assert!(!complete_l4_checksum(&mut [0u8; 10]));
     }
 }

@@ -1,11 +1,14 @@
 //! The `Port` trait: burst receive into, and burst transmit from, caller-owned fixed-capacity arrays.
 //!
 //! Backends: [`mem`] (in-memory ring pair, for tests, the benchmark harness and in-process wiring), [`pcap`] (read a
-//! capture, write one), [`afpacket`] (Linux packet socket with mapped rings). AF_XDP and DPDK implement the same
-//! trait in later modules.
+//! capture, write one), [`afpacket`] (Linux packet socket with mapped rings), [`afxdp`] (XDP socket, copy mode), and
+//! [`any`] to mix them. DPDK implements the same trait in a later module.
 
 pub mod afpacket;
+pub mod afxdp;
+pub mod any;
 pub mod mem;
+pub mod offload;
 pub mod pcap;
 
 use crate::packet::PacketBuf;
