@@ -428,7 +428,8 @@ impl Port for AfXdpPort {
         while cons != prod && !out.is_full() {
             let d = Self::desc(&self.rx, cons);
             // SAFETY: `d` is a descriptor slot inside the RX ring mapping, published by the kernel (acquire above).
-            let (addr, len) = unsafe { ((*d).addr, (*d).len as usize) };
+            let desc = unsafe { d.read() };
+            let (addr, len) = (desc.addr, desc.len as usize);
             let len = len.min(FRAME_SIZE as usize);
             let base = addr & !(u64::from(FRAME_SIZE) - 1);
             if (addr as usize) + len <= self.umem_len {
