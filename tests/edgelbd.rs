@@ -207,6 +207,24 @@ fn edgelbd_forwards_reloads_and_stops() {
     long.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     assert_eq!(ask(&mut long).unwrap(), "be1");
 
+    // A second long-lived connection that talks every 100 ms for 5 s while the backend is added and then drained by
+    // two reloads: no reply may be missing, none from another backend, no reset.
+    let mut steady = in_netns(&cl, || {
+        TcpStream::connect_timeout(&SocketAddr::from(([198, 19, 0, 1], 80)), Duration::from_secs(2)).unwrap()
+    });
+    steady.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let steady = std::thread::spawn(move || {
+        let first = ask(&mut steady).expect("first exchange");
+        for i in 1..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            match ask(&mut steady) {
+                Ok(r) if r == first => {}
+                other => return Err(format!("exchange {i}: {other:?} (first answer from {first})")),
+            }
+        }
+        Ok(first)
+    });
+
     // Add the second backend and reload.
     std::fs::write(&cfg, config(&[("198.18.2.10", "active"), ("198.18.2.20", "active")])).unwrap();
     // SAFETY: kill(2) with the child's pid; the child is alive (we have not waited on it).
@@ -240,6 +258,9 @@ fn edgelbd_forwards_reloads_and_stops() {
             assert_eq!(ask(&mut long).unwrap(), "be1", "the long-lived connection on the draining backend finishes");
         }
     }
+    let steady = steady.join().unwrap();
+    assert!(steady.is_ok(), "the connection talking every 100 ms across both reloads: {steady:?}");
+
     // SIGTERM drains: new connections are refused, the long-lived one keeps working, and the daemon stays up while
     // it does; once it closes and traffic stops, the daemon exits.
     // SAFETY: as above.
