@@ -4,15 +4,17 @@
 //! - **Own addresses** (a port's configured addresses): one `smoltcp` interface per port answers ARP, NDP and ICMP
 //!   echo for them.
 //! - **VIPs**: ARP requests for a VIP are answered here with the port's MAC (smoltcp interfaces hold at most 8
-//!   addresses; an appliance holds many more VIPs). [`SlowPath::announce`] sends gratuitous ARP for every IPv4 VIP.
+//!   addresses; an appliance holds many more VIPs), as are NDP solicitations for IPv6 VIPs. [`SlowPath::announce`]
+//!   sends gratuitous ARP / unsolicited NA for every VIP.
 //! - **Neighbours**: the sender of every ARP frame seen on a port, when it lies in that port's subnets, is learnt;
 //!   next hops the dataplane needs but does not know ([`SlowPath::set_wanted`]) are asked for with ARP requests once
 //!   a second. [`SlowPath::take_learned`] hands the news to whoever rebuilds the snapshot.
 //!
 //! It runs on the daemon's thread, is driven by [`SlowPath::handle`] and [`SlowPath::poll`], and emits frames through
 //! a callback; allocation here is fine (it is not the per-packet path of forwarded traffic).
-//! IPv6: smoltcp answers NDP for the ports' own IPv6 addresses; NDP for IPv6 VIPs and IPv6 neighbour learning are not
-//! done yet (IPv6 next hops must be configured statically).
+//! IPv6: smoltcp answers NDP for the ports' own IPv6 addresses; solicitations for IPv6 VIPs are answered here and
+//! unsolicited advertisements announce them; IPv6 neighbours are learnt from solicitations and advertisements, but not
+//! yet actively solicited (IPv6 backends need a static neighbour or traffic of their own first).
 
 use crate::config::{DataplaneConfig, InterfaceSpec, PortId};
 use crate::wire::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
@@ -21,7 +23,7 @@ use smoltcp::iface::{Config as IfConfig, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// How often an unresolved next hop is asked for.
@@ -86,7 +88,7 @@ struct PortSlow {
 pub struct SlowStats {
     /// Frames handed in by the workers.
     pub frames: u64,
-    /// ARP requests for VIPs answered.
+    /// ARP requests and neighbour solicitations for VIPs answered.
     pub vip_arp_replies: u64,
     /// Frames smoltcp sent (answers for the appliance's own addresses).
     pub own_replies: u64,
@@ -104,6 +106,7 @@ pub struct SlowStats {
 pub struct SlowPath {
     ports: Vec<PortSlow>,
     vips4: HashSet<Ipv4Addr>,
+    vips6: HashSet<Ipv6Addr>,
     neighbours: HashMap<IpAddr, Mac>,
     news: Vec<(IpAddr, Mac)>,
     wanted: Vec<IpAddr>,
@@ -161,6 +164,34 @@ fn arp_frame(dst: Mac, src: Mac, op: u16, sender: (Mac, Ipv4Addr), target: (Mac,
     f
 }
 
+/// An Ethernet/IPv6 neighbour advertisement (RFC 4861 §4.4) for `target` at `src_mac`, from `target` to `dst`,
+/// override flag set, solicited flag as given, with the target link-layer address option.
+fn na_frame(src_mac: Mac, dst_mac: Mac, target: Ipv6Addr, dst: Ipv6Addr, solicited: bool) -> Vec<u8> {
+    let mut f = vec![0u8; HEADER_LEN + 40 + 32];
+    let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+    e.set_dst(dst_mac);
+    e.set_src(src_mac);
+    e.set_ethertype(ethertype::IPV6);
+    let mut ip = crate::wire::ipv6::Ipv6Packet::new_unchecked(&mut f[HEADER_LEN..]);
+    ip.set_ver_tc_flow(0, 0);
+    ip.set_payload_len(32);
+    ip.set_next_header(crate::wire::proto::ICMPV6);
+    ip.set_hop_limit(255);
+    ip.set_src(target.octets());
+    ip.set_dst(dst.octets());
+    let icmp = &mut f[HEADER_LEN + 40..];
+    icmp[0] = 136;
+    icmp[4] = if solicited { 0x60 } else { 0x20 }; // S and O flags
+    icmp[8..24].copy_from_slice(&target.octets());
+    icmp[24] = 2; // target link-layer address
+    icmp[25] = 1;
+    icmp[26..32].copy_from_slice(&src_mac);
+    let acc = crate::wire::checksum::pseudo_v6(&target.octets(), &dst.octets(), crate::wire::proto::ICMPV6, 32);
+    let c = crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 impl SlowPath {
     /// A slow path for the snapshot's interfaces and VIPs.
     pub fn new(cfg: &DataplaneConfig) -> Self {
@@ -169,6 +200,7 @@ impl SlowPath {
         let mut s = Self {
             ports: cfg.interfaces.iter().map(|i| port_slow(i, now)).collect(),
             vips4: HashSet::new(),
+            vips6: HashSet::new(),
             neighbours: HashMap::new(),
             news: Vec::new(),
             wanted: Vec::new(),
@@ -188,6 +220,7 @@ impl SlowPath {
             .filter(|s| s.v4)
             .map(|s| Ipv4Addr::new(s.vip[12], s.vip[13], s.vip[14], s.vip[15]))
             .collect();
+        self.vips6 = cfg.services.iter().filter(|s| !s.v4).map(|s| Ipv6Addr::from(s.vip)).collect();
     }
 
     /// Next hops to resolve (asked for once a second until learnt).
@@ -245,6 +278,11 @@ impl SlowPath {
                 }
             }
         }
+        if let Some(na) = self.ndp(pi, frame) {
+            out(port, &na);
+            self.stats.vip_arp_replies += 1;
+            return;
+        }
         self.ports[pi].dev.rx.push_back(frame.to_vec());
         let t = self.smoltcp_now(now);
         let p = &mut self.ports[pi];
@@ -285,13 +323,81 @@ impl SlowPath {
         }
     }
 
-    /// Gratuitous ARP for every IPv4 VIP on every port (L2 mode: tell the segment where the VIPs are).
+    /// NDP: learn from solicitations and advertisements; answer a solicitation for a VIP with an advertisement.
+    fn ndp(&mut self, pi: usize, frame: &[u8]) -> Option<Vec<u8>> {
+        let l2 = parse_l2(frame).ok()?;
+        if l2.ethertype != ethertype::IPV6 {
+            return None;
+        }
+        let ip = &frame[l2.l3_offset..];
+        // RFC 4861 §7.1: hop limit 255, no extension headers between IPv6 and ICMPv6 here.
+        if ip.len() < 40 + 24 || ip[6] != crate::wire::proto::ICMPV6 || ip[7] != 255 {
+            return None;
+        }
+        let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).ok()?);
+        let icmp = &ip[40..];
+        let kind = icmp[0];
+        let target = Ipv6Addr::from(<[u8; 16]>::try_from(&icmp[8..24]).ok()?);
+        // Link-layer address options (RFC 4861 §4.6.1): type 1 source, type 2 target; length in 8-byte units.
+        let mut lladdr = None;
+        let mut o = 24;
+        while o + 8 <= icmp.len() {
+            let (t, len) = (icmp[o], usize::from(icmp[o + 1]) * 8);
+            if len == 0 {
+                break;
+            }
+            if (t == 1 || t == 2) && o + 8 <= icmp.len() {
+                lladdr = Some([icmp[o + 2], icmp[o + 3], icmp[o + 4], icmp[o + 5], icmp[o + 6], icmp[o + 7]]);
+            }
+            o += len;
+        }
+        match kind {
+            135 => {
+                if let Some(mac) = lladdr {
+                    if !src.is_unspecified() {
+                        self.learn(pi, IpAddr::V6(src), mac);
+                    }
+                }
+                if !self.vips6.contains(&target) {
+                    return None;
+                }
+                let to_mac = lladdr.unwrap_or_else(|| {
+                    let mut m = [0; 6];
+                    m.copy_from_slice(&frame[6..12]);
+                    m
+                });
+                let (dst, dst_mac) = if src.is_unspecified() {
+                    (Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), [0x33, 0x33, 0, 0, 0, 1])
+                } else {
+                    (src, to_mac)
+                };
+                Some(na_frame(self.ports[pi].mac, dst_mac, target, dst, !src.is_unspecified()))
+            }
+            136 => {
+                if let Some(mac) = lladdr {
+                    self.learn(pi, IpAddr::V6(target), mac);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Gratuitous ARP for every IPv4 VIP and an unsolicited neighbour advertisement for every IPv6 VIP, on every port
+    /// (L2 mode: tell the segment where the VIPs are).
     pub fn announce(&mut self, out: &mut impl FnMut(PortId, &[u8])) {
         let mut vips: Vec<Ipv4Addr> = self.vips4.iter().copied().collect();
         vips.sort_unstable();
+        let mut vips6: Vec<Ipv6Addr> = self.vips6.iter().copied().collect();
+        vips6.sort_unstable();
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         for p in &self.ports {
             for &vip in &vips {
                 out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, vip), ([0; 6], vip)));
+                self.stats.announcements += 1;
+            }
+            for &vip in &vips6 {
+                out(p.port, &na_frame(p.mac, [0x33, 0x33, 0, 0, 0, 1], vip, all_nodes, false));
                 self.stats.announcements += 1;
             }
         }
@@ -391,6 +497,67 @@ mod tests {
         let ip = Ipv4Packet::new_checked(&out[0][14..]).unwrap();
         assert_eq!((ip.src(), ip.dst()), ([198, 18, 0, 1], host.octets()));
         assert_eq!(IcmpPacket::new_checked(ip.payload()).unwrap().msg_type(), 0);
+    }
+
+    #[test]
+    fn answers_ndp_for_ipv6_vips_and_learns() {
+        let model = Model {
+            services: vec![ServiceSpec::new(
+                "2001:db8:100::1".parse().unwrap(),
+                Protocol::Tcp,
+                Some(80),
+                Mode::Nat,
+                vec![BackendSpec {
+                    addr: "2001:db8:2::10".parse().unwrap(),
+                    port: 80,
+                    weight: 1,
+                    state: BackendState::Active,
+                }],
+            )],
+            interfaces: vec![InterfaceSpec {
+                port: 0,
+                mac: PORT_MAC,
+                addrs: vec![("2001:db8:1::1".parse().unwrap(), 64), ("2001:db8:2::1".parse().unwrap(), 64)],
+                mtu: 1500,
+            }],
+            ..Model::default()
+        };
+        let (cfg, _) = ConfigBuilder::new().build(&model).unwrap();
+        let mut s = SlowPath::new(&cfg);
+        let host: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+        let vip: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        // A neighbour solicitation for the VIP, with the host's source link-layer option.
+        let mut f = vec![0u8; 14 + 40 + 32];
+        f[..6].copy_from_slice(&[0x33, 0x33, 0xff, 0, 0, 1]);
+        f[6..12].copy_from_slice(&HOST_MAC);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let mut ip = crate::wire::ipv6::Ipv6Packet::new_unchecked(&mut f[14..]);
+        ip.set_ver_tc_flow(0, 0);
+        ip.set_payload_len(32);
+        ip.set_next_header(58);
+        ip.set_hop_limit(255);
+        ip.set_src(host.octets());
+        ip.set_dst("ff02::1:ff00:1".parse::<Ipv6Addr>().unwrap().octets());
+        f[54] = 135;
+        f[62..78].copy_from_slice(&vip.octets());
+        f[78..86].copy_from_slice(&[1, 1, 2, 0, 0, 0, 0, 7]);
+        let out = collect(&mut s, &f);
+        assert_eq!(out.len(), 1, "the solicitation for the VIP is answered");
+        let na = &out[0];
+        assert_eq!((&na[0..6], &na[6..12]), (&HOST_MAC[..], &PORT_MAC[..]));
+        let ip = crate::wire::ipv6::Ipv6Packet::new_checked(&na[14..]).unwrap();
+        assert_eq!((ip.src(), ip.dst(), ip.hop_limit()), (vip.octets(), host.octets(), 255));
+        let icmp = ip.payload();
+        assert_eq!((icmp[0], icmp[4] & 0x60, &icmp[8..24]), (136, 0x60, &vip.octets()[..]));
+        assert_eq!(&icmp[24..32], &[2, 1, 2, 0, 0, 0, 1, 0]);
+        let acc = crate::wire::checksum::pseudo_v6(&vip.octets(), &host.octets(), 58, 32);
+        assert_eq!(crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp)), 0, "NA checksum");
+        assert_eq!(s.take_learned(), vec![(IpAddr::V6(host), HOST_MAC)]);
+        let mut una = Vec::new();
+        s.announce(&mut |_, f| una.push(f.to_vec()));
+        assert_eq!(una.len(), 1);
+        assert_eq!(&una[0][0..6], &[0x33, 0x33, 0, 0, 0, 1]);
+        assert_eq!(una[0][14 + 40 + 4] & 0x60, 0x20, "unsolicited: override, not solicited");
     }
 
     #[test]
