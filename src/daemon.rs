@@ -18,6 +18,7 @@ use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::port::afxdp::AfXdpPort;
 use edgelb_dataplane::port::any::AnyPort;
+use edgelb_dataplane::port::{buf_pool, BURST};
 use edgelb_dataplane::slowpath::SlowPath;
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -141,14 +142,19 @@ pub fn run(args: Vec<String>) -> ExitCode {
     let mut setups = Vec::new();
     for (w, core) in cores.iter().enumerate() {
         let mut ports = Vec::new();
+        // One buffer pool for all ports of this worker: frames usually leave by another port than they came in by.
+        let pool = buf_pool(loaded.ports.iter().map(|p| p.frames as usize + 2 * BURST).sum());
         for (pi, p) in loaded.ports.iter().enumerate() {
             let opened = match p.driver {
                 Driver::Afpacket => {
                     let fanout = (nworkers > 1).then_some(0x4c00 + pi as u16);
-                    let cfg = AfPacketConfig { frames: p.frames, fanout, ..Default::default() };
+                    let cfg =
+                        AfPacketConfig { frames: p.frames, fanout, pool: Some(pool.clone()), ..Default::default() };
                     AfPacketPort::open(&p.name, cfg).map(AnyPort::AfPacket).map_err(|e| e.to_string())
                 }
-                Driver::Afxdp => AfXdpPort::open(&p.name).map(AnyPort::AfXdp).map_err(|e| e.to_string()),
+                Driver::Afxdp => {
+                    AfXdpPort::open_with_pool(&p.name, pool.clone()).map(AnyPort::AfXdp).map_err(|e| e.to_string())
+                }
             };
             match opened {
                 Ok(port) => ports.push(port),

@@ -18,7 +18,7 @@ use edgelb_dataplane::config::{
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::port::afxdp::AfXdpPort;
-use edgelb_dataplane::port::Port;
+use edgelb_dataplane::port::{buf_pool, BufPool, Port, BURST};
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -66,12 +66,12 @@ fn udp_echo(ns: &str, addr: &'static str, name: &'static str, stop: Arc<AtomicBo
     })
 }
 
-fn afpacket(ifname: &str) -> AfPacketPort {
-    AfPacketPort::open(ifname, AfPacketConfig { frames: 256, ..Default::default() }).unwrap()
+fn afpacket(ifname: &str, pool: BufPool) -> AfPacketPort {
+    AfPacketPort::open(ifname, AfPacketConfig { frames: 256, pool: Some(pool), ..Default::default() }).unwrap()
 }
 
-fn afxdp(ifname: &str) -> AfXdpPort {
-    AfXdpPort::open(ifname).unwrap_or_else(|e| panic!("{e}"))
+fn afxdp(ifname: &str, pool: BufPool) -> AfXdpPort {
+    AfXdpPort::open_with_pool(ifname, pool).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn dsr_l2_carries_real_tcp_connections() {
     carry_real_tcp(Mode::DsrL2, "198.18.0.10", afpacket);
 }
 
-fn carry_real_tcp<P: Port + 'static>(mode: Mode, backend_sees: &str, open: fn(&str) -> P)
+fn carry_real_tcp<P: Port + 'static>(mode: Mode, backend_sees: &str, open: fn(&str, BufPool) -> P)
 where
     P::Buf: 'static,
 {
@@ -178,7 +178,8 @@ where
         ..Model::default()
     };
     let (cfg, _) = ConfigBuilder::new().build(&model).expect("lab config is valid");
-    let ports = in_netns(&lb, move || ["lb0", "lb1", "lb2"].iter().map(|i| open(i)).collect::<Vec<_>>());
+    let pool = buf_pool(3 * 2048 + 2 * BURST);
+    let ports = in_netns(&lb, move || ["lb0", "lb1", "lb2"].iter().map(|i| open(i, pool.clone())).collect::<Vec<_>>());
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 64, affinity: 64, fragments: 64 };
     let workers =
         Workers::spawn(vec![WorkerSetup { worker: 0, core: None, ports, sizes }], ConfigHandle::new(cfg), 64, 64);

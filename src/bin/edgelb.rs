@@ -31,8 +31,10 @@ fn main() -> ExitCode {
         Some("daemon") => edgelb::daemon::run(args[1..].to_vec()),
         Some("lab-server") => lab_server(&args[1..]),
         Some("lab-client") => lab_client(&args[1..]),
+        Some("lab-udp-sink") => lab_udp_sink(&args[1..]),
+        Some("lab-udp-blast") => lab_udp_blast(&args[1..]),
         _ => {
-            eprintln!("usage: edgelb lab [--keep] [--requests N] [--driver afxdp|afpacket]\n       edgelb daemon --config FILE [--log-format text|json] [--check]   (same as edgelbd)");
+            eprintln!("usage: edgelb lab [--keep] [--requests N] [--driver afxdp|afpacket] [--blast N [--rate PPS]]\n       edgelb daemon --config FILE [--log-format text|json] [--check]   (same as edgelbd)");
             ExitCode::from(2)
         }
     }
@@ -81,6 +83,65 @@ fn serve(mut s: TcpStream, name: &str) {
     }
     let body = format!("{name} {peer}\n");
     let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+}
+
+/// Count UDP datagrams on ADDR until none came for a second (or 30 s passed); print the count.
+fn lab_udp_sink(args: &[String]) -> ExitCode {
+    let Some(addr) = args.first() else { return ExitCode::from(2) };
+    let Ok(s) = std::net::UdpSocket::bind(addr) else { return ExitCode::from(1) };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = std::io::stdout().write_all(b"ready\n");
+    let _ = std::io::stdout().flush();
+    let (mut n, mut last, start) = (0u64, None::<Instant>, Instant::now());
+    let mut buf = [0u8; 2048];
+    loop {
+        match s.recv_from(&mut buf) {
+            Ok(_) => {
+                n += 1;
+                last = Some(Instant::now());
+            }
+            Err(_) => {
+                if last.is_some_and(|l| l.elapsed() > Duration::from_secs(1))
+                    || start.elapsed() > Duration::from_secs(30)
+                {
+                    break;
+                }
+            }
+        }
+    }
+    println!("{n}");
+    ExitCode::SUCCESS
+}
+
+/// Send COUNT 64-byte UDP datagrams to ADDR from 64 source ports at RATE per second (0: as fast as one thread
+/// can); print the seconds taken.
+fn lab_udp_blast(args: &[String]) -> ExitCode {
+    let (Some(addr), Some(count)) = (args.first(), args.get(1).and_then(|c| c.parse::<u64>().ok())) else {
+        return ExitCode::from(2);
+    };
+    let rate: u64 = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(0);
+    let socks: Vec<std::net::UdpSocket> =
+        (0..64).filter_map(|_| std::net::UdpSocket::bind("198.18.0.10:0").ok()).collect();
+    if socks.is_empty() {
+        return ExitCode::from(1);
+    }
+    let payload = [0x5au8; 22]; // 14 + 20 + 8 + 22 = a 64-byte frame
+    let t = Instant::now();
+    for i in 0..count {
+        if rate > 0 && i % 64 == 0 {
+            // Pace in steps of 64 datagrams.
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            while t.elapsed() < due {
+                std::hint::spin_loop();
+            }
+        }
+        let s = &socks[(i % socks.len() as u64) as usize];
+        while s.send_to(&payload, addr).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    println!("{:.6}", t.elapsed().as_secs_f64());
+    ExitCode::SUCCESS
 }
 
 /// `COUNT` HTTP GETs, one fresh connection each; prints one line per request: `ok BODY` or `fail REASON`.
@@ -182,6 +243,10 @@ const VIPS: [(&str, &str, &str); 3] =
 
 fn lab(args: &[String]) -> ExitCode {
     let keep = args.iter().any(|a| a == "--keep");
+    let num = |flag: &str| -> u64 {
+        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let (blast, rate) = (num("--blast"), num("--rate"));
     let driver = match args.iter().position(|a| a == "--driver").and_then(|i| args.get(i + 1)).map(String::as_str) {
         None | Some("afxdp") => "afxdp",
         Some("afpacket") => "afpacket",
@@ -218,7 +283,7 @@ fn lab(args: &[String]) -> ExitCode {
         files: Vec::new(),
         keep: false,
     };
-    match run_lab(&mut lab, requests, driver, &interrupted) {
+    match run_lab(&mut lab, requests, driver, (blast, rate), &interrupted) {
         Ok(failures) => {
             if keep {
                 lab.keep = true;
@@ -244,7 +309,13 @@ fn lab(args: &[String]) -> ExitCode {
 }
 
 /// Build, run, report. Returns the number of failed requests.
-fn run_lab(lab: &mut Lab, requests: usize, driver: &str, interrupted: &AtomicBool) -> Result<usize, String> {
+fn run_lab(
+    lab: &mut Lab,
+    requests: usize,
+    driver: &str,
+    (blast, rate): (u64, u64),
+    interrupted: &AtomicBool,
+) -> Result<usize, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     println!("edgelb lab: building namespaces {}-{{cl,lb,be1,be2,be3}}", lab.prefix);
     let cl = lab.ns("cl")?;
@@ -260,7 +331,7 @@ fn run_lab(lab: &mut Lab, requests: usize, driver: &str, interrupted: &AtomicBoo
 
     let mut config = String::from("# written by edgelb lab\n");
     config +=
-        &format!("[[port]]\nname = \"lb0\"\ndriver = \"{driver}\"\naddresses = [\"198.18.0.1/24\"]\nframes = 256\n\n");
+        &format!("[[port]]\nname = \"lb0\"\ndriver = \"{driver}\"\naddresses = [\"198.18.0.1/24\"]\nframes = 2048\n\n");
     let mut backend_addrs = Vec::new();
     for (i, be) in bes.iter().enumerate() {
         let n = i + 1;
@@ -284,8 +355,9 @@ fn run_lab(lab: &mut Lab, requests: usize, driver: &str, interrupted: &AtomicBoo
         ip(be, "rule add from 198.19.0.3 table 100")?;
         ip(be, "route add 198.18.0.10/32 dev ret0 table 100")?;
         ip(be, &format!("neigh add 198.18.0.10 lladdr {} dev ret0", mac(&cl, &ret)?))?;
-        config +=
-            &format!("[[port]]\nname = \"{lbif}\"\ndriver = \"{driver}\"\naddresses = [\"{gw}/28\"]\nframes = 256\n\n");
+        config += &format!(
+            "[[port]]\nname = \"{lbif}\"\ndriver = \"{driver}\"\naddresses = [\"{gw}/28\"]\nframes = 2048\n\n"
+        );
         backend_addrs.push(addr.clone());
         let server = Command::new("ip")
             .args(["netns", "exec", be])
@@ -303,6 +375,11 @@ fn run_lab(lab: &mut Lab, requests: usize, driver: &str, interrupted: &AtomicBoo
         for a in &backend_addrs {
             config += &format!("[[service.backend]]\naddress = \"{a}\"\nport = {}\n\n", if dsr { 0 } else { 8080 });
         }
+    }
+    // A UDP VIP for --blast.
+    config += "[[service]]\nvip = \"198.19.0.4\"\nprotocol = \"udp\"\nport = 9000\nmode = \"nat\"\n\n";
+    for a in &backend_addrs {
+        config += &format!("[[service.backend]]\naddress = \"{a}\"\nport = 9000\n\n");
     }
     let cfg = std::env::temp_dir().join(format!("{}.toml", lab.prefix));
     std::fs::write(&cfg, &config).map_err(|e| format!("{}: {e}", cfg.display()))?;
@@ -384,6 +461,50 @@ fn run_lab(lab: &mut Lab, requests: usize, driver: &str, interrupted: &AtomicBoo
     }
     let secs = started.elapsed().as_secs_f64();
     println!("\n(NAT and DSR backends see the client's address 198.18.0.10; full-NAT backends see the appliance's 198.18.2.1)");
+    if blast > 0 {
+        let mut sinks = Vec::new();
+        for (i, be) in bes.iter().enumerate() {
+            let mut c = Command::new("ip")
+                .args(["netns", "exec", be])
+                .arg(&me)
+                .args(["lab-udp-sink", &format!("{}:9000", backend_addrs[i])])
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("udp sink: {e}"))?;
+            let mut line = String::new();
+            let mut out = BufReader::new(c.stdout.take().ok_or("sink stdout")?);
+            out.read_line(&mut line).map_err(|e| e.to_string())?;
+            sinks.push((c, out));
+        }
+        let secs: f64 = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &cl,
+            me.to_str().unwrap_or("edgelb"),
+            "lab-udp-blast",
+            "198.19.0.4:9000",
+            &blast.to_string(),
+            &rate.to_string(),
+        ])?
+        .trim()
+        .parse()
+        .map_err(|_| "blast output".to_string())?;
+        let mut got = 0u64;
+        for (mut c, mut out) in sinks {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            got += line.trim().parse::<u64>().unwrap_or(0);
+            let _ = c.wait();
+        }
+        println!(
+            "\nUDP blast through 198.19.0.4 (NAT, {driver}): sent {blast} 64-byte frames in {secs:.2} s ({:.0} pps offered), \
+             delivered {got} ({:.1} % loss): {:.0} pps through the appliance's one worker",
+            blast as f64 / secs,
+            100.0 * (blast.saturating_sub(got)) as f64 / blast as f64,
+            got as f64 / secs
+        );
+    }
     // Stop the daemon to read its final counters.
     let _ = Command::new("kill").args(["-TERM", &daemon_pid.to_string()]).status();
     if let Some(d) = lab.children.iter_mut().find(|c| c.id() == daemon_pid) {

@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{fence, Ordering};
 
 /// Ring and pool sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AfPacketConfig {
     /// Frames in each ring (a power of two; 2048-byte frames, 4 MB per ring at 2048 frames).
     pub frames: u32,
@@ -31,13 +31,15 @@ pub struct AfPacketConfig {
     pub fanout: Option<u16>,
     /// Bypass the kernel qdisc on transmit (`PACKET_QDISC_BYPASS`).
     pub qdisc_bypass: bool,
-    /// Largest number of buffers the pool may grow to.
+    /// Times the pool may grow by allocation when it runs dry (buffers held by other workers).
     pub max_pool: usize,
+    /// The worker's shared buffer pool; `None`: the port makes its own.
+    pub pool: Option<super::BufPool>,
 }
 
 impl Default for AfPacketConfig {
     fn default() -> Self {
-        Self { frames: 2048, fanout: None, qdisc_bypass: true, max_pool: 8192 }
+        Self { frames: 2048, fanout: None, qdisc_bypass: true, max_pool: 8192, pool: None }
     }
 }
 
@@ -79,7 +81,7 @@ pub struct AfPacketPort {
     frames: u32,
     rx_next: u32,
     tx_next: u32,
-    pool: Vec<MemBuf>,
+    pool: super::BufPool,
     max_pool: usize,
     pool_grown: u64,
     csum_completed: u64,
@@ -200,8 +202,8 @@ impl AfPacketPort {
             frames: cfg.frames,
             rx_next: 0,
             tx_next: 0,
-            pool: (0..cfg.frames as usize + 2 * super::BURST).map(|_| MemBuf::new()).collect(),
-            max_pool: cfg.max_pool.max(cfg.frames as usize + 2 * super::BURST),
+            pool: cfg.pool.clone().unwrap_or_else(|| super::buf_pool(cfg.frames as usize + 2 * super::BURST)),
+            max_pool: cfg.max_pool,
             pool_grown: 0,
             csum_completed: 0,
             stats: PortStats::default(),
@@ -363,17 +365,13 @@ impl Port for AfPacketPort {
             }
         }
         for b in pkts.drain(..sent) {
-            if self.pool.len() < self.max_pool {
-                self.pool.push(b);
-            }
+            let _ = self.pool.push(b);
         }
         sent
     }
 
     fn free(&mut self, buf: MemBuf) {
-        if self.pool.len() < self.max_pool {
-            self.pool.push(buf);
-        }
+        let _ = self.pool.push(buf);
     }
 
     fn stats(&self) -> PortStats {

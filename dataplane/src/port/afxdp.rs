@@ -23,6 +23,8 @@ pub const FRAMES: u32 = 4096;
 /// Bytes per UMEM frame.
 pub const FRAME_SIZE: u32 = 2048;
 const RING: u32 = FRAMES / 2;
+/// Buffers the pool may add by allocation when it runs dry.
+const MAX_POOL_GROWTH: u64 = 8192;
 
 /// Why a port could not be opened; each names the step.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +132,8 @@ pub struct AfXdpPort {
     fill: Ring,
     comp: Ring,
     free_tx: Vec<u64>,
-    pool: Vec<MemBuf>,
+    pool: super::BufPool,
+    pool_grown: u64,
     stats: PortStats,
     csum_completed: u64,
     _link: OwnedFd,
@@ -149,11 +152,19 @@ impl std::fmt::Debug for AfXdpPort {
 }
 
 impl AfXdpPort {
-    /// Open queue 0 of `ifname` (in the caller's network namespace) and attach the redirect program.
+    /// Open queue 0 of `ifname` (in the caller's network namespace) with a buffer pool of its own.
     ///
     /// # Errors
     /// [`AfXdpError`] naming the step that failed.
     pub fn open(ifname: &str) -> Result<Self, AfXdpError> {
+        Self::open_with_pool(ifname, super::buf_pool(RING as usize + 2 * super::BURST))
+    }
+
+    /// Open queue 0 of `ifname` sharing the worker's buffer pool, and attach the redirect program.
+    ///
+    /// # Errors
+    /// [`AfXdpError`] naming the step that failed.
+    pub fn open_with_pool(ifname: &str, pool: super::BufPool) -> Result<Self, AfXdpError> {
         let step = |step: &'static str, hint: &'static str| {
             let iface = ifname.to_string();
             move |source: io::Error| AfXdpError::Step { iface: iface.clone(), step, source, hint }
@@ -306,7 +317,8 @@ impl AfXdpPort {
             fill: empty(),
             comp: empty(),
             free_tx: (RING..FRAMES).map(|i| u64::from(i) * u64::from(FRAME_SIZE)).collect(),
-            pool: (0..RING as usize + 2 * super::BURST).map(|_| MemBuf::new()).collect(),
+            pool,
+            pool_grown: 0,
             stats: PortStats::default(),
             csum_completed: 0,
             // Placeholders until the link exists; replaced below.
@@ -436,7 +448,14 @@ impl Port for AfXdpPort {
                 let start = self.umem.wrapping_add(addr as usize);
                 // SAFETY: `addr + len` lies inside the UMEM (checked), a frame the kernel handed us on the RX ring.
                 let data = unsafe { std::slice::from_raw_parts(start, len) };
-                match self.pool.pop() {
+                let buf = self.pool.pop().or_else(|| {
+                    // Buffers held by other workers (hand-off): grow, bounded.
+                    (self.pool_grown < MAX_POOL_GROWTH).then(|| {
+                        self.pool_grown += 1;
+                        MemBuf::new()
+                    })
+                });
+                match buf {
                     Some(mut b) => {
                         b.fill(data);
                         // Frames from a local stack may carry an offload-partial checksum and no flag saying so.
@@ -498,13 +517,13 @@ impl Port for AfXdpPort {
             }
         }
         for b in pkts.drain(..sent) {
-            self.pool.push(b);
+            let _ = self.pool.push(b);
         }
         sent
     }
 
     fn free(&mut self, buf: MemBuf) {
-        self.pool.push(buf);
+        let _ = self.pool.push(buf);
     }
 
     fn stats(&self) -> PortStats {

@@ -20,6 +20,20 @@ pub const BURST: usize = 32;
 /// A burst of packets: fixed capacity, never allocates.
 pub type Burst<B> = ArrayVec<B, BURST>;
 
+/// Receive buffers shared by the kernel ports of one worker. A frame received on one port usually leaves by another,
+/// so per-port pools would drain the receiving port under one-way traffic; one pool per worker keeps buffers
+/// circulating. A lock-free ring used by one thread: its atomics are never contended.
+pub type BufPool = std::sync::Arc<crossbeam_queue::ArrayQueue<crate::packet::MemBuf>>;
+
+/// A pool of `n` empty buffers.
+pub fn buf_pool(n: usize) -> BufPool {
+    let q = crossbeam_queue::ArrayQueue::new(n.max(1));
+    for _ in 0..n {
+        let _ = q.push(crate::packet::MemBuf::new());
+    }
+    std::sync::Arc::new(q)
+}
+
 /// Port counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortStats {
