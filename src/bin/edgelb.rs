@@ -265,9 +265,20 @@ fn lab(args: &[String]) -> ExitCode {
         eprintln!("edgelb lab: needs root (it creates network namespaces); try: sudo -E cargo run --release --bin edgelb -- lab");
         return ExitCode::from(2);
     }
-    if Command::new("ip").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
-        eprintln!("edgelb lab: the `ip` command is missing: apt-get install -y iproute2");
-        return ExitCode::from(2);
+    let have_ip = || Command::new("ip").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
+    if !have_ip() {
+        // The lab needs only the Rust toolchain and root: bring iproute2 on Debian if it is missing.
+        println!("edgelb lab: installing iproute2 (the `ip` command)");
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "iproute2"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        if !have_ip() {
+            eprintln!(
+                "edgelb lab: the `ip` command is missing and could not be installed: apt-get install -y iproute2"
+            );
+            return ExitCode::from(2);
+        }
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -300,6 +311,10 @@ fn lab(args: &[String]) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+        Err(_) if interrupted.load(Ordering::Relaxed) => {
+            eprintln!("edgelb lab: interrupted; everything the lab created is being removed");
+            ExitCode::from(130)
         }
         Err(e) => {
             eprintln!("edgelb lab: {e}");
