@@ -563,12 +563,12 @@ mod tests {
     #[test]
     fn resolves_wanted_next_hops_and_announces_vips() {
         let mut s = slow();
-        s.set_wanted(vec!["198.18.2.10".parse().unwrap(), "203.0.113.1".parse().unwrap()]);
+        s.set_wanted(vec!["198.18.2.10".parse().unwrap(), "198.19.200.1".parse().unwrap()]);
         let mut out = Vec::new();
         let t0 = Instant::now();
         s.poll(t0, &mut |p, f| out.push((p, f.to_vec())));
         let reqs: Vec<_> = out.iter().filter(|(_, f)| f[12..14] == [8, 6]).collect();
-        assert_eq!(reqs.len(), 1, "one request, for the on-link backend only");
+        assert_eq!(reqs.len(), 1, "one request, for the on-link backend only (198.19.200.1 is on no port subnet)");
         let a = ArpPacket::new_checked(&reqs[0].1[14..]).unwrap();
         assert_eq!((a.operation(), a.target_ip(), a.sender_ip()), (OP_REQUEST, [198, 18, 2, 10], [198, 18, 2, 1]));
         out.clear();

@@ -2,7 +2,13 @@
 //! test fails). Addresses inside them come from 198.18.0.0/15 and 2001:db8::/32 only.
 #![allow(dead_code)]
 
+use edgelb_dataplane::packet::{MemBuf, PacketBuf};
+use edgelb_dataplane::port::{Burst, Port};
+use edgelb_dataplane::wire::ethernet::{ethertype, parse_l2};
+use edgelb_dataplane::wire::ipv4::Ipv4Packet;
+use edgelb_dataplane::wire::proto;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Fail with a clear message unless running as root (namespaces need CAP_SYS_ADMIN; CI runs as root).
 pub fn require_root() {
@@ -88,4 +94,33 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     })
     .join()
     .expect("namespace thread panicked")
+}
+
+/// Receive until `want` UDP datagrams to `dport` arrived or 5 s passed; returns (count, VLAN IDs seen).
+pub fn receive<P: Port<Buf = MemBuf>>(port: &mut P, dport: u16, want: usize) -> (usize, Vec<Option<u16>>) {
+    let mut got = 0;
+    let mut vlans = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut burst = Burst::new();
+    while got < want && Instant::now() < deadline {
+        if port.rx_burst(&mut burst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for b in burst.drain(..) {
+            let d = b.data();
+            if let Ok(l2) = parse_l2(d) {
+                if l2.ethertype == ethertype::IPV4 {
+                    if let Ok(ip) = Ipv4Packet::new_checked(&d[l2.l3_offset..]) {
+                        let p = ip.payload();
+                        if ip.protocol() == proto::UDP && p.len() >= 4 && u16::from_be_bytes([p[2], p[3]]) == dport {
+                            got += 1;
+                            vlans.push(l2.inner_vid());
+                        }
+                    }
+                }
+            }
+            port.free(b);
+        }
+    }
+    (got, vlans)
 }
