@@ -4,14 +4,13 @@
 
 mod common;
 
-use common::{in_netns, receive, require_root, Lab};
+use common::{in_netns, receive, require_root, transmit_to_kernel, Lab};
 use edgelb_dataplane::packet::MemBuf;
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::port::{Burst, Port};
 use edgelb_dataplane::wire::build::{frame, Segment};
 use edgelb_dataplane::wire::proto;
 use std::net::UdpSocket;
-use std::time::Duration;
 
 #[test]
 fn afpacket_port_receives_and_transmits_on_veth() {
@@ -68,27 +67,7 @@ fn afpacket_port_receives_and_transmits_on_veth() {
     assert!(vlans.iter().all(|v| *v == Some(100)), "{vlans:?}");
 
     // Transmit: a frame built here, delivered to a kernel socket in `a`.
-    let rx = in_netns(&a, || UdpSocket::bind("198.18.0.1:7777").unwrap());
-    rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut buf = [0u8; 128];
-    let seg = Segment {
-        src: "198.18.0.2".parse().unwrap(),
-        dst: "198.18.0.1".parse().unwrap(),
-        proto: proto::UDP,
-        sport: 5000,
-        dport: 7777,
-        tcp_flags: 0,
-        payload: b"from the port",
-        ttl: 64,
-    };
-    let n = frame(&mut buf, va_mac, vb_mac, &seg).unwrap();
-    let mut out: Burst<MemBuf> = Burst::new();
-    out.push(MemBuf::from_slice(&buf[..n]));
-    assert_eq!(port.tx_burst(&mut out), 1);
-    let mut got = [0u8; 64];
-    let (len, from) = rx.recv_from(&mut got).expect("the transmitted frame reached the kernel socket");
-    assert_eq!(&got[..len], b"from the port");
-    assert_eq!(from, "198.18.0.2:5000".parse().unwrap());
+    transmit_to_kernel(&mut port, &a, va_mac, vb_mac);
     let s = port.stats();
     assert_eq!(s.tx_packets, 1);
     assert!(s.rx_packets >= 320);

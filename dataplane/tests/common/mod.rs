@@ -4,9 +4,11 @@
 
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::port::{Burst, Port};
+use edgelb_dataplane::wire::build::{frame, Segment};
 use edgelb_dataplane::wire::ethernet::{ethertype, parse_l2};
 use edgelb_dataplane::wire::ipv4::Ipv4Packet;
 use edgelb_dataplane::wire::proto;
+use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -123,4 +125,30 @@ pub fn receive<P: Port<Buf = MemBuf>>(port: &mut P, dport: u16, want: usize) -> 
         }
     }
     (got, vlans)
+}
+
+/// Transmit one UDP frame from 198.18.0.2:5000 (`port_mac`, the port's side) to 198.18.0.1:7777 (`peer_mac`, a
+/// kernel socket in namespace `peer_ns`) and check the socket receives its payload and source.
+pub fn transmit_to_kernel<P: Port<Buf = MemBuf>>(port: &mut P, peer_ns: &str, peer_mac: [u8; 6], port_mac: [u8; 6]) {
+    let rx = in_netns(peer_ns, || UdpSocket::bind("198.18.0.1:7777").unwrap());
+    rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 128];
+    let seg = Segment {
+        src: "198.18.0.2".parse().unwrap(),
+        dst: "198.18.0.1".parse().unwrap(),
+        proto: proto::UDP,
+        sport: 5000,
+        dport: 7777,
+        tcp_flags: 0,
+        payload: b"from the port",
+        ttl: 64,
+    };
+    let n = frame(&mut buf, peer_mac, port_mac, &seg).unwrap();
+    let mut out: Burst<MemBuf> = Burst::new();
+    out.push(MemBuf::from_slice(&buf[..n]));
+    assert_eq!(port.tx_burst(&mut out), 1);
+    let mut got = [0u8; 64];
+    let (len, from) = rx.recv_from(&mut got).expect("the transmitted frame reached the kernel socket");
+    assert_eq!(&got[..len], b"from the port");
+    assert_eq!(from, "198.18.0.2:5000".parse().unwrap());
 }
