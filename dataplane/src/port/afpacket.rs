@@ -351,18 +351,8 @@ impl Port for AfPacketPort {
             self.stats.tx_bytes += len as u64;
             sent += 1;
         }
-        if sent > 0 {
-            // SAFETY: a zero-length non-blocking send asks the kernel to transmit the queued slots; no buffer is passed.
-            let r = unsafe {
-                libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
-            };
-            if r < 0 {
-                let e = last_err();
-                // EAGAIN / ENOBUFS: the slots stay queued and go with the next kick.
-                if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS)) {
-                    self.stats.tx_dropped += 1;
-                }
-            }
+        if sent > 0 && !super::kick_tx(self.fd.as_raw_fd()) {
+            self.stats.tx_dropped += 1;
         }
         for b in pkts.drain(..sent) {
             let _ = self.pool.push(b);

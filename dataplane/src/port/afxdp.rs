@@ -505,15 +505,8 @@ impl Port for AfXdpPort {
         }
         if sent > 0 {
             self.tx.prod().store(prod, Ordering::Release);
-            // SAFETY: a zero-length non-blocking send asks the kernel to transmit the queued descriptors.
-            let r = unsafe {
-                libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)) {
-                    self.stats.tx_dropped += 1;
-                }
+            if !super::kick_tx(self.fd.as_raw_fd()) {
+                self.stats.tx_dropped += 1;
             }
         }
         for b in pkts.drain(..sent) {

@@ -74,3 +74,17 @@ pub trait Port: Send {
     /// A name for logs.
     fn name(&self) -> &str;
 }
+
+/// Ask the kernel to transmit what a ring port (AF_PACKET TX ring, AF_XDP TX queue) has queued: a zero-length
+/// non-blocking send on its socket. `false` only on a hard error; EAGAIN, EBUSY and ENOBUFS mean the queued slots
+/// stay and go with the next kick.
+#[allow(unsafe_code)]
+pub(crate) fn kick_tx(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: a zero-length non-blocking send on a socket the caller owns; no buffer or address is passed.
+    let r = unsafe { libc::sendto(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+    r >= 0
+        || matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)
+        )
+}
