@@ -414,30 +414,30 @@ mod tests {
     const PORT_MAC: Mac = [2, 0, 0, 0, 1, 0];
     const HOST_MAC: Mac = [2, 0, 0, 0, 0, 7];
 
-    fn slow() -> SlowPath {
+    /// A slow path for one NAT service `vip` (backend `backend`) on port 0, which holds the two `addrs`.
+    fn slow_with(vip: &str, backend: &str, addrs: [(&str, u8); 2]) -> SlowPath {
         let model = Model {
             services: vec![ServiceSpec::new(
-                "198.19.0.1".parse().unwrap(),
+                vip.parse().unwrap(),
                 Protocol::Tcp,
                 Some(80),
                 Mode::Nat,
-                vec![BackendSpec {
-                    addr: "198.18.2.10".parse().unwrap(),
-                    port: 80,
-                    weight: 1,
-                    state: BackendState::Active,
-                }],
+                vec![BackendSpec { addr: backend.parse().unwrap(), port: 80, weight: 1, state: BackendState::Active }],
             )],
             interfaces: vec![InterfaceSpec {
                 port: 0,
                 mac: PORT_MAC,
-                addrs: vec![("198.18.0.1".parse().unwrap(), 24), ("198.18.2.1".parse().unwrap(), 24)],
+                addrs: addrs.iter().map(|(a, l)| (a.parse().unwrap(), *l)).collect(),
                 mtu: 1500,
             }],
             ..Model::default()
         };
         let (cfg, _) = ConfigBuilder::new().build(&model).unwrap();
         SlowPath::new(&cfg)
+    }
+
+    fn slow() -> SlowPath {
+        slow_with("198.19.0.1", "198.18.2.10", [("198.18.0.1", 24), ("198.18.2.1", 24)])
     }
 
     fn collect(s: &mut SlowPath, frame: &[u8]) -> Vec<Vec<u8>> {
@@ -501,29 +501,7 @@ mod tests {
 
     #[test]
     fn answers_ndp_for_ipv6_vips_and_learns() {
-        let model = Model {
-            services: vec![ServiceSpec::new(
-                "2001:db8:100::1".parse().unwrap(),
-                Protocol::Tcp,
-                Some(80),
-                Mode::Nat,
-                vec![BackendSpec {
-                    addr: "2001:db8:2::10".parse().unwrap(),
-                    port: 80,
-                    weight: 1,
-                    state: BackendState::Active,
-                }],
-            )],
-            interfaces: vec![InterfaceSpec {
-                port: 0,
-                mac: PORT_MAC,
-                addrs: vec![("2001:db8:1::1".parse().unwrap(), 64), ("2001:db8:2::1".parse().unwrap(), 64)],
-                mtu: 1500,
-            }],
-            ..Model::default()
-        };
-        let (cfg, _) = ConfigBuilder::new().build(&model).unwrap();
-        let mut s = SlowPath::new(&cfg);
+        let mut s = slow_with("2001:db8:100::1", "2001:db8:2::10", [("2001:db8:1::1", 64), ("2001:db8:2::1", 64)]);
         let host: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
         let vip: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
         // A neighbour solicitation for the VIP, with the host's source link-layer option.
