@@ -16,13 +16,7 @@ use std::net::UdpSocket;
 fn afpacket_port_receives_and_transmits_on_veth() {
     require_root();
     let mut lab = Lab::new("afp");
-    let a = lab.ns("a");
-    let b = lab.ns("b");
-    lab.veth(&a, "va", &b, "vb");
-    lab.ip(&a, "addr add 198.18.0.1/24 dev va");
-    let (va_mac, vb_mac) = (lab.mac(&a, "va"), lab.mac(&b, "vb"));
-    let vb_str = vb_mac.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":");
-    lab.ip(&a, &format!("neigh add 198.18.0.2 lladdr {vb_str} dev va"));
+    let (a, b, va_mac, vb_mac) = lab.port_peer();
 
     let bname = b.clone();
     let mut port =

@@ -28,10 +28,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
-}
-
 /// A TCP server in namespace `ns` on `addr` answering each connection with "<name> <client address>\n", until `stop`.
 fn server(ns: &str, addr: &'static str, name: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
     let listener = in_netns(ns, move || TcpListener::bind(addr).unwrap());
@@ -119,13 +115,13 @@ where
     let (cl0, b1, b2) = (lab.mac(&cl, "cl0"), lab.mac(&be1, "be0"), lab.mac(&be2, "be0"));
     lab.ip(&cl, "addr add 198.18.0.10/24 dev cl0");
     lab.ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0");
-    lab.ip(&cl, &format!("neigh add 198.18.0.1 lladdr {} dev cl0", mac_str(lb0)));
+    lab.neigh(&cl, "198.18.0.1", "cl0", lb0);
     for (ns, addr, gw, mac) in
         [(&be1, "198.18.2.10/28", "198.18.2.1", lb1), (&be2, "198.18.2.20/28", "198.18.2.17", lb2)]
     {
         lab.ip(ns, &format!("addr add {addr} dev be0"));
         lab.ip(ns, &format!("route add default via {gw} dev be0"));
-        lab.ip(ns, &format!("neigh add {gw} lladdr {} dev be0", mac_str(mac)));
+        lab.neigh(ns, gw, "be0", mac);
     }
 
     let dsr = mode == Mode::DsrL2;
@@ -142,7 +138,7 @@ where
             lab.sysctl(ns, "net.ipv4.conf.all.arp_ignore", "1");
             lab.sysctl(ns, "net.ipv4.conf.all.arp_announce", "2");
             lab.ip(ns, "route add 198.18.0.10/32 dev ret0");
-            lab.ip(ns, &format!("neigh add 198.18.0.10 lladdr {} dev ret0", mac_str(c_mac)));
+            lab.neigh(ns, "198.18.0.10", "ret0", c_mac);
         }
     }
     let vip: IpAddr = "198.19.0.1".parse().unwrap();

@@ -66,6 +66,25 @@ impl Lab {
         run(&["ip", "netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")]);
     }
 
+    /// A static neighbour entry in `ns`: `addr` is at `mac` on `dev`.
+    pub fn neigh(&self, ns: &str, addr: &str, dev: &str, mac: [u8; 6]) {
+        let m = mac.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":");
+        self.ip(ns, &format!("neigh add {addr} lladdr {m} dev {dev}"));
+    }
+
+    /// The kernel-port tests' set-up: namespace `a` holds `va` (198.18.0.1/24, with 198.18.0.2 a static neighbour
+    /// at `vb`'s MAC), its veth peer `vb` in namespace `b` is where the port under test opens.
+    /// Returns (a, b, MAC of va, MAC of vb).
+    pub fn port_peer(&mut self) -> (String, String, [u8; 6], [u8; 6]) {
+        let a = self.ns("a");
+        let b = self.ns("b");
+        self.veth(&a, "va", &b, "vb");
+        self.ip(&a, "addr add 198.18.0.1/24 dev va");
+        let (va_mac, vb_mac) = (self.mac(&a, "va"), self.mac(&b, "vb"));
+        self.neigh(&a, "198.18.0.2", "va", vb_mac);
+        (a, b, va_mac, vb_mac)
+    }
+
     /// MAC address of an interface in a namespace.
     pub fn mac(&self, ns: &str, ifname: &str) -> [u8; 6] {
         let s = run(&["ip", "netns", "exec", ns, "cat", &format!("/sys/class/net/{ifname}/address")]);
