@@ -618,7 +618,8 @@ impl Pipeline {
         if p.has_ports() && p.l4.is_some() && self.is_snat(cfg, p) {
             return snat_owner(cfg, self.nworkers, p.dport);
         }
-        if cfg.is_vip(&p.dst) {
+        // Parse-time class: a later fragment may be reclassified from Service to VipAddress, never across NotVip.
+        if p.class != Classified::NotVip {
             if p.is_icmp() && is_icmp_error(p) {
                 if let Some(e) = p.l4.and_then(|o| embedded(data, o + 8, p.end, p.v4)) {
                     return by_addr(&e.dst);
@@ -1031,7 +1032,8 @@ impl Pipeline {
         encap: Encap,
         nh: &crate::config::NextHop,
     ) -> PResult<()> {
-        let h = p.tuple_hash();
+        // `p.hash` is the 5-tuple hash once known (0 for traffic without ports).
+        let h = if p.hash != 0 { p.hash } else { p.tuple_hash() };
         let src = tunnel_src(cfg, p.v4, h).ok_or(DropReason::NoRoute)?;
         if !tunnel::encapsulate(pkt, p.l3, p.v4, encap, p.addr(&src), p.addr(&b.addr), h) {
             return Err(DropReason::NoHeadroom);
@@ -1083,7 +1085,8 @@ impl Pipeline {
             Mode::Ipip | Mode::Gue => {
                 let encap = if svc.mode == Mode::Ipip { Encap::Ipip } else { Encap::Gue(svc.gue_port) };
                 nat::decrement_ttl(pkt.data_mut(), p.l3, p.v4);
-                let flow = Pkt { src: e.dst, dst: e.src, sport: e.dport, dport: e.sport, proto: e.proto, ..*p };
+                let flow =
+                    Pkt { src: e.dst, dst: e.src, sport: e.dport, dport: e.sport, proto: e.proto, hash: 0, ..*p };
                 self.encap_to(cfg, pkt, &flow, b, encap, &nh)?;
             }
             Mode::Nat | Mode::FullNat => {
