@@ -954,10 +954,7 @@ impl Pipeline {
                     return Ok(e.value);
                 }
             }
-            let idx = svc
-                .maglev
-                .lookup(fmix64(u64::from_le_bytes(p.src[8..16].try_into().unwrap_or([0; 8])) ^ u64::from(svc.id)))
-                .ok_or(DropReason::NoBackend)?;
+            let idx = svc.maglev.lookup(affinity_hash(&p.src, svc.id)).ok_or(DropReason::NoBackend)?;
             let bid = svc.maglev_ids[idx];
             let e = Entry::new(now.wrapping_add(svc.affinity_ms), bid, 0, 1, 0);
             let _ = self.affinity.insert(k, ah, now, e, |_| true);
@@ -1177,32 +1174,32 @@ impl Pipeline {
         let (s, d) = (crate::config::addr16(src), crate::config::addr16(dst));
         let si = cfg.service_for(&d, proto, dport)?;
         let svc = &cfg.services[si as usize];
-        let tracked = if src.is_ipv4() {
+        let (tracked, h) = if src.is_ipv4() {
             let k = KeyV4::make(&s, &d, sport, dport, proto);
-            self.ct.v4.peek(&k, now).map(|e| e.value)
+            (self.ct.v4.peek(&k, now).map(|e| e.value), k.hash())
         } else {
             let k = KeyV6::make(&s, &d, sport, dport, proto);
-            self.ct.v6.peek(&k, now).map(|e| e.value)
+            (self.ct.v6.peek(&k, now).map(|e| e.value), k.hash())
         };
         if let Some(b) = tracked {
             return Some(FlowQuery { backend: b, tracked: true });
         }
-        let h = if src.is_ipv4() {
-            KeyV4::make(&s, &d, sport, dport, proto).hash()
-        } else {
-            KeyV6::make(&s, &d, sport, dport, proto).hash()
-        };
         let idx = if svc.affinity_ms > 0 {
             let k = AffinityKey { client: s, service: svc.id };
             if let Some(e) = self.affinity.peek(&k, now) {
                 return Some(FlowQuery { backend: e.value, tracked: false });
             }
-            svc.maglev.lookup(fmix64(u64::from_le_bytes(s[8..16].try_into().unwrap_or([0; 8])) ^ u64::from(svc.id)))?
+            svc.maglev.lookup(affinity_hash(&s, svc.id))?
         } else {
             svc.maglev.lookup(h)?
         };
         Some(FlowQuery { backend: svc.maglev_ids[idx], tracked: false })
     }
+}
+
+/// The Maglev hash of a client address for a service with source affinity: every flow of the client picks alike.
+fn affinity_hash(client: &[u8; 16], service: u32) -> u64 {
+    fmix64(u64::from_le_bytes(client[8..16].try_into().unwrap_or([0; 8])) ^ u64::from(service))
 }
 
 /// The worker (of `nworkers`) that owns the flows of a client address (16-byte form): the rule the pipeline's
