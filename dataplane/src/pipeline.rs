@@ -1129,11 +1129,11 @@ impl Pipeline {
     ) -> Option<PResult<Verdict>> {
         let rh = if p.hash != 0 { p.hash } else { K::make(&p.src, &p.dst, p.sport, p.dport, p.proto).hash() };
         let table = K::table(&mut self.ct);
-        let slot = table.lookup_reverse(rh, now, |f| reply_matches(cfg, f, &p.src, &p.dst, p.sport, p.dport, p.v4))?;
+        let (slot, f) =
+            table.lookup_reverse(rh, now, |f| reply_matches(cfg, f, &p.src, &p.dst, p.sport, p.dport, p.v4))?;
         if p.ttl <= 1 {
             return Some(Err(DropReason::TtlExpired));
         }
-        let f = table.get(slot)?;
         let fullnat = f.flags & F_FULLNAT != 0;
         let state = if p.proto == proto::TCP {
             if p.tcp_flags & (tcpf::RST | tcpf::FIN) != 0 {

@@ -605,9 +605,9 @@ impl<K: FlowKey> FlowTable<K> {
         None
     }
 
-    /// The slot of the live entry indexed under reply hash `rh` that `verify` accepts.
+    /// The slot and entry of the live entry indexed under reply hash `rh` that `verify` accepts.
     #[inline]
-    pub fn lookup_reverse(&self, rh: u64, now: u32, verify: impl Fn(&Entry<K>) -> bool) -> Option<u32> {
+    pub fn lookup_reverse(&self, rh: u64, now: u32, verify: impl Fn(&Entry<K>) -> bool) -> Option<(u32, Entry<K>)> {
         let rev = self.rev.as_ref()?;
         let fp = fp_of(rh);
         let r1 = self.rev_bucket(rh);
@@ -623,12 +623,12 @@ impl<K: FlowKey> FlowTable<K> {
                 let (Some(m), Some(b)) = (self.meta.as_slice().get(bi), self.buckets.as_slice().get(bi)) else {
                     continue;
                 };
-                if m.sig[w] != 0
-                    && b.slots[w].rev == (ri * WAYS + rw) as u32
-                    && live(m.expires[w], now)
-                    && verify(&self.entry_at(bi, w))
-                {
-                    return Some(slot);
+                if m.sig[w] == 0 || b.slots[w].rev != (ri * WAYS + rw) as u32 || !live(m.expires[w], now) {
+                    continue;
+                }
+                let e = self.entry_at(bi, w);
+                if verify(&e) {
+                    return Some((slot, e));
                 }
             }
             if r2 == r1 {
@@ -749,7 +749,7 @@ mod tests {
         let (slot, _) = t.insert(k, k.hash(), 0, e(EST, 100, 9), half_open).unwrap();
         let rh = 0xdead_beef_1234_5678;
         t.link_reverse(slot, rh).unwrap();
-        assert_eq!(t.lookup_reverse(rh, 10, |x| x.value == 9), Some(slot));
+        assert_eq!(t.lookup_reverse(rh, 10, |x| x.value == 9).map(|(s, _)| s), Some(slot));
         assert_eq!(t.lookup_reverse(rh, 10, |x| x.value == 8), None, "verification is the caller's");
         assert_eq!(t.lookup_reverse(rh ^ 1 << 40, 10, |_| true), None);
         // Expiry through lookup unlinks the index slot.
@@ -877,7 +877,7 @@ mod fill {
             let Lookup::Hit(slot, e) = t.lookup(&k, k.hash(), 1) else { panic!("{i} lost") };
             let e = &e;
             assert_eq!(e.value, i as u32);
-            assert_eq!(t.lookup_reverse(!k.hash(), 1, |e| e.value == i as u32), Some(slot));
+            assert_eq!(t.lookup_reverse(!k.hash(), 1, |e| e.value == i as u32).map(|(s, _)| s), Some(slot));
         }
     }
 }
