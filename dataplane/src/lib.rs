@@ -2,8 +2,8 @@
 //!
 //! Layout: [`wire`] header views; [`lb`] Maglev, connection tracking and the service snapshot; [`forward`]
 //! rewrite actions; [`pipeline`] one packet's fate; [`port`] the `Port` trait and its backends; [`worker`] one
-//! pinned core. Unsafe code is confined to [`mem`] (huge-page backed tables, prefetch) and [`port::afpacket`] (packet-socket
-//! rings); everything else is safe Rust.
+//! pinned core. Unsafe code is confined to [`mem`] (huge-page backed tables, prefetch), [`port::afpacket`] and
+//! [`port::afxdp`] (kernel rings) and `port::dpdk` (the DPDK boundary); everything else is safe Rust.
 #![deny(unsafe_code)]
 
 pub mod config;

@@ -150,6 +150,10 @@ where
                 .name(format!("edgelb-w{}", s.worker))
                 .spawn(move || {
                     let pinned = s.core.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
+                    let mut s = s;
+                    for p in &mut s.ports {
+                        p.on_worker_thread();
+                    }
                     let mut w = Worker::new(s.worker, n, s.sizes, s.ports, inboxes, slow, st);
                     w.core = pinned;
                     w.inject = inject;

@@ -2,11 +2,13 @@
 //!
 //! Backends: [`mem`] (in-memory ring pair, for tests, the benchmark harness and in-process wiring), [`pcap`] (read a
 //! capture, write one), [`afpacket`] (Linux packet socket with mapped rings), [`afxdp`] (XDP socket, copy mode), and
-//! [`any`] to mix them. DPDK implements the same trait in a later module.
+//! [`any`] to mix them, and [`dpdk`] (feature `dpdk`: SR-IOV VFs and DPDK vdevs).
 
 pub mod afpacket;
 pub mod afxdp;
 pub mod any;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod mem;
 pub mod offload;
 pub mod pcap;
@@ -73,6 +75,10 @@ pub trait Port: Send {
 
     /// A name for logs.
     fn name(&self) -> &str;
+
+    /// Called once on the worker's own thread, after pinning and before the first burst (DPDK registers the thread
+    /// with EAL here).
+    fn on_worker_thread(&mut self) {}
 }
 
 /// Ask the kernel to transmit what a ring port (AF_PACKET TX ring, AF_XDP TX queue) has queued: a zero-length
