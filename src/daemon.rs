@@ -18,7 +18,7 @@ use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::port::afxdp::AfXdpPort;
 use edgelb_dataplane::port::any::AnyPort;
-use edgelb_dataplane::port::{buf_pool, BURST};
+use edgelb_dataplane::port::{buf_pool, Port, BURST};
 use edgelb_dataplane::slowpath::SlowPath;
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -69,10 +69,10 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
     Ok(Args { config: config.ok_or("--config FILE is required")?, json, check, drain_timeout })
 }
 
-/// Fill in MACs the file left out from the interfaces themselves.
+/// Fill in MACs the file left out (and nothing else set) from the kernel interfaces themselves.
 fn resolve_macs(l: &mut Loaded) -> Result<(), String> {
     for (i, p) in l.ports.iter().enumerate() {
-        if p.mac.is_some() {
+        if p.mac.is_some() || l.model.interfaces[i].mac != [0; 6] {
             continue;
         }
         let path = format!("/sys/class/net/{}/address", p.name);
@@ -127,17 +127,15 @@ pub fn run(args: Vec<String>) -> ExitCode {
         eprintln!("edgelbd: {e}");
         return ExitCode::from(2);
     }
-    let mut builder = ConfigBuilder::new();
-    let cfg = match build(&mut builder, &loaded.model) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("edgelbd: {}: {e}", args.config.display());
-            return ExitCode::from(2);
-        }
-    };
-    let handle = ConfigHandle::new(cfg);
     let cores: Vec<Option<usize>> =
         if loaded.cores.is_empty() { vec![None] } else { loaded.cores.iter().map(|&c| Some(c)).collect() };
+    if loaded.ports.iter().any(|p| p.driver == Driver::Dpdk) {
+        return run_dpdk(&args, loaded, &cores);
+    }
+    if let Err(e) = resolve_macs(&mut loaded) {
+        eprintln!("edgelbd: {e}");
+        return ExitCode::from(2);
+    }
     let nworkers = cores.len();
     let mut setups = Vec::new();
     for (w, core) in cores.iter().enumerate() {
@@ -155,6 +153,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
                 Driver::Afxdp => {
                     AfXdpPort::open_with_pool(&p.name, pool.clone()).map(AnyPort::AfXdp).map_err(|e| e.to_string())
                 }
+                Driver::Dpdk => Err("dpdk ports are opened apart".to_string()),
             };
             match opened {
                 Ok(port) => ports.push(port),
@@ -166,6 +165,125 @@ pub fn run(args: Vec<String>) -> ExitCode {
         }
         setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: TableSizes::default() });
     }
+    serve(&args, loaded, setups, |f: &[u8]| Some(MemBuf::from_slice(f)))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(args: &Args, _loaded: Loaded, _cores: &[Option<usize>]) -> ExitCode {
+    eprintln!(
+        "edgelbd: {}: a port has driver = \"dpdk\", but this edgelbd was built without DPDK \
+         (cargo build --release --features dpdk, with libdpdk-dev installed)",
+        args.config.display()
+    );
+    ExitCode::from(2)
+}
+
+/// Open EAL and the DPDK ports (one RX/TX queue pair per worker on each), take their MACs, and serve.
+#[cfg(feature = "dpdk")]
+fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCode {
+    use edgelb_dataplane::port::dpdk::{DeviceConfig, DpdkDevice, Eal, EalConfig, Mempool};
+    let d = &loaded.dpdk;
+    let eal_cfg = EalConfig {
+        pci_allow: loaded.ports.iter().filter_map(|p| p.pci.clone()).collect(),
+        vdevs: loaded.ports.iter().filter_map(|p| p.vdev.clone()).collect(),
+        no_huge: d.no_huge,
+        memory_mb: d.memory_mb,
+        huge_dir: d.huge_dir.clone(),
+        log_levels: if d.log_levels.is_empty() { vec!["error".into()] } else { d.log_levels.clone() },
+        extra: d.eal_args.clone(),
+    };
+    let eal = match Eal::init(&eal_cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(args = ?eal_cfg.args(), "{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let workers = cores.len() as u32;
+    let pool = match Mempool::create(eal, d.mbufs.saturating_mul(workers), 256, None) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut devices = Vec::new();
+    for (i, p) in loaded.ports.iter().enumerate() {
+        let name = p.dpdk_name().unwrap_or(&p.name);
+        let kernel_backed =
+            p.vdev.as_deref().is_some_and(|v| v.starts_with("net_af_xdp") || v.starts_with("net_af_packet"));
+        let cfg = DeviceConfig {
+            queues: workers as u16,
+            rx_desc: p.frames.min(4096) as u16,
+            tx_desc: p.frames.min(4096) as u16,
+            mtu: Some(p.mtu),
+            promiscuous: true,
+            complete_partial_checksums: kernel_backed,
+        };
+        match DpdkDevice::open(eal, name, pool, &cfg) {
+            Ok(dev) => {
+                if p.mac.is_none() {
+                    loaded.model.interfaces[i].mac = dev.mac();
+                }
+                let link = dev.link();
+                info!(port = i, name = %p.name, ethdev = dev.name(), link_up = link.up, speed_mbps = link.speed_mbps, "dpdk port started");
+                devices.push(dev);
+            }
+            Err(e) => {
+                error!(port = %p.name, "cannot open DPDK port: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    // What the drivers took for their receive rings at start; at exit the pool must be back to at least this.
+    let ready = pool.avail();
+    info!(mbufs_free = ready, mbufs = pool.size(), "dpdk pool ready");
+    let mut setups = Vec::new();
+    for (w, core) in cores.iter().enumerate() {
+        let ports = devices.iter().filter_map(|d| d.queue(w as u16)).collect();
+        setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: TableSizes::default() });
+    }
+    let code = serve(args, loaded, setups, move |f: &[u8]| pool.alloc_from(f));
+    for d in &devices {
+        let s = d.stats();
+        info!(
+            ethdev = d.name(),
+            rx = s.rx_packets,
+            tx = s.tx_packets,
+            rx_missed = s.rx_missed,
+            rx_nombuf = s.rx_nombuf,
+            rx_errors = s.rx_errors,
+            tx_errors = s.tx_errors,
+            "dpdk port stopped"
+        );
+    }
+    drop(devices);
+    let free = pool.avail();
+    if free < ready {
+        warn!(mbufs_free = free, at_start = ready, "dpdk pool: {} mbufs not returned", ready - free);
+    }
+    info!(mbufs_free = free, at_start = ready, mbufs = pool.size(), "dpdk pool at exit");
+    code
+}
+
+/// Build the first snapshot, start the workers, and run the slow path, reloads and drain until stopped. `make_buf`
+/// turns a slow-path frame into a buffer of the ports' kind (`None`: out of buffers, counted).
+fn serve<P, F>(args: &Args, mut loaded: Loaded, setups: Vec<WorkerSetup<P>>, make_buf: F) -> ExitCode
+where
+    P: Port + 'static,
+    P::Buf: 'static,
+    F: Fn(&[u8]) -> Option<P::Buf>,
+{
+    let mut builder = ConfigBuilder::new();
+    let cfg = match build(&mut builder, &loaded.model) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgelbd: {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let handle = ConfigHandle::new(cfg);
+    let nworkers = setups.len();
     for (i, p) in loaded.ports.iter().enumerate() {
         let mac = loaded.model.interfaces[i].mac;
         info!(port = i, interface = %p.name, driver = ?p.driver, mac = %mac.map(|b| format!("{b:02x}")).join(":"), "port open");
@@ -185,10 +303,13 @@ pub fn run(args: Vec<String>) -> ExitCode {
     slow.set_wanted(wanted(&loaded.model));
     let inject = workers.inject.clone();
     let mut inject_full = 0u64;
-    let mut emit = |port: u16, frame: &[u8]| {
-        if inject.push((port, MemBuf::from_slice(frame))).is_err() {
-            inject_full += 1;
+    let mut emit = |port: u16, frame: &[u8]| match make_buf(frame) {
+        Some(b) => {
+            if inject.push((port, b)).is_err() {
+                inject_full += 1;
+            }
         }
+        None => inject_full += 1,
     };
     slow.announce(&mut emit);
     let mut learned: HashMap<IpAddr, [u8; 6]> = HashMap::new();
@@ -235,7 +356,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         for sig in signals.pending() {
             match sig {
                 SIGHUP => {
-                    if reload(&args, &mut loaded, &mut builder, &handle, &learned) {
+                    if reload(args, &mut loaded, &mut builder, &handle, &learned) {
                         slow.update(&handle.load());
                         slow.set_wanted(wanted(&loaded.model));
                         slow.announce(&mut emit);
@@ -319,6 +440,14 @@ fn reload(
         Ok(mut new) => {
             if new.ports != loaded.ports || new.cores != loaded.cores {
                 warn!("port or worker changes need a restart; applying services and neighbours only");
+            }
+            // A port that stays keeps the MAC read when it was opened (a DPDK port's comes from the device).
+            for (i, p) in new.ports.iter().enumerate() {
+                if let (Some(old), Some(oi)) = (loaded.ports.get(i), loaded.model.interfaces.get(i)) {
+                    if p.mac.is_none() && old.name == p.name {
+                        new.model.interfaces[i].mac = oi.mac;
+                    }
+                }
             }
             if let Err(e) = resolve_macs(&mut new) {
                 error!("reload rejected, keeping the running config: {e}");

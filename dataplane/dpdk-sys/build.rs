@@ -59,7 +59,7 @@ fn main() {
         .allowlist_function("rte_pktmbuf_pool_create")
         .allowlist_function("rte_pktmbuf_free_bulk")
         .allowlist_function("rte_mempool_(free|avail_count|in_use_count|lookup)")
-        .allowlist_function("rte_eth_(dev_.*|rx_queue_setup|tx_queue_setup|promiscuous_.*|macaddr_get|link_get_nowait|stats_get|stats_reset|xstats_get|xstats_get_names|from_rings|find_next_owned_by|dev_count_avail)")
+        .allowlist_function("rte_eth_(dev_.*|rx_queue_setup|tx_queue_setup|promiscuous_.*|macaddr_get|link_get_nowait|stats_get|stats_reset|xstats_get|xstats_get_names|from_rings|find_next_owned_by|dev_count_avail|tx_done_cleanup)")
         .allowlist_function("rte_ring_(create|free|lookup)")
         .allowlist_function("edgelb_.*")
         .allowlist_var("RTE_ETH_.*")

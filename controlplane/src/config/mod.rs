@@ -53,6 +53,9 @@ pub enum Driver {
     Afpacket,
     /// XDP socket on queue 0 (copy mode): one worker per interface.
     Afxdp,
+    /// A DPDK ethdev: an SR-IOV VF bound to vfio-pci (`pci`) or a DPDK virtual device (`vdev`); one queue pair per
+    /// worker. Needs an `edgelbd` built with the `dpdk` feature.
+    Dpdk,
 }
 
 /// A port as the daemon opens it.
@@ -64,8 +67,62 @@ pub struct PortSpec {
     pub driver: Driver,
     /// MAC from the file; `None`: the daemon reads the interface's own.
     pub mac: Option<Mac>,
-    /// Ring size (frames).
+    /// Ring size (frames; RX/TX descriptors for DPDK).
     pub frames: u32,
+    /// DPDK: the VF's PCI address.
+    pub pci: Option<String>,
+    /// DPDK: a virtual device (`net_af_xdp0,iface=veth0`); its ethdev is the part before the first comma.
+    pub vdev: Option<String>,
+    /// MTU.
+    pub mtu: u16,
+}
+
+impl PortSpec {
+    /// The DPDK ethdev name: the PCI address, or the vdev's name.
+    pub fn dpdk_name(&self) -> Option<&str> {
+        self.pci.as_deref().or_else(|| self.vdev.as_deref().map(|v| v.split(',').next().unwrap_or(v)))
+    }
+}
+
+/// DPDK EAL settings (`[dpdk]`), used when any port has `driver = "dpdk"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSettings {
+    /// Run without huge pages (test machines); production uses huge pages.
+    #[serde(default)]
+    pub no_huge: bool,
+    /// Memory to reserve, in MiB (`-m`).
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    /// The hugetlbfs mount (`--huge-dir`); EAL runs `--in-memory` so nothing stays behind in it.
+    #[serde(default)]
+    pub huge_dir: Option<String>,
+    /// Mbufs per worker pool.
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// EAL log levels (`--log-level`), e.g. `["error", "pmd.net.af_xdp:error"]`.
+    #[serde(default)]
+    pub log_levels: Vec<String>,
+    /// Further EAL arguments.
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+}
+
+fn default_mbufs() -> u32 {
+    16384
+}
+
+impl Default for DpdkSettings {
+    fn default() -> Self {
+        Self {
+            no_huge: false,
+            memory_mb: None,
+            huge_dir: None,
+            mbufs: default_mbufs(),
+            log_levels: Vec::new(),
+            eal_args: Vec::new(),
+        }
+    }
 }
 
 /// A loaded config file: the dataplane model plus what the daemon needs to run it.
@@ -77,6 +134,8 @@ pub struct Loaded {
     pub ports: Vec<PortSpec>,
     /// Cores to pin one worker each to (empty: one unpinned worker).
     pub cores: Vec<usize>,
+    /// EAL settings (defaults when the file has no `[dpdk]`).
+    pub dpdk: DpdkSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +147,8 @@ struct File {
     ports: Vec<Spanned<PortSection>>,
     #[serde(default)]
     workers: WorkersSection,
+    #[serde(default)]
+    dpdk: Option<Spanned<DpdkSettings>>,
     #[serde(default)]
     timeouts: TimeoutsSection,
     #[serde(default)]
@@ -113,6 +174,26 @@ struct PortSection {
     mtu: u16,
     #[serde(default = "default_frames")]
     frames: u32,
+    #[serde(default)]
+    pci: Option<Spanned<String>>,
+    #[serde(default)]
+    vdev: Option<Spanned<String>>,
+}
+
+/// `DDDD:BB:DD.F` with hex digits (the domain may be left out).
+fn is_pci_address(s: &str) -> bool {
+    let hex = |x: &str, n: usize| x.len() == n && x.bytes().all(|b| b.is_ascii_hexdigit());
+    let (rest, func) = match s.rsplit_once('.') {
+        Some(x) => x,
+        None => return false,
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let ok_bdf = |b: &str, d: &str| hex(b, 2) && hex(d, 2) && func.len() == 1 && func.as_bytes()[0].is_ascii_digit();
+    match parts.as_slice() {
+        [dom, b, d] => hex(dom, 4) && ok_bdf(b, d),
+        [b, d] => ok_bdf(b, d),
+        _ => false,
+    }
 }
 
 fn default_mtu() -> u16 {
@@ -261,7 +342,46 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         if ports.iter().any(|x: &PortSpec| x.name == sec.name) {
             return Err(lines.err(p, f("name"), format!("interface {:?} listed twice", sec.name)));
         }
-        ports.push(PortSpec { name: sec.name.clone(), driver: sec.driver, mac, frames: sec.frames });
+        match (sec.driver, &sec.pci, &sec.vdev) {
+            (Driver::Dpdk, None, None) => {
+                return Err(lines.err(p, f("driver"), "a dpdk port needs `pci = \"DDDD:BB:DD.F\"` or `vdev = \"...\"`"))
+            }
+            (Driver::Dpdk, Some(_), Some(v)) => return Err(lines.err(v, f("vdev"), "give pci or vdev, not both")),
+            (Driver::Dpdk, Some(a), None) if !is_pci_address(a.get_ref()) => {
+                return Err(lines.err(
+                    a,
+                    f("pci"),
+                    format!("{:?}: expected a PCI address like 0000:3b:02.1", a.get_ref()),
+                ))
+            }
+            (Driver::Dpdk, None, Some(v)) if v.get_ref().split(',').next().is_none_or(|n| n.trim().is_empty()) => {
+                return Err(lines.err(v, f("vdev"), "empty device name"))
+            }
+            (Driver::Afpacket | Driver::Afxdp, Some(a), _) => {
+                return Err(lines.err(a, f("pci"), "pci is for driver = \"dpdk\" only"))
+            }
+            (Driver::Afpacket | Driver::Afxdp, None, Some(v)) => {
+                return Err(lines.err(v, f("vdev"), "vdev is for driver = \"dpdk\" only"))
+            }
+            _ => {}
+        }
+        if sec.driver == Driver::Dpdk && file.ports.iter().any(|q| q.get_ref().driver != Driver::Dpdk) {
+            return Err(lines.err(
+                p,
+                f("driver"),
+                "dpdk and kernel ports cannot be mixed in one appliance: give every port driver = \"dpdk\" (a kernel \
+                 interface can join as vdev = \"net_af_xdp0,iface=NAME\")",
+            ));
+        }
+        ports.push(PortSpec {
+            name: sec.name.clone(),
+            driver: sec.driver,
+            mac,
+            frames: sec.frames,
+            pci: sec.pci.as_ref().map(|x| x.get_ref().clone()),
+            vdev: sec.vdev.as_ref().map(|x| x.get_ref().clone()),
+            mtu: sec.mtu,
+        });
         model.interfaces.push(InterfaceSpec { port: i as u16, mac: mac.unwrap_or([0; 6]), addrs, mtu: sec.mtu });
     }
     model.gateways =
@@ -344,7 +464,14 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
     }
     // The interfaces' MACs may be unknown until the daemon reads them; validation does not look at MACs.
     validate(&model).map_err(|e| locate(&lines, &file, e))?;
-    Ok(Loaded { model, ports, cores: file.workers.cores })
+    let dpdk = match &file.dpdk {
+        Some(d) if d.get_ref().mbufs < 1024 => {
+            return Err(lines.err(d, "dpdk.mbufs".into(), "at least 1024 mbufs per worker pool"))
+        }
+        Some(d) => d.get_ref().clone(),
+        None => DpdkSettings::default(),
+    };
+    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk })
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.

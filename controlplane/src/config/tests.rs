@@ -86,3 +86,41 @@ fn unreadable_file_is_named() {
     assert!(err.to_string().contains("/nonexistent/edgelb.toml"), "{err}");
     assert_eq!(err.line, None);
 }
+
+const DPDK_EXAMPLE: &str = include_str!("../../../configs/edgelb-dpdk.toml");
+
+#[test]
+fn dpdk_example_loads() {
+    let l = parse(DPDK_EXAMPLE).unwrap();
+    assert_eq!(l.ports.len(), 2);
+    assert!(l.ports.iter().all(|p| p.driver == Driver::Dpdk));
+    assert_eq!(l.ports[1].dpdk_name(), Some("0000:3b:02.1"));
+    assert_eq!(l.cores, vec![2, 3], "dpdk ports take one queue pair per worker");
+    assert_eq!(l.dpdk.huge_dir.as_deref(), Some("/mnt/huge"));
+    assert_eq!((l.dpdk.mbufs, l.dpdk.no_huge), (16384, false));
+    let v = DPDK_EXAMPLE.replacen("pci = \"0000:3b:02.0\"", "vdev = \"net_af_xdp0,iface=veth0\"", 1);
+    assert_eq!(parse(&v).unwrap().ports[0].dpdk_name(), Some("net_af_xdp0"));
+}
+
+#[test]
+fn dpdk_port_errors_name_the_field() {
+    let cases = [
+        ("pci = \"0000:3b:02.0\"", "", "port[0].driver", "needs"),
+        ("pci = \"0000:3b:02.0\"", "pci = \"3b:02\"", "port[0].pci", "PCI address"),
+        ("pci = \"0000:3b:02.0\"", "pci = \"0000:3b:02.0\"\nvdev = \"net_null0\"", "port[0].vdev", "not both"),
+        ("pci = \"0000:3b:02.0\"", "vdev = \",iface=x\"", "port[0].vdev", "empty"),
+        ("mbufs = 16384", "mbufs = 10", "dpdk.mbufs", "1024"),
+        ("driver = \"dpdk\"\npci = \"0000:3b:02.1\"", "driver = \"afpacket\"", "port[0].driver", "mixed"),
+    ];
+    for (from, to, field, msg) in cases {
+        assert!(DPDK_EXAMPLE.contains(from), "{from}");
+        let err = parse(&DPDK_EXAMPLE.replacen(from, to, 1)).unwrap_err();
+        assert_eq!(err.field, field, "{to}: {err}");
+        assert!(err.message.contains(msg), "{to}: {err}");
+        assert!(err.line.is_some(), "{err}");
+    }
+    let k = EXAMPLE.replacen("driver = \"afpacket\"", "driver = \"afpacket\"\npci = \"0000:3b:02.0\"", 1);
+    assert_eq!(parse(&k).unwrap_err().field, "port[0].pci");
+    let k = EXAMPLE.replacen("driver = \"afpacket\"", "driver = \"afpacket\"\nvdev = \"net_null0\"", 1);
+    assert_eq!(parse(&k).unwrap_err().field, "port[0].vdev");
+}

@@ -673,6 +673,17 @@ impl DpdkDevice {
         if Arc::strong_count(&self.shared) > 1 {
             return Err(DpdkError::State(self.shared.name.clone(), "queues are still held by workers"));
         }
+        // Let the driver give back mbufs whose transmission completed but which it has not reaped yet: the generic
+        // clean-up call, and an empty burst for drivers that reap completions only when asked to send (net_af_xdp
+        // does, so the last burst before a stop would otherwise stay out of the pool).
+        for q in 0..self.queues {
+            // SAFETY: a started port and a configured TX queue that no handle uses (checked above); drivers without
+            // the operation return -ENOTSUP.
+            unsafe { sys::rte_eth_tx_done_cleanup(self.shared.port, q, 0) };
+            let mut none = [std::ptr::null_mut::<sys::rte_mbuf>(); 1];
+            // SAFETY: as above; a burst of zero packets reads no pointer from `none`.
+            unsafe { sys::edgelb_tx_burst(self.shared.port, q, none.as_mut_ptr(), 0) };
+        }
         // SAFETY: a started port that no queue handle uses any more (checked above).
         let r = unsafe { sys::rte_eth_dev_stop(self.shared.port) };
         if r != 0 {
@@ -777,10 +788,13 @@ impl DpdkDevice {
 }
 
 impl Drop for DpdkDevice {
+    /// Stop and close the device: closing releases its queues and the mbufs they hold (a driver such as `net_af_xdp`
+    /// keeps its fill ring stocked with mbufs while merely stopped). Queue handles keep `shared` alive; while a worker
+    /// still holds one, the device is left running rather than pulled from under it.
     fn drop(&mut self) {
-        // Queue handles keep `shared` alive; a device dropped while workers run is stopped only when they are gone.
-        if Arc::strong_count(&self.shared) == 1 {
-            let _ = self.stop();
+        if Arc::strong_count(&self.shared) == 1 && self.stop().is_ok() {
+            // SAFETY: a stopped port that no queue handle uses; the port id is not used after this.
+            unsafe { sys::rte_eth_dev_close(self.shared.port) };
         }
     }
 }
