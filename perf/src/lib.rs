@@ -184,6 +184,27 @@ impl Templates {
     pub fn get(&self, i: usize) -> &[u8] {
         &self.bytes[i * STRIDE..(i + 1) * STRIDE]
     }
+    /// Frame length of every packet made from these templates.
+    pub fn frame_len(&self) -> usize {
+        self.frame_len
+    }
+    /// The templates in a random order (fixed seed), so flows arrive shuffled while the templates are read
+    /// sequentially.
+    pub fn shuffled(mut self) -> Self {
+        let n = self.len();
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut tmp = [0u8; STRIDE];
+        for i in (1..n).rev() {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let j = (s % (i as u64 + 1)) as usize;
+            tmp.copy_from_slice(&self.bytes[i * STRIDE..(i + 1) * STRIDE]);
+            self.bytes.copy_within(j * STRIDE..(j + 1) * STRIDE, i * STRIDE);
+            self.bytes[j * STRIDE..(j + 1) * STRIDE].copy_from_slice(&tmp);
+        }
+        self
+    }
 }
 
 /// A port that receives its templates in order, forever, and takes back what the worker transmits or drops.
@@ -204,19 +225,9 @@ pub struct ReplayPort {
 
 impl ReplayPort {
     /// A port replaying `templates`, shuffled with a fixed seed.
-    pub fn new(mut templates: Templates) -> Self {
+    pub fn new(templates: Templates) -> Self {
+        let templates = templates.shuffled();
         let n = templates.len();
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let mut tmp = [0u8; STRIDE];
-        for i in (1..n).rev() {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let j = (s % (i as u64 + 1)) as usize;
-            tmp.copy_from_slice(&templates.bytes[i * STRIDE..(i + 1) * STRIDE]);
-            templates.bytes.copy_within(j * STRIDE..(j + 1) * STRIDE, i * STRIDE);
-            templates.bytes[j * STRIDE..(j + 1) * STRIDE].copy_from_slice(&tmp);
-        }
         let order: Vec<u32> = (0..n as u32).collect();
         let pool = (0..256).map(|_| MemBuf::new()).collect();
         Self { templates, order, next: 0, pool, stats: PortStats::default(), new_flows: false, pass: 0 }

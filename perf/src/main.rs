@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new | --new-percent P]
-//!             [--v6] [--backends N] [--seconds S] [--json]
+//!             [--v6] [--backends N] [--seconds S] [--json] [--port mem|dpdk]
 //! ```
+//! `--port dpdk` (built with `--features dpdk`) runs one worker on a DPDK `net_ring` port instead and compares it
+//! with `dpdk-testpmd` on the same core (see `dpdk.rs`).
 //! The flows are opened first (SYNs, untimed). Then `--new-percent P` of the measured packets are SYNs of flows never
 //! seen before and the rest are established-flow packets (ACKs); `--new` is `--new-percent 100`, the default is 0.
 #![forbid(unsafe_code)]
@@ -18,8 +20,12 @@ use edgelb_perf::{ReplayPort, Scenario};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "dpdk")]
+mod dpdk;
+
 #[derive(Debug, Clone)]
-struct Args {
+pub(crate) struct Args {
+    port: String,
     mode: Mode,
     flows: usize,
     cores: usize,
@@ -35,13 +41,14 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new | --new-percent P] \
-         [--v6] [--backends N] [--seconds S] [--json]"
+         [--v6] [--backends N] [--seconds S] [--json] [--port mem|dpdk]"
     );
     std::process::exit(2)
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
+        port: "mem".into(),
         mode: Mode::Nat,
         flows: 1_000_000,
         cores: 1,
@@ -68,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
             "--v6" => a.v6 = true,
             "--json" => a.json = true,
             "--cross" => a.cross = true,
+            "--port" => a.port = val()?,
             "-h" | "--help" => usage(),
             _ => return Err(format!("unknown argument {k}")),
         }
@@ -108,6 +116,28 @@ fn main() {
             usage()
         }
     };
+    match a.port.as_str() {
+        "mem" => {}
+        #[cfg(feature = "dpdk")]
+        "dpdk" => {
+            if let Err(e) = dpdk::run(&a) {
+                eprintln!("edgelb-perf --port dpdk: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        #[cfg(not(feature = "dpdk"))]
+        "dpdk" => {
+            eprintln!(
+                "edgelb-perf: built without DPDK; cargo run --release -p edgelb-perf --features dpdk -- --port dpdk"
+            );
+            std::process::exit(2);
+        }
+        other => {
+            eprintln!("edgelb-perf: --port takes mem or dpdk, not {other:?}");
+            usage()
+        }
+    }
     let sc = Scenario { mode: a.mode, v6: a.v6, backends: a.backends, size: a.size };
     let (cfg, _) = match ConfigBuilder::new().build(&sc.model()) {
         Ok(c) => c,
