@@ -200,16 +200,26 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
         }
     };
     let workers = cores.len() as u32;
-    let pool = match Mempool::create(eal, d.mbufs.saturating_mul(workers), 256, None) {
-        Ok(p) => p,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(1);
-        }
-    };
+    // One pool per NUMA socket, on the devices' own sockets: a VF's mbufs stay in its node's memory.
+    let mut pools: Vec<(Option<i32>, Mempool)> = Vec::new();
     let mut devices = Vec::new();
     for (i, p) in loaded.ports.iter().enumerate() {
         let name = p.dpdk_name().unwrap_or(&p.name);
+        let socket = DpdkDevice::socket_of(eal, name);
+        let pool = match pools.iter().find(|(s, _)| *s == socket) {
+            Some((_, pool)) => *pool,
+            None => match Mempool::create(eal, d.mbufs.saturating_mul(workers), 256, socket) {
+                Ok(pool) => {
+                    info!(socket = ?socket, mbufs = pool.size(), "dpdk mbuf pool");
+                    pools.push((socket, pool));
+                    pool
+                }
+                Err(e) => {
+                    error!(port = %p.name, "{e}");
+                    return ExitCode::from(1);
+                }
+            },
+        };
         let kernel_backed =
             p.vdev.as_deref().is_some_and(|v| v.starts_with("net_af_xdp") || v.starts_with("net_af_packet"));
         let cfg = DeviceConfig {
@@ -235,9 +245,15 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
             }
         }
     }
-    // What the drivers took for their receive rings at start; at exit the pool must be back to at least this.
-    let ready = pool.avail();
-    info!(mbufs_free = ready, mbufs = pool.size(), "dpdk pool ready");
+    // What the drivers took for their receive rings at start; at exit the pools must be back to at least this.
+    let avail = |pools: &[(Option<i32>, Mempool)]| pools.iter().map(|(_, p)| u64::from(p.avail())).sum::<u64>();
+    let size: u64 = pools.iter().map(|(_, p)| u64::from(p.size())).sum();
+    let ready = avail(&pools);
+    info!(mbufs_free = ready, mbufs = size, "dpdk pool ready");
+    let Some(&(_, pool)) = pools.first() else {
+        error!("no DPDK port");
+        return ExitCode::from(2);
+    };
     let mut setups = Vec::new();
     for (w, core) in cores.iter().enumerate() {
         let ports = devices.iter().filter_map(|d| d.queue(w as u16)).collect();
@@ -258,11 +274,11 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
         );
     }
     drop(devices);
-    let free = pool.avail();
+    let free = avail(&pools);
     if free < ready {
         warn!(mbufs_free = free, at_start = ready, "dpdk pool: {} mbufs not returned", ready - free);
     }
-    info!(mbufs_free = free, at_start = ready, mbufs = pool.size(), "dpdk pool at exit");
+    info!(mbufs_free = free, at_start = ready, mbufs = size, "dpdk pool at exit");
     code
 }
 

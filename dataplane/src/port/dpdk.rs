@@ -549,6 +549,19 @@ impl DpdkDevice {
         Self::open_id(eal, port, pool, cfg)
     }
 
+    /// The NUMA socket of the ethdev called `name` (`None`: unknown name or no affinity), to create its mbuf pool on.
+    pub fn socket_of(_eal: &Eal, name: &str) -> Option<i32> {
+        let cname = CString::new(name).ok()?;
+        let mut port = 0u16;
+        // SAFETY: `cname` is NUL-terminated; `port` is a valid out-pointer.
+        if unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut port) } != 0 {
+            return None;
+        }
+        // SAFETY: a valid port id.
+        let s = unsafe { sys::rte_eth_dev_socket_id(port) };
+        (s >= 0).then_some(s)
+    }
+
     /// As [`DpdkDevice::open`], by port id.
     ///
     /// # Errors
@@ -883,8 +896,19 @@ impl Port for DpdkPort {
         sent
     }
 
+    /// This queue's counters; queue 0 also reports the device's receive losses (descriptors missed, no mbuf, errors
+    /// and dropped multi-segment frames), which DPDK counts per device, not per queue.
     fn stats(&self) -> PortStats {
-        self.stats
+        let mut s = self.stats;
+        s.rx_dropped = self.rx_multiseg;
+        if self.queue == 0 {
+            let mut d = sys::rte_eth_stats::default();
+            // SAFETY: valid port and out-pointer; reading counters is safe while the queues run.
+            if unsafe { sys::rte_eth_stats_get(self.shared.port, &mut d) } == 0 {
+                s.rx_dropped += d.imissed + d.rx_nombuf + d.ierrors;
+            }
+        }
+        s
     }
 
     fn name(&self) -> &str {
