@@ -60,7 +60,17 @@ pub fn run(a: &Args) -> Result<(), String> {
     let sc = Scenario { mode: a.mode, v6: a.v6, backends: a.backends, size: a.size };
     let (cfg, _) = ConfigBuilder::new().build(&sc.model()).map_err(|e| format!("scenario config rejected: {e}"))?;
     let handle = ConfigHandle::new(cfg);
-    let eal = Eal::init(&EalConfig::no_hardware(&[])).map_err(|e| e.to_string())?;
+    // Without huge pages by default (any machine); `--huge-dir` uses a hugetlbfs mount (EAL `--in-memory`).
+    let eal_cfg = match &a.huge_dir {
+        Some(d) => EalConfig {
+            huge_dir: Some(d.clone()),
+            memory_mb: Some(512),
+            log_levels: vec!["error".into()],
+            ..EalConfig::default()
+        },
+        None => EalConfig::no_hardware(&[]),
+    };
+    let eal = Eal::init(&eal_cfg).map_err(|e| e.to_string())?;
     let ids = core_affinity::get_core_ids().unwrap_or_default();
     let core = ids.last().map(|c| c.id);
     if let Some(c) = core {
@@ -131,8 +141,8 @@ pub fn run(a: &Args) -> Result<(), String> {
     let ours = f.packets as f64 / f.secs / 1e6;
     let tp_secs = a.seconds.clamp(2.0, 10.0);
     let core_id = core.unwrap_or(0);
-    let five = testpmd("5tswap", core_id, tp_secs);
-    let io = testpmd("io", core_id, tp_secs);
+    let five = testpmd("5tswap", core_id, tp_secs, a.huge_dir.as_deref());
+    let io = testpmd("io", core_id, tp_secs, a.huge_dir.as_deref());
     let fmt = |r: &Result<f64, String>| match r {
         Ok(v) => format!("{v:.2} Mpps ({:.1} ns/packet)", 1e3 / v),
         Err(e) => format!("not measured: {e}"),
@@ -152,12 +162,13 @@ pub fn run(a: &Args) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "edgelb-perf --port dpdk: {} {}, {} flows, one worker on core {:?}, net_ring port, {} mbufs per round",
+        "edgelb-perf --port dpdk: {} {}, {} flows, one worker on core {:?}, net_ring port, {} mbufs per round, {}",
         a.mode.name(),
         if a.v6 { "IPv6" } else { "IPv4" },
         a.flows,
         core,
-        BATCH
+        BATCH,
+        a.huge_dir.as_ref().map_or("no huge pages".to_string(), |d| format!("huge pages in {d}"))
     );
     println!(
         "  edgelb          {:>8.2} Mpps ({:.1} ns/packet; {} packets in {:.2} s timed; drops: {})",
@@ -174,12 +185,17 @@ pub fn run(a: &Args) -> Result<(), String> {
 
 /// Run `dpdk-testpmd` in `mode` on two `net_ring` vdevs with one forwarding lcore on `core` for `secs`, and return
 /// the median of its per-second forwarding rate (both ports' RX summed).
-fn testpmd(mode: &str, core: usize, secs: f64) -> Result<f64, String> {
+fn testpmd(mode: &str, core: usize, secs: f64, huge_dir: Option<&str>) -> Result<f64, String> {
     let main = if core == 0 { 1 } else { 0 };
+    let memory: Vec<String> = match huge_dir {
+        Some(d) => vec![format!("--huge-dir={d}"), "--in-memory".into()],
+        None => vec!["--no-huge".into(), "--no-shconf".into()],
+    };
     let out = Command::new("timeout")
         .args(["-s", "INT", &format!("{}", secs.ceil() as u64 + 2), "dpdk-testpmd"])
         .args(["-l", &format!("{main},{core}"), "--main-lcore", &main.to_string()])
-        .args(["--no-huge", "--no-pci", "-m", "512", "--no-shconf", "--no-telemetry", "--log-level=error"])
+        .args(&memory)
+        .args(["--no-pci", "-m", "512", "--no-telemetry", "--log-level=error"])
         .args(["--vdev=net_ring0", "--vdev=net_ring1", "--"])
         .args([&format!("--forward-mode={mode}"), "--tx-first", "--total-num-mbufs=16384", "--nb-cores=1"])
         .arg("--stats-period=1")

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new | --new-percent P]
-//!             [--v6] [--backends N] [--seconds S] [--json] [--port mem|dpdk]
+//!             [--v6] [--backends N] [--seconds S] [--json] [--port mem|dpdk [--huge-dir DIR]]
 //! ```
 //! `--port dpdk` (built with `--features dpdk`) runs one worker on a DPDK `net_ring` port instead and compares it
 //! with `dpdk-testpmd` on the same core (see `dpdk.rs`).
@@ -26,6 +26,7 @@ mod dpdk;
 #[derive(Debug, Clone)]
 pub(crate) struct Args {
     port: String,
+    huge_dir: Option<String>,
     mode: Mode,
     flows: usize,
     cores: usize,
@@ -41,7 +42,7 @@ pub(crate) struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new | --new-percent P] \
-         [--v6] [--backends N] [--seconds S] [--json] [--port mem|dpdk]"
+         [--v6] [--backends N] [--seconds S] [--json] [--port mem|dpdk [--huge-dir DIR]]"
     );
     std::process::exit(2)
 }
@@ -49,6 +50,7 @@ fn usage() -> ! {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         port: "mem".into(),
+        huge_dir: None,
         mode: Mode::Nat,
         flows: 1_000_000,
         cores: 1,
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
             "--json" => a.json = true,
             "--cross" => a.cross = true,
             "--port" => a.port = val()?,
+            "--huge-dir" => a.huge_dir = Some(val()?),
             "-h" | "--help" => usage(),
             _ => return Err(format!("unknown argument {k}")),
         }
