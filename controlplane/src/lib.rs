@@ -1,5 +1,6 @@
-//! edgelb control plane: config files today; the gRPC API server, health checks, Kubernetes sync, BGP announcement
-//! and SR-IOV VF binding arrive with their issues.
+//! edgelb control plane: config files, the management API (gRPC) over the one validated model; health checks,
+//! Kubernetes sync, BGP announcement and SR-IOV VF binding arrive with their issues.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;

@@ -439,8 +439,8 @@ impl DataplaneConfig {
     }
 }
 
-/// Builds snapshots and keeps the stable ids between builds.
-#[derive(Debug, Default)]
+/// Builds snapshots and keeps the stable ids between builds. Cloning it gives a scratch builder for dry runs.
+#[derive(Debug, Default, Clone)]
 pub struct ConfigBuilder {
     service_ids: FxHashMap<([u8; 16], u8, u16), u32>,
     backend_ids: FxHashMap<(u32, [u8; 18]), u32>,

@@ -10,11 +10,12 @@
 use crate::config::{ConfigHandle, DataplaneConfig, PortId};
 use crate::lb::conntrack::TableStats;
 use crate::packet::PacketBuf;
-use crate::pipeline::{Counters, DropReason, ObjCounters, Parsed, Pipeline, TableSizes, Verdict};
+use crate::pipeline::{Counters, DropReason, FlowQuery, ObjCounters, Parsed, Pipeline, TableSizes, Tuple, Verdict};
 use crate::port::{Burst, Port, PortStats, BURST};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -116,6 +117,57 @@ pub struct Workers<P: Port> {
     pub slow: Arc<ArrayQueue<Handoff<P::Buf>>>,
     /// Frames the slow path sends (ARP, NDP, ICMP answers): worker 0 transmits them on the port named.
     pub inject: Arc<ArrayQueue<Handoff<P::Buf>>>,
+    /// Per worker: the config generation it last loaded (written only when it changes).
+    pub in_use: Vec<Arc<AtomicU64>>,
+    queries: Vec<Arc<ArrayQueue<QueryRequest>>>,
+}
+
+/// What the control plane sees of running workers (cheap to clone; outlives nothing it needs).
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    /// Published stats, one per worker.
+    pub stats: Vec<Arc<Mutex<WorkerStats>>>,
+    in_use: Vec<Arc<AtomicU64>>,
+    queries: Vec<Arc<ArrayQueue<QueryRequest>>>,
+}
+
+impl WorkerView {
+    /// Ask the worker that owns `t` where the flow goes now and whether it tracks it; it answers between bursts.
+    ///
+    /// # Errors
+    /// [`QueryError`] when its query ring is full or it does not answer within `timeout`.
+    pub fn query(&self, t: Tuple, timeout: Duration) -> Result<(u16, Option<FlowQuery>), QueryError> {
+        let n = self.queries.len() as u16;
+        let w = crate::pipeline::owner_of_client(&crate::config::addr16(t.src), n);
+        let (tx, rx) = sync_channel(1);
+        let Some(q) = self.queries.get(usize::from(w)) else { return Err(QueryError::Busy(w)) };
+        q.push((t, tx)).map_err(|_| QueryError::Busy(w))?;
+        rx.recv_timeout(timeout).map(|a| (w, a)).map_err(|_| QueryError::Timeout(w, timeout))
+    }
+
+    /// True once every worker has loaded config generation `generation` (or a later one).
+    pub fn all_use(&self, generation: u64) -> bool {
+        self.in_use.iter().all(|g| g.load(Ordering::Acquire) >= generation)
+    }
+
+    /// The latest published stats of every worker.
+    pub fn snapshot(&self) -> Vec<WorkerStats> {
+        self.stats.iter().filter_map(|s| s.lock().ok().map(|g| g.clone())).collect()
+    }
+}
+
+/// A flow query posted to the worker that owns the flow; it answers on its own thread between bursts.
+type QueryRequest = (Tuple, SyncSender<Option<FlowQuery>>);
+
+/// Why a flow query got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The owning worker's query ring is full (too many concurrent queries).
+    #[error("worker {0} is busy with other queries")]
+    Busy(u16),
+    /// The owning worker did not answer in time (stopped or stalled).
+    #[error("worker {0} did not answer within {1:?}")]
+    Timeout(u16, Duration),
 }
 
 impl<P: Port> std::fmt::Debug for Workers<P> {
@@ -141,9 +193,15 @@ where
         let stop = Arc::new(AtomicBool::new(false));
         let mut stats = Vec::new();
         let mut threads = Vec::new();
+        let mut in_use_all = Vec::new();
+        let mut queries_all = Vec::new();
         for s in setups {
             let st = Arc::new(Mutex::new(WorkerStats::new(s.worker)));
             stats.push(st.clone());
+            let in_use = Arc::new(AtomicU64::new(0));
+            in_use_all.push(in_use.clone());
+            let queries = Arc::new(ArrayQueue::new(16));
+            queries_all.push(queries.clone());
             let (cfg, stop, inboxes, slow) = (config.clone(), stop.clone(), inboxes.clone(), slow.clone());
             let inject = (s.worker == 0).then(|| inject.clone());
             let t = std::thread::Builder::new()
@@ -157,13 +215,20 @@ where
                     let mut w = Worker::new(s.worker, n, s.sizes, s.ports, inboxes, slow, st);
                     w.core = pinned;
                     w.inject = inject;
+                    w.in_use = Some(in_use);
+                    w.queries = Some(queries);
                     w.run(&cfg, &stop);
                     w.ports
                 })
                 .expect("spawn worker thread");
             threads.push(t);
         }
-        Self { stop, threads, stats, slow, inject }
+        Self { stop, threads, stats, slow, inject, in_use: in_use_all, queries: queries_all }
+    }
+
+    /// A handle on the running workers for the control plane: their stats, their config generations, flow queries.
+    pub fn view(&self) -> WorkerView {
+        WorkerView { stats: self.stats.clone(), in_use: self.in_use.clone(), queries: self.queries.clone() }
     }
 
     /// Ask every worker to stop, wait for them, and give back their ports.
@@ -235,6 +300,8 @@ pub struct Worker<P: Port> {
     core: Option<usize>,
     generation: u64,
     inject: Option<Arc<ArrayQueue<Handoff<P::Buf>>>>,
+    in_use: Option<Arc<AtomicU64>>,
+    queries: Option<Arc<ArrayQueue<QueryRequest>>>,
 }
 
 impl<P: Port> std::fmt::Debug for Worker<P> {
@@ -270,6 +337,8 @@ impl<P: Port> Worker<P> {
             core: None,
             generation: 0,
             inject: None,
+            in_use: None,
+            queries: None,
         }
     }
 
@@ -294,8 +363,19 @@ impl<P: Port> Worker<P> {
     pub fn poll(&mut self, handle: &ConfigHandle) -> usize {
         let cfg = handle.load();
         self.pipeline.sync(&cfg);
-        self.generation = cfg.generation;
         let now = self.now_ms();
+        if self.generation != cfg.generation {
+            self.generation = cfg.generation;
+            if let Some(g) = &self.in_use {
+                g.store(cfg.generation, Ordering::Release);
+            }
+        }
+        if let Some(q) = &self.queries {
+            if let Some((t, reply)) = q.pop() {
+                // The asker may have given up (timed out); then the answer has nowhere to go.
+                let _ = reply.try_send(self.pipeline.query(&cfg, &t, now));
+            }
+        }
         let mut total = 0;
         // Hand-offs from other workers: a burst at a time, through the same stages as a port's burst. The inbox is
         // borrowed, not cloned: an Arc clone per poll would bounce its refcount line between cores.

@@ -1,0 +1,470 @@
+//! The gRPC service (`edgelb.v1.LoadBalancer`), the standard health service and server reflection, over TCP or a
+//! unix socket.
+// tonic's own signatures return `Status` (176 bytes) by value; helpers return what they return.
+#![allow(clippy::result_large_err)]
+
+use super::convert;
+use super::store::{key_of, Batch, Store, StoreError, StoreEvent};
+use edgelb_api::v1;
+use edgelb_api::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
+use edgelb_dataplane::config::{BackendState, DataplaneConfig, SlotsMoved};
+use edgelb_dataplane::pipeline::{DropReason, Tuple};
+use edgelb_dataplane::worker::{add_counters, WorkerStats};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address (default 127.0.0.1:50051).
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051)))
+    }
+}
+
+fn status(e: StoreError) -> Status {
+    match &e {
+        StoreError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        StoreError::Stale { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::NotFound(_) => Status::not_found(e.to_string()),
+    }
+}
+
+/// The service implementation over a [`Store`].
+#[derive(Debug, Clone)]
+pub struct Api {
+    store: Arc<Store>,
+}
+
+impl Api {
+    /// An API over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    fn applied(&self, a: super::store::Applied) -> v1::ApplyServicesResponse {
+        let cfg = self.store.snapshot();
+        let size = |m: &SlotsMoved| {
+            let d = edgelb_dataplane::config::addr16(m.vip);
+            cfg.services
+                .iter()
+                .find(|s| s.vip == d && s.proto == m.proto && s.port == m.port)
+                .map_or(0, |s| s.maglev.size() as u32)
+        };
+        v1::ApplyServicesResponse {
+            version: a.version,
+            applied: a.applied,
+            slots_moved: convert::moved_out(&a.moved, &size),
+        }
+    }
+
+    /// Change one backend of one service through the same batch path.
+    fn backend_op(
+        &self,
+        r: v1::BackendRequest,
+        op: fn(
+            &mut Vec<edgelb_dataplane::config::BackendSpec>,
+            edgelb_dataplane::config::BackendSpec,
+        ) -> Result<(), Status>,
+    ) -> Result<v1::ApplyServicesResponse, Status> {
+        let current = self.store.version();
+        if r.expected_version != 0 && r.expected_version != current {
+            return Err(status(StoreError::Stale { expected: r.expected_version, current }));
+        }
+        let k = convert::key(&r.service.unwrap_or_default(), "service").map_err(status)?;
+        let b = convert::backend(&r.backend.unwrap_or_default(), "backend").map_err(status)?;
+        let (_, services) = self.store.services();
+        let Some(mut s) = services.into_iter().find(|s| key_of(s) == k) else {
+            return Err(Status::not_found(format!("service: no service {}", super::store::show_key(&k))));
+        };
+        op(&mut s.backends, b)?;
+        let batch = Batch { upserts: vec![s], expected_version: r.expected_version, ..Default::default() };
+        let a = self.store.apply(&batch, "api").map_err(|e| match e {
+            StoreError::Invalid { field, message } => {
+                status(StoreError::Invalid { field: field.replace("upserts[0].", "service."), message })
+            }
+            e => status(e),
+        })?;
+        Ok(self.applied(a))
+    }
+}
+
+fn find(list: &[edgelb_dataplane::config::BackendSpec], b: &edgelb_dataplane::config::BackendSpec) -> Option<usize> {
+    list.iter().position(|x| x.addr == b.addr && x.port == b.port)
+}
+
+fn absent(b: &edgelb_dataplane::config::BackendSpec) -> Status {
+    Status::not_found(format!("backend {}:{} is not in the service", b.addr, b.port))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Stats of the running dataplane, summed over workers, named by VIP and backend.
+pub fn stats(store: &Store) -> v1::Stats {
+    let cfg = store.snapshot();
+    let workers: Vec<WorkerStats> = store.workers().map(|w| w.snapshot()).unwrap_or_default();
+    stats_of(store.version(), &cfg, &workers)
+}
+
+fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1::Stats {
+    let mut total = edgelb_dataplane::pipeline::Counters::default();
+    for w in workers {
+        add_counters(&mut total, &w.counters);
+    }
+    let ip = |a: &[u8; 16], v4: bool| -> String {
+        if v4 {
+            IpAddr::from([a[12], a[13], a[14], a[15]]).to_string()
+        } else {
+            IpAddr::from(*a).to_string()
+        }
+    };
+    let proto = |p: u8| if p == 17 { v1::Protocol::Udp as i32 } else { v1::Protocol::Tcp as i32 };
+    let mut services = Vec::new();
+    for s in &cfg.services {
+        let (mut packets, mut bytes, mut new_flows) = (0, 0, 0);
+        for w in workers {
+            if let Some(c) = w.services.get(s.id as usize) {
+                packets += c.packets;
+                bytes += c.bytes;
+                new_flows += c.new_flows;
+            }
+        }
+        services.push(v1::ServiceStats {
+            vip: ip(&s.vip, s.v4),
+            protocol: proto(s.proto),
+            port: u32::from(s.port),
+            packets,
+            bytes,
+            new_flows,
+        });
+    }
+    let mut backends = Vec::new();
+    for b in cfg.backends.iter().flatten() {
+        let Some(s) = cfg.services.get(b.service as usize) else { continue };
+        let (mut packets, mut bytes, mut new_flows) = (0, 0, 0);
+        for w in workers {
+            if let Some(c) = w.backends.get(b.id as usize) {
+                packets += c.packets;
+                bytes += c.bytes;
+                new_flows += c.new_flows;
+            }
+        }
+        backends.push(v1::BackendStats {
+            vip: ip(&s.vip, s.v4),
+            protocol: proto(s.proto),
+            port: u32::from(s.port),
+            address: ip(&b.addr, b.v4),
+            backend_port: u32::from(b.port),
+            packets,
+            bytes,
+            new_flows,
+        });
+    }
+    v1::Stats {
+        version,
+        rx: total.rx,
+        tx: total.tx,
+        new_flows: total.new_flows,
+        replies: total.replies,
+        slowpath: total.slowpath,
+        drops: DropReason::all()
+            .filter(|d| total.dropped(*d) > 0)
+            .map(|d| v1::DropCount { reason: d.name().into(), packets: total.dropped(d) })
+            .collect(),
+        services,
+        backends,
+        workers: workers
+            .iter()
+            .map(|w| v1::WorkerStats {
+                worker: u32::from(w.worker),
+                rx: w.counters.rx,
+                tx: w.counters.tx,
+                flows_v4: w.tables.0.occupied,
+                flows_v6: w.tables.1.occupied,
+                capacity_v4: w.capacity.0 as u64,
+                capacity_v6: w.capacity.1 as u64,
+                burst_ns_p50: w.burst_ns.value_at_quantile(0.5),
+                burst_ns_p99: w.burst_ns.value_at_quantile(0.99),
+                burst_ns_max: w.burst_ns.max(),
+            })
+            .collect(),
+    }
+}
+
+fn event_out(e: StoreEvent, store: &Store) -> v1::Event {
+    use v1::event::Kind;
+    let kind = match e {
+        StoreEvent::Applied { version, source, moved } => {
+            let cfg = store.snapshot();
+            let size = |m: &SlotsMoved| {
+                let d = edgelb_dataplane::config::addr16(m.vip);
+                cfg.services
+                    .iter()
+                    .find(|s| s.vip == d && s.proto == m.proto && s.port == m.port)
+                    .map_or(0, |s| s.maglev.size() as u32)
+            };
+            Kind::ConfigApplied(v1::ConfigApplied {
+                version,
+                source: source.into(),
+                slots_moved: convert::moved_out(&moved, &size),
+            })
+        }
+        StoreEvent::BackendHealth { service, backend, healthy, reason } => Kind::BackendHealth(v1::BackendHealth {
+            vip: service.0.to_string(),
+            protocol: convert::protocol_out(service.1),
+            port: u32::from(service.2.unwrap_or(0)),
+            address: backend.0.to_string(),
+            backend_port: u32::from(backend.1),
+            healthy,
+            reason,
+        }),
+    };
+    v1::Event { time_ms: now_ms(), kind: Some(kind) }
+}
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LoadBalancer for Api {
+    async fn apply_services(
+        &self,
+        req: Request<v1::ApplyServicesRequest>,
+    ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        let r = req.into_inner();
+        let upserts = r
+            .upserts
+            .iter()
+            .enumerate()
+            .map(|(i, s)| convert::service(s, &format!("upserts[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
+        let deletes = r
+            .deletes
+            .iter()
+            .enumerate()
+            .map(|(i, k)| convert::key(k, &format!("deletes[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
+        let batch = Batch { upserts, deletes, dry_run: r.dry_run, expected_version: r.expected_version };
+        let a = self.store.apply(&batch, "api").map_err(status)?;
+        Ok(Response::new(self.applied(a)))
+    }
+
+    async fn get_service(&self, req: Request<v1::GetServiceRequest>) -> Result<Response<v1::Service>, Status> {
+        let k = convert::key(&req.into_inner().key.unwrap_or_default(), "key").map_err(status)?;
+        let (_, services) = self.store.services();
+        services
+            .iter()
+            .find(|s| key_of(s) == k)
+            .map(|s| Response::new(convert::service_out(s)))
+            .ok_or_else(|| Status::not_found(format!("no service {}", super::store::show_key(&k))))
+    }
+
+    async fn list_services(
+        &self,
+        _req: Request<v1::ListServicesRequest>,
+    ) -> Result<Response<v1::ListServicesResponse>, Status> {
+        let (version, services) = self.store.services();
+        Ok(Response::new(v1::ListServicesResponse {
+            version,
+            services: services.iter().map(convert::service_out).collect(),
+        }))
+    }
+
+    async fn add_backend(
+        &self,
+        req: Request<v1::BackendRequest>,
+    ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.backend_op(req.into_inner(), |list, b| {
+            if find(list, &b).is_some() {
+                return Err(Status::already_exists(format!("backend {}:{} is already in the service", b.addr, b.port)));
+            }
+            list.push(b);
+            Ok(())
+        })
+        .map(Response::new)
+    }
+
+    async fn remove_backend(
+        &self,
+        req: Request<v1::BackendRequest>,
+    ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.backend_op(req.into_inner(), |list, b| {
+            let i = find(list, &b).ok_or_else(|| absent(&b))?;
+            list.remove(i);
+            Ok(())
+        })
+        .map(Response::new)
+    }
+
+    async fn drain_backend(
+        &self,
+        req: Request<v1::BackendRequest>,
+    ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.backend_op(req.into_inner(), |list, b| {
+            let i = find(list, &b).ok_or_else(|| absent(&b))?;
+            list[i].state = BackendState::Draining;
+            Ok(())
+        })
+        .map(Response::new)
+    }
+
+    async fn set_backend_weight(
+        &self,
+        req: Request<v1::BackendRequest>,
+    ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.backend_op(req.into_inner(), |list, b| {
+            let i = find(list, &b).ok_or_else(|| absent(&b))?;
+            list[i].weight = b.weight;
+            Ok(())
+        })
+        .map(Response::new)
+    }
+
+    async fn query_flow(&self, req: Request<v1::QueryFlowRequest>) -> Result<Response<v1::QueryFlowResponse>, Status> {
+        let r = req.into_inner();
+        let bad = |f: &str, m: String| Status::invalid_argument(format!("{f}: {m}"));
+        let src: IpAddr =
+            r.client.parse().map_err(|_| bad("client", format!("{:?} is not an IP address", r.client)))?;
+        let dst: IpAddr = r.vip.parse().map_err(|_| bad("vip", format!("{:?} is not an IP address", r.vip)))?;
+        if src.is_ipv4() != dst.is_ipv4() {
+            return Err(bad("client", "client and VIP must be of one family".into()));
+        }
+        let sport = u16::try_from(r.client_port).map_err(|_| bad("client_port", "above 65535".into()))?;
+        let dport = u16::try_from(r.vip_port).map_err(|_| bad("vip_port", "above 65535".into()))?;
+        let proto = convert::protocol(r.protocol, "protocol".into()).map_err(status)?;
+        let t = Tuple { src, dst, proto: proto.number(), sport, dport };
+        let Some(workers) = self.store.workers() else {
+            return Err(Status::unavailable("the dataplane is not running"));
+        };
+        let w = workers.clone();
+        let answer = tokio::task::spawn_blocking(move || w.query(t, Duration::from_millis(500)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let cfg = self.store.snapshot();
+        let (worker, q) = answer;
+        let Some(q) = q else {
+            return Ok(Response::new(v1::QueryFlowResponse {
+                matched: false,
+                worker: u32::from(worker),
+                ..Default::default()
+            }));
+        };
+        let Some(b) = cfg.backend(q.backend) else {
+            return Ok(Response::new(v1::QueryFlowResponse {
+                matched: false,
+                worker: u32::from(worker),
+                ..Default::default()
+            }));
+        };
+        let addr =
+            if b.v4 { IpAddr::from([b.addr[12], b.addr[13], b.addr[14], b.addr[15]]) } else { IpAddr::from(b.addr) };
+        Ok(Response::new(v1::QueryFlowResponse {
+            matched: true,
+            backend_address: addr.to_string(),
+            backend_port: u32::from(if b.port == 0 { dport } else { b.port }),
+            tracked: q.tracked,
+            worker: u32::from(worker),
+        }))
+    }
+
+    async fn get_stats(&self, _req: Request<v1::GetStatsRequest>) -> Result<Response<v1::Stats>, Status> {
+        Ok(Response::new(stats(&self.store)))
+    }
+
+    type WatchStatsStream = Streamed<v1::Stats>;
+
+    async fn watch_stats(
+        &self,
+        req: Request<v1::WatchStatsRequest>,
+    ) -> Result<Response<Self::WatchStatsStream>, Status> {
+        let ms = req.into_inner().interval_ms;
+        if !(100..=60_000).contains(&ms) {
+            return Err(Status::invalid_argument(format!("interval_ms: {ms} outside 100..=60000")));
+        }
+        let store = self.store.clone();
+        let ticks =
+            tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_millis(u64::from(ms))));
+        Ok(Response::new(Box::pin(ticks.map(move |_| Ok(stats(&store))))))
+    }
+
+    type WatchEventsStream = Streamed<v1::Event>;
+
+    async fn watch_events(
+        &self,
+        _req: Request<v1::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let store = self.store.clone();
+        let rx = BroadcastStream::new(self.store.subscribe());
+        // A watcher that falls more than the channel's depth behind misses events; it is told so.
+        Ok(Response::new(Box::pin(rx.map(move |e| match e {
+            Ok(e) => Ok(event_out(e, &store)),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Err(Status::data_loss(format!("{n} events missed: the watcher fell behind")))
+            }
+        }))))
+    }
+}
+
+/// Serve the API, health and reflection on `listen` until `shutdown` resolves.
+///
+/// # Errors
+/// Binding or serving failed.
+pub async fn serve(
+    store: Arc<Store>,
+    listen: Listen,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let (mut reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<LoadBalancerServer<Api>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(edgelb_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(edgelb_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(LoadBalancerServer::new(Api::new(store)));
+    match listen {
+        Listen::Tcp(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("API listen on {addr}: {e}"))?;
+            router
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), shutdown)
+                .await
+                .map_err(|e| format!("API on {addr}: {e}"))
+        }
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let l =
+                tokio::net::UnixListener::bind(&path).map_err(|e| format!("API listen on {}: {e}", path.display()))?;
+            let r = router
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(l), shutdown)
+                .await
+                .map_err(|e| format!("API on {}: {e}", path.display()));
+            let _ = std::fs::remove_file(&path);
+            r
+        }
+    }
+}

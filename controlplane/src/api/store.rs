@@ -1,0 +1,350 @@
+//! The one validated model behind the config file and the API, and the only place that builds dataplane snapshots.
+//!
+//! Every change — an API batch, a file reload, neighbours the slow path learnt, draining — goes through [`Store`]:
+//! the model is changed on a copy, validated, built into a snapshot with slot movement, and only then published and
+//! kept. A rejected change leaves the model, the version and the snapshot as they were. The version counts changes of
+//! the service set (API applies and file reloads); optimistic concurrency compares against it.
+
+use edgelb_dataplane::config::SlotsMoved;
+use edgelb_dataplane::config::{
+    ConfigBuilder, ConfigError, ConfigHandle, DataplaneConfig, Model, Protocol, ServiceSpec,
+};
+use edgelb_dataplane::worker::WorkerView;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::broadcast;
+
+/// A service's identity: VIP, protocol, port (`None`: all ports).
+pub type ServiceKey = (IpAddr, Protocol, Option<u16>);
+
+/// The key of a service spec.
+pub fn key_of(s: &ServiceSpec) -> ServiceKey {
+    (s.vip, s.protocol, s.port)
+}
+
+/// Why a change was refused. Nothing was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Bad input, naming the field in the caller's terms (e.g. `upserts[1].backends[0].weight`).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Field path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `expected_version` is not the current version.
+    #[error("config version is {current}, not the expected {expected}: re-read and retry")]
+    Stale {
+        /// What the caller expected.
+        expected: u64,
+        /// What is in force.
+        current: u64,
+    },
+    /// A named service or backend does not exist.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl From<ConfigError> for StoreError {
+    fn from(e: ConfigError) -> Self {
+        StoreError::Invalid { field: e.field, message: e.message }
+    }
+}
+
+/// One change of the service set.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Services to create or replace (by key).
+    pub upserts: Vec<ServiceSpec>,
+    /// Services to delete.
+    pub deletes: Vec<ServiceKey>,
+    /// Validate and report, change nothing.
+    pub dry_run: bool,
+    /// Refuse unless this is the current version (0: any).
+    pub expected_version: u64,
+}
+
+/// What an accepted batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The version in force after the call (with `dry_run`, the version the batch would have made).
+    pub version: u64,
+    /// False for a dry run.
+    pub applied: bool,
+    /// Maglev slot movement per service of the new snapshot.
+    pub moved: Vec<SlotsMoved>,
+    /// Snapshot generation published (0 for a dry run).
+    pub generation: u64,
+}
+
+/// A change the store announces to its watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A new version of the service set is in force.
+    Applied {
+        /// Version.
+        version: u64,
+        /// Who changed it: `api`, `file`.
+        source: &'static str,
+        /// Slot movement.
+        moved: Vec<SlotsMoved>,
+    },
+    /// A backend's health changed.
+    BackendHealth {
+        /// Service.
+        service: ServiceKey,
+        /// Backend address and port.
+        backend: (IpAddr, u16),
+        /// Now healthy?
+        healthy: bool,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Inner {
+    model: Model,
+    learned: HashMap<IpAddr, [u8; 6]>,
+    builder: ConfigBuilder,
+    version: u64,
+}
+
+/// The model, its version and the published snapshot.
+pub struct Store {
+    inner: Mutex<Inner>,
+    handle: ConfigHandle,
+    events: broadcast::Sender<StoreEvent>,
+    workers: OnceLock<WorkerView>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("version", &self.version()).finish()
+    }
+}
+
+fn with_learned(m: &Model, learned: &HashMap<IpAddr, [u8; 6]>) -> Model {
+    let mut m = m.clone();
+    let mut extra: Vec<(IpAddr, [u8; 6])> =
+        learned.iter().filter(|(a, _)| !m.neighbours.iter().any(|(k, _)| k == *a)).map(|(a, mac)| (*a, *mac)).collect();
+    extra.sort_unstable();
+    m.neighbours.extend(extra);
+    m
+}
+
+impl Store {
+    /// A store holding `model` as version 1, with its first snapshot published.
+    ///
+    /// # Errors
+    /// The model's first validation error.
+    pub fn new(model: Model) -> Result<Arc<Self>, StoreError> {
+        let mut builder = ConfigBuilder::new();
+        let (cfg, _) = builder.build(&model)?;
+        Ok(Arc::new(Self {
+            inner: Mutex::new(Inner { model, learned: HashMap::new(), builder, version: 1 }),
+            handle: ConfigHandle::new(cfg),
+            events: broadcast::channel(1024).0,
+            workers: OnceLock::new(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the model half-changed (changes are made on copies), so a
+        // poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The handle workers load snapshots from.
+    pub fn handle(&self) -> ConfigHandle {
+        self.handle.clone()
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> Arc<DataplaneConfig> {
+        Arc::clone(&self.handle.load())
+    }
+
+    /// Attach the running workers (stats, flow queries); once.
+    pub fn attach_workers(&self, view: WorkerView) {
+        let _ = self.workers.set(view);
+    }
+
+    /// The running workers, once attached.
+    pub fn workers(&self) -> Option<&WorkerView> {
+        self.workers.get()
+    }
+
+    /// Current version of the service set.
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// A copy of the model (without learnt neighbours).
+    pub fn model(&self) -> Model {
+        self.lock().model.clone()
+    }
+
+    /// The services in force and the version.
+    pub fn services(&self) -> (u64, Vec<ServiceSpec>) {
+        let g = self.lock();
+        (g.version, g.model.services.clone())
+    }
+
+    /// Watch changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    /// Announce an event (health checks use this).
+    pub fn announce(&self, e: StoreEvent) {
+        let _ = self.events.send(e);
+    }
+
+    /// Apply a batch atomically. Field paths in errors name the batch: `upserts[i]...`, `deletes[i]`.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is applied.
+    pub fn apply(&self, batch: &Batch, source: &'static str) -> Result<Applied, StoreError> {
+        let mut g = self.lock();
+        if batch.expected_version != 0 && batch.expected_version != g.version {
+            return Err(StoreError::Stale { expected: batch.expected_version, current: g.version });
+        }
+        let mut model = g.model.clone();
+        // Where each upsert landed in the model's service list, to name errors in the batch's terms.
+        let mut origin: HashMap<usize, usize> = HashMap::new();
+        for (i, u) in batch.upserts.iter().enumerate() {
+            let k = key_of(u);
+            if let Some(j) = batch.upserts[..i].iter().position(|p| key_of(p) == k) {
+                return Err(StoreError::Invalid {
+                    field: format!("upserts[{i}]"),
+                    message: format!("{} is also upserts[{j}]", show_key(&k)),
+                });
+            }
+            if batch.deletes.contains(&k) {
+                return Err(StoreError::Invalid {
+                    field: format!("upserts[{i}]"),
+                    message: format!("{} is also deleted in this batch", show_key(&k)),
+                });
+            }
+        }
+        for (i, d) in batch.deletes.iter().enumerate() {
+            if batch.deletes[..i].contains(d) {
+                return Err(StoreError::Invalid { field: format!("deletes[{i}]"), message: "listed twice".into() });
+            }
+            let Some(at) = model.services.iter().position(|s| key_of(s) == *d) else {
+                return Err(StoreError::NotFound(format!("deletes[{i}]: no service {}", show_key(d))));
+            };
+            model.services.remove(at);
+        }
+        for (i, u) in batch.upserts.iter().enumerate() {
+            let k = key_of(u);
+            match model.services.iter().position(|s| key_of(s) == k) {
+                Some(at) => {
+                    model.services[at] = u.clone();
+                    origin.insert(at, i);
+                }
+                None => {
+                    model.services.push(u.clone());
+                    origin.insert(model.services.len() - 1, i);
+                }
+            }
+        }
+        let effective = with_learned(&model, &g.learned);
+        let rename = |e: ConfigError| -> StoreError {
+            let field = rename_field(&e.field, &origin);
+            StoreError::Invalid { field, message: e.message }
+        };
+        if batch.dry_run {
+            let mut scratch = g.builder.clone();
+            let (_, moved) = scratch.build(&effective).map_err(rename)?;
+            return Ok(Applied { version: g.version + 1, applied: false, moved, generation: 0 });
+        }
+        let (cfg, moved) = g.builder.build(&effective).map_err(rename)?;
+        let generation = cfg.generation;
+        self.handle.publish(cfg);
+        g.model = model;
+        g.version += 1;
+        let version = g.version;
+        drop(g);
+        let _ = self.events.send(StoreEvent::Applied { version, source, moved: moved.clone() });
+        Ok(Applied { version, applied: true, moved, generation })
+    }
+
+    /// Replace the whole model (a reloaded config file), keeping the draining state and learnt neighbours.
+    ///
+    /// # Errors
+    /// The model's first validation error; nothing changes.
+    pub fn replace(&self, mut model: Model, source: &'static str) -> Result<Applied, StoreError> {
+        let mut g = self.lock();
+        model.draining = g.model.draining;
+        let effective = with_learned(&model, &g.learned);
+        let (cfg, moved) = g.builder.build(&effective)?;
+        let generation = cfg.generation;
+        self.handle.publish(cfg);
+        g.model = model;
+        g.version += 1;
+        let version = g.version;
+        drop(g);
+        let _ = self.events.send(StoreEvent::Applied { version, source, moved: moved.clone() });
+        Ok(Applied { version, applied: true, moved, generation })
+    }
+
+    /// Add neighbours the slow path learnt and publish a snapshot with them. Returns the generation.
+    ///
+    /// # Errors
+    /// Should the model no longer build (it cannot: neighbours are not validated), the error.
+    pub fn learn(&self, learned: impl IntoIterator<Item = (IpAddr, [u8; 6])>) -> Result<u64, StoreError> {
+        let mut g = self.lock();
+        g.learned.extend(learned);
+        let m = with_learned(&g.model, &g.learned);
+        let (cfg, _) = g.builder.build(&m)?;
+        let generation = cfg.generation;
+        self.handle.publish(cfg);
+        Ok(generation)
+    }
+
+    /// Drain the appliance (refuse new flows) or stop draining.
+    ///
+    /// # Errors
+    /// Should the model no longer build, the error.
+    pub fn set_draining(&self, draining: bool) -> Result<u64, StoreError> {
+        let mut g = self.lock();
+        let mut model = g.model.clone();
+        model.draining = draining;
+        let effective = with_learned(&model, &g.learned);
+        let (cfg, _) = g.builder.build(&effective)?;
+        let generation = cfg.generation;
+        self.handle.publish(cfg);
+        g.model = model;
+        Ok(generation)
+    }
+}
+
+/// `services[k]...` of the merged model in the batch's own terms: `upserts[i]...` when service k came from the batch.
+fn rename_field(field: &str, origin: &HashMap<usize, usize>) -> String {
+    let Some(rest) = field.strip_prefix("services[") else { return field.to_string() };
+    let Some((idx, tail)) = rest.split_once(']') else { return field.to_string() };
+    // The model calls a backend's address `addr`; the API `address`.
+    let tail = match tail.strip_suffix(".addr") {
+        Some(t) => format!("{t}.address"),
+        None => tail.to_string(),
+    };
+    match idx.parse::<usize>().ok().and_then(|k| origin.get(&k)) {
+        Some(i) => format!("upserts[{i}]{tail}"),
+        None => format!("services[{idx}]{tail}"),
+    }
+}
+
+/// `198.19.0.1 tcp/80` or `198.19.0.1 udp/*`.
+pub fn show_key(k: &ServiceKey) -> String {
+    let p = match k.1 {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    match k.2 {
+        Some(port) => format!("{} {p}/{port}", k.0),
+        None => format!("{} {p}/*", k.0),
+    }
+}
