@@ -2,7 +2,9 @@
 //! configured core, and forwards until SIGTERM or SIGINT. SIGHUP re-reads the config and swaps the snapshot: stable
 //! service and backend ids keep tracked flows on their backends; a config that fails validation is logged and the
 //! running one kept. The slow path (ARP/NDP/ICMP for the appliance's own addresses, ARP for VIPs, neighbour
-//! resolution, gratuitous ARP) runs on the daemon's thread; learnt neighbours join the snapshot.
+//! resolution, gratuitous ARP) runs on the daemon's thread; learnt neighbours join the snapshot. The gRPC API
+//! (`[api]`, default 127.0.0.1:50051; `edgelbctl` is its client) changes the same model as the file, through the
+//! same store; a SIGHUP makes the file authoritative again.
 //!
 //! ```text
 //! edgelbd --config FILE [--log-format text|json] [--check] [--drain-timeout SECS]
@@ -11,8 +13,10 @@
 //! once nothing has been forwarded for a second, or after the drain timeout (30 s); a second signal stops at once.
 //! `--check` validates the file and exits. Exit codes: 0 clean stop, 2 usage or config error, 1 runtime failure.
 
+use edgelb_controlplane::api::server::Listen;
+use edgelb_controlplane::api::store::Store;
 use edgelb_controlplane::config::{self, Driver, Loaded};
-use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle, DataplaneConfig, Model};
+use edgelb_dataplane::config::Model;
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
@@ -23,7 +27,7 @@ use edgelb_dataplane::slowpath::SlowPath;
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,14 +86,6 @@ fn resolve_macs(l: &mut Loaded) -> Result<(), String> {
         l.model.interfaces[i].mac = mac;
     }
     Ok(())
-}
-
-fn build(builder: &mut ConfigBuilder, model: &Model) -> Result<Arc<DataplaneConfig>, String> {
-    let (cfg, moved) = builder.build(model).map_err(|e| e.to_string())?;
-    for m in &moved {
-        info!(vip = %m.vip, proto = m.proto, port = m.port, slots_moved = m.moved, "service table built");
-    }
-    Ok(cfg)
 }
 
 /// Run the daemon with `args` (without the program name): what `edgelbd` and `edgelb daemon` do.
@@ -290,15 +286,15 @@ where
     P::Buf: 'static,
     F: Fn(&[u8]) -> Option<P::Buf>,
 {
-    let mut builder = ConfigBuilder::new();
-    let cfg = match build(&mut builder, &loaded.model) {
-        Ok(c) => c,
+    // The one model: the file's now, the API's changes later; the store alone builds snapshots.
+    let store = match Store::new(loaded.model.clone()) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("edgelbd: {}: {e}", args.config.display());
             return ExitCode::from(2);
         }
     };
-    let handle = ConfigHandle::new(cfg);
+    let handle = store.handle();
     let nworkers = setups.len();
     for (i, p) in loaded.ports.iter().enumerate() {
         let mac = loaded.model.interfaces[i].mac;
@@ -312,7 +308,19 @@ where
         }
     };
     let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
-    info!(workers = nworkers, services = loaded.model.services.len(), "edgelbd forwarding");
+    store.attach_workers(workers.view());
+    let api = match &loaded.api {
+        Some(listen) => match start_api(store.clone(), listen.clone()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                error!("{e}");
+                let _ = workers.stop();
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    info!(workers = nworkers, services = loaded.model.services.len(), api = ?loaded.api, "edgelbd forwarding");
     // The slow path: ARP/NDP/ICMP for the appliance itself and its VIPs, neighbour resolution. It runs here, on the
     // daemon's thread; its answers leave through worker 0's inject ring.
     let mut slow = SlowPath::new(&handle.load());
@@ -328,9 +336,10 @@ where
         None => inject_full += 1,
     };
     slow.announce(&mut emit);
-    let mut learned: HashMap<IpAddr, [u8; 6]> = HashMap::new();
+    let mut learned: Vec<(IpAddr, [u8; 6])> = Vec::new();
+    let mut learned_total = 0usize;
     let mut last_rebuild = Instant::now();
-    let mut dirty = false;
+    let mut seen_version = store.version();
     // Draining: (started, forwarded count last seen, when it last changed).
     let mut drain: Option<(Instant, u64, Instant)> = None;
     'run: loop {
@@ -354,40 +363,33 @@ where
             slow.handle(port, b.data(), now, &mut emit);
         }
         slow.poll(now, &mut emit);
-        for (ip, mac) in slow.take_learned() {
-            learned.insert(ip, mac);
-            dirty = true;
-        }
-        if dirty && now.duration_since(last_rebuild) >= Duration::from_millis(100) {
-            dirty = false;
+        learned.extend(slow.take_learned());
+        if !learned.is_empty() && now.duration_since(last_rebuild) >= Duration::from_millis(100) {
             last_rebuild = now;
-            match build(&mut builder, &with_learned(&loaded.model, &learned)) {
-                Ok(cfg) => {
-                    info!(generation = cfg.generation, neighbours = learned.len(), "neighbours learnt");
-                    handle.publish(cfg);
-                }
+            learned_total += learned.len();
+            match store.learn(learned.drain(..)) {
+                Ok(generation) => info!(generation, neighbours = learned_total, "neighbours learnt"),
                 Err(e) => error!("rebuild with learnt neighbours failed: {e}"),
             }
         }
+        // The service set changed (API or file): the slow path answers for the new VIPs and resolves new backends.
+        let version = store.version();
+        if version != seen_version {
+            seen_version = version;
+            let model = store.model();
+            slow.update(&handle.load());
+            slow.set_wanted(wanted(&model));
+            slow.announce(&mut emit);
+        }
         for sig in signals.pending() {
             match sig {
-                SIGHUP => {
-                    if reload(args, &mut loaded, &mut builder, &handle, &learned) {
-                        slow.update(&handle.load());
-                        slow.set_wanted(wanted(&loaded.model));
-                        slow.announce(&mut emit);
-                    }
-                }
+                SIGHUP => reload(args, &mut loaded, &store),
                 _ if drain.is_some() => break 'run,
                 _ => {
                     // First SIGTERM/SIGINT: refuse new flows, let tracked ones finish, exit when traffic stops.
-                    loaded.model.draining = true;
-                    match build(&mut builder, &with_learned(&loaded.model, &learned)) {
-                        Ok(cfg) => handle.publish(cfg),
-                        Err(e) => {
-                            error!("cannot publish the draining config ({e}); stopping now");
-                            break 'run;
-                        }
+                    if let Err(e) = store.set_draining(true) {
+                        error!("cannot publish the draining config ({e}); stopping now");
+                        break 'run;
                     }
                     info!(timeout = ?args.drain_timeout, "draining: new flows refused; a second signal stops at once");
                     drain = Some((now, workers.total().tx, now));
@@ -398,6 +400,10 @@ where
     }
     let slow_stats = slow.stats;
     info!("stopping");
+    if let Some((tx, thread)) = api {
+        let _ = tx.send(());
+        let _ = thread.join();
+    }
     let (_ports, total) = workers.stop_with_totals();
     let drops: Vec<String> = DropReason::all()
         .filter(|d| total.dropped(*d) > 0)
@@ -419,6 +425,48 @@ where
     ExitCode::SUCCESS
 }
 
+type ApiThread = (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>);
+
+/// Serve the gRPC API on its own thread and runtime (two threads: the API never competes with the workers' cores
+/// beyond that). Returns once it listens, or the reason it cannot.
+fn start_api(store: Arc<Store>, listen: Listen) -> Result<ApiThread, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("edgelb-api")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("API runtime: {e}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let thread = std::thread::Builder::new()
+        .name("edgelb-api".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let ready = ready_tx.clone();
+                let shutdown = async move {
+                    let _ = stop_rx.await;
+                };
+                let r = edgelb_controlplane::api::server::serve_ready(store, listen, shutdown, move || {
+                    let _ = ready.send(Ok(()));
+                })
+                .await;
+                if let Err(e) = r {
+                    let _ = ready_tx.send(Err(e.clone()));
+                    error!("API stopped: {e}");
+                }
+            })
+        })
+        .map_err(|e| format!("API thread: {e}"))?;
+    match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => {
+            info!("API listening");
+            Ok((stop_tx, thread))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("API did not start within 10 s".into()),
+    }
+}
+
 /// A draining daemon exits once nothing has been forwarded for this long.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
@@ -433,25 +481,8 @@ fn wanted(m: &Model) -> Vec<IpAddr> {
     w
 }
 
-/// The model with learnt neighbours added; the file's static ones win.
-fn with_learned(m: &Model, learned: &HashMap<IpAddr, [u8; 6]>) -> Model {
-    let mut m = m.clone();
-    let known: HashSet<IpAddr> = m.neighbours.iter().map(|(a, _)| *a).collect();
-    let mut extra: Vec<(IpAddr, [u8; 6])> =
-        learned.iter().filter(|(a, _)| !known.contains(a)).map(|(a, mac)| (*a, *mac)).collect();
-    extra.sort_unstable();
-    m.neighbours.extend(extra);
-    m
-}
-
-/// SIGHUP: re-read the file and swap the snapshot; on any error keep the running config. True when applied.
-fn reload(
-    args: &Args,
-    loaded: &mut Loaded,
-    builder: &mut ConfigBuilder,
-    handle: &ConfigHandle,
-    learned: &HashMap<IpAddr, [u8; 6]>,
-) -> bool {
+/// SIGHUP: re-read the file and swap the snapshot through the store; on any error keep the running config.
+fn reload(args: &Args, loaded: &mut Loaded, store: &Store) {
     match config::load(&args.config) {
         Ok(mut new) => {
             if new.ports != loaded.ports || new.cores != loaded.cores {
@@ -467,26 +498,17 @@ fn reload(
             }
             if let Err(e) = resolve_macs(&mut new) {
                 error!("reload rejected, keeping the running config: {e}");
-                return false;
+                return;
             }
-            new.model.draining = loaded.model.draining;
-            match build(builder, &with_learned(&new.model, learned)) {
-                Ok(cfg) => {
-                    let generation = cfg.generation;
-                    handle.publish(cfg);
+            // The file is authoritative on reload: its service set replaces what the API changed since.
+            match store.replace(new.model.clone(), "file") {
+                Ok(a) => {
                     loaded.model = new.model;
-                    info!(generation, "config reloaded");
-                    true
+                    info!(version = a.version, generation = a.generation, "config reloaded");
                 }
-                Err(e) => {
-                    error!("reload rejected, keeping the running config: {e}");
-                    false
-                }
+                Err(e) => error!("reload rejected, keeping the running config: {e}"),
             }
         }
-        Err(e) => {
-            error!("reload rejected, keeping the running config: {e}");
-            false
-        }
+        Err(e) => error!("reload rejected, keeping the running config: {e}"),
     }
 }

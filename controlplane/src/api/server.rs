@@ -430,6 +430,19 @@ pub async fn serve(
     listen: Listen,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    serve_ready(store, listen, shutdown, || {}).await
+}
+
+/// As [`serve`], calling `ready` once the listener is bound (so callers can report a bind error before going on).
+///
+/// # Errors
+/// Binding or serving failed.
+pub async fn serve_ready(
+    store: Arc<Store>,
+    listen: Listen,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> Result<(), String> {
     let (mut reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<LoadBalancerServer<Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -450,6 +463,7 @@ pub async fn serve(
     match listen {
         Listen::Tcp(addr) => {
             let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("API listen on {addr}: {e}"))?;
+            ready();
             router
                 .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), shutdown)
                 .await

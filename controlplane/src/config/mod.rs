@@ -136,6 +136,8 @@ pub struct Loaded {
     pub cores: Vec<usize>,
     /// EAL settings (defaults when the file has no `[dpdk]`).
     pub dpdk: DpdkSettings,
+    /// Where the gRPC API listens (`None`: disabled). Default 127.0.0.1:50051.
+    pub api: Option<crate::api::server::Listen>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +151,8 @@ struct File {
     workers: WorkersSection,
     #[serde(default)]
     dpdk: Option<Spanned<DpdkSettings>>,
+    #[serde(default)]
+    api: Option<Spanned<ApiSection>>,
     #[serde(default)]
     timeouts: TimeoutsSection,
     #[serde(default)]
@@ -201,6 +205,21 @@ fn default_mtu() -> u16 {
 }
 fn default_frames() -> u32 {
     2048
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    unix: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -471,7 +490,20 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         Some(d) => d.get_ref().clone(),
         None => DpdkSettings::default(),
     };
-    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk })
+    let api =
+        match &file.api {
+            None => Some(crate::api::server::Listen::default()),
+            Some(a) if !a.get_ref().enabled => None,
+            Some(a) => match (&a.get_ref().listen, &a.get_ref().unix) {
+                (Some(l), None) => Some(crate::api::server::Listen::Tcp(l.get_ref().trim().parse().map_err(|_| {
+                    lines.err(l, "api.listen".into(), format!("{:?} is not ADDRESS:PORT", l.get_ref()))
+                })?)),
+                (None, Some(u)) => Some(crate::api::server::Listen::Unix(u.into())),
+                (None, None) => Some(crate::api::server::Listen::default()),
+                (Some(_), Some(_)) => return Err(lines.err(a, "api".into(), "give listen or unix, not both")),
+            },
+        };
+    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api })
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.
