@@ -31,6 +31,12 @@ fi
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "Python tools: scapy (golden packets), grpcio with reflection and health (the API's foreign client)"
+venv="${EDGELB_VENV:-$root/target/venv}"
+export EDGELB_VENV="$venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q 'scapy==2.8.0' 'grpcio==1.76.0' 'grpcio-reflection==1.76.0' 'grpcio-health-checking==1.76.0'
+
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 if [ ${#features[@]} -gt 0 ]; then
@@ -41,9 +47,6 @@ step "cargo test --workspace ${features[*]}"
 cargo test --workspace "${features[@]}"
 
 step "golden fixtures: regenerate with scapy, compare with the committed ones"
-venv="${EDGELB_VENV:-$root/target/venv}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q 'scapy==2.8.0'
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$venv/bin/python" dataplane/tests/golden/make_golden.py "$out"
