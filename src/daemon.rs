@@ -309,16 +309,13 @@ where
     };
     let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
     store.attach_workers(workers.view());
-    let api = match &loaded.api {
-        Some(listen) => match start_api(store.clone(), listen.clone()) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                error!("{e}");
-                let _ = workers.stop();
-                return ExitCode::from(1);
-            }
-        },
-        None => None,
+    let api = match start_control(store.clone(), loaded.api.clone()) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            error!("{e}");
+            let _ = workers.stop();
+            return ExitCode::from(1);
+        }
     };
     info!(workers = nworkers, services = loaded.model.services.len(), api = ?loaded.api, "edgelbd forwarding");
     // The slow path: ARP/NDP/ICMP for the appliance itself and its VIPs, neighbour resolution. It runs here, on the
@@ -427,41 +424,48 @@ where
 
 type ApiThread = (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>);
 
-/// Serve the gRPC API on its own thread and runtime (two threads: the API never competes with the workers' cores
-/// beyond that). Returns once it listens, or the reason it cannot.
-fn start_api(store: Arc<Store>, listen: Listen) -> Result<ApiThread, String> {
+/// The control plane's own thread and runtime (two threads: it never competes with the workers' cores beyond that):
+/// health checks, and the gRPC API when `listen` is set. Returns once the API listens, or the reason it cannot.
+fn start_control(store: Arc<Store>, listen: Option<Listen>) -> Result<ApiThread, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("edgelb-api")
+        .thread_name("edgelb-ctl")
         .enable_all()
         .build()
-        .map_err(|e| format!("API runtime: {e}"))?;
+        .map_err(|e| format!("control-plane runtime: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let thread = std::thread::Builder::new()
-        .name("edgelb-api".into())
+        .name("edgelb-ctl".into())
         .spawn(move || {
             rt.block_on(async move {
-                let ready = ready_tx.clone();
+                let health = tokio::spawn(edgelb_controlplane::health::run(store.clone()));
                 let shutdown = async move {
                     let _ = stop_rx.await;
                 };
-                let r = edgelb_controlplane::api::server::serve_ready(store, listen, shutdown, move || {
-                    let _ = ready.send(Ok(()));
-                })
-                .await;
-                if let Err(e) = r {
-                    let _ = ready_tx.send(Err(e.clone()));
-                    error!("API stopped: {e}");
+                match listen {
+                    Some(listen) => {
+                        let ready = ready_tx.clone();
+                        let r = edgelb_controlplane::api::server::serve_ready(store, listen, shutdown, move || {
+                            let _ = ready.send(Ok(()));
+                        })
+                        .await;
+                        if let Err(e) = r {
+                            let _ = ready_tx.send(Err(e.clone()));
+                            error!("API stopped: {e}");
+                        }
+                    }
+                    None => {
+                        let _ = ready_tx.send(Ok(()));
+                        shutdown.await;
+                    }
                 }
+                health.abort();
             })
         })
-        .map_err(|e| format!("API thread: {e}"))?;
+        .map_err(|e| format!("control-plane thread: {e}"))?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => {
-            info!("API listening");
-            Ok((stop_tx, thread))
-        }
+        Ok(Ok(())) => Ok((stop_tx, thread)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err("API did not start within 10 s".into()),
     }

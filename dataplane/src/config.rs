@@ -132,6 +132,42 @@ pub struct ServiceSpec {
     pub gue_port: u16,
     /// Backends.
     pub backends: Vec<BackendSpec>,
+    /// Health checking of the backends (done by the control plane; the dataplane sees only backend states).
+    pub health: Option<HealthSpec>,
+}
+
+/// How the control plane probes a service's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// `GET path` over HTTP/1.0 answers with this status.
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+        /// Expected status code.
+        expect_status: u16,
+    },
+}
+
+/// A health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// Probe.
+    pub kind: HealthKind,
+    /// Port to probe; 0: the backend's port.
+    pub port: u16,
+    /// Milliseconds between probes.
+    pub interval_ms: u32,
+    /// Milliseconds a probe may take.
+    pub timeout_ms: u32,
+    /// Consecutive successes that bring a failed backend back.
+    pub rise: u32,
+    /// Consecutive failures that take a backend out.
+    pub fall: u32,
+    /// The service's policy for a failed backend's tracked flows: keep them on it (true: the backend drains) or
+    /// reschedule them (false: the backend is down).
+    pub keep_flows: bool,
 }
 
 impl ServiceSpec {
@@ -146,6 +182,7 @@ impl ServiceSpec {
             maglev_size: maglev::DEFAULT_TABLE_SIZE,
             gue_port: crate::wire::gue::DEFAULT_PORT,
             backends,
+            health: None,
         }
     }
 }
@@ -736,6 +773,34 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
                     f("mode"),
                     format!("fullnat needs a fullnat_sources address of the VIP's family ({})", s.vip),
                 );
+            }
+        }
+        if let Some(h) = &s.health {
+            if !(100..=3_600_000).contains(&h.interval_ms) {
+                return field_err(f("health.interval_ms"), format!("{} outside 100..=3600000", h.interval_ms));
+            }
+            if h.timeout_ms < 10 || h.timeout_ms > h.interval_ms {
+                return field_err(f("health.timeout_ms"), format!("{} outside 10..=interval_ms", h.timeout_ms));
+            }
+            if !(1..=100).contains(&h.rise) {
+                return field_err(f("health.rise"), format!("{} outside 1..=100", h.rise));
+            }
+            if !(1..=100).contains(&h.fall) {
+                return field_err(f("health.fall"), format!("{} outside 1..=100", h.fall));
+            }
+            if let HealthKind::Http { path, expect_status } = &h.kind {
+                if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    return field_err(
+                        f("health.path"),
+                        format!("{path:?}: an absolute path without spaces or controls"),
+                    );
+                }
+                if !(100..=599).contains(expect_status) {
+                    return field_err(f("health.expect_status"), format!("{expect_status} is not an HTTP status"));
+                }
+            }
+            if h.port == 0 && s.backends.iter().any(|b| b.port == 0) && s.port.is_none() {
+                return field_err(f("health.port"), "backends keep the client's port: give the port to probe");
             }
         }
         let mut bseen = FxHashSet::default();

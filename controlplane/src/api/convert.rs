@@ -2,7 +2,9 @@
 
 use super::store::{ServiceKey, StoreError};
 use edgelb_api::v1;
-use edgelb_dataplane::config::{BackendSpec, BackendState, Mode, Protocol, ServiceSpec, SlotsMoved};
+use edgelb_dataplane::config::{
+    BackendSpec, BackendState, HealthKind, HealthSpec, Mode, Protocol, ServiceSpec, SlotsMoved,
+};
 use edgelb_dataplane::lb::maglev;
 use std::net::IpAddr;
 
@@ -104,10 +106,57 @@ pub fn service(s: &v1::Service, at: &str) -> Result<ServiceSpec, StoreError> {
     let mut spec = ServiceSpec::new(vip, proto, port, m, backends);
     spec.affinity_timeout_s = (s.affinity_timeout_s > 0).then_some(s.affinity_timeout_s);
     spec.maglev_size = if s.maglev_size != 0 { s.maglev_size } else { maglev::DEFAULT_TABLE_SIZE };
+    if let Some(h) = &s.health {
+        spec.health = Some(health(h, &f("health"))?);
+    }
     if s.gue_port != 0 {
         spec.gue_port = port16(s.gue_port, f("gue_port"))?;
     }
     Ok(spec)
+}
+
+/// Health-check defaults: 2 s interval, 1 s timeout, rise 2, fall 3, expect 200.
+fn health(h: &v1::HealthCheck, at: &str) -> Result<HealthSpec, StoreError> {
+    let f = |x: &str| format!("{at}.{x}");
+    let kind = match v1::HealthType::try_from(h.r#type) {
+        Ok(v1::HealthType::Tcp) => HealthKind::Tcp,
+        Ok(v1::HealthType::Http) => HealthKind::Http {
+            path: if h.path.is_empty() { "/".into() } else { h.path.clone() },
+            expect_status: match h.expect_status {
+                0 => 200,
+                s => u16::try_from(s).map_err(|_| bad(f("expect_status"), format!("{s} is not an HTTP status")))?,
+            },
+        },
+        _ => return Err(bad(f("type"), format!("type {}: expected HEALTH_TYPE_TCP or HEALTH_TYPE_HTTP", h.r#type))),
+    };
+    let or = |v: u32, d: u32| if v == 0 { d } else { v };
+    Ok(HealthSpec {
+        kind,
+        port: port16(h.port, f("port"))?,
+        interval_ms: or(h.interval_ms, 2000),
+        timeout_ms: or(h.timeout_ms, 1000),
+        rise: or(h.rise, 2),
+        fall: or(h.fall, 3),
+        keep_flows: h.keep_flows,
+    })
+}
+
+fn health_out(h: &HealthSpec) -> v1::HealthCheck {
+    let (t, path, expect_status) = match &h.kind {
+        HealthKind::Tcp => (v1::HealthType::Tcp, String::new(), 0),
+        HealthKind::Http { path, expect_status } => (v1::HealthType::Http, path.clone(), u32::from(*expect_status)),
+    };
+    v1::HealthCheck {
+        r#type: t as i32,
+        path,
+        expect_status,
+        port: u32::from(h.port),
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        rise: h.rise,
+        fall: h.fall,
+        keep_flows: h.keep_flows,
+    }
 }
 
 /// A service as the API shows it.
@@ -121,6 +170,7 @@ pub fn service_out(s: &ServiceSpec) -> v1::Service {
         affinity_timeout_s: s.affinity_timeout_s.unwrap_or(0),
         maglev_size: s.maglev_size,
         gue_port: u32::from(s.gue_port),
+        health: s.health.as_ref().map(health_out),
         backends: s
             .backends
             .iter()

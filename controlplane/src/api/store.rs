@@ -5,7 +5,7 @@
 //! kept. A rejected change leaves the model, the version and the snapshot as they were. The version counts changes of
 //! the service set (API applies and file reloads); optimistic concurrency compares against it.
 
-use edgelb_dataplane::config::SlotsMoved;
+use edgelb_dataplane::config::{BackendState, SlotsMoved};
 use edgelb_dataplane::config::{
     ConfigBuilder, ConfigError, ConfigHandle, DataplaneConfig, Model, Protocol, ServiceSpec,
 };
@@ -104,9 +104,14 @@ pub enum StoreEvent {
     },
 }
 
+/// A backend of a service, as health checking names it.
+pub type BackendKey = (ServiceKey, IpAddr, u16);
+
 struct Inner {
     model: Model,
     learned: HashMap<IpAddr, [u8; 6]>,
+    /// Backends whose health check fails, with the service's policy (true: keep their flows, i.e. drain).
+    unhealthy: HashMap<BackendKey, bool>,
     builder: ConfigBuilder,
     version: u64,
 }
@@ -125,8 +130,24 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn with_learned(m: &Model, learned: &HashMap<IpAddr, [u8; 6]>) -> Model {
+/// The model the dataplane gets: learnt neighbours added, failed backends taken out of the Maglev tables (down, or
+/// draining when the service keeps their flows). The operator's model itself is not changed.
+fn effective(m: &Model, learned: &HashMap<IpAddr, [u8; 6]>, unhealthy: &HashMap<BackendKey, bool>) -> Model {
     let mut m = m.clone();
+    if !unhealthy.is_empty() {
+        for s in &mut m.services {
+            let k = key_of(s);
+            for b in &mut s.backends {
+                if let Some(&keep) = unhealthy.get(&(k, b.addr, b.port)) {
+                    if b.state == BackendState::Active {
+                        b.state = if keep { BackendState::Draining } else { BackendState::Down };
+                    } else if !keep {
+                        b.state = BackendState::Down;
+                    }
+                }
+            }
+        }
+    }
     let mut extra: Vec<(IpAddr, [u8; 6])> =
         learned.iter().filter(|(a, _)| !m.neighbours.iter().any(|(k, _)| k == *a)).map(|(a, mac)| (*a, *mac)).collect();
     extra.sort_unstable();
@@ -143,7 +164,7 @@ impl Store {
         let mut builder = ConfigBuilder::new();
         let (cfg, _) = builder.build(&model)?;
         Ok(Arc::new(Self {
-            inner: Mutex::new(Inner { model, learned: HashMap::new(), builder, version: 1 }),
+            inner: Mutex::new(Inner { model, learned: HashMap::new(), unhealthy: HashMap::new(), builder, version: 1 }),
             handle: ConfigHandle::new(cfg),
             events: broadcast::channel(1024).0,
             workers: OnceLock::new(),
@@ -251,7 +272,7 @@ impl Store {
                 }
             }
         }
-        let effective = with_learned(&model, &g.learned);
+        let effective = effective(&model, &g.learned, &g.unhealthy);
         let rename = |e: ConfigError| -> StoreError {
             let field = rename_field(&e.field, &origin);
             StoreError::Invalid { field, message: e.message }
@@ -279,7 +300,7 @@ impl Store {
     pub fn replace(&self, mut model: Model, source: &'static str) -> Result<Applied, StoreError> {
         let mut g = self.lock();
         model.draining = g.model.draining;
-        let effective = with_learned(&model, &g.learned);
+        let effective = effective(&model, &g.learned, &g.unhealthy);
         let (cfg, moved) = g.builder.build(&effective)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
@@ -298,7 +319,7 @@ impl Store {
     pub fn learn(&self, learned: impl IntoIterator<Item = (IpAddr, [u8; 6])>) -> Result<u64, StoreError> {
         let mut g = self.lock();
         g.learned.extend(learned);
-        let m = with_learned(&g.model, &g.learned);
+        let m = effective(&g.model, &g.learned, &g.unhealthy);
         let (cfg, _) = g.builder.build(&m)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
@@ -313,12 +334,65 @@ impl Store {
         let mut g = self.lock();
         let mut model = g.model.clone();
         model.draining = draining;
-        let effective = with_learned(&model, &g.learned);
+        let effective = effective(&model, &g.learned, &g.unhealthy);
         let (cfg, _) = g.builder.build(&effective)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
         g.model = model;
         Ok(generation)
+    }
+}
+
+impl Store {
+    /// Record a health transition of a backend: rebuild and publish without it (or with it again), announce it.
+    ///
+    /// # Errors
+    /// Should the model no longer build, the error (nothing changes).
+    pub fn set_health(&self, b: BackendKey, healthy: bool, keep_flows: bool, reason: &str) -> Result<u64, StoreError> {
+        let mut g = self.lock();
+        let mut unhealthy = g.unhealthy.clone();
+        if healthy {
+            unhealthy.remove(&b);
+        } else {
+            unhealthy.insert(b, keep_flows);
+        }
+        let m = effective(&g.model, &g.learned, &unhealthy);
+        let (cfg, _) = g.builder.build(&m)?;
+        let generation = cfg.generation;
+        self.handle.publish(cfg);
+        g.unhealthy = unhealthy;
+        drop(g);
+        let _ = self.events.send(StoreEvent::BackendHealth {
+            service: b.0,
+            backend: (b.1, b.2),
+            healthy,
+            reason: reason.to_string(),
+        });
+        Ok(generation)
+    }
+
+    /// Forget the health of backends no longer checked (removed, or their service's check removed).
+    ///
+    /// # Errors
+    /// Should the model no longer build, the error.
+    pub fn retain_health(&self, keep: impl Fn(&BackendKey) -> bool) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let before = g.unhealthy.len();
+        let mut unhealthy = g.unhealthy.clone();
+        unhealthy.retain(|k, _| keep(k));
+        if unhealthy.len() == before {
+            return Ok(());
+        }
+        let m = effective(&g.model, &g.learned, &unhealthy);
+        let (cfg, _) = g.builder.build(&m)?;
+        self.handle.publish(cfg);
+        g.unhealthy = unhealthy;
+        Ok(())
+    }
+
+    /// Backends whose health check fails now.
+    pub fn unhealthy(&self) -> Vec<BackendKey> {
+        self.lock().unhealthy.keys().copied().collect()
     }
 }
 

@@ -25,7 +25,8 @@
 //! `configs/edgelb.toml` documents every key.
 
 use edgelb_dataplane::config::{
-    validate, BackendSpec, BackendState, ConfigError, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts,
+    validate, BackendSpec, BackendState, ConfigError, HealthKind, HealthSpec, InterfaceSpec, Mode, Model, Protocol,
+    ServiceSpec, Timeouts,
 };
 use edgelb_dataplane::wire::ethernet::Mac;
 use serde::Deserialize;
@@ -271,6 +272,31 @@ struct ServiceSection {
     gue_port: Option<u16>,
     #[serde(default, rename = "backend")]
     backends: Vec<Spanned<BackendSection>>,
+    #[serde(default)]
+    health: Option<Spanned<HealthSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthSection {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    expect: Option<u16>,
+    #[serde(default)]
+    port: u16,
+    #[serde(default)]
+    interval_ms: Option<u32>,
+    #[serde(default)]
+    timeout_ms: Option<u32>,
+    #[serde(default)]
+    rise: Option<u32>,
+    #[serde(default)]
+    fall: Option<u32>,
+    #[serde(default)]
+    keep_flows: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -470,6 +496,32 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         if let Some(g) = sec.gue_port {
             spec.gue_port = g;
         }
+        if let Some(h) = &sec.health {
+            let hs = h.get_ref();
+            let kind = match hs.kind.get_ref().as_str() {
+                "tcp" => HealthKind::Tcp,
+                "http" => HealthKind::Http {
+                    path: hs.path.clone().unwrap_or_else(|| "/".into()),
+                    expect_status: hs.expect.unwrap_or(200),
+                },
+                other => {
+                    return Err(lines.err(
+                        &hs.kind,
+                        f("health.type"),
+                        format!("{other:?}: expected \"tcp\" or \"http\""),
+                    ))
+                }
+            };
+            spec.health = Some(HealthSpec {
+                kind,
+                port: hs.port,
+                interval_ms: hs.interval_ms.unwrap_or(2000),
+                timeout_ms: hs.timeout_ms.unwrap_or(1000),
+                rise: hs.rise.unwrap_or(2),
+                fall: hs.fall.unwrap_or(3),
+                keep_flows: hs.keep_flows,
+            });
+        }
         model.services.push(spec);
     }
     if file.workers.cores.len() > 1 {
@@ -515,7 +567,8 @@ fn locate(lines: &Lines<'_>, file: &File, e: ConfigError) -> FileError {
         .replace("interfaces[", "port[")
         .replace("fullnat_sources", "fullnat.sources")
         .replace("fullnat_ports", "fullnat.ports")
-        .replace("tunnel_sources", "tunnel.sources");
+        .replace("tunnel_sources", "tunnel.sources")
+        .replace("health.expect_status", "health.expect");
     let index = |prefix: &str, s: &str| -> Option<usize> { s.strip_prefix(prefix)?.split(']').next()?.parse().ok() };
     let mut line = None;
     if let Some(si) = index("service[", &field) {
@@ -524,6 +577,9 @@ fn locate(lines: &Lines<'_>, file: &File, e: ConfigError) -> FileError {
             let rest = field.split_once('.').map(|x| x.1).unwrap_or("");
             if let Some(b) = index("backend[", rest).and_then(|bi| s.get_ref().backends.get(bi)) {
                 line = Some(lines.at(b.span().start));
+            }
+            if let (true, Some(h)) = (rest.starts_with("health"), &s.get_ref().health) {
+                line = Some(lines.at(h.span().start));
             }
         }
     } else if let Some(pi) = index("port[", &field) {

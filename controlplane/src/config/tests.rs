@@ -1,4 +1,5 @@
 use super::*;
+use edgelb_dataplane::config::HealthKind;
 
 const EXAMPLE: &str = include_str!("../../../configs/edgelb.toml");
 
@@ -123,4 +124,28 @@ fn dpdk_port_errors_name_the_field() {
     assert_eq!(parse(&k).unwrap_err().field, "port[0].pci");
     let k = EXAMPLE.replacen("driver = \"afpacket\"", "driver = \"afpacket\"\nvdev = \"net_null0\"", 1);
     assert_eq!(parse(&k).unwrap_err().field, "port[0].vdev");
+}
+
+#[test]
+fn health_and_api_sections() {
+    let l = parse(EXAMPLE).unwrap();
+    let h = l.model.services[0].health.as_ref().expect("the example checks its backends");
+    assert_eq!(h.kind, HealthKind::Http { path: "/healthz".into(), expect_status: 200 });
+    assert_eq!((h.interval_ms, h.timeout_ms, h.rise, h.fall, h.keep_flows), (2000, 1000, 2, 3, false));
+    assert_eq!(l.api, Some(crate::api::server::Listen::Tcp("127.0.0.1:50051".parse().unwrap())));
+    let cases = [
+        ("type = \"http\"", "type = \"icmp\"", "service[0].health.type"),
+        ("expect = 200", "expect = 700", "service[0].health.expect"),
+        ("timeout_ms = 1000 ", "timeout_ms = 5000 ", "service[0].health.timeout_ms"),
+        ("path = \"/healthz\"", "path = \"healthz now\"", "service[0].health.path"),
+        ("listen = \"127.0.0.1:50051\"", "listen = \"localhost\"", "api.listen"),
+    ];
+    for (from, to, field) in cases {
+        assert!(EXAMPLE.contains(from), "{from}");
+        let err = parse(&EXAMPLE.replacen(from, to, 1)).unwrap_err();
+        assert_eq!(err.field, field, "{to}: {err}");
+        assert!(err.line.is_some(), "{err}");
+    }
+    let off = EXAMPLE.replacen("listen = \"127.0.0.1:50051\"", "enabled = false", 1);
+    assert_eq!(parse(&off).unwrap().api, None);
 }
