@@ -31,11 +31,11 @@ fi
 step "cargo fmt --check"
 cargo fmt --all --check
 
-step "Python tools: scapy (golden packets), grpcio with reflection and health (the API's foreign client)"
+step "Python tools: scapy (golden packets), grpcio with reflection and health, prometheus-client (foreign clients)"
 venv="${EDGELB_VENV:-$root/target/venv}"
 export EDGELB_VENV="$venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q 'scapy==2.8.0' 'grpcio==1.76.0' 'grpcio-reflection==1.76.0' 'grpcio-health-checking==1.76.0'
+"$venv/bin/pip" install -q 'scapy==2.8.0' 'grpcio==1.76.0' 'grpcio-reflection==1.76.0' 'grpcio-health-checking==1.76.0' 'prometheus-client==0.23.1'
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings

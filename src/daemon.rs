@@ -309,7 +309,7 @@ where
     };
     let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
     store.attach_workers(workers.view());
-    let api = match start_control(store.clone(), loaded.api.clone()) {
+    let api = match start_control(store.clone(), loaded.api.clone(), loaded.metrics) {
         Ok(a) => Some(a),
         Err(e) => {
             error!("{e}");
@@ -426,7 +426,11 @@ type ApiThread = (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)
 
 /// The control plane's own thread and runtime (two threads: it never competes with the workers' cores beyond that):
 /// health checks, and the gRPC API when `listen` is set. Returns once the API listens, or the reason it cannot.
-fn start_control(store: Arc<Store>, listen: Option<Listen>) -> Result<ApiThread, String> {
+fn start_control(
+    store: Arc<Store>,
+    listen: Option<Listen>,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<ApiThread, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("edgelb-ctl")
@@ -440,6 +444,24 @@ fn start_control(store: Arc<Store>, listen: Option<Listen>) -> Result<ApiThread,
         .spawn(move || {
             rt.block_on(async move {
                 let health = tokio::spawn(edgelb_controlplane::health::run(store.clone()));
+                let metrics = match metrics {
+                    Some(addr) => {
+                        let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+                        let task = tokio::spawn(edgelb_controlplane::metrics::serve(store.clone(), addr, move || {
+                            let _ = up_tx.send(());
+                        }));
+                        if up_rx.await.is_err() {
+                            let e = match task.await {
+                                Ok(Err(e)) => e,
+                                _ => format!("metrics on {addr} did not start"),
+                            };
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                        Some(task)
+                    }
+                    None => None,
+                };
                 let shutdown = async move {
                     let _ = stop_rx.await;
                 };
@@ -461,6 +483,9 @@ fn start_control(store: Arc<Store>, listen: Option<Listen>) -> Result<ApiThread,
                     }
                 }
                 health.abort();
+                if let Some(m) = metrics {
+                    m.abort();
+                }
             })
         })
         .map_err(|e| format!("control-plane thread: {e}"))?;

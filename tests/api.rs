@@ -1,6 +1,7 @@
 //! The management API end to end, against a running `edgelbd` (AF_PACKET port in its own network namespace, API on
 //! that namespace's loopback): Python's `grpcio` (reflection, health, dynamic messages) as a client nobody here wrote,
-//! and `edgelbctl` for every command, including errors and a change visible to the workers as soon as it returns.
+//! and `edgelbctl` for every command, including errors and a change visible to the workers as soon as it returns;
+//! `/metrics` scraped with curl and parsed by the Prometheus Python parser.
 
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
@@ -211,6 +212,31 @@ port = 8080
     );
     let st = json(&lb, &["stats"]);
     assert!(st["workers"].as_array().is_some_and(|w| !w.is_empty()), "{st}");
+
+    // /metrics, parsed by the Prometheus project's Python parser.
+    let version = json(&lb, &["service", "list"])["version"].as_u64().unwrap();
+    let m = Command::new("ip")
+        .args(["netns", "exec", &lb, "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9917/metrics"])
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "curl /metrics: {}", String::from_utf8_lossy(&m.stderr));
+    let mut check = Command::new(python())
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/metrics_check.py"))
+        .arg(version.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), &m.stdout).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "metrics check: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&m.stdout)
+    );
 
     // Events: a watcher sees the next change.
     let mut watcher = Command::new("ip")

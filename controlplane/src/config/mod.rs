@@ -139,6 +139,8 @@ pub struct Loaded {
     pub dpdk: DpdkSettings,
     /// Where the gRPC API listens (`None`: disabled). Default 127.0.0.1:50051.
     pub api: Option<crate::api::server::Listen>,
+    /// Where Prometheus metrics are served (`None`: disabled). Default [`DEFAULT_METRICS`].
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +156,8 @@ struct File {
     dpdk: Option<Spanned<DpdkSettings>>,
     #[serde(default)]
     api: Option<Spanned<ApiSection>>,
+    #[serde(default)]
+    metrics: Option<Spanned<MetricsSection>>,
     #[serde(default)]
     timeouts: TimeoutsSection,
     #[serde(default)]
@@ -218,6 +222,18 @@ struct ApiSection {
     #[serde(default = "yes")]
     enabled: bool,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+/// Where `/metrics` is served unless the file says otherwise.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9917";
 
 fn yes() -> bool {
     true
@@ -555,7 +571,15 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
                 (Some(_), Some(_)) => return Err(lines.err(a, "api".into(), "give listen or unix, not both")),
             },
         };
-    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api })
+    let metrics =
+        match file.metrics.as_ref().map(|m| m.get_ref()) {
+            Some(m) if !m.enabled => None,
+            Some(MetricsSection { listen: Some(l), .. }) => Some(l.get_ref().trim().parse().map_err(|_| {
+                lines.err(l, "metrics.listen".into(), format!("{:?} is not ADDRESS:PORT", l.get_ref()))
+            })?),
+            _ => DEFAULT_METRICS.parse().ok(),
+        };
+    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, metrics })
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.

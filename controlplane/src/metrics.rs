@@ -1,0 +1,162 @@
+//! Prometheus metrics at `/metrics` (OpenMetrics text, encoded by `prometheus-client`; Prometheus scrapes it): the API's stats with
+//! VIP and backend labels, drops by reason, flow-table occupancy and burst latency per worker, backend health and the
+//! config version. Served by a small HTTP/1.1 responder on its own listener (GET /metrics; anything else 404).
+
+use crate::api::server::stats;
+use crate::api::store::Store;
+use edgelb_api::v1;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Labels = Vec<(String, String)>;
+
+fn counter(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, u64)>) {
+    let f = Family::<Labels, Counter>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).inc_by(v);
+    }
+    reg.register(name, help, f);
+}
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, i64)>) {
+    let f = Family::<Labels, Gauge>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).set(v);
+    }
+    reg.register(name, help, f);
+}
+
+fn proto(p: i32) -> String {
+    if p == v1::Protocol::Udp as i32 { "udp" } else { "tcp" }.into()
+}
+
+fn svc_labels(vip: &str, p: i32, port: u32) -> Labels {
+    vec![("vip".into(), vip.into()), ("protocol".into(), proto(p)), ("port".into(), port.to_string())]
+}
+
+/// The metrics text now.
+pub fn render(store: &Store) -> String {
+    let s = stats(store);
+    let mut reg = Registry::with_prefix("edgelb");
+    let none = Labels::new;
+    counter(&mut reg, "packets_received", "Packets the workers received", vec![(none(), s.rx)]);
+    counter(&mut reg, "packets_transmitted", "Packets the workers transmitted", vec![(none(), s.tx)]);
+    counter(&mut reg, "flows_new", "Flows scheduled to a backend", vec![(none(), s.new_flows)]);
+    counter(&mut reg, "replies", "Reply packets (NAT, full-NAT) rewritten back to clients", vec![(none(), s.replies)]);
+    counter(&mut reg, "slowpath_packets", "Packets handed to the slow path", vec![(none(), s.slowpath)]);
+    counter(
+        &mut reg,
+        "drops",
+        "Packets dropped, by reason",
+        s.drops.iter().map(|d| (vec![("reason".into(), d.reason.clone())], d.packets)).collect(),
+    );
+    let svc = |f: fn(&v1::ServiceStats) -> u64| -> Vec<(Labels, u64)> {
+        s.services.iter().map(|x| (svc_labels(&x.vip, x.protocol, x.port), f(x))).collect()
+    };
+    counter(&mut reg, "service_packets", "Packets toward a service (client direction)", svc(|x| x.packets));
+    counter(&mut reg, "service_bytes", "Bytes toward a service (client direction)", svc(|x| x.bytes));
+    counter(&mut reg, "service_flows_new", "Flows scheduled for a service", svc(|x| x.new_flows));
+    let be_labels = |b: &v1::BackendStats| {
+        let mut l = svc_labels(&b.vip, b.protocol, b.port);
+        l.push(("backend".into(), format!("{}:{}", b.address, b.backend_port)));
+        l
+    };
+    let be = |f: fn(&v1::BackendStats) -> u64| -> Vec<(Labels, u64)> {
+        s.backends.iter().map(|b| (be_labels(b), f(b))).collect()
+    };
+    counter(&mut reg, "backend_packets", "Packets sent to a backend", be(|b| b.packets));
+    counter(&mut reg, "backend_bytes", "Bytes sent to a backend", be(|b| b.bytes));
+    counter(&mut reg, "backend_flows_new", "Flows scheduled to a backend", be(|b| b.new_flows));
+    let unhealthy = store.unhealthy();
+    gauge(
+        &mut reg,
+        "backend_healthy",
+        "1 while the backend passes its health check (or has none), 0 while it fails",
+        s.backends
+            .iter()
+            .map(|b| {
+                let bad = unhealthy.iter().any(|(k, a, p)| {
+                    a.to_string() == b.address && u32::from(*p) == b.backend_port && k.0.to_string() == b.vip
+                });
+                (be_labels(b), i64::from(!bad))
+            })
+            .collect(),
+    );
+    let w = |f: fn(&v1::WorkerStats) -> u64, fam: &'static str| -> Vec<(Labels, i64)> {
+        s.workers
+            .iter()
+            .map(|x| (vec![("worker".into(), x.worker.to_string()), ("family".into(), fam.into())], f(x) as i64))
+            .collect()
+    };
+    let mut entries = w(|x| x.flows_v4, "ipv4");
+    entries.extend(w(|x| x.flows_v6, "ipv6"));
+    gauge(&mut reg, "flow_table_entries", "Tracked flows per worker", entries);
+    let mut cap = w(|x| x.capacity_v4, "ipv4");
+    cap.extend(w(|x| x.capacity_v6, "ipv6"));
+    gauge(&mut reg, "flow_table_capacity", "Flow-table slots per worker", cap);
+    let mut lat = Vec::new();
+    for x in &s.workers {
+        for (q, v) in [("0.5", x.burst_ns_p50), ("0.99", x.burst_ns_p99), ("1", x.burst_ns_max)] {
+            lat.push((vec![("worker".into(), x.worker.to_string()), ("quantile".into(), q.into())], v as i64));
+        }
+    }
+    gauge(&mut reg, "burst_latency_nanoseconds", "Time to process one burst, by worker (last interval)", lat);
+    gauge(&mut reg, "config_version", "Version of the service set in force", vec![(none(), s.version as i64)]);
+    let mut out = String::new();
+    if encode(&mut out, &reg).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Serve `/metrics` on `addr` until the task is dropped.
+///
+/// # Errors
+/// The listener could not be bound.
+pub async fn serve(store: Arc<Store>, addr: SocketAddr, ready: impl FnOnce()) -> Result<(), String> {
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("metrics listen on {addr}: {e}"))?;
+    ready();
+    loop {
+        let Ok((mut s, _)) = l.accept().await else { continue };
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            // Read the request head (bounded); only the request line matters.
+            let head = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while n < buf.len() {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            n += k;
+                            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            if head.is_err() {
+                return;
+            }
+            let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
+            let (code, ctype, body) = if line.starts_with("GET /metrics ") || line == "GET /metrics" {
+                ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", render(&store))
+            } else {
+                ("404 Not Found", "text/plain", "only GET /metrics here\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
