@@ -13,7 +13,7 @@
 //! once nothing has been forwarded for a second, or after the drain timeout (30 s); a second signal stops at once.
 //! `--check` validates the file and exits. Exit codes: 0 clean stop, 2 usage or config error, 1 runtime failure.
 
-use edgelb_controlplane::api::server::Listen;
+use edgelb_controlplane::api::server::{Listen, TlsFiles};
 use edgelb_controlplane::api::store::Store;
 use edgelb_controlplane::config::{self, Driver, Loaded};
 use edgelb_dataplane::config::Model;
@@ -309,7 +309,7 @@ where
     };
     let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
     store.attach_workers(workers.view());
-    let api = match start_control(store.clone(), loaded.api.clone(), loaded.metrics) {
+    let api = match start_control(store.clone(), loaded.api.clone(), loaded.api_tls.clone(), loaded.metrics) {
         Ok(a) => Some(a),
         Err(e) => {
             error!("{e}");
@@ -429,6 +429,7 @@ type ApiThread = (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)
 fn start_control(
     store: Arc<Store>,
     listen: Option<Listen>,
+    tls: Option<TlsFiles>,
     metrics: Option<std::net::SocketAddr>,
 ) -> Result<ApiThread, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -468,10 +469,11 @@ fn start_control(
                 match listen {
                     Some(listen) => {
                         let ready = ready_tx.clone();
-                        let r = edgelb_controlplane::api::server::serve_ready(store, listen, shutdown, move || {
-                            let _ = ready.send(Ok(()));
-                        })
-                        .await;
+                        let r =
+                            edgelb_controlplane::api::server::serve_ready(store, listen, tls, shutdown, move || {
+                                let _ = ready.send(Ok(()));
+                            })
+                            .await;
                         if let Err(e) = r {
                             let _ = ready_tx.send(Err(e.clone()));
                             error!("API stopped: {e}");

@@ -1,7 +1,8 @@
 //! `edgelbctl`: the command-line client of edgelbd's gRPC API.
 //!
 //! ```text
-//! edgelbctl [--addr http://127.0.0.1:50051 | --unix PATH] [--output table|json] COMMAND
+//! edgelbctl [--addr http://127.0.0.1:50051 | --unix PATH] [--output table|json]
+//!           [--ca FILE [--cert FILE --key FILE]] COMMAND        (https:// addresses: TLS, client certificate for mTLS)
 //!   service list
 //!   service apply -f FILE [--dry-run] [--expected-version N]   FILE: [[service]] tables as in the config file
 //!   service delete VIP:PORT/PROTO                               PORT may be * (all ports); PROTO tcp or udp
@@ -20,7 +21,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-const USAGE: &str = "usage: edgelbctl [--addr URL | --unix PATH] [--output table|json] COMMAND
+const USAGE: &str =
+    "usage: edgelbctl [--addr URL | --unix PATH] [--output table|json] [--ca FILE [--cert FILE --key FILE]] COMMAND
   service list
   service apply -f FILE [--dry-run] [--expected-version N]
   service delete VIP:PORT/PROTO
@@ -100,7 +102,15 @@ fn state_name(s: i32) -> &'static str {
     }
 }
 
-async fn connect(addr: &str, unix: Option<&str>) -> Result<LoadBalancerClient<Channel>, Fail> {
+/// PEM files for TLS: the server's CA, and the client's certificate and key for mTLS.
+#[derive(Default)]
+struct Tls {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+async fn connect(addr: &str, unix: Option<&str>, tls: &Tls) -> Result<LoadBalancerClient<Channel>, Fail> {
     let channel = match unix {
         Some(path) => {
             let path = path.to_string();
@@ -110,11 +120,26 @@ async fn connect(addr: &str, unix: Option<&str>) -> Result<LoadBalancerClient<Ch
                 .await
                 .map_err(|e| usage(format!("cannot connect to the unix socket: {e}")))?
         }
-        None => Endpoint::from_shared(addr.to_string())
-            .map_err(|e| usage(format!("--addr {addr:?}: {e}")))?
-            .connect()
-            .await
-            .map_err(|e| usage(format!("cannot connect to {addr}: {e} (is edgelbd running with its API on?)")))?,
+        None => {
+            let mut ep = Endpoint::from_shared(addr.to_string()).map_err(|e| usage(format!("--addr {addr:?}: {e}")))?;
+            if addr.starts_with("https://") {
+                let read = |p: &str| std::fs::read(p).map_err(|e| usage(format!("{p}: {e}")));
+                let mut cfg = tonic::transport::ClientTlsConfig::new();
+                if let Some(ca) = &tls.ca {
+                    cfg = cfg.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+                }
+                match (&tls.cert, &tls.key) {
+                    (Some(c), Some(k)) => cfg = cfg.identity(tonic::transport::Identity::from_pem(read(c)?, read(k)?)),
+                    (None, None) => {}
+                    _ => return Err(usage("--cert and --key go together")),
+                }
+                ep = ep.tls_config(cfg).map_err(|e| usage(format!("TLS: {e}")))?;
+            }
+            ep
+        }
+        .connect()
+        .await
+        .map_err(|e| usage(format!("cannot connect to {addr}: {e} (is edgelbd running with its API on?)")))?,
     };
     Ok(LoadBalancerClient::new(channel))
 }
@@ -259,12 +284,16 @@ async fn run(argv: Vec<String>) -> Result<(), Fail> {
     let mut addr = "http://127.0.0.1:50051".to_string();
     let mut unix = None;
     let mut json = false;
+    let mut tls = Tls::default();
     let mut rest = Vec::new();
     let mut it = argv.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--addr" => addr = it.next().ok_or_else(|| usage("--addr needs a URL"))?,
             "--unix" => unix = Some(it.next().ok_or_else(|| usage("--unix needs a path"))?),
+            "--ca" => tls.ca = Some(it.next().ok_or_else(|| usage("--ca needs a file"))?),
+            "--cert" => tls.cert = Some(it.next().ok_or_else(|| usage("--cert needs a file"))?),
+            "--key" => tls.key = Some(it.next().ok_or_else(|| usage("--key needs a file"))?),
             "--output" | "-o" => match it.next().as_deref() {
                 Some("json") => json = true,
                 Some("table") => json = false,
@@ -276,7 +305,7 @@ async fn run(argv: Vec<String>) -> Result<(), Fail> {
     }
     let mut it = rest.into_iter();
     let (noun, verb) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
-    let mut c = connect(&addr, unix.as_deref()).await?;
+    let mut c = connect(&addr, unix.as_deref(), &tls).await?;
     match (noun.as_str(), verb.as_str()) {
         ("service", "list") => {
             let r = c.list_services(v1::ListServicesRequest {}).await?.into_inner();

@@ -42,16 +42,45 @@ fn status(e: StoreError) -> Status {
     }
 }
 
+/// TLS for the API: the server's certificate and key, and optionally a CA whose signed client certificates are
+/// required for mutating calls (mTLS). All PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Server certificate chain.
+    pub cert: PathBuf,
+    /// Server private key.
+    pub key: PathBuf,
+    /// CA of the clients allowed to change the configuration.
+    pub client_ca: Option<PathBuf>,
+}
+
 /// The service implementation over a [`Store`].
 #[derive(Debug, Clone)]
 pub struct Api {
     store: Arc<Store>,
+    require_client_cert: bool,
 }
 
 impl Api {
-    /// An API over `store`.
+    /// An API over `store`; every caller may change the configuration.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self { store, require_client_cert: false }
+    }
+
+    /// An API that lets only callers with a verified client certificate (mTLS) change the configuration.
+    pub fn with_client_certs(store: Arc<Store>) -> Self {
+        Self { store, require_client_cert: true }
+    }
+
+    /// Mutating calls need a client certificate when mTLS is configured (the TLS layer has already verified it
+    /// against the client CA; a certificate from another CA never gets this far).
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if self.require_client_cert && req.peer_certs().is_none_or(|c| c.is_empty()) {
+            return Err(Status::unauthenticated(
+                "changing the configuration needs a client certificate signed by the API's client CA",
+            ));
+        }
+        Ok(())
     }
 
     fn applied(&self, a: super::store::Applied) -> v1::ApplyServicesResponse {
@@ -244,6 +273,7 @@ impl LoadBalancer for Api {
         &self,
         req: Request<v1::ApplyServicesRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.authorize(&req)?;
         let r = req.into_inner();
         let upserts = r
             .upserts
@@ -289,6 +319,7 @@ impl LoadBalancer for Api {
         &self,
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.authorize(&req)?;
         self.backend_op(req.into_inner(), |list, b| {
             if find(list, &b).is_some() {
                 return Err(Status::already_exists(format!("backend {}:{} is already in the service", b.addr, b.port)));
@@ -303,6 +334,7 @@ impl LoadBalancer for Api {
         &self,
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.authorize(&req)?;
         self.backend_op(req.into_inner(), |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list.remove(i);
@@ -315,6 +347,7 @@ impl LoadBalancer for Api {
         &self,
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.authorize(&req)?;
         self.backend_op(req.into_inner(), |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list[i].state = BackendState::Draining;
@@ -327,6 +360,7 @@ impl LoadBalancer for Api {
         &self,
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.authorize(&req)?;
         self.backend_op(req.into_inner(), |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list[i].weight = b.weight;
@@ -430,7 +464,7 @@ pub async fn serve(
     listen: Listen,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    serve_ready(store, listen, shutdown, || {}).await
+    serve_ready(store, listen, None, shutdown, || {}).await
 }
 
 /// As [`serve`], calling `ready` once the listener is bound (so callers can report a bind error before going on).
@@ -440,6 +474,7 @@ pub async fn serve(
 pub async fn serve_ready(
     store: Arc<Store>,
     listen: Listen,
+    tls: Option<TlsFiles>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(),
 ) -> Result<(), String> {
@@ -455,11 +490,24 @@ pub async fn serve_ready(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    let mut api = Api::new(store);
+    if let Some(t) = &tls {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("API TLS: {}: {e}", p.display()));
+        let mut cfg = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(read(&t.cert)?, read(&t.key)?));
+        if let Some(ca) = &t.client_ca {
+            // Optional at the TLS layer so read-only calls work without one; mutating calls check it (authorize).
+            cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?)).client_auth_optional(true);
+            api = Api::with_client_certs(api.store);
+        }
+        builder = builder.tls_config(cfg).map_err(|e| format!("API TLS: {e}"))?;
+    }
+    let router = builder
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(LoadBalancerServer::new(Api::new(store)));
+        .add_service(LoadBalancerServer::new(api));
     match listen {
         Listen::Tcp(addr) => {
             let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("API listen on {addr}: {e}"))?;

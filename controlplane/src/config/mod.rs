@@ -139,6 +139,8 @@ pub struct Loaded {
     pub dpdk: DpdkSettings,
     /// Where the gRPC API listens (`None`: disabled). Default 127.0.0.1:50051.
     pub api: Option<crate::api::server::Listen>,
+    /// TLS (and mTLS for mutating calls) of the API.
+    pub api_tls: Option<crate::api::server::TlsFiles>,
     /// Where Prometheus metrics are served (`None`: disabled). Default [`DEFAULT_METRICS`].
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -221,6 +223,17 @@ struct ApiSection {
     unix: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
+    #[serde(default)]
+    tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: String,
+    key: String,
+    #[serde(default)]
+    client_ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -579,7 +592,12 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             })?),
             _ => DEFAULT_METRICS.parse().ok(),
         };
-    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, metrics })
+    let api_tls = file.api.as_ref().and_then(|a| a.get_ref().tls.as_ref()).map(|t| crate::api::server::TlsFiles {
+        cert: t.cert.clone().into(),
+        key: t.key.clone().into(),
+        client_ca: t.client_ca.clone().map(Into::into),
+    });
+    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, api_tls, metrics })
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.
