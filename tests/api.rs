@@ -213,6 +213,33 @@ port = 8080
     let st = json(&lb, &["stats"]);
     assert!(st["workers"].as_array().is_some_and(|w| !w.is_empty()), "{st}");
 
+    // Tracked flows: SYNs from a client namespace (the backend's MAC answers nobody, so they stay half-open).
+    lab.ip(&cl, "addr add 198.18.0.50/24 dev cl0");
+    lab.ip(&cl, "route add 198.19.0.0/24 dev cl0");
+    common::in_netns(&cl, || {
+        for _ in 0..5 {
+            let _ = std::net::TcpStream::connect_timeout(&"198.19.0.1:80".parse().unwrap(), Duration::from_millis(300));
+        }
+    });
+    let flows = json(&lb, &["flow", "list", "198.19.0.1:80/tcp"]);
+    let flows = flows.as_array().unwrap();
+    assert!(flows.len() >= 5, "{flows:?}");
+    assert!(
+        flows.iter().all(|f| f["client"].as_str().unwrap().starts_with("198.18.0.50:")
+            && f["backend"] == "198.18.0.11:8080"
+            && f["state"] == "syn"),
+        "{flows:?}"
+    );
+    let two = json(&lb, &["flow", "list", "--limit", "2"]);
+    assert_eq!(two.as_array().unwrap().len(), 2, "{two}");
+    let none = json(&lb, &["flow", "list", "198.19.7.1:80/tcp"]);
+    assert_eq!(none.as_array().unwrap().len(), 0, "{none}");
+    let by_backend = json(&lb, &["flow", "list", "198.19.0.1:80/tcp", "--backend", "198.18.0.11:8080"]);
+    assert_eq!(by_backend.as_array().unwrap().len(), flows.len());
+    let q = json(&lb, &["flow", "query", flows[0]["client"].as_str().unwrap(), "198.19.0.1:80/tcp"]);
+    assert_eq!((q["tracked"].as_bool(), q["backend"].as_str()), (Some(true), Some("198.18.0.11")), "{q}");
+    println!("{}", ok(&lb, &["flow", "list"]));
+
     // /metrics, parsed by the Prometheus project's Python parser.
     let version = json(&lb, &["service", "list"])["version"].as_u64().unwrap();
     let m = Command::new("ip")

@@ -332,6 +332,8 @@ pub trait FamilyKey: FlowKey {
     fn sport(&self) -> u16;
     /// Destination port.
     fn dport(&self) -> u16;
+    /// IP protocol.
+    fn proto(&self) -> u8;
     /// This family's table.
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self>;
 }
@@ -388,6 +390,9 @@ impl FamilyKey for KeyV4 {
     fn dport(&self) -> u16 {
         self.dport
     }
+    fn proto(&self) -> u8 {
+        self.proto
+    }
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self> {
         &mut t.v4
     }
@@ -409,6 +414,9 @@ impl FamilyKey for KeyV6 {
     }
     fn dport(&self) -> u16 {
         self.dport
+    }
+    fn proto(&self) -> u8 {
+        self.proto
     }
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self> {
         &mut t.v6
@@ -518,6 +526,39 @@ pub struct FlowQuery {
     /// True when the flow is tracked (the answer comes from the flow table), false when Maglev/affinity would decide.
     pub tracked: bool,
 }
+
+/// Which tracked flows a listing wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    /// Only flows to this VIP (16-byte form), protocol and port (0: any port).
+    pub service: Option<([u8; 16], u8, u16)>,
+    /// Only flows scheduled to this backend (stable id).
+    pub backend: Option<u32>,
+}
+
+/// One tracked flow, as a listing shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// Client address.
+    pub client: std::net::IpAddr,
+    /// Client port.
+    pub client_port: u16,
+    /// VIP.
+    pub vip: std::net::IpAddr,
+    /// VIP port.
+    pub vip_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Backend (stable id).
+    pub backend: u32,
+    /// Milliseconds until it expires unless traffic refreshes it.
+    pub expires_in_ms: u32,
+    /// Connection state (1 TCP half-open, 2 established, 3 closing, 4 UDP, 5 other).
+    pub state: u8,
+}
+
+/// Where a flow listing continues: family (false IPv4, true IPv6) and slot.
+pub type FlowCursor = (bool, u32);
 
 /// Per-worker pipeline state.
 pub struct Pipeline {
@@ -1166,6 +1207,69 @@ impl Pipeline {
         set_macs(d, nh.mac, nh.src_mac);
         self.counters.replies += 1;
         Some(Ok(Verdict::Tx(nh.port)))
+    }
+
+    /// Append to `out` the live flows matching `filter`, scanning at most `scan` slots from `from`, stopping early once
+    /// `out` holds `max`. Returns where to continue (`None`: both tables done). Changes nothing.
+    pub fn list_flows(
+        &self,
+        from: FlowCursor,
+        scan: u32,
+        now: u32,
+        filter: &FlowFilter,
+        out: &mut Vec<FlowInfo>,
+        max: usize,
+    ) -> Option<FlowCursor> {
+        #[allow(clippy::too_many_arguments)]
+        fn visit<K: FamilyKey>(
+            t: &FlowTable<K>,
+            v4: bool,
+            from: u32,
+            scan: u32,
+            now: u32,
+            filter: &FlowFilter,
+            out: &mut Vec<FlowInfo>,
+            max: usize,
+        ) -> Option<u32> {
+            let mut resume = None;
+            let next = t.for_each_live_in(from, scan, now, |slot, e| {
+                if resume.is_some() {
+                    return;
+                }
+                if let Some((vip, proto, port)) = filter.service {
+                    if e.key.dst16() != vip || e.key.proto() != proto || (port != 0 && e.key.dport() != port) {
+                        return;
+                    }
+                }
+                if filter.backend.is_some_and(|b| b != e.value) {
+                    return;
+                }
+                if out.len() >= max {
+                    resume = Some(slot);
+                    return;
+                }
+                out.push(FlowInfo {
+                    client: crate::config::addr_from16(e.key.src16(), v4),
+                    client_port: e.key.sport(),
+                    vip: crate::config::addr_from16(e.key.dst16(), v4),
+                    vip_port: e.key.dport(),
+                    proto: e.key.proto(),
+                    backend: e.value,
+                    expires_in_ms: e.expires.wrapping_sub(now),
+                    state: e.state,
+                });
+            });
+            resume.or(next)
+        }
+        let (v6, slot) = from;
+        if !v6 {
+            match visit(&self.ct.v4, true, slot, scan, now, filter, out, max) {
+                Some(s) => Some((false, s)),
+                None => Some((true, 0)),
+            }
+        } else {
+            visit(&self.ct.v6, false, slot, scan, now, filter, out, max).map(|s| (true, s))
+        }
     }
 
     /// Where would this flow (client -> VIP) go now, and is it tracked? Same code as the packet path; changes nothing.

@@ -10,7 +10,10 @@
 use crate::config::{ConfigHandle, DataplaneConfig, PortId};
 use crate::lb::conntrack::TableStats;
 use crate::packet::PacketBuf;
-use crate::pipeline::{Counters, DropReason, FlowQuery, ObjCounters, Parsed, Pipeline, TableSizes, Tuple, Verdict};
+use crate::pipeline::{
+    Counters, DropReason, FlowCursor, FlowFilter, FlowInfo, FlowQuery, ObjCounters, Parsed, Pipeline, TableSizes,
+    Tuple, Verdict,
+};
 use crate::port::{Burst, Port, PortStats, BURST};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
@@ -141,8 +144,43 @@ impl WorkerView {
         let w = crate::pipeline::owner_of_client(&crate::config::addr16(t.src), n);
         let (tx, rx) = sync_channel(1);
         let Some(q) = self.queries.get(usize::from(w)) else { return Err(QueryError::Busy(w)) };
-        q.push((t, tx)).map_err(|_| QueryError::Busy(w))?;
+        q.push(QueryRequest::Query(t, tx)).map_err(|_| QueryError::Busy(w))?;
         rx.recv_timeout(timeout).map(|a| (w, a)).map_err(|_| QueryError::Timeout(w, timeout))
+    }
+
+    /// Up to `page` tracked flows matching `filter`, from `token` (`None`: the start), with the worker that tracks
+    /// each, and the token of the next page (`None`: no more).
+    ///
+    /// # Errors
+    /// [`QueryError`] when a worker does not answer within `timeout`.
+    pub fn list_flows(
+        &self,
+        filter: FlowFilter,
+        token: Option<FlowPageToken>,
+        page: usize,
+        timeout: Duration,
+    ) -> Result<FlowPage, QueryError> {
+        let (mut w, mut cursor) = token.unwrap_or((0, (false, 0)));
+        let mut out = Vec::new();
+        let page = page.max(1);
+        while usize::from(w) < self.queries.len() {
+            if out.len() >= page {
+                return Ok((out, Some((w, cursor))));
+            }
+            let (tx, rx) = sync_channel(1);
+            let q = &self.queries[usize::from(w)];
+            q.push(QueryRequest::List(cursor, filter, page - out.len(), tx)).map_err(|_| QueryError::Busy(w))?;
+            let (flows, next) = rx.recv_timeout(timeout).map_err(|_| QueryError::Timeout(w, timeout))?;
+            out.extend(flows.into_iter().map(|f| (w, f)));
+            match next {
+                Some(c) => cursor = c,
+                None => {
+                    w += 1;
+                    cursor = (false, 0);
+                }
+            }
+        }
+        Ok((out, None))
     }
 
     /// True once every worker has loaded config generation `generation` (or a later one).
@@ -156,8 +194,23 @@ impl WorkerView {
     }
 }
 
-/// A flow query posted to the worker that owns the flow; it answers on its own thread between bursts.
-type QueryRequest = (Tuple, SyncSender<Option<FlowQuery>>);
+/// A request from the control plane, answered by the worker on its own thread between bursts (its tables are its
+/// own: nothing else reads them).
+enum QueryRequest {
+    /// Where does this flow go, is it tracked?
+    Query(Tuple, SyncSender<Option<FlowQuery>>),
+    /// A page of tracked flows from a cursor.
+    List(FlowCursor, FlowFilter, usize, SyncSender<(Vec<FlowInfo>, Option<FlowCursor>)>),
+}
+
+/// Flow-table slots a worker scans per listing request: a bounded pause (tens of microseconds) between bursts.
+const LIST_SCAN_SLOTS: u32 = 16_384;
+
+/// Where a paged flow listing continues: worker and cursor in its tables.
+pub type FlowPageToken = (u16, FlowCursor);
+
+/// One page of a flow listing: (worker, flow) pairs and where the next page starts (`None`: no more).
+pub type FlowPage = (Vec<(u16, FlowInfo)>, Option<FlowPageToken>);
 
 /// Why a flow query got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -371,9 +424,18 @@ impl<P: Port> Worker<P> {
             }
         }
         if let Some(q) = &self.queries {
-            if let Some((t, reply)) = q.pop() {
-                // The asker may have given up (timed out); then the answer has nowhere to go.
-                let _ = reply.try_send(self.pipeline.query(&cfg, &t, now));
+            // The asker may have given up (timed out); then the answer has nowhere to go.
+            match q.pop() {
+                Some(QueryRequest::Query(t, reply)) => {
+                    let _ = reply.try_send(self.pipeline.query(&cfg, &t, now));
+                }
+                Some(QueryRequest::List(from, filter, max, reply)) => {
+                    // Allocates: a control-plane request, answered between bursts, never on the packet path.
+                    let mut out = Vec::with_capacity(max.min(4096));
+                    let next = self.pipeline.list_flows(from, LIST_SCAN_SLOTS, now, &filter, &mut out, max);
+                    let _ = reply.try_send((out, next));
+                }
+                None => {}
             }
         }
         let mut total = 0;

@@ -9,6 +9,7 @@
 //!   backend add|drain|remove VIP:PORT/PROTO ADDR:PORT [--weight N]
 //!   backend weight VIP:PORT/PROTO ADDR:PORT N
 //!   flow query CLIENT:PORT VIP:PORT/PROTO
+//!   flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]     tracked flows, paged through the API
 //!   stats [--watch SECONDS]
 //!   events
 //! ```
@@ -29,6 +30,7 @@ const USAGE: &str =
   backend add|drain|remove VIP:PORT/PROTO ADDR:PORT [--weight N]
   backend weight VIP:PORT/PROTO ADDR:PORT N
   flow query CLIENT:PORT VIP:PORT/PROTO
+  flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]
   stats [--watch SECONDS]
   events";
 
@@ -421,6 +423,69 @@ async fn run(argv: Vec<String>) -> Result<(), Fail> {
                 );
             } else {
                 println!("{client} -> {}: no service matches", show_key(&key.vip, key.protocol, key.port));
+            }
+        }
+        ("flow", "list") => {
+            let (mut service, mut backend, mut limit) = (None, None, 1000usize);
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--backend" => {
+                        backend = Some(parse_sock(&it.next().ok_or_else(|| usage("--backend needs ADDR:PORT"))?)?)
+                    }
+                    "--limit" => {
+                        limit = it.next().and_then(|v| v.parse().ok()).ok_or_else(|| usage("--limit takes a count"))?
+                    }
+                    k if service.is_none() => service = Some(parse_key(k)?),
+                    other => return Err(usage(format!("unknown argument {other:?}"))),
+                }
+            }
+            let mut flows = Vec::new();
+            let mut token = String::new();
+            loop {
+                let r = c
+                    .list_flows(v1::ListFlowsRequest {
+                        service: service.clone(),
+                        backend_address: backend.map(|b| b.ip().to_string()).unwrap_or_default(),
+                        backend_port: backend.map_or(0, |b| u32::from(b.port())),
+                        page_size: (limit - flows.len()).clamp(1, 1000) as u32,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                flows.extend(r.flows);
+                token = r.next_page_token;
+                if token.is_empty() || flows.len() >= limit {
+                    break;
+                }
+            }
+            flows.truncate(limit);
+            if json {
+                print_json(&serde_json::json!(flows
+                    .iter()
+                    .map(|f| serde_json::json!({
+                        "client": format!("{}:{}", f.client, f.client_port),
+                        "service": show_key(&f.vip, f.protocol, f.vip_port),
+                        "backend": format!("{}:{}", f.backend_address, f.backend_port),
+                        "worker": f.worker, "state": f.state, "expires_in_ms": f.expires_in_ms,
+                    }))
+                    .collect::<Vec<_>>()));
+            } else {
+                println!(
+                    "{:<6} {:<28} {:<28} {:<28} {:>6} {:<12} {:>10}",
+                    "Prot", "Client", "Service", "Backend", "Worker", "State", "Expires"
+                );
+                for f in &flows {
+                    println!(
+                        "{:<6} {:<28} {:<28} {:<28} {:>6} {:<12} {:>9}s",
+                        proto_name(f.protocol).to_uppercase(),
+                        format!("{}:{}", f.client, f.client_port),
+                        show_key(&f.vip, f.protocol, f.vip_port),
+                        format!("{}:{}", f.backend_address, f.backend_port),
+                        f.worker,
+                        f.state,
+                        f.expires_in_ms / 1000
+                    );
+                }
             }
         }
         ("stats", watch) => {

@@ -8,7 +8,7 @@ use super::store::{key_of, Batch, Store, StoreError, StoreEvent};
 use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
 use edgelb_dataplane::config::{BackendState, DataplaneConfig, SlotsMoved};
-use edgelb_dataplane::pipeline::{DropReason, Tuple};
+use edgelb_dataplane::pipeline::{DropReason, FlowFilter, Tuple};
 use edgelb_dataplane::worker::{add_counters, WorkerStats};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -415,6 +415,93 @@ impl LoadBalancer for Api {
             tracked: q.tracked,
             worker: u32::from(worker),
         }))
+    }
+
+    async fn list_flows(&self, req: Request<v1::ListFlowsRequest>) -> Result<Response<v1::ListFlowsResponse>, Status> {
+        let r = req.into_inner();
+        let cfg = self.store.snapshot();
+        let mut filter = FlowFilter::default();
+        let key = r.service.as_ref().map(|k| convert::key(k, "service")).transpose().map_err(status)?;
+        if let Some((vip, proto, port)) = key {
+            filter.service = Some((edgelb_dataplane::config::addr16(vip), proto.number(), port.unwrap_or(0)));
+        }
+        if !r.backend_address.is_empty() {
+            let Some((vip, proto, port)) = key else {
+                return Err(Status::invalid_argument("backend_address: a backend filter needs the service"));
+            };
+            let a: IpAddr = r.backend_address.parse().map_err(|_| {
+                Status::invalid_argument(format!("backend_address: {:?} is not an IP address", r.backend_address))
+            })?;
+            let (v, a16) = (edgelb_dataplane::config::addr16(vip), edgelb_dataplane::config::addr16(a));
+            let id = cfg.backends.iter().flatten().find(|b| {
+                let s = &cfg.services[b.service as usize];
+                s.vip == v
+                    && s.proto == proto.number()
+                    && s.port == port.unwrap_or(0)
+                    && b.addr == a16
+                    && u32::from(b.port) == r.backend_port
+            });
+            let Some(b) = id else {
+                return Err(Status::not_found(format!(
+                    "backend {}:{} is not in the service",
+                    r.backend_address, r.backend_port
+                )));
+            };
+            filter.backend = Some(b.id);
+        }
+        let page = match r.page_size {
+            0 => 100,
+            n @ 1..=10_000 => n as usize,
+            n => return Err(Status::invalid_argument(format!("page_size: {n} outside 1..=10000"))),
+        };
+        let token = if r.page_token.is_empty() {
+            None
+        } else {
+            let bad =
+                || Status::invalid_argument(format!("page_token: {:?} is not a token this API gave", r.page_token));
+            let p: Vec<&str> = r.page_token.split(':').collect();
+            let [w, f, s] = p.as_slice() else { return Err(bad()) };
+            Some((w.parse().map_err(|_| bad())?, (*f == "6", s.parse().map_err(|_| bad())?)))
+        };
+        let Some(workers) = self.store.workers() else {
+            return Err(Status::unavailable("the dataplane is not running"));
+        };
+        let w = workers.clone();
+        let (flows, next) =
+            tokio::task::spawn_blocking(move || w.list_flows(filter, token, page, Duration::from_millis(500)))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        let flows = flows
+            .into_iter()
+            .map(|(w, f)| {
+                let b = cfg.backend(f.backend);
+                v1::Flow {
+                    client: f.client.to_string(),
+                    client_port: u32::from(f.client_port),
+                    vip: f.vip.to_string(),
+                    vip_port: u32::from(f.vip_port),
+                    protocol: if f.proto == 17 { v1::Protocol::Udp as i32 } else { v1::Protocol::Tcp as i32 },
+                    backend_address: b
+                        .map(|b| edgelb_dataplane::config::addr_from16(b.addr, b.v4).to_string())
+                        .unwrap_or_default(),
+                    backend_port: b.map_or(0, |b| u32::from(if b.port == 0 { f.vip_port } else { b.port })),
+                    worker: u32::from(w),
+                    expires_in_ms: f.expires_in_ms,
+                    state: match f.state {
+                        1 => "syn",
+                        2 => "established",
+                        3 => "closing",
+                        4 => "udp",
+                        _ => "other",
+                    }
+                    .into(),
+                }
+            })
+            .collect();
+        let next_page_token =
+            next.map(|(w, (v6, s))| format!("{w}:{}:{s}", if v6 { 6 } else { 4 })).unwrap_or_default();
+        Ok(Response::new(v1::ListFlowsResponse { flows, next_page_token }))
     }
 
     async fn get_stats(&self, _req: Request<v1::GetStatsRequest>) -> Result<Response<v1::Stats>, Status> {

@@ -679,6 +679,29 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
+    /// Visit the entries live at `now` in at most `max_slots` slots from slot `from` (a cursor over the whole table,
+    /// for paging through it without stalling the worker). Returns where to continue, or `None` at the end.
+    pub fn for_each_live_in(
+        &self,
+        from: u32,
+        max_slots: u32,
+        now: u32,
+        mut f: impl FnMut(u32, &Entry<K>),
+    ) -> Option<u32> {
+        let meta = self.meta.as_slice();
+        let first = from as usize / WAYS;
+        let last = (first + (max_slots as usize).div_ceil(WAYS).max(1)).min(meta.len());
+        for (bi, m) in meta.iter().enumerate().take(last).skip(first) {
+            for w in 0..WAYS {
+                let slot = (bi * WAYS + w) as u32;
+                if slot >= from && m.sig[w] != 0 && live(m.expires[w], now) {
+                    f(slot, &self.entry_at(bi, w));
+                }
+            }
+        }
+        (last < meta.len()).then_some((last * WAYS) as u32)
+    }
+
     /// Read-only lookup without touching counters or reclaiming (for "is this flow tracked?" queries).
     pub fn peek(&self, key: &K, now: u32) -> Option<Entry<K>> {
         let h = key.hash();
