@@ -309,6 +309,9 @@ where
     };
     let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
     store.attach_workers(workers.view());
+    store.set_port_names(
+        loaded.ports.iter().map(|p| (p.name.clone(), format!("{:?}", p.driver).to_lowercase())).collect(),
+    );
     let api = match start_control(store.clone(), loaded.api.clone(), loaded.api_tls.clone(), loaded.metrics) {
         Ok(a) => Some(a),
         Err(e) => {

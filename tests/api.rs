@@ -240,6 +240,16 @@ port = 8080
     assert_eq!((q["tracked"].as_bool(), q["backend"].as_str()), (Some(true), Some("198.18.0.11")), "{q}");
     println!("{}", ok(&lb, &["flow", "list"]));
 
+    // Ports: the file's one port, named, with the SYNs counted.
+    let ports = json(&lb, &["port", "list"]);
+    let p = &ports.as_array().unwrap()[0];
+    assert_eq!(
+        (p["name"].as_str(), p["driver"].as_str(), p["addresses"][0].as_str()),
+        (Some("lb0"), Some("afpacket"), Some("198.18.0.1/24")),
+        "{ports}"
+    );
+    assert!(p["rx_packets"].as_u64().unwrap() >= 5, "{ports}");
+
     // /metrics, parsed by the Prometheus project's Python parser.
     let version = json(&lb, &["service", "list"])["version"].as_u64().unwrap();
     let m = Command::new("ip")

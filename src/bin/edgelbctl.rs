@@ -10,6 +10,7 @@
 //!   backend weight VIP:PORT/PROTO ADDR:PORT N
 //!   flow query CLIENT:PORT VIP:PORT/PROTO
 //!   flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]     tracked flows, paged through the API
+//!   port list
 //!   stats [--watch SECONDS]
 //!   events
 //! ```
@@ -31,11 +32,13 @@ const USAGE: &str =
   backend weight VIP:PORT/PROTO ADDR:PORT N
   flow query CLIENT:PORT VIP:PORT/PROTO
   flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]
+  port list
   stats [--watch SECONDS]
   events";
 
 enum Fail {
     Usage(String),
+    Connect(String),
     Server(Box<tonic::Status>),
 }
 
@@ -120,7 +123,7 @@ async fn connect(addr: &str, unix: Option<&str>, tls: &Tls) -> Result<LoadBalanc
                 .map_err(|e| usage(e.to_string()))?
                 .connect_with_connector(UnixConnector { path })
                 .await
-                .map_err(|e| usage(format!("cannot connect to the unix socket: {e}")))?
+                .map_err(|e| Fail::Connect(format!("cannot connect to the unix socket: {e}")))?
         }
         None => {
             let mut ep = Endpoint::from_shared(addr.to_string()).map_err(|e| usage(format!("--addr {addr:?}: {e}")))?;
@@ -141,7 +144,7 @@ async fn connect(addr: &str, unix: Option<&str>, tls: &Tls) -> Result<LoadBalanc
         }
         .connect()
         .await
-        .map_err(|e| usage(format!("cannot connect to {addr}: {e} (is edgelbd running with its API on?)")))?,
+        .map_err(|e| Fail::Connect(format!("cannot connect to {addr}: {e} (is edgelbd running with its API on?)")))?,
     };
     Ok(LoadBalancerClient::new(channel))
 }
@@ -425,6 +428,38 @@ async fn run(argv: Vec<String>) -> Result<(), Fail> {
                 println!("{client} -> {}: no service matches", show_key(&key.vip, key.protocol, key.port));
             }
         }
+        ("port", "list") => {
+            let r = c.list_ports(v1::ListPortsRequest {}).await?.into_inner();
+            if json {
+                print_json(&serde_json::json!(r
+                    .ports
+                    .iter()
+                    .map(|p| serde_json::json!({
+                        "index": p.index, "name": p.name, "driver": p.driver, "mac": p.mac, "addresses": p.addresses,
+                        "mtu": p.mtu, "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes, "tx_packets": p.tx_packets,
+                        "tx_bytes": p.tx_bytes, "rx_dropped": p.rx_dropped, "tx_dropped": p.tx_dropped,
+                    }))
+                    .collect::<Vec<_>>()));
+            } else {
+                for p in &r.ports {
+                    println!(
+                        "port {} {} ({}) {} mtu {} [{}]: rx {} pkts {} bytes, tx {} pkts {} bytes, dropped rx {} tx {}",
+                        p.index,
+                        p.name,
+                        p.driver,
+                        p.mac,
+                        p.mtu,
+                        p.addresses.join(" "),
+                        p.rx_packets,
+                        p.rx_bytes,
+                        p.tx_packets,
+                        p.tx_bytes,
+                        p.rx_dropped,
+                        p.tx_dropped
+                    );
+                }
+            }
+        }
         ("flow", "list") => {
             let (mut service, mut backend, mut limit) = (None, None, 1000usize);
             while let Some(a) = it.next() {
@@ -554,6 +589,10 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(std::env::args().skip(1).collect())) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Connect(m)) => {
+            eprintln!("edgelbctl: {m}");
+            ExitCode::from(2)
+        }
         Err(Fail::Usage(m)) => {
             if !m.is_empty() {
                 eprintln!("edgelbctl: {m}");

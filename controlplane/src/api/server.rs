@@ -107,7 +107,7 @@ impl Api {
             &mut Vec<edgelb_dataplane::config::BackendSpec>,
             edgelb_dataplane::config::BackendSpec,
         ) -> Result<(), Status>,
-    ) -> Result<v1::ApplyServicesResponse, Status> {
+    ) -> Result<super::store::Applied, Status> {
         let current = self.store.version();
         if r.expected_version != 0 && r.expected_version != current {
             return Err(status(StoreError::Stale { expected: r.expected_version, current }));
@@ -126,7 +126,23 @@ impl Api {
             }
             e => status(e),
         })?;
-        Ok(self.applied(a))
+        Ok(a)
+    }
+
+    /// Return only once every worker uses the snapshot an apply published (bounded: a stalled worker does not hold
+    /// the caller beyond 100 ms, and is logged), so a change is in force on every worker when the call returns.
+    async fn settle(&self, a: super::store::Applied) -> Response<v1::ApplyServicesResponse> {
+        if let (true, Some(w)) = (a.applied, self.store.workers()) {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+            while !w.all_use(a.generation) {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(generation = a.generation, "a worker has not taken the new snapshot within 100 ms");
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Response::new(self.applied(a))
     }
 }
 
@@ -291,7 +307,7 @@ impl LoadBalancer for Api {
             .map_err(status)?;
         let batch = Batch { upserts, deletes, dry_run: r.dry_run, expected_version: r.expected_version };
         let a = self.store.apply(&batch, "api").map_err(status)?;
-        Ok(Response::new(self.applied(a)))
+        Ok(self.settle(a).await)
     }
 
     async fn get_service(&self, req: Request<v1::GetServiceRequest>) -> Result<Response<v1::Service>, Status> {
@@ -320,14 +336,14 @@ impl LoadBalancer for Api {
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
         self.authorize(&req)?;
-        self.backend_op(req.into_inner(), |list, b| {
+        let a = self.backend_op(req.into_inner(), |list, b| {
             if find(list, &b).is_some() {
                 return Err(Status::already_exists(format!("backend {}:{} is already in the service", b.addr, b.port)));
             }
             list.push(b);
             Ok(())
-        })
-        .map(Response::new)
+        })?;
+        Ok(self.settle(a).await)
     }
 
     async fn remove_backend(
@@ -335,12 +351,12 @@ impl LoadBalancer for Api {
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
         self.authorize(&req)?;
-        self.backend_op(req.into_inner(), |list, b| {
+        let a = self.backend_op(req.into_inner(), |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list.remove(i);
             Ok(())
-        })
-        .map(Response::new)
+        })?;
+        Ok(self.settle(a).await)
     }
 
     async fn drain_backend(
@@ -348,12 +364,12 @@ impl LoadBalancer for Api {
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
         self.authorize(&req)?;
-        self.backend_op(req.into_inner(), |list, b| {
+        let a = self.backend_op(req.into_inner(), |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list[i].state = BackendState::Draining;
             Ok(())
-        })
-        .map(Response::new)
+        })?;
+        Ok(self.settle(a).await)
     }
 
     async fn set_backend_weight(
@@ -361,12 +377,12 @@ impl LoadBalancer for Api {
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
         self.authorize(&req)?;
-        self.backend_op(req.into_inner(), |list, b| {
+        let a = self.backend_op(req.into_inner(), |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list[i].weight = b.weight;
             Ok(())
-        })
-        .map(Response::new)
+        })?;
+        Ok(self.settle(a).await)
     }
 
     async fn query_flow(&self, req: Request<v1::QueryFlowRequest>) -> Result<Response<v1::QueryFlowResponse>, Status> {
@@ -502,6 +518,41 @@ impl LoadBalancer for Api {
         let next_page_token =
             next.map(|(w, (v6, s))| format!("{w}:{}:{s}", if v6 { 6 } else { 4 })).unwrap_or_default();
         Ok(Response::new(v1::ListFlowsResponse { flows, next_page_token }))
+    }
+
+    async fn list_ports(&self, _req: Request<v1::ListPortsRequest>) -> Result<Response<v1::ListPortsResponse>, Status> {
+        let model = self.store.model();
+        let workers: Vec<WorkerStats> = self.store.workers().map(|w| w.snapshot()).unwrap_or_default();
+        let names = self.store.port_names();
+        let ports = model
+            .interfaces
+            .iter()
+            .map(|i| {
+                let mut p = v1::Port {
+                    index: u32::from(i.port),
+                    mac: i.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                    addresses: i.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+                    mtu: u32::from(i.mtu),
+                    ..Default::default()
+                };
+                if let Some((n, d)) = names.get(usize::from(i.port)) {
+                    p.name = n.clone();
+                    p.driver = d.clone();
+                }
+                for w in &workers {
+                    if let Some(s) = w.ports.get(usize::from(i.port)) {
+                        p.rx_packets += s.rx_packets;
+                        p.rx_bytes += s.rx_bytes;
+                        p.tx_packets += s.tx_packets;
+                        p.tx_bytes += s.tx_bytes;
+                        p.rx_dropped += s.rx_dropped;
+                        p.tx_dropped += s.tx_dropped;
+                    }
+                }
+                p
+            })
+            .collect();
+        Ok(Response::new(v1::ListPortsResponse { ports }))
     }
 
     async fn get_stats(&self, _req: Request<v1::GetStatsRequest>) -> Result<Response<v1::Stats>, Status> {

@@ -122,6 +122,7 @@ pub struct Store {
     handle: ConfigHandle,
     events: broadcast::Sender<StoreEvent>,
     workers: OnceLock<WorkerView>,
+    ports: OnceLock<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -168,6 +169,7 @@ impl Store {
             handle: ConfigHandle::new(cfg),
             events: broadcast::channel(1024).0,
             workers: OnceLock::new(),
+            ports: OnceLock::new(),
         }))
     }
 
@@ -190,6 +192,16 @@ impl Store {
     /// Attach the running workers (stats, flow queries); once.
     pub fn attach_workers(&self, view: WorkerView) {
         let _ = self.workers.set(view);
+    }
+
+    /// Name and driver of each port, by index (the daemon sets them once it has opened the ports).
+    pub fn set_port_names(&self, names: Vec<(String, String)>) {
+        let _ = self.ports.set(names);
+    }
+
+    /// Name and driver of each port, when known.
+    pub fn port_names(&self) -> &[(String, String)] {
+        self.ports.get().map_or(&[], Vec::as_slice)
     }
 
     /// The running workers, once attached.
