@@ -1,0 +1,425 @@
+//! One BGP peer: the RFC 4271 finite-state machine as a task. Idle → Connect (active open, retried every
+//! connect-retry interval) → OpenSent → OpenConfirm → Established, with the hold and keepalive timers negotiated in
+//! OPEN. In Established it announces the current route set for every family both sides support (End-of-RIB after
+//! the first full table), follows changes with UPDATEs, answers ROUTE-REFRESH by re-sending, counts what it receives,
+//! and on shutdown withdraws (tagging GRACEFUL_SHUTDOWN first when asked) before a Cease NOTIFICATION.
+
+use super::wire::{self, Afi, Attributes, Capabilities, Message, Open, Prefix};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// What to announce, as the speaker's policy computes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// Host routes of the VIPs to announce.
+    pub prefixes: BTreeSet<Prefix>,
+    /// Tag every route with GRACEFUL_SHUTDOWN (RFC 8326): the node is about to leave.
+    pub graceful_shutdown: bool,
+}
+
+/// One peer's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Name for logs and status.
+    pub name: String,
+    /// Peer address.
+    pub address: IpAddr,
+    /// Peer TCP port (179).
+    pub port: u16,
+    /// Peer AS.
+    pub remote_as: u32,
+    /// Our AS.
+    pub local_as: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Source address of the session (`None`: the kernel's choice).
+    pub source: Option<IpAddr>,
+    /// Proposed hold time, seconds (0 or 3..=65535).
+    pub hold_time: u16,
+    /// Seconds between connection attempts.
+    pub connect_retry: u16,
+    /// eBGP multihop: the TTL of our packets (`None`: 1 for eBGP, 64 for iBGP).
+    pub ttl: Option<u8>,
+    /// Next hop for IPv4 routes (`None`: the session's own address when IPv4).
+    pub next_hop_v4: Option<Ipv4Addr>,
+    /// Next hop for IPv6 routes (`None`: the session's own address when IPv6).
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// MULTI_EXIT_DISC to send.
+    pub med: Option<u32>,
+    /// LOCAL_PREF to send (iBGP).
+    pub local_pref: Option<u32>,
+    /// Communities to attach.
+    pub communities: Vec<u32>,
+    /// Large communities to attach.
+    pub large_communities: Vec<(u32, u32, u32)>,
+    /// Graceful restart time to advertise (`None`: no GR capability).
+    pub graceful_restart: Option<u16>,
+}
+
+/// FSM states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum State {
+    /// Not trying.
+    #[default]
+    Idle,
+    /// Connecting.
+    Connect,
+    /// Waiting for the connect-retry timer after a failure.
+    Active,
+    /// OPEN sent.
+    OpenSent,
+    /// OPEN received, waiting for KEEPALIVE.
+    OpenConfirm,
+    /// Up.
+    Established,
+}
+
+/// A peer's state as reported.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Current state.
+    pub state: State,
+    /// When it entered Established (for uptime).
+    pub established_at: Option<SystemTime>,
+    /// The last error (connection, NOTIFICATION sent or received, hold timer).
+    pub last_error: Option<String>,
+    /// Messages received.
+    pub msgs_in: u64,
+    /// Messages sent.
+    pub msgs_out: u64,
+    /// Prefixes the peer announced to us (counted, never installed).
+    pub prefixes_received: u64,
+    /// Malformed attributes handled as treat-as-withdraw.
+    pub treat_as_withdraw: u64,
+    /// Times the session came up.
+    pub established_count: u64,
+    /// Prefixes announced now.
+    pub announced: usize,
+}
+
+/// A state change, for events and logs.
+pub type Transition = (String, State, Option<String>);
+
+/// Run one peer forever (until `stop` turns true: then withdraw, say goodbye, return).
+pub async fn run(
+    cfg: PeerConfig,
+    mut routes: watch::Receiver<Routes>,
+    mut stop: watch::Receiver<bool>,
+    status: Arc<Mutex<Status>>,
+    transitions: tokio::sync::broadcast::Sender<Transition>,
+) {
+    let set = |s: State, e: Option<String>| {
+        if let Ok(mut st) = status.lock() {
+            if st.state != s || e.is_some() {
+                st.state = s;
+                if e.is_some() {
+                    st.last_error = e.clone();
+                }
+                if s == State::Established {
+                    st.established_at = Some(SystemTime::now());
+                    st.established_count += 1;
+                } else {
+                    st.established_at = None;
+                    st.announced = 0;
+                }
+                let _ = transitions.send((cfg.name.clone(), s, e));
+            }
+        }
+    };
+    loop {
+        if *stop.borrow() {
+            set(State::Idle, None);
+            return;
+        }
+        set(State::Connect, None);
+        let result = match connect(&cfg).await {
+            Ok(stream) => session(&cfg, stream, &mut routes, &mut stop, &status, &set).await,
+            Err(e) => Err(format!("connect to {}:{}: {e}", cfg.address, cfg.port)),
+        };
+        if *stop.borrow() {
+            set(State::Idle, result.err());
+            return;
+        }
+        set(State::Active, Some(result.err().unwrap_or_else(|| "session closed".into())));
+        let wait = tokio::time::sleep(Duration::from_secs(u64::from(cfg.connect_retry.max(1))));
+        tokio::select! {
+            _ = wait => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn connect(cfg: &PeerConfig) -> std::io::Result<TcpStream> {
+    let to = SocketAddr::new(cfg.address, cfg.port);
+    let sock =
+        socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    let ebgp = cfg.remote_as != cfg.local_as;
+    let ttl = u32::from(cfg.ttl.unwrap_or(if ebgp { 1 } else { 64 }));
+    if to.is_ipv4() {
+        sock.set_ttl(ttl)?;
+    } else {
+        sock.set_unicast_hops_v6(ttl)?;
+    }
+    sock.set_nodelay(true)?;
+    if let Some(src) = cfg.source {
+        sock.bind(&SocketAddr::new(src, 0).into())?;
+    }
+    sock.set_nonblocking(true)?;
+    let sock = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
+    tokio::time::timeout(Duration::from_secs(10), sock.connect(to))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 10 s"))?
+}
+
+/// Reads whole messages off a stream.
+struct Reader {
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    async fn next(&mut self, s: &mut TcpStream) -> Result<Vec<u8>, String> {
+        loop {
+            match wire::frame(&self.buf) {
+                Ok(Some(n)) => return Ok(self.buf.drain(..n).collect()),
+                Ok(None) => {}
+                Err(e) => return Err(format!("peer sent {e}")),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("peer closed the connection".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+async fn send(s: &mut TcpStream, status: &Mutex<Status>, msg: &[u8]) -> Result<(), String> {
+    s.write_all(msg).await.map_err(|e| format!("write: {e}"))?;
+    if let Ok(mut st) = status.lock() {
+        st.msgs_out += 1;
+    }
+    Ok(())
+}
+
+fn family_of(p: &Prefix) -> Afi {
+    if p.0.is_ipv4() {
+        Afi::Ipv4
+    } else {
+        Afi::Ipv6
+    }
+}
+
+async fn session(
+    cfg: &PeerConfig,
+    mut s: TcpStream,
+    routes: &mut watch::Receiver<Routes>,
+    stop: &mut watch::Receiver<bool>,
+    status: &Mutex<Status>,
+    set: &(dyn Fn(State, Option<String>) + Sync),
+) -> Result<(), String> {
+    let local = s.local_addr().map_err(|e| e.to_string())?.ip();
+    let families = vec![Afi::Ipv4, Afi::Ipv6];
+    let ours = Open {
+        asn: cfg.local_as,
+        hold_time: cfg.hold_time,
+        bgp_id: cfg.router_id,
+        caps: Capabilities {
+            families: families.clone(),
+            as4: Some(cfg.local_as),
+            route_refresh: true,
+            graceful_restart: cfg.graceful_restart.map(|t| (t, false, families.iter().map(|f| (*f, true)).collect())),
+        },
+    };
+    send(&mut s, status, &wire::open(&ours)).await?;
+    set(State::OpenSent, None);
+    let mut rd = Reader { buf: Vec::new() };
+    let count_in = || {
+        if let Ok(mut st) = status.lock() {
+            st.msgs_in += 1;
+        }
+    };
+    // OpenSent: a large hold timer (4 minutes, RFC 4271 8.2.2) until the OPEN arrives.
+    let m = tokio::time::timeout(Duration::from_secs(240), rd.next(&mut s))
+        .await
+        .map_err(|_| "no OPEN in 240 s".to_string())??;
+    count_in();
+    let theirs = match wire::decode(&m) {
+        Ok(Message::Open(o)) => o,
+        Ok(Message::Notification { code, subcode, .. }) => {
+            return Err(format!("peer sent NOTIFICATION {code}/{subcode}"))
+        }
+        Ok(_) => {
+            let _ = send(&mut s, status, &wire::notification(wire::notify::FSM, 1, &[])).await;
+            return Err("peer did not start with OPEN".into());
+        }
+        Err(e) => {
+            let _ = send(&mut s, status, &wire::notification(e.code, e.subcode, &e.data)).await;
+            return Err(format!("bad OPEN: {e}"));
+        }
+    };
+    if theirs.asn != cfg.remote_as {
+        let _ = send(&mut s, status, &wire::notification(wire::notify::OPEN, wire::notify::OPEN_PEER_AS, &[])).await;
+        return Err(format!("peer AS {} is not the configured {}", theirs.asn, cfg.remote_as));
+    }
+    if theirs.bgp_id == cfg.router_id {
+        let _ = send(&mut s, status, &wire::notification(wire::notify::OPEN, wire::notify::OPEN_BGP_ID, &[])).await;
+        return Err("peer has our BGP identifier".into());
+    }
+    let hold = cfg.hold_time.min(theirs.hold_time);
+    let keepalive_every = Duration::from_secs(u64::from((hold / 3).max(1)));
+    let hold_d = Duration::from_secs(u64::from(hold));
+    // Families both sides do; without any MP capability, IPv4 unicast only (RFC 4760).
+    let fams: Vec<Afi> = if theirs.caps.families.is_empty() {
+        vec![Afi::Ipv4]
+    } else {
+        families.iter().copied().filter(|f| theirs.caps.families.contains(f)).collect()
+    };
+    send(&mut s, status, &wire::keepalive()).await?;
+    set(State::OpenConfirm, None);
+    let m = tokio::time::timeout(if hold == 0 { Duration::from_secs(240) } else { hold_d }, rd.next(&mut s))
+        .await
+        .map_err(|_| "hold timer expired in OpenConfirm".to_string())??;
+    count_in();
+    match wire::decode(&m) {
+        Ok(Message::Keepalive) => {}
+        Ok(Message::Notification { code, subcode, .. }) => {
+            return Err(format!("peer sent NOTIFICATION {code}/{subcode}"))
+        }
+        _ => {
+            let _ = send(&mut s, status, &wire::notification(wire::notify::FSM, 2, &[])).await;
+            return Err("no KEEPALIVE after OPEN".into());
+        }
+    }
+    set(State::Established, None);
+    let attrs = |afi: Afi, gshut: bool| -> Attributes {
+        let ebgp = cfg.remote_as != cfg.local_as;
+        let mut communities = cfg.communities.clone();
+        if gshut {
+            communities.push(wire::GRACEFUL_SHUTDOWN);
+        }
+        Attributes {
+            as_path: if ebgp { vec![cfg.local_as] } else { Vec::new() },
+            next_hop: match afi {
+                Afi::Ipv4 => cfg.next_hop_v4.map(IpAddr::V4).or(local.is_ipv4().then_some(local)),
+                Afi::Ipv6 => cfg.next_hop_v6.map(IpAddr::V6).or(local.is_ipv6().then_some(local)),
+            },
+            med: cfg.med,
+            local_pref: if ebgp { None } else { Some(cfg.local_pref.unwrap_or(100)) },
+            communities,
+            large_communities: cfg.large_communities.clone(),
+        }
+    };
+    // The full table, then End-of-RIB per family.
+    let mut sent: Routes = Routes::default();
+    let announce_all = |want: &Routes| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for afi in &fams {
+            let ps: Vec<Prefix> = want.prefixes.iter().filter(|p| family_of(p) == *afi).copied().collect();
+            for chunk in ps.chunks(200) {
+                out.push(wire::announce(*afi, chunk, &attrs(*afi, want.graceful_shutdown)));
+            }
+        }
+        out
+    };
+    let want = routes.borrow_and_update().clone();
+    for m in announce_all(&want) {
+        send(&mut s, status, &m).await?;
+    }
+    for afi in &fams {
+        send(&mut s, status, &wire::end_of_rib(*afi)).await?;
+    }
+    sent.prefixes = want.prefixes.iter().filter(|p| fams.contains(&family_of(p))).copied().collect();
+    sent.graceful_shutdown = want.graceful_shutdown;
+    if let Ok(mut st) = status.lock() {
+        st.announced = sent.prefixes.len();
+    }
+    let mut last_rx = Instant::now();
+    let mut keepalive = tokio::time::interval(keepalive_every);
+    keepalive.tick().await;
+    loop {
+        let hold_left = hold_d.saturating_sub(last_rx.elapsed());
+        tokio::select! {
+            m = rd.next(&mut s) => {
+                let m = m?;
+                last_rx = Instant::now();
+                count_in();
+                match wire::decode(&m) {
+                    Ok(Message::Keepalive) => {}
+                    Ok(Message::Update { announced, treat_as_withdraw, .. }) => {
+                        if let Ok(mut st) = status.lock() {
+                            st.prefixes_received += announced as u64;
+                            st.treat_as_withdraw += treat_as_withdraw as u64;
+                        }
+                    }
+                    Ok(Message::RouteRefresh(_)) => {
+                        for m in announce_all(&sent) {
+                            send(&mut s, status, &m).await?;
+                        }
+                    }
+                    Ok(Message::Notification { code, subcode, data }) => {
+                        return Err(format!("peer sent NOTIFICATION {code}/{subcode} {}", String::from_utf8_lossy(&data)));
+                    }
+                    Ok(Message::Open(_)) => {
+                        let _ = send(&mut s, status, &wire::notification(wire::notify::FSM, 3, &[])).await;
+                        return Err("OPEN in Established".into());
+                    }
+                    Err(e) => {
+                        let _ = send(&mut s, status, &wire::notification(e.code, e.subcode, &e.data)).await;
+                        return Err(format!("bad message: {e}"));
+                    }
+                }
+            }
+            _ = tokio::time::sleep(hold_left), if hold > 0 => {
+                let _ = send(&mut s, status, &wire::notification(wire::notify::HOLD_EXPIRED, 0, &[])).await;
+                return Err(format!("hold timer expired ({hold} s without a message)"));
+            }
+            _ = keepalive.tick(), if hold > 0 => {
+                send(&mut s, status, &wire::keepalive()).await?;
+            }
+            r = routes.changed() => {
+                if r.is_err() {
+                    return Err("route source gone".into());
+                }
+                let want = routes.borrow_and_update().clone();
+                let want_p: BTreeSet<Prefix> = want.prefixes.iter().filter(|p| fams.contains(&family_of(p))).copied().collect();
+                for afi in &fams {
+                    let gone: Vec<Prefix> = sent.prefixes.difference(&want_p).filter(|p| family_of(p) == *afi).copied().collect();
+                    for chunk in gone.chunks(200) {
+                        send(&mut s, status, &wire::withdraw(*afi, chunk)).await?;
+                    }
+                    // New prefixes; all of them again when the graceful-shutdown tag changed.
+                    let new: Vec<Prefix> = if want.graceful_shutdown != sent.graceful_shutdown {
+                        want_p.iter().filter(|p| family_of(p) == *afi).copied().collect()
+                    } else {
+                        want_p.difference(&sent.prefixes).filter(|p| family_of(p) == *afi).copied().collect()
+                    };
+                    for chunk in new.chunks(200) {
+                        send(&mut s, status, &wire::announce(*afi, chunk, &attrs(*afi, want.graceful_shutdown))).await?;
+                    }
+                }
+                sent = Routes { prefixes: want_p, graceful_shutdown: want.graceful_shutdown };
+                if let Ok(mut st) = status.lock() {
+                    st.announced = sent.prefixes.len();
+                }
+            }
+            _ = stop.changed() => {
+                // Clean shutdown: withdraw everything, then Cease / administrative shutdown.
+                for afi in &fams {
+                    let all: Vec<Prefix> = sent.prefixes.iter().filter(|p| family_of(p) == *afi).copied().collect();
+                    for chunk in all.chunks(200) {
+                        let _ = send(&mut s, status, &wire::withdraw(*afi, chunk)).await;
+                    }
+                }
+                let _ = send(&mut s, status, &wire::notification(wire::notify::CEASE, wire::notify::CEASE_SHUTDOWN, b"edgelb stopping")).await;
+                let _ = s.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
+}
