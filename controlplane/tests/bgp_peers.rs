@@ -1,0 +1,375 @@
+//! The speaker against real BGP implementations in network namespaces (root), each peer in its own namespace on a
+//! veth to the speaker's (198.18.255.0/30, 2001:db8:ff::/64), configured by files written here:
+//! - BIRD 2: the IPv4 and IPv6 VIP routes with our next hops, MED, communities and large communities; a VIP whose
+//!   last backend fails its health is withdrawn and comes back; draining tags GRACEFUL_SHUTDOWN; stopping withdraws.
+//! - FRR bgpd and GoBGP: the session comes up and both routes are there with next hops and (large) communities.
+
+#[path = "../../dataplane/tests/common/mod.rs"]
+mod common;
+
+use common::{in_netns, require_root, Lab};
+use edgelb_controlplane::api::store::{key_of, Store};
+use edgelb_controlplane::bgp::session::{PeerConfig, State};
+use edgelb_controlplane::bgp::speaker::Speaker;
+use edgelb_dataplane::config::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Bird {
+    pidfile: PathBuf,
+    sock: PathBuf,
+    dir: PathBuf,
+}
+
+impl Bird {
+    fn start(ns: &str, dir: &Path, conf: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let (c, sock, pidfile) = (dir.join("bird.conf"), dir.join("bird.ctl"), dir.join("bird.pid"));
+        std::fs::write(&c, conf).unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "bird", "-c"])
+            .arg(&c)
+            .arg("-s")
+            .arg(&sock)
+            .arg("-P")
+            .arg(&pidfile)
+            .output()
+            .expect("bird (Debian bird2)");
+        assert!(out.status.success(), "bird: {}", String::from_utf8_lossy(&out.stderr));
+        Bird { pidfile, sock, dir: dir.to_path_buf() }
+    }
+
+    fn show(&self, what: &str) -> String {
+        let out = Command::new("birdc").arg("-s").arg(&self.sock).args(what.split_whitespace()).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait (bounded) until `show route all` satisfies `ok`; returns the last output.
+    fn wait_routes(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.show("show route all");
+            if ok(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "BIRD never showed {what}:\n{r}\n{}",
+                self.show("show protocols all edge")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn peer_config(name: &str) -> PeerConfig {
+    PeerConfig {
+        name: name.into(),
+        address: "198.18.255.2".parse().unwrap(),
+        port: 179,
+        remote_as: 65000,
+        local_as: 65001,
+        router_id: "198.18.255.1".parse().unwrap(),
+        source: None,
+        hold_time: 9,
+        connect_retry: 1,
+        ttl: None,
+        next_hop_v4: None,
+        next_hop_v6: Some("2001:db8:ff::1".parse().unwrap()),
+        med: Some(50),
+        local_pref: None,
+        communities: vec![(65001 << 16) | 100],
+        large_communities: vec![(65001, 1, 1)],
+        graceful_restart: None,
+    }
+}
+
+enum Cmd {
+    Gshut,
+    Stop,
+}
+
+/// A speaker on a runtime of its own inside namespace `ns`; commands reach it over a channel, its peers' status
+/// comes back every 50 ms.
+struct Running {
+    cmd: std::sync::mpsc::Sender<Cmd>,
+    status: std::sync::mpsc::Receiver<Vec<(String, edgelb_controlplane::bgp::session::Status)>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn run_speaker(ns: &str, store: Arc<Store>, peer: PeerConfig) -> Running {
+    let (cmd, cmd_rx) = std::sync::mpsc::channel::<Cmd>();
+    let (st_tx, status) = std::sync::mpsc::channel();
+    let ns = ns.to_string();
+    let thread = std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let sp = Speaker::start(store, vec![peer]);
+                loop {
+                    match cmd_rx.try_recv() {
+                        Ok(Cmd::Gshut) => sp.graceful_shutdown(true),
+                        Ok(Cmd::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                        Err(_) => {}
+                    }
+                    let _ = st_tx.send(sp.status());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                sp.stop().await;
+            })
+        })
+    });
+    Running { cmd, status, thread }
+}
+
+/// The speaker's and a router's namespaces, joined by a veth with both families.
+fn pair(tag: &str) -> (Lab, String, String) {
+    let mut lab = Lab::new(tag);
+    let (sp, rt) = (lab.ns("sp"), lab.ns("rt"));
+    lab.veth(&sp, "sp0", &rt, "rt0");
+    lab.ip(&sp, "addr add 198.18.255.1/30 dev sp0");
+    lab.ip(&rt, "addr add 198.18.255.2/30 dev rt0");
+    lab.ip(&sp, "addr add 2001:db8:ff::1/64 dev sp0 nodad");
+    lab.ip(&rt, "addr add 2001:db8:ff::2/64 dev rt0 nodad");
+    (lab, sp, rt)
+}
+
+/// Run `cmd` until its output satisfies `ok` (bounded); returns that output.
+fn wait_output(what: &str, secs: u64, cmd: impl Fn() -> String, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = cmd();
+        if ok(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}; last output:\n{r}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn model() -> Model {
+    let be = |a: &str| BackendSpec { addr: a.parse().unwrap(), port: 8080, weight: 1, state: BackendState::Active };
+    Model {
+        interfaces: vec![InterfaceSpec {
+            port: 0,
+            mac: [2, 0, 0, 0, 0, 1],
+            addrs: vec![("198.18.0.1".parse().unwrap(), 24), ("2001:db8:1::1".parse().unwrap(), 64)],
+            mtu: 1500,
+        }],
+        services: vec![
+            ServiceSpec::new(
+                "198.19.0.1".parse().unwrap(),
+                Protocol::Tcp,
+                Some(80),
+                Mode::Nat,
+                vec![be("198.18.0.10")],
+            ),
+            ServiceSpec::new(
+                "2001:db8:100::1".parse().unwrap(),
+                Protocol::Tcp,
+                Some(80),
+                Mode::Nat,
+                vec![be("2001:db8:1::10")],
+            ),
+        ],
+        ..Model::default()
+    }
+}
+
+#[test]
+fn bird_sees_the_vips_with_their_attributes_and_follows_health() {
+    require_root();
+    let (_lab, sp, rt) = pair("bgpb");
+    let dir = std::env::temp_dir().join(format!("edgelb-bird-{}", std::process::id()));
+    let bird = Bird::start(
+        &rt,
+        &dir,
+        "router id 198.18.255.2;\n\
+         protocol device { }\n\
+         protocol bgp edge {\n  local 198.18.255.2 as 65000;\n  neighbor 198.18.255.1 as 65001;\n  passive on;\n  hold time 9;\n\
+           ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n",
+    );
+    let store: Arc<Store> = Store::new(model()).unwrap();
+    let peer = peer_config("bird");
+    let sp_run = run_speaker(&sp, store.clone(), peer);
+    let both = |r: &str| r.contains("198.19.0.1/32") && r.contains("2001:db8:100::1/128");
+    let r = bird.wait_routes("both VIP routes", 20, both);
+    println!("BIRD's view:\n{r}");
+    for want in [
+        "BGP.next_hop: 198.18.255.1",
+        "BGP.next_hop: 2001:db8:ff::1",
+        "BGP.as_path: 65001",
+        "BGP.med: 50",
+        "BGP.community: (65001,100)",
+        "BGP.large_community: (65001, 1, 1)",
+    ] {
+        assert!(r.contains(want), "{want} missing:\n{r}");
+    }
+    // The last backend of the IPv4 VIP fails its health check: withdrawn; the IPv6 VIP stays.
+    let (_, services) = store.services();
+    let k = key_of(&services[0]);
+    let be: IpAddr = "198.18.0.10".parse().unwrap();
+    store.set_health((k, be, 8080), false, false, "test").unwrap();
+    bird.wait_routes("the IPv4 VIP withdrawn", 5, |r| {
+        !r.contains("198.19.0.1/32") && r.contains("2001:db8:100::1/128")
+    });
+    store.set_health((k, be, 8080), true, false, "test").unwrap();
+    bird.wait_routes("the IPv4 VIP back", 5, both);
+    // Draining: every route tagged GRACEFUL_SHUTDOWN.
+    sp_run.cmd.send(Cmd::Gshut).unwrap();
+    let r = bird.wait_routes("GRACEFUL_SHUTDOWN", 5, |r| r.matches("(65535,0)").count() >= 2);
+    assert!(both(&r));
+    // Status: established once, two prefixes announced.
+    let status = sp_run.status.try_iter().last().expect("status");
+    let (name, st) = &status[0];
+    assert_eq!(
+        (name.as_str(), st.state, st.established_count, st.announced),
+        ("bird", State::Established, 1, 2),
+        "{st:?}"
+    );
+    assert!(st.msgs_in >= 2 && st.msgs_out >= 4, "{st:?}");
+    // Stopping withdraws everything and closes the session.
+    sp_run.cmd.send(Cmd::Stop).unwrap();
+    sp_run.thread.join().unwrap();
+    bird.wait_routes("no routes after stop", 5, |r| !r.contains("198.19.0.1/32") && !r.contains("2001:db8:100::1/128"));
+    let p = bird.show("show protocols all edge");
+    assert!(
+        p.contains("Administrative shutdown")
+            || p.contains("Received: Administrative shutdown")
+            || !p.contains("Established"),
+        "{p}"
+    );
+}
+
+/// A child process killed (and waited for) when the test ends, also on failure; and files to remove.
+struct Proc(std::process::Child, Vec<PathBuf>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        for p in &self.1 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+#[test]
+fn frr_bgpd_sees_both_vips_with_next_hops_and_communities() {
+    require_root();
+    let (_lab, sp, rt) = pair("bgpf");
+    let dir = std::env::temp_dir().join(format!("edgelb-frr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("bgpd.conf");
+    std::fs::write(
+        &conf,
+        "frr defaults traditional\nhostname rt\n!\nrouter bgp 65000\n bgp router-id 198.18.255.2\n no bgp ebgp-requires-policy\n\
+         no bgp network import-check\n neighbor 198.18.255.1 remote-as 65001\n neighbor 198.18.255.1 passive\n\
+         neighbor 198.18.255.1 timers 3 9\n address-family ipv4 unicast\n  neighbor 198.18.255.1 activate\n exit-address-family\n\
+         address-family ipv6 unicast\n  neighbor 198.18.255.1 activate\n exit-address-family\n!\n",
+    )
+    .unwrap();
+    // Make the files readable to FRR's own user, which bgpd switches to.
+    let _ = Command::new("chmod").args(["-R", "a+rwx"]).arg(&dir).status();
+    let vty = dir.to_str().unwrap().to_string();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &rt, "/usr/lib/frr/bgpd", "-Z", "-n", "-S", "-f"])
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("bgpd.pid"))
+        .args(["--vty_socket", &vty, "-z"])
+        .arg(dir.join("zserv.api"))
+        .args(["-P", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("FRR bgpd (Debian frr)");
+    let _frr = Proc(child, vec![dir.clone(), PathBuf::from("/var/tmp/frr")]);
+    let store: Arc<Store> = Store::new(model()).unwrap();
+    let sp_run = run_speaker(&sp, store, peer_config("frr"));
+    let vtysh = |c: &str| {
+        let o = Command::new("vtysh").args(["--vty_socket", &vty, "-c", c]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let v4 = wait_output(
+        "198.19.0.1/32 at FRR",
+        20,
+        || vtysh("show bgp ipv4 unicast 198.19.0.1/32 json"),
+        |r| r.contains("\"65001:100\""),
+    );
+    let v6 = wait_output(
+        "2001:db8:100::1/128 at FRR",
+        10,
+        || vtysh("show bgp ipv6 unicast 2001:db8:100::1/128 json"),
+        |r| r.contains("\"65001:100\""),
+    );
+    println!("FRR's view:\n{v4}\n{v6}");
+    for (r, nh) in [(&v4, "198.18.255.1"), (&v6, "2001:db8:ff::1")] {
+        for want in [nh, "\"65001:1:1\"", "\"metric\":50", "\"string\":\"65001\""] {
+            assert!(r.contains(want), "{want} missing:\n{r}");
+        }
+    }
+    sp_run.cmd.send(Cmd::Stop).unwrap();
+    sp_run.thread.join().unwrap();
+    wait_output("withdrawal at FRR", 10, || vtysh("show bgp ipv4 unicast json"), |r| !r.contains("198.19.0.1/32"));
+}
+
+#[test]
+fn gobgp_sees_both_vips_with_next_hops_and_communities() {
+    require_root();
+    let (_lab, sp, rt) = pair("bgpg");
+    let dir = std::env::temp_dir().join(format!("edgelb-gobgp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("gobgpd.toml");
+    std::fs::write(
+        &conf,
+        "[global.config]\n  as = 65000\n  router-id = \"198.18.255.2\"\n  port = 179\n\n[[neighbors]]\n  [neighbors.config]\n\
+         neighbor-address = \"198.18.255.1\"\n    peer-as = 65001\n  [neighbors.transport.config]\n    passive-mode = true\n\
+         [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n\
+         [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n  [[neighbors.afi-safis]]\n\
+         [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n",
+    )
+    .unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &rt, "gobgpd", "-f"])
+        .arg(&conf)
+        .args(["--api-hosts", "127.0.0.1:50051"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gobgpd (Debian gobgpd)");
+    let _gobgp = Proc(child, vec![dir.clone()]);
+    let store: Arc<Store> = Store::new(model()).unwrap();
+    let sp_run = run_speaker(&sp, store, peer_config("gobgp"));
+    let rib = |fam: &str| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &rt, "gobgp", "-u", "127.0.0.1", "-p", "50051", "global", "rib", "-a", fam, "-j"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let v4 = wait_output("198.19.0.1/32 at GoBGP", 20, || rib("ipv4"), |r| r.contains("198.19.0.1/32"));
+    let v6 = wait_output("2001:db8:100::1/128 at GoBGP", 10, || rib("ipv6"), |r| r.contains("2001:db8:100::1/128"));
+    println!("GoBGP's view:\n{v4}\n{v6}");
+    let community = ((65001u32 << 16) | 100).to_string();
+    for (r, nh) in [(&v4, "198.18.255.1"), (&v6, "2001:db8:ff::1")] {
+        for want in [nh, community.as_str(), "\"ASN\":65001,\"LocalData1\":1,\"LocalData2\":1", "\"metric\":50"] {
+            assert!(r.contains(want), "{want} missing:\n{r}");
+        }
+    }
+    sp_run.cmd.send(Cmd::Stop).unwrap();
+    sp_run.thread.join().unwrap();
+    wait_output("withdrawal at GoBGP", 10, || rib("ipv4"), |r| !r.contains("198.19.0.1/32"));
+}
