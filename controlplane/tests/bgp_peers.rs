@@ -86,6 +86,7 @@ fn peer_config(name: &str) -> PeerConfig {
         hold_time: 9,
         connect_retry: 1,
         ttl: None,
+        password: None,
         next_hop_v4: None,
         next_hop_v6: Some("2001:db8:ff::1".parse().unwrap()),
         med: Some(50),
@@ -372,4 +373,50 @@ fn gobgp_sees_both_vips_with_next_hops_and_communities() {
     sp_run.cmd.send(Cmd::Stop).unwrap();
     sp_run.thread.join().unwrap();
     wait_output("withdrawal at GoBGP", 10, || rib("ipv4"), |r| !r.contains("198.19.0.1/32"));
+}
+
+/// The peer's state as the speaker reports it, waiting (bounded) for `want`.
+fn wait_state(run: &Running, secs: u64, want: State) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(s) = run.status.try_iter().last() {
+            if s[0].1.state == want {
+                return Ok(());
+            }
+            last = Some(s[0].1.clone());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("not {want:?} within {secs} s; last {last:?}"))
+}
+
+#[test]
+fn md5_session_comes_up_with_the_right_password_only() {
+    require_root();
+    let (_lab, sp, rt) = pair("bgpm");
+    let dir = std::env::temp_dir().join(format!("edgelb-bird-md5-{}", std::process::id()));
+    let bird = Bird::start(
+        &rt,
+        &dir,
+        "router id 198.18.255.2;\nprotocol device { }\nprotocol bgp edge {\n  local 198.18.255.2 as 65000;\n\
+         neighbor 198.18.255.1 as 65001;\n  passive on;\n  hold time 9;\n  password \"edgelb-secret\";\n\
+         ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n",
+    );
+    let store: Arc<Store> = Store::new(model()).unwrap();
+    // A wrong key: the peer's kernel drops our unsigned-as-it-expects segments; never Established.
+    let wrong = PeerConfig { password: Some("not-the-secret".into()), ..peer_config("bird-md5") };
+    let run = run_speaker(&sp, store.clone(), wrong);
+    assert!(wait_state(&run, 5, State::Established).is_err(), "a session with the wrong MD5 key came up");
+    assert!(!bird.show("show protocols edge").contains("Established"));
+    run.cmd.send(Cmd::Stop).unwrap();
+    run.thread.join().unwrap();
+    // The right key: up, and the routes arrive.
+    let right = PeerConfig { password: Some("edgelb-secret".into()), ..peer_config("bird-md5") };
+    let run = run_speaker(&sp, store, right);
+    wait_state(&run, 20, State::Established).unwrap();
+    bird.wait_routes("routes over the signed session", 10, |r| r.contains("198.19.0.1/32"));
+    assert!(bird.show("show protocols edge").contains("Established"));
+    run.cmd.send(Cmd::Stop).unwrap();
+    run.thread.join().unwrap();
 }

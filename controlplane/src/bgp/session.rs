@@ -45,6 +45,8 @@ pub struct PeerConfig {
     pub connect_retry: u16,
     /// eBGP multihop: the TTL of our packets (`None`: 1 for eBGP, 64 for iBGP).
     pub ttl: Option<u8>,
+    /// TCP MD5 signature key (RFC 2385).
+    pub password: Option<String>,
     /// Next hop for IPv4 routes (`None`: the session's own address when IPv4).
     pub next_hop_v4: Option<Ipv4Addr>,
     /// Next hop for IPv6 routes (`None`: the session's own address when IPv6).
@@ -166,6 +168,9 @@ async fn connect(cfg: &PeerConfig) -> std::io::Result<TcpStream> {
         sock.set_unicast_hops_v6(ttl)?;
     }
     sock.set_nodelay(true)?;
+    if let Some(pw) = &cfg.password {
+        super::md5::set(&sock, to, pw.as_bytes())?;
+    }
     if let Some(src) = cfg.source {
         sock.bind(&SocketAddr::new(src, 0).into())?;
     }

@@ -143,6 +143,8 @@ pub struct Loaded {
     pub api_tls: Option<crate::api::server::TlsFiles>,
     /// Where Prometheus metrics are served (`None`: disabled). Default [`DEFAULT_METRICS`].
     pub metrics: Option<std::net::SocketAddr>,
+    /// BGP peers to announce VIPs to (empty: no BGP).
+    pub bgp_peers: Vec<crate::bgp::session::PeerConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +162,8 @@ struct File {
     api: Option<Spanned<ApiSection>>,
     #[serde(default)]
     metrics: Option<Spanned<MetricsSection>>,
+    #[serde(default)]
+    bgp: Option<Spanned<BgpSection>>,
     #[serde(default)]
     timeouts: TimeoutsSection,
     #[serde(default)]
@@ -243,6 +247,60 @@ struct MetricsSection {
     listen: Option<Spanned<String>>,
     #[serde(default = "yes")]
     enabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BgpSection {
+    local_as: u32,
+    router_id: Spanned<String>,
+    #[serde(default, rename = "peer")]
+    peers: Vec<Spanned<PeerSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerSection {
+    #[serde(default)]
+    name: Option<String>,
+    address: Spanned<String>,
+    remote_as: u32,
+    #[serde(default = "bgp_port")]
+    port: u16,
+    #[serde(default)]
+    source: Option<Spanned<String>>,
+    #[serde(default = "hold_time")]
+    hold_time: u16,
+    #[serde(default = "connect_retry")]
+    connect_retry: u16,
+    #[serde(default)]
+    multihop_ttl: Option<u8>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    next_hop_v4: Option<Spanned<String>>,
+    #[serde(default)]
+    next_hop_v6: Option<Spanned<String>>,
+    #[serde(default)]
+    med: Option<u32>,
+    #[serde(default)]
+    local_pref: Option<u32>,
+    #[serde(default)]
+    communities: Vec<Spanned<String>>,
+    #[serde(default)]
+    large_communities: Vec<Spanned<String>>,
+    #[serde(default)]
+    graceful_restart: Option<u16>,
+}
+
+fn bgp_port() -> u16 {
+    179
+}
+fn hold_time() -> u16 {
+    90
+}
+fn connect_retry() -> u16 {
+    5
 }
 
 /// Where `/metrics` is served unless the file says otherwise.
@@ -597,7 +655,92 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         key: t.key.clone().into(),
         client_ca: t.client_ca.clone().map(Into::into),
     });
-    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, api_tls, metrics })
+    let mut bgp_peers = Vec::new();
+    if let Some(b) = &file.bgp {
+        let bs = b.get_ref();
+        let router_id: std::net::Ipv4Addr = bs.router_id.get_ref().trim().parse().map_err(|_| {
+            lines.err(
+                &bs.router_id,
+                "bgp.router_id".into(),
+                format!("{:?} is not an IPv4 address", bs.router_id.get_ref()),
+            )
+        })?;
+        if bs.local_as == 0 {
+            return Err(lines.err(b, "bgp.local_as".into(), "AS 0 is reserved"));
+        }
+        for (i, p) in bs.peers.iter().enumerate() {
+            let ps = p.get_ref();
+            let f = |x: &str| format!("bgp.peer[{i}].{x}");
+            let address = parse_ip(&lines, &ps.address, f("address"))?;
+            if ps.remote_as == 0 {
+                return Err(lines.err(p, f("remote_as"), "AS 0 is reserved"));
+            }
+            if ps.hold_time != 0 && ps.hold_time < 3 {
+                return Err(lines.err(p, f("hold_time"), format!("{}: 0 or at least 3 seconds", ps.hold_time)));
+            }
+            if ps.password.as_ref().is_some_and(|pw| pw.is_empty() || pw.len() > 80) {
+                return Err(lines.err(p, f("password"), "1 to 80 characters (TCP MD5 key)"));
+            }
+            let source = ps.source.as_ref().map(|s| parse_ip(&lines, s, f("source"))).transpose()?;
+            let next_hop_v4 = match &ps.next_hop_v4 {
+                Some(s) => match parse_ip(&lines, s, f("next_hop_v4"))? {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => return Err(lines.err(s, f("next_hop_v4"), "an IPv4 address")),
+                },
+                None => None,
+            };
+            let next_hop_v6 = match &ps.next_hop_v6 {
+                Some(s) => match parse_ip(&lines, s, f("next_hop_v6"))? {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => return Err(lines.err(s, f("next_hop_v6"), "an IPv6 address")),
+                },
+                None => None,
+            };
+            let mut communities = Vec::new();
+            for c in &ps.communities {
+                let bad =
+                    || lines.err(c, f("communities"), format!("{:?} is not ASN:VALUE (16 bits each)", c.get_ref()));
+                let (a, v) = c.get_ref().split_once(':').ok_or_else(bad)?;
+                let (a, v): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, v.trim().parse().map_err(|_| bad())?);
+                communities.push((u32::from(a) << 16) | u32::from(v));
+            }
+            let mut large_communities = Vec::new();
+            for c in &ps.large_communities {
+                let bad = || {
+                    lines.err(
+                        c,
+                        f("large_communities"),
+                        format!("{:?} is not ASN:DATA1:DATA2 (32 bits each)", c.get_ref()),
+                    )
+                };
+                let v: Vec<u32> =
+                    c.get_ref().split(':').map(|x| x.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+                let [g, a, b] = v.as_slice() else { return Err(bad()) };
+                large_communities.push((*g, *a, *b));
+            }
+            bgp_peers.push(crate::bgp::session::PeerConfig {
+                name: ps.name.clone().unwrap_or_else(|| address.to_string()),
+                address,
+                port: ps.port,
+                remote_as: ps.remote_as,
+                local_as: bs.local_as,
+                router_id,
+                source,
+                hold_time: ps.hold_time,
+                connect_retry: ps.connect_retry.max(1),
+                ttl: ps.multihop_ttl,
+                password: ps.password.clone(),
+                next_hop_v4,
+                next_hop_v6,
+                med: ps.med,
+                local_pref: ps.local_pref,
+                communities,
+                large_communities,
+                graceful_restart: ps.graceful_restart,
+            });
+        }
+    }
+    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, api_tls, metrics, bgp_peers })
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.
