@@ -312,7 +312,15 @@ where
     store.set_port_names(
         loaded.ports.iter().map(|p| (p.name.clone(), format!("{:?}", p.driver).to_lowercase())).collect(),
     );
-    let api = match start_control(store.clone(), loaded.api.clone(), loaded.api_tls.clone(), loaded.metrics) {
+    let (gshut_tx, gshut_rx) = tokio::sync::watch::channel(false);
+    let control = Control {
+        listen: loaded.api.clone(),
+        tls: loaded.api_tls.clone(),
+        metrics: loaded.metrics,
+        peers: loaded.bgp_peers.clone(),
+        graceful_shutdown: gshut_rx,
+    };
+    let api = match start_control(store.clone(), control) {
         Ok(a) => Some(a),
         Err(e) => {
             error!("{e}");
@@ -387,6 +395,8 @@ where
                 _ if drain.is_some() => break 'run,
                 _ => {
                     // First SIGTERM/SIGINT: refuse new flows, let tracked ones finish, exit when traffic stops.
+                    // BGP peers learn first (GRACEFUL_SHUTDOWN) so they move traffic away while flows drain.
+                    let _ = gshut_tx.send(true);
                     if let Err(e) = store.set_draining(true) {
                         error!("cannot publish the draining config ({e}); stopping now");
                         break 'run;
@@ -429,12 +439,17 @@ type ApiThread = (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)
 
 /// The control plane's own thread and runtime (two threads: it never competes with the workers' cores beyond that):
 /// health checks, and the gRPC API when `listen` is set. Returns once the API listens, or the reason it cannot.
-fn start_control(
-    store: Arc<Store>,
+/// What the control-plane thread runs besides health checks.
+struct Control {
     listen: Option<Listen>,
     tls: Option<TlsFiles>,
     metrics: Option<std::net::SocketAddr>,
-) -> Result<ApiThread, String> {
+    peers: Vec<edgelb_controlplane::bgp::session::PeerConfig>,
+    graceful_shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, String> {
+    let Control { listen, tls, metrics, peers, mut graceful_shutdown } = control;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("edgelb-ctl")
@@ -448,6 +463,50 @@ fn start_control(
         .spawn(move || {
             rt.block_on(async move {
                 let health = tokio::spawn(edgelb_controlplane::health::run(store.clone()));
+                // The BGP speaker: its peers' transitions become events and log lines; its status is polled into
+                // the store for the API.
+                let speaker = (!peers.is_empty()).then(|| {
+                    let sp = edgelb_controlplane::bgp::speaker::Speaker::start(store.clone(), peers);
+                    let mut tr = sp.transitions.subscribe();
+                    let st = store.clone();
+                    tokio::spawn(async move {
+                        while let Ok((peer, state, err)) = tr.recv().await {
+                            let reason = err.unwrap_or_default();
+                            if state == edgelb_controlplane::bgp::session::State::Established {
+                                info!(peer = %peer, "BGP session established");
+                            } else if !reason.is_empty() {
+                                warn!(peer = %peer, state = ?state, "BGP: {reason}");
+                            }
+                            st.announce(edgelb_controlplane::api::store::StoreEvent::PeerState {
+                                peer,
+                                state: format!("{state:?}"),
+                                reason,
+                            });
+                        }
+                    });
+                    sp
+                });
+                let speaker = std::sync::Arc::new(tokio::sync::Mutex::new(speaker));
+                {
+                    let (speaker, st) = (speaker.clone(), store.clone());
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(Duration::from_millis(500));
+                        loop {
+                            tokio::select! {
+                                _ = tick.tick() => {}
+                                r = graceful_shutdown.changed() => {
+                                    if r.is_err() { break; }
+                                    if let Some(sp) = speaker.lock().await.as_ref() {
+                                        sp.graceful_shutdown(*graceful_shutdown.borrow());
+                                    }
+                                }
+                            }
+                            if let Some(sp) = speaker.lock().await.as_ref() {
+                                st.set_peers(sp.status());
+                            }
+                        }
+                    });
+                }
                 let metrics = match metrics {
                     Some(addr) => {
                         let (up_tx, up_rx) = tokio::sync::oneshot::channel();
@@ -488,6 +547,10 @@ fn start_control(
                     }
                 }
                 health.abort();
+                // Clean stop: withdraw every VIP and close the sessions with a Cease.
+                if let Some(sp) = speaker.lock().await.take() {
+                    sp.stop().await;
+                }
                 if let Some(m) = metrics {
                     m.abort();
                 }

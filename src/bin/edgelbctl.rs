@@ -11,6 +11,7 @@
 //!   flow query CLIENT:PORT VIP:PORT/PROTO
 //!   flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]     tracked flows, paged through the API
 //!   port list
+//!   peer list
 //!   stats [--watch SECONDS]
 //!   events
 //! ```
@@ -33,6 +34,7 @@ const USAGE: &str =
   flow query CLIENT:PORT VIP:PORT/PROTO
   flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]
   port list
+  peer list
   stats [--watch SECONDS]
   events";
 
@@ -426,6 +428,34 @@ async fn run(argv: Vec<String>) -> Result<(), Fail> {
                 );
             } else {
                 println!("{client} -> {}: no service matches", show_key(&key.vip, key.protocol, key.port));
+            }
+        }
+        ("peer", "list") => {
+            let r = c.list_peers(v1::ListPeersRequest {}).await?.into_inner();
+            if json {
+                print_json(&serde_json::json!(r
+                    .peers
+                    .iter()
+                    .map(|p| serde_json::json!({
+                        "name": p.name, "state": p.state, "uptime_s": p.uptime_s, "last_error": p.last_error,
+                        "msgs_in": p.msgs_in, "msgs_out": p.msgs_out, "prefixes_received": p.prefixes_received,
+                        "announced": p.announced, "established_count": p.established_count,
+                    }))
+                    .collect::<Vec<_>>()));
+            } else {
+                for p in &r.peers {
+                    println!(
+                        "{:<20} {:<12} up {:>6}s announced {:>4} received {:>4} msgs in/out {}/{} {}",
+                        p.name,
+                        p.state,
+                        p.uptime_s,
+                        p.announced,
+                        p.prefixes_received,
+                        p.msgs_in,
+                        p.msgs_out,
+                        p.last_error
+                    );
+                }
             }
         }
         ("port", "list") => {

@@ -277,6 +277,7 @@ fn event_out(e: StoreEvent, store: &Store) -> v1::Event {
             healthy,
             reason,
         }),
+        StoreEvent::PeerState { peer, state, reason } => Kind::PeerState(v1::PeerState { peer, state, reason }),
     };
     v1::Event { time_ms: now_ms(), kind: Some(kind) }
 }
@@ -553,6 +554,26 @@ impl LoadBalancer for Api {
             })
             .collect();
         Ok(Response::new(v1::ListPortsResponse { ports }))
+    }
+
+    async fn list_peers(&self, _req: Request<v1::ListPeersRequest>) -> Result<Response<v1::ListPeersResponse>, Status> {
+        let peers = self
+            .store
+            .peers()
+            .into_iter()
+            .map(|(name, s)| v1::Peer {
+                name,
+                state: format!("{:?}", s.state),
+                uptime_s: s.established_at.and_then(|t| t.elapsed().ok()).map_or(0, |d| d.as_secs()),
+                last_error: s.last_error.unwrap_or_default(),
+                msgs_in: s.msgs_in,
+                msgs_out: s.msgs_out,
+                prefixes_received: s.prefixes_received,
+                announced: s.announced as u64,
+                established_count: s.established_count,
+            })
+            .collect();
+        Ok(Response::new(v1::ListPeersResponse { peers }))
     }
 
     async fn get_stats(&self, _req: Request<v1::GetStatsRequest>) -> Result<Response<v1::Stats>, Status> {

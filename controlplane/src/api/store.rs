@@ -102,6 +102,15 @@ pub enum StoreEvent {
         /// Why.
         reason: String,
     },
+    /// A BGP peer changed state.
+    PeerState {
+        /// Peer name.
+        peer: String,
+        /// New state.
+        state: String,
+        /// The error that caused it, if any.
+        reason: String,
+    },
 }
 
 /// A backend of a service, as health checking names it.
@@ -123,6 +132,7 @@ pub struct Store {
     events: broadcast::Sender<StoreEvent>,
     workers: OnceLock<WorkerView>,
     ports: OnceLock<Vec<(String, String)>>,
+    peers: Mutex<Vec<(String, crate::bgp::session::Status)>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -170,6 +180,7 @@ impl Store {
             events: broadcast::channel(1024).0,
             workers: OnceLock::new(),
             ports: OnceLock::new(),
+            peers: Mutex::new(Vec::new()),
         }))
     }
 
@@ -197,6 +208,18 @@ impl Store {
     /// Name and driver of each port, by index (the daemon sets them once it has opened the ports).
     pub fn set_port_names(&self, names: Vec<(String, String)>) {
         let _ = self.ports.set(names);
+    }
+
+    /// The BGP peers' status, as the speaker last reported it.
+    pub fn set_peers(&self, p: Vec<(String, crate::bgp::session::Status)>) {
+        if let Ok(mut g) = self.peers.lock() {
+            *g = p;
+        }
+    }
+
+    /// The BGP peers' status.
+    pub fn peers(&self) -> Vec<(String, crate::bgp::session::Status)> {
+        self.peers.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// Name and driver of each port, when known.

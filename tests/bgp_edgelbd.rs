@@ -1,0 +1,136 @@
+//! `edgelbd` announcing its VIPs to BIRD (root, network namespaces): the routes appear with the configured
+//! attributes, the peer shows in `edgelbctl peer list`, SIGTERM (drain) first tags them GRACEFUL_SHUTDOWN, and the
+//! exit withdraws them.
+
+#[path = "../dataplane/tests/common/mod.rs"]
+mod common;
+
+use common::{require_root, Bird, Lab};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
+const EDGELBCTL: &str = env!("CARGO_BIN_EXE_edgelbctl");
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn edgelbd_announces_drains_and_withdraws() {
+    require_root();
+    let mut lab = Lab::new("bgpd");
+    let (lb, rt) = (lab.ns("lb"), lab.ns("rt"));
+    lab.veth(&lb, "lb0", &rt, "rt0");
+    lab.veth(&lb, "up0", &rt, "up1");
+    lab.ip(&lb, "addr add 198.18.255.1/30 dev up0");
+    lab.ip(&rt, "addr add 198.18.255.2/30 dev up1");
+    let dir = std::env::temp_dir().join(format!("edgelb-bgpd-{}", std::process::id()));
+    let bird = Bird::start(
+        &rt,
+        &dir.join("bird"),
+        "router id 198.18.255.2;\nprotocol device { }\nprotocol bgp edge {\n  local 198.18.255.2 as 65000;\n\
+         neighbor 198.18.255.1 as 65001;\n  passive on;\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
+    );
+    let cfg = dir.join("edgelbd.toml");
+    std::fs::write(
+        &cfg,
+        r#"[[port]]
+name = "lb0"
+driver = "afpacket"
+addresses = ["198.18.0.1/24"]
+frames = 256
+
+[api]
+listen = "127.0.0.1:50072"
+
+[bgp]
+local_as = 65001
+router_id = "198.18.255.1"
+
+[[bgp.peer]]
+name = "tor"
+address = "198.18.255.2"
+remote_as = 65000
+hold_time = 9
+connect_retry = 1
+communities = ["65001:100"]
+large_communities = ["65001:7:7"]
+
+[[neighbor]]
+address = "198.18.0.10"
+mac = "02:00:00:00:00:0a"
+
+[[service]]
+vip = "198.19.0.1"
+protocol = "tcp"
+port = 80
+mode = "nat"
+
+[[service.backend]]
+address = "198.18.0.10"
+port = 8080
+"#,
+    )
+    .unwrap();
+    let mut d = Daemon(
+        Command::new("ip")
+            .args(["netns", "exec", &lb, EDGELBD, "--drain-timeout", "3", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(dir.join("edgelbd.log")).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let r = bird.wait_routes("the VIP from edgelbd", 20, |r| r.contains("198.19.0.1/32"));
+    assert!(
+        r.contains("(65001,100)") && r.contains("(65001, 7, 7)") && r.contains("BGP.next_hop: 198.18.255.1"),
+        "{r}"
+    );
+    // The peer in the API.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lb,
+                EDGELBCTL,
+                "--addr",
+                "http://127.0.0.1:50072",
+                "--output",
+                "json",
+                "peer",
+                "list",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v[0]["state"] == "Established" && v[0]["announced"] == 1 {
+            assert_eq!(v[0]["name"], "tor");
+            break;
+        }
+        assert!(Instant::now() < deadline, "peer list: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SIGTERM: drain; the route is tagged GRACEFUL_SHUTDOWN while the daemon drains, then withdrawn at exit.
+    // SAFETY: kill(2) on our child (`ip netns exec` execs edgelbd in place).
+    assert_eq!(unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) }, 0);
+    bird.wait_routes("GRACEFUL_SHUTDOWN while draining", 5, |r| r.contains("(65535,0)"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = d.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "edgelbd did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}: {}", std::fs::read_to_string(dir.join("edgelbd.log")).unwrap_or_default());
+    bird.wait_routes("the withdrawal at exit", 5, |r| !r.contains("198.19.0.1/32"));
+    drop(bird);
+    let _ = std::fs::remove_dir_all(&dir);
+}
