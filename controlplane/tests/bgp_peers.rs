@@ -44,6 +44,8 @@ fn peer_config(name: &str) -> PeerConfig {
 enum Cmd {
     Gshut,
     Stop,
+    /// End the sessions without withdrawing or a NOTIFICATION (a crash, as the peer sees it).
+    Abort,
 }
 
 /// A speaker on a runtime of its own inside namespace `ns`; commands reach it over a channel, its peers' status
@@ -66,6 +68,10 @@ fn run_speaker(ns: &str, store: Arc<Store>, peer: PeerConfig) -> Running {
                 loop {
                     match cmd_rx.try_recv() {
                         Ok(Cmd::Gshut) => sp.graceful_shutdown(true),
+                        Ok(Cmd::Abort) => {
+                            sp.abort();
+                            return;
+                        }
                         Ok(Cmd::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
                         Err(_) => {}
                     }
@@ -320,13 +326,13 @@ fn gobgp_sees_both_vips_with_next_hops_and_communities() {
 }
 
 /// The peer's state as the speaker reports it, waiting (bounded) for `want`.
-fn wait_state(run: &Running, secs: u64, want: State) -> Result<(), String> {
+fn wait_state(run: &Running, secs: u64, want: State) -> Result<edgelb_controlplane::bgp::session::Status, String> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut last = None;
     while Instant::now() < deadline {
         if let Some(s) = run.status.try_iter().last() {
             if s[0].1.state == want {
-                return Ok(());
+                return Ok(s[0].1.clone());
             }
             last = Some(s[0].1.clone());
         }
@@ -361,6 +367,139 @@ fn md5_session_comes_up_with_the_right_password_only() {
     wait_state(&run, 20, State::Established).unwrap();
     bird.wait_routes("routes over the signed session", 10, |r| r.contains("198.19.0.1/32"));
     assert!(bird.show("show protocols edge").contains("Established"));
+    run.cmd.send(Cmd::Stop).unwrap();
+    run.thread.join().unwrap();
+}
+
+#[test]
+fn hold_timer_expires_when_the_peer_freezes_and_the_session_comes_back() {
+    require_root();
+    let (_lab, sp, rt) = pair("bgph");
+    let dir = std::env::temp_dir().join(format!("edgelb-bird-hold-{}", std::process::id()));
+    let bird = Bird::start(
+        &rt,
+        &dir,
+        "router id 198.18.255.2;\nprotocol device { }\nprotocol bgp edge {\n  local 198.18.255.2 as 65000;\n\
+         neighbor 198.18.255.1 as 65001;\n  passive on;\n  hold time 3;\n  error wait time 1, 2;\n\
+         ipv4 { import all; export none; };\n}\n",
+    );
+    let store: Arc<Store> = Store::new(model()).unwrap();
+    let run = run_speaker(&sp, store, PeerConfig { hold_time: 3, ..peer_config("bird-hold") });
+    wait_state(&run, 20, State::Established).unwrap();
+    bird.wait_routes("the route", 10, |r| r.contains("198.19.0.1/32"));
+    // Freeze BIRD: its kernel still acknowledges TCP, but no KEEPALIVE comes; our hold timer (3 s) expires. (BIRD is
+    // told to wait only a second after an error before it takes sessions again; its default is a minute.)
+    let pid = std::fs::read_to_string(dir.join("bird.pid")).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        let s = run.status.try_iter().last();
+        if let Some(s) = s.filter(|s| s[0].1.state != State::Established) {
+            break s[0].1.last_error.clone().unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "the hold timer never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(err.contains("hold timer expired"), "{err}");
+    // The peer is back: reconnection and re-announcement.
+    let st = wait_state(&run, 20, State::Established).unwrap();
+    bird.wait_routes("the route again", 10, |r| r.contains("198.19.0.1/32"));
+    assert!(st.established_count >= 2, "{st:?}");
+    run.cmd.send(Cmd::Stop).unwrap();
+    run.thread.join().unwrap();
+}
+
+#[test]
+fn two_speakers_give_bird_two_next_hops_for_one_vip() {
+    require_root();
+    let mut lab = Lab::new("bgpe");
+    let (sp1, sp2, rt) = (lab.ns("sp1"), lab.ns("sp2"), lab.ns("rt"));
+    lab.veth(&sp1, "sp0", &rt, "rt1");
+    lab.veth(&sp2, "sp0", &rt, "rt2");
+    lab.ip(&sp1, "addr add 198.18.255.1/30 dev sp0");
+    lab.ip(&rt, "addr add 198.18.255.2/30 dev rt1");
+    lab.ip(&sp2, "addr add 198.18.255.5/30 dev sp0");
+    lab.ip(&rt, "addr add 198.18.255.6/30 dev rt2");
+    let dir = std::env::temp_dir().join(format!("edgelb-bird-ecmp-{}", std::process::id()));
+    // Multipath: BIRD merges the equal BGP paths into one route with two next hops in a kernel table of its own.
+    let bird = Bird::start(
+        &rt,
+        &dir,
+        "router id 198.18.255.2;\nprotocol device { }\n\
+         protocol kernel kmultipath { ipv4 { export all; }; merge paths on; kernel table 100; }\n\
+         template bgp edge { local as 65000; passive on; hold time 9; ipv4 { import all; export none; }; }\n\
+         protocol bgp edge1 from edge { neighbor 198.18.255.1 as 65001; }\n\
+         protocol bgp edge2 from edge { neighbor 198.18.255.5 as 65001; }\n",
+    );
+    let store: Arc<Store> = Store::new(model()).unwrap();
+    let p1 = peer_config("edge1");
+    let p2 = PeerConfig {
+        name: "edge2".into(),
+        address: "198.18.255.6".parse().unwrap(),
+        router_id: "198.18.255.5".parse().unwrap(),
+        ..peer_config("edge2")
+    };
+    let r1 = run_speaker(&sp1, store.clone(), p1);
+    let r2 = run_speaker(&sp2, store, p2);
+    let r = bird.wait_routes("two paths", 20, |r| {
+        r.matches("198.18.255.1 on rt1").count() + r.matches("198.18.255.5 on rt2").count() >= 2
+    });
+    println!("BIRD's paths:\n{r}");
+    let kernel = wait_output(
+        "a multipath kernel route",
+        10,
+        || {
+            let o = Command::new("ip").args(["-n", &rt, "route", "show", "table", "100"]).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        },
+        |k| {
+            k.contains("198.19.0.1") && k.contains("nexthop via 198.18.255.1") && k.contains("nexthop via 198.18.255.5")
+        },
+    );
+    println!("kernel table 100:\n{kernel}");
+    for r in [r1, r2] {
+        r.cmd.send(Cmd::Stop).unwrap();
+        r.thread.join().unwrap();
+    }
+}
+
+#[test]
+fn graceful_restart_keeps_the_route_at_the_peer_until_we_are_back() {
+    require_root();
+    let (_lab, sp, rt) = pair("bgpr");
+    let dir = std::env::temp_dir().join(format!("edgelb-bird-gr-{}", std::process::id()));
+    let bird = Bird::start(
+        &rt,
+        &dir,
+        "router id 198.18.255.2;\nprotocol device { }\nprotocol bgp edge {\n  local 198.18.255.2 as 65000;\n\
+         neighbor 198.18.255.1 as 65001;\n  passive on;\n  hold time 9;\n  graceful restart on;\n\
+         ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n",
+    );
+    let store: Arc<Store> = Store::new(model()).unwrap();
+    let gr = PeerConfig { graceful_restart: Some(60), ..peer_config("bird-gr") };
+    let run = run_speaker(&sp, store.clone(), gr.clone());
+    wait_state(&run, 20, State::Established).unwrap();
+    bird.wait_routes("the route", 10, |r| r.contains("198.19.0.1/32"));
+    // Our speaker dies without a word (no withdrawal, no NOTIFICATION): the GR-capable peer keeps the route.
+    run.cmd.send(Cmd::Abort).unwrap();
+    run.thread.join().unwrap();
+    wait_output("the session down at BIRD", 10, || bird.show("show protocols edge"), |p| !p.contains("Established"));
+    std::thread::sleep(Duration::from_secs(2));
+    let held = bird.show("show route all");
+    assert!(held.contains("198.19.0.1/32"), "the GR peer dropped our route during the restart:\n{held}");
+    // Back: re-established, the route refreshed (no longer stale after our End-of-RIB).
+    let run = run_speaker(&sp, store, gr);
+    wait_state(&run, 20, State::Established).unwrap();
+    let p = wait_output(
+        "the session back at BIRD",
+        10,
+        || bird.show("show protocols all edge"),
+        |p| p.contains("Established"),
+    );
+    assert!(p.contains("graceful restart") || p.contains("Graceful restart"), "{p}");
+    let r = bird.show("show route all");
+    assert!(r.contains("198.19.0.1/32") && !r.contains("stale"), "{r}");
     run.cmd.send(Cmd::Stop).unwrap();
     run.thread.join().unwrap();
 }

@@ -238,7 +238,12 @@ async fn session(
             families: families.clone(),
             as4: Some(cfg.local_as),
             route_refresh: true,
-            graceful_restart: cfg.graceful_restart.map(|t| (t, false, families.iter().map(|f| (*f, true)).collect())),
+            // Restart State set on this process's first session (RFC 4724 4.1): the peer may hold our routes from
+            // before a restart, and must not wait for our End-of-RIB before sending its own.
+            graceful_restart: cfg.graceful_restart.map(|t| {
+                let first = status.lock().map(|s| s.established_count == 0).unwrap_or(true);
+                (t, first, families.iter().map(|f| (*f, true)).collect())
+            }),
         },
     };
     send(&mut s, status, &wire::open(&ours)).await?;
