@@ -54,11 +54,13 @@ for f in input.pcap expected.pcap cases.json config.json; do
     cmp "$out/$f" "dataplane/tests/golden/$f" || { echo "golden fixture $f differs from what make_golden.py writes"; exit 1; }
 done
 
-step "fuzz target: build and a short run"
+step "fuzz targets (packet pipeline, BGP decoder): build and a short run"
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 corpus="$out/corpus"
 python3 dataplane/fuzz/seed_corpus.py "$corpus"
 (cd dataplane && RUSTC_BOOTSTRAP=1 cargo fuzz run process "$corpus" -- -runs=300000 -print_final_stats=1 2>&1 | tail -n 12)
+python3 controlplane/fuzz/seed_corpus.py "$out/bgp-corpus"
+(cd controlplane && RUSTC_BOOTSTRAP=1 cargo fuzz run bgp_decode "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1 2>&1 | tail -n 6)
 
 step "benchmarks compile and run briefly; the main command runs"
 cargo bench --workspace --no-run
