@@ -318,6 +318,7 @@ where
         tls: loaded.api_tls.clone(),
         metrics: loaded.metrics,
         peers: loaded.bgp_peers.clone(),
+        bgp_listen_port: loaded.bgp_listen_port,
         graceful_shutdown: gshut_rx,
     };
     let api = match start_control(store.clone(), control) {
@@ -445,11 +446,12 @@ struct Control {
     tls: Option<TlsFiles>,
     metrics: Option<std::net::SocketAddr>,
     peers: Vec<edgelb_controlplane::bgp::session::PeerConfig>,
+    bgp_listen_port: u16,
     graceful_shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, String> {
-    let Control { listen, tls, metrics, peers, mut graceful_shutdown } = control;
+    let Control { listen, tls, metrics, peers, bgp_listen_port, mut graceful_shutdown } = control;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("edgelb-ctl")
@@ -466,7 +468,7 @@ fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, Strin
                 // The BGP speaker: its peers' transitions become events and log lines; its status is polled into
                 // the store for the API.
                 let speaker = (!peers.is_empty()).then(|| {
-                    let sp = edgelb_controlplane::bgp::speaker::Speaker::start(store.clone(), peers);
+                    let sp = edgelb_controlplane::bgp::speaker::Speaker::start(store.clone(), peers, bgp_listen_port);
                     let mut tr = sp.transitions.subscribe();
                     let st = store.clone();
                     tokio::spawn(async move {

@@ -38,6 +38,7 @@ fn peer_config(name: &str) -> PeerConfig {
         communities: vec![(65001 << 16) | 100],
         large_communities: vec![(65001, 1, 1)],
         graceful_restart: None,
+        passive: false,
     }
 }
 
@@ -64,7 +65,7 @@ fn run_speaker(ns: &str, store: Arc<Store>, peer: PeerConfig) -> Running {
         in_netns(&ns, move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let sp = Speaker::start(store, vec![peer]);
+                let sp = Speaker::start(store, vec![peer], 179);
                 loop {
                     match cmd_rx.try_recv() {
                         Ok(Cmd::Gshut) => sp.graceful_shutdown(true),
@@ -500,6 +501,37 @@ fn graceful_restart_keeps_the_route_at_the_peer_until_we_are_back() {
     assert!(p.contains("graceful restart") || p.contains("Graceful restart"), "{p}");
     let r = bird.show("show route all");
     assert!(r.contains("198.19.0.1/32") && !r.contains("stale"), "{r}");
+    run.cmd.send(Cmd::Stop).unwrap();
+    run.thread.join().unwrap();
+}
+
+#[test]
+fn passive_opening_and_collisions_end_in_one_session() {
+    require_root();
+    // BIRD opens the connection; our side only listens.
+    let (_lab, sp, rt) = pair("bgpp");
+    let dir = std::env::temp_dir().join(format!("edgelb-bird-passive-{}", std::process::id()));
+    let active_bird = "router id 198.18.255.2;\nprotocol device { }\nprotocol bgp edge {\n  local 198.18.255.2 as 65000;\n\
+                       neighbor 198.18.255.1 as 65001;\n  hold time 9;\n  connect delay time 1;\n  connect retry time 2;\n\
+                       ipv4 { import all; export none; };\n}\n";
+    let bird = Bird::start(&rt, &dir, active_bird);
+    let store: Arc<Store> = Store::new(model()).unwrap();
+    let run = run_speaker(&sp, store.clone(), PeerConfig { passive: true, ..peer_config("bird-active") });
+    wait_state(&run, 20, State::Established).unwrap();
+    bird.wait_routes("the route over a connection BIRD opened", 10, |r| r.contains("198.19.0.1/32"));
+    run.cmd.send(Cmd::Stop).unwrap();
+    run.thread.join().unwrap();
+    drop(bird);
+    // Both sides open at once: the collision is resolved to one session, which stays up.
+    let dir = std::env::temp_dir().join(format!("edgelb-bird-collide-{}", std::process::id()));
+    let bird = Bird::start(&rt, &dir, active_bird);
+    let run = run_speaker(&sp, store, peer_config("bird-both"));
+    wait_state(&run, 30, State::Established).unwrap();
+    bird.wait_routes("the route after the collision", 10, |r| r.contains("198.19.0.1/32"));
+    std::thread::sleep(Duration::from_secs(3));
+    let st = run.status.try_iter().last().unwrap();
+    assert_eq!(st[0].1.state, State::Established, "{:?}", st[0].1);
+    assert!(bird.show("show protocols edge").contains("Established"));
     run.cmd.send(Cmd::Stop).unwrap();
     run.thread.join().unwrap();
 }

@@ -61,6 +61,8 @@ pub struct PeerConfig {
     pub large_communities: Vec<(u32, u32, u32)>,
     /// Graceful restart time to advertise (`None`: no GR capability).
     pub graceful_restart: Option<u16>,
+    /// Only wait for the peer to connect (no active open).
+    pub passive: bool,
 }
 
 /// FSM states.
@@ -108,10 +110,15 @@ pub struct Status {
 pub type Transition = (String, State, Option<String>);
 
 /// Run one peer forever (until `stop` turns true: then withdraw, say goodbye, return).
+///
+/// Connections the peer opens to us arrive on `incoming` (from the speaker's listener): in Idle/Connect/Active one is
+/// taken as the session; during an OPEN exchange it is a collision, resolved by BGP identifier (RFC 4271 6.8); in
+/// Established it is refused with Cease / connection collision resolution.
 pub async fn run(
     cfg: PeerConfig,
     mut routes: watch::Receiver<Routes>,
     mut stop: watch::Receiver<bool>,
+    mut incoming: tokio::sync::mpsc::Receiver<TcpStream>,
     status: Arc<Mutex<Status>>,
     transitions: tokio::sync::broadcast::Sender<Transition>,
 ) {
@@ -133,15 +140,38 @@ pub async fn run(
             }
         }
     };
+    let mut next: Option<TcpStream> = None;
     loop {
         if *stop.borrow() {
             set(State::Idle, None);
             return;
         }
         set(State::Connect, None);
-        let result = match connect(&cfg).await {
-            Ok(stream) => session(&cfg, stream, &mut routes, &mut stop, &status, &set).await,
-            Err(e) => Err(format!("connect to {}:{}: {e}", cfg.address, cfg.port)),
+        let stream = match next.take() {
+            Some(s) => Ok(s),
+            None if cfg.passive => tokio::select! {
+                s = incoming.recv() => s.ok_or_else(|| "listener gone".to_string()),
+                _ = stop.changed() => continue,
+            },
+            None => tokio::select! {
+                s = connect(&cfg) => s.map_err(|e| format!("connect to {}:{}: {e}", cfg.address, cfg.port)),
+                s = incoming.recv() => s.ok_or_else(|| "listener gone".to_string()),
+                _ = stop.changed() => continue,
+            },
+        };
+        let result = match stream {
+            Ok(stream) => session(&cfg, stream, &mut routes, &mut stop, &mut incoming, &status, &set).await,
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(Some(other)) => {
+                // Collision resolved in favour of the other connection: carry on with it at once.
+                next = Some(other);
+                set(State::Active, Some("connection collision: continuing on the other connection".into()));
+                continue;
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
         if *stop.borrow() {
             set(State::Idle, result.err());
@@ -151,6 +181,7 @@ pub async fn run(
         let wait = tokio::time::sleep(Duration::from_secs(u64::from(cfg.connect_retry.max(1))));
         tokio::select! {
             _ = wait => {}
+            s = incoming.recv() => next = s,
             _ = stop.changed() => {}
         }
     }
@@ -220,15 +251,28 @@ fn family_of(p: &Prefix) -> Afi {
     }
 }
 
+/// Refuse a connection with Cease / connection collision resolution.
+async fn refuse(mut c: TcpStream) {
+    let _ = c.write_all(&wire::notification(wire::notify::CEASE, wire::notify::CEASE_COLLISION, &[])).await;
+    let _ = c.shutdown().await;
+}
+
+/// One session on `s`. `Ok(Some(other))`: a collision was resolved in favour of `other`, which the caller continues
+/// on; `Ok(None)`: closed cleanly on stop.
 async fn session(
     cfg: &PeerConfig,
     mut s: TcpStream,
     routes: &mut watch::Receiver<Routes>,
     stop: &mut watch::Receiver<bool>,
+    incoming: &mut tokio::sync::mpsc::Receiver<TcpStream>,
     status: &Mutex<Status>,
     set: &(dyn Fn(State, Option<String>) + Sync),
-) -> Result<(), String> {
-    let local = s.local_addr().map_err(|e| e.to_string())?.ip();
+) -> Result<Option<TcpStream>, String> {
+    // An accepted connection on the dual-stack listener has an IPv4-mapped local address: the next hop is IPv4.
+    let local = match s.local_addr().map_err(|e| e.to_string())?.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
     let families = vec![Afi::Ipv4, Afi::Ipv6];
     let ours = Open {
         asn: cfg.local_as,
@@ -254,10 +298,22 @@ async fn session(
             st.msgs_in += 1;
         }
     };
-    // OpenSent: a large hold timer (4 minutes, RFC 4271 8.2.2) until the OPEN arrives.
-    let m = tokio::time::timeout(Duration::from_secs(240), rd.next(&mut s))
-        .await
-        .map_err(|_| "no OPEN in 240 s".to_string())??;
+    // OpenSent: a large hold timer (4 minutes, RFC 4271 8.2.2) until the OPEN arrives. A connection from the peer
+    // meanwhile is kept aside until we know its identifier.
+    let mut pending: Option<TcpStream> = None;
+    let open_wait = tokio::time::sleep(Duration::from_secs(240));
+    tokio::pin!(open_wait);
+    let m = loop {
+        tokio::select! {
+            m = rd.next(&mut s) => break m?,
+            c = incoming.recv() => match (c, pending.is_some()) {
+                (Some(c), false) => pending = Some(c),
+                (Some(c), true) => refuse(c).await,
+                (None, _) => {}
+            },
+            _ = &mut open_wait => return Err("no OPEN in 240 s".into()),
+        }
+    };
     count_in();
     let theirs = match wire::decode(&m) {
         Ok(Message::Open(o)) => o,
@@ -281,15 +337,40 @@ async fn session(
         let _ = send(&mut s, status, &wire::notification(wire::notify::OPEN, wire::notify::OPEN_BGP_ID, &[])).await;
         return Err("peer has our BGP identifier".into());
     }
+    // Collision (RFC 4271 6.8), now that the peer's identifier is known: with the lower identifier we give up the
+    // current connection for the pending one; with the higher we refuse the pending one.
+    if let Some(other) = pending.take() {
+        if u32::from(cfg.router_id) < u32::from(theirs.bgp_id) {
+            let _ = send(&mut s, status, &wire::notification(wire::notify::CEASE, wire::notify::CEASE_COLLISION, &[]))
+                .await;
+            return Ok(Some(other));
+        }
+        refuse(other).await;
+    }
     let hold = cfg.hold_time.min(theirs.hold_time);
     let keepalive_every = Duration::from_secs(u64::from((hold / 3).max(1)));
     let hold_d = Duration::from_secs(u64::from(hold));
     // Families both sides do; without any MP capability, IPv4 unicast only (RFC 4760).
-    let fams: Vec<Afi> = if theirs.caps.families.is_empty() {
+    let mut fams: Vec<Afi> = if theirs.caps.families.is_empty() {
         vec![Afi::Ipv4]
     } else {
         families.iter().copied().filter(|f| theirs.caps.families.contains(f)).collect()
     };
+    // A family without a next hop (an IPv6 session and no next_hop_v4, or the reverse) is not announced: a route
+    // without one would be malformed. Said in the status, not silently.
+    let has_nh = |f: &Afi| match f {
+        Afi::Ipv4 => cfg.next_hop_v4.is_some() || local.is_ipv4(),
+        Afi::Ipv6 => cfg.next_hop_v6.is_some() || local.is_ipv6(),
+    };
+    if let Some(f) = fams.iter().find(|f| !has_nh(f)) {
+        if let Ok(mut st) = status.lock() {
+            st.last_error = Some(format!(
+                "{f:?} routes not announced: set next_hop_{} for this peer",
+                if *f == Afi::Ipv4 { "v4" } else { "v6" }
+            ));
+        }
+    }
+    fams.retain(|f| has_nh(f));
     send(&mut s, status, &wire::keepalive()).await?;
     set(State::OpenConfirm, None);
     let m = tokio::time::timeout(if hold == 0 { Duration::from_secs(240) } else { hold_d }, rd.next(&mut s))
@@ -385,6 +466,11 @@ async fn session(
                     }
                 }
             }
+            c = incoming.recv() => {
+                if let Some(c) = c {
+                    refuse(c).await;
+                }
+            }
             _ = tokio::time::sleep(hold_left), if hold > 0 => {
                 let _ = send(&mut s, status, &wire::notification(wire::notify::HOLD_EXPIRED, 0, &[])).await;
                 return Err(format!("hold timer expired ({hold} s without a message)"));
@@ -428,7 +514,7 @@ async fn session(
                 }
                 let _ = send(&mut s, status, &wire::notification(wire::notify::CEASE, wire::notify::CEASE_SHUTDOWN, b"edgelb stopping")).await;
                 let _ = s.shutdown().await;
-                return Ok(());
+                return Ok(None);
             }
         }
     }

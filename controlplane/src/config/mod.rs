@@ -145,6 +145,8 @@ pub struct Loaded {
     pub metrics: Option<std::net::SocketAddr>,
     /// BGP peers to announce VIPs to (empty: no BGP).
     pub bgp_peers: Vec<crate::bgp::session::PeerConfig>,
+    /// Port the speaker accepts peers' connections on (0: active opening only).
+    pub bgp_listen_port: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +256,8 @@ struct MetricsSection {
 struct BgpSection {
     local_as: u32,
     router_id: Spanned<String>,
+    #[serde(default = "bgp_port")]
+    listen_port: u16,
     #[serde(default, rename = "peer")]
     peers: Vec<Spanned<PeerSection>>,
 }
@@ -291,6 +295,8 @@ struct PeerSection {
     large_communities: Vec<Spanned<String>>,
     #[serde(default)]
     graceful_restart: Option<u16>,
+    #[serde(default)]
+    passive: bool,
 }
 
 fn bgp_port() -> u16 {
@@ -656,6 +662,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         client_ca: t.client_ca.clone().map(Into::into),
     });
     let mut bgp_peers = Vec::new();
+    let bgp_listen_port = file.bgp.as_ref().map_or(0, |b| b.get_ref().listen_port);
     if let Some(b) = &file.bgp {
         let bs = b.get_ref();
         let router_id: std::net::Ipv4Addr = bs.router_id.get_ref().trim().parse().map_err(|_| {
@@ -737,10 +744,11 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
                 communities,
                 large_communities,
                 graceful_restart: ps.graceful_restart,
+                passive: ps.passive,
             });
         }
     }
-    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, api_tls, metrics, bgp_peers })
+    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, api_tls, metrics, bgp_peers, bgp_listen_port })
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.
