@@ -319,6 +319,7 @@ where
         metrics: loaded.metrics,
         peers: loaded.bgp_peers.clone(),
         bgp_listen_port: loaded.bgp_listen_port,
+        bgp: loaded.bgp,
         graceful_shutdown: gshut_rx,
     };
     let api = match start_control(store.clone(), control) {
@@ -447,11 +448,12 @@ struct Control {
     metrics: Option<std::net::SocketAddr>,
     peers: Vec<edgelb_controlplane::bgp::session::PeerConfig>,
     bgp_listen_port: u16,
+    bgp: Option<(u32, std::net::Ipv4Addr)>,
     graceful_shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, String> {
-    let Control { listen, tls, metrics, peers, bgp_listen_port, mut graceful_shutdown } = control;
+    let Control { listen, tls, metrics, peers, bgp_listen_port, bgp, mut graceful_shutdown } = control;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("edgelb-ctl")
@@ -467,7 +469,7 @@ fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, Strin
                 let health = tokio::spawn(edgelb_controlplane::health::run(store.clone()));
                 // The BGP speaker: its peers' transitions become events and log lines; its status is polled into
                 // the store for the API.
-                let speaker = (!peers.is_empty()).then(|| {
+                let speaker = bgp.map(|_| {
                     let sp = edgelb_controlplane::bgp::speaker::Speaker::start(store.clone(), peers, bgp_listen_port);
                     let mut tr = sp.transitions.subscribe();
                     let st = store.clone();
@@ -489,6 +491,36 @@ fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, Strin
                     sp
                 });
                 let speaker = std::sync::Arc::new(tokio::sync::Mutex::new(speaker));
+                // Peers added and removed through the API.
+                if let Some((asn, router_id)) = bgp {
+                    let (ops_tx, mut ops) = tokio::sync::mpsc::channel(8);
+                    store.attach_speaker(asn, router_id, ops_tx);
+                    let speaker = speaker.clone();
+                    tokio::spawn(async move {
+                        use edgelb_controlplane::bgp::PeerOp;
+                        while let Some(op) = ops.recv().await {
+                            let mut g = speaker.lock().await;
+                            let Some(sp) = g.as_mut() else { break };
+                            match op {
+                                PeerOp::Add(p, reply) => {
+                                    let name = p.name.clone();
+                                    let r = sp.add_peer(p);
+                                    if r.is_ok() {
+                                        info!(peer = %name, "BGP peer added through the API");
+                                    }
+                                    let _ = reply.send(r);
+                                }
+                                PeerOp::Remove(name, reply) => {
+                                    let r = sp.remove_peer(&name).await;
+                                    if r.is_ok() {
+                                        info!(peer = %name, "BGP peer removed through the API");
+                                    }
+                                    let _ = reply.send(r);
+                                }
+                            }
+                        }
+                    });
+                }
                 {
                     let (speaker, st) = (speaker.clone(), store.clone());
                     tokio::spawn(async move {

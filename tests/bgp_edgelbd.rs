@@ -1,6 +1,6 @@
 //! `edgelbd` announcing its VIPs to BIRD (root, network namespaces): the routes appear with the configured
-//! attributes, the peer shows in `edgelbctl peer list`, SIGTERM (drain) first tags them GRACEFUL_SHUTDOWN, and the
-//! exit withdraws them.
+//! attributes, the peer shows in `edgelbctl peer list`, removing and adding the peer through the API withdraws and
+//! announces, SIGTERM (drain) first tags the routes GRACEFUL_SHUTDOWN, and the exit withdraws them.
 
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
@@ -117,6 +117,54 @@ port = 8080
         assert!(Instant::now() < deadline, "peer list: {v}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Peers through the API: removing the peer withdraws (a Cease after the withdrawal); adding it back announces.
+    let ctl = |args: &[&str]| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lb, EDGELBCTL, "--addr", "http://127.0.0.1:50072", "--output", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "edgelbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let left = ctl(&["peer", "remove", "tor"]);
+    assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
+    bird.wait_routes("the withdrawal when the peer is removed", 10, |r| !r.contains("198.19.0.1/32"));
+    let added = ctl(&[
+        "peer",
+        "add",
+        "198.18.255.2",
+        "--as",
+        "65000",
+        "--name",
+        "tor-again",
+        "--community",
+        "65001:200",
+        "--hold-time",
+        "9",
+    ]);
+    assert_eq!(added[0]["name"], "tor-again", "{added}");
+    let r = bird.wait_routes("the route from the peer added through the API", 20, |r| r.contains("198.19.0.1/32"));
+    assert!(r.contains("(65001,200)"), "{r}");
+    let bad = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lb,
+            EDGELBCTL,
+            "--addr",
+            "http://127.0.0.1:50072",
+            "peer",
+            "add",
+            "198.18.255.300",
+            "--as",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("address"), "{}", String::from_utf8_lossy(&bad.stderr));
+
     // SIGTERM: drain; the route is tagged GRACEFUL_SHUTDOWN while the daemon drains, then withdrawn at exit.
     // SAFETY: kill(2) on our child (`ip netns exec` execs edgelbd in place).
     assert_eq!(unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) }, 0);

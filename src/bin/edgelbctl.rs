@@ -11,7 +11,8 @@
 //!   flow query CLIENT:PORT VIP:PORT/PROTO
 //!   flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]     tracked flows, paged through the API
 //!   port list
-//!   peer list
+//!   peer list | add ADDRESS --as N [--name NAME] [--password KEY] [--passive] [--next-hop-v4 A] [--next-hop-v6 A]
+//!              [--community ASN:V]... [--large-community A:B:C]... [--hold-time S] | remove NAME
 //!   stats [--watch SECONDS]
 //!   events
 //! ```
@@ -34,7 +35,8 @@ const USAGE: &str =
   flow query CLIENT:PORT VIP:PORT/PROTO
   flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]
   port list
-  peer list
+  peer list | add ADDRESS --as N [--name NAME] [--password KEY] [--passive] [--next-hop-v4 A] [--next-hop-v6 A]
+             [--community ASN:V]... [--large-community A:B:C]... [--hold-time S] | remove NAME
   stats [--watch SECONDS]
   events";
 
@@ -430,8 +432,40 @@ async fn run(argv: Vec<String>) -> Result<(), Fail> {
                 println!("{client} -> {}: no service matches", show_key(&key.vip, key.protocol, key.port));
             }
         }
-        ("peer", "list") => {
-            let r = c.list_peers(v1::ListPeersRequest {}).await?.into_inner();
+        ("peer", op @ ("list" | "add" | "remove")) => {
+            let r = match op {
+                "add" => {
+                    let mut p = v1::PeerConfig {
+                        address: it.next().ok_or_else(|| usage("peer add needs the peer's ADDRESS"))?,
+                        ..Default::default()
+                    };
+                    while let Some(a) = it.next() {
+                        let mut val = || it.next().ok_or_else(|| usage(format!("{a} needs a value")));
+                        let num = |v: String| v.parse::<u32>().map_err(|_| usage(format!("{a} takes a number")));
+                        match a.as_str() {
+                            "--as" => p.remote_as = num(val()?)?,
+                            "--name" => p.name = val()?,
+                            "--password" => p.password = val()?,
+                            "--passive" => p.passive = true,
+                            "--next-hop-v4" => p.next_hop_v4 = val()?,
+                            "--next-hop-v6" => p.next_hop_v6 = val()?,
+                            "--community" => p.communities.push(val()?),
+                            "--large-community" => p.large_communities.push(val()?),
+                            "--hold-time" => p.hold_time = num(val()?)?,
+                            "--port" => p.port = num(val()?)?,
+                            "--med" => p.med = Some(num(val()?)?),
+                            "--graceful-restart" => p.graceful_restart = num(val()?)?,
+                            other => return Err(usage(format!("unknown argument {other:?}"))),
+                        }
+                    }
+                    c.add_peer(p).await?.into_inner()
+                }
+                "remove" => {
+                    let name = it.next().ok_or_else(|| usage("peer remove needs the peer's NAME"))?;
+                    c.remove_peer(v1::RemovePeerRequest { name }).await?.into_inner()
+                }
+                _ => c.list_peers(v1::ListPeersRequest {}).await?.into_inner(),
+            };
             if json {
                 print_json(&serde_json::json!(r
                     .peers

@@ -150,6 +150,87 @@ fn find(list: &[edgelb_dataplane::config::BackendSpec], b: &edgelb_dataplane::co
     list.iter().position(|x| x.addr == b.addr && x.port == b.port)
 }
 
+/// A peer from the API, validated; errors name the field.
+fn peer_in(
+    p: &v1::PeerConfig,
+    asn: u32,
+    router_id: std::net::Ipv4Addr,
+) -> Result<crate::bgp::session::PeerConfig, Status> {
+    let bad = |f: &str, m: String| Status::invalid_argument(format!("{f}: {m}"));
+    let ip = |f: &str, s: &str| -> Result<Option<IpAddr>, Status> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(|_| bad(f, format!("{s:?} is not an IP address")))
+    };
+    let address = ip("address", &p.address)?.ok_or_else(|| bad("address", "required".into()))?;
+    if p.remote_as == 0 {
+        return Err(bad("remote_as", "AS 0 is reserved".into()));
+    }
+    let hold_time = match p.hold_time {
+        0 => 90,
+        h @ 3..=65535 => h as u16,
+        h => return Err(bad("hold_time", format!("{h}: at least 3 seconds, at most 65535"))),
+    };
+    let port = match p.port {
+        0 => 179,
+        n @ 1..=65535 => n as u16,
+        n => return Err(bad("port", format!("{n} is not a port"))),
+    };
+    if p.password.len() > 80 {
+        return Err(bad("password", "at most 80 characters (TCP MD5 key)".into()));
+    }
+    let next_hop_v4 = match ip("next_hop_v4", &p.next_hop_v4)? {
+        Some(IpAddr::V4(a)) => Some(a),
+        Some(_) => return Err(bad("next_hop_v4", "an IPv4 address".into())),
+        None => None,
+    };
+    let next_hop_v6 = match ip("next_hop_v6", &p.next_hop_v6)? {
+        Some(IpAddr::V6(a)) => Some(a),
+        Some(_) => return Err(bad("next_hop_v6", "an IPv6 address".into())),
+        None => None,
+    };
+    let communities = p
+        .communities
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            crate::bgp::parse_community(c)
+                .ok_or_else(|| bad(&format!("communities[{i}]"), format!("{c:?} is not ASN:VALUE")))
+        })
+        .collect::<Result<_, _>>()?;
+    let large_communities = p
+        .large_communities
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            crate::bgp::parse_large_community(c)
+                .ok_or_else(|| bad(&format!("large_communities[{i}]"), format!("{c:?} is not ASN:DATA1:DATA2")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(crate::bgp::session::PeerConfig {
+        name: if p.name.is_empty() { address.to_string() } else { p.name.clone() },
+        address,
+        port,
+        remote_as: p.remote_as,
+        local_as: asn,
+        router_id,
+        source: ip("source", &p.source)?,
+        hold_time,
+        connect_retry: if p.connect_retry == 0 { 5 } else { p.connect_retry.min(3600) as u16 },
+        ttl: (p.multihop_ttl != 0).then(|| p.multihop_ttl.min(255) as u8),
+        password: (!p.password.is_empty()).then(|| p.password.clone()),
+        next_hop_v4,
+        next_hop_v6,
+        med: p.med,
+        local_pref: p.local_pref,
+        communities,
+        large_communities,
+        graceful_restart: (p.graceful_restart != 0).then(|| p.graceful_restart.min(4095) as u16),
+        passive: p.passive,
+    })
+}
+
 fn absent(b: &edgelb_dataplane::config::BackendSpec) -> Status {
     Status::not_found(format!("backend {}:{} is not in the service", b.addr, b.port))
 }
@@ -554,6 +635,38 @@ impl LoadBalancer for Api {
             })
             .collect();
         Ok(Response::new(v1::ListPortsResponse { ports }))
+    }
+
+    async fn add_peer(&self, req: Request<v1::PeerConfig>) -> Result<Response<v1::ListPeersResponse>, Status> {
+        self.authorize(&req)?;
+        let Some((asn, router_id, ops)) = self.store.speaker().cloned() else {
+            return Err(Status::failed_precondition(
+                "BGP is not configured: give [bgp] local_as and router_id in the config file",
+            ));
+        };
+        let p = peer_in(&req.into_inner(), asn, router_id)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ops.send(crate::bgp::PeerOp::Add(p, tx)).await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?;
+        rx.await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?.map_err(Status::already_exists)?;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        self.list_peers(Request::new(v1::ListPeersRequest {})).await
+    }
+
+    async fn remove_peer(
+        &self,
+        req: Request<v1::RemovePeerRequest>,
+    ) -> Result<Response<v1::ListPeersResponse>, Status> {
+        self.authorize(&req)?;
+        let Some((_, _, ops)) = self.store.speaker().cloned() else {
+            return Err(Status::failed_precondition("BGP is not configured"));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ops.send(crate::bgp::PeerOp::Remove(req.into_inner().name, tx))
+            .await
+            .map_err(|_| Status::unavailable("the BGP speaker stopped"))?;
+        rx.await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?.map_err(Status::not_found)?;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        self.list_peers(Request::new(v1::ListPeersRequest {})).await
     }
 
     async fn list_peers(&self, _req: Request<v1::ListPeersRequest>) -> Result<Response<v1::ListPeersResponse>, Status> {

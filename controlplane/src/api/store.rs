@@ -133,6 +133,7 @@ pub struct Store {
     workers: OnceLock<WorkerView>,
     ports: OnceLock<Vec<(String, String)>>,
     peers: Mutex<Vec<(String, crate::bgp::session::Status)>>,
+    peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -181,6 +182,7 @@ impl Store {
             workers: OnceLock::new(),
             ports: OnceLock::new(),
             peers: Mutex::new(Vec::new()),
+            peer_ops: OnceLock::new(),
         }))
     }
 
@@ -215,6 +217,21 @@ impl Store {
         if let Ok(mut g) = self.peers.lock() {
             *g = p;
         }
+    }
+
+    /// Connect the API's peer requests to the running speaker of AS `asn` with `router_id`.
+    pub fn attach_speaker(
+        &self,
+        asn: u32,
+        router_id: std::net::Ipv4Addr,
+        ops: tokio::sync::mpsc::Sender<crate::bgp::PeerOp>,
+    ) {
+        let _ = self.peer_ops.set((asn, router_id, ops));
+    }
+
+    /// The speaker's AS, router id and request channel, when BGP runs.
+    pub fn speaker(&self) -> Option<&(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)> {
+        self.peer_ops.get()
     }
 
     /// The BGP peers' status.

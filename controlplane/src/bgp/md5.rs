@@ -26,6 +26,14 @@ struct TcpMd5Sig {
 /// # Errors
 /// A key longer than 80 bytes, or the kernel's refusal.
 pub fn set(sock: &socket2::Socket, peer: SocketAddr, key: &[u8]) -> std::io::Result<()> {
+    set_on(&socket2::SockRef::from(sock), peer, key)
+}
+
+/// As [`set`], on any socket (a listener, for its future connections from `peer`).
+///
+/// # Errors
+/// A key longer than 80 bytes, or the kernel's refusal.
+pub fn set_on(sock: &socket2::SockRef<'_>, peer: SocketAddr, key: &[u8]) -> std::io::Result<()> {
     if key.is_empty() || key.len() > MAX_KEY {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "MD5 key must be 1 to 80 bytes"));
     }

@@ -25,16 +25,31 @@ pub fn routes_of(cfg: &DataplaneConfig) -> BTreeSet<(IpAddr, u8)> {
     out
 }
 
+/// Where the listener sends each peer's connections.
+type Inboxes = Arc<Mutex<Vec<(IpAddr, tokio::sync::mpsc::Sender<tokio::net::TcpStream>)>>>;
+
+struct PeerTask {
+    cfg: PeerConfig,
+    status: Arc<Mutex<Status>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
 /// A running speaker: its peers' tasks and status.
-#[derive(Debug)]
 pub struct Speaker {
     routes: watch::Sender<Routes>,
-    stop: watch::Sender<bool>,
-    peers: Vec<(String, Arc<Mutex<Status>>, JoinHandle<()>)>,
+    peers: Vec<PeerTask>,
+    inboxes: Inboxes,
+    listener: Option<(Arc<tokio::net::TcpListener>, JoinHandle<()>)>,
     follower: JoinHandle<()>,
-    listener: Option<JoinHandle<()>>,
     /// Peer state changes.
     pub transitions: broadcast::Sender<Transition>,
+}
+
+impl std::fmt::Debug for Speaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Speaker").field("peers", &self.peers.len()).finish()
+    }
 }
 
 impl Speaker {
@@ -42,33 +57,23 @@ impl Speaker {
     /// on `listen_port` (0: none) handing each configured peer's connections to its task; others are closed.
     pub fn start(store: Arc<Store>, peers: Vec<PeerConfig>, listen_port: u16) -> Self {
         let first = Routes { prefixes: routes_of(&store.snapshot()), graceful_shutdown: false };
-        let (routes, rx) = watch::channel(first);
-        let (stop, stop_rx) = watch::channel(false);
+        let (routes, _) = watch::channel(first);
         let transitions = broadcast::channel(256).0;
-        let mut routes_to: Vec<(IpAddr, tokio::sync::mpsc::Sender<tokio::net::TcpStream>)> = Vec::new();
-        let mut keys: Vec<(IpAddr, String)> = Vec::new();
-        let peers: Vec<_> = peers
-            .into_iter()
-            .map(|p| {
-                let status = Arc::new(Mutex::new(Status::default()));
-                let name = p.name.clone();
-                let (in_tx, in_rx) = tokio::sync::mpsc::channel(2);
-                routes_to.push((p.address, in_tx));
-                if let Some(k) = &p.password {
-                    keys.push((p.address, k.clone()));
+        let inboxes: Inboxes = Arc::new(Mutex::new(Vec::new()));
+        let listener = (listen_port != 0)
+            .then(|| match bind(listen_port) {
+                Ok(l) => {
+                    let l = Arc::new(l);
+                    Some((l.clone(), tokio::spawn(accept(l, inboxes.clone()))))
                 }
-                let t = tokio::spawn(session::run(
-                    p,
-                    rx.clone(),
-                    stop_rx.clone(),
-                    in_rx,
-                    status.clone(),
-                    transitions.clone(),
-                ));
-                (name, status, t)
+                Err(e) => {
+                    tracing::error!(
+                        "BGP: cannot listen on port {listen_port}: {e}; peers are reached by active opening"
+                    );
+                    None
+                }
             })
-            .collect();
-        let listener = (listen_port != 0).then(|| tokio::spawn(listen(listen_port, routes_to, keys)));
+            .flatten();
         let tx = routes.clone();
         let follower = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -88,7 +93,67 @@ impl Speaker {
                 });
             }
         });
-        Self { routes, stop, peers, follower, listener, transitions }
+        let mut sp = Self { routes, peers: Vec::new(), inboxes, listener, follower, transitions };
+        for p in peers {
+            if let Err(e) = sp.add_peer(p) {
+                tracing::error!("BGP: {e}");
+            }
+        }
+        sp
+    }
+
+    /// Start a session with one more peer.
+    ///
+    /// # Errors
+    /// A peer of that name or address exists already, or its MD5 key cannot be installed on the listener.
+    pub fn add_peer(&mut self, p: PeerConfig) -> Result<(), String> {
+        if self.peers.iter().any(|t| t.cfg.name == p.name || t.cfg.address == p.address) {
+            return Err(format!("peer {} ({}) exists already", p.name, p.address));
+        }
+        if let (Some(k), Some((l, _))) = (&p.password, &self.listener) {
+            let a = match p.address {
+                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            };
+            super::md5::set_on(&socket2::SockRef::from(l.as_ref()), std::net::SocketAddr::new(a, 0), k.as_bytes())
+                .map_err(|e| format!("MD5 key for {} on the listener: {e}", p.address))?;
+        }
+        let status = Arc::new(Mutex::new(Status::default()));
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel(2);
+        if let Ok(mut g) = self.inboxes.lock() {
+            g.push((p.address, in_tx));
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(session::run(
+            p.clone(),
+            self.routes.subscribe(),
+            stop_rx,
+            in_rx,
+            status.clone(),
+            self.transitions.clone(),
+        ));
+        self.peers.push(PeerTask { cfg: p, status, stop, task });
+        Ok(())
+    }
+
+    /// End the session with a peer (withdrawing our routes, then a Cease) and forget it.
+    ///
+    /// # Errors
+    /// No peer of that name.
+    pub async fn remove_peer(&mut self, name: &str) -> Result<(), String> {
+        let i = self.peers.iter().position(|t| t.cfg.name == name).ok_or_else(|| format!("no peer {name:?}"))?;
+        let t = self.peers.remove(i);
+        if let Ok(mut g) = self.inboxes.lock() {
+            g.retain(|(a, _)| *a != t.cfg.address);
+        }
+        let _ = t.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
+        Ok(())
+    }
+
+    /// The peers' configurations.
+    pub fn peer_configs(&self) -> Vec<PeerConfig> {
+        self.peers.iter().map(|t| t.cfg.clone()).collect()
     }
 
     /// Tag every announcement GRACEFUL_SHUTDOWN (the node is draining), or stop tagging.
@@ -102,18 +167,23 @@ impl Speaker {
 
     /// Each peer's name and status.
     pub fn status(&self) -> Vec<(String, Status)> {
-        self.peers.iter().map(|(n, s, _)| (n.clone(), s.lock().map(|g| g.clone()).unwrap_or_default())).collect()
+        self.peers
+            .iter()
+            .map(|t| (t.cfg.name.clone(), t.status.lock().map(|g| g.clone()).unwrap_or_default()))
+            .collect()
     }
 
     /// Withdraw everything, close every session with a Cease, and wait (bounded) for the peers' tasks.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
         self.follower.abort();
-        if let Some(l) = &self.listener {
+        if let Some((_, l)) = &self.listener {
             l.abort();
         }
-        for (_, _, t) in self.peers {
-            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        for t in &self.peers {
+            let _ = t.stop.send(true);
+        }
+        for t in self.peers {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
         }
     }
 
@@ -121,53 +191,37 @@ impl Speaker {
     /// restart keeps our routes at them until we come back).
     pub fn abort(self) {
         self.follower.abort();
-        if let Some(l) = &self.listener {
+        if let Some((_, l)) = &self.listener {
             l.abort();
         }
-        for (_, _, t) in self.peers {
-            t.abort();
+        for t in self.peers {
+            t.task.abort();
         }
     }
 }
 
-/// Accept BGP connections (IPv4 and IPv6 on one socket) and hand each to the task of the peer it comes from; MD5 keys
-/// are installed on the listener per peer, as the kernel needs them before the SYN arrives.
-async fn listen(
-    port: u16,
-    peers: Vec<(IpAddr, tokio::sync::mpsc::Sender<tokio::net::TcpStream>)>,
-    keys: Vec<(IpAddr, String)>,
-) {
-    let bind = || -> std::io::Result<tokio::net::TcpListener> {
-        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        s.set_only_v6(false)?;
-        s.set_reuse_address(true)?;
-        for (a, k) in &keys {
-            let a = match a {
-                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
-                v6 => *v6,
-            };
-            super::md5::set(&s, std::net::SocketAddr::new(a, 0), k.as_bytes())?;
-        }
-        s.bind(&std::net::SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port).into())?;
-        s.listen(16)?;
-        s.set_nonblocking(true)?;
-        tokio::net::TcpListener::from_std(std::net::TcpListener::from(s))
-    };
-    let l = match bind() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("BGP: cannot listen on port {port}: {e}; peers must be reached by active opening");
-            return;
-        }
-    };
+/// A dual-stack listening socket for BGP.
+fn bind(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_only_v6(false)?;
+    s.set_reuse_address(true)?;
+    s.bind(&std::net::SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port).into())?;
+    s.listen(16)?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(std::net::TcpListener::from(s))
+}
+
+/// Hand each accepted connection to the task of the peer it comes from; close the others.
+async fn accept(l: Arc<tokio::net::TcpListener>, inboxes: Inboxes) {
     loop {
         let Ok((c, from)) = l.accept().await else { continue };
         let ip = match from.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        match peers.iter().find(|(a, _)| *a == ip) {
-            Some((_, tx)) => {
+        let tx = inboxes.lock().ok().and_then(|g| g.iter().find(|(a, _)| *a == ip).map(|(_, t)| t.clone()));
+        match tx {
+            Some(tx) => {
                 if tx.try_send(c).is_err() {
                     tracing::warn!(peer = %ip, "BGP: connection refused, the peer's task is busy");
                 }

@@ -147,6 +147,8 @@ pub struct Loaded {
     pub bgp_peers: Vec<crate::bgp::session::PeerConfig>,
     /// Port the speaker accepts peers' connections on (0: active opening only).
     pub bgp_listen_port: u16,
+    /// The speaker's AS and router id, when the file has a `[bgp]` section.
+    pub bgp: Option<(u32, std::net::Ipv4Addr)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -663,6 +665,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
     });
     let mut bgp_peers = Vec::new();
     let bgp_listen_port = file.bgp.as_ref().map_or(0, |b| b.get_ref().listen_port);
+    let mut bgp = None;
     if let Some(b) = &file.bgp {
         let bs = b.get_ref();
         let router_id: std::net::Ipv4Addr = bs.router_id.get_ref().trim().parse().map_err(|_| {
@@ -675,6 +678,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         if bs.local_as == 0 {
             return Err(lines.err(b, "bgp.local_as".into(), "AS 0 is reserved"));
         }
+        bgp = Some((bs.local_as, router_id));
         for (i, p) in bs.peers.iter().enumerate() {
             let ps = p.get_ref();
             let f = |x: &str| format!("bgp.peer[{i}].{x}");
@@ -705,25 +709,19 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             };
             let mut communities = Vec::new();
             for c in &ps.communities {
-                let bad =
-                    || lines.err(c, f("communities"), format!("{:?} is not ASN:VALUE (16 bits each)", c.get_ref()));
-                let (a, v) = c.get_ref().split_once(':').ok_or_else(bad)?;
-                let (a, v): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, v.trim().parse().map_err(|_| bad())?);
-                communities.push((u32::from(a) << 16) | u32::from(v));
+                communities.push(crate::bgp::parse_community(c.get_ref()).ok_or_else(|| {
+                    lines.err(c, f("communities"), format!("{:?} is not ASN:VALUE (16 bits each)", c.get_ref()))
+                })?);
             }
             let mut large_communities = Vec::new();
             for c in &ps.large_communities {
-                let bad = || {
+                large_communities.push(crate::bgp::parse_large_community(c.get_ref()).ok_or_else(|| {
                     lines.err(
                         c,
                         f("large_communities"),
                         format!("{:?} is not ASN:DATA1:DATA2 (32 bits each)", c.get_ref()),
                     )
-                };
-                let v: Vec<u32> =
-                    c.get_ref().split(':').map(|x| x.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-                let [g, a, b] = v.as_slice() else { return Err(bad()) };
-                large_communities.push((*g, *a, *b));
+                })?);
             }
             bgp_peers.push(crate::bgp::session::PeerConfig {
                 name: ps.name.clone().unwrap_or_else(|| address.to_string()),
@@ -748,7 +746,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             });
         }
     }
-    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, api_tls, metrics, bgp_peers, bgp_listen_port })
+    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, api_tls, metrics, bgp_peers, bgp_listen_port, bgp })
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.
