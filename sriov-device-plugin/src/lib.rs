@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod plugin;
 pub mod sysfs;
 
 /// The kubelet device-plugin API, v1beta1.

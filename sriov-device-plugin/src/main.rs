@@ -1,0 +1,84 @@
+//! `sriov-device-plugin`: advertise SR-IOV VF pools to the kubelet.
+//!
+//! ```text
+//! sriov-device-plugin --config FILE [--sys-root /sys] [--plugin-dir /var/lib/kubelet/device-plugins]
+//!                     [--log-format text|json]
+//! ```
+//! SIGHUP (or a change of the file) reloads the configuration; SIGTERM/SIGINT stop. Exit 2 on a usage or
+//! configuration error, 1 when serving fails.
+
+use sriov_device_plugin::plugin;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut config = None;
+    let mut sys_root = PathBuf::from("/sys");
+    let mut plugin_dir = PathBuf::from("/var/lib/kubelet/device-plugins");
+    let mut json = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        let r = match a.as_str() {
+            "--config" => val().map(|v| config = Some(PathBuf::from(v))),
+            "--sys-root" => val().map(|v| sys_root = v.into()),
+            "--plugin-dir" => val().map(|v| plugin_dir = v.into()),
+            "--log-format" => val().map(|v| json = v == "json"),
+            other => Err(format!("unknown argument {other:?}")),
+        };
+        if let Err(e) = r {
+            eprintln!("sriov-device-plugin: {e}\nusage: sriov-device-plugin --config FILE [--sys-root DIR] [--plugin-dir DIR] [--log-format text|json]");
+            return ExitCode::from(2);
+        }
+    }
+    let Some(config) = config else {
+        eprintln!("sriov-device-plugin: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let sub = tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr);
+    if json {
+        sub.json().init();
+    } else {
+        sub.init();
+    }
+    // Check the file before anything else: a bad one is a usage error.
+    if let Err(e) = std::fs::read_to_string(&config)
+        .map_err(|e| e.to_string())
+        .and_then(|t| sriov_device_plugin::config::parse(&t).map(|_| ()).map_err(|e| e.to_string()))
+    {
+        eprintln!("sriov-device-plugin: {}: {e}", config.display());
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sriov-device-plugin: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let r = rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => { let _ = reload_tx.send(()).await; }
+                    _ = term.recv() => { let _ = stop_tx.send(true); break; }
+                    _ = int.recv() => { let _ = stop_tx.send(true); break; }
+                }
+            }
+        });
+        plugin::run(config, sys_root, plugin_dir, reload_rx, stop_rx).await
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sriov-device-plugin: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
