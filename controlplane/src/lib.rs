@@ -1,6 +1,6 @@
 //! edgelb control plane: config files, the management API (gRPC) over the one validated model; health checks,
 //! Kubernetes sync, BGP announcement and SR-IOV VF binding arrive with their issues.
-// The only unsafe code is the TCP MD5 socket option (`bgp::md5`), which allows it for itself.
+// Unsafe code only in `bgp::md5` (the TCP MD5 socket option) and `os` (if_nametoindex), which allow it for themselves.
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -8,3 +8,5 @@ pub mod bgp;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod os;
+pub mod sriov;
