@@ -106,3 +106,20 @@ fn allocation_gives_pci_addresses_info_and_vfio_devices() {
     assert!(nodes.is_empty());
     assert!(allocation("edgelb.io", "x", &all, &["0000:99:00.0".to_string()]).is_err());
 }
+
+/// The ConfigMap in `configs/kubernetes/` holds a configuration this plugin accepts.
+#[test]
+fn the_shipped_configmap_parses() {
+    let y =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/kubernetes/sriov-device-plugin.yaml"))
+            .unwrap();
+    let start = y.find("config.json: |").expect("config.json in the ConfigMap");
+    let body: String = y[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let c = parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(sriov_device_plugin::config::full_name(&c.resource_list[0]), "edgelb.io/dpdk_vf");
+}
