@@ -178,6 +178,21 @@ fn run_dpdk(args: &Args, _loaded: Loaded, _cores: &[Option<usize>]) -> ExitCode 
 #[cfg(feature = "dpdk")]
 fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCode {
     use edgelb_dataplane::port::dpdk::{DeviceConfig, DpdkDevice, Eal, EalConfig, Mempool};
+    // VFs named by PF and index: settings over netlink, vfio-pci, and their PCI addresses into the allow-list.
+    for p in &mut loaded.ports {
+        if let Some((pf, settings)) = &p.vf {
+            match edgelb_controlplane::sriov::prepare(std::path::Path::new("/sys"), pf, settings) {
+                Ok(pci) => {
+                    info!(port = %p.name, pf = %pf, vf = settings.vf, pci = %pci, "VF prepared for DPDK");
+                    p.pci = Some(pci);
+                }
+                Err(e) => {
+                    error!(port = %p.name, "{e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    }
     let d = &loaded.dpdk;
     let eal_cfg = EalConfig {
         pci_allow: loaded.ports.iter().filter_map(|p| p.pci.clone()).collect(),

@@ -116,6 +116,40 @@ pub fn set_vf(pf: &str, s: &VfSettings) -> Result<(), BindError> {
     }
 }
 
+/// The PCI address of VF `index` of the PF netdev `pf`: `class/net/<pf>/device/virtfn<index>` under `root`.
+///
+/// # Errors
+/// [`BindError`] when the PF or the VF does not exist (with the command that creates VFs).
+pub fn vf_pci(root: &Path, pf: &str, index: u32) -> Result<String, BindError> {
+    let dev = root.join("class/net").join(pf).join("device");
+    if !dev.exists() {
+        return Err(fail(format!("find PF {pf}"), "no such interface", Some("check the PF name with `ip link`")));
+    }
+    std::fs::read_link(dev.join(format!("virtfn{index}")))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .ok_or_else(|| {
+            fail(
+                format!("find VF {index} of {pf}"),
+                "no such VF",
+                Some("create VFs first: echo N > /sys/class/net/PF/device/sriov_numvfs"),
+            )
+        })
+}
+
+/// Prepare VF `s.vf` of `pf` for DPDK: settings over netlink, then vfio-pci. Returns its PCI address.
+///
+/// # Errors
+/// [`BindError`] naming the step.
+pub fn prepare(root: &Path, pf: &str, s: &VfSettings) -> Result<String, BindError> {
+    let pci = vf_pci(root, pf, s.vf)?;
+    if s.mac.is_some() || s.vlan.is_some() || s.trust.is_some() || s.spoof_check.is_some() || s.rate.is_some() {
+        set_vf(pf, s)?;
+    }
+    bind_vfio(root, &pci)?;
+    Ok(pci)
+}
+
 /// The driver a PCI device is bound to (under `root`, normally `/sys`).
 pub fn driver_of(root: &Path, pci: &str) -> Option<String> {
     std::fs::read_link(root.join("bus/pci/devices").join(pci).join("driver"))

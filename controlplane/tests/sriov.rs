@@ -84,3 +84,25 @@ fn netlink_vf_request_on_a_veth_gets_the_kernels_refusal() {
     let missing = common::in_netns(&a, || set_vf("nope0", &VfSettings::default())).unwrap_err();
     assert!(missing.to_string().contains("no such interface"), "{missing}");
 }
+
+#[test]
+fn a_vf_is_found_by_pf_name_and_index() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    tree(root, true, true);
+    std::fs::create_dir_all(root.join("bus/pci/devices/0000:3b:00.0")).unwrap();
+    symlink(root.join("bus/pci/devices/0000:3b:02.1"), root.join("bus/pci/devices/0000:3b:00.0/virtfn1")).unwrap();
+    std::fs::create_dir_all(root.join("class/net/ens1f0")).unwrap();
+    symlink(root.join("bus/pci/devices/0000:3b:00.0"), root.join("class/net/ens1f0/device")).unwrap();
+    assert_eq!(edgelb_controlplane::sriov::vf_pci(root, "ens1f0", 1).unwrap(), "0000:3b:02.1");
+    let e = edgelb_controlplane::sriov::vf_pci(root, "ens1f0", 5).unwrap_err();
+    assert!(e.to_string().contains("sriov_numvfs"), "{e}");
+    assert!(edgelb_controlplane::sriov::vf_pci(root, "ens9f9", 0)
+        .unwrap_err()
+        .to_string()
+        .contains("no such interface"));
+    // Without settings, preparing is binding: the writes land as before and the address comes back.
+    let pci = edgelb_controlplane::sriov::prepare(root, "ens1f0", &VfSettings { vf: 1, ..Default::default() }).unwrap();
+    assert_eq!(pci, "0000:3b:02.1");
+    assert_eq!(read(root, "bus/pci/drivers/vfio-pci/bind"), "0000:3b:02.1");
+}

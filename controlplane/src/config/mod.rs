@@ -74,6 +74,8 @@ pub struct PortSpec {
     pub pci: Option<String>,
     /// DPDK: a virtual device (`net_af_xdp0,iface=veth0`); its ethdev is the part before the first comma.
     pub vdev: Option<String>,
+    /// DPDK: a VF to prepare (settings over netlink, vfio-pci) at start; its PCI address becomes `pci`.
+    pub vf: Option<(String, crate::sriov::VfSettings)>,
     /// MTU.
     pub mtu: u16,
 }
@@ -197,6 +199,25 @@ struct PortSection {
     pci: Option<Spanned<String>>,
     #[serde(default)]
     vdev: Option<Spanned<String>>,
+    #[serde(default)]
+    vf: Option<Spanned<VfSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VfSection {
+    pf: String,
+    index: u32,
+    #[serde(default)]
+    mac: Option<Spanned<String>>,
+    #[serde(default)]
+    vlan: Option<u16>,
+    #[serde(default)]
+    trust: Option<bool>,
+    #[serde(default)]
+    spoof_check: Option<bool>,
+    #[serde(default)]
+    max_rate: Option<u32>,
 }
 
 /// `DDDD:BB:DD.F` with hex digits (the domain may be left out).
@@ -482,9 +503,25 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         if ports.iter().any(|x: &PortSpec| x.name == sec.name) {
             return Err(lines.err(p, f("name"), format!("interface {:?} listed twice", sec.name)));
         }
+        if let Some(v) = &sec.vf {
+            if sec.driver != Driver::Dpdk {
+                return Err(lines.err(v, f("vf"), "vf is for driver = \"dpdk\" only"));
+            }
+            if sec.pci.is_some() || sec.vdev.is_some() {
+                return Err(lines.err(v, f("vf"), "give one of pci, vdev or vf"));
+            }
+            if v.get_ref().vlan.is_some_and(|x| x > 4094) {
+                return Err(lines.err(v, f("vf.vlan"), "VLAN id 0..=4094"));
+            }
+        }
         match (sec.driver, &sec.pci, &sec.vdev) {
+            (Driver::Dpdk, None, None) if sec.vf.is_some() => {}
             (Driver::Dpdk, None, None) => {
-                return Err(lines.err(p, f("driver"), "a dpdk port needs `pci = \"DDDD:BB:DD.F\"` or `vdev = \"...\"`"))
+                return Err(lines.err(
+                    p,
+                    f("driver"),
+                    "a dpdk port needs `pci = \"DDDD:BB:DD.F\"`, `vdev = \"...\"` or `vf = { pf, index }`",
+                ))
             }
             (Driver::Dpdk, Some(_), Some(v)) => return Err(lines.err(v, f("vdev"), "give pci or vdev, not both")),
             (Driver::Dpdk, Some(a), None) if !is_pci_address(a.get_ref()) => {
@@ -520,6 +557,24 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             frames: sec.frames,
             pci: sec.pci.as_ref().map(|x| x.get_ref().clone()),
             vdev: sec.vdev.as_ref().map(|x| x.get_ref().clone()),
+            vf: match &sec.vf {
+                Some(v) => {
+                    let vs = v.get_ref();
+                    let mac = vs.mac.as_ref().map(|m| parse_mac(&lines, m, f("vf.mac"))).transpose()?;
+                    Some((
+                        vs.pf.clone(),
+                        crate::sriov::VfSettings {
+                            vf: vs.index,
+                            mac,
+                            vlan: vs.vlan.map(|v| (v, 0)),
+                            trust: vs.trust,
+                            spoof_check: vs.spoof_check,
+                            rate: vs.max_rate.map(|r| (0, r)),
+                        },
+                    ))
+                }
+                None => None,
+            },
             mtu: sec.mtu,
         });
         model.interfaces.push(InterfaceSpec { port: i as u16, mac: mac.unwrap_or([0; 6]), addrs, mtu: sec.mtu });

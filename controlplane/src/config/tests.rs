@@ -149,3 +149,27 @@ fn health_and_api_sections() {
     let off = EXAMPLE.replacen("listen = \"127.0.0.1:50051\"", "enabled = false", 1);
     assert_eq!(parse(&off).unwrap().api, None);
 }
+
+#[test]
+fn dpdk_port_by_pf_and_vf_index() {
+    let v = DPDK_EXAMPLE.replacen(
+        "pci = \"0000:3b:02.0\"",
+        "vf = { pf = \"ens1f0\", index = 0, mac = \"02:00:00:00:10:00\", vlan = 100, trust = true, spoof_check = false, max_rate = 10000 }",
+        1,
+    );
+    let l = parse(&v).unwrap();
+    let (pf, s) = l.ports[0].vf.clone().unwrap();
+    assert_eq!(pf, "ens1f0");
+    assert_eq!(
+        (s.vf, s.mac, s.vlan, s.trust, s.spoof_check, s.rate),
+        (0, Some([2, 0, 0, 0, 0x10, 0]), Some((100, 0)), Some(true), Some(false), Some((0, 10000)))
+    );
+    let both = DPDK_EXAMPLE.replacen(
+        "pci = \"0000:3b:02.0\"",
+        "pci = \"0000:3b:02.0\"\nvf = { pf = \"ens1f0\", index = 0 }",
+        1,
+    );
+    assert_eq!(parse(&both).unwrap_err().field, "port[0].vf");
+    let vlan = v.replacen("vlan = 100", "vlan = 5000", 1);
+    assert_eq!(parse(&vlan).unwrap_err().field, "port[0].vf.vlan");
+}
