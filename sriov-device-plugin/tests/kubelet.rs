@@ -71,6 +71,8 @@ fn python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_registers_serves_watches_and_survives_kubelet_restarts_and_reloads() {
+    // The plugin's log, shown with --nocapture.
+    let _ = tracing_subscriber::fmt().with_target(false).with_ansi(false).with_test_writer().try_init();
     let fs = FakeSysfs::standard();
     let dir = tempfile::tempdir().unwrap();
     let kdir = dir.path().join("device-plugins");
@@ -194,6 +196,7 @@ print("python allocate ok", sorted(env))
     }
 
     // Kubelet restart: it wipes the directory (our socket goes) and comes back; we register again within 5 s.
+    println!("-- simulated kubelet restart --");
     kt.abort();
     for e in std::fs::read_dir(&kdir).unwrap().flatten() {
         let _ = std::fs::remove_file(e.path());
