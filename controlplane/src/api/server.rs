@@ -246,6 +246,14 @@ pub fn stats(store: &Store) -> v1::Stats {
     stats_of(store.version(), &cfg, &workers)
 }
 
+/// Packets, bytes and new flows of one service or backend, summed over the workers.
+fn sum<'a>(
+    workers: &'a [WorkerStats],
+    pick: impl Fn(&'a WorkerStats) -> Option<&'a edgelb_dataplane::pipeline::ObjCounters>,
+) -> (u64, u64, u64) {
+    workers.iter().filter_map(pick).fold((0, 0, 0), |(p, b, n), c| (p + c.packets, b + c.bytes, n + c.new_flows))
+}
+
 fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1::Stats {
     let mut total = edgelb_dataplane::pipeline::Counters::default();
     for w in workers {
@@ -261,14 +269,7 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
     let proto = |p: u8| if p == 17 { v1::Protocol::Udp as i32 } else { v1::Protocol::Tcp as i32 };
     let mut services = Vec::new();
     for s in &cfg.services {
-        let (mut packets, mut bytes, mut new_flows) = (0, 0, 0);
-        for w in workers {
-            if let Some(c) = w.services.get(s.id as usize) {
-                packets += c.packets;
-                bytes += c.bytes;
-                new_flows += c.new_flows;
-            }
-        }
+        let (packets, bytes, new_flows) = sum(workers, |w| w.services.get(s.id as usize));
         services.push(v1::ServiceStats {
             vip: ip(&s.vip, s.v4),
             protocol: proto(s.proto),
@@ -281,14 +282,7 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
     let mut backends = Vec::new();
     for b in cfg.backends.iter().flatten() {
         let Some(s) = cfg.services.get(b.service as usize) else { continue };
-        let (mut packets, mut bytes, mut new_flows) = (0, 0, 0);
-        for w in workers {
-            if let Some(c) = w.backends.get(b.id as usize) {
-                packets += c.packets;
-                bytes += c.bytes;
-                new_flows += c.new_flows;
-            }
-        }
+        let (packets, bytes, new_flows) = sum(workers, |w| w.backends.get(b.id as usize));
         backends.push(v1::BackendStats {
             vip: ip(&s.vip, s.v4),
             protocol: proto(s.proto),

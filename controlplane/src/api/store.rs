@@ -401,19 +401,13 @@ impl Store {
     /// # Errors
     /// Should the model no longer build, the error (nothing changes).
     pub fn set_health(&self, b: BackendKey, healthy: bool, keep_flows: bool, reason: &str) -> Result<u64, StoreError> {
-        let mut g = self.lock();
-        let mut unhealthy = g.unhealthy.clone();
-        if healthy {
-            unhealthy.remove(&b);
-        } else {
-            unhealthy.insert(b, keep_flows);
-        }
-        let m = effective(&g.model, &g.learned, &unhealthy);
-        let (cfg, _) = g.builder.build(&m)?;
-        let generation = cfg.generation;
-        self.handle.publish(cfg);
-        g.unhealthy = unhealthy;
-        drop(g);
+        let generation = self.update_health(|u| {
+            if healthy {
+                u.remove(&b);
+            } else {
+                u.insert(b, keep_flows);
+            }
+        })?;
         let _ = self.events.send(StoreEvent::BackendHealth {
             service: b.0,
             backend: (b.1, b.2),
@@ -428,18 +422,24 @@ impl Store {
     /// # Errors
     /// Should the model no longer build, the error.
     pub fn retain_health(&self, keep: impl Fn(&BackendKey) -> bool) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        let before = g.unhealthy.len();
-        let mut unhealthy = g.unhealthy.clone();
-        unhealthy.retain(|k, _| keep(k));
-        if unhealthy.len() == before {
+        if self.lock().unhealthy.keys().all(&keep) {
             return Ok(());
         }
+        self.update_health(|u| u.retain(|k, _| keep(k))).map(|_| ())
+    }
+
+    /// Change the set of failed backends with `f` and publish the result, under one lock (two health checks
+    /// flipping at once cannot lose either). Returns the generation; nothing changes when the build fails.
+    fn update_health(&self, f: impl FnOnce(&mut HashMap<BackendKey, bool>)) -> Result<u64, StoreError> {
+        let mut g = self.lock();
+        let mut unhealthy = g.unhealthy.clone();
+        f(&mut unhealthy);
         let m = effective(&g.model, &g.learned, &unhealthy);
         let (cfg, _) = g.builder.build(&m)?;
+        let generation = cfg.generation;
         self.handle.publish(cfg);
         g.unhealthy = unhealthy;
-        Ok(())
+        Ok(generation)
     }
 
     /// Backends whose health check fails now.
