@@ -7,6 +7,7 @@ pub mod api;
 pub mod bgp;
 pub mod config;
 pub mod health;
+pub mod k8s;
 pub mod metrics;
 pub mod os;
 pub mod sriov;

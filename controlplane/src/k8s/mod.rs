@@ -1,0 +1,446 @@
+//! Kubernetes sync, first part: the pure core the controller runs on each change. From Services of type
+//! LoadBalancer (our class) and their EndpointSlices it computes the VIP services for the one model, the addresses to
+//! write into each Service's status, and the Events to record. VIP allocation from the configured pools is stable:
+//! an address a Service's status already records stays with it (restarts and other Services' deletion never move
+//! it), a requested address (`edgelb.io/loadBalancerIPs` or `spec.loadBalancerIP`) is honoured when a permitted pool
+//! holds it and nobody else has it, and everything else is allocated in a fixed order. The watchers, status writer
+//! and leader election that drive it are the rest of the issue.
+
+use crate::api::store::ServiceKey;
+use edgelb_dataplane::config::{BackendSpec, BackendState, Mode, Protocol, ServiceSpec};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+/// Annotation choosing the forwarding mode.
+pub const MODE_ANNOTATION: &str = "edgelb.io/mode";
+/// Annotation requesting addresses (comma-separated).
+pub const IPS_ANNOTATION: &str = "edgelb.io/loadBalancerIPs";
+/// Annotation giving endpoint weights: `10.0.1.5=3,10.0.1.6=1`.
+pub const WEIGHTS_ANNOTATION: &str = "edgelb.io/weights";
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// An address pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// Name, for events.
+    pub name: String,
+    /// Address ranges (inclusive), one family each.
+    pub ranges: Vec<(IpAddr, IpAddr)>,
+    /// Namespaces allowed (empty: all).
+    pub namespaces: Vec<String>,
+    /// Labels a Service must carry (empty: any).
+    pub selector: BTreeMap<String, String>,
+}
+
+/// Parse `198.19.0.0/24`, `198.19.0.10-198.19.0.20` or one address into an inclusive range.
+///
+/// # Errors
+/// Malformed text, mixed families, a backwards range, a bad prefix length.
+pub fn parse_range(s: &str) -> Result<(IpAddr, IpAddr), String> {
+    let s = s.trim();
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b): (IpAddr, IpAddr) = (
+            a.trim().parse().map_err(|_| format!("{s:?}: bad address"))?,
+            b.trim().parse().map_err(|_| format!("{s:?}: bad address"))?,
+        );
+        if a.is_ipv4() != b.is_ipv4() || to_u128(a) > to_u128(b) {
+            return Err(format!("{s:?}: a range of one family, low to high"));
+        }
+        return Ok((a, b));
+    }
+    if let Some((a, l)) = s.split_once('/') {
+        let a: IpAddr = a.parse().map_err(|_| format!("{s:?}: bad address"))?;
+        let bits = if a.is_ipv4() { 32 } else { 128 };
+        let l: u32 = l.parse().ok().filter(|l| *l <= bits).ok_or_else(|| format!("{s:?}: bad prefix length"))?;
+        let host = if l == bits { 0 } else { (1u128 << (bits - l)) - 1 };
+        let base = to_u128(a) & !host;
+        return Ok((from_u128(base, a.is_ipv4()), from_u128(base | host, a.is_ipv4())));
+    }
+    let a: IpAddr = s.parse().map_err(|_| format!("{s:?}: not an address, CIDR or range"))?;
+    Ok((a, a))
+}
+
+fn to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+fn from_u128(n: u128, v4: bool) -> IpAddr {
+    if v4 {
+        IpAddr::V4((n as u32).into())
+    } else {
+        IpAddr::V6(n.into())
+    }
+}
+
+impl Pool {
+    fn contains(&self, a: IpAddr) -> bool {
+        self.ranges
+            .iter()
+            .any(|(lo, hi)| lo.is_ipv4() == a.is_ipv4() && (to_u128(*lo)..=to_u128(*hi)).contains(&to_u128(a)))
+    }
+    fn permits(&self, svc: &Service) -> bool {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let labels = svc.metadata.labels.clone().unwrap_or_default();
+        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == ns))
+            && self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+    /// The first free address of family `v4`, skipping network and broadcast addresses of IPv4 CIDRs wider than /31.
+    fn first_free(&self, v4: bool, used: &HashMap<IpAddr, String>) -> Option<IpAddr> {
+        for (lo, hi) in self.ranges.iter().filter(|(lo, _)| lo.is_ipv4() == v4) {
+            let (l, h) = (to_u128(*lo), to_u128(*hi));
+            // At most 65 536 candidates per range are tried: pools are address lists, not /64s to sweep.
+            for n in l..=h.min(l + 65_535) {
+                if v4 && h - l >= 3 && (n == l || n == h) && (l & 0xff == 0 || h & 0xff == 0xff) {
+                    continue;
+                }
+                let a = from_u128(n, v4);
+                if !used.contains_key(&a) {
+                    return Some(a);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// `namespace/name`.
+pub fn key(svc: &Service) -> String {
+    format!("{}/{}", svc.metadata.namespace.as_deref().unwrap_or("default"), svc.metadata.name.as_deref().unwrap_or(""))
+}
+
+/// Is this Service ours: type LoadBalancer and our class (or class-less when we take those)?
+pub fn ours(svc: &Service, class: &str, classless: bool) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && match spec.load_balancer_class.as_deref() {
+            Some(c) => c == class,
+            None => classless,
+        }
+}
+
+fn annotation<'a>(svc: &'a Service, k: &str) -> Option<&'a str> {
+    svc.metadata.annotations.as_ref().and_then(|a| a.get(k)).map(String::as_str)
+}
+
+/// Addresses the Service asks for: the annotation, else `spec.loadBalancerIP`.
+///
+/// # Errors
+/// An address that does not parse.
+pub fn requested(svc: &Service) -> Result<Vec<IpAddr>, String> {
+    let text = annotation(svc, IPS_ANNOTATION)
+        .map(str::to_string)
+        .or_else(|| svc.spec.as_ref().and_then(|s| s.load_balancer_ip.clone()).filter(|s| !s.is_empty()));
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => t
+            .split(',')
+            .map(|a| a.trim().parse().map_err(|_| format!("{IPS_ANNOTATION}: {a:?} is not an IP address")))
+            .collect(),
+    }
+}
+
+/// Addresses the Service's status already records.
+pub fn current(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|x| x.ip.as_deref()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Families the Service wants: `spec.ipFamilies` (IPv4 by default).
+pub fn families(svc: &Service) -> Vec<bool> {
+    let f: Vec<bool> =
+        svc.spec.as_ref().and_then(|s| s.ip_families.clone()).unwrap_or_default().iter().map(|f| f != "IPv6").collect();
+    if f.is_empty() {
+        vec![true]
+    } else {
+        f
+    }
+}
+
+/// An Event to record on a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `namespace/name` of the Service.
+    pub service: String,
+    /// `Normal` or `Warning`.
+    pub kind: &'static str,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+/// What one sync computes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// VIP services for the model, in a stable order.
+    pub services: Vec<ServiceSpec>,
+    /// Addresses per Service (`namespace/name`) for `status.loadBalancer.ingress`.
+    pub status: BTreeMap<String, Vec<IpAddr>>,
+    /// Events to record.
+    pub events: Vec<Event>,
+}
+
+/// Everything a sync needs besides the objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Our `loadBalancerClass`.
+    pub class: String,
+    /// Also take Services without a class.
+    pub classless: bool,
+    /// Mode when the Service has no `edgelb.io/mode`.
+    pub default_mode: Mode,
+    /// Address pools, in preference order.
+    pub pools: Vec<Pool>,
+}
+
+fn ev(svc: &str, kind: &'static str, reason: &'static str, message: String) -> Event {
+    Event { service: svc.to_string(), kind, reason, message }
+}
+
+/// Allocate addresses to every Service of ours: first keep what status records, then honour requests, then allocate,
+/// each pass in `namespace/name` order so the result does not depend on the order objects arrived in.
+pub fn allocate(services: &[&Service], s: &Settings, events: &mut Vec<Event>) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut used: HashMap<IpAddr, String> = HashMap::new();
+    let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    let mut sorted: Vec<&&Service> = services.iter().collect();
+    sorted.sort_by_key(|x| key(x));
+    let pool_for = |svc: &Service, a: IpAddr| s.pools.iter().find(|p| p.permits(svc) && p.contains(a));
+    // 1. Keep what status already records (when still allowed and requested, if a request exists).
+    for svc in &sorted {
+        let k = key(svc);
+        let req = requested(svc).unwrap_or_default();
+        for a in current(svc) {
+            if pool_for(svc, a).is_some() && (req.is_empty() || req.contains(&a)) && !used.contains_key(&a) {
+                used.insert(a, k.clone());
+                out.entry(k.clone()).or_default().push(a);
+            }
+        }
+    }
+    // 2. Requests, 3. new allocations: one address per wanted family.
+    for svc in &sorted {
+        let k = key(svc);
+        let have = out.get(&k).cloned().unwrap_or_default();
+        let req = match requested(svc) {
+            Ok(r) => r,
+            Err(e) => {
+                events.push(ev(&k, "Warning", "InvalidRequest", e));
+                continue;
+            }
+        };
+        if !req.is_empty() {
+            for a in req {
+                if have.contains(&a) {
+                    continue;
+                }
+                match (pool_for(svc, a), used.get(&a)) {
+                    (None, _) => events.push(ev(
+                        &k,
+                        "Warning",
+                        "AddressNotAllowed",
+                        format!("requested {a} is not in any pool this Service may use"),
+                    )),
+                    (_, Some(owner)) => events.push(ev(
+                        &k,
+                        "Warning",
+                        "AddressInUse",
+                        format!("requested {a} is already allocated to {owner}"),
+                    )),
+                    (Some(p), None) => {
+                        used.insert(a, k.clone());
+                        out.entry(k.clone()).or_default().push(a);
+                        events.push(ev(&k, "Normal", "IPAllocated", format!("{a} from pool {} (requested)", p.name)));
+                    }
+                }
+            }
+            continue;
+        }
+        for v4 in families(svc) {
+            if have.iter().any(|a| a.is_ipv4() == v4) {
+                continue;
+            }
+            let fam = if v4 { "IPv4" } else { "IPv6" };
+            let candidates: Vec<&Pool> = s
+                .pools
+                .iter()
+                .filter(|p| p.permits(svc) && p.ranges.iter().any(|(lo, _)| lo.is_ipv4() == v4))
+                .collect();
+            if candidates.is_empty() {
+                events.push(ev(
+                    &k,
+                    "Warning",
+                    "NoPool",
+                    format!("no {fam} pool admits this Service (namespace and labels)"),
+                ));
+                continue;
+            }
+            match candidates.iter().find_map(|p| p.first_free(v4, &used).map(|a| (p, a))) {
+                Some((p, a)) => {
+                    used.insert(a, k.clone());
+                    out.entry(k.clone()).or_default().push(a);
+                    events.push(ev(&k, "Normal", "IPAllocated", format!("{a} from pool {}", p.name)));
+                }
+                None => events.push(ev(
+                    &k,
+                    "Warning",
+                    "PoolExhausted",
+                    format!(
+                        "no free {fam} address in {}",
+                        candidates.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+            }
+        }
+    }
+    out
+}
+
+fn protocol(p: Option<&str>) -> Option<Protocol> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+/// The VIP services of one Service with addresses `vips`, from its EndpointSlices: per VIP and Service port, the
+/// endpoints of the VIP's family on the matching port: `ready` active, `serving` + `terminating` draining, others out.
+///
+/// # Errors
+/// A mode the annotation names that does not exist, or one that contradicts `externalTrafficPolicy: Local`.
+pub fn service_specs(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    vips: &[IpAddr],
+    default_mode: Mode,
+) -> Result<Vec<ServiceSpec>, String> {
+    let spec = svc.spec.as_ref().ok_or("no spec")?;
+    let mode = match annotation(svc, MODE_ANNOTATION) {
+        Some(m) => m.parse::<Mode>().map_err(|e| format!("{MODE_ANNOTATION}: {}", e.message))?,
+        None => default_mode,
+    };
+    if spec.external_traffic_policy.as_deref() == Some("Local") && mode == Mode::FullNat {
+        return Err(
+            "externalTrafficPolicy Local keeps the client address: full-NAT cannot; use nat, dsr_l2, ipip or gue"
+                .into(),
+        );
+    }
+    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(10_800)
+    });
+    let weights: HashMap<IpAddr, u32> = annotation(svc, WEIGHTS_ANNOTATION)
+        .map(|w| {
+            w.split(',')
+                .filter_map(|kv| {
+                    let (a, n) = kv.split_once('=')?;
+                    Some((a.trim().parse().ok()?, n.trim().parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for vip in vips {
+        for p in spec.ports.as_deref().unwrap_or_default() {
+            let Some(proto) = protocol(p.protocol.as_deref()) else { continue };
+            let Ok(port) = u16::try_from(p.port) else { continue };
+            let mut backends: Vec<BackendSpec> = Vec::new();
+            for sl in slices {
+                let fam_ok = match sl.address_type.as_str() {
+                    "IPv4" => vip.is_ipv4(),
+                    "IPv6" => vip.is_ipv6(),
+                    _ => false,
+                };
+                if !fam_ok {
+                    continue;
+                }
+                // The slice port with the Service port's name (both unnamed for a single-port Service).
+                let Some(ep_port) = sl.ports.as_deref().unwrap_or_default().iter().find(|sp| {
+                    sp.name.as_deref().unwrap_or("") == p.name.as_deref().unwrap_or("")
+                        && protocol(sp.protocol.as_deref()) == Some(proto)
+                }) else {
+                    continue;
+                };
+                let Some(target) = ep_port.port.and_then(|x| u16::try_from(x).ok()) else { continue };
+                for e in &sl.endpoints {
+                    let c = e.conditions.as_ref();
+                    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+                    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+                    let state = if ready && !terminating {
+                        BackendState::Active
+                    } else if serving {
+                        BackendState::Draining
+                    } else {
+                        continue;
+                    };
+                    for a in &e.addresses {
+                        let Ok(addr) = a.parse::<IpAddr>() else { continue };
+                        if addr.is_ipv4() != vip.is_ipv4()
+                            || backends.iter().any(|b| b.addr == addr && b.port == target)
+                        {
+                            continue;
+                        }
+                        let weight = weights.get(&addr).copied().unwrap_or(1).clamp(1, 65_535);
+                        backends.push(BackendSpec { addr, port: target, weight, state });
+                    }
+                }
+            }
+            backends.sort_by_key(|b| (b.addr, b.port));
+            let mut s = ServiceSpec::new(*vip, proto, Some(port), mode, backends);
+            s.affinity_timeout_s = affinity;
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// One sync over all objects: allocation, mapping, status and events.
+pub fn sync(services: &[Service], slices: &[EndpointSlice], s: &Settings) -> Outcome {
+    let mine: Vec<&Service> = services.iter().filter(|x| ours(x, &s.class, s.classless)).collect();
+    let mut events = Vec::new();
+    let status = allocate(&mine, s, &mut events);
+    let mut by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
+    for sl in slices {
+        if let Some(name) = sl.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+            let ns = sl.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            by_service.entry((ns, name.clone())).or_default().push(sl);
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen: HashSet<ServiceKey> = HashSet::new();
+    for svc in &mine {
+        let k = key(svc);
+        let Some(vips) = status.get(&k) else { continue };
+        let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let slices = by_service.get(&(ns, name)).cloned().unwrap_or_default();
+        match service_specs(svc, &slices, vips, s.default_mode) {
+            Ok(specs) => {
+                for sp in specs {
+                    if seen.insert(crate::api::store::key_of(&sp)) {
+                        out.push(sp);
+                    }
+                }
+            }
+            Err(e) => events.push(ev(&k, "Warning", "InvalidService", e)),
+        }
+    }
+    Outcome { services: out, status, events }
+}
+
+#[cfg(test)]
+mod tests;
