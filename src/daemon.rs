@@ -335,6 +335,7 @@ where
         peers: loaded.bgp_peers.clone(),
         bgp_listen_port: loaded.bgp_listen_port,
         bgp: loaded.bgp,
+        kubernetes: loaded.kubernetes.clone(),
         graceful_shutdown: gshut_rx,
     };
     let api = match start_control(store.clone(), control) {
@@ -464,11 +465,12 @@ struct Control {
     peers: Vec<edgelb_controlplane::bgp::session::PeerConfig>,
     bgp_listen_port: u16,
     bgp: Option<(u32, std::net::Ipv4Addr)>,
+    kubernetes: Option<edgelb_controlplane::config::KubernetesConfig>,
     graceful_shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, String> {
-    let Control { listen, tls, metrics, peers, bgp_listen_port, bgp, mut graceful_shutdown } = control;
+    let Control { listen, tls, metrics, peers, bgp_listen_port, bgp, kubernetes, mut graceful_shutdown } = control;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("edgelb-ctl")
@@ -482,6 +484,39 @@ fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, Strin
         .spawn(move || {
             rt.block_on(async move {
                 let health = tokio::spawn(edgelb_controlplane::health::run(store.clone()));
+                // Kubernetes sync: Services and EndpointSlices drive the store; the Lease holder writes status.
+                let (k8s_stop, k8s_stop_rx) = tokio::sync::watch::channel(false);
+                let k8s = match kubernetes {
+                    Some(k) => {
+                        let client = match &k.kubeconfig {
+                            Some(path) => match kube::config::Kubeconfig::read_from(path) {
+                                Ok(kc) => kube::Config::from_custom_kubeconfig(
+                                    kc,
+                                    &kube::config::KubeConfigOptions::default(),
+                                )
+                                .await
+                                .map_err(|e| e.to_string()),
+                                Err(e) => Err(format!("{path}: {e}")),
+                            },
+                            None => kube::Config::infer().await.map_err(|e| e.to_string()),
+                        }
+                        .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()));
+                        match client {
+                            Ok(c) => Some(tokio::spawn(edgelb_controlplane::k8s::controller::run(
+                                c,
+                                store.clone(),
+                                k.settings,
+                                k.lease,
+                                k8s_stop_rx,
+                            ))),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(format!("Kubernetes client: {e}")));
+                                return;
+                            }
+                        }
+                    }
+                    None => None,
+                };
                 // The BGP speaker: its peers' transitions become events and log lines; its status is polled into
                 // the store for the API.
                 let speaker = bgp.map(|_| {
@@ -596,6 +631,10 @@ fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, Strin
                     }
                 }
                 health.abort();
+                let _ = k8s_stop.send(true);
+                if let Some(k) = k8s {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), k).await;
+                }
                 // Clean stop: withdraw every VIP and close the sessions with a Cease.
                 if let Some(sp) = speaker.lock().await.take() {
                     sp.stop().await;

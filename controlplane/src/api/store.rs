@@ -121,6 +121,8 @@ struct Inner {
     learned: HashMap<IpAddr, [u8; 6]>,
     /// Backends whose health check fails, with the service's policy (true: keep their flows, i.e. drain).
     unhealthy: HashMap<BackendKey, bool>,
+    /// Services from Kubernetes (the sync owns them; the file and the API own the model's).
+    k8s: Vec<ServiceSpec>,
     builder: ConfigBuilder,
     version: u64,
 }
@@ -144,8 +146,14 @@ impl std::fmt::Debug for Store {
 
 /// The model the dataplane gets: learnt neighbours added, failed backends taken out of the Maglev tables (down, or
 /// draining when the service keeps their flows). The operator's model itself is not changed.
-fn effective(m: &Model, learned: &HashMap<IpAddr, [u8; 6]>, unhealthy: &HashMap<BackendKey, bool>) -> Model {
+fn effective(
+    m: &Model,
+    learned: &HashMap<IpAddr, [u8; 6]>,
+    unhealthy: &HashMap<BackendKey, bool>,
+    k8s: &[ServiceSpec],
+) -> Model {
     let mut m = m.clone();
+    m.services.extend(k8s.iter().cloned());
     if !unhealthy.is_empty() {
         for s in &mut m.services {
             let k = key_of(s);
@@ -176,7 +184,14 @@ impl Store {
         let mut builder = ConfigBuilder::new();
         let (cfg, _) = builder.build(&model)?;
         Ok(Arc::new(Self {
-            inner: Mutex::new(Inner { model, learned: HashMap::new(), unhealthy: HashMap::new(), builder, version: 1 }),
+            inner: Mutex::new(Inner {
+                model,
+                learned: HashMap::new(),
+                unhealthy: HashMap::new(),
+                k8s: Vec::new(),
+                builder,
+                version: 1,
+            }),
             handle: ConfigHandle::new(cfg),
             events: broadcast::channel(1024).0,
             workers: OnceLock::new(),
@@ -259,10 +274,31 @@ impl Store {
         self.lock().model.clone()
     }
 
-    /// The services in force and the version.
+    /// The services in force (the model's, then Kubernetes') and the version.
     pub fn services(&self) -> (u64, Vec<ServiceSpec>) {
         let g = self.lock();
-        (g.version, g.model.services.clone())
+        (g.version, g.model.services.iter().chain(&g.k8s).cloned().collect())
+    }
+
+    /// Replace the services that come from Kubernetes.
+    ///
+    /// # Errors
+    /// The combined model's first validation error (e.g. a VIP the file or the API already uses); nothing changes.
+    pub fn set_kubernetes(&self, services: Vec<ServiceSpec>) -> Result<Applied, StoreError> {
+        let mut g = self.lock();
+        if g.k8s == services {
+            return Ok(Applied { version: g.version, applied: false, moved: Vec::new(), generation: 0 });
+        }
+        let m = effective(&g.model, &g.learned, &g.unhealthy, &services);
+        let (cfg, moved) = g.builder.build(&m)?;
+        let generation = cfg.generation;
+        self.handle.publish(cfg);
+        g.k8s = services;
+        g.version += 1;
+        let version = g.version;
+        drop(g);
+        let _ = self.events.send(StoreEvent::Applied { version, source: "kubernetes", moved: moved.clone() });
+        Ok(Applied { version, applied: true, moved, generation })
     }
 
     /// Watch changes.
@@ -324,7 +360,7 @@ impl Store {
                 }
             }
         }
-        let effective = effective(&model, &g.learned, &g.unhealthy);
+        let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
         let rename = |e: ConfigError| -> StoreError {
             let field = rename_field(&e.field, &origin);
             StoreError::Invalid { field, message: e.message }
@@ -352,7 +388,7 @@ impl Store {
     pub fn replace(&self, mut model: Model, source: &'static str) -> Result<Applied, StoreError> {
         let mut g = self.lock();
         model.draining = g.model.draining;
-        let effective = effective(&model, &g.learned, &g.unhealthy);
+        let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
         let (cfg, moved) = g.builder.build(&effective)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
@@ -371,7 +407,7 @@ impl Store {
     pub fn learn(&self, learned: impl IntoIterator<Item = (IpAddr, [u8; 6])>) -> Result<u64, StoreError> {
         let mut g = self.lock();
         g.learned.extend(learned);
-        let m = effective(&g.model, &g.learned, &g.unhealthy);
+        let m = effective(&g.model, &g.learned, &g.unhealthy, &g.k8s);
         let (cfg, _) = g.builder.build(&m)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
@@ -386,7 +422,7 @@ impl Store {
         let mut g = self.lock();
         let mut model = g.model.clone();
         model.draining = draining;
-        let effective = effective(&model, &g.learned, &g.unhealthy);
+        let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
         let (cfg, _) = g.builder.build(&effective)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
@@ -434,7 +470,7 @@ impl Store {
         let mut g = self.lock();
         let mut unhealthy = g.unhealthy.clone();
         f(&mut unhealthy);
-        let m = effective(&g.model, &g.learned, &unhealthy);
+        let m = effective(&g.model, &g.learned, &unhealthy, &g.k8s);
         let (cfg, _) = g.builder.build(&m)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);

@@ -151,6 +151,8 @@ pub struct Loaded {
     pub bgp_listen_port: u16,
     /// The speaker's AS and router id, when the file has a `[bgp]` section.
     pub bgp: Option<(u32, std::net::Ipv4Addr)>,
+    /// Kubernetes sync, when the file has a `[kubernetes]` section.
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +172,8 @@ struct File {
     metrics: Option<Spanned<MetricsSection>>,
     #[serde(default)]
     bgp: Option<Spanned<BgpSection>>,
+    #[serde(default)]
+    kubernetes: Option<Spanned<KubernetesSection>>,
     #[serde(default)]
     timeouts: TimeoutsSection,
     #[serde(default)]
@@ -320,6 +324,64 @@ struct PeerSection {
     graceful_restart: Option<u16>,
     #[serde(default)]
     passive: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KubernetesSection {
+    #[serde(default)]
+    kubeconfig: Option<String>,
+    #[serde(default = "default_class")]
+    class: String,
+    #[serde(default)]
+    classless: bool,
+    #[serde(default)]
+    default_mode: Option<Spanned<String>>,
+    #[serde(default)]
+    identity: Option<String>,
+    #[serde(default = "default_lease_ns")]
+    lease_namespace: String,
+    #[serde(default = "default_lease_name")]
+    lease_name: String,
+    #[serde(default = "default_lease_duration")]
+    lease_duration: i32,
+    #[serde(default, rename = "pool")]
+    pools: Vec<Spanned<PoolSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolSection {
+    name: String,
+    addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    #[serde(default)]
+    selector: std::collections::BTreeMap<String, String>,
+}
+
+fn default_class() -> String {
+    "edgelb.io/lb".into()
+}
+fn default_lease_ns() -> String {
+    "kube-system".into()
+}
+fn default_lease_name() -> String {
+    "edgelb-status".into()
+}
+fn default_lease_duration() -> i32 {
+    15
+}
+
+/// Kubernetes sync settings from `[kubernetes]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    /// Kubeconfig file (`None`: in-cluster or `KUBECONFIG`).
+    pub kubeconfig: Option<String>,
+    /// Mapping and allocation settings.
+    pub settings: crate::k8s::Settings,
+    /// Leader election.
+    pub lease: crate::k8s::controller::LeaseSettings,
 }
 
 fn bgp_port() -> u16 {
@@ -718,6 +780,62 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         key: t.key.clone().into(),
         client_ca: t.client_ca.clone().map(Into::into),
     });
+    let kubernetes = match &file.kubernetes {
+        None => None,
+        Some(k) => {
+            let ks = k.get_ref();
+            let default_mode = match &ks.default_mode {
+                Some(m) => m
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: ConfigError| lines.err(m, "kubernetes.default_mode".into(), e.message))?,
+                None => Mode::Nat,
+            };
+            if !(5..=300).contains(&ks.lease_duration) {
+                return Err(lines.err(k, "kubernetes.lease_duration".into(), "5..=300 seconds"));
+            }
+            let mut pools = Vec::new();
+            for (i, p) in ks.pools.iter().enumerate() {
+                let ps = p.get_ref();
+                let mut ranges = Vec::new();
+                for a in &ps.addresses {
+                    ranges.push(
+                        crate::k8s::parse_range(a.get_ref())
+                            .map_err(|e| lines.err(a, format!("kubernetes.pool[{i}].addresses"), e))?,
+                    );
+                }
+                if ranges.is_empty() {
+                    return Err(lines.err(p, format!("kubernetes.pool[{i}].addresses"), "at least one range"));
+                }
+                pools.push(crate::k8s::Pool {
+                    name: ps.name.clone(),
+                    ranges,
+                    namespaces: ps.namespaces.clone(),
+                    selector: ps.selector.clone(),
+                });
+            }
+            let identity = ks.identity.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "edgelb".into())
+            });
+            Some(KubernetesConfig {
+                kubeconfig: ks.kubeconfig.clone(),
+                settings: crate::k8s::Settings {
+                    class: ks.class.clone(),
+                    classless: ks.classless,
+                    default_mode,
+                    pools,
+                },
+                lease: crate::k8s::controller::LeaseSettings {
+                    namespace: ks.lease_namespace.clone(),
+                    name: ks.lease_name.clone(),
+                    identity,
+                    duration_s: ks.lease_duration,
+                },
+            })
+        }
+    };
     let mut bgp_peers = Vec::new();
     let bgp_listen_port = file.bgp.as_ref().map_or(0, |b| b.get_ref().listen_port);
     let mut bgp = None;
@@ -801,7 +919,19 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             });
         }
     }
-    Ok(Loaded { model, ports, cores: file.workers.cores, dpdk, api, api_tls, metrics, bgp_peers, bgp_listen_port, bgp })
+    Ok(Loaded {
+        model,
+        ports,
+        cores: file.workers.cores,
+        dpdk,
+        api,
+        api_tls,
+        metrics,
+        bgp_peers,
+        bgp_listen_port,
+        bgp,
+        kubernetes,
+    })
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.

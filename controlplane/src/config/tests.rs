@@ -173,3 +173,28 @@ fn dpdk_port_by_pf_and_vf_index() {
     let vlan = v.replacen("vlan = 100", "vlan = 5000", 1);
     assert_eq!(parse(&vlan).unwrap_err().field, "port[0].vf.vlan");
 }
+
+#[test]
+fn kubernetes_section() {
+    let text = format!(
+        "{EXAMPLE}\n[kubernetes]\nkubeconfig = \"/etc/edgelb/kubeconfig\"\nidentity = \"node-a\"\ndefault_mode = \"dsr_l2\"\n\n\
+         [[kubernetes.pool]]\nname = \"public\"\naddresses = [\"198.19.1.0/24\", \"2001:db8:100::/120\"]\nnamespaces = [\"shop\"]\n\
+         selector = {{ tier = \"edge\" }}\n"
+    );
+    let k = parse(&text).unwrap().kubernetes.unwrap();
+    assert_eq!(
+        (k.kubeconfig.as_deref(), k.lease.identity.as_str(), k.settings.default_mode),
+        (Some("/etc/edgelb/kubeconfig"), "node-a", Mode::DsrL2)
+    );
+    assert_eq!(
+        (k.settings.class.as_str(), k.lease.namespace.as_str(), k.lease.duration_s),
+        ("edgelb.io/lb", "kube-system", 15)
+    );
+    assert_eq!(k.settings.pools[0].ranges.len(), 2);
+    let bad = text.replace("198.19.1.0/24", "198.19.1.0/40");
+    let e = parse(&bad).unwrap_err();
+    assert_eq!(e.field, "kubernetes.pool[0].addresses", "{e}");
+    assert!(e.line.is_some());
+    let bad = text.replace("dsr_l2", "warp");
+    assert_eq!(parse(&bad).unwrap_err().field, "kubernetes.default_mode");
+}

@@ -6,6 +6,8 @@
 //! holds it and nobody else has it, and everything else is allocated in a fixed order. The watchers, status writer
 //! and leader election that drive it are the rest of the issue.
 
+pub mod controller;
+
 use crate::api::store::ServiceKey;
 use edgelb_dataplane::config::{BackendSpec, BackendState, Mode, Protocol, ServiceSpec};
 use k8s_openapi::api::core::v1::Service;

@@ -1,0 +1,209 @@
+//! The Kubernetes controller: watch Services and EndpointSlices (kube-runtime watchers and reflectors handle
+//! reconnects, resource versions and re-lists), run [`super::sync`] on every change, hand the VIP services to the
+//! store, and — only while holding the `coordination.k8s.io/v1` Lease — write `status.loadBalancer.ingress` and
+//! record Events. Every appliance programs its dataplane from the same objects, so their Maglev tables agree; when the
+//! API server is unreachable the store keeps the last state and the watchers catch up when it returns.
+
+use super::{current, key, sync, Event, Settings};
+use crate::api::store::Store;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::json;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Lease settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Our identity (holderIdentity).
+    pub identity: String,
+    /// Seconds a holder keeps it without renewing.
+    pub duration_s: i32,
+}
+
+/// Write a Service's `status.loadBalancer.ingress` (merge patch on the status subresource).
+///
+/// # Errors
+/// The API server's refusal.
+pub async fn write_status(client: &Client, namespace: &str, name: &str, ips: &[IpAddr]) -> Result<(), kube::Error> {
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let ingress: Vec<serde_json::Value> = ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
+    let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Record an Event on a Service (core/v1 Events, which `kubectl describe` shows).
+///
+/// # Errors
+/// The API server's refusal.
+pub async fn record_event(client: &Client, svc: &Service, e: &Event, now: DateTime<Utc>) -> Result<(), kube::Error> {
+    let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let ev: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}.{:x}", now.timestamp_nanos_opt().unwrap_or(0)), "namespace": ns},
+        "involvedObject": {"kind": "Service", "apiVersion": "v1", "namespace": ns, "name": name,
+                           "uid": svc.metadata.uid.clone().unwrap_or_default()},
+        "reason": e.reason, "message": e.message, "type": e.kind,
+        "source": {"component": "edgelb"}, "reportingComponent": "edgelb",
+        "firstTimestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "lastTimestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "count": 1
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    api.create(&PostParams::default(), &ev).await?;
+    Ok(())
+}
+
+fn micro(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// One round of leader election: take the Lease when absent or expired, renew it when ours. True while we hold it.
+///
+/// # Errors
+/// The API server is unreachable (a lost race for the Lease is `Ok(false)`, not an error).
+pub async fn lease_tick(client: &Client, l: &LeaseSettings, now: DateTime<Utc>) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &l.namespace);
+    let fresh = |transitions: i32, acquire: String, rv: Option<String>| -> Result<Lease, kube::Error> {
+        serde_json::from_value(json!({
+            "metadata": {"name": l.name, "namespace": l.namespace, "resourceVersion": rv},
+            "spec": {"holderIdentity": l.identity, "leaseDurationSeconds": l.duration_s, "acquireTime": acquire,
+                     "renewTime": micro(now), "leaseTransitions": transitions}
+        }))
+        .map_err(kube::Error::SerdeError)
+    };
+    let Some(cur) = api.get_opt(&l.name).await? else {
+        return match api.create(&PostParams::default(), &fresh(0, micro(now), None)?).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        };
+    };
+    let spec = cur.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.clone().unwrap_or_default();
+    let renewed = spec.renew_time.as_ref().map(|t| t.0);
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(l.duration_s));
+    let expired = renewed.is_none_or(|t| now.signed_duration_since(t).num_seconds() > duration);
+    if holder != l.identity && !expired {
+        return Ok(false);
+    }
+    let (transitions, acquire) = if holder == l.identity {
+        (spec.lease_transitions.unwrap_or(0), spec.acquire_time.as_ref().map_or_else(|| micro(now), |t| micro(t.0)))
+    } else {
+        (spec.lease_transitions.unwrap_or(0) + 1, micro(now))
+    };
+    match api
+        .replace(&l.name, &PostParams::default(), &fresh(transitions, acquire, cur.metadata.resource_version.clone())?)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Run until `stop` fires.
+pub async fn run(
+    client: Client,
+    store: Arc<Store>,
+    settings: Settings,
+    lease: LeaseSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let svc_api: Api<Service> = Api::all(client.clone());
+    let es_api: Api<EndpointSlice> = Api::all(client.clone());
+    let (svcs, svc_w) = reflector::store();
+    let (slices, es_w) = reflector::store();
+    let s1 =
+        reflector(svc_w, watcher(svc_api, watcher::Config::default())).default_backoff().touched_objects().map(|_| ());
+    let s2 = reflector(es_w, watcher(es_api, watcher::Config::default().labels(super::SERVICE_NAME_LABEL)))
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ());
+    let mut changes = std::pin::pin!(futures::stream::select(s1, s2));
+    let mut tick = tokio::time::interval(Duration::from_secs(u64::try_from(lease.duration_s / 3).unwrap_or(5).max(1)));
+    let mut leader = false;
+    let mut recorded: HashSet<(String, &'static str, String)> = HashSet::new();
+    let mut dirty = true;
+    loop {
+        tokio::select! {
+            c = changes.next() => {
+                if c.is_none() { break; }
+                dirty = true;
+                // Let a burst of changes settle into one sync.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ = tick.tick() => {
+                match lease_tick(&client, &lease, Utc::now()).await {
+                    Ok(now_leader) => {
+                        if now_leader != leader {
+                            info!(identity = %lease.identity, leader = now_leader, "Kubernetes status writer");
+                        }
+                        leader = now_leader;
+                        dirty |= leader;
+                    }
+                    Err(e) => {
+                        warn!("Kubernetes API unreachable, keeping the last state: {e}");
+                        leader = false;
+                    }
+                }
+            }
+            _ = stop.changed() => break,
+        }
+        if !dirty || svcs.is_empty() && slices.is_empty() {
+            continue;
+        }
+        dirty = false;
+        let all_svcs: Vec<Service> = svcs.state().iter().map(|s| (**s).clone()).collect();
+        let all_slices: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+        let out = sync(&all_svcs, &all_slices, &settings);
+        match store.set_kubernetes(out.services.clone()) {
+            Ok(a) if a.applied => {
+                info!(version = a.version, services = out.services.len(), "Kubernetes services applied")
+            }
+            Ok(_) => {}
+            Err(e) => warn!("Kubernetes services rejected, keeping the last ones: {e}"),
+        }
+        if !leader {
+            continue;
+        }
+        for svc in all_svcs.iter().filter(|s| super::ours(s, &settings.class, settings.classless)) {
+            let want = out.status.get(&key(svc)).cloned().unwrap_or_default();
+            if current(svc) != want {
+                let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                let name = svc.metadata.name.clone().unwrap_or_default();
+                if let Err(e) = write_status(&client, &ns, &name, &want).await {
+                    warn!(service = %key(svc), "status not written: {e}");
+                }
+            }
+        }
+        for e in &out.events {
+            let k = (e.service.clone(), e.reason, e.message.clone());
+            if recorded.contains(&k) {
+                continue;
+            }
+            if let Some(svc) = all_svcs.iter().find(|s| key(s) == e.service) {
+                match record_event(&client, svc, e, Utc::now()).await {
+                    Ok(()) => {
+                        recorded.insert(k);
+                    }
+                    Err(err) => warn!(service = %e.service, "event not recorded: {err}"),
+                }
+            }
+        }
+    }
+}
