@@ -299,3 +299,51 @@ fn edgelbd_forwards_reloads_and_stops() {
     let lb0 = mac_str(lab.mac(&lb, "lb0"));
     assert!(neigh.contains(&lb0), "the client resolved the VIP to the appliance's port: {neigh}");
 }
+
+/// With `[kubernetes]` pointing at an API server that does not answer, edgelbd keeps forwarding its last state (here
+/// the file's) and says so; it does not exit.
+#[test]
+fn edgelbd_keeps_running_when_the_kubernetes_api_is_unreachable() {
+    require_root();
+    let mut lab = Lab::new("k8s");
+    let (cl, lb) = (lab.ns("cl"), lab.ns("lb"));
+    lab.veth(&cl, "cl0", &lb, "lb0");
+    let kubeconfig = temp(
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\n\
+         contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n",
+    );
+    let cfg = temp(
+        "k8s.toml",
+        &format!(
+            "{}\n[kubernetes]\nkubeconfig = \"{}\"\nidentity = \"test\"\nlease_duration = 6\n\n[[kubernetes.pool]]\nname = \"p\"\naddresses = [\"198.19.5.0/28\"]\n",
+            MINIMAL.replace("name = \"lo\"", "name = \"lb0\""),
+            kubeconfig.display()
+        ),
+    );
+    let mut daemon = Command::new("ip")
+        .args(["netns", "exec", &lb, EDGELBD, "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = daemon.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let alive = daemon.try_wait().unwrap().is_none();
+    // SAFETY: kill(2) on our child, still running (or already exited, then ESRCH is harmless).
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: as above; the second signal stops a draining daemon at once.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    let status = daemon.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(alive, "edgelbd exited with the API server unreachable:\n{log}");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("Kubernetes API unreachable, keeping the last state"), "log:\n{log}");
+    assert!(log.contains("edgelbd forwarding"), "log:\n{log}");
+}
