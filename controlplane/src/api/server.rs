@@ -129,6 +129,20 @@ impl Api {
         Ok(a)
     }
 
+    /// A backend convenience call: authorize, change the service's backend list with `op`, apply, settle.
+    async fn backend(
+        &self,
+        req: Request<v1::BackendRequest>,
+        op: fn(
+            &mut Vec<edgelb_dataplane::config::BackendSpec>,
+            edgelb_dataplane::config::BackendSpec,
+        ) -> Result<(), Status>,
+    ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
+        self.authorize(&req)?;
+        let a = self.backend_op(req.into_inner(), op)?;
+        Ok(self.settle(a).await)
+    }
+
     /// Return only once every worker uses the snapshot an apply published (bounded: a stalled worker does not hold
     /// the caller beyond 100 ms, and is logged), so a change is in force on every worker when the call returns.
     async fn settle(&self, a: super::store::Applied) -> Response<v1::ApplyServicesResponse> {
@@ -411,54 +425,50 @@ impl LoadBalancer for Api {
         &self,
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
-        self.authorize(&req)?;
-        let a = self.backend_op(req.into_inner(), |list, b| {
+        self.backend(req, |list, b| {
             if find(list, &b).is_some() {
                 return Err(Status::already_exists(format!("backend {}:{} is already in the service", b.addr, b.port)));
             }
             list.push(b);
             Ok(())
-        })?;
-        Ok(self.settle(a).await)
+        })
+        .await
     }
 
     async fn remove_backend(
         &self,
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
-        self.authorize(&req)?;
-        let a = self.backend_op(req.into_inner(), |list, b| {
+        self.backend(req, |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list.remove(i);
             Ok(())
-        })?;
-        Ok(self.settle(a).await)
+        })
+        .await
     }
 
     async fn drain_backend(
         &self,
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
-        self.authorize(&req)?;
-        let a = self.backend_op(req.into_inner(), |list, b| {
+        self.backend(req, |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list[i].state = BackendState::Draining;
             Ok(())
-        })?;
-        Ok(self.settle(a).await)
+        })
+        .await
     }
 
     async fn set_backend_weight(
         &self,
         req: Request<v1::BackendRequest>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
-        self.authorize(&req)?;
-        let a = self.backend_op(req.into_inner(), |list, b| {
+        self.backend(req, |list, b| {
             let i = find(list, &b).ok_or_else(|| absent(&b))?;
             list[i].weight = b.weight;
             Ok(())
-        })?;
-        Ok(self.settle(a).await)
+        })
+        .await
     }
 
     async fn query_flow(&self, req: Request<v1::QueryFlowRequest>) -> Result<Response<v1::QueryFlowResponse>, Status> {

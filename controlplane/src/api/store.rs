@@ -291,14 +291,8 @@ impl Store {
         }
         let m = effective(&g.model, &g.learned, &g.unhealthy, &services);
         let (cfg, moved) = g.builder.build(&m)?;
-        let generation = cfg.generation;
-        self.handle.publish(cfg);
         g.k8s = services;
-        g.version += 1;
-        let version = g.version;
-        drop(g);
-        let _ = self.events.send(StoreEvent::Applied { version, source: "kubernetes", moved: moved.clone() });
-        Ok(Applied { version, applied: true, moved, generation })
+        Ok(self.commit(g, cfg, moved, "kubernetes"))
     }
 
     /// Watch changes.
@@ -371,14 +365,25 @@ impl Store {
             return Ok(Applied { version: g.version + 1, applied: false, moved, generation: 0 });
         }
         let (cfg, moved) = g.builder.build(&effective).map_err(rename)?;
+        g.model = model;
+        Ok(self.commit(g, cfg, moved, source))
+    }
+
+    /// Publish a built snapshot, count a new version of the service set, announce it.
+    fn commit(
+        &self,
+        mut g: MutexGuard<'_, Inner>,
+        cfg: Arc<DataplaneConfig>,
+        moved: Vec<SlotsMoved>,
+        source: &'static str,
+    ) -> Applied {
         let generation = cfg.generation;
         self.handle.publish(cfg);
-        g.model = model;
         g.version += 1;
         let version = g.version;
         drop(g);
         let _ = self.events.send(StoreEvent::Applied { version, source, moved: moved.clone() });
-        Ok(Applied { version, applied: true, moved, generation })
+        Applied { version, applied: true, moved, generation }
     }
 
     /// Replace the whole model (a reloaded config file), keeping the draining state and learnt neighbours.
@@ -390,14 +395,8 @@ impl Store {
         model.draining = g.model.draining;
         let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
         let (cfg, moved) = g.builder.build(&effective)?;
-        let generation = cfg.generation;
-        self.handle.publish(cfg);
         g.model = model;
-        g.version += 1;
-        let version = g.version;
-        drop(g);
-        let _ = self.events.send(StoreEvent::Applied { version, source, moved: moved.clone() });
-        Ok(Applied { version, applied: true, moved, generation })
+        Ok(self.commit(g, cfg, moved, source))
     }
 
     /// Add neighbours the slow path learnt and publish a snapshot with them. Returns the generation.

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 pub const MODE_ANNOTATION: &str = "edgelb.io/mode";
 /// Annotation requesting addresses (comma-separated).
 pub const IPS_ANNOTATION: &str = "edgelb.io/loadBalancerIPs";
-/// Annotation giving endpoint weights: `10.0.1.5=3,10.0.1.6=1`.
+/// Annotation giving endpoint weights: `198.18.3.5=3,198.18.3.6=1`.
 pub const WEIGHTS_ANNOTATION: &str = "edgelb.io/weights";
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

@@ -73,15 +73,15 @@ fn services_map_to_vip_services_with_endpoint_states() {
     let s = svc(
         "web",
         json!({"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}},
-               "metadata": {"annotations": {"edgelb.io/mode": "dsr_l2", "edgelb.io/weights": "10.0.1.5=3"}}}),
+               "metadata": {"annotations": {"edgelb.io/mode": "dsr_l2", "edgelb.io/weights": "198.18.3.5=3"}}}),
     );
     let sl = slice(
         "web",
         "IPv4",
         json!([
-            {"addresses": ["10.0.1.5"], "conditions": {"ready": true, "serving": true, "terminating": false}},
-            {"addresses": ["10.0.1.6"], "conditions": {"ready": false, "serving": true, "terminating": true}},
-            {"addresses": ["10.0.1.7"], "conditions": {"ready": false, "serving": false, "terminating": true}}
+            {"addresses": ["198.18.3.5"], "conditions": {"ready": true, "serving": true, "terminating": false}},
+            {"addresses": ["198.18.3.6"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["198.18.3.7"], "conditions": {"ready": false, "serving": false, "terminating": true}}
         ]),
     );
     let v6 = slice("web", "IPv6", json!([{"addresses": ["2001:db8:5::5"], "conditions": {"ready": true}}]));
@@ -97,7 +97,7 @@ fn services_map_to_vip_services_with_endpoint_states() {
         sp.backends.iter().map(|b| (b.addr.to_string(), b.port, b.weight, b.state)).collect();
     assert_eq!(
         b,
-        [("10.0.1.5".into(), 8080, 3, BackendState::Active), ("10.0.1.6".into(), 8080, 1, BackendState::Draining)],
+        [("198.18.3.5".into(), 8080, 3, BackendState::Active), ("198.18.3.6".into(), 8080, 1, BackendState::Draining)],
         "not serving: out; IPv6 endpoints: not for an IPv4 VIP"
     );
     // Full-NAT contradicts externalTrafficPolicy Local.
@@ -136,7 +136,7 @@ fn allocation_is_stable_honours_requests_and_says_why_not() {
     // Requests: honoured when allowed and free; refused with a reason otherwise.
     let req = svc("e", json!({"metadata": {"annotations": {"edgelb.io/loadBalancerIPs": "198.19.1.77"}}}));
     let taken = svc("f", json!({"spec": {"loadBalancerIP": "198.19.0.11"}}));
-    let outside = svc("g", json!({"metadata": {"annotations": {"edgelb.io/loadBalancerIPs": "203.0.113.1"}}}));
+    let outside = svc("g", json!({"metadata": {"annotations": {"edgelb.io/loadBalancerIPs": "198.19.200.1"}}}));
     let mut ev = Vec::new();
     let r = allocate(&[&b2, &req, &taken, &outside], &st, &mut ev);
     assert_eq!(r["shop/e"], ["198.19.1.77".parse::<IpAddr>().unwrap()]);
@@ -182,7 +182,7 @@ fn sync_takes_only_our_class_and_joins_slices_by_label() {
     let mine = svc("web", json!({}));
     let other = svc("other", json!({"spec": {"loadBalancerClass": "metallb"}}));
     let plain = svc("plain", json!({"spec": {"type": "ClusterIP"}}));
-    let sl = slice("web", "IPv4", json!([{"addresses": ["10.0.1.5"], "conditions": {"ready": true}}]));
+    let sl = slice("web", "IPv4", json!([{"addresses": ["198.18.3.5"], "conditions": {"ready": true}}]));
     let o = sync(&[mine, other, plain], &[sl], &st);
     assert_eq!(o.status.keys().collect::<Vec<_>>(), ["shop/web"]);
     assert_eq!(o.services.len(), 1);
