@@ -388,6 +388,9 @@ where
         while let Some((port, b)) = workers.slow.pop() {
             slow.handle(port, b.data(), now, &mut emit);
         }
+        while let Some((a, v4)) = workers.unresolved.pop() {
+            slow.want(edgelb_dataplane::config::addr_from16(a, v4));
+        }
         slow.poll(now, &mut emit);
         learned.extend(slow.take_learned());
         if !learned.is_empty() && now.duration_since(last_rebuild) >= Duration::from_millis(100) {
@@ -402,7 +405,9 @@ where
         let version = store.version();
         if version != seen_version {
             seen_version = version;
-            let model = store.model();
+            // Every service in force (file, API and Kubernetes ones) needs its backends resolved.
+            let mut model = store.model();
+            model.services = store.services().1;
             slow.update(&handle.load());
             slow.set_wanted(wanted(&model));
             slow.announce(&mut emit);

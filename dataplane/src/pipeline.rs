@@ -571,6 +571,10 @@ pub struct Pipeline {
     frags: FlowTable<FragKey>,
     /// Packet counters.
     pub counters: Counters,
+    /// The last on-link destination a reply could not reach because its neighbour is unknown (16-byte form, IPv4?):
+    /// the worker hands it to the slow path to resolve. A client that has the VIP's MAC cached (say, across an
+    /// appliance restart) never ARPs, so without this its replies would be dropped until its cache expires.
+    pub unresolved: Option<([u8; 16], bool)>,
     /// Per-backend counters by stable id.
     pub backend_stats: Vec<ObjCounters>,
     /// Per-service counters by stable id.
@@ -595,6 +599,7 @@ impl Pipeline {
             affinity: FlowTable::new(sizes.affinity),
             frags: FlowTable::new(sizes.fragments),
             counters: Counters::default(),
+            unresolved: None,
             backend_stats: Vec::new(),
             service_stats: Vec::new(),
         }
@@ -1193,7 +1198,10 @@ impl Pipeline {
         let client = fkey.src16();
         let nh = match cfg.route(&client, p.v4) {
             Some(nh) => nh,
-            None => return Some(Err(DropReason::NoRoute)),
+            None => {
+                self.unresolved = Some((client, p.v4));
+                return Some(Err(DropReason::NoRoute));
+            }
         };
         let d = pkt.data_mut();
         nat::decrement_ttl(d, p.l3, p.v4);

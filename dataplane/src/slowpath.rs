@@ -223,6 +223,16 @@ impl SlowPath {
         self.vips6 = cfg.services.iter().filter(|s| !s.v4).map(|s| Ipv6Addr::from(s.vip)).collect();
     }
 
+    /// Resolve `ip` too (a destination the dataplane found unreachable), until it is known. At most 1 024 such
+    /// addresses are kept.
+    pub fn want(&mut self, ip: IpAddr) {
+        if !self.wanted.contains(&ip) && !self.neighbours.contains_key(&ip) && self.wanted.len() < 1024 {
+            self.wanted.push(ip);
+            // Ask at the next poll rather than waiting for the periodic round.
+            self.last_request = None;
+        }
+    }
+
     /// Next hops to resolve (asked for once a second until learnt).
     pub fn set_wanted(&mut self, addrs: Vec<IpAddr>) {
         self.wanted = addrs;

@@ -120,6 +120,8 @@ pub struct Workers<P: Port> {
     pub slow: Arc<ArrayQueue<Handoff<P::Buf>>>,
     /// Frames the slow path sends (ARP, NDP, ICMP answers): worker 0 transmits them on the port named.
     pub inject: Arc<ArrayQueue<Handoff<P::Buf>>>,
+    /// On-link addresses replies could not reach (neighbour unknown), for the slow path to resolve.
+    pub unresolved: Misses,
     /// Per worker: the config generation it last loaded (written only when it changes).
     pub in_use: Vec<Arc<AtomicU64>>,
     queries: Vec<Arc<ArrayQueue<QueryRequest>>>,
@@ -206,6 +208,9 @@ enum QueryRequest {
 /// Flow-table slots a worker scans per listing request: a bounded pause (tens of microseconds) between bursts.
 const LIST_SCAN_SLOTS: u32 = 16_384;
 
+/// Unresolved on-link destinations (16-byte form, IPv4?) the workers hand to the slow path.
+pub type Misses = Arc<ArrayQueue<([u8; 16], bool)>>;
+
 /// Where a paged flow listing continues: worker and cursor in its tables.
 pub type FlowPageToken = (u16, FlowCursor);
 
@@ -243,6 +248,7 @@ where
             (0..n).map(|_| Arc::new(ArrayQueue::new(handoff_depth.max(BURST)))).collect();
         let slow = Arc::new(ArrayQueue::new(slow_depth.max(1)));
         let inject = Arc::new(ArrayQueue::new(slow_depth.max(1)));
+        let unresolved = Arc::new(ArrayQueue::new(64));
         let stop = Arc::new(AtomicBool::new(false));
         let mut stats = Vec::new();
         let mut threads = Vec::new();
@@ -256,6 +262,7 @@ where
             let queries = Arc::new(ArrayQueue::new(16));
             queries_all.push(queries.clone());
             let (cfg, stop, inboxes, slow) = (config.clone(), stop.clone(), inboxes.clone(), slow.clone());
+            let misses = unresolved.clone();
             let inject = (s.worker == 0).then(|| inject.clone());
             let t = std::thread::Builder::new()
                 .name(format!("edgelb-w{}", s.worker))
@@ -269,6 +276,7 @@ where
                     w.core = pinned;
                     w.inject = inject;
                     w.in_use = Some(in_use);
+                    w.misses = Some(misses);
                     w.queries = Some(queries);
                     w.run(&cfg, &stop);
                     w.ports
@@ -276,7 +284,7 @@ where
                 .expect("spawn worker thread");
             threads.push(t);
         }
-        Self { stop, threads, stats, slow, inject, in_use: in_use_all, queries: queries_all }
+        Self { stop, threads, stats, slow, inject, unresolved, in_use: in_use_all, queries: queries_all }
     }
 
     /// A handle on the running workers for the control plane: their stats, their config generations, flow queries.
@@ -355,6 +363,7 @@ pub struct Worker<P: Port> {
     inject: Option<Arc<ArrayQueue<Handoff<P::Buf>>>>,
     in_use: Option<Arc<AtomicU64>>,
     queries: Option<Arc<ArrayQueue<QueryRequest>>>,
+    misses: Option<Misses>,
 }
 
 impl<P: Port> std::fmt::Debug for Worker<P> {
@@ -392,6 +401,7 @@ impl<P: Port> Worker<P> {
             inject: None,
             in_use: None,
             queries: None,
+            misses: None,
         }
     }
 
@@ -421,6 +431,13 @@ impl<P: Port> Worker<P> {
             self.generation = cfg.generation;
             if let Some(g) = &self.in_use {
                 g.store(cfg.generation, Ordering::Release);
+            }
+        }
+        // An unreachable on-link destination seen in the last pass: ask the slow path to resolve it (a full ring
+        // drops the request; the next miss asks again).
+        if let Some(m) = self.pipeline.unresolved.take() {
+            if let Some(q) = &self.misses {
+                let _ = q.push(m);
             }
         }
         if let Some(q) = &self.queries {
