@@ -494,6 +494,43 @@ fn kubernetes_services_drive_the_appliance() {
     }
     println!("40 requests through 198.19.0.1:80: {per:?}");
     assert!(per.get("be1").copied().unwrap_or(0) >= 5 && per.get("be2").copied().unwrap_or(0) >= 5, "{per:?}");
+    // A Service asking for an address outside every pool: a Kubernetes Event from the Lease holder, and the sync's
+    // state in /metrics.
+    let bad = temp(
+        "kube-bad.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\n  namespace: default\n  annotations:\n    edgelb.io/loadBalancerIPs: 198.19.9.9\nspec:\n  type: LoadBalancer\n  loadBalancerClass: edgelb.io/lb\n  ports:\n  - port: 81\n    protocol: TCP\n",
+    );
+    k(&["apply", "--validate=false", "-f", bad.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lb, "kubectl", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["get", "events", "-o", "json"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        if text.contains("AddressNotAllowed") && text.contains("198.19.9.9") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no AddressNotAllowed Event:\n{text}\n{}", log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let m = Command::new("ip")
+        .args(["netns", "exec", &lb, "curl", "-s", "http://127.0.0.1:9917/metrics"])
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&m.stdout);
+    for want in [
+        "edgelb_kubernetes_objects{kind=\"services\"} 2",
+        "edgelb_kubernetes_leader{} 1",
+        "edgelb_kubernetes_sync_failures{} 1",
+        "edgelb_kubernetes_services_allocated{} 1",
+    ] {
+        assert!(m.contains(want), "{want} missing from /metrics:\n{m}");
+    }
+    k(&["delete", "svc", "bad"]);
+
     // An open connection to be1, then be1 marked not ready (still serving, terminating): new ones avoid it.
     let mut long = loop {
         let mut s = in_netns(&cl, || {
@@ -512,7 +549,33 @@ fn kubernetes_services_drive_the_appliance() {
         "-p",
         r#"[{"op":"replace","path":"/endpoints/0/conditions","value":{"ready":false,"serving":true,"terminating":true}}]"#,
     ]);
-    std::thread::sleep(Duration::from_millis(800));
+    // Wait (bounded) until the appliance has the endpoint draining, as its API reports it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lb,
+                env!("CARGO_BIN_EXE_edgelbctl"),
+                "--addr",
+                "http://127.0.0.1:50074",
+                "-o",
+                "json",
+            ])
+            .args(["service", "list"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let draining = v["services"][0]["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["address"] == "198.18.2.10" && b["state"] == "draining"));
+        if draining {
+            break;
+        }
+        assert!(Instant::now() < deadline, "be1 never drained: {v}\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for i in 0..20 {
         assert_eq!(
             in_netns(&cl, one_request).unwrap(),

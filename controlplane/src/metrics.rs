@@ -108,6 +108,39 @@ pub fn render(store: &Store) -> String {
     }
     gauge(&mut reg, "burst_latency_nanoseconds", "Time to process one burst, by worker (last interval)", lat);
     gauge(&mut reg, "config_version", "Version of the service set in force", vec![(none(), s.version as i64)]);
+    if let Some(k) = store.k8s_status() {
+        let kind = |k: &str| vec![("kind".to_string(), k.to_string())];
+        gauge(
+            &mut reg,
+            "kubernetes_objects",
+            "Objects the Kubernetes sync watches",
+            vec![(kind("services"), k.services as i64), (kind("endpointslices"), k.endpoint_slices as i64)],
+        );
+        gauge(
+            &mut reg,
+            "kubernetes_services_allocated",
+            "Services of ours with an address",
+            vec![(none(), k.allocated as i64)],
+        );
+        gauge(
+            &mut reg,
+            "kubernetes_sync_failures",
+            "Warnings of the last sync (allocation failures, invalid Services)",
+            vec![(none(), k.failures as i64)],
+        );
+        gauge(
+            &mut reg,
+            "kubernetes_sync_lag_milliseconds",
+            "First change seen to snapshot in force, last sync",
+            vec![(none(), k.lag_ms as i64)],
+        );
+        gauge(
+            &mut reg,
+            "kubernetes_leader",
+            "1 while this appliance holds the Lease",
+            vec![(none(), i64::from(k.leader))],
+        );
+    }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         out.clear();

@@ -630,6 +630,10 @@ async fn run(argv: Vec<String>) -> Result<(), Fail> {
                         "time_ms": e.time_ms, "event": "backend_health", "service": show_key(&h.vip, h.protocol, h.port),
                         "backend": format!("{}:{}", h.address, h.backend_port), "healthy": h.healthy, "reason": h.reason,
                     }),
+                    Some(v1::event::Kind::Kubernetes(k)) => serde_json::json!({
+                        "time_ms": e.time_ms, "event": "kubernetes", "service": k.service, "reason": k.reason,
+                        "message": k.message,
+                    }),
                     Some(v1::event::Kind::PeerState(p)) => serde_json::json!({
                         "time_ms": e.time_ms, "event": "peer_state", "peer": p.peer, "state": p.state, "reason": p.reason,
                     }),

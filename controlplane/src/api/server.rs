@@ -367,6 +367,9 @@ fn event_out(e: StoreEvent, store: &Store) -> v1::Event {
             reason,
         }),
         StoreEvent::PeerState { peer, state, reason } => Kind::PeerState(v1::PeerState { peer, state, reason }),
+        StoreEvent::Kubernetes { service, reason, message } => {
+            Kind::Kubernetes(v1::KubernetesEvent { service, reason, message })
+        }
     };
     v1::Event { time_ms: now_ms(), kind: Some(kind) }
 }

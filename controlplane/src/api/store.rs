@@ -102,6 +102,15 @@ pub enum StoreEvent {
         /// Why.
         reason: String,
     },
+    /// Kubernetes sync said something about a Service (allocation failures, invalid Services).
+    Kubernetes {
+        /// `namespace/name`.
+        service: String,
+        /// Reason (e.g. `PoolExhausted`).
+        reason: String,
+        /// Message.
+        message: String,
+    },
     /// A BGP peer changed state.
     PeerState {
         /// Peer name.
@@ -136,6 +145,24 @@ pub struct Store {
     ports: OnceLock<Vec<(String, String)>>,
     peers: Mutex<Vec<(String, crate::bgp::session::Status)>>,
     peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
+    k8s_status: Mutex<Option<K8sStatus>>,
+}
+
+/// What the Kubernetes sync last reported, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct K8sStatus {
+    /// Services watched (all, not only ours).
+    pub services: usize,
+    /// EndpointSlices watched.
+    pub endpoint_slices: usize,
+    /// Services of ours with an address.
+    pub allocated: usize,
+    /// Warnings of the last sync (allocation failures, invalid Services).
+    pub failures: usize,
+    /// Milliseconds from the first change seen to the dataplane snapshot in force, last sync.
+    pub lag_ms: u64,
+    /// This appliance holds the Lease (writes status and Events).
+    pub leader: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -198,6 +225,7 @@ impl Store {
             ports: OnceLock::new(),
             peers: Mutex::new(Vec::new()),
             peer_ops: OnceLock::new(),
+            k8s_status: Mutex::new(None),
         }))
     }
 
@@ -247,6 +275,18 @@ impl Store {
     /// The speaker's AS, router id and request channel, when BGP runs.
     pub fn speaker(&self) -> Option<&(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)> {
         self.peer_ops.get()
+    }
+
+    /// Record the Kubernetes sync's state.
+    pub fn set_k8s_status(&self, s: K8sStatus) {
+        if let Ok(mut g) = self.k8s_status.lock() {
+            *g = Some(s);
+        }
+    }
+
+    /// The Kubernetes sync's state, when it runs.
+    pub fn k8s_status(&self) -> Option<K8sStatus> {
+        self.k8s_status.lock().ok().and_then(|g| *g)
     }
 
     /// The BGP peers' status.

@@ -138,12 +138,16 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(u64::try_from(lease.duration_s / 3).unwrap_or(5).max(1)));
     let mut leader = false;
     let mut recorded: HashSet<(String, &'static str, String)> = HashSet::new();
+    let mut announced: HashSet<(String, &'static str, String)> = HashSet::new();
     let mut dirty = true;
+    // When the first change of the current batch was seen: the start of the sync lag.
+    let mut first_change: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             c = changes.next() => {
                 if c.is_none() { break; }
                 dirty = true;
+                first_change.get_or_insert_with(std::time::Instant::now);
                 // Let a burst of changes settle into one sync.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -177,6 +181,25 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => warn!("Kubernetes services rejected, keeping the last ones: {e}"),
+        }
+        let warnings: Vec<&Event> = out.events.iter().filter(|e| e.kind == "Warning").collect();
+        store.set_k8s_status(crate::api::store::K8sStatus {
+            services: all_svcs.len(),
+            endpoint_slices: all_slices.len(),
+            allocated: out.status.len(),
+            failures: warnings.len(),
+            lag_ms: first_change.take().map_or(0, |t| t.elapsed().as_millis() as u64),
+            leader,
+        });
+        // Warnings reach the gRPC event stream on every appliance (once each); Kubernetes Events only from the holder.
+        for e in &warnings {
+            if announced.insert((e.service.clone(), e.reason, e.message.clone())) {
+                store.announce(crate::api::store::StoreEvent::Kubernetes {
+                    service: e.service.clone(),
+                    reason: e.reason.to_string(),
+                    message: e.message.clone(),
+                });
+            }
         }
         if !leader {
             continue;
