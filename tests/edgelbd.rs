@@ -609,3 +609,121 @@ fn kubernetes_services_drive_the_appliance() {
         s.join().unwrap();
     }
 }
+
+/// Two appliances on one API server (the emulator in a management namespace both reach over veths): only the Lease
+/// holder writes status; killing it hands the Lease and the writing over within the Lease duration.
+#[test]
+fn the_lease_holder_alone_writes_status_and_hands_over() {
+    require_root();
+    let mut lab = Lab::new("lease");
+    let (mg, a, b, x) = (lab.ns("mg"), lab.ns("a"), lab.ns("b"), lab.ns("x"));
+    lab.veth(&mg, "mga", &a, "m0");
+    lab.veth(&mg, "mgb", &b, "m0");
+    lab.ip(&mg, "addr add 198.18.254.1/30 dev mga");
+    lab.ip(&a, "addr add 198.18.254.2/30 dev m0");
+    lab.ip(&mg, "addr add 198.18.254.5/30 dev mgb");
+    lab.ip(&b, "addr add 198.18.254.6/30 dev m0");
+    // Each appliance's dataplane port (no traffic in this test).
+    lab.veth(&a, "lb0", &x, "xa");
+    lab.veth(&b, "lb0", &x, "xb");
+    let mut emu = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", &mg, "python3"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/apiserver.py"))
+            .args(["18082", "--host", "0.0.0.0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = String::new();
+    BufReader::new(emu.0.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let kubeconfig = |name: &str, server: &str| {
+        temp(
+            &format!("lease-{name}.kubeconfig"),
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: emu\n  cluster:\n    server: http://{server}:18082\n\
+                 contexts:\n- name: emu\n  context:\n    cluster: emu\n    user: u\n    namespace: default\n\
+                 current-context: emu\nusers:\n- name: u\n  user: {{}}\n"
+            ),
+        )
+    };
+    let (ka, kb, km) =
+        (kubeconfig("a", "198.18.254.1"), kubeconfig("b", "198.18.254.5"), kubeconfig("mg", "127.0.0.1"));
+    let start = |ns: &str, name: &str, kc: &std::path::Path| {
+        let cfg = temp(
+            &format!("lease-{name}.toml"),
+            &format!(
+                "[[port]]\nname = \"lb0\"\ndriver = \"afpacket\"\naddresses = [\"198.18.0.1/24\"]\nframes = 256\n\n\
+                 [kubernetes]\nkubeconfig = \"{}\"\nidentity = \"{name}\"\nlease_duration = 6\n\n\
+                 [[kubernetes.pool]]\nname = \"lab\"\naddresses = [\"198.19.0.0/28\"]\n",
+                kc.display()
+            ),
+        );
+        let log = cfg.with_extension("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, EDGELBD, "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (Reaped(child), log)
+    };
+    let (da, log_a) = start(&a, "a", &ka);
+    let (db, log_b) = start(&b, "b", &kb);
+    let holder = || -> String {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &mg, "kubectl", "--kubeconfig"])
+            .arg(&km)
+            .args(["get", "--raw", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/edgelb-status"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["spec"]["holderIdentity"].as_str().unwrap_or("").to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let h = holder();
+        if !h.is_empty() {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "nobody took the Lease");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let k = |args: &[&str]| kubectl(&mg, &km, args);
+    let svc = temp("lease-svc.yaml", &MANIFESTS.replace("name: web\n", "name: one\n"));
+    k(&["apply", "--validate=false", "-f", svc.to_str().unwrap()]);
+    let wait_vip = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if k(&["get", "svc", name]).contains("198.19.0.") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no VIP written for {name}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_vip("one");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let leaders = |p: &std::path::Path| read(p).matches("leader=true").count();
+    assert_eq!(leaders(&log_a) + leaders(&log_b), 1, "exactly one holder:\na:\n{}\nb:\n{}", read(&log_a), read(&log_b));
+    // Kill the holder: the other takes the Lease within its duration (6 s) plus a renewal period, and writes status.
+    let (mut dead, other, other_log) = if first == "a" { (da, "b", log_b.clone()) } else { (db, "a", log_a.clone()) };
+    let _ = dead.0.kill();
+    let _ = dead.0.wait();
+    let t0 = Instant::now();
+    loop {
+        if holder() == other {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(12), "the Lease stayed with {first}: {}", read(&other_log));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("Lease handed from {first} to {other} in {:?}", t0.elapsed());
+    let svc2 =
+        temp("lease-svc2.yaml", &MANIFESTS.replace("name: web\n", "name: two\n").replace("name: web-1", "name: two-1"));
+    k(&["apply", "--validate=false", "-f", svc2.to_str().unwrap()]);
+    wait_vip("two");
+    assert!(read(&other_log).contains("leader=true"), "{}", read(&other_log));
+}

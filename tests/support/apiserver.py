@@ -6,7 +6,7 @@ subresource), EndpointSlices, Leases, Events and Namespaces; list and watch with
 is applied as a merge patch, which is what it amounts to for the fields used here) and JSON patch; and the discovery
 documents kubectl needs (`/api`, `/apis`, group versions, `/version`). State is in memory.
 
-usage: apiserver.py PORT [--history N]     (listens on 127.0.0.1:PORT, plain HTTP; prints "ready" when listening)
+usage: apiserver.py PORT [--host ADDR] [--history N]   (plain HTTP on ADDR:PORT, default 127.0.0.1; prints "ready")
 """
 import copy
 import json
@@ -424,7 +424,8 @@ def main():
         HISTORY = int(sys.argv[sys.argv.index("--history") + 1])
     STORE[("", "namespaces", None, "default")] = {"apiVersion": "v1", "kind": "Namespace",
                                                    "metadata": {"name": "default", "resourceVersion": "1"}}
-    srv = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    host = sys.argv[sys.argv.index("--host") + 1] if "--host" in sys.argv else "127.0.0.1"
+    srv = ThreadingHTTPServer((host, port), Handler)
     srv.daemon_threads = True
     print("ready", flush=True)
     srv.serve_forever()
