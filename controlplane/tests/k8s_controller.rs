@@ -161,3 +161,38 @@ async fn leader_election_steps() {
     assert!(!lease_tick(&client, &l, now).await.unwrap());
     server.await.unwrap();
 }
+
+/// The watch the controller runs: a LIST, then a WATCH from the list's resourceVersion with bookmarks, whose events
+/// reach the stream.
+#[tokio::test]
+async fn services_are_listed_then_watched_from_the_list_version() {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let (client, mut h) = mock();
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::all(client);
+    let server = tokio::spawn(async move {
+        let (req, send) = h.next_request().await.expect("list");
+        let list = (req.method().clone(), req.uri().path().to_string(), req.uri().query().unwrap_or("").to_string());
+        let body =
+            json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "41"}, "items": []});
+        send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
+        let (req, send) = h.next_request().await.expect("watch");
+        let watch = (req.method().clone(), req.uri().path().to_string(), req.uri().query().unwrap_or("").to_string());
+        let ev = json!({"type": "ADDED", "object": {"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "42"}}});
+        send.send_response(Response::builder().body(Body::from(format!("{ev}\n").into_bytes())).unwrap());
+        (list, watch)
+    });
+    let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+    let first =
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.next()).await.expect("an object").unwrap().unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("web"));
+    let ((m1, p1, q1), (m2, p2, q2)) = server.await.unwrap();
+    assert_eq!((m1, p1.as_str()), (Method::GET, "/api/v1/services"));
+    assert!(!q1.contains("watch"), "{q1}");
+    assert_eq!((m2, p2.as_str()), (Method::GET, "/api/v1/services"));
+    assert!(
+        q2.contains("watch=true") && q2.contains("resourceVersion=41") && q2.contains("allowWatchBookmarks=true"),
+        "{q2}"
+    );
+}

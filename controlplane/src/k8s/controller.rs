@@ -97,7 +97,7 @@ pub async fn lease_tick(client: &Client, l: &LeaseSettings, now: DateTime<Utc>) 
     let holder = spec.holder_identity.clone().unwrap_or_default();
     let renewed = spec.renew_time.as_ref().map(|t| t.0);
     let duration = i64::from(spec.lease_duration_seconds.unwrap_or(l.duration_s));
-    let expired = renewed.is_none_or(|t| now.signed_duration_since(t).num_seconds() > duration);
+    let expired = renewed.is_none_or(|t| now.signed_duration_since(t).num_milliseconds() > duration * 1000);
     if holder != l.identity && !expired {
         return Ok(false);
     }
@@ -135,7 +135,11 @@ pub async fn run(
         .touched_objects()
         .map(|_| ());
     let mut changes = std::pin::pin!(futures::stream::select(s1, s2));
-    let mut tick = tokio::time::interval(Duration::from_secs(u64::try_from(lease.duration_s / 3).unwrap_or(5).max(1)));
+    // The holder renews every third of the Lease duration; a standby looks every second, so it takes over about
+    // one second after the Lease expires.
+    let renew_every = Duration::from_secs(u64::try_from(lease.duration_s / 3).unwrap_or(5).max(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_renew: Option<std::time::Instant> = None;
     let mut leader = false;
     let mut recorded: HashSet<(String, &'static str, String)> = HashSet::new();
     let mut announced: HashSet<(String, &'static str, String)> = HashSet::new();
@@ -152,12 +156,18 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             _ = tick.tick() => {
+                if leader && last_renew.is_some_and(|t| t.elapsed() < renew_every) {
+                    continue;
+                }
                 match lease_tick(&client, &lease, Utc::now()).await {
                     Ok(now_leader) => {
                         if now_leader != leader {
                             info!(identity = %lease.identity, leader = now_leader, "Kubernetes status writer");
                         }
                         leader = now_leader;
+                        if leader {
+                            last_renew = Some(std::time::Instant::now());
+                        }
                         dirty |= leader;
                     }
                     Err(e) => {
