@@ -18,6 +18,14 @@ use std::time::{Duration, Instant};
 
 const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
 
+/// The tests that run edgelbd take turns: its workers poll at full speed, and several daemons on two cores starve
+/// each other's control threads into timeouts.
+static ONE_DAEMON_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_daemon_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_DAEMON_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn temp(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("edgelbd-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -157,6 +165,7 @@ frames = 256
 #[test]
 fn edgelbd_forwards_reloads_and_stops() {
     require_root();
+    let _turn = one_daemon_at_a_time();
     let mut lab = Lab::new("d");
     let (cl, lb, be1, be2) = (lab.ns("cl"), lab.ns("lb"), lab.ns("be1"), lab.ns("be2"));
     lab.veth(&cl, "cl0", &lb, "lb0");
@@ -305,6 +314,7 @@ fn edgelbd_forwards_reloads_and_stops() {
 #[test]
 fn edgelbd_keeps_running_when_the_kubernetes_api_is_unreachable() {
     require_root();
+    let _turn = one_daemon_at_a_time();
     let mut lab = Lab::new("k8s");
     let (cl, lb) = (lab.ns("cl"), lab.ns("lb"));
     lab.veth(&cl, "cl0", &lb, "lb0");
@@ -410,6 +420,7 @@ fn kubectl(ns: &str, kubeconfig: &std::path::Path, args: &[&str]) -> String {
 #[test]
 fn kubernetes_services_drive_the_appliance() {
     require_root();
+    let _turn = one_daemon_at_a_time();
     let mut lab = Lab::new("kube");
     let (cl, lb, be1, be2) = (lab.ns("cl"), lab.ns("lb"), lab.ns("be1"), lab.ns("be2"));
     lab.veth(&cl, "cl0", &lb, "lb0");
@@ -615,6 +626,7 @@ fn kubernetes_services_drive_the_appliance() {
 #[test]
 fn the_lease_holder_alone_writes_status_and_hands_over() {
     require_root();
+    let _turn = one_daemon_at_a_time();
     let mut lab = Lab::new("lease");
     let (mg, a, b, x) = (lab.ns("mg"), lab.ns("a"), lab.ns("b"), lab.ns("x"));
     lab.veth(&mg, "mga", &a, "m0");

@@ -396,18 +396,22 @@ class Handler(BaseHTTPRequestHandler):
         seen = since
         try:
             while time.time() < deadline:
+                def mine():
+                    return [e for e in EVENTS if e[0] > seen and e[1] == group and e[2] == plural
+                            and (ns is None or e[3] == ns)]
+
                 with LOCK:
-                    pending = [e for e in EVENTS if e[0] > seen and e[1] == group and e[2] == plural
-                               and (ns is None or e[3] == ns)]
+                    pending = mine()
                     if not pending:
                         LOCK.wait(timeout=0.5)
-                        newest = RV[0]
-                    else:
-                        newest = pending[-1][0]
+                        pending = mine()
+                    # Read under the same lock as `pending`: with nothing pending, every event of ours up to the
+                    # current version has been sent, so a bookmark may advance to it without skipping one.
+                    newest = pending[-1][0] if pending else RV[0]
                 for rv, _, _, _, typ, obj in pending:
                     chunk({"type": typ, "object": obj})
                     seen = rv
-                if bookmarks and time.time() - last_bookmark > 2:
+                if not pending and bookmarks and time.time() - last_bookmark > 2:
                     chunk({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version(group, version),
                                                           "metadata": {"resourceVersion": str(max(seen, newest))}}})
                     seen = max(seen, newest)
