@@ -6,24 +6,15 @@
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
 
-use common::{require_root, Lab};
+use common::{require_root, Lab, Reaped};
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
 const EDGELBCTL: &str = env!("CARGO_BIN_EXE_edgelbctl");
 const API: &str = "127.0.0.1:50071";
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn python() -> PathBuf {
     let venv = std::env::var("EDGELB_VENV")
@@ -97,7 +88,7 @@ port = 8080
     )
     .unwrap();
     let log = dir.join("edgelbd.log");
-    let mut daemon = Daemon(
+    let mut daemon = Reaped(
         Command::new("ip")
             .args(["netns", "exec", &lb, EDGELBD, "--config"])
             .arg(&cfg)

@@ -5,20 +5,12 @@
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
 
-use common::{require_root, Bird, Lab};
-use std::process::{Child, Command, Stdio};
+use common::{require_root, Bird, Lab, Reaped};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
 const EDGELBCTL: &str = env!("CARGO_BIN_EXE_edgelbctl");
-
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn edgelbd_announces_drains_and_withdraws() {
@@ -77,7 +69,7 @@ port = 8080
 "#,
     )
     .unwrap();
-    let mut d = Daemon(
+    let mut d = Reaped(
         Command::new("ip")
             .args(["netns", "exec", &lb, EDGELBD, "--drain-timeout", "3", "--config"])
             .arg(&cfg)

@@ -7,7 +7,7 @@
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
 
-use common::{in_netns, require_root, Lab};
+use common::{in_netns, require_root, Lab, Reaped};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -162,17 +162,23 @@ frames = 256
     c
 }
 
-#[test]
-fn edgelbd_forwards_reloads_and_stops() {
-    require_root();
-    let _turn = one_daemon_at_a_time();
-    let mut lab = Lab::new("d");
+/// A client, the appliance and two backends answering on 198.18.2.10:8080 and 198.18.2.20:8080, each in its own
+/// namespace. No static neighbours anywhere: the client ARPs for the VIP itself (an on-link route), the backends ARP
+/// for their gateway (an appliance address), and the appliance resolves the backends and learns the client.
+struct Hosts {
+    lab: Lab,
+    cl: String,
+    lb: String,
+    stop: Arc<AtomicBool>,
+    servers: [std::thread::JoinHandle<()>; 2],
+}
+
+fn hosts(tag: &str) -> Hosts {
+    let mut lab = Lab::new(tag);
     let (cl, lb, be1, be2) = (lab.ns("cl"), lab.ns("lb"), lab.ns("be1"), lab.ns("be2"));
     lab.veth(&cl, "cl0", &lb, "lb0");
     lab.veth(&lb, "lb1", &be1, "be0");
     lab.veth(&lb, "lb2", &be2, "be0");
-    // No static neighbours anywhere: the client ARPs for the VIP itself (an on-link route), the backends ARP for
-    // their gateway (an appliance address), and the appliance resolves the backends and learns the client.
     lab.ip(&cl, "addr add 198.18.0.10/24 dev cl0");
     lab.ip(&cl, "route add 198.19.0.0/24 dev cl0");
     for (ns, addr, gw) in [(&be1, "198.18.2.10/28", "198.18.2.1"), (&be2, "198.18.2.20/28", "198.18.2.17")] {
@@ -182,6 +188,14 @@ fn edgelbd_forwards_reloads_and_stops() {
     let stop = Arc::new(AtomicBool::new(false));
     let servers =
         [server(&be1, "198.18.2.10:8080", "be1", stop.clone()), server(&be2, "198.18.2.20:8080", "be2", stop.clone())];
+    Hosts { lab, cl, lb, stop, servers }
+}
+
+#[test]
+fn edgelbd_forwards_reloads_and_stops() {
+    require_root();
+    let _turn = one_daemon_at_a_time();
+    let Hosts { lab, cl, lb, stop, servers } = hosts("d");
 
     // Start with one backend.
     let cfg = temp("lab.toml", &config(&[("198.18.2.10", "active")]));
@@ -392,16 +406,6 @@ endpoints:
   conditions: {ready: true, serving: true, terminating: false}
 "#;
 
-/// A child process killed and reaped when the test ends, also on failure.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn kubectl(ns: &str, kubeconfig: &std::path::Path, args: &[&str]) -> String {
     let o = Command::new("ip")
         .args(["netns", "exec", ns, "kubectl", "--kubeconfig"])
@@ -421,20 +425,7 @@ fn kubectl(ns: &str, kubeconfig: &std::path::Path, args: &[&str]) -> String {
 fn kubernetes_services_drive_the_appliance() {
     require_root();
     let _turn = one_daemon_at_a_time();
-    let mut lab = Lab::new("kube");
-    let (cl, lb, be1, be2) = (lab.ns("cl"), lab.ns("lb"), lab.ns("be1"), lab.ns("be2"));
-    lab.veth(&cl, "cl0", &lb, "lb0");
-    lab.veth(&lb, "lb1", &be1, "be0");
-    lab.veth(&lb, "lb2", &be2, "be0");
-    lab.ip(&cl, "addr add 198.18.0.10/24 dev cl0");
-    lab.ip(&cl, "route add 198.19.0.0/24 dev cl0");
-    for (ns, addr, gw) in [(&be1, "198.18.2.10/28", "198.18.2.1"), (&be2, "198.18.2.20/28", "198.18.2.17")] {
-        lab.ip(ns, &format!("addr add {addr} dev be0"));
-        lab.ip(ns, &format!("route add default via {gw} dev be0"));
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let servers =
-        [server(&be1, "198.18.2.10:8080", "be1", stop.clone()), server(&be2, "198.18.2.20:8080", "be2", stop.clone())];
+    let Hosts { lab: _lab, cl, lb, stop, servers } = hosts("kube");
     // The API server emulator on the appliance namespace's loopback.
     let mut emu = Reaped(
         Command::new("ip")

@@ -6,24 +6,12 @@
 #[path = "../dataplane/tests/common/mod.rs"]
 mod common;
 
-use common::{require_root, Lab};
+use common::{require_root, Lab, Reaped};
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
-
-/// Processes started by the test, killed when it ends (also on failure), before the lab's namespaces go.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn config() -> String {
     r#"[[port]]
@@ -89,12 +77,13 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
     lab.ip(&be, "addr add 198.18.2.11/24 dev be0");
     lab.ip(&be, "route add default via 198.18.2.1 dev be0");
     let dir = std::env::temp_dir().join(format!("edgelbd-dpdk-{}", std::process::id()));
-    let mut procs = Procs(Vec::new());
+    // Killed when the test ends (also on failure), before the lab's namespaces go.
+    let mut procs: Vec<Reaped> = Vec::new();
     for (addr, name) in [("198.18.2.10", "be1"), ("198.18.2.11", "be2")] {
         let root = dir.join(name);
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("who"), format!("{name}\n")).unwrap();
-        procs.0.push(
+        procs.push(Reaped(
             Command::new("ip")
                 .args(["netns", "exec", &be, "python3", "-m", "http.server", "--bind", addr, "8080", "--directory"])
                 .arg(&root)
@@ -102,13 +91,13 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
-        );
+        ));
     }
     let cfg = dir.join("dpdk.toml");
     std::fs::write(&cfg, config()).unwrap();
     let log_path = dir.join("edgelbd.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
-    procs.0.push(
+    procs.push(Reaped(
         Command::new("ip")
             .args(["netns", "exec", &lb, EDGELBD, "--config"])
             .arg(&cfg)
@@ -116,7 +105,7 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
             .stderr(log_file)
             .spawn()
             .unwrap(),
-    );
+    ));
     let log = || {
         let mut s = String::new();
         let _ = std::fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut s));
@@ -146,7 +135,7 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
     assert!(seen.values().all(|&n| n >= 10), "Maglev spreads new connections: {seen:?}");
 
     // A clean stop reports the DPDK ports' counters and gives every mbuf back.
-    let daemon = procs.0.last_mut().unwrap();
+    let daemon = &mut procs.last_mut().unwrap().0;
     // SAFETY: kill(2) on our child's pid (`ip netns exec` execs edgelbd in place, so this is edgelbd).
     assert_eq!(unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) }, 0);
     std::thread::sleep(Duration::from_millis(100));

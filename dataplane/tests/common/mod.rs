@@ -20,6 +20,16 @@ pub fn require_root() {
     assert_eq!(uid, 0, "this test builds network namespaces and needs root (scripts/test.sh runs as root in CI)");
 }
 
+/// A child process (a daemon, a server, a peer) killed and reaped when the test ends, also on failure.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Namespaces created by one test.
 pub struct Lab {
     prefix: String,
