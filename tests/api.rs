@@ -96,11 +96,7 @@ port = 8080
             .spawn()
             .unwrap(),
     );
-    let read_log = || {
-        let mut s = String::new();
-        let _ = std::fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut s));
-        s
-    };
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ctl(&lb, &["service", "list"]).status.success() {
         assert!(daemon.0.try_wait().unwrap().is_none(), "edgelbd exited:\n{}", read_log());

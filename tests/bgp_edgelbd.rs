@@ -83,24 +83,18 @@ port = 8080
         r.contains("(65001,100)") && r.contains("(65001, 7, 7)") && r.contains("BGP.next_hop: 198.18.255.1"),
         "{r}"
     );
+    // edgelbctl inside the appliance's namespace, against the daemon's API.
+    let edgelbctl = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &lb, EDGELBCTL, "--addr", "http://127.0.0.1:50072"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
     // The peer in the API.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let o = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lb,
-                EDGELBCTL,
-                "--addr",
-                "http://127.0.0.1:50072",
-                "--output",
-                "json",
-                "peer",
-                "list",
-            ])
-            .output()
-            .unwrap();
+        let o = edgelbctl(&["--output", "json", "peer", "list"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
         if v[0]["state"] == "Established" && v[0]["announced"] == 1 {
             assert_eq!(v[0]["name"], "tor");
@@ -111,11 +105,7 @@ port = 8080
     }
     // Peers through the API: removing the peer withdraws (a Cease after the withdrawal); adding it back announces.
     let ctl = |args: &[&str]| {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &lb, EDGELBCTL, "--addr", "http://127.0.0.1:50072", "--output", "json"])
-            .args(args)
-            .output()
-            .unwrap();
+        let o = edgelbctl(&[&["--output", "json"], args].concat());
         assert!(o.status.success(), "edgelbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
@@ -138,22 +128,7 @@ port = 8080
     assert_eq!(added[0]["name"], "tor-again", "{added}");
     let r = bird.wait_routes("the route from the peer added through the API", 20, |r| r.contains("198.19.0.1/32"));
     assert!(r.contains("(65001,200)"), "{r}");
-    let bad = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lb,
-            EDGELBCTL,
-            "--addr",
-            "http://127.0.0.1:50072",
-            "peer",
-            "add",
-            "198.18.255.300",
-            "--as",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let bad = edgelbctl(&["peer", "add", "198.18.255.300", "--as", "1"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("address"), "{}", String::from_utf8_lossy(&bad.stderr));
 

@@ -162,6 +162,26 @@ frames = 256
     c
 }
 
+/// edgelbd in namespace `ns` with config `cfg`, killed when the test ends (also on failure); the thread returns its
+/// stderr once it exits.
+fn edgelbd_logged(ns: &str, cfg: &std::path::Path) -> (Reaped, std::thread::JoinHandle<String>) {
+    let mut daemon = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", ns, EDGELBD, "--config"])
+            .arg(cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = daemon.0.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    (daemon, log)
+}
+
 /// A client, the appliance and two backends answering on 198.18.2.10:8080 and 198.18.2.20:8080, each in its own
 /// namespace. No static neighbours anywhere: the client ARPs for the VIP itself (an on-link route), the backends ARP
 /// for their gateway (an appliance address), and the appliance resolves the backends and learns the client.
@@ -199,18 +219,7 @@ fn edgelbd_forwards_reloads_and_stops() {
 
     // Start with one backend.
     let cfg = temp("lab.toml", &config(&[("198.18.2.10", "active")]));
-    let mut daemon = Command::new("ip")
-        .args(["netns", "exec", &lb, EDGELBD, "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = daemon.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut text);
-        text
-    });
+    let (mut daemon, log) = edgelbd_logged(&lb, &cfg);
 
     // Wait (bounded) until the daemon forwards.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -251,7 +260,7 @@ fn edgelbd_forwards_reloads_and_stops() {
     // Add the second backend and reload.
     std::fs::write(&cfg, config(&[("198.18.2.10", "active"), ("198.18.2.20", "active")])).unwrap();
     // SAFETY: kill(2) with the child's pid; the child is alive (we have not waited on it).
-    let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    let r = unsafe { libc::kill(daemon.0.id() as i32, libc::SIGHUP) };
     assert_eq!(r, 0);
     std::thread::sleep(Duration::from_millis(300));
     let mut per_backend: HashMap<String, u32> = HashMap::new();
@@ -271,7 +280,7 @@ fn edgelbd_forwards_reloads_and_stops() {
     // Drain be1: new connections all go to be2; the long-lived connection on be1 keeps working.
     std::fs::write(&cfg, config(&[("198.18.2.10", "draining"), ("198.18.2.20", "active")])).unwrap();
     // SAFETY: as above.
-    let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    let r = unsafe { libc::kill(daemon.0.id() as i32, libc::SIGHUP) };
     assert_eq!(r, 0);
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..30 {
@@ -287,7 +296,7 @@ fn edgelbd_forwards_reloads_and_stops() {
     // SIGTERM drains: new connections are refused, the long-lived one keeps working, and the daemon stays up while
     // it does; once it closes and traffic stops, the daemon exits.
     // SAFETY: as above.
-    let r = unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let r = unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
     assert_eq!(r, 0);
     std::thread::sleep(Duration::from_millis(200));
     let refused = in_netns(&cl, || {
@@ -298,11 +307,11 @@ fn edgelbd_forwards_reloads_and_stops() {
         assert_eq!(ask(&mut long).unwrap(), "be1", "the long-lived connection keeps working while draining");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(daemon.try_wait().unwrap().is_none(), "edgelbd stays up while tracked traffic flows");
+    assert!(daemon.0.try_wait().unwrap().is_none(), "edgelbd stays up while tracked traffic flows");
     drop(long);
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
-        if let Some(s) = daemon.try_wait().unwrap() {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "edgelbd did not exit within 5 s of its traffic ending");
@@ -345,26 +354,15 @@ fn edgelbd_keeps_running_when_the_kubernetes_api_is_unreachable() {
             kubeconfig.display()
         ),
     );
-    let mut daemon = Command::new("ip")
-        .args(["netns", "exec", &lb, EDGELBD, "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = daemon.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut text);
-        text
-    });
+    let (mut daemon, log) = edgelbd_logged(&lb, &cfg);
     std::thread::sleep(Duration::from_secs(5));
-    let alive = daemon.try_wait().unwrap().is_none();
+    let alive = daemon.0.try_wait().unwrap().is_none();
     // SAFETY: kill(2) on our child, still running (or already exited, then ESRCH is harmless).
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
     std::thread::sleep(Duration::from_millis(100));
     // SAFETY: as above; the second signal stops a draining daemon at once.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
-    let status = daemon.wait().unwrap();
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
+    let status = daemon.0.wait().unwrap();
     let log = log.join().unwrap();
     assert!(alive, "edgelbd exited with the API server unreachable:\n{log}");
     assert!(status.success(), "{status:?}\n{log}");

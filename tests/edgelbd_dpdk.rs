@@ -7,7 +7,6 @@
 mod common;
 
 use common::{require_root, Lab, Reaped};
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -106,11 +105,7 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
             .spawn()
             .unwrap(),
     ));
-    let log = || {
-        let mut s = String::new();
-        let _ = std::fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut s));
-        s
-    };
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // Bounded wait for the first answer (EAL start, XDP program load, backend servers binding).
     let deadline = Instant::now() + Duration::from_secs(20);
