@@ -29,6 +29,7 @@ use crate::forward::icmp as ficmp;
 use crate::forward::l2::set_macs;
 use crate::forward::nat::{self, Rewrite};
 use crate::forward::tunnel::{self, Encap};
+use crate::forward::L4Header;
 use crate::lb::conntrack::{Entry, FlowKey, FlowTable, Lookup, TableStats};
 use crate::lb::flow::{mapped, AffinityKey, FragKey, KeyV4, KeyV6};
 use crate::lb::hash::fmix64;
@@ -435,8 +436,9 @@ enum Frag {
 struct Pkt {
     l3: usize,
     v4: bool,
-    /// Offset of the L4 header when present in this packet (not in later fragments).
-    l4: Option<usize>,
+    /// The TCP, UDP or ICMP header, proven whole (fixed part) by the parser; `None` in later fragments and for other
+    /// protocols. Rewrites take this token, never a bare offset.
+    l4: Option<L4Header>,
     /// End of the IP packet in the buffer.
     end: usize,
     proto: u8,
@@ -667,7 +669,7 @@ impl Pipeline {
         // Parse-time class: a later fragment may be reclassified from Service to VipAddress, never across NotVip.
         if p.class != Classified::NotVip {
             if p.is_icmp() && is_icmp_error(p) {
-                if let Some(e) = p.l4.and_then(|o| embedded(data, o + 8, p.end, p.v4)) {
+                if let Some(e) = p.l4.and_then(|h| embedded(data, h.offset() + 8, p.end, p.v4)) {
                     return by_addr(&e.dst);
                 }
             }
@@ -1035,7 +1037,9 @@ impl Pipeline {
                     sport: if svc.mode == Mode::FullNat { Some(snat_port) } else { None },
                 };
                 nat::decrement_ttl(d, p.l3, p.v4);
-                nat::apply(d, p.l3, p.l4, p.v4, p.proto, &rw);
+                if !nat::apply(d, p.l3, p.l4, p.v4, &rw) {
+                    return Err(ParseError::Truncated.into());
+                }
                 set_macs(d, nh.mac, nh.src_mac);
             }
             Mode::DsrL2 => {
@@ -1097,7 +1101,9 @@ impl Pipeline {
         let l4 = p.l4.ok_or(DropReason::IcmpUnsupported)?;
         let echo = if p.v4 { icmp4::ECHO_REQUEST } else { icmp6::ECHO_REQUEST };
         if p.icmp_type == echo && p.frag == Frag::No {
-            ficmp::echo_reply(pkt.data_mut(), p.l3, l4, p.v4);
+            if !ficmp::echo_reply(pkt.data_mut(), p.l3, l4, p.v4) {
+                return Err(ParseError::Truncated.into());
+            }
             self.counters.icmp_echo += 1;
             return Ok(Verdict::Tx(in_port));
         }
@@ -1107,7 +1113,7 @@ impl Pipeline {
         if p.ttl <= 1 {
             return Err(DropReason::TtlExpired);
         }
-        let e = embedded(pkt.data(), l4 + 8, p.end, p.v4).ok_or(DropReason::IcmpErrorNoFlow)?;
+        let e = embedded(pkt.data(), l4.offset() + 8, p.end, p.v4).ok_or(DropReason::IcmpErrorNoFlow)?;
         // The embedded packet went VIP -> client: the flow is client -> VIP.
         let si = cfg.service_for(&e.src, e.proto, e.sport).ok_or(DropReason::IcmpErrorNoFlow)?;
         let svc = &cfg.services[si as usize];
@@ -1145,7 +1151,9 @@ impl Pipeline {
                     dst: snat.as_ref().map(|a| p.addr(a)),
                     dport: if svc.mode == Mode::FullNat { Some(snat_port) } else { None },
                 };
-                ficmp::translate_error(d, p.l3, l4, p.end, p.v4, &outer, e.l3, Some(e.l4), &inner);
+                if !ficmp::translate_error(d, p.l3, l4, p.end, p.v4, &outer, e.l3, Some(e.l4), &inner) {
+                    return Err(DropReason::IcmpErrorNoFlow);
+                }
                 set_macs(d, nh.mac, nh.src_mac);
             }
         }
@@ -1211,7 +1219,9 @@ impl Pipeline {
             dst: if fullnat { Some(p.addr(&client)) } else { None },
             dport: if fullnat { Some(fkey.sport()) } else { None },
         };
-        nat::apply(d, p.l3, p.l4, p.v4, p.proto, &rw);
+        if !nat::apply(d, p.l3, p.l4, p.v4, &rw) {
+            return Some(Err(ParseError::Truncated.into()));
+        }
         set_macs(d, nh.mac, nh.src_mac);
         self.counters.replies += 1;
         Some(Ok(Verdict::Tx(nh.port)))
@@ -1479,26 +1489,24 @@ fn embedded(d: &[u8], at: usize, end: usize, v4: bool) -> Option<Embedded> {
     Some(Embedded { l3: at, l4: at + hl, src, dst, sport: get_u16(b, hl), dport: get_u16(b, hl + 2), proto: proto_ })
 }
 
+/// Parse the transport header at `off`. A first fragment must carry the whole header (RFC 8200 §4.5 requires it of
+/// IPv6; RFC 1858 §3 names IPv4's tiny fragments an attack): the rewrites need its ports and its checksum field, so a
+/// shorter one is dropped as [`DropReason::FragmentTooShort`] rather than given an `l4` they would trust.
 fn parse_l4(data: &[u8], p: &mut Pkt, off: usize) -> PResult<()> {
-    let seg = &data[off..p.end];
+    let seg = data.get(off..p.end).ok_or(DropReason::Parse(ParseError::Truncated))?;
     let first_frag = matches!(p.frag, Frag::First(_));
+    let short = |e: ParseError| if first_frag { DropReason::FragmentTooShort } else { DropReason::from(e) };
     match p.proto {
         proto::TCP => {
-            if first_frag {
-                if seg.len() < 14 {
-                    return Err(DropReason::FragmentTooShort);
-                }
-                p.tcp_flags = seg[13];
-            } else {
-                let t = TcpPacket::new_checked(seg)?;
-                p.tcp_flags = t.flags();
-            }
-            p.sport = get_u16(seg, 0);
-            p.dport = get_u16(seg, 2);
+            let t = TcpPacket::new_checked(seg).map_err(short)?;
+            p.tcp_flags = t.flags();
+            p.sport = t.src_port();
+            p.dport = t.dst_port();
         }
         proto::UDP => {
+            // A first fragment's UDP length covers the whole datagram, not this fragment: check the header only.
             if first_frag {
-                if seg.len() < 8 {
+                if seg.len() < crate::wire::udp::HEADER_LEN {
                     return Err(DropReason::FragmentTooShort);
                 }
             } else {
@@ -1508,13 +1516,13 @@ fn parse_l4(data: &[u8], p: &mut Pkt, off: usize) -> PResult<()> {
             p.dport = get_u16(seg, 2);
         }
         proto::ICMP | proto::ICMPV6 => {
-            let i = IcmpPacket::new_checked(seg)?;
+            let i = IcmpPacket::new_checked(seg).map_err(short)?;
             p.icmp_type = i.msg_type();
             p.sport = i.echo_ident();
         }
         _ => {}
     }
-    p.l4 = Some(off);
+    p.l4 = L4Header::check(data, off, p.end, p.proto);
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 
 use super::l2::swap_macs;
 use super::nat::{self, Rewrite};
+use super::L4Header;
 use crate::packet::PacketBuf;
 use crate::wire::checksum::{checksum, finish, pseudo_v6, sum, update16};
 use crate::wire::icmp::{v4 as icmp4, v6 as icmp6};
@@ -23,8 +24,15 @@ pub const QUOTE_V6: usize = 1232;
 /// TTL / hop limit of messages the appliance originates.
 pub const TTL: u8 = 64;
 
-/// Turn an echo request (ICMP at `l4`) into its reply in place: addresses and MACs swapped, type changed, TTL reset.
-pub fn echo_reply(pkt: &mut [u8], l3: usize, l4: usize, v4: bool) {
+/// Turn an echo request (ICMP header `l4`) into its reply in place: addresses and MACs swapped, type changed, TTL
+/// reset. Returns false, changing nothing, when the buffer is shorter than the headers.
+#[must_use]
+pub fn echo_reply(pkt: &mut [u8], l3: usize, l4: L4Header, v4: bool) -> bool {
+    let ip_len = if v4 { ipv4::MIN_HEADER_LEN } else { ipv6::HEADER_LEN };
+    let l4 = l4.offset();
+    if pkt.len() < (l3 + ip_len).max(l4 + 8).max(12) {
+        return false;
+    }
     swap_macs(pkt);
     if v4 {
         let mut s = [0u8; 4];
@@ -51,6 +59,7 @@ pub fn echo_reply(pkt: &mut [u8], l3: usize, l4: usize, v4: bool) {
         let c = update16(get_u16(pkt, l4 + 2), old, get_u16(pkt, l4));
         set_u16(pkt, l4 + 2, c);
     }
+    true
 }
 
 /// Replace the IP packet at `l3` with a fragmentation-needed / packet-too-big message to its sender advertising
@@ -59,7 +68,7 @@ pub fn echo_reply(pkt: &mut [u8], l3: usize, l4: usize, v4: bool) {
 pub fn too_big<B: PacketBuf>(pkt: &mut B, l3: usize, v4: bool, mtu: u16) -> bool {
     let (hl, quote_max) = if v4 { (ipv4::MIN_HEADER_LEN, QUOTE_V4) } else { (ipv6::HEADER_LEN, QUOTE_V6) };
     let d = pkt.data();
-    let orig = &d[l3..];
+    let Some(orig) = d.get(l3..).filter(|o| o.len() >= hl && l3 >= 12) else { return false };
     let q = orig.len().min(quote_max);
     let mut quote = [0u8; QUOTE_V6];
     quote[..q].copy_from_slice(&orig[..q]);
@@ -111,21 +120,36 @@ pub fn too_big<B: PacketBuf>(pkt: &mut B, l3: usize, v4: bool, mtu: u16) -> bool
 
 /// Rewrite an ICMP error: the outer header by `outer`, the embedded header at `inner_l3` by `inner` (its ports
 /// written directly when `inner_l4` is given), then the ICMP checksum recomputed over the whole message.
-/// `icmp_at..end` is the ICMP message.
+/// `icmp..end` is the ICMP message. Returns false, changing nothing, when the offsets do not fit the buffer (the
+/// embedded header and its ports must lie before `end`).
 #[allow(clippy::too_many_arguments)]
+#[must_use]
 pub fn translate_error(
     pkt: &mut [u8],
     l3: usize,
-    icmp_at: usize,
+    icmp: L4Header,
     end: usize,
     v4: bool,
     outer: &Rewrite<'_>,
     inner_l3: usize,
     inner_l4: Option<usize>,
     inner: &Rewrite<'_>,
-) {
-    nat::apply(pkt, l3, None, v4, proto::ICMP, outer);
-    nat::apply(pkt, inner_l3, None, v4, proto::ICMP, &Rewrite { src: inner.src, dst: inner.dst, ..Rewrite::default() });
+) -> bool {
+    let icmp_at = icmp.offset();
+    let ip_len = if v4 { ipv4::MIN_HEADER_LEN } else { ipv6::HEADER_LEN };
+    if end > pkt.len()
+        || icmp_at + 8 > end
+        || l3 + ip_len > icmp_at
+        || inner_l3 < icmp_at + 8
+        || inner_l3 + ip_len > end
+        || inner_l4.is_some_and(|o| o < inner_l3 + ip_len || o + 4 > end)
+    {
+        return false;
+    }
+    let inner_addrs = Rewrite { src: inner.src, dst: inner.dst, ..Rewrite::default() };
+    if !nat::apply(pkt, l3, None, v4, outer) || !nat::apply(pkt, inner_l3, None, v4, &inner_addrs) {
+        return false;
+    }
     if let Some(o) = inner_l4 {
         if let Some(p) = inner.sport {
             set_u16(pkt, o, p);
@@ -145,4 +169,5 @@ pub fn translate_error(
         finish(sum(pseudo_v6(&s, &t, proto::ICMPV6, (end - icmp_at) as u32), &pkt[icmp_at..end]))
     };
     set_u16(pkt, icmp_at + 2, c);
+    true
 }

@@ -2,10 +2,12 @@
 //! checksum over the pseudo-header (RFC 9293 §3.1, RFC 768, RFC 8200 §8.1). A UDP-over-IPv4 checksum of zero stays
 //! zero (RFC 768: none was sent); a non-zero one that updates to zero is sent as 0xffff.
 //!
-//! Offsets (`l3`, `l4`) are the parser's: the IP header at `l3` and, for TCP/UDP, the full L4 header at `l4` are known
-//! to be in bounds. Non-first fragments pass `l4 = None`: only the IP header changes (the L4 checksum lives in the
-//! first fragment and was patched there).
+//! The IP header at `l3` is the parser's; the transport header comes as an [`L4Header`] token, which proves its fixed
+//! part (ports and checksum field) is in the buffer. Non-first fragments pass `None`: only the IP header changes (the
+//! L4 checksum lives in the first fragment and was patched there). A buffer too short for what the arguments claim
+//! is refused (`false`, nothing changed), never indexed out of bounds.
 
+use super::L4Header;
 use crate::wire::checksum::{udp_nonzero, update, update16};
 use crate::wire::{get_u16, ipv4, ipv6, proto, set_u16, tcp, udp};
 
@@ -22,14 +24,30 @@ pub struct Rewrite<'a> {
     pub dport: Option<u16>,
 }
 
-/// Apply `rw` to the packet whose IP header starts at `l3`.
+/// Apply `rw` to the packet whose IP header starts at `l3`, with its transport header `l4` (`None`: not in this
+/// packet, or not one to rewrite). Returns false, changing nothing, when the buffer is shorter than the IP header or
+/// the transport header's fixed part (a token checked against another buffer), or an address is of the wrong length.
 #[inline]
-pub fn apply(pkt: &mut [u8], l3: usize, l4: Option<usize>, v4: bool, l4proto: u8, rw: &Rewrite<'_>) {
+#[must_use]
+pub fn apply(pkt: &mut [u8], l3: usize, l4: Option<L4Header>, v4: bool, rw: &Rewrite<'_>) -> bool {
+    let (ip_len, alen) = if v4 { (ipv4::MIN_HEADER_LEN, 4) } else { (ipv6::HEADER_LEN, 16) };
+    let l4_fits = |h: L4Header| L4Header::fixed_len(h.protocol()).is_some_and(|n| pkt.len() >= h.offset() + n);
+    if pkt.len() < l3 + ip_len
+        || l4.is_some_and(|h| !l4_fits(h))
+        || [rw.src, rw.dst].iter().flatten().any(|a| a.len() != alen)
+    {
+        return false;
+    }
+    let (l4, l4proto) = match l4 {
+        Some(h) => (Some(h.offset()), h.protocol()),
+        None => (None, 0),
+    };
     if v4 {
         apply_v4(pkt, l3, l4, l4proto, rw);
     } else {
         apply_any(pkt, l3, l4, false, l4proto, rw);
     }
+    true
 }
 
 /// One's-complement sum of `!old + new` over a 32-bit field: the RFC 1624 delta of changing it.
@@ -136,6 +154,9 @@ fn apply_any(pkt: &mut [u8], l3: usize, l4: Option<usize>, v4: bool, l4proto: u8
 /// Decrement TTL / hop limit. Returns false (and changes nothing) when it would reach zero.
 #[inline]
 pub fn decrement_ttl(pkt: &mut [u8], l3: usize, v4: bool) -> bool {
+    if pkt.len() < l3 + if v4 { ipv4::MIN_HEADER_LEN } else { ipv6::HEADER_LEN } {
+        return false;
+    }
     if v4 {
         let ttl = pkt[l3 + 8];
         if ttl <= 1 {
@@ -184,12 +205,14 @@ mod tests {
         let mut p = tcp_v4();
         assert!(tcp_ok(&p));
         let rw = Rewrite { dst: Some(&[198, 18, 2, 7]), dport: Some(8080), ..Default::default() };
-        apply(&mut p, 0, Some(20), true, proto::TCP, &rw);
+        let h = L4Header::check(&p, 20, 44, proto::TCP);
+        assert!(apply(&mut p, 0, h, true, &rw));
         assert_eq!(&p[16..20], &[198, 18, 2, 7]);
         assert_eq!(get_u16(&p, 22), 8080);
         assert!(tcp_ok(&p));
         let rw = Rewrite { src: Some(&[198, 18, 1, 1]), sport: Some(1024), ..Default::default() };
-        apply(&mut p, 0, Some(20), true, proto::TCP, &rw);
+        let h = L4Header::check(&p, 20, 44, proto::TCP);
+        assert!(apply(&mut p, 0, h, true, &rw));
         assert!(tcp_ok(&p));
         assert!(decrement_ttl(&mut p, 0, true));
         assert!(tcp_ok(&p));
@@ -203,7 +226,8 @@ mod tests {
         p[36..38].copy_from_slice(&[0, 0]); // TCP offset 16 is where UDP payload now lies; use UDP offset 6
         p[26..28].copy_from_slice(&[0, 0]);
         let rw = Rewrite { dst: Some(&[198, 18, 2, 7]), ..Default::default() };
-        apply(&mut p, 0, Some(20), true, proto::UDP, &rw);
+        let h = L4Header::check(&p, 20, 44, proto::UDP);
+        assert!(apply(&mut p, 0, h, true, &rw));
         assert_eq!(&p[26..28], &[0, 0]);
     }
 
@@ -233,13 +257,34 @@ mod tests {
                 sport: (x & 4 != 0).then_some(y as u16),
                 dport: (x & 8 != 0).then_some((y >> 16) as u16),
             };
-            let l4 = if x & 16 != 0 { Some(20) } else { None };
+            let l4 = if x & 16 != 0 { L4Header::check(&p, 20, p.len(), proto_) } else { None };
             let mut fast = p.clone();
-            apply(&mut fast, 0, l4, true, proto_, &rw);
+            assert!(apply(&mut fast, 0, l4, true, &rw));
             let mut slow = p.clone();
-            apply_any(&mut slow, 0, l4, true, proto_, &rw);
+            apply_any(&mut slow, 0, l4.map(|h| h.offset()), true, if l4.is_some() { proto_ } else { 0 }, &rw);
             assert_eq!(fast, slow, "round {round}: {rw:?} l4 {l4:?}");
         }
+    }
+
+    /// A header token checked against a longer buffer, or an address of the wrong length, is refused: nothing
+    /// changes and nothing panics (the shape of the short-first-fragment crash).
+    #[test]
+    fn short_buffers_are_refused_not_indexed() {
+        let full = tcp_v4();
+        let tok = L4Header::check(&full, 20, full.len(), proto::TCP).unwrap();
+        for len in [0, 10, 19, 20, 34, 35, 39] {
+            let mut p = full[..len].to_vec();
+            let before = p.clone();
+            let rw = Rewrite { dst: Some(&[198, 18, 2, 7]), dport: Some(8080), ..Default::default() };
+            assert!(!apply(&mut p, 0, Some(tok), true, &rw), "len {len}");
+            assert_eq!(p, before, "len {len}: nothing changed");
+        }
+        assert!(L4Header::check(&full[..34], 20, 34, proto::TCP).is_none(), "14 bytes of TCP is no TCP header");
+        assert!(L4Header::check(&full, 20, 34, proto::TCP).is_none(), "the IP packet's end bounds the header");
+        let mut p = full.clone();
+        let rw = Rewrite { dst: Some(&[198, 18, 2]), ..Default::default() };
+        assert!(!apply(&mut p, 0, Some(tok), true, &rw), "a 3-byte IPv4 address");
+        assert_eq!(p, full);
     }
 
     #[test]

@@ -1,0 +1,13 @@
+//! Test support for edgelb, used by tests and fuzz targets only (a dev-dependency, never part of the appliance).
+//!
+//! - [`packets`]: [`packets::Craft`] builds a frame from every field a hostile sender controls (VLAN tags, IPv4
+//!   options, IPv6 extension headers, fragment fields, a transport message cut anywhere, Ethernet padding) and fixes
+//!   lengths and checksums so it passes the appliance's checksum gates; [`packets::check_frame`] checks a frame the
+//!   appliance transmitted with an independent parser (`etherparse`, not the appliance's own views).
+//! - [`models`]: operator models on the lab addressing plan (clients 198.18.0.0/24 and 2001:db8::/64, appliance
+//!   198.18.1.0/24 and 2001:db8:1::/64, backends 198.18.2.0/24 and 2001:db8:2::/64, VIPs 198.19.0.0/24 and
+//!   2001:db8:100::/64).
+#![forbid(unsafe_code)]
+
+pub mod models;
+pub mod packets;
