@@ -87,8 +87,9 @@ pub enum DropReason {
     SnatExhausted,
     /// A full-NAT packet that needs flow state there is none of (a RST for an unknown flow).
     FullNatNoState,
-    /// An IPv4 packet without DF too big for the tunnel (the appliance does not fragment).
-    TunnelTooBig,
+    /// An IPv4 packet without DF too big for the egress MTU, tunnel header included (the appliance does not
+    /// fragment; with DF set, or over IPv6, the sender gets fragmentation-needed / packet-too-big instead).
+    TooBig,
     /// The buffer has no room for the headers to add.
     NoHeadroom,
     /// The owning worker's hand-off ring was full.
@@ -121,7 +122,7 @@ impl DropReason {
             DropReason::FragmentTooShort,
             DropReason::SnatExhausted,
             DropReason::FullNatNoState,
-            DropReason::TunnelTooBig,
+            DropReason::TooBig,
             DropReason::NoHeadroom,
             DropReason::HandoffFull,
             DropReason::TxFull,
@@ -148,7 +149,7 @@ impl DropReason {
             DropReason::FragmentTooShort => n + 10,
             DropReason::SnatExhausted => n + 11,
             DropReason::FullNatNoState => n + 12,
-            DropReason::TunnelTooBig => n + 13,
+            DropReason::TooBig => n + 13,
             DropReason::NoHeadroom => n + 14,
             DropReason::HandoffFull => n + 15,
             DropReason::TxFull => n + 16,
@@ -174,7 +175,7 @@ impl DropReason {
             DropReason::FragmentTooShort => "fragment_too_short",
             DropReason::SnatExhausted => "snat_exhausted",
             DropReason::FullNatNoState => "fullnat_no_state",
-            DropReason::TunnelTooBig => "tunnel_too_big",
+            DropReason::TooBig => "too_big",
             DropReason::NoHeadroom => "no_headroom",
             DropReason::HandoffFull => "handoff_full",
             DropReason::TxFull => "tx_full",
@@ -868,9 +869,9 @@ impl Pipeline {
         }
         if p.has_ports() {
             let r = if p.v4 {
-                self.reply::<KeyV4, B>(cfg, pkt, &p, now)
+                self.reply::<KeyV4, B>(cfg, in_port, pkt, &p, now)
             } else {
-                self.reply::<KeyV6, B>(cfg, pkt, &p, now)
+                self.reply::<KeyV6, B>(cfg, in_port, pkt, &p, now)
             };
             if let Some(v) = r {
                 return v;
@@ -1025,6 +1026,14 @@ impl Pipeline {
         p: &Pkt,
     ) -> PResult<Verdict> {
         let nh = b.next_hop.ok_or(DropReason::NoRoute)?;
+        let encap = match svc.mode {
+            Mode::Ipip => Some(Encap::Ipip),
+            Mode::Gue => Some(Encap::Gue(svc.gue_port)),
+            _ => None,
+        };
+        if let Some(v) = self.too_big(pkt, p, encap.map_or(0, |e| tunnel::overhead(e, p.v4)), nh.mtu, in_port)? {
+            return Ok(v);
+        }
         match svc.mode {
             Mode::Nat | Mode::FullNat => {
                 let d = pkt.data_mut();
@@ -1048,26 +1057,40 @@ impl Pipeline {
                 set_macs(d, nh.mac, nh.src_mac);
             }
             Mode::Ipip | Mode::Gue => {
-                let encap = if svc.mode == Mode::Ipip { Encap::Ipip } else { Encap::Gue(svc.gue_port) };
-                let over = tunnel::overhead(encap, p.v4);
-                let ip_len = p.end - p.l3;
-                if ip_len + over > usize::from(nh.mtu) {
-                    if p.v4 && !p.df {
-                        return Err(DropReason::TunnelTooBig);
-                    }
-                    let mtu = nh.mtu - over as u16;
-                    if !ficmp::too_big(pkt, p.l3, p.v4, mtu) {
-                        return Err(DropReason::NoHeadroom);
-                    }
-                    self.counters.icmp_too_big_sent += 1;
-                    return Ok(Verdict::Tx(in_port));
-                }
-                let d = pkt.data_mut();
-                nat::decrement_ttl(d, p.l3, p.v4);
+                nat::decrement_ttl(pkt.data_mut(), p.l3, p.v4);
+                let encap = encap.ok_or(DropReason::NoRoute)?;
                 self.encap_to(cfg, pkt, p, b, encap, &nh)?;
             }
         }
         Ok(Verdict::Tx(nh.port))
+    }
+
+    /// A packet that would leave bigger than `mtu` with `over` bytes added: IPv4 without DF is dropped (the
+    /// appliance does not fragment); otherwise the packet becomes a fragmentation-needed / packet-too-big message to
+    /// its sender, out of `in_port` (`Some(verdict)`). `None`: it fits.
+    fn too_big<B: PacketBuf>(
+        &mut self,
+        pkt: &mut B,
+        p: &Pkt,
+        over: usize,
+        mtu: u16,
+        in_port: PortId,
+    ) -> PResult<Option<Verdict>> {
+        let ip_len = p.end - p.l3;
+        if ip_len + over <= usize::from(mtu) {
+            return Ok(None);
+        }
+        if p.v4 && !p.df {
+            return Err(DropReason::TooBig);
+        }
+        // RFC 1191 §4 / RFC 4443 §3.2: the MTU the sender may use; never below the protocol minimum.
+        let min = if p.v4 { 68 } else { 1280 };
+        let advertised = (usize::from(mtu).saturating_sub(over)).max(min) as u16;
+        if !ficmp::too_big(pkt, p.l3, p.v4, advertised) {
+            return Err(DropReason::NoHeadroom);
+        }
+        self.counters.icmp_too_big_sent += 1;
+        Ok(Some(Verdict::Tx(in_port)))
     }
 
     fn encap_to<B: PacketBuf>(
@@ -1101,6 +1124,11 @@ impl Pipeline {
         let l4 = p.l4.ok_or(DropReason::IcmpUnsupported)?;
         let echo = if p.v4 { icmp4::ECHO_REQUEST } else { icmp6::ECHO_REQUEST };
         if p.icmp_type == echo && p.frag == Frag::No {
+            // The reply leaves by the ingress port at the request's size.
+            let mtu = cfg.interfaces.iter().find(|i| i.port == in_port).map_or(u16::MAX, |i| i.mtu);
+            if p.end - p.l3 > usize::from(mtu) {
+                return Err(DropReason::TooBig);
+            }
             if !ficmp::echo_reply(pkt.data_mut(), p.l3, l4, p.v4) {
                 return Err(ParseError::Truncated.into());
             }
@@ -1125,6 +1153,15 @@ impl Pipeline {
         }
         let b = cfg.backend(bid).ok_or(DropReason::IcmpErrorNoFlow)?;
         let nh = b.next_hop.ok_or(DropReason::NoRoute)?;
+        // No ICMP error about an ICMP error (RFC 1812 §4.3.2.7): one that would not fit is dropped.
+        let over = match svc.mode {
+            Mode::Ipip => tunnel::overhead(Encap::Ipip, p.v4),
+            Mode::Gue => tunnel::overhead(Encap::Gue(svc.gue_port), p.v4),
+            _ => 0,
+        };
+        if p.end - p.l3 + over > usize::from(nh.mtu) {
+            return Err(DropReason::TooBig);
+        }
         match svc.mode {
             Mode::DsrL2 => {
                 let d = pkt.data_mut();
@@ -1177,6 +1214,7 @@ impl Pipeline {
     fn reply<K: FamilyKey, B: PacketBuf>(
         &mut self,
         cfg: &DataplaneConfig,
+        in_port: PortId,
         pkt: &mut B,
         p: &Pkt,
         now: u32,
@@ -1211,6 +1249,11 @@ impl Pipeline {
                 return Some(Err(DropReason::NoRoute));
             }
         };
+        match self.too_big(pkt, p, 0, nh.mtu, in_port) {
+            Ok(None) => {}
+            Ok(Some(v)) => return Some(Ok(v)),
+            Err(r) => return Some(Err(r)),
+        }
         let d = pkt.data_mut();
         nat::decrement_ttl(d, p.l3, p.v4);
         let rw = Rewrite {

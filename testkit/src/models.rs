@@ -1,5 +1,6 @@
 //! Operator models on the lab addressing plan, for pipeline tests and fuzz targets.
 
+use crate::packets::{check_frame, ip_of, Seen};
 use edgelb_dataplane::config::{
     BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts,
 };
@@ -43,16 +44,23 @@ pub fn neighbour_mac(i: usize) -> [u8; 6] {
 
 /// Every backend and both gateways: the neighbours [`every_mode`] knows statically.
 pub fn neighbour_addrs() -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = vec![GW4.parse().unwrap(), GW6.parse().unwrap()];
-    for (_, _, _, _, bs) in SERVICES {
-        for (a, _) in bs.iter() {
-            let a: IpAddr = a.parse().unwrap();
-            if !v.contains(&a) {
-                v.push(a);
+    neighbours().to_vec()
+}
+
+fn neighbours() -> &'static [IpAddr] {
+    static N: std::sync::OnceLock<Vec<IpAddr>> = std::sync::OnceLock::new();
+    N.get_or_init(|| {
+        let mut v: Vec<IpAddr> = vec![GW4.parse().unwrap(), GW6.parse().unwrap()];
+        for (_, _, _, _, bs) in SERVICES {
+            for (a, _) in bs.iter() {
+                let a: IpAddr = a.parse().unwrap();
+                if !v.contains(&a) {
+                    v.push(a);
+                }
             }
         }
-    }
-    v
+        v
+    })
 }
 
 /// Two ports (clients on port 0 behind the gateways, backends on port 1), the [`SERVICES`] with Maglev tables of
@@ -102,4 +110,36 @@ pub fn every_mode(maglev_size: u32) -> Model {
         timeouts: Timeouts::default(),
         draining: false,
     }
+}
+
+/// Check a frame the appliance transmitted for `input` (the frame it received, from `sender` when known), under
+/// [`every_mode`]: it passes [`check_frame`] when the input did (the appliance does not verify transport checksums,
+/// as IPVS and Katran do not: a wrong one received stays wrong, a right one must stay right), it fits the 1500-byte
+/// MTU with its L2 header, and it goes to a neighbour (backend or gateway, by address and MAC, or by MAC alone for
+/// DSR and client replies) or back to the sender. `Ok(None)`: the input was invalid and the output carries that on.
+///
+/// # Errors
+/// What is wrong with the transmitted frame.
+pub fn check_transmitted(out: &[u8], input: &[u8], sender: Option<IpAddr>) -> Result<Option<Seen>, String> {
+    let seen = match check_frame(out) {
+        Ok(s) => s,
+        Err(e) if check_frame(input).is_ok() => return Err(format!("a valid frame was transmitted invalid: {e}")),
+        Err(e) if e.contains("checksum") && e.ends_with("is wrong") => return Ok(None),
+        Err(e) => return Err(format!("transmitted frame fails the independent check: {e}")),
+    };
+    let l2 = out.len() - ip_of(out).len();
+    if out.len() > 1500 + l2 {
+        return Err(format!("a {}-byte frame exceeds the 1500-byte MTU", out.len()));
+    }
+    let neighbours = neighbours();
+    let by_mac = (0..neighbours.len()).any(|i| seen.dst_mac == neighbour_mac(i));
+    if !by_mac && Some(seen.dst) != sender {
+        return Err(format!("a frame to {} at {:02x?}: neither a neighbour nor the sender", seen.dst, seen.dst_mac));
+    }
+    if let Some(i) = neighbours.iter().position(|a| *a == seen.dst) {
+        if seen.dst_mac != neighbour_mac(i) && Some(seen.dst) != sender {
+            return Err(format!("a frame to neighbour {} at another neighbour's MAC {:02x?}", seen.dst, seen.dst_mac));
+        }
+    }
+    Ok(Some(seen))
 }

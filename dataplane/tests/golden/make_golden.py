@@ -279,7 +279,7 @@ step("v4_ipip_too_big_df", from_gw(big), "tx:0",
      to_gw(IP(src=V, dst=C4, ttl=64, id=0, flags=0, tos=0) / ICMP(type=3, code=4, nexthopmtu=1480) /
            Raw(bytes(big)[:548])))
 step("v4_ipip_too_big_no_df", from_gw(tcp4(C4, V, 40008, 80, "A", payload=b"x" * 1460, df=False)),
-     "drop:tunnel_too_big")
+     "drop:too_big")
 
 # --- GUE (UDP) ---
 V = "198.19.0.5"
