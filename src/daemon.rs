@@ -11,7 +11,11 @@
 //! ```
 //! SIGTERM/SIGINT drain: new flows are refused (counted `draining`), tracked flows keep going, and the daemon exits
 //! once nothing has been forwarded for a second, or after the drain timeout (30 s); a second signal stops at once.
-//! `--check` validates the file and exits. Exit codes: 0 clean stop, 2 usage or config error, 1 runtime failure.
+//! `--check` validates the file and exits. Exit codes: 0 clean stop, 2 usage or config error, 1 runtime failure,
+//! 70 a worker died (a panic anywhere in a worker, or its thread ending): the daemon logs which and exits at once, in
+//! debug and release builds alike, so a supervisor restarts it rather than leaving a black hole.
+//!
+//! Test-only: `EDGELB_FAULT_KILL_WORKER=N` in the environment makes worker N panic about 300 ms after start.
 
 use edgelb_controlplane::api::server::{Listen, TlsFiles};
 use edgelb_controlplane::api::store::Store;
@@ -88,6 +92,27 @@ fn resolve_macs(l: &mut Loaded) -> Result<(), String> {
     Ok(())
 }
 
+/// Exit code when a worker dies.
+pub const EXIT_WORKER_DIED: u8 = 70;
+
+/// A panic in a worker thread (`edgelb-wN`) is logged with the worker and ends the process with
+/// [`EXIT_WORKER_DIED`] at once: the same in a debug build (where it would otherwise unwind and leave the thread
+/// dead) and in a release build (`panic = "abort"`, where it would otherwise abort with no word of which worker).
+/// Other threads' panics are logged and then take their usual course.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let name = std::thread::current().name().unwrap_or("unnamed").to_string();
+        if let Some(w) = name.strip_prefix("edgelb-w") {
+            error!(worker = w, thread = %name, "worker died: {info}; edgelbd exits so a supervisor restarts it");
+            eprintln!("edgelbd: worker {w} ({name}) died: {info}");
+            std::process::exit(i32::from(EXIT_WORKER_DIED));
+        }
+        error!(thread = %name, "panic: {info}");
+        default(info);
+    }));
+}
+
 /// Run the daemon with `args` (without the program name): what `edgelbd` and `edgelb daemon` do.
 pub fn run(args: Vec<String>) -> ExitCode {
     let args = match parse_args(args) {
@@ -103,6 +128,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
     } else {
         sub.init();
     }
+    install_panic_hook();
     let mut loaded = match config::load(&args.config) {
         Ok(l) => l,
         Err(e) => {
@@ -362,14 +388,31 @@ where
         None => inject_full += 1,
     };
     slow.announce(&mut emit);
-    let mut learned: Vec<(IpAddr, [u8; 6])> = Vec::new();
+    let mut learned: Vec<(IpAddr, Option<[u8; 6]>)> = Vec::new();
     let mut learned_total = 0usize;
     let mut last_rebuild = Instant::now();
     let mut seen_version = store.version();
     // Draining: (started, forwarded count last seen, when it last changed).
     let mut drain: Option<(Instant, u64, Instant)> = None;
+    let mut fault = std::env::var("EDGELB_FAULT_KILL_WORKER")
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .map(|w| (w, Instant::now() + Duration::from_millis(300)));
+    let view = workers.view();
     'run: loop {
         let now = Instant::now();
+        if let Some(w) = workers.dead() {
+            error!(worker = w, "worker {w} stopped unexpectedly; edgelbd exits so a supervisor restarts it");
+            eprintln!("edgelbd: worker {w} (edgelb-w{w}) stopped unexpectedly");
+            std::process::exit(i32::from(EXIT_WORKER_DIED));
+        }
+        if let Some((w, at)) = fault {
+            if now >= at {
+                warn!(worker = w, "EDGELB_FAULT_KILL_WORKER: injecting a fault into worker {w}");
+                let _ = view.inject_fault(w);
+                fault = None;
+            }
+        }
         if let Some((started, last_tx, changed)) = drain.as_mut() {
             let tx = workers.total().tx;
             if tx != *last_tx {
@@ -388,12 +431,17 @@ where
         while let Some((port, b)) = workers.slow.pop() {
             slow.handle(port, b.data(), now, &mut emit);
         }
-        while let Some((a, v4)) = workers.unresolved.pop() {
-            slow.want(edgelb_dataplane::config::addr_from16(a, v4));
+        // Packets whose next hop has no MAC yet: the slow path holds them until it has one (their buffers are
+        // copied there and returned to the pool now).
+        while let Some(h) = workers.held.pop() {
+            let via = edgelb_dataplane::config::addr_from16(h.via, h.v4);
+            slow.hold(h.port, via, h.buf.data(), now, &mut emit);
         }
         slow.poll(now, &mut emit);
-        learned.extend(slow.take_learned());
-        if !learned.is_empty() && now.duration_since(last_rebuild) >= Duration::from_millis(100) {
+        learned.extend(slow.take_changes());
+        // Held packets already left with the new MAC; the snapshot follows within 20 ms so the workers stop
+        // holding (a rebuild costs a Maglev table per service, so bursts of news are batched).
+        if !learned.is_empty() && now.duration_since(last_rebuild) >= Duration::from_millis(20) {
             last_rebuild = now;
             learned_total += learned.len();
             match store.learn(learned.drain(..)) {
@@ -432,6 +480,7 @@ where
         std::thread::sleep(Duration::from_millis(5));
     }
     let slow_stats = slow.stats;
+    let neigh_stats = slow.neighbour_stats();
     info!("stopping");
     if let Some((tx, thread)) = api {
         let _ = tx.send(());
@@ -450,7 +499,12 @@ where
         slowpath = total.slowpath,
         arp_answered = slow_stats.vip_arp_replies,
         own_answers = slow_stats.own_replies,
-        neighbours_learnt = slow_stats.learned,
+        neighbours_learnt = neigh_stats.learnt,
+        neighbour_conflicts = neigh_stats.conflicts,
+        neighbour_conflicts_refused = neigh_stats.refused,
+        held = slow_stats.held,
+        held_released = slow_stats.released,
+        held_dropped = slow_stats.held_dropped,
         slowpath_tx_full = inject_full,
         drops = %drops.join(","),
         "stopped"

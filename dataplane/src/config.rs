@@ -454,17 +454,22 @@ impl DataplaneConfig {
     }
     /// Next hop toward `dst` at packet time: on-link neighbour, else the gateway of its family.
     pub fn route(&self, dst: &[u8; 16], v4: bool) -> Option<NextHop> {
-        let (via, port) = match self.connected.iter().find(|(p, l, _)| prefix_match(dst, p, *l)) {
-            Some(&(_, _, port)) => (*dst, port),
-            None => {
-                let gw = if v4 { self.gateway_v4 } else { self.gateway_v6 }?;
-                let port = self.connected.iter().find(|(p, l, _)| prefix_match(&gw, p, *l))?.2;
-                (gw, port)
-            }
-        };
+        let (port, via) = self.route_via(dst, v4)?;
         let mac = *self.neighbours.get(&via)?;
         let itf = self.interfaces.iter().find(|i| i.port == port)?;
         Some(NextHop { port, mac, src_mac: itf.mac, mtu: itf.mtu })
+    }
+    /// The egress port toward `dst` and the address whose MAC the frame needs (`dst` itself when on-link, else the
+    /// family's gateway), whether that MAC is known or not.
+    pub fn route_via(&self, dst: &[u8; 16], v4: bool) -> Option<(PortId, [u8; 16])> {
+        match self.connected.iter().find(|(p, l, _)| prefix_match(dst, p, *l)) {
+            Some(&(_, _, port)) => Some((port, *dst)),
+            None => {
+                let gw = if v4 { self.gateway_v4 } else { self.gateway_v6 }?;
+                let port = self.connected.iter().find(|(p, l, _)| prefix_match(&gw, p, *l))?.2;
+                Some((port, gw))
+            }
+        }
     }
     /// True when `a` lies in a connected subnet.
     pub fn is_on_link(&self, a: &[u8; 16]) -> bool {

@@ -24,7 +24,7 @@
 //!
 //! Nothing here allocates, locks or panics on packet contents: every failure is a [`DropReason`] with a counter.
 
-use crate::config::{Backend, BackendState, Classified, DataplaneConfig, Mode, PortId, Service};
+use crate::config::{Backend, BackendState, Classified, DataplaneConfig, Mode, NextHop, PortId, Service};
 use crate::forward::icmp as ficmp;
 use crate::forward::l2::set_macs;
 use crate::forward::nat::{self, Rewrite};
@@ -54,6 +54,9 @@ pub enum Verdict {
     Drop(DropReason),
     /// Another worker owns this flow: hand the buffer, unchanged, to it.
     Handoff(u16),
+    /// Rewritten, bound for this port, but its next hop's MAC is not known yet: the slow path holds it (bounded),
+    /// resolves the next hop ([`Pipeline::resolve`] names it) and sends it on, as the kernel's neighbour queue does.
+    Resolve(PortId),
 }
 
 /// Why a packet was dropped. One counter each.
@@ -220,6 +223,8 @@ pub struct Counters {
     pub icmp_errors_steered: u64,
     /// Fragmentation-needed / packet-too-big messages sent.
     pub icmp_too_big_sent: u64,
+    /// Packets handed to the slow path to wait for their next hop's resolution (verdict `Resolve`).
+    pub held: u64,
     /// Non-first fragments that followed their first fragment.
     pub fragments_followed: u64,
 }
@@ -240,6 +245,7 @@ impl Default for Counters {
             icmp_echo: 0,
             icmp_errors_steered: 0,
             icmp_too_big_sent: 0,
+            held: 0,
             fragments_followed: 0,
         }
     }
@@ -574,10 +580,10 @@ pub struct Pipeline {
     frags: FlowTable<FragKey>,
     /// Packet counters.
     pub counters: Counters,
-    /// The last on-link destination a reply could not reach because its neighbour is unknown (16-byte form, IPv4?):
-    /// the worker hands it to the slow path to resolve. A client that has the VIP's MAC cached (say, across an
-    /// appliance restart) never ARPs, so without this its replies would be dropped until its cache expires.
-    pub unresolved: Option<([u8; 16], bool)>,
+    /// The next hop (16-byte form, IPv4?) of the last packet given [`Verdict::Resolve`]: the worker hands both to
+    /// the slow path. A backend not yet resolved at start, or a client that has the VIP's MAC cached across an
+    /// appliance restart and never ARPs, costs a wait for one ARP or NDP exchange instead of dropped packets.
+    pub resolve: Option<([u8; 16], bool)>,
     /// Per-backend counters by stable id.
     pub backend_stats: Vec<ObjCounters>,
     /// Per-service counters by stable id.
@@ -602,7 +608,7 @@ impl Pipeline {
             affinity: FlowTable::new(sizes.affinity),
             frags: FlowTable::new(sizes.fragments),
             counters: Counters::default(),
-            unresolved: None,
+            resolve: None,
             backend_stats: Vec::new(),
             service_stats: Vec::new(),
         }
@@ -767,6 +773,7 @@ impl Pipeline {
             Verdict::SlowPath => self.counters.slowpath += 1,
             Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
             Verdict::Handoff(_) => self.counters.handoff += 1,
+            Verdict::Resolve(_) => self.counters.held += 1,
         }
         v
     }
@@ -1025,7 +1032,10 @@ impl Pipeline {
         pkt: &mut B,
         p: &Pkt,
     ) -> PResult<Verdict> {
-        let nh = b.next_hop.ok_or(DropReason::NoRoute)?;
+        let (nh, held) = match b.next_hop {
+            Some(nh) => (nh, false),
+            None => self.next_hop(cfg, &b.addr, p.v4)?,
+        };
         let encap = match svc.mode {
             Mode::Ipip => Some(Encap::Ipip),
             Mode::Gue => Some(Encap::Gue(svc.gue_port)),
@@ -1062,7 +1072,19 @@ impl Pipeline {
                 self.encap_to(cfg, pkt, p, b, encap, &nh)?;
             }
         }
-        Ok(Verdict::Tx(nh.port))
+        Ok(if held { Verdict::Resolve(nh.port) } else { Verdict::Tx(nh.port) })
+    }
+
+    /// The next hop toward `dst`; when its MAC is not known yet, one without a MAC (`true`), its address left in
+    /// [`Pipeline::resolve`] for the slow path.
+    fn next_hop(&mut self, cfg: &DataplaneConfig, dst: &[u8; 16], v4: bool) -> PResult<(NextHop, bool)> {
+        if let Some(nh) = cfg.route(dst, v4) {
+            return Ok((nh, false));
+        }
+        let (port, via) = cfg.route_via(dst, v4).ok_or(DropReason::NoRoute)?;
+        let itf = cfg.interface(port).ok_or(DropReason::NoRoute)?;
+        self.resolve = Some((via, v4));
+        Ok((NextHop { port, mac: [0; 6], src_mac: itf.mac, mtu: itf.mtu }, true))
     }
 
     /// A packet that would leave bigger than `mtu` with `over` bytes added: IPv4 without DF is dropped (the
@@ -1152,7 +1174,10 @@ impl Pipeline {
             return Err(DropReason::IcmpErrorNoFlow);
         }
         let b = cfg.backend(bid).ok_or(DropReason::IcmpErrorNoFlow)?;
-        let nh = b.next_hop.ok_or(DropReason::NoRoute)?;
+        let (nh, held) = match b.next_hop {
+            Some(nh) => (nh, false),
+            None => self.next_hop(cfg, &b.addr, p.v4)?,
+        };
         // No ICMP error about an ICMP error (RFC 1812 §4.3.2.7): one that would not fit is dropped.
         let over = match svc.mode {
             Mode::Ipip => tunnel::overhead(Encap::Ipip, p.v4),
@@ -1195,7 +1220,7 @@ impl Pipeline {
             }
         }
         self.counters.icmp_errors_steered += 1;
-        Ok(Verdict::Tx(nh.port))
+        Ok(if held { Verdict::Resolve(nh.port) } else { Verdict::Tx(nh.port) })
     }
 
     /// The backend of the flow an embedded (VIP -> client) header belongs to: tracked, else by Maglev.
@@ -1242,12 +1267,9 @@ impl Pipeline {
         let fkey = f.key;
         let vip = fkey.dst16();
         let client = fkey.src16();
-        let nh = match cfg.route(&client, p.v4) {
-            Some(nh) => nh,
-            None => {
-                self.unresolved = Some((client, p.v4));
-                return Some(Err(DropReason::NoRoute));
-            }
+        let (nh, held) = match self.next_hop(cfg, &client, p.v4) {
+            Ok(x) => x,
+            Err(r) => return Some(Err(r)),
         };
         match self.too_big(pkt, p, 0, nh.mtu, in_port) {
             Ok(None) => {}
@@ -1267,7 +1289,7 @@ impl Pipeline {
         }
         set_macs(d, nh.mac, nh.src_mac);
         self.counters.replies += 1;
-        Some(Ok(Verdict::Tx(nh.port)))
+        Some(Ok(if held { Verdict::Resolve(nh.port) } else { Verdict::Tx(nh.port) }))
     }
 
     /// Append to `out` the live flows matching `filter`, scanning at most `scan` slots from `from`, stopping early once

@@ -120,8 +120,9 @@ pub struct Workers<P: Port> {
     pub slow: Arc<ArrayQueue<Handoff<P::Buf>>>,
     /// Frames the slow path sends (ARP, NDP, ICMP answers): worker 0 transmits them on the port named.
     pub inject: Arc<ArrayQueue<Handoff<P::Buf>>>,
-    /// On-link addresses replies could not reach (neighbour unknown), for the slow path to resolve.
-    pub unresolved: Misses,
+    /// Rewritten packets whose next hop's MAC is not known yet (verdict `Resolve`), for the slow path to hold until
+    /// it resolves the next hop.
+    pub held: HeldRing<P::Buf>,
     /// Per worker: the config generation it last loaded (written only when it changes).
     pub in_use: Vec<Arc<AtomicU64>>,
     queries: Vec<Arc<ArrayQueue<QueryRequest>>>,
@@ -185,6 +186,15 @@ impl WorkerView {
         Ok((out, None))
     }
 
+    /// Make worker `w` panic between bursts, as a bug would: for tests of what the daemon does when a worker dies.
+    ///
+    /// # Errors
+    /// [`QueryError::Busy`] when the worker does not exist or its request ring is full.
+    pub fn inject_fault(&self, w: u16) -> Result<(), QueryError> {
+        let q = self.queries.get(usize::from(w)).ok_or(QueryError::Busy(w))?;
+        q.push(QueryRequest::Fault).map_err(|_| QueryError::Busy(w))
+    }
+
     /// True once every worker has loaded config generation `generation` (or a later one).
     pub fn all_use(&self, generation: u64) -> bool {
         self.in_use.iter().all(|g| g.load(Ordering::Acquire) >= generation)
@@ -203,13 +213,28 @@ enum QueryRequest {
     Query(Tuple, SyncSender<Option<FlowQuery>>),
     /// A page of tracked flows from a cursor.
     List(FlowCursor, FlowFilter, usize, SyncSender<(Vec<FlowInfo>, Option<FlowCursor>)>),
+    /// Panic (fault injection for tests of the daemon's dead-worker handling; see [`WorkerView::inject_fault`]).
+    Fault,
 }
 
 /// Flow-table slots a worker scans per listing request: a bounded pause (tens of microseconds) between bursts.
 const LIST_SCAN_SLOTS: u32 = 16_384;
 
-/// Unresolved on-link destinations (16-byte form, IPv4?) the workers hand to the slow path.
-pub type Misses = Arc<ArrayQueue<([u8; 16], bool)>>;
+/// A packet waiting for its next hop's MAC: it leaves by `port` once `via` (16-byte form) is resolved.
+#[derive(Debug)]
+pub struct Held<B> {
+    /// Egress port.
+    pub port: PortId,
+    /// The next hop to resolve.
+    pub via: [u8; 16],
+    /// IPv4 (else IPv6).
+    pub v4: bool,
+    /// The rewritten frame; its destination MAC is to be filled in.
+    pub buf: B,
+}
+
+/// The ring of held packets from all workers to the slow path.
+pub type HeldRing<B> = Arc<ArrayQueue<Held<B>>>;
 
 /// Where a paged flow listing continues: worker and cursor in its tables.
 pub type FlowPageToken = (u16, FlowCursor);
@@ -248,7 +273,7 @@ where
             (0..n).map(|_| Arc::new(ArrayQueue::new(handoff_depth.max(BURST)))).collect();
         let slow = Arc::new(ArrayQueue::new(slow_depth.max(1)));
         let inject = Arc::new(ArrayQueue::new(slow_depth.max(1)));
-        let unresolved = Arc::new(ArrayQueue::new(64));
+        let held = Arc::new(ArrayQueue::new(slow_depth.max(1)));
         let stop = Arc::new(AtomicBool::new(false));
         let mut stats = Vec::new();
         let mut threads = Vec::new();
@@ -262,7 +287,7 @@ where
             let queries = Arc::new(ArrayQueue::new(16));
             queries_all.push(queries.clone());
             let (cfg, stop, inboxes, slow) = (config.clone(), stop.clone(), inboxes.clone(), slow.clone());
-            let misses = unresolved.clone();
+            let held_ring = held.clone();
             let inject = (s.worker == 0).then(|| inject.clone());
             let t = std::thread::Builder::new()
                 .name(format!("edgelb-w{}", s.worker))
@@ -276,7 +301,7 @@ where
                     w.core = pinned;
                     w.inject = inject;
                     w.in_use = Some(in_use);
-                    w.misses = Some(misses);
+                    w.held = Some(held_ring);
                     w.queries = Some(queries);
                     w.run(&cfg, &stop);
                     w.ports
@@ -284,12 +309,21 @@ where
                 .expect("spawn worker thread");
             threads.push(t);
         }
-        Self { stop, threads, stats, slow, inject, unresolved, in_use: in_use_all, queries: queries_all }
+        Self { stop, threads, stats, slow, inject, held, in_use: in_use_all, queries: queries_all }
     }
 
     /// A handle on the running workers for the control plane: their stats, their config generations, flow queries.
     pub fn view(&self) -> WorkerView {
         WorkerView { stats: self.stats.clone(), in_use: self.in_use.clone(), queries: self.queries.clone() }
+    }
+
+    /// The first worker whose thread has ended although nobody asked it to stop (it panicked, or returned): the
+    /// daemon must not forward on without it.
+    pub fn dead(&self) -> Option<u16> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.threads.iter().position(|t| t.is_finished()).map(|i| i as u16)
     }
 
     /// Ask every worker to stop, wait for them, and give back their ports.
@@ -340,6 +374,7 @@ pub fn add_counters(a: &mut Counters, b: &Counters) {
     a.icmp_echo += b.icmp_echo;
     a.icmp_errors_steered += b.icmp_errors_steered;
     a.icmp_too_big_sent += b.icmp_too_big_sent;
+    a.held += b.held;
     a.fragments_followed += b.fragments_followed;
 }
 
@@ -363,7 +398,7 @@ pub struct Worker<P: Port> {
     inject: Option<Arc<ArrayQueue<Handoff<P::Buf>>>>,
     in_use: Option<Arc<AtomicU64>>,
     queries: Option<Arc<ArrayQueue<QueryRequest>>>,
-    misses: Option<Misses>,
+    held: Option<HeldRing<P::Buf>>,
 }
 
 impl<P: Port> std::fmt::Debug for Worker<P> {
@@ -401,7 +436,7 @@ impl<P: Port> Worker<P> {
             inject: None,
             in_use: None,
             queries: None,
-            misses: None,
+            held: None,
         }
     }
 
@@ -433,19 +468,13 @@ impl<P: Port> Worker<P> {
                 g.store(cfg.generation, Ordering::Release);
             }
         }
-        // An unreachable on-link destination seen in the last pass: ask the slow path to resolve it (a full ring
-        // drops the request; the next miss asks again).
-        if let Some(m) = self.pipeline.unresolved.take() {
-            if let Some(q) = &self.misses {
-                let _ = q.push(m);
-            }
-        }
         if let Some(q) = &self.queries {
             // The asker may have given up (timed out); then the answer has nowhere to go.
             match q.pop() {
                 Some(QueryRequest::Query(t, reply)) => {
                     let _ = reply.try_send(self.pipeline.query(&cfg, &t, now));
                 }
+                Some(QueryRequest::Fault) => panic!("fault injected: worker {} stops", self.pipeline.worker),
                 Some(QueryRequest::List(from, filter, max, reply)) => {
                     // Allocates: a control-plane request, answered between bursts, never on the packet path.
                     let mut out = Vec::with_capacity(max.min(4096));
@@ -549,6 +578,22 @@ impl<P: Port> Worker<P> {
                 }
             }
             Verdict::Drop(_) => self.ports[usize::from(in_port)].free(b),
+            Verdict::Resolve(port) => {
+                let Some((via, v4)) = self.pipeline.resolve.take() else {
+                    self.pipeline.count_drop(DropReason::NoRoute);
+                    self.ports[usize::from(in_port)].free(b);
+                    return;
+                };
+                let pushed = match &self.held {
+                    Some(q) => q.push(Held { port, via, v4, buf: b }).map_err(|h| h.buf),
+                    None => Err(b),
+                };
+                if let Err(b) = pushed {
+                    // Nobody holds packets (a bare worker) or the ring is full: dropped as unroutable.
+                    self.pipeline.count_drop(DropReason::NoRoute);
+                    self.ports[usize::from(in_port)].free(b);
+                }
+            }
             Verdict::SlowPath => {
                 if let Err((_, b)) = self.slow.push((in_port, b)) {
                     self.pipeline.count_drop(DropReason::SlowPathFull);

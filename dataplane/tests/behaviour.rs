@@ -467,7 +467,7 @@ mod robustness {
             let mut b = MemBuf::from_slice(&bytes);
             let _ = p.process(&cfg, 0, &mut b, 1);
             let c = &p.counters;
-            prop_assert_eq!(c.rx, c.tx + c.slowpath + c.handoff + c.dropped_total());
+            prop_assert_eq!(c.rx, c.tx + c.slowpath + c.handoff + c.held + c.dropped_total());
         }
 
         #[test]
@@ -489,7 +489,7 @@ mod robustness {
                 prop_assert!(DropReason::all().any(|x| x == r));
             }
             let c = &p.counters;
-            prop_assert_eq!(c.rx, c.tx + c.slowpath + c.handoff + c.dropped_total());
+            prop_assert_eq!(c.rx, c.tx + c.slowpath + c.handoff + c.held + c.dropped_total());
         }
     }
 }

@@ -196,7 +196,7 @@ fn two_workers_own_one_queue_each_of_a_multi_queue_device() {
     let per_worker: Vec<u64> = workers.stats.iter().map(|s| s.lock().unwrap().counters.rx).collect();
     let (ports, totals) = workers.stop_with_totals();
     assert!(per_worker.iter().all(|&rx| rx > 0), "each worker polls its own queue: {per_worker:?}");
-    let accounted = totals.tx + totals.dropped_total() + totals.slowpath;
+    let accounted = totals.tx + totals.dropped_total() + totals.slowpath + totals.held;
     assert_eq!(accounted, totals.rx, "every received frame accounted for: {totals:?}");
     let st = dev.stats();
     assert!(st.rx_packets >= totals.rx, "device counted {st:?}, workers {}", totals.rx);

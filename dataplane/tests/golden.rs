@@ -20,6 +20,7 @@ fn verdict_name(v: Verdict) -> String {
         Verdict::SlowPath => "slowpath".into(),
         Verdict::Drop(r) => format!("drop:{}", r.name()),
         Verdict::Handoff(w) => format!("handoff:{w}"),
+        Verdict::Resolve(p) => format!("resolve:{p}"),
     }
 }
 

@@ -439,13 +439,19 @@ impl Store {
         Ok(self.commit(g, cfg, moved, source))
     }
 
-    /// Add neighbours the slow path learnt and publish a snapshot with them. Returns the generation.
+    /// Apply the slow path's neighbour changes (a MAC to use, or `None`: forget the address) and publish a snapshot
+    /// with them. Static neighbours of the model win over learnt ones. Returns the generation.
     ///
     /// # Errors
     /// Should the model no longer build (it cannot: neighbours are not validated), the error.
-    pub fn learn(&self, learned: impl IntoIterator<Item = (IpAddr, [u8; 6])>) -> Result<u64, StoreError> {
+    pub fn learn(&self, changes: impl IntoIterator<Item = (IpAddr, Option<[u8; 6]>)>) -> Result<u64, StoreError> {
         let mut g = self.lock();
-        g.learned.extend(learned);
+        for (ip, mac) in changes {
+            match mac {
+                Some(mac) => g.learned.insert(ip, mac),
+                None => g.learned.remove(&ip),
+            };
+        }
         let m = effective(&g.model, &g.learned, &g.unhealthy, &g.k8s);
         let (cfg, _) = g.builder.build(&m)?;
         let generation = cfg.generation;

@@ -187,7 +187,7 @@ fuzz_target!(|data: &[u8]| {
     let (v, out) = tx(s, in_port, &frame);
 
     let cnt = &s.pipeline.counters;
-    assert_eq!(cnt.rx, cnt.tx + cnt.slowpath + cnt.handoff + cnt.dropped_total(), "a packet without one verdict");
+    assert_eq!(cnt.rx, cnt.tx + cnt.slowpath + cnt.handoff + cnt.held + cnt.dropped_total(), "a packet without one verdict");
     if let Verdict::Tx(p) = v {
         assert!(p <= 1, "transmit to a port that does not exist: {p}");
         let seen = models::check_transmitted(&out, &frame, Some(craft.src)).unwrap_or_else(|e| panic!("{e}"));

@@ -6,19 +6,27 @@
 //! - **VIPs**: ARP requests for a VIP are answered here with the port's MAC (smoltcp interfaces hold at most 8
 //!   addresses; an appliance holds many more VIPs), as are NDP solicitations for IPv6 VIPs. [`SlowPath::announce`]
 //!   sends gratuitous ARP / unsolicited NA for every VIP.
-//! - **Neighbours**: the sender of every ARP frame seen on a port, when it lies in that port's subnets, is learnt;
-//!   next hops the dataplane needs but does not know ([`SlowPath::set_wanted`]) are asked for with ARP requests once
-//!   a second. [`SlowPath::take_learned`] hands the news to whoever rebuilds the snapshot.
+//! - **Neighbours** ([`neigh`]): ARP and NDP for IPv4 and IPv6 alike. Mappings are believed as answers only when the
+//!   appliance asked; claims (requests to our addresses and VIPs, gratuitous ARP, unsolicited NA) never replace a
+//!   confirmed MAC unless the old one stays silent to unicast probes; confirmations age and are renewed by unicast.
+//!   Next hops the dataplane needs ([`SlowPath::set_wanted`]) are asked for at once and then once a second (ARP
+//!   broadcast, NS to the solicited-node group). [`SlowPath::take_changes`] hands the news to whoever rebuilds the
+//!   snapshot.
+//! - **Held packets** ([`SlowPath::hold`]): frames the workers rewrote for a next hop whose MAC is not known yet
+//!   wait here (at most [`HOLD_PER_ADDRESS`] per address, [`HOLD_FOR`] long) while it is resolved, then leave with
+//!   its MAC: the first SYN after a start and the packets after a restart are delayed by one exchange, not dropped.
 //!
 //! It runs on the daemon's thread, is driven by [`SlowPath::handle`] and [`SlowPath::poll`], and emits frames through
 //! a callback; allocation here is fine (it is not the per-packet path of forwarded traffic).
 //! IPv6: smoltcp answers NDP for the ports' own IPv6 addresses; solicitations for IPv6 VIPs are answered here and
-//! unsolicited advertisements announce them; IPv6 neighbours are learnt from solicitations and advertisements, but not
-//! yet actively solicited (IPv6 backends need a static neighbour or traffic of their own first).
+//! unsolicited advertisements announce them.
+
+pub mod neigh;
 
 use crate::config::{DataplaneConfig, InterfaceSpec, PortId};
 use crate::wire::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
 use crate::wire::ethernet::{ethertype, parse_l2, EthernetFrame, Mac, BROADCAST, HEADER_LEN};
+use neigh::{Action, Heard, NeighTable, Timers};
 use smoltcp::iface::{Config as IfConfig, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
@@ -28,6 +36,13 @@ use std::time::{Duration, Instant};
 
 /// How often an unresolved next hop is asked for.
 pub const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+/// Packets held per unresolved next hop (the kernel's `unres_qlen` is 101 packets' worth of bytes; a few suffice
+/// for the SYNs and first segments of the connections that find a next hop unresolved).
+pub const HOLD_PER_ADDRESS: usize = 64;
+/// Packets held in all.
+pub const HOLD_TOTAL: usize = 4096;
+/// How long a held packet waits for its next hop.
+pub const HOLD_FOR: Duration = Duration::from_secs(3);
 
 struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
@@ -92,10 +107,14 @@ pub struct SlowStats {
     pub vip_arp_replies: u64,
     /// Frames smoltcp sent (answers for the appliance's own addresses).
     pub own_replies: u64,
-    /// Neighbours learnt or changed.
-    pub learned: u64,
-    /// ARP requests sent to resolve next hops.
+    /// ARP requests and neighbour solicitations sent (to resolve, to confirm, to re-confirm).
     pub requests: u64,
+    /// Packets held for a next hop's resolution.
+    pub held: u64,
+    /// Held packets sent on once their next hop was resolved.
+    pub released: u64,
+    /// Held packets dropped: their next hop stayed unresolved for [`HOLD_FOR`], or too many were waiting.
+    pub held_dropped: u64,
     /// Gratuitous ARPs sent.
     pub announcements: u64,
     /// Frames on a port the slow path does not know.
@@ -107,8 +126,12 @@ pub struct SlowPath {
     ports: Vec<PortSlow>,
     vips4: HashSet<Ipv4Addr>,
     vips6: HashSet<Ipv6Addr>,
-    neighbours: HashMap<IpAddr, Mac>,
-    news: Vec<(IpAddr, Mac)>,
+    neigh: NeighTable,
+    changes: Vec<(IpAddr, Option<Mac>)>,
+    actions: Vec<Action>,
+    held: HashMap<IpAddr, VecDeque<(PortId, Vec<u8>, Instant)>>,
+    held_total: usize,
+    releases: Vec<(PortId, Vec<u8>)>,
     wanted: Vec<IpAddr>,
     last_request: Option<Instant>,
     epoch: Instant,
@@ -192,17 +215,61 @@ fn na_frame(src_mac: Mac, dst_mac: Mac, target: Ipv6Addr, dst: Ipv6Addr, solicit
     f
 }
 
+/// An Ethernet/IPv6 neighbour solicitation (RFC 4861 §4.3) for `target` from `src` (ours) with our link-layer
+/// address: to the solicited-node group (RFC 4291 §2.7.1) to resolve, or unicast to `mac` to re-confirm.
+fn ns_frame(src_mac: Mac, src: Ipv6Addr, target: Ipv6Addr, mac: Option<Mac>) -> Vec<u8> {
+    let t = target.octets();
+    let (dst, dst_mac) = match mac {
+        Some(m) => (target, m),
+        None => (
+            Ipv6Addr::from([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15]]),
+            [0x33, 0x33, 0xff, t[13], t[14], t[15]],
+        ),
+    };
+    let mut f = vec![0u8; HEADER_LEN + 40 + 32];
+    let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+    e.set_dst(dst_mac);
+    e.set_src(src_mac);
+    e.set_ethertype(ethertype::IPV6);
+    let mut ip = crate::wire::ipv6::Ipv6Packet::new_unchecked(&mut f[HEADER_LEN..]);
+    ip.set_ver_tc_flow(0, 0);
+    ip.set_payload_len(32);
+    ip.set_next_header(crate::wire::proto::ICMPV6);
+    ip.set_hop_limit(255);
+    ip.set_src(src.octets());
+    ip.set_dst(dst.octets());
+    let icmp = &mut f[HEADER_LEN + 40..];
+    icmp[0] = 135;
+    icmp[8..24].copy_from_slice(&t);
+    icmp[24] = 1; // source link-layer address
+    icmp[25] = 1;
+    icmp[26..32].copy_from_slice(&src_mac);
+    let acc = crate::wire::checksum::pseudo_v6(&src.octets(), &dst.octets(), crate::wire::proto::ICMPV6, 32);
+    let c = crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 impl SlowPath {
-    /// A slow path for the snapshot's interfaces and VIPs.
+    /// A slow path for the snapshot's interfaces and VIPs, with the default neighbour timers.
     pub fn new(cfg: &DataplaneConfig) -> Self {
+        Self::with_timers(cfg, Timers::default())
+    }
+
+    /// A slow path with these neighbour timers.
+    pub fn with_timers(cfg: &DataplaneConfig, timers: Timers) -> Self {
         let epoch = Instant::now();
         let now = smoltcp::time::Instant::from_millis(0);
         let mut s = Self {
             ports: cfg.interfaces.iter().map(|i| port_slow(i, now)).collect(),
             vips4: HashSet::new(),
             vips6: HashSet::new(),
-            neighbours: HashMap::new(),
-            news: Vec::new(),
+            neigh: NeighTable::new(timers),
+            changes: Vec::new(),
+            actions: Vec::new(),
+            held: HashMap::new(),
+            held_total: 0,
+            releases: Vec::new(),
             wanted: Vec::new(),
             last_request: None,
             epoch,
@@ -223,45 +290,127 @@ impl SlowPath {
         self.vips6 = cfg.services.iter().filter(|s| !s.v4).map(|s| Ipv6Addr::from(s.vip)).collect();
     }
 
-    /// Resolve `ip` too (a destination the dataplane found unreachable), until it is known. At most 1 024 such
-    /// addresses are kept.
-    pub fn want(&mut self, ip: IpAddr) {
-        if !self.wanted.contains(&ip) && !self.neighbours.contains_key(&ip) && self.wanted.len() < 1024 {
-            self.wanted.push(ip);
-            // Ask at the next poll rather than waiting for the periodic round.
-            self.last_request = None;
-        }
+    /// Resolve `ip` now (a next hop a held packet waits for), unless it is known or was just asked for.
+    pub fn want(&mut self, ip: IpAddr, now: Instant) {
+        self.neigh.resolve(ip, now, &mut self.actions);
     }
 
-    /// Next hops to resolve (asked for once a second until learnt).
+    /// Next hops to resolve (asked for at the next poll, then once a second until known).
     pub fn set_wanted(&mut self, addrs: Vec<IpAddr>) {
         self.wanted = addrs;
+        self.last_request = None;
     }
 
-    /// Neighbours learnt or changed since the last call.
-    pub fn take_learned(&mut self) -> Vec<(IpAddr, Mac)> {
-        std::mem::take(&mut self.news)
+    /// Neighbour changes since the last call: a MAC to use from now on, or `None` when the address has none any more.
+    pub fn take_changes(&mut self) -> Vec<(IpAddr, Option<Mac>)> {
+        std::mem::take(&mut self.changes)
     }
 
-    /// Everything learnt so far.
-    pub fn neighbours(&self) -> &HashMap<IpAddr, Mac> {
-        &self.neighbours
+    /// The MAC in use for `ip`.
+    pub fn neighbour(&self, ip: &IpAddr) -> Option<Mac> {
+        self.neigh.get(ip)
+    }
+
+    /// Counters of the neighbour table.
+    pub fn neighbour_stats(&self) -> neigh::NeighStats {
+        self.neigh.stats
+    }
+
+    /// Hold `frame` (rewritten, bound for `port`, its destination MAC to be filled in) until `via` is resolved; sent
+    /// at once when it already is. Answers go to `out(port, frame)`.
+    pub fn hold(&mut self, port: PortId, via: IpAddr, frame: &[u8], now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
+        self.stats.held += 1;
+        if frame.len() < HEADER_LEN {
+            self.stats.held_dropped += 1;
+            return;
+        }
+        if let Some(mac) = self.neigh.get(&via) {
+            let mut f = frame.to_vec();
+            f[..6].copy_from_slice(&mac);
+            self.stats.released += 1;
+            out(port, &f);
+            return;
+        }
+        let q = self.held.entry(via).or_default();
+        if q.len() >= HOLD_PER_ADDRESS || self.held_total >= HOLD_TOTAL {
+            self.stats.held_dropped += 1;
+        } else {
+            q.push_back((port, frame.to_vec(), now));
+            self.held_total += 1;
+        }
+        self.neigh.resolve(via, now, &mut self.actions);
+        self.act(now, out);
     }
 
     fn smoltcp_now(&self, now: Instant) -> smoltcp::time::Instant {
         smoltcp::time::Instant::from_millis(now.saturating_duration_since(self.epoch).as_millis() as i64)
     }
 
-    fn learn(&mut self, port: usize, ip: IpAddr, mac: Mac) {
-        if ip.is_unspecified() || mac == [0; 6] || mac[0] & 1 != 0 {
+    fn is_ours(&self, ip: &IpAddr) -> bool {
+        let vip = match ip {
+            IpAddr::V4(a) => self.vips4.contains(a),
+            IpAddr::V6(a) => self.vips6.contains(a),
+        };
+        vip || self.ports.iter().any(|p| p.addrs.iter().any(|(a, _)| a == ip))
+    }
+
+    /// `mac` heard for `ip` on port index `pi`: only addresses in that port's subnets, and never our own.
+    fn heard(&mut self, pi: usize, ip: IpAddr, mac: Mac, how: Heard, now: Instant) {
+        if !self.ports[pi].addrs.iter().any(|&p| in_subnet(ip, p)) || self.is_ours(&ip) {
             return;
         }
-        if !self.ports[port].addrs.iter().any(|&p| in_subnet(ip, p)) {
-            return;
+        self.neigh.heard(ip, mac, how, now, &mut self.actions);
+    }
+
+    /// Carry out what the neighbour table asked for: requests and probes out, changes recorded, held packets
+    /// released.
+    fn act(&mut self, now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
+        for a in std::mem::take(&mut self.actions) {
+            match a {
+                Action::Ask(ip) => self.solicit(ip, None, out),
+                Action::Probe(ip, mac) => self.solicit(ip, Some(mac), out),
+                Action::Set(ip, mac) => {
+                    self.changes.push((ip, Some(mac)));
+                    if let Some(q) = self.held.remove(&ip) {
+                        self.held_total -= q.len();
+                        for (port, mut f, _) in q {
+                            f[..6].copy_from_slice(&mac);
+                            self.stats.released += 1;
+                            self.releases.push((port, f));
+                        }
+                    }
+                }
+                Action::Forget(ip) => self.changes.push((ip, None)),
+            }
         }
-        if self.neighbours.insert(ip, mac) != Some(mac) {
-            self.news.push((ip, mac));
-            self.stats.learned += 1;
+        for (port, f) in std::mem::take(&mut self.releases) {
+            out(port, &f);
+        }
+        // Held packets whose next hop stayed silent.
+        let before = self.held_total;
+        self.held.retain(|_, q| {
+            q.retain(|(_, _, at)| now.saturating_duration_since(*at) < HOLD_FOR);
+            !q.is_empty()
+        });
+        self.held_total = self.held.values().map(VecDeque::len).sum();
+        self.stats.held_dropped += (before - self.held_total) as u64;
+    }
+
+    /// Ask for `ip` on the port whose subnet holds it: ARP request (broadcast, or unicast to `mac`) or neighbour
+    /// solicitation (to the solicited-node group, or unicast to `mac`), from the port's own address in that subnet.
+    fn solicit(&mut self, ip: IpAddr, mac: Option<Mac>, out: &mut impl FnMut(PortId, &[u8])) {
+        for p in &self.ports {
+            let Some(&(own, _)) = p.addrs.iter().find(|&&(a, l)| in_subnet(ip, (a, l))) else { continue };
+            let frame = match (ip, own) {
+                (IpAddr::V4(target), IpAddr::V4(own)) => {
+                    arp_frame(mac.unwrap_or(BROADCAST), p.mac, OP_REQUEST, (p.mac, own), ([0; 6], target))
+                }
+                (IpAddr::V6(target), IpAddr::V6(own)) => ns_frame(p.mac, own, target, mac),
+                _ => continue,
+            };
+            out(p.port, &frame);
+            self.stats.requests += 1;
+            return;
         }
     }
 
@@ -276,7 +425,9 @@ impl SlowPath {
             if l2.ethertype == ethertype::ARP {
                 if let Ok(a) = ArpPacket::new_checked(&frame[l2.l3_offset..]) {
                     let sender = Ipv4Addr::from(a.sender_ip());
-                    self.learn(pi, IpAddr::V4(sender), a.sender_mac());
+                    let how = if a.operation() == OP_REPLY { Heard::Answer } else { Heard::Claim };
+                    self.heard(pi, IpAddr::V4(sender), a.sender_mac(), how, now);
+                    self.act(now, out);
                     let target = Ipv4Addr::from(a.target_ip());
                     if a.operation() == OP_REQUEST && self.vips4.contains(&target) {
                         let mac = self.ports[pi].mac;
@@ -288,7 +439,9 @@ impl SlowPath {
                 }
             }
         }
-        if let Some(na) = self.ndp(pi, frame) {
+        let answer = self.ndp(pi, frame, now);
+        self.act(now, out);
+        if let Some(na) = answer {
             out(port, &na);
             self.stats.vip_arp_replies += 1;
             return;
@@ -313,28 +466,21 @@ impl SlowPath {
                 self.stats.own_replies += 1;
             }
         }
-        if self.last_request.is_some_and(|l| now.saturating_duration_since(l) < RESOLVE_EVERY) {
-            return;
-        }
-        self.last_request = Some(now);
-        for ip in self.wanted.clone() {
-            let IpAddr::V4(target) = ip else { continue };
-            if self.neighbours.contains_key(&ip) {
-                continue;
-            }
-            for p in &self.ports {
-                if let Some(&(IpAddr::V4(own), _)) =
-                    p.addrs.iter().find(|&&(a, l)| a.is_ipv4() && in_subnet(ip, (a, l)))
-                {
-                    out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, own), ([0; 6], target)));
-                    self.stats.requests += 1;
+        self.neigh.poll(now, &mut self.actions);
+        if !self.last_request.is_some_and(|l| now.saturating_duration_since(l) < RESOLVE_EVERY) {
+            self.last_request = Some(now);
+            for ip in self.wanted.clone() {
+                if self.neigh.get(&ip).is_none() {
+                    self.neigh.resolve(ip, now, &mut self.actions);
                 }
             }
         }
+        self.act(now, out);
     }
 
-    /// NDP: learn from solicitations and advertisements; answer a solicitation for a VIP with an advertisement.
-    fn ndp(&mut self, pi: usize, frame: &[u8]) -> Option<Vec<u8>> {
+    /// NDP: learn from solicitations aimed at our addresses and VIPs (claims) and advertisements (answers when
+    /// solicited, else claims); answer a solicitation for a VIP with an advertisement.
+    fn ndp(&mut self, pi: usize, frame: &[u8], now: Instant) -> Option<Vec<u8>> {
         let l2 = parse_l2(frame).ok()?;
         if l2.ethertype != ethertype::IPV6 {
             return None;
@@ -364,8 +510,8 @@ impl SlowPath {
         match kind {
             135 => {
                 if let Some(mac) = lladdr {
-                    if !src.is_unspecified() {
-                        self.learn(pi, IpAddr::V6(src), mac);
+                    if !src.is_unspecified() && self.is_ours(&IpAddr::V6(target)) {
+                        self.heard(pi, IpAddr::V6(src), mac, Heard::Claim, now);
                     }
                 }
                 if !self.vips6.contains(&target) {
@@ -385,7 +531,8 @@ impl SlowPath {
             }
             136 => {
                 if let Some(mac) = lladdr {
-                    self.learn(pi, IpAddr::V6(target), mac);
+                    let how = if icmp[4] & 0x40 != 0 { Heard::Answer } else { Heard::Claim };
+                    self.heard(pi, IpAddr::V6(target), mac, how, now);
                 }
                 None
             }
@@ -462,7 +609,10 @@ mod tests {
         let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
         for target in ["198.19.0.1", "198.18.0.1"] {
             let req = arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], target.parse().unwrap()));
-            let out = collect(&mut s, &req);
+            let out: Vec<Vec<u8>> = collect(&mut s, &req)
+                .into_iter()
+                .filter(|f| ArpPacket::new_checked(&f[14..]).is_ok_and(|a| a.operation() == OP_REPLY))
+                .collect();
             assert_eq!(out.len(), 1, "ARP for {target} answered");
             let a = ArpPacket::new_checked(&out[0][14..]).unwrap();
             assert_eq!(a.operation(), OP_REPLY);
@@ -475,8 +625,9 @@ mod tests {
         let req =
             arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], "198.18.0.99".parse().unwrap()));
         assert!(collect(&mut s, &req).is_empty());
-        assert_eq!(s.take_learned(), vec![(IpAddr::V4(host), HOST_MAC)]);
-        assert!(s.take_learned().is_empty(), "news are handed out once");
+        assert_eq!(s.take_changes(), vec![(IpAddr::V4(host), Some(HOST_MAC))]);
+        assert!(s.take_changes().is_empty(), "news are handed out once");
+        assert!(!s.neigh.is_confirmed(&IpAddr::V4(host)), "a request is a claim, not an answer");
     }
 
     #[test]
@@ -529,7 +680,7 @@ mod tests {
         f[54] = 135;
         f[62..78].copy_from_slice(&vip.octets());
         f[78..86].copy_from_slice(&[1, 1, 2, 0, 0, 0, 0, 7]);
-        let out = collect(&mut s, &f);
+        let out: Vec<Vec<u8>> = collect(&mut s, &f).into_iter().filter(|f| f[14 + 40] == 136).collect();
         assert_eq!(out.len(), 1, "the solicitation for the VIP is answered");
         let na = &out[0];
         assert_eq!((&na[0..6], &na[6..12]), (&HOST_MAC[..], &PORT_MAC[..]));
@@ -540,7 +691,7 @@ mod tests {
         assert_eq!(&icmp[24..32], &[2, 1, 2, 0, 0, 0, 1, 0]);
         let acc = crate::wire::checksum::pseudo_v6(&vip.octets(), &host.octets(), 58, 32);
         assert_eq!(crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp)), 0, "NA checksum");
-        assert_eq!(s.take_learned(), vec![(IpAddr::V6(host), HOST_MAC)]);
+        assert_eq!(s.take_changes(), vec![(IpAddr::V6(host), Some(HOST_MAC))]);
         let mut una = Vec::new();
         s.announce(&mut |_, f| una.push(f.to_vec()));
         assert_eq!(una.len(), 1);
@@ -572,7 +723,7 @@ mod tests {
             (PORT_MAC, [198, 18, 2, 1].into()),
         );
         collect(&mut s, &reply);
-        assert_eq!(s.take_learned(), vec![(IpAddr::V4(be), [2, 0, 0, 2, 0, 10])]);
+        assert_eq!(s.take_changes(), vec![(IpAddr::V4(be), Some([2, 0, 0, 2, 0, 10]))]);
         s.poll(t0 + Duration::from_secs(2), &mut |p, f| out.push((p, f.to_vec())));
         assert!(out.is_empty());
         let mut garp = Vec::new();
@@ -580,5 +731,72 @@ mod tests {
         assert_eq!(garp.len(), 1);
         let a = ArpPacket::new_checked(&garp[0][14..]).unwrap();
         assert_eq!((a.sender_ip(), a.target_ip(), &garp[0][0..6]), ([198, 19, 0, 1], [198, 19, 0, 1], &BROADCAST[..]));
+    }
+
+    /// IPv6 next hops are solicited like IPv4's: a neighbour solicitation to the solicited-node group from our own
+    /// address with our link-layer address; the solicited advertisement sets the neighbour, and a held packet leaves
+    /// with its MAC.
+    #[test]
+    fn solicits_ipv6_next_hops_and_releases_held_packets() {
+        let mut s = slow_with("2001:db8:100::1", "2001:db8:2::10", [("2001:db8:1::1", 64), ("2001:db8:2::1", 64)]);
+        let be: Ipv6Addr = "2001:db8:2::10".parse().unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut held = vec![0u8; 80];
+        held[6..12].copy_from_slice(&PORT_MAC);
+        s.hold(0, IpAddr::V6(be), &held, t0, &mut |p, f| out.push((p, f.to_vec())));
+        assert_eq!(out.len(), 1, "one solicitation, nothing released yet");
+        let ns = &out[0].1;
+        assert_eq!(&ns[0..6], &[0x33, 0x33, 0xff, 0, 0, 0x10], "solicited-node MAC");
+        let ip = crate::wire::ipv6::Ipv6Packet::new_checked(&ns[14..]).unwrap();
+        let own: Ipv6Addr = "2001:db8:2::1".parse().unwrap();
+        assert_eq!(
+            (ip.src(), ip.dst(), ip.hop_limit()),
+            (own.octets(), "ff02::1:ff00:10".parse::<Ipv6Addr>().unwrap().octets(), 255)
+        );
+        let icmp = ip.payload();
+        assert_eq!((icmp[0], &icmp[8..24], &icmp[24..32]), (135, &be.octets()[..], &[1, 1, 2, 0, 0, 0, 1, 0][..]));
+        let acc = crate::wire::checksum::pseudo_v6(&ip.src(), &ip.dst(), 58, 32);
+        assert_eq!(crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp)), 0, "NS checksum");
+        // The backend's solicited advertisement.
+        let bmac = [2, 0, 0, 2, 0, 0x10];
+        let mut na = na_frame(bmac, PORT_MAC, be, own, true);
+        na[6..12].copy_from_slice(&bmac);
+        out.clear();
+        s.handle(0, &na, t0 + Duration::from_millis(1), &mut |p, f| out.push((p, f.to_vec())));
+        assert_eq!(out.len(), 1, "the held packet is released: {out:?}");
+        assert_eq!(&out[0].1[0..6], &bmac, "with the backend's MAC");
+        assert_eq!(s.take_changes(), vec![(IpAddr::V6(be), Some(bmac))]);
+        assert!(s.neigh.is_confirmed(&IpAddr::V6(be)));
+        assert_eq!((s.stats.held, s.stats.released, s.stats.held_dropped), (1, 1, 0));
+    }
+
+    /// The reported poisoning: a client known and confirmed, then one ARP request for the VIP naming the client's
+    /// address at another MAC. The appliance answers for its VIP, probes the confirmed MAC by unicast, and keeps it.
+    #[test]
+    fn a_spoofed_arp_request_does_not_move_a_confirmed_client() {
+        let mut s = slow();
+        let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
+        let fake = [2, 0, 0, 0, 0, 0x10];
+        let t0 = Instant::now();
+        let vip: Ipv4Addr = "198.19.0.1".parse().unwrap();
+        let mut out = Vec::new();
+        let req = arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], vip));
+        s.handle(0, &req, t0, &mut |_, f| out.push(f.to_vec()));
+        let reply = arp_frame(PORT_MAC, HOST_MAC, OP_REPLY, (HOST_MAC, host), (PORT_MAC, [198, 18, 0, 1].into()));
+        s.handle(0, &reply, t0 + Duration::from_millis(1), &mut |_, f| out.push(f.to_vec()));
+        assert!(s.neigh.is_confirmed(&IpAddr::V4(host)));
+        assert_eq!(s.take_changes(), vec![(IpAddr::V4(host), Some(HOST_MAC))]);
+        out.clear();
+        let spoof = arp_frame(BROADCAST, fake, OP_REQUEST, (fake, host), ([0; 6], vip));
+        s.handle(0, &spoof, t0 + Duration::from_secs(2), &mut |_, f| out.push(f.to_vec()));
+        assert!(s.take_changes().is_empty(), "nothing changes");
+        assert_eq!(s.neighbour(&IpAddr::V4(host)), Some(HOST_MAC));
+        let probe = out.iter().find(|f| {
+            f[0..6] == HOST_MAC && ArpPacket::new_checked(&f[14..]).is_ok_and(|a| a.operation() == OP_REQUEST)
+        });
+        assert!(probe.is_some(), "the confirmed MAC is probed by unicast: {out:?}");
+        s.handle(0, &reply, t0 + Duration::from_millis(2001), &mut |_, _| {});
+        assert_eq!((s.neighbour_stats().conflicts, s.neighbour_stats().refused), (1, 1));
     }
 }
