@@ -24,17 +24,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// `println!` that ignores a closed stdout (`edgelb lab | head`): in a release build (`panic = "abort"`) the
+/// panic `println!` raises would abort the lab before it removes what it created.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("lab") => lab(&args[1..]),
         Some("daemon") => edgelb::daemon::run(args[1..].to_vec()),
+        Some("ctl") => edgelb::ctl::main_with(args[1..].to_vec()),
+        Some("lab-remove") => lab_remove(&args[1..]),
         Some("lab-server") => lab_server(&args[1..]),
         Some("lab-client") => lab_client(&args[1..]),
         Some("lab-udp-sink") => lab_udp_sink(&args[1..]),
         Some("lab-udp-blast") => lab_udp_blast(&args[1..]),
         _ => {
-            eprintln!("usage: edgelb lab [--keep] [--requests N] [--driver afxdp|afpacket] [--blast N [--rate PPS]]\n       edgelb daemon --config FILE [--log-format text|json] [--check]   (same as edgelbd)");
+            eprintln!("usage: edgelb lab [--keep] [--requests N] [--driver afxdp|afpacket] [--blast N [--rate PPS]]\n       edgelb lab-remove PREFIX   (removes a lab left up by --keep)\n       edgelb daemon --config FILE [--log-format text|json] [--check]   (same as edgelbd)\n       edgelb ctl ...   (same as edgelbctl)");
             ExitCode::from(2)
         }
     }
@@ -109,7 +120,7 @@ fn lab_udp_sink(args: &[String]) -> ExitCode {
             }
         }
     }
-    println!("{n}");
+    say!("{n}");
     ExitCode::SUCCESS
 }
 
@@ -140,7 +151,7 @@ fn lab_udp_blast(args: &[String]) -> ExitCode {
             std::thread::yield_now();
         }
     }
-    println!("{:.6}", t.elapsed().as_secs_f64());
+    say!("{:.6}", t.elapsed().as_secs_f64());
     ExitCode::SUCCESS
 }
 
@@ -152,8 +163,8 @@ fn lab_client(args: &[String]) -> ExitCode {
     let count: usize = count.parse().unwrap_or(0);
     for _ in 0..count {
         match get(addr) {
-            Ok(body) => println!("ok {}", body.trim()),
-            Err(e) => println!("fail {e}"),
+            Ok(body) => say!("ok {}", body.trim()),
+            Err(e) => say!("fail {e}"),
         }
     }
     ExitCode::SUCCESS
@@ -171,8 +182,52 @@ fn get(addr: SocketAddr) -> Result<String, String> {
     Ok(resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
 }
 
+/// `edgelb lab-remove PREFIX`: remove a lab left up by `--keep`: every process in its namespaces, the namespaces,
+/// and its files in the temporary directory.
+fn lab_remove(args: &[String]) -> ExitCode {
+    let Some(prefix) = args.first().filter(|p| p.starts_with("elb-lab-") && !p.contains('/')) else {
+        eprintln!("usage: edgelb lab-remove elb-lab-PID   (the prefix `edgelb lab --keep` printed)");
+        return ExitCode::from(2);
+    };
+    let list = run(&["ip", "netns", "list"]).unwrap_or_default();
+    let mut namespaces: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(String::from)
+        .collect();
+    namespaces.sort();
+    let mut removed = 0;
+    for ns in &namespaces {
+        for pid in run(&["ip", "netns", "pids", ns]).unwrap_or_default().split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    for ns in &namespaces {
+        if run(&["ip", "netns", "del", ns]).is_ok() {
+            removed += 1;
+        }
+    }
+    let mut files = 0;
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix.as_str()) && std::fs::remove_file(e.path()).is_ok() {
+                files += 1;
+            }
+        }
+    }
+    say!("edgelb lab-remove: removed {removed} namespaces (their processes killed) and {files} files of {prefix}");
+    if removed == 0 {
+        eprintln!("edgelb lab-remove: no namespace named {prefix}-*");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
 /// Everything the lab created, removed on drop (also on panic or early return).
 struct Lab {
+    /// `--keep` was asked for: the daemon is left running and its counters read through the API.
+    keep_requested: bool,
     prefix: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
@@ -238,8 +293,24 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-const VIPS: [(&str, &str, &str); 3] =
-    [("198.19.0.1", "nat", "198.18.2.1"), ("198.19.0.2", "fullnat", "198.18.2.1"), ("198.19.0.3", "dsr_l2", "-")];
+/// The lab's VIPs: (VIP, mode, the address a backend sees as the client's).
+const VIPS: [(&str, &str, &str); 6] = [
+    ("198.19.0.1", "nat", "198.18.0.10"),
+    ("198.19.0.2", "fullnat", "198.18.2.1"),
+    ("198.19.0.3", "dsr_l2", "198.18.0.10"),
+    ("2001:db8:100::1", "nat", "2001:db8::10"),
+    ("2001:db8:100::2", "fullnat", "2001:db8:2:1::1"),
+    ("2001:db8:100::3", "dsr_l2", "2001:db8::10"),
+];
+
+/// `ADDR:PORT` for an address of either family.
+fn sock(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
 
 fn lab(args: &[String]) -> ExitCode {
     let keep = args.iter().any(|a| a == "--keep");
@@ -268,7 +339,7 @@ fn lab(args: &[String]) -> ExitCode {
     let have_ip = || Command::new("ip").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
     if !have_ip() {
         // The lab needs only the Rust toolchain and root: bring iproute2 on Debian if it is missing.
-        println!("edgelb lab: installing iproute2 (the `ip` command)");
+        say!("edgelb lab: installing iproute2 (the `ip` command)");
         let _ = Command::new("apt-get")
             .args(["install", "-y", "-q", "iproute2"])
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -288,6 +359,7 @@ fn lab(args: &[String]) -> ExitCode {
         }
     }
     let mut lab = Lab {
+        keep_requested: keep,
         prefix: format!("elb-lab-{}", std::process::id()),
         namespaces: Vec::new(),
         children: Vec::new(),
@@ -298,13 +370,16 @@ fn lab(args: &[String]) -> ExitCode {
         Ok(failures) => {
             if keep {
                 lab.keep = true;
-                println!("\nThe lab stays up (--keep). Namespaces: {}", lab.namespaces.join(" "));
-                println!("  try:    ip netns exec {}-cl curl -s http://198.19.0.1/", lab.prefix);
-                println!(
-                    "  remove: for n in {}; do ip netns del $n; done; kill {}",
-                    lab.namespaces.join(" "),
-                    lab.children.iter().map(|c| c.id().to_string()).collect::<Vec<_>>().join(" ")
+                let me = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "edgelb".into());
+                say!(
+                    "\nThe lab stays up (--keep): the daemon keeps running in {}-lb. Namespaces: {}",
+                    lab.prefix,
+                    lab.namespaces.join(" ")
                 );
+                say!("  try:     ip netns exec {}-cl curl -s http://198.19.0.1/", lab.prefix);
+                say!("           ip netns exec {}-cl curl -s 'http://[2001:db8:100::1]/'", lab.prefix);
+                say!("  stats:   ip netns exec {}-lb {me} ctl stats", lab.prefix);
+                say!("  remove:  {me} lab-remove {}", lab.prefix);
             }
             if failures == 0 {
                 ExitCode::SUCCESS
@@ -332,7 +407,8 @@ fn run_lab(
     interrupted: &AtomicBool,
 ) -> Result<usize, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    println!("edgelb lab: building namespaces {}-{{cl,lb,be1,be2,be3}}", lab.prefix);
+    let me_s = me.to_str().unwrap_or("edgelb").to_string();
+    say!("edgelb lab: building namespaces {}-{{cl,lb,be1,be2,be3}} (IPv4 and IPv6)", lab.prefix);
     let cl = lab.ns("cl")?;
     let lb = lab.ns("lb")?;
     let bes = [lab.ns("be1")?, lab.ns("be2")?, lab.ns("be3")?];
@@ -340,25 +416,33 @@ fn run_lab(
     ip(&cl, "link set cl0 up")?;
     ip(&lb, "link set lb0 up")?;
     ip(&cl, "addr add 198.18.0.10/24 dev cl0")?;
+    ip(&cl, "addr add 2001:db8::10/64 dev cl0 nodad")?;
     ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0")?;
+    ip(&cl, "-6 route add 2001:db8:100::/64 via 2001:db8::1 dev cl0")?;
     sysctl(&cl, "net.ipv4.conf.all.rp_filter", "0")?;
     sysctl(&cl, "net.ipv4.conf.default.rp_filter", "0")?;
 
     let mut config = String::from("# written by edgelb lab\n");
-    config +=
-        &format!("[[port]]\nname = \"lb0\"\ndriver = \"{driver}\"\naddresses = [\"198.18.0.1/24\"]\nframes = 2048\n\n");
-    let mut backend_addrs = Vec::new();
+    config += &format!(
+        "[[port]]\nname = \"lb0\"\ndriver = \"{driver}\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"]\nframes = 2048\n\n"
+    );
+    let mut backend_addrs: Vec<(String, String)> = Vec::new();
     for (i, be) in bes.iter().enumerate() {
         let n = i + 1;
         let (lbif, gw, addr) =
             (format!("lb{n}"), format!("198.18.2.{}", 16 * i + 1), format!("198.18.2.{}", 16 * i + 10));
+        let (gw6, addr6) = (format!("2001:db8:2:{n}::1"), format!("2001:db8:2:{n}::10"));
         run(&["ip", "-n", &lb, "link", "add", &lbif, "type", "veth", "peer", "name", "be0", "netns", be])?;
         ip(&lb, &format!("link set {lbif} up"))?;
         ip(be, "link set be0 up")?;
         ip(be, &format!("addr add {addr}/28 dev be0"))?;
+        ip(be, &format!("addr add {addr6}/64 dev be0 nodad"))?;
         ip(be, &format!("route add default via {gw} dev be0"))?;
-        // DSR: the VIP on loopback, the appliance's ARP conventions, and a direct path back to the client.
+        ip(be, &format!("-6 route add default via {gw6} dev be0"))?;
+        // DSR: the VIPs on loopback, the appliance's ARP conventions (IPv6 answers NS only for addresses on the
+        // interface asked, so the VIP on lo is never claimed), and a direct path back to the client.
         ip(be, "addr add 198.19.0.3/32 dev lo")?;
+        ip(be, "addr add 2001:db8:100::3/128 dev lo nodad")?;
         sysctl(be, "net.ipv4.conf.all.arp_ignore", "1")?;
         sysctl(be, "net.ipv4.conf.all.arp_announce", "2")?;
         let ret = format!("ret{n}");
@@ -366,34 +450,48 @@ fn run_lab(
         ip(be, "link set ret0 up")?;
         ip(&cl, &format!("link set {ret} up"))?;
         sysctl(&cl, &format!("net.ipv4.conf.{ret}.rp_filter"), "0")?;
-        // Only replies from the DSR VIP take the direct path; NAT and full-NAT replies go back through the appliance.
+        // Only replies from the DSR VIPs take the direct path; NAT and full-NAT replies go back through the appliance.
         ip(be, "rule add from 198.19.0.3 table 100")?;
         ip(be, "route add 198.18.0.10/32 dev ret0 table 100")?;
         ip(be, &format!("neigh add 198.18.0.10 lladdr {} dev ret0", mac(&cl, &ret)?))?;
+        ip(be, "-6 rule add from 2001:db8:100::3 table 100")?;
+        ip(be, "-6 route add 2001:db8::10/128 dev ret0 table 100")?;
+        ip(be, &format!("-6 neigh add 2001:db8::10 lladdr {} dev ret0", mac(&cl, &ret)?))?;
         config += &format!(
-            "[[port]]\nname = \"{lbif}\"\ndriver = \"{driver}\"\naddresses = [\"{gw}/28\"]\nframes = 2048\n\n"
+            "[[port]]\nname = \"{lbif}\"\ndriver = \"{driver}\"\naddresses = [\"{gw}/28\", \"{gw6}/64\"]\nframes = 2048\n\n"
         );
-        backend_addrs.push(addr.clone());
+        backend_addrs.push((addr.clone(), addr6.clone()));
         let server = Command::new("ip")
             .args(["netns", "exec", be])
             .arg(&me)
-            .args(["lab-server", &format!("be{n}"), &format!("{addr}:8080"), "198.19.0.3:80"])
+            .args([
+                "lab-server",
+                &format!("be{n}"),
+                &sock(&addr, 8080),
+                &sock(&addr6, 8080),
+                "198.19.0.3:80",
+                "[2001:db8:100::3]:80",
+            ])
+            // Nothing of the caller's: a kept lab's servers must not hold its output pipes open.
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("backend server: {e}"))?;
         lab.children.push(server);
     }
-    config += "[fullnat]\nsources = [\"198.18.2.1\"]\nports = [20000, 59999]\n\n";
+    config += "[fullnat]\nsources = [\"198.18.2.1\", \"2001:db8:2:1::1\"]\nports = [20000, 59999]\n\n";
     for (vip, mode, _) in VIPS {
         let dsr = mode == "dsr_l2";
         config += &format!("[[service]]\nvip = \"{vip}\"\nprotocol = \"tcp\"\nport = 80\nmode = \"{mode}\"\n\n");
-        for a in &backend_addrs {
+        for (a4, a6) in &backend_addrs {
+            let a = if vip.contains(':') { a6 } else { a4 };
             config += &format!("[[service.backend]]\naddress = \"{a}\"\nport = {}\n\n", if dsr { 0 } else { 8080 });
         }
     }
     // A UDP VIP for --blast.
     config += "[[service]]\nvip = \"198.19.0.4\"\nprotocol = \"udp\"\nport = 9000\nmode = \"nat\"\n\n";
-    for a in &backend_addrs {
+    for (a, _) in &backend_addrs {
         config += &format!("[[service.backend]]\naddress = \"{a}\"\nport = 9000\n\n");
     }
     let cfg = std::env::temp_dir().join(format!("{}.toml", lab.prefix));
@@ -402,57 +500,57 @@ fn run_lab(
     let log_path = std::env::temp_dir().join(format!("{}-edgelbd.log", lab.prefix));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     lab.files.push(log_path.clone());
-    println!("edgelb lab: starting the daemon in {lb} on {driver} ports ({})", cfg.display());
+    say!("edgelb lab: starting the daemon in {lb} on {driver} ports ({})", cfg.display());
     let daemon = Command::new("ip")
         .args(["netns", "exec", &lb])
         .arg(&me)
         .args(["daemon", "--config"])
         .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .map_err(|e| format!("edgelbd: {e}"))?;
     let daemon_pid = daemon.id();
     lab.children.push(daemon);
 
-    // Wait (bounded) until the NAT VIP answers.
+    // Wait (bounded) until both NAT VIPs answer.
     let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if interrupted.load(Ordering::Relaxed) {
-            return Err("interrupted".into());
+    for vip in ["198.19.0.1", "2001:db8:100::1"] {
+        loop {
+            if interrupted.load(Ordering::Relaxed) {
+                return Err("interrupted".into());
+            }
+            let probe = run(&["ip", "netns", "exec", &cl, &me_s, "lab-client", &sock(vip, 80), "1"])?;
+            if probe.starts_with("ok") {
+                break;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("the appliance did not answer for {vip} within 15 s; edgelbd log:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        let probe =
-            run(&["ip", "netns", "exec", &cl, me.to_str().unwrap_or("edgelb"), "lab-client", "198.19.0.1:80", "1"])?;
-        if probe.starts_with("ok") {
-            break;
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(format!("the appliance did not answer within 15 s; edgelbd log:\n{log}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
 
     let mut failures = 0;
     let started = Instant::now();
-    println!("\nedgelb lab: {requests} HTTP requests per VIP from 198.18.0.10, each on a fresh TCP connection\n");
-    println!(
-        "{:<12} {:<8} {:>9} {:>9}   {:<28}",
-        "VIP", "mode", "requests", "failures", "backend: requests (client address seen)"
+    say!(
+        "\nedgelb lab: {requests} HTTP requests per VIP from 198.18.0.10 and 2001:db8::10, each on a fresh TCP connection\n"
+    );
+    say!(
+        "{:<16} {:<8} {:>9} {:>9}   {:<28}",
+        "VIP",
+        "mode",
+        "requests",
+        "failures",
+        "backend: requests (client address seen)"
     );
     for (vip, mode, _) in VIPS {
         if interrupted.load(Ordering::Relaxed) {
             return Err("interrupted".into());
         }
-        let out = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &cl,
-            me.to_str().unwrap_or("edgelb"),
-            "lab-client",
-            &format!("{vip}:80"),
-            &requests.to_string(),
-        ])?;
+        let out = run(&["ip", "netns", "exec", &cl, &me_s, "lab-client", &sock(vip, 80), &requests.to_string()])?;
         let mut per: BTreeMap<String, (usize, BTreeMap<String, usize>)> = BTreeMap::new();
         let mut failed = 0;
         for line in out.lines() {
@@ -472,17 +570,20 @@ fn run_lab(
             .map(|(b, (n, seen))| format!("{b}: {n} ({})", seen.keys().cloned().collect::<Vec<_>>().join(",")))
             .collect::<Vec<_>>()
             .join("  ");
-        println!("{vip:<12} {mode:<8} {requests:>9} {failed:>9}   {detail}");
+        say!("{vip:<16} {mode:<8} {requests:>9} {failed:>9}   {detail}");
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("\n(NAT and DSR backends see the client's address 198.18.0.10; full-NAT backends see the appliance's 198.18.2.1)");
+    say!(
+        "\n(NAT and DSR backends see the client's address, 198.18.0.10 or 2001:db8::10; full-NAT backends see the \
+         appliance's, 198.18.2.1 or 2001:db8:2:1::1)"
+    );
     if blast > 0 {
         let mut sinks = Vec::new();
         for (i, be) in bes.iter().enumerate() {
             let mut c = Command::new("ip")
                 .args(["netns", "exec", be])
                 .arg(&me)
-                .args(["lab-udp-sink", &format!("{}:9000", backend_addrs[i])])
+                .args(["lab-udp-sink", &format!("{}:9000", backend_addrs[i].0)])
                 .stdout(Stdio::piped())
                 .spawn()
                 .map_err(|e| format!("udp sink: {e}"))?;
@@ -496,7 +597,7 @@ fn run_lab(
             "netns",
             "exec",
             &cl,
-            me.to_str().unwrap_or("edgelb"),
+            &me_s,
             "lab-udp-blast",
             "198.19.0.4:9000",
             &blast.to_string(),
@@ -512,7 +613,7 @@ fn run_lab(
             got += line.trim().parse::<u64>().unwrap_or(0);
             let _ = c.wait();
         }
-        println!(
+        say!(
             "\nUDP blast through 198.19.0.4 (NAT, {driver}): sent {blast} 64-byte frames in {secs:.2} s ({:.0} pps offered), \
              delivered {got} ({:.1} % loss): {:.0} pps through the appliance's one worker",
             blast as f64 / secs,
@@ -520,30 +621,41 @@ fn run_lab(
             got as f64 / secs
         );
     }
-    // Stop the daemon to read its final counters.
-    let _ = Command::new("kill").args(["-TERM", &daemon_pid.to_string()]).status();
-    if let Some(d) = lab.children.iter_mut().find(|c| c.id() == daemon_pid) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = d.try_wait() {
-                break;
+    // The appliance's counters, through its API (the daemon keeps running); workers publish every 100 ms.
+    std::thread::sleep(edgelb::dataplane::worker::PUBLISH_EVERY * 3);
+    let stats = run(&["ip", "netns", "exec", &lb, &me_s, "ctl", "stats"])?;
+    say!("\nappliance (edgelb ctl stats):\n{}", stats.trim_end());
+    let json = run(&["ip", "netns", "exec", &lb, &me_s, "ctl", "--output", "json", "stats"])?;
+    let tx = json
+        .split("\"tx\":")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let n = (requests * VIPS.len()) as f64;
+    say!(
+        "throughput: {n} requests in {secs:.2} s = {:.0} requests/s (one client, one connection at a time); the \
+         appliance's one worker forwarded {tx} packets: {:.0} packets/s",
+        n / secs,
+        tx / secs
+    );
+    if !lab.keep_requested {
+        // Stop the daemon for its final log line (drops by reason, the slow path's and neighbours' counters).
+        let _ = Command::new("kill").args(["-TERM", &daemon_pid.to_string()]).status();
+        if let Some(d) = lab.children.iter_mut().find(|c| c.id() == daemon_pid) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = d.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.contains("stopped")) {
+            say!("\nappliance at exit: {}", line.split("INFO").nth(1).unwrap_or(line).trim());
         }
     }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    if let Some(line) = log.lines().find(|l| l.contains("stopped")) {
-        println!("\nappliance counters: {}", line.split("INFO").nth(1).unwrap_or(line).trim());
-        let tx: f64 =
-            line.split_whitespace().find_map(|w| w.strip_prefix("tx=")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let n = (requests * VIPS.len()) as f64;
-        println!(
-            "throughput: {n} requests in {secs:.2} s = {:.0} requests/s (one client, one connection at a time); the \
-             appliance's one worker forwarded {tx} packets: {:.0} packets/s",
-            n / secs,
-            tx / secs
-        );
-    }
-    println!("\nedgelb lab: {} failed requests of {}", failures, requests * VIPS.len());
+    say!("\nedgelb lab: {} failed requests of {}", failures, requests * VIPS.len());
     Ok(failures)
 }
