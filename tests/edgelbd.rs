@@ -730,3 +730,411 @@ fn the_lease_holder_alone_writes_status_and_hands_over() {
     wait_vip("two");
     assert!(read(&other_log).contains("leader=true"), "{}", read(&other_log));
 }
+
+// ---- Dual stack, hostile input, dead workers, poisoning, restarts -------------------------------------------------
+
+/// The hosts of [`hosts`] with IPv6 too: the client 2001:db8::10/64 (the VIPs' /64 on-link, so it solicits them),
+/// the backends 2001:db8:2:1::10 and 2001:db8:2:2::10 routing through the appliance's 2001:db8:2:N::1. TCP servers
+/// on both families, and a UDP echo server on port 5353 of every backend address.
+fn hosts_dual(tag: &str) -> (Hosts, Vec<std::thread::JoinHandle<()>>) {
+    let h = hosts(tag);
+    let be = ["be1", "be2"].map(|n| format!("{}-{n}", h.lb.trim_end_matches("-lb")));
+    h.lab.ip(&h.cl, "addr add 2001:db8::10/64 dev cl0 nodad");
+    h.lab.ip(&h.cl, "-6 route add 2001:db8:100::/64 dev cl0");
+    let mut extra = Vec::new();
+    for (i, ns) in be.iter().enumerate() {
+        let n = i + 1;
+        h.lab.ip(ns, &format!("addr add 2001:db8:2:{n}::10/64 dev be0 nodad"));
+        h.lab.ip(ns, &format!("-6 route add default via 2001:db8:2:{n}::1 dev be0"));
+        let a6: &'static str = Box::leak(format!("[2001:db8:2:{n}::10]:8080").into_boxed_str());
+        extra.push(server(ns, a6, ["be1", "be2"][i], h.stop.clone()));
+        for a in [format!("198.18.2.{}:5353", [10, 20][i]), format!("[2001:db8:2:{n}::10]:5353")] {
+            let sock = in_netns(ns, move || std::net::UdpSocket::bind(a).unwrap());
+            sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let stop = h.stop.clone();
+            extra.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((len, from)) = sock.recv_from(&mut buf) {
+                        let _ = sock.send_to(&buf[..len], from);
+                    }
+                }
+            }));
+        }
+    }
+    (h, extra)
+}
+
+/// The dual-stack appliance: NAT TCP 80 and UDP 53 VIPs in both families, no neighbours.
+fn config_dual() -> String {
+    let mut c = String::from(
+        r#"[[port]]
+name = "lb0"
+driver = "afpacket"
+addresses = ["198.18.0.1/24", "2001:db8::1/64"]
+frames = 256
+
+[[port]]
+name = "lb1"
+driver = "afpacket"
+addresses = ["198.18.2.1/28", "2001:db8:2:1::1/64"]
+frames = 256
+
+[[port]]
+name = "lb2"
+driver = "afpacket"
+addresses = ["198.18.2.17/28", "2001:db8:2:2::1/64"]
+frames = 256
+"#,
+    );
+    for (vip, bes) in
+        [("198.19.0.1", ["198.18.2.10", "198.18.2.20"]), ("2001:db8:100::1", ["2001:db8:2:1::10", "2001:db8:2:2::10"])]
+    {
+        for (proto, port, bport) in [("tcp", 80, 8080), ("udp", 53, 5353)] {
+            c += &format!("\n[[service]]\nvip = \"{vip}\"\nprotocol = \"{proto}\"\nport = {port}\nmode = \"nat\"\n");
+            for b in bes {
+                c += &format!("\n[[service.backend]]\naddress = \"{b}\"\nport = {bport}\n");
+            }
+        }
+    }
+    c
+}
+
+fn connect(vip: &str) -> Result<TcpStream, String> {
+    let addr: SocketAddr = if vip.contains(':') { format!("[{vip}]:80") } else { format!("{vip}:80") }.parse().unwrap();
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {vip}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    Ok(s)
+}
+
+fn request(vip: &str) -> Result<String, String> {
+    ask(&mut connect(vip)?)
+}
+
+/// Wait (bounded) until both families forward.
+fn wait_forwarding(cl: &str) {
+    for vip in ["198.19.0.1", "2001:db8:100::1"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = vip.to_string();
+            match in_netns(cl, move || request(&v)) {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => panic!("edgelbd never forwarded to {vip}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+/// Raw frames onto the client's segment, as a hostile host would send them (through an AF_PACKET socket).
+fn inject(ns: &str, frames: Vec<Vec<u8>>) {
+    use edgelb_dataplane::packet::MemBuf;
+    use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+    use edgelb_dataplane::port::{Burst, Port};
+    in_netns(ns, move || {
+        let mut port = AfPacketPort::open("cl0", AfPacketConfig { frames: 64, ..Default::default() }).unwrap();
+        for f in frames {
+            let mut out: Burst<MemBuf> = Burst::new();
+            out.push(MemBuf::from_slice(&f));
+            assert_eq!(port.tx_burst(&mut out), 1);
+        }
+    });
+}
+
+fn signal(daemon: &Reaped, sig: i32) {
+    // SAFETY: kill(2) with the child's pid; the child is alive (we have not waited on it).
+    let r = unsafe { libc::kill(daemon.0.id() as i32, sig) };
+    assert_eq!(r, 0);
+}
+
+fn wait_exit(daemon: &mut Reaped, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "edgelbd did not exit within {secs} s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One UDP exchange through a VIP (the NAT reply path), from the client namespace.
+fn udp_echo(cl: &str, vip: &'static str) -> Result<(), String> {
+    in_netns(cl, move || {
+        let (bind, to) =
+            if vip.contains(':') { ("[::]:0", format!("[{vip}]:53")) } else { ("0.0.0.0:0", format!("{vip}:53")) };
+        let s = std::net::UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        for _ in 0..4 {
+            s.send_to(b"echo?", &to).map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 64];
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                return if &buf[..n] == b"echo?" && from.to_string() == to { Ok(()) } else { Err(format!("{from}")) };
+            }
+        }
+        Err(format!("no UDP answer from {to}"))
+    })
+}
+
+/// The reported hostile frames, and their IPv6 and UDP variants, sent to edgelbd from the client's segment: a first
+/// fragment cut inside its transport header (IPv4 with 40 bytes of options: the 88-byte frame that stopped the
+/// dataplane; IPv6 with a destination-options header), TCP and UDP, padded and not. Each is a counted
+/// `fragment_too_short` drop and the appliance keeps forwarding TCP and UDP in both families; IPv6 echo to the VIP
+/// is answered. No neighbours are configured: IPv6 backends are solicited by the appliance itself.
+#[test]
+fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
+    use edgelb_testkit::packets::{proto, tcp, udp, Craft};
+    require_root();
+    let _turn = one_daemon_at_a_time();
+    let (Hosts { lab, cl, lb, stop, servers }, extra) = hosts_dual("h");
+    let cfg = temp("dual.toml", &config_dual());
+    let (mut daemon, log) = edgelbd_logged(&lb, &cfg);
+    wait_forwarding(&cl);
+    let lb_mac = lab.mac(&lb, "lb0");
+    let cl_mac = lab.mac(&cl, "cl0");
+    let mut frames = Vec::new();
+    for (src, vip) in [("198.18.0.10", "198.19.0.1"), ("2001:db8::10", "2001:db8:100::1")] {
+        for (p, l4, keep) in
+            [(proto::TCP, tcp(40000, 80, 0x02, &[0; 64]), 14), (proto::UDP, udp(40000, 53, &[0; 64]), 6)]
+        {
+            for pad in [0, 60] {
+                let mut c = Craft::new(src.parse().unwrap(), vip.parse().unwrap(), p, l4.clone());
+                (c.dst_mac, c.src_mac) = (lb_mac, cl_mac);
+                if vip.contains(':') {
+                    c.ext_headers = vec![(60, vec![1; 38])];
+                } else {
+                    c.ip_options = vec![1; 40];
+                }
+                c.frag = Some((0, true));
+                c.keep = Some(keep);
+                c.pad_to = pad;
+                frames.push(c.build());
+            }
+        }
+    }
+    assert_eq!(frames[0].len(), 88, "the reported frame");
+    let sent = frames.len();
+    inject(&cl, frames);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "edgelbd is still running after the hostile frames");
+    for vip in ["198.19.0.1", "2001:db8:100::1"] {
+        for i in 0..10 {
+            let v = vip.to_string();
+            let r = in_netns(&cl, move || request(&v)).unwrap_or_else(|e| panic!("{vip} request {i} after: {e}"));
+            assert!(r == "be1" || r == "be2", "{r}");
+        }
+        let v: &'static str = if vip.contains(':') { "2001:db8:100::1" } else { "198.19.0.1" };
+        udp_echo(&cl, v).unwrap_or_else(|e| panic!("UDP through {vip}: {e}"));
+    }
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &cl, "ping", "-6", "-c", "2", "-W", "1", "2001:db8:100::1"])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "ICMPv6 echo to the VIP: {}", String::from_utf8_lossy(&ping.stdout));
+    signal(&daemon, libc::SIGINT);
+    signal(&daemon, libc::SIGINT);
+    let status = wait_exit(&mut daemon, 10);
+    stop.store(true, Ordering::Relaxed);
+    for s in servers.into_iter().chain(extra) {
+        s.join().unwrap();
+    }
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status:?}:\n{log}");
+    let n: usize = log
+        .split("fragment_too_short=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fragment_too_short count in the log:\n{log}"));
+    assert_eq!(n, sent, "each hostile frame is one counted drop:\n{log}");
+    assert!(!log.contains("no_route="), "nothing was dropped for want of a neighbour:\n{log}");
+}
+
+/// A worker that dies (a fault injected through the test-only hook) ends edgelbd at once with exit code 70, and the
+/// log names the worker.
+#[test]
+fn a_dead_worker_stops_edgelbd_naming_it() {
+    require_root();
+    let _turn = one_daemon_at_a_time();
+    let Hosts { lab: _lab, cl: _cl, lb, stop, servers } = hosts("w");
+    let cfg = temp("dead.toml", &config(&[("198.18.2.10", "active")]));
+    let mut daemon = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", &lb, EDGELBD, "--config"])
+            .arg(&cfg)
+            .env("EDGELB_FAULT_KILL_WORKER", "0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = daemon.0.stderr.take().unwrap();
+    let t0 = Instant::now();
+    let status = wait_exit(&mut daemon, 10);
+    let took = t0.elapsed();
+    let mut log = String::new();
+    err.read_to_string(&mut log).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+    assert_eq!(status.code(), Some(70), "exit code 70 for a dead worker:\n{log}");
+    assert!(log.contains("worker 0 (edgelb-w0) died") && log.contains("fault injected"), "the log names it:\n{log}");
+    println!("edgelbd exited {took:?} after start (the fault is injected 300 ms in)");
+}
+
+/// Talk on `s` every 50 ms for `secs`: the longest time between two answered exchanges, or the first failure.
+fn longest_gap(mut s: TcpStream, secs: u64) -> Result<Duration, String> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut last, mut worst) = (Instant::now(), Duration::ZERO);
+    while Instant::now() < end {
+        ask(&mut s)?;
+        worst = worst.max(last.elapsed());
+        last = Instant::now();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(worst)
+}
+
+/// The reported poisoning, in both families: the client is talking to the VIPs when one frame claims its address at
+/// another MAC (an ARP request "who-has VIP tell 198.18.0.10 at 02:00:00:00:00:10"; an unsolicited override NA and an
+/// NS for the VIP naming 2001:db8::10 at that MAC). The appliance keeps sending the client's replies to its real
+/// MAC: the longest stall either connection sees stays under the default re-confirmation interval (1 s), and the
+/// conflicts are counted and refused. Before, the ARP alone sent the replies to the fake MAC for 21.8 s.
+#[test]
+fn spoofed_arp_and_ndp_do_not_hijack_a_client() {
+    use edgelb_testkit::packets::{proto, Craft};
+    require_root();
+    let _turn = one_daemon_at_a_time();
+    let (Hosts { lab, cl, lb, stop, servers }, extra) = hosts_dual("s");
+    let cfg = temp("spoof.toml", &config_dual());
+    let (mut daemon, log) = edgelbd_logged(&lb, &cfg);
+    wait_forwarding(&cl);
+    // Let the appliance's confirmation of the client (its request, the client's answer) complete.
+    std::thread::sleep(Duration::from_millis(300));
+    let talkers: Vec<_> = ["198.19.0.1", "2001:db8:100::1"]
+        .into_iter()
+        .map(|vip| {
+            let s = in_netns(&cl, move || connect(vip)).unwrap();
+            std::thread::spawn(move || longest_gap(s, 3))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let fake = [2, 0, 0, 0, 0, 0x10];
+    let lb_mac = lab.mac(&lb, "lb0");
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&fake);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&fake);
+    arp.extend_from_slice(&[198, 18, 0, 10, 0, 0, 0, 0, 0, 0, 198, 19, 0, 1]);
+    arp.resize(60, 0);
+    let client6: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let vip6: std::net::Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+    let mut na = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    na.extend_from_slice(&client6.octets());
+    na.extend_from_slice(&[2, 1]);
+    na.extend_from_slice(&fake);
+    let mut na = Craft::new(client6.into(), "ff02::1".parse().unwrap(), proto::ICMPV6, na);
+    (na.dst_mac, na.src_mac, na.ttl) = ([0x33, 0x33, 0, 0, 0, 1], fake, 255);
+    let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    ns.extend_from_slice(&vip6.octets());
+    ns.extend_from_slice(&[1, 1]);
+    ns.extend_from_slice(&fake);
+    let mut ns = Craft::new(client6.into(), vip6.into(), proto::ICMPV6, ns);
+    (ns.dst_mac, ns.src_mac, ns.ttl) = (lb_mac, fake, 255);
+    inject(&cl, vec![arp, na.build(), ns.build()]);
+    let gaps: Vec<Duration> = talkers
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap_or_else(|e| panic!("a connection failed after the spoofed frames: {e}")))
+        .collect();
+    println!("longest stall after the spoofed frames: IPv4 {:?}, IPv6 {:?}", gaps[0], gaps[1]);
+    for g in &gaps {
+        assert!(*g < Duration::from_secs(1), "a stall of {g:?} (the bound is one re-confirmation interval, 1 s)");
+    }
+    signal(&daemon, libc::SIGINT);
+    signal(&daemon, libc::SIGINT);
+    let status = wait_exit(&mut daemon, 10);
+    stop.store(true, Ordering::Relaxed);
+    for s in servers.into_iter().chain(extra) {
+        s.join().unwrap();
+    }
+    let log = log.join().unwrap();
+    assert!(status.success(), "{log}");
+    let count = |k: &str| -> u64 {
+        log.split(&format!("{k}=")).nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    assert!(count("neighbour_conflicts") >= 2, "both families' claims counted as conflicts:\n{log}");
+    assert!(count("neighbour_conflicts_refused") >= 2, "and refused by the real client's answers:\n{log}");
+}
+
+/// Restart under load: 50 connections (25 per family) each exchanging every 20 ms; edgelbd is killed (SIGKILL) and
+/// started again at once with the same file. Established connections survive (mid-flow pick-up, same Maglev
+/// backend), nothing is dropped for want of a neighbour (the restarted daemon holds packets while it resolves the
+/// backends and the clients), and the longest stall any connection saw is printed beside the restart's own
+/// downtime (kill until the new daemon forwards).
+#[test]
+fn restart_under_fifty_connections_stalls_briefly() {
+    require_root();
+    let _turn = one_daemon_at_a_time();
+    let (Hosts { lab: _lab, cl, lb, stop, servers }, extra) = hosts_dual("r");
+    let cfg = temp("restart.toml", &config_dual());
+    let (mut first, first_log) = edgelbd_logged(&lb, &cfg);
+    wait_forwarding(&cl);
+    let go = Arc::new(AtomicBool::new(true));
+    let talkers: Vec<_> = (0..50)
+        .map(|i| {
+            let vip = if i % 2 == 0 { "198.19.0.1" } else { "2001:db8:100::1" };
+            let mut s = in_netns(&cl, move || connect(vip)).unwrap();
+            let go = go.clone();
+            std::thread::spawn(move || -> Result<(Duration, Vec<Instant>), String> {
+                let first = ask(&mut s)?;
+                let (mut last, mut worst, mut times) = (Instant::now(), Duration::ZERO, Vec::new());
+                while go.load(Ordering::Relaxed) {
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let r = ask(&mut s)?;
+                    if r != first {
+                        return Err(format!("moved from {first} to {r}"));
+                    }
+                    worst = worst.max(last.elapsed());
+                    last = Instant::now();
+                    times.push(last);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok((worst, times))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&first, libc::SIGKILL);
+    let killed = Instant::now();
+    wait_exit(&mut first, 5);
+    let (mut second, log) = edgelbd_logged(&lb, &cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    go.store(false, Ordering::Relaxed);
+    let mut worst = Duration::ZERO;
+    let mut back = Duration::MAX;
+    for t in talkers {
+        let (w, times) = t.join().unwrap().unwrap_or_else(|e| panic!("a connection broke across the restart: {e}"));
+        worst = worst.max(w);
+        if let Some(t) = times.iter().find(|t| **t > killed) {
+            back = back.min(t.duration_since(killed));
+        }
+    }
+    signal(&second, libc::SIGINT);
+    signal(&second, libc::SIGINT);
+    let status = wait_exit(&mut second, 10);
+    stop.store(true, Ordering::Relaxed);
+    for s in servers.into_iter().chain(extra) {
+        s.join().unwrap();
+    }
+    drop(first_log);
+    let log = log.join().unwrap();
+    assert!(status.success(), "{log}");
+    println!(
+        "restart under 50 connections: first exchange {back:?} after the kill (the restart's downtime), longest \
+         stall of any connection {worst:?}, {:?} beyond the downtime",
+        worst.saturating_sub(back)
+    );
+    assert!(!log.contains("no_route="), "the restarted daemon dropped packets for want of a neighbour:\n{log}");
+    assert!(log.contains(" held_dropped=0 "), "no held packet was dropped:\n{log}");
+    assert!(worst < back + Duration::from_millis(500), "stall {worst:?} with a downtime of {back:?}:\n{log}");
+}

@@ -467,7 +467,7 @@ impl SlowPath {
             }
         }
         self.neigh.poll(now, &mut self.actions);
-        if !self.last_request.is_some_and(|l| now.saturating_duration_since(l) < RESOLVE_EVERY) {
+        if self.last_request.is_none_or(|l| now.saturating_duration_since(l) >= RESOLVE_EVERY) {
             self.last_request = Some(now);
             for ip in self.wanted.clone() {
                 if self.neigh.get(&ip).is_none() {
@@ -530,8 +530,13 @@ impl SlowPath {
                 Some(na_frame(self.ports[pi].mac, dst_mac, target, dst, !src.is_unspecified()))
             }
             136 => {
-                if let Some(mac) = lladdr {
-                    let how = if icmp[4] & 0x40 != 0 { Heard::Answer } else { Heard::Claim };
+                let solicited = icmp[4] & 0x40 != 0;
+                // A solicited NA may leave out the target link-layer address when it answers a unicast NS (RFC 4861
+                // §7.2.4, as Linux does); it then confirms the address it was sent from (§7.2.5).
+                let mac = lladdr
+                    .or_else(|| solicited.then(|| [frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]));
+                if let Some(mac) = mac {
+                    let how = if solicited { Heard::Answer } else { Heard::Claim };
                     self.heard(pi, IpAddr::V6(target), mac, how, now);
                 }
                 None
