@@ -375,7 +375,7 @@ where
     info!(workers = nworkers, services = loaded.model.services.len(), api = ?loaded.api, "edgelbd forwarding");
     // The slow path: ARP/NDP/ICMP for the appliance itself and its VIPs, neighbour resolution. It runs here, on the
     // daemon's thread; its answers leave through worker 0's inject ring.
-    let mut slow = SlowPath::new(&handle.load());
+    let mut slow = SlowPath::with_timers(&handle.load(), loaded.neighbor_timers);
     slow.set_wanted(wanted(&loaded.model));
     let inject = workers.inject.clone();
     let mut inject_full = 0u64;

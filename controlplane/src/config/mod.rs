@@ -153,6 +153,8 @@ pub struct Loaded {
     pub bgp: Option<(u32, std::net::Ipv4Addr)>,
     /// Kubernetes sync, when the file has a `[kubernetes]` section.
     pub kubernetes: Option<KubernetesConfig>,
+    /// Timers of the learnt-neighbour table (`[neighbor_table]`).
+    pub neighbor_timers: edgelb_dataplane::slowpath::neigh::Timers,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +184,8 @@ struct File {
     tunnel: Option<TunnelSection>,
     #[serde(default, rename = "neighbor")]
     neighbors: Vec<Spanned<NeighborSection>>,
+    #[serde(default)]
+    neighbor_table: Option<Spanned<NeighborTableSection>>,
     #[serde(default, rename = "service")]
     services: Vec<Spanned<ServiceSection>>,
 }
@@ -270,6 +274,48 @@ struct TlsSection {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeighborTableSection {
+    reachable_ms: Option<u64>,
+    probe_ms: Option<u64>,
+    probes: Option<u8>,
+}
+
+/// `[neighbor_table]` into timers: every bound named in the error.
+fn neighbor_timers(
+    lines: &Lines<'_>,
+    s: Option<&Spanned<NeighborTableSection>>,
+) -> Result<edgelb_dataplane::slowpath::neigh::Timers, FileError> {
+    use std::time::Duration;
+    let mut t = edgelb_dataplane::slowpath::neigh::Timers::default();
+    let Some(s) = s else { return Ok(t) };
+    let n = s.get_ref();
+    if let Some(p) = n.probe_ms {
+        if !(10..=60_000).contains(&p) {
+            return Err(lines.err(s, "neighbor_table.probe_ms".into(), format!("{p} is not between 10 and 60000")));
+        }
+        t.probe = Duration::from_millis(p);
+    }
+    if let Some(r) = n.reachable_ms {
+        if !(100..=3_600_000).contains(&r) || Duration::from_millis(r) < t.probe {
+            return Err(lines.err(
+                s,
+                "neighbor_table.reachable_ms".into(),
+                format!("{r} is not between probe_ms ({} ms, at least 100) and 3600000", t.probe.as_millis()),
+            ));
+        }
+        t.reachable = Duration::from_millis(r);
+    }
+    if let Some(k) = n.probes {
+        if !(1..=10).contains(&k) {
+            return Err(lines.err(s, "neighbor_table.probes".into(), format!("{k} is not between 1 and 10")));
+        }
+        t.probes = k;
+    }
+    Ok(t)
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MetricsSection {
     #[serde(default)]
@@ -775,6 +821,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             })?),
             _ => DEFAULT_METRICS.parse().ok(),
         };
+    let neighbor_timers = neighbor_timers(&lines, file.neighbor_table.as_ref())?;
     let api_tls = file.api.as_ref().and_then(|a| a.get_ref().tls.as_ref()).map(|t| crate::api::server::TlsFiles {
         cert: t.cert.clone().into(),
         key: t.key.clone().into(),
@@ -931,6 +978,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         bgp_listen_port,
         bgp,
         kubernetes,
+        neighbor_timers,
     })
 }
 

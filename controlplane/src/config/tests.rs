@@ -198,3 +198,17 @@ fn kubernetes_section() {
     let bad = text.replace("dsr_l2", "warp");
     assert_eq!(parse(&bad).unwrap_err().field, "kubernetes.default_mode");
 }
+
+/// `[neighbor_table]`: the example's timers reach the loader, bad ones are refused naming the key and the table.
+#[test]
+fn neighbor_table_timers() {
+    let l = parse(EXAMPLE).unwrap();
+    let t = l.neighbor_timers;
+    assert_eq!((t.reachable.as_millis(), t.probe.as_millis(), t.probes), (30_000, 1000, 3));
+    let at = line_of("[neighbor_table]");
+    expect("probes = 3 ", "probes = 0 ", "neighbor_table.probes", at);
+    expect("probe_ms = 1000", "probe_ms = 5", "neighbor_table.probe_ms", at);
+    expect("reachable_ms = 30000", "reachable_ms = 500", "neighbor_table.reachable_ms", at);
+    let without = EXAMPLE.replace("reachable_ms = 30000", "");
+    assert_eq!(parse(&without).unwrap().neighbor_timers.reachable.as_secs(), 30, "defaults fill what is left out");
+}

@@ -185,6 +185,10 @@ fuzz_target!(|data: &[u8]| {
     let in_port = if dir == 1 { 1 } else { 0 } ^ u16::from(c.u8() == 0xfe);
     let frame = craft.build();
     let (v, out) = tx(s, in_port, &frame);
+    // As a worker does between bursts: reclaim expired entries (a table never swept would, after 2^31 ms of the
+    // fuzzer's fast clock, see long-expired entries as live again under wrapping time).
+    let now = s.now;
+    s.pipeline.housekeeping(64, now);
 
     let cnt = &s.pipeline.counters;
     assert_eq!(cnt.rx, cnt.tx + cnt.slowpath + cnt.handoff + cnt.held + cnt.dropped_total(), "a packet without one verdict");

@@ -45,6 +45,8 @@ fuzz_target!(|data: &[u8]| {
     let cfg = s.cfg.clone();
     let mut b = MemBuf::from_slice(frame);
     let v = s.pipeline.process(&cfg, u16::from(ctl & 1), &mut b, now);
+    // As a worker does between bursts: reclaim expired entries.
+    s.pipeline.housekeeping(64, now);
     let c = &s.pipeline.counters;
     assert_eq!(c.rx, c.tx + c.slowpath + c.handoff + c.held + c.dropped_total(), "a packet without exactly one verdict");
     if let Verdict::Tx(port) = v {
