@@ -12,7 +12,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints the time the previous one took and the time so far (where CI's minutes go).
+started=$(date +%s)
+last=$started
+step() {
+    local now
+    now=$(date +%s)
+    if [ "$now" != "$started" ] || [ "$last" != "$started" ]; then
+        printf '    (step took %d s; %d s so far)\n' $((now - last)) $((now - started))
+    fi
+    last=$now
+    printf '\n==> %s\n' "$*"
+}
 
 if [ "$(id -u)" = 0 ]; then
     step "system packages"
@@ -54,11 +65,15 @@ for f in input.pcap expected.pcap cases.json config.json; do
     cmp "$out/$f" "dataplane/tests/golden/$f" || { echo "golden fixture $f differs from what make_golden.py writes"; exit 1; }
 done
 
-step "fuzz targets (packet pipeline, BGP decoder): build and a short run"
+step "fuzz targets (packet pipeline: bytes and built packets; BGP decoder): build and a short run"
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 corpus="$out/corpus"
 python3 dataplane/fuzz/seed_corpus.py "$corpus"
 (cd dataplane && RUSTC_BOOTSTRAP=1 cargo fuzz run process "$corpus" -- -runs=300000 -print_final_stats=1 2>&1 | tail -n 12)
+# Structure-aware: the input drives a packet builder, so the packets pass the checksum gates and reach fragments,
+# options, extension headers, ICMP errors and replies in every mode; its log line shows the deep paths reached.
+mkdir -p "$out/craft-corpus"
+(cd dataplane && RUSTC_BOOTSTRAP=1 cargo fuzz run craft "$out/craft-corpus" -- -runs=300000 -max_len=256 -print_final_stats=1 2>&1 | grep -E '^craft: 262144|stat::|Done' )
 python3 controlplane/fuzz/seed_corpus.py "$out/bgp-corpus"
 (cd controlplane && RUSTC_BOOTSTRAP=1 cargo fuzz run bgp_decode "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1 2>&1 | tail -n 6)
 

@@ -231,10 +231,10 @@ pub fn icmp_error(v4: bool, mtu: Option<u16>, quoted: &[u8]) -> Vec<u8> {
     m
 }
 
-/// The IP packet of a frame built by [`Craft`] (everything after the Ethernet header and tags), for quoting.
+/// The IP packet of a frame (everything after the Ethernet header and its 802.1Q, 802.1ad or 0x9100 tags).
 pub fn ip_of(frame: &[u8]) -> &[u8] {
     let mut at = 12;
-    while frame.len() >= at + 2 && matches!([frame[at], frame[at + 1]], [0x81, 0x00] | [0x88, 0xa8]) {
+    while frame.len() >= at + 2 && matches!([frame[at], frame[at + 1]], [0x81, 0x00] | [0x88, 0xa8] | [0x91, 0x00]) {
         at += 4;
     }
     &frame[(at + 2).min(frame.len())..]
