@@ -1085,7 +1085,7 @@ fn restart_under_fifty_connections_stalls_briefly() {
             let vip = if i % 2 == 0 { "198.19.0.1" } else { "2001:db8:100::1" };
             let mut s = in_netns(&cl, move || connect(vip)).unwrap();
             let go = go.clone();
-            std::thread::spawn(move || -> Result<(Duration, Vec<Instant>), String> {
+            std::thread::spawn(move || -> Result<(Duration, Vec<(Instant, std::time::SystemTime)>), String> {
                 let first = ask(&mut s)?;
                 let (mut last, mut worst, mut times) = (Instant::now(), Duration::ZERO, Vec::new());
                 while go.load(Ordering::Relaxed) {
@@ -1096,7 +1096,7 @@ fn restart_under_fifty_connections_stalls_briefly() {
                     }
                     worst = worst.max(last.elapsed());
                     last = Instant::now();
-                    times.push(last);
+                    times.push((last, std::time::SystemTime::now()));
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Ok((worst, times))
@@ -1112,13 +1112,17 @@ fn restart_under_fifty_connections_stalls_briefly() {
     go.store(false, Ordering::Relaxed);
     let mut worst = Duration::ZERO;
     let mut back = Duration::MAX;
+    // Per connection: its first exchange after the kill, in wall-clock time (to compare with the daemon's log).
+    let mut recovered = Vec::new();
     for t in talkers {
         let (w, times) = t.join().unwrap().unwrap_or_else(|e| panic!("a connection broke across the restart: {e}"));
         worst = worst.max(w);
-        if let Some(t) = times.iter().find(|t| **t > killed) {
+        if let Some((t, wall)) = times.iter().find(|(t, _)| *t > killed) {
             back = back.min(t.duration_since(killed));
+            recovered.push(*wall);
         }
     }
+    assert_eq!(recovered.len(), 50, "every connection exchanged again after the restart");
     signal(&second, libc::SIGINT);
     signal(&second, libc::SIGINT);
     let status = wait_exit(&mut second, 10);
@@ -1129,12 +1133,44 @@ fn restart_under_fifty_connections_stalls_briefly() {
     drop(first_log);
     let log = log.join().unwrap();
     assert!(status.success(), "{log}");
+    // When the restarted daemon said it forwards (its log's RFC 3339 UTC timestamp), and how long after that the
+    // last of the 50 connections exchanged again: the stall the restarted appliance itself causes.
+    let ready = log
+        .lines()
+        .find(|l| l.contains("edgelbd forwarding"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(wall_clock)
+        .unwrap_or_else(|| panic!("no 'edgelbd forwarding' line with a timestamp:\n{log}"));
+    let last = recovered.iter().max().unwrap();
+    let after_ready = last.duration_since(ready).unwrap_or(Duration::ZERO);
     println!(
-        "restart under 50 connections: first exchange {back:?} after the kill (the restart's downtime), longest \
-         stall of any connection {worst:?}, {:?} beyond the downtime",
-        worst.saturating_sub(back)
+        "restart under 50 connections: first exchange {back:?} after the kill; longest stall of any connection \
+         {worst:?} (the process restart and TCP's retransmission timeout included); the last connection exchanged \
+         again {after_ready:?} after the restarted daemon was forwarding"
     );
+    // What remains after the daemon is up is TCP's own recovery of the segments lost while no process ran (fast
+    // retransmit after three duplicate ACKs, or the retransmission timeout); before held packets, ~1 s of no_route
+    // drops came on top. The bound catches a return of that; the figure is printed.
+    assert!(after_ready < Duration::from_millis(500), "{after_ready:?} after the daemon was up:\n{log}");
     assert!(!log.contains("no_route="), "the restarted daemon dropped packets for want of a neighbour:\n{log}");
     assert!(log.contains(" held_dropped=0 "), "no held packet was dropped:\n{log}");
     assert!(worst < back + Duration::from_millis(500), "stall {worst:?} with a downtime of {back:?}:\n{log}");
+}
+
+/// `2026-11-29T21:35:25.309049Z` (tracing's UTC timestamps) as a `SystemTime`.
+fn wall_clock(ts: &str) -> Option<std::time::SystemTime> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let nanos: u64 = format!("{frac:0<9}")[..9].parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?) + Duration::from_nanos(nanos))
 }
