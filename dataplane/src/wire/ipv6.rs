@@ -175,6 +175,11 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     if b.len() < off + 2 {
                         return Err(ParseError::Truncated);
                     }
+                    // RFC 4302 §2.2: the header is at least 12 bytes (next header, length, reserved, SPI,
+                    // sequence number), so its length field (32-bit words minus 2) is at least 1.
+                    if b[off + 1] == 0 {
+                        return Err(ParseError::BadExtHeader);
+                    }
                     (usize::from(b[off + 1]) + 2) * 4
                 }
                 proto::FRAGMENT => {
@@ -291,6 +296,12 @@ mod tests {
         // nine destination-options headers
         let b = with_payload(proto::DSTOPTS, &"3c00010400000000".repeat(9));
         assert_eq!(Ipv6Packet::new_checked(&b[..]).unwrap().walk(), Err(ParseError::BadExtHeader));
+        // an AH of length 0: 8 bytes, shorter than its 12-byte fixed part (RFC 4302 §2.2; found by the fuzzer)
+        let b = with_payload(proto::AH, "1100 0000 00000001  0035 0035 0008 0000");
+        assert_eq!(Ipv6Packet::new_checked(&b[..]).unwrap().walk(), Err(ParseError::BadExtHeader));
+        // the smallest valid AH (length 1: 12 bytes) is walked
+        let b = with_payload(proto::AH, "1101 0000 00000001 00000001  0035 0035 0008 0000");
+        assert_eq!(Ipv6Packet::new_checked(&b[..]).unwrap().walk().unwrap().offset, 52);
     }
 
     #[test]
