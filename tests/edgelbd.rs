@@ -858,6 +858,36 @@ fn wait_exit(daemon: &mut Reaped, secs: u64) -> std::process::ExitStatus {
     }
 }
 
+/// Stop edgelbd at once (two SIGINTs), stop the hosts' servers, and return its final log, asserting a clean exit.
+fn stop_all(
+    mut daemon: Reaped,
+    log: std::thread::JoinHandle<String>,
+    stop: &AtomicBool,
+    servers: impl IntoIterator<Item = std::thread::JoinHandle<()>>,
+) -> String {
+    signal(&daemon, libc::SIGINT);
+    signal(&daemon, libc::SIGINT);
+    let status = wait_exit(&mut daemon, 10);
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status:?}:\n{log}");
+    log
+}
+
+/// The number after `key=` in a log line, the key starting a word or following a comma (`drops=a=1,b=2`); 0 when
+/// absent.
+fn logged(log: &str, key: &str) -> u64 {
+    let pat = format!("{key}=");
+    log.match_indices(&pat)
+        .find(|(i, _)| *i == 0 || matches!(log.as_bytes()[i - 1], b' ' | b','))
+        .and_then(|(i, _)| log[i + pat.len()..].split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// One UDP exchange through a VIP (the NAT reply path), from the client namespace.
 fn udp_echo(cl: &str, vip: &'static str) -> Result<(), String> {
     in_netns(cl, move || {
@@ -931,22 +961,8 @@ fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
         .output()
         .unwrap();
     assert!(ping.status.success(), "ICMPv6 echo to the VIP: {}", String::from_utf8_lossy(&ping.stdout));
-    signal(&daemon, libc::SIGINT);
-    signal(&daemon, libc::SIGINT);
-    let status = wait_exit(&mut daemon, 10);
-    stop.store(true, Ordering::Relaxed);
-    for s in servers.into_iter().chain(extra) {
-        s.join().unwrap();
-    }
-    let log = log.join().unwrap();
-    assert!(status.success(), "exit {status:?}:\n{log}");
-    let n: usize = log
-        .split("fragment_too_short=")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no fragment_too_short count in the log:\n{log}"));
-    assert_eq!(n, sent, "each hostile frame is one counted drop:\n{log}");
+    let log = stop_all(daemon, log, &stop, servers.into_iter().chain(extra));
+    assert_eq!(logged(&log, "fragment_too_short") as usize, sent, "each hostile frame is one counted drop:\n{log}");
     assert!(!log.contains("no_route="), "nothing was dropped for want of a neighbour:\n{log}");
 }
 
@@ -1007,7 +1023,7 @@ fn spoofed_arp_and_ndp_do_not_hijack_a_client() {
     let _turn = one_daemon_at_a_time();
     let (Hosts { lab, cl, lb, stop, servers }, extra) = hosts_dual("s");
     let cfg = temp("spoof.toml", &config_dual());
-    let (mut daemon, log) = edgelbd_logged(&lb, &cfg);
+    let (daemon, log) = edgelbd_logged(&lb, &cfg);
     wait_forwarding(&cl);
     // Let the appliance's confirmation of the client (its request, the client's answer) complete.
     std::thread::sleep(Duration::from_millis(300));
@@ -1050,18 +1066,8 @@ fn spoofed_arp_and_ndp_do_not_hijack_a_client() {
     for g in &gaps {
         assert!(*g < Duration::from_secs(1), "a stall of {g:?} (the bound is one re-confirmation interval, 1 s)");
     }
-    signal(&daemon, libc::SIGINT);
-    signal(&daemon, libc::SIGINT);
-    let status = wait_exit(&mut daemon, 10);
-    stop.store(true, Ordering::Relaxed);
-    for s in servers.into_iter().chain(extra) {
-        s.join().unwrap();
-    }
-    let log = log.join().unwrap();
-    assert!(status.success(), "{log}");
-    let count = |k: &str| -> u64 {
-        log.split(&format!("{k}=")).nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
-    };
+    let log = stop_all(daemon, log, &stop, servers.into_iter().chain(extra));
+    let count = |k: &str| logged(&log, k);
     assert!(count("neighbour_conflicts") >= 2, "both families' claims counted as conflicts:\n{log}");
     assert!(count("neighbour_conflicts_refused") >= 2, "and refused by the real client's answers:\n{log}");
 }
@@ -1107,7 +1113,7 @@ fn restart_under_fifty_connections_stalls_briefly() {
     signal(&first, libc::SIGKILL);
     let killed = Instant::now();
     wait_exit(&mut first, 5);
-    let (mut second, log) = edgelbd_logged(&lb, &cfg);
+    let (second, log) = edgelbd_logged(&lb, &cfg);
     std::thread::sleep(Duration::from_secs(3));
     go.store(false, Ordering::Relaxed);
     let mut worst = Duration::ZERO;
@@ -1123,16 +1129,8 @@ fn restart_under_fifty_connections_stalls_briefly() {
         }
     }
     assert_eq!(recovered.len(), 50, "every connection exchanged again after the restart");
-    signal(&second, libc::SIGINT);
-    signal(&second, libc::SIGINT);
-    let status = wait_exit(&mut second, 10);
-    stop.store(true, Ordering::Relaxed);
-    for s in servers.into_iter().chain(extra) {
-        s.join().unwrap();
-    }
     drop(first_log);
-    let log = log.join().unwrap();
-    assert!(status.success(), "{log}");
+    let log = stop_all(second, log, &stop, servers.into_iter().chain(extra));
     // When the restarted daemon said it forwards (its log's RFC 3339 UTC timestamp), and how long after that the
     // last of the 50 connections exchanged again: the stall the restarted appliance itself causes.
     let ready = log

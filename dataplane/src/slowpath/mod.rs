@@ -187,45 +187,19 @@ fn arp_frame(dst: Mac, src: Mac, op: u16, sender: (Mac, Ipv4Addr), target: (Mac,
     f
 }
 
-/// An Ethernet/IPv6 neighbour advertisement (RFC 4861 §4.4) for `target` at `src_mac`, from `target` to `dst`,
-/// override flag set, solicited flag as given, with the target link-layer address option.
-fn na_frame(src_mac: Mac, dst_mac: Mac, target: Ipv6Addr, dst: Ipv6Addr, solicited: bool) -> Vec<u8> {
-    let mut f = vec![0u8; HEADER_LEN + 40 + 32];
-    let mut e = EthernetFrame::new_unchecked(&mut f[..]);
-    e.set_dst(dst_mac);
-    e.set_src(src_mac);
-    e.set_ethertype(ethertype::IPV6);
-    let mut ip = crate::wire::ipv6::Ipv6Packet::new_unchecked(&mut f[HEADER_LEN..]);
-    ip.set_ver_tc_flow(0, 0);
-    ip.set_payload_len(32);
-    ip.set_next_header(crate::wire::proto::ICMPV6);
-    ip.set_hop_limit(255);
-    ip.set_src(target.octets());
-    ip.set_dst(dst.octets());
-    let icmp = &mut f[HEADER_LEN + 40..];
-    icmp[0] = 136;
-    icmp[4] = if solicited { 0x60 } else { 0x20 }; // S and O flags
-    icmp[8..24].copy_from_slice(&target.octets());
-    icmp[24] = 2; // target link-layer address
-    icmp[25] = 1;
-    icmp[26..32].copy_from_slice(&src_mac);
-    let acc = crate::wire::checksum::pseudo_v6(&target.octets(), &dst.octets(), crate::wire::proto::ICMPV6, 32);
-    let c = crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
-/// An Ethernet/IPv6 neighbour solicitation (RFC 4861 §4.3) for `target` from `src` (ours) with our link-layer
-/// address: to the solicited-node group (RFC 4291 §2.7.1) to resolve, or unicast to `mac` to re-confirm.
-fn ns_frame(src_mac: Mac, src: Ipv6Addr, target: Ipv6Addr, mac: Option<Mac>) -> Vec<u8> {
-    let t = target.octets();
-    let (dst, dst_mac) = match mac {
-        Some(m) => (target, m),
-        None => (
-            Ipv6Addr::from([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15]]),
-            [0x33, 0x33, 0xff, t[13], t[14], t[15]],
-        ),
-    };
+/// An Ethernet/IPv6 NDP message of 32 bytes (RFC 4861 §4.3, §4.4): ICMPv6 `kind` with `flags` in its first reserved
+/// byte, `target`, and one link-layer address option of type `opt` carrying `src_mac`; hop limit 255.
+#[allow(clippy::too_many_arguments)]
+fn ndp_frame(
+    kind: u8,
+    flags: u8,
+    opt: u8,
+    src_mac: Mac,
+    dst_mac: Mac,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    target: Ipv6Addr,
+) -> Vec<u8> {
     let mut f = vec![0u8; HEADER_LEN + 40 + 32];
     let mut e = EthernetFrame::new_unchecked(&mut f[..]);
     e.set_dst(dst_mac);
@@ -239,15 +213,37 @@ fn ns_frame(src_mac: Mac, src: Ipv6Addr, target: Ipv6Addr, mac: Option<Mac>) -> 
     ip.set_src(src.octets());
     ip.set_dst(dst.octets());
     let icmp = &mut f[HEADER_LEN + 40..];
-    icmp[0] = 135;
-    icmp[8..24].copy_from_slice(&t);
-    icmp[24] = 1; // source link-layer address
+    icmp[0] = kind;
+    icmp[4] = flags;
+    icmp[8..24].copy_from_slice(&target.octets());
+    icmp[24] = opt;
     icmp[25] = 1;
     icmp[26..32].copy_from_slice(&src_mac);
     let acc = crate::wire::checksum::pseudo_v6(&src.octets(), &dst.octets(), crate::wire::proto::ICMPV6, 32);
     let c = crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     f
+}
+
+/// A neighbour advertisement for `target` at `src_mac`, from `target` to `dst`, override flag set, solicited flag as
+/// given, with the target link-layer address option.
+fn na_frame(src_mac: Mac, dst_mac: Mac, target: Ipv6Addr, dst: Ipv6Addr, solicited: bool) -> Vec<u8> {
+    let flags = if solicited { 0x60 } else { 0x20 }; // S and O
+    ndp_frame(136, flags, 2, src_mac, dst_mac, target, dst, target)
+}
+
+/// A neighbour solicitation for `target` from `src` (ours) with our link-layer address: to the solicited-node group
+/// (RFC 4291 §2.7.1) to resolve, or unicast to `mac` to re-confirm.
+fn ns_frame(src_mac: Mac, src: Ipv6Addr, target: Ipv6Addr, mac: Option<Mac>) -> Vec<u8> {
+    let t = target.octets();
+    let (dst, dst_mac) = match mac {
+        Some(m) => (target, m),
+        None => (
+            Ipv6Addr::from([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15]]),
+            [0x33, 0x33, 0xff, t[13], t[14], t[15]],
+        ),
+    };
+    ndp_frame(135, 0, 1, src_mac, dst_mac, src, dst, target)
 }
 
 impl SlowPath {
