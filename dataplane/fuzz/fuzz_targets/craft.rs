@@ -191,7 +191,11 @@ fuzz_target!(|data: &[u8]| {
     s.pipeline.housekeeping(64, now);
 
     let cnt = &s.pipeline.counters;
-    assert_eq!(cnt.rx, cnt.tx + cnt.slowpath + cnt.handoff + cnt.held + cnt.dropped_total(), "a packet without one verdict");
+    assert_eq!(
+        cnt.rx,
+        cnt.tx + cnt.slowpath + cnt.handoff + cnt.held + cnt.dropped_total(),
+        "a packet without one verdict"
+    );
     if let Verdict::Tx(p) = v {
         assert!(p <= 1, "transmit to a port that does not exist: {p}");
         let seen = models::check_transmitted(&out, &frame, Some(craft.src)).unwrap_or_else(|e| panic!("{e}"));

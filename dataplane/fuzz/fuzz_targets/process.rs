@@ -48,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
     // As a worker does between bursts: reclaim expired entries.
     s.pipeline.housekeeping(64, now);
     let c = &s.pipeline.counters;
-    assert_eq!(c.rx, c.tx + c.slowpath + c.handoff + c.held + c.dropped_total(), "a packet without exactly one verdict");
+    assert_eq!(
+        c.rx,
+        c.tx + c.slowpath + c.handoff + c.held + c.dropped_total(),
+        "a packet without exactly one verdict"
+    );
     if let Verdict::Tx(port) = v {
         assert!(port <= 1, "transmit to a port that does not exist: {port}");
         // The sender, when the input parses at all (etherparse, not our views).
