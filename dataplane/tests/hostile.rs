@@ -201,9 +201,8 @@ fn every_shape_every_cut_every_mode() {
         ("fragments followed", c.fragments_followed),
         ("short first fragments", c.dropped(DropReason::FragmentTooShort)),
         ("fragments without first", c.dropped(DropReason::FragmentNoFirst)),
-        ("too many VLANs", 0),
     ] {
-        assert!(what == "too many VLANs" || n > 0, "the sweep never reached {what}: {c:?}");
+        assert!(n > 0, "the sweep never reached {what}: {c:?}");
     }
     println!("transmitted and checked {tx}, replies checked {replies}; counters {c:?}");
 }
