@@ -74,8 +74,8 @@ python3 dataplane/fuzz/seed_corpus.py "$corpus"
 # options, extension headers, ICMP errors and replies in every mode; its log line shows the deep paths reached.
 mkdir -p "$out/craft-corpus"
 (cd dataplane && RUSTC_BOOTSTRAP=1 cargo fuzz run craft "$out/craft-corpus" -- -runs=100000 -max_len=256 -print_final_stats=1 2>&1 | grep -E '^craft: 65536|stat::|Done' )
-python3 controlplane/fuzz/seed_corpus.py "$out/bgp-corpus"
-(cd controlplane && RUSTC_BOOTSTRAP=1 cargo fuzz run bgp_decode "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1 2>&1 | tail -n 6)
+python3 bgp-codec/fuzz/seed_corpus.py "$out/bgp-corpus"
+(cd bgp-codec && RUSTC_BOOTSTRAP=1 cargo fuzz run bgp_decode "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1 2>&1 | tail -n 6)
 
 step "benchmarks compile and run briefly; the main command runs"
 cargo bench --workspace --no-run

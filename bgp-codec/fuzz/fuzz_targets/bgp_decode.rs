@@ -3,7 +3,7 @@
 //! four-octet AS capability).
 #![no_main]
 
-use edgelb_controlplane::bgp::wire::{self, Message};
+use edgelb_bgp_codec::{self as wire, Message};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

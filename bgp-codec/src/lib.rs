@@ -595,6 +595,22 @@ fn decode_update(b: &[u8]) -> Result<Message, Error> {
     Ok(Message::Update { announced, withdrawn, treat_as_withdraw: taw, end_of_rib })
 }
 
+/// A community written `ASN:VALUE` (16 bits each).
+pub fn parse_community(s: &str) -> Option<u32> {
+    let (a, v) = s.split_once(':')?;
+    let (a, v): (u16, u16) = (a.trim().parse().ok()?, v.trim().parse().ok()?);
+    Some((u32::from(a) << 16) | u32::from(v))
+}
+
+/// A large community written `ASN:DATA1:DATA2` (32 bits each).
+pub fn parse_large_community(s: &str) -> Option<(u32, u32, u32)> {
+    let v: Vec<u32> = s.split(':').map(|x| x.trim().parse().ok()).collect::<Option<_>>()?;
+    match v.as_slice() {
+        [g, a, b] => Some((*g, *a, *b)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
