@@ -6,9 +6,10 @@
 #
 # Steps: system packages; formatting and lints; every crate's tests (unit, property, golden packets, kernel ports
 # and end to end in network namespaces, which need root); the golden fixtures regenerated with scapy and compared
-# byte for byte with the committed ones; the fuzz target built and run briefly; the benchmarks compiled and run for a
-# moment; the README's main command (`edgelb lab`). With libdpdk installed (always, as root) lints and tests run with
-# the `dpdk` feature too: the DPDK port on DPDK's own vdevs, without PCI or huge pages.
+# byte for byte with the committed ones; the fuzz targets built and run briefly; the benchmarks run once in test
+# mode; one release build for the perf harness and the README's main command (`edgelb lab`). With libdpdk installed
+# (always, as root) lints and tests run with the `dpdk` feature too: the DPDK port on DPDK's own vdevs, without PCI
+# or huge pages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -77,14 +78,19 @@ mkdir -p "$out/craft-corpus"
 python3 bgp-codec/fuzz/seed_corpus.py "$out/bgp-corpus"
 (cd bgp-codec && RUSTC_BOOTSTRAP=1 cargo fuzz run bgp_decode "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1 2>&1 | tail -n 6)
 
-step "benchmarks compile and run briefly; the main command runs"
-cargo bench --workspace --no-run
-cargo run --release -p edgelb-perf -- --mode nat --flows 10000 --cores 1 --seconds 0.5
+step "benchmarks run once in test mode (criterion runs each benchmark one time, debug profile)"
+cargo test -p edgelb-perf --benches "${features[@]}"
+
+step "release build, once (edgelbd, edgelb, edgelb-perf); the perf harness runs briefly; the main command runs"
+# One release build serves every release run below: the feature set stays the same, so nothing compiles twice.
+cargo build --release -p edgelb -p edgelb-perf "${features[@]}"
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+"$target_dir/release/edgelb-perf" --mode nat --flows 10000 --cores 1 --seconds 0.5
 if [ ${#features[@]} -gt 0 ]; then
-    cargo run --release -p edgelb-perf "${features[@]}" -- --port dpdk --mode nat --flows 10000 --seconds 0.5
+    "$target_dir/release/edgelb-perf" --port dpdk --mode nat --flows 10000 --seconds 0.5
 fi
 if [ "$(id -u)" = 0 ]; then
-    cargo run --release --bin edgelb -- lab --requests 30
+    "$target_dir/release/edgelb" lab --requests 30
 fi
 
 step "all checks passed"

@@ -1,4 +1,5 @@
-//! From an API apply's return until every worker uses the new snapshot: median and p99 over 1,000 applies.
+//! From an API apply's return until every worker uses the new snapshot: median and p99 over 1,000 applies (20 under
+//! `cargo test --benches`, which checks that the benchmark runs).
 //!
 //! A real [`Store`] (the one the gRPC service calls) over the benchmark scenario (one NAT VIP, 64 backends, Maglev
 //! 65537), real pinned workers polling in-memory ports. Each apply changes one backend's weight, so every apply
@@ -15,9 +16,12 @@ use edgelb_perf::Scenario;
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 
+/// Applies per run under `cargo bench`; `cargo test --benches` (no `--bench` flag) runs a few, like criterion's test
+/// mode, to check the benchmark works.
 const APPLIES: usize = 1000;
+const APPLIES_TEST_MODE: usize = 20;
 
-fn run(workers_n: usize, cores: &[core_affinity::CoreId]) {
+fn run(workers_n: usize, cores: &[core_affinity::CoreId], applies: usize) {
     let sc = Scenario { mode: Mode::Nat, v6: false, backends: 64, size: 64 };
     let store = Store::new(sc.model()).expect("scenario model is valid");
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 1024, affinity: 1024, fragments: 1024 };
@@ -43,7 +47,7 @@ fn run(workers_n: usize, cores: &[core_affinity::CoreId]) {
     let mut lag = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds");
     let (_, services) = store.services();
     let mut svc = services[0].clone();
-    for i in 0..APPLIES {
+    for i in 0..applies {
         svc.backends[0].weight = 1 + (i as u32 % 2);
         let batch = Batch { upserts: vec![svc.clone()], ..Default::default() };
         let t0 = Instant::now();
@@ -62,7 +66,7 @@ fn run(workers_n: usize, cores: &[core_affinity::CoreId]) {
     let _ = workers.stop();
     let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "apply latency, {workers_n} worker(s), {APPLIES} applies (64 backends, Maglev 65537): \
+        "apply latency, {workers_n} worker(s), {applies} applies (64 backends, Maglev 65537): \
          call p50 {:.1} us p99 {:.1} us; return -> all workers on the new snapshot p50 {:.2} us p99 {:.2} us max {:.2} us",
         us(&call, 0.5),
         us(&call, 0.99),
@@ -73,11 +77,12 @@ fn run(workers_n: usize, cores: &[core_affinity::CoreId]) {
 }
 
 fn main() {
-    // `cargo bench` passes harness flags such as `--bench`; this benchmark takes none.
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not (test mode: a short run).
+    let applies = if std::env::args().any(|a| a == "--bench") { APPLIES } else { APPLIES_TEST_MODE };
     // Read before any pinning: the list is this thread's affinity mask.
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    run(1, &cores);
+    run(1, &cores, applies);
     if cores.len() > 1 {
-        run(cores.len(), &cores);
+        run(cores.len(), &cores, applies);
     }
 }
