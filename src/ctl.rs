@@ -223,6 +223,7 @@ fn stats_json(s: &v1::Stats) -> serde_json::Value {
     serde_json::json!({
         "version": s.version, "rx": s.rx, "tx": s.tx, "new_flows": s.new_flows, "replies": s.replies,
         "slowpath": s.slowpath,
+        "counters": s.counters.iter().map(|c| (c.name.clone(), serde_json::json!(c.value))).collect::<serde_json::Map<_, _>>(),
         "drops": s.drops.iter().map(|d| (d.reason.clone(), serde_json::json!(d.packets))).collect::<serde_json::Map<_, _>>(),
         "services": s.services.iter().map(|x| serde_json::json!({
             "service": show_key(&x.vip, x.protocol, x.port), "packets": x.packets, "bytes": x.bytes,
@@ -270,6 +271,17 @@ fn print_stats(s: &v1::Stats) {
                 b.bytes
             );
         }
+    }
+    // The rest of the dataplane's counters (the first line has rx, tx, new flows, replies and slow path).
+    let shown = ["packets_received", "packets_transmitted", "flows_new", "replies", "slowpath_packets"];
+    let more: Vec<String> = s
+        .counters
+        .iter()
+        .filter(|c| !shown.contains(&c.name.as_str()))
+        .map(|c| format!("{} {}", c.name, c.value))
+        .collect();
+    if !more.is_empty() {
+        println!("counters: {}", more.join(", "));
     }
     if !s.drops.is_empty() {
         let d: Vec<String> = s.drops.iter().map(|d| format!("{} {}", d.reason, d.packets)).collect();

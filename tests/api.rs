@@ -199,6 +199,12 @@ port = 8080
     );
     let st = json(&lb, &["stats"]);
     assert!(st["workers"].as_array().is_some_and(|w| !w.is_empty()), "{st}");
+    // Every counter the dataplane keeps reaches the operator, by its metric name.
+    let names: Vec<&str> = edgelb_dataplane::pipeline::Counters::INFO.iter().map(|c| c.name).collect();
+    for n in &names {
+        assert!(st["counters"][n].is_u64(), "stats has no counter {n}: {st}");
+    }
+    assert!(t.contains("counters: ") && t.contains("handoff_packets ") && t.contains("flows_rescheduled "), "{t}");
 
     // Tracked flows: SYNs from a client namespace (the backend's MAC answers nobody, so they stay half-open).
     lab.ip(&cl, "addr add 198.18.0.50/24 dev cl0");
@@ -247,6 +253,7 @@ port = 8080
     let mut check = Command::new(python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/metrics_check.py"))
         .arg(version.to_string())
+        .args(&names)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -5,6 +5,7 @@
 use crate::api::server::stats;
 use crate::api::store::Store;
 use edgelb_api::v1;
+use edgelb_dataplane::pipeline::Counters;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -45,11 +46,11 @@ pub fn render(store: &Store) -> String {
     let s = stats(store);
     let mut reg = Registry::with_prefix("edgelb");
     let none = Labels::new;
-    counter(&mut reg, "packets_received", "Packets the workers received", vec![(none(), s.rx)]);
-    counter(&mut reg, "packets_transmitted", "Packets the workers transmitted", vec![(none(), s.tx)]);
-    counter(&mut reg, "flows_new", "Flows scheduled to a backend", vec![(none(), s.new_flows)]);
-    counter(&mut reg, "replies", "Reply packets (NAT, full-NAT) rewritten back to clients", vec![(none(), s.replies)]);
-    counter(&mut reg, "slowpath_packets", "Packets handed to the slow path", vec![(none(), s.slowpath)]);
+    // Every dataplane counter under its own name and help (rx, tx, flows, replies, slow path, hand-offs, ...).
+    for c in &s.counters {
+        let help = Counters::INFO.iter().find(|i| i.name == c.name).map_or("", |i| i.help);
+        counter(&mut reg, &c.name, help, vec![(none(), c.value)]);
+    }
     counter(
         &mut reg,
         "drops",

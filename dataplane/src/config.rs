@@ -215,6 +215,20 @@ pub struct Timeouts {
     pub fragment: u32,
 }
 
+impl Timeouts {
+    /// The same timeouts in milliseconds (what workers compare with their millisecond clock).
+    pub fn in_ms(&self) -> Self {
+        let ms = |s: u32| s.saturating_mul(1000);
+        Self {
+            tcp_syn: ms(self.tcp_syn),
+            tcp_established: ms(self.tcp_established),
+            tcp_closing: ms(self.tcp_closing),
+            udp: ms(self.udp),
+            fragment: ms(self.fragment),
+        }
+    }
+}
+
 impl Default for Timeouts {
     /// IPVS-like defaults (ipvsadm --set 900 120 300), shorter for half-open flows.
     fn default() -> Self {
@@ -374,8 +388,8 @@ pub struct DataplaneConfig {
     pub tunnel_v4: Option<([u8; 4], u32)>,
     /// Tunnel IPv6 source base and host mask over the last 32 bits.
     pub tunnel_v6: Option<([u8; 16], u32)>,
-    /// Timeouts in milliseconds: syn, established, closing, udp, fragment.
-    pub timeouts_ms: [u32; 5],
+    /// Idle timeouts of tracked flows and fragments, in milliseconds ([`Timeouts::in_ms`]).
+    pub timeouts_ms: Timeouts,
     /// Highest backend id + 1 (size for per-backend counters).
     pub backend_id_limit: u32,
     /// Highest service id + 1.
@@ -527,8 +541,7 @@ impl ConfigBuilder {
             snat_ports: model.fullnat_ports,
             tunnel_v4: None,
             tunnel_v6: None,
-            timeouts_ms: [t.tcp_syn, t.tcp_established, t.tcp_closing, t.udp, t.fragment]
-                .map(|s| s.saturating_mul(1000)),
+            timeouts_ms: t.in_ms(),
             backend_id_limit: 0,
             service_id_limit: 0,
             draining: model.draining,

@@ -339,7 +339,7 @@ where
         let mut t = Counters::default();
         for s in &stats {
             if let Ok(s) = s.lock() {
-                add_counters(&mut t, &s.counters);
+                t.add(&s.counters);
             }
         }
         (ports, t)
@@ -350,32 +350,11 @@ where
         let mut t = Counters::default();
         for s in &self.stats {
             if let Ok(s) = s.lock() {
-                add_counters(&mut t, &s.counters);
+                t.add(&s.counters);
             }
         }
         t
     }
-}
-
-/// Add `b` into `a`.
-pub fn add_counters(a: &mut Counters, b: &Counters) {
-    a.rx += b.rx;
-    a.tx += b.tx;
-    a.slowpath += b.slowpath;
-    a.handoff += b.handoff;
-    for (x, y) in a.drops.iter_mut().zip(b.drops.iter()) {
-        *x += y;
-    }
-    a.new_flows += b.new_flows;
-    a.rescheduled += b.rescheduled;
-    a.midflow_pickups += b.midflow_pickups;
-    a.untracked += b.untracked;
-    a.replies += b.replies;
-    a.icmp_echo += b.icmp_echo;
-    a.icmp_errors_steered += b.icmp_errors_steered;
-    a.icmp_too_big_sent += b.icmp_too_big_sent;
-    a.held += b.held;
-    a.fragments_followed += b.fragments_followed;
 }
 
 /// One worker's state. Public so the benchmark harness and tests can drive it on the current thread.

@@ -9,7 +9,7 @@ use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
 use edgelb_dataplane::config::{BackendState, DataplaneConfig, SlotsMoved};
 use edgelb_dataplane::pipeline::{DropReason, FlowFilter, Tuple};
-use edgelb_dataplane::worker::{add_counters, WorkerStats};
+use edgelb_dataplane::worker::WorkerStats;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -271,7 +271,7 @@ fn sum<'a>(
 fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1::Stats {
     let mut total = edgelb_dataplane::pipeline::Counters::default();
     for w in workers {
-        add_counters(&mut total, &w.counters);
+        total.add(&w.counters);
     }
     let ip = |a: &[u8; 16], v4: bool| -> String {
         if v4 {
@@ -319,6 +319,7 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
             .filter(|d| total.dropped(*d) > 0)
             .map(|d| v1::DropCount { reason: d.name().into(), packets: total.dropped(d) })
             .collect(),
+        counters: total.named().map(|(c, value)| v1::Counter { name: c.name.into(), value }).collect(),
         services,
         backends,
         workers: workers
@@ -593,14 +594,7 @@ impl LoadBalancer for Api {
                     backend_port: b.map_or(0, |b| u32::from(if b.port == 0 { f.vip_port } else { b.port })),
                     worker: u32::from(w),
                     expires_in_ms: f.expires_in_ms,
-                    state: match f.state {
-                        1 => "syn",
-                        2 => "established",
-                        3 => "closing",
-                        4 => "udp",
-                        _ => "other",
-                    }
-                    .into(),
+                    state: f.state.name().into(),
                 }
             })
             .collect();

@@ -17,49 +17,46 @@ pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 
-/// Why a header could not be parsed. Each variant maps one to one to a drop counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ParseError {
-    /// The buffer ends before the header (or the length its fields announce) does.
-    Truncated,
-    /// IP version field does not match the ethertype / next header that led here.
-    BadVersion,
-    /// A header-length field is below its minimum (IPv4 IHL < 5, TCP data offset < 5).
-    BadHeaderLen,
-    /// A total-length field disagrees with the header length or the buffer (IPv4 total length, UDP length).
-    BadTotalLen,
-    /// An IPv6 extension header chain is malformed (hop-by-hop not first, too long a chain).
-    BadExtHeader,
-    /// More than two VLAN tags.
-    TooManyVlans,
-    /// An ARP packet that is not Ethernet/IPv4.
-    BadArp,
+/// The `ParseError` enum, its counter order (`ALL`, the declaration order), names and help from one table.
+macro_rules! parse_errors {
+    ($( $v:ident = $name:literal, $help:literal; )*) => {
+        /// Why a header could not be parsed. Each variant maps one to one to a drop counter.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ParseError {
+            $( #[doc = $help] $v, )*
+        }
+
+        impl ParseError {
+            /// Every variant, in counter order (declaration order: `self as usize` is the index).
+            pub const ALL: [ParseError; [$( $name ),*].len()] = [$( ParseError::$v ),*];
+
+            /// Stable snake-case name, used for counter labels.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( ParseError::$v => $name, )*
+                }
+            }
+
+            /// One line saying what it means.
+            pub const fn help(self) -> &'static str {
+                match self {
+                    $( ParseError::$v => $help, )*
+                }
+            }
+        }
+    };
 }
 
-impl ParseError {
-    /// Every variant, in counter order.
-    pub const ALL: [ParseError; 7] = [
-        ParseError::Truncated,
-        ParseError::BadVersion,
-        ParseError::BadHeaderLen,
-        ParseError::BadTotalLen,
-        ParseError::BadExtHeader,
-        ParseError::TooManyVlans,
-        ParseError::BadArp,
-    ];
-
-    /// Stable snake-case name, used for counter labels.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ParseError::Truncated => "truncated",
-            ParseError::BadVersion => "bad_version",
-            ParseError::BadHeaderLen => "bad_header_len",
-            ParseError::BadTotalLen => "bad_total_len",
-            ParseError::BadExtHeader => "bad_ext_header",
-            ParseError::TooManyVlans => "too_many_vlans",
-            ParseError::BadArp => "bad_arp",
-        }
-    }
+parse_errors! {
+    Truncated = "truncated", "The buffer ends before the header (or the length its fields announce) does.";
+    BadVersion = "bad_version", "IP version field does not match the ethertype / next header that led here.";
+    BadHeaderLen = "bad_header_len", "A header-length field is below its minimum (IPv4 IHL < 5, TCP data offset < 5).";
+    BadTotalLen = "bad_total_len",
+        "A total-length field disagrees with the header length or the buffer (IPv4 total length, UDP length).";
+    BadExtHeader = "bad_ext_header",
+        "An IPv6 extension header chain is malformed (hop-by-hop not first, too long a chain, a short header).";
+    TooManyVlans = "too_many_vlans", "More than two VLAN tags.";
+    BadArp = "bad_arp", "An ARP packet that is not Ethernet/IPv4.";
 }
 
 /// IP protocol numbers (IANA "Assigned Internet Protocol Numbers").

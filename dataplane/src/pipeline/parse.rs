@@ -1,0 +1,241 @@
+//! Parsing, once per packet: L2, IPv4 (options, fragments) or IPv6 (extension headers), the transport header; what
+//! the packet is decided against the snapshot of the burst.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Frag {
+    No,
+    First(u32),
+    Later(u32),
+}
+
+/// What parsing found, by value (no borrow of the buffer).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pkt {
+    pub(super) l3: usize,
+    pub(super) v4: bool,
+    /// The TCP, UDP or ICMP header, proven whole (fixed part) by the parser; `None` in later fragments and for other
+    /// protocols. Rewrites take this token, never a bare offset.
+    pub(super) l4: Option<L4Header>,
+    /// End of the IP packet in the buffer.
+    pub(super) end: usize,
+    pub(super) proto: u8,
+    pub(super) src: [u8; 16],
+    pub(super) dst: [u8; 16],
+    pub(super) sport: u16,
+    pub(super) dport: u16,
+    pub(super) tcp_flags: u8,
+    pub(super) icmp_type: u8,
+    pub(super) frag: Frag,
+    pub(super) df: bool,
+    pub(super) ttl: u8,
+    /// Stable hash of the packet's own 5-tuple (0 until known: non-first fragments learn their ports later). It is
+    /// the forward-flow hash of client traffic and the reverse-index hash of replies.
+    pub(super) hash: u64,
+    /// What the destination is (decided at parse time, with the snapshot of the burst).
+    pub(super) class: Classified,
+}
+
+impl Pkt {
+    pub(super) fn addr<'a>(&self, a: &'a [u8; 16]) -> &'a [u8] {
+        if self.v4 {
+            &a[12..]
+        } else {
+            &a[..]
+        }
+    }
+    pub(super) fn is_icmp(&self) -> bool {
+        (self.v4 && self.proto == proto::ICMP) || (!self.v4 && self.proto == proto::ICMPV6)
+    }
+    pub(super) fn has_ports(&self) -> bool {
+        matches!(self.proto, proto::TCP | proto::UDP)
+    }
+    /// Stable hash of the packet's own 5-tuple.
+    pub(super) fn tuple_hash(&self) -> u64 {
+        if self.v4 {
+            KeyV4::make(&self.src, &self.dst, self.sport, self.dport, self.proto).hash()
+        } else {
+            KeyV6::make(&self.src, &self.dst, self.sport, self.dport, self.proto).hash()
+        }
+    }
+}
+
+/// A packet after [`Pipeline::parse`]: its parsed headers, or its verdict already (ARP, malformed packets).
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed(pub(super) Result<Pkt, Done>);
+
+impl Default for Parsed {
+    fn default() -> Self {
+        Parsed(Err(Done::Drop(DropReason::UnknownEthertype)))
+    }
+}
+
+/// A packet whose fate parsing alone decided.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Done {
+    Verdict(Verdict),
+    Drop(DropReason),
+}
+
+impl From<DropReason> for Done {
+    fn from(r: DropReason) -> Self {
+        Done::Drop(r)
+    }
+}
+
+/// Parse the transport header at `off`. A first fragment must carry the whole header (RFC 8200 §4.5 requires it of
+/// IPv6; RFC 1858 §3 names IPv4's tiny fragments an attack): the rewrites need its ports and its checksum field, so a
+/// shorter one is dropped as [`DropReason::FragmentTooShort`] rather than given an `l4` they would trust.
+pub(super) fn parse_l4(data: &[u8], p: &mut Pkt, off: usize) -> PResult<()> {
+    let seg = data.get(off..p.end).ok_or(DropReason::Parse(ParseError::Truncated))?;
+    let first_frag = matches!(p.frag, Frag::First(_));
+    let short = |e: ParseError| if first_frag { DropReason::FragmentTooShort } else { DropReason::from(e) };
+    match p.proto {
+        proto::TCP => {
+            let t = TcpPacket::new_checked(seg).map_err(short)?;
+            p.tcp_flags = t.flags();
+            p.sport = t.src_port();
+            p.dport = t.dst_port();
+        }
+        proto::UDP => {
+            // A first fragment's UDP length covers the whole datagram, not this fragment: check the header only.
+            if first_frag {
+                if seg.len() < crate::wire::udp::HEADER_LEN {
+                    return Err(DropReason::FragmentTooShort);
+                }
+            } else {
+                UdpPacket::new_checked(seg)?;
+            }
+            p.sport = get_u16(seg, 0);
+            p.dport = get_u16(seg, 2);
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            let i = IcmpPacket::new_checked(seg).map_err(short)?;
+            p.icmp_type = i.msg_type();
+            p.sport = i.echo_ident();
+        }
+        _ => {}
+    }
+    p.l4 = L4Header::check(data, off, p.end, p.proto);
+    Ok(())
+}
+
+pub(super) fn parse_v4(data: &[u8], l3: usize) -> PResult<Pkt> {
+    let ip = Ipv4Packet::new_checked(&data[l3..])?;
+    if checksum::checksum(&data[l3..l3 + ip.header_len()]) != 0 {
+        return Err(DropReason::BadIpChecksum);
+    }
+    let frag = if !ip.is_fragment() {
+        Frag::No
+    } else if ip.frag_offset() == 0 {
+        Frag::First(u32::from(ip.ident()))
+    } else {
+        Frag::Later(u32::from(ip.ident()))
+    };
+    let mut p = Pkt {
+        l3,
+        v4: true,
+        l4: None,
+        end: l3 + usize::from(ip.total_len()),
+        proto: ip.protocol(),
+        src: mapped(ip.src()),
+        dst: mapped(ip.dst()),
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        frag,
+        df: ip.dont_frag(),
+        ttl: ip.ttl(),
+        hash: 0,
+        class: Classified::NotVip,
+    };
+    if !matches!(frag, Frag::Later(_)) {
+        parse_l4(data, &mut p, l3 + ip.header_len())?;
+    }
+    Ok(p)
+}
+
+pub(super) fn parse_v6(data: &[u8], l3: usize) -> PResult<Pkt> {
+    let ip = Ipv6Packet::new_checked(&data[l3..])?;
+    let up = ip.walk()?;
+    let frag = match up.frag {
+        None => Frag::No,
+        Some(f) if f.offset == 0 && !f.more => Frag::No, // atomic fragment (RFC 6946)
+        Some(f) if f.offset == 0 => Frag::First(f.ident),
+        Some(f) => Frag::Later(f.ident),
+    };
+    let mut p = Pkt {
+        l3,
+        v4: false,
+        l4: None,
+        end: l3 + ip.total_len(),
+        proto: up.protocol,
+        src: ip.src(),
+        dst: ip.dst(),
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        frag,
+        df: true,
+        ttl: ip.hop_limit(),
+        hash: 0,
+        class: Classified::NotVip,
+    };
+    if !matches!(frag, Frag::Later(_)) {
+        parse_l4(data, &mut p, l3 + up.offset)?;
+    }
+    Ok(p)
+}
+
+impl Pipeline {
+    /// Stage 1 of processing a burst: parse the packet (no change to it, no state touched), hash its own 5-tuple and
+    /// prefetch the flow-table lines that hash will read. The 5-tuple is the forward key of client traffic and the
+    /// reply key of NAT replies alike, so no classification is needed first. A worker parses its whole burst, then
+    /// prefetches entries ([`Pipeline::prefetch_entries`]), then finishes each packet ([`Pipeline::process_parsed`]),
+    /// so the burst's cache misses overlap instead of stalling one packet at a time.
+    #[inline]
+    pub fn parse(&self, cfg: &DataplaneConfig, data: &[u8]) -> Parsed {
+        let l2 = match parse_l2(data) {
+            Ok(l2) => l2,
+            Err(e) => return Parsed(Err(DropReason::from(e).into())),
+        };
+        let l3 = l2.l3_offset;
+        let r = match l2.ethertype {
+            ethertype::ARP => match ArpPacket::new_checked(&data[l3..]) {
+                Ok(arp) => {
+                    let t = mapped(arp.target_ip());
+                    Err(if cfg.is_vip(&t) || cfg.is_own(&t) {
+                        Done::Verdict(Verdict::SlowPath)
+                    } else {
+                        DropReason::NotForUs.into()
+                    })
+                }
+                Err(e) => Err(DropReason::from(e).into()),
+            },
+            ethertype::IPV4 => parse_v4(data, l3).map_err(Done::from),
+            ethertype::IPV6 => parse_v6(data, l3).map_err(Done::from),
+            _ => Err(DropReason::UnknownEthertype.into()),
+        };
+        Parsed(r.map(|mut p| {
+            p.class = cfg.classify(&p.dst, if p.has_ports() { p.proto } else { 0 }, p.dport);
+            if p.has_ports() && !matches!(p.frag, Frag::Later(_)) {
+                p.hash = p.tuple_hash();
+                self.ct.prefetch(&p, false);
+            }
+            p
+        }))
+    }
+
+    /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now).
+    #[inline]
+    pub fn prefetch_entries(&self, parsed: &Parsed) {
+        if let Ok(p) = &parsed.0 {
+            if p.hash != 0 {
+                self.ct.prefetch(p, true);
+            }
+        }
+    }
+}
