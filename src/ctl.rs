@@ -457,16 +457,16 @@ async fn run(argv: Vec<String>) -> Result<(), Fail> {
                         match a.as_str() {
                             "--as" => p.remote_as = num(val()?)?,
                             "--name" => p.name = val()?,
-                            "--password" => p.password = val()?,
+                            "--password" => p.password = Some(val()?),
                             "--passive" => p.passive = true,
                             "--next-hop-v4" => p.next_hop_v4 = val()?,
                             "--next-hop-v6" => p.next_hop_v6 = val()?,
                             "--community" => p.communities.push(val()?),
                             "--large-community" => p.large_communities.push(val()?),
-                            "--hold-time" => p.hold_time = num(val()?)?,
-                            "--port" => p.port = num(val()?)?,
+                            "--hold-time" => p.hold_time = Some(num(val()?)?),
+                            "--port" => p.port = Some(num(val()?)?),
                             "--med" => p.med = Some(num(val()?)?),
-                            "--graceful-restart" => p.graceful_restart = num(val()?)?,
+                            "--graceful-restart" => p.graceful_restart = Some(num(val()?)?),
                             other => return Err(usage(format!("unknown argument {other:?}"))),
                         }
                     }

@@ -164,85 +164,33 @@ fn find(list: &[edgelb_dataplane::config::BackendSpec], b: &edgelb_dataplane::co
     list.iter().position(|x| x.addr == b.addr && x.port == b.port)
 }
 
-/// A peer from the API, validated; errors name the field.
-fn peer_in(
+/// A peer from the API, validated by the file's rules ([`crate::bgp::peer::validate`]); errors name the field.
+pub(super) fn peer_in(
     p: &v1::PeerConfig,
     asn: u32,
     router_id: std::net::Ipv4Addr,
 ) -> Result<crate::bgp::session::PeerConfig, Status> {
-    let bad = |f: &str, m: String| Status::invalid_argument(format!("{f}: {m}"));
-    let ip = |f: &str, s: &str| -> Result<Option<IpAddr>, Status> {
-        if s.is_empty() {
-            return Ok(None);
-        }
-        s.parse().map(Some).map_err(|_| bad(f, format!("{s:?} is not an IP address")))
-    };
-    let address = ip("address", &p.address)?.ok_or_else(|| bad("address", "required".into()))?;
-    if p.remote_as == 0 {
-        return Err(bad("remote_as", "AS 0 is reserved".into()));
-    }
-    let hold_time = match p.hold_time {
-        0 => 90,
-        h @ 3..=65535 => h as u16,
-        h => return Err(bad("hold_time", format!("{h}: at least 3 seconds, at most 65535"))),
-    };
-    let port = match p.port {
-        0 => 179,
-        n @ 1..=65535 => n as u16,
-        n => return Err(bad("port", format!("{n} is not a port"))),
-    };
-    if p.password.len() > 80 {
-        return Err(bad("password", "at most 80 characters (TCP MD5 key)".into()));
-    }
-    let next_hop_v4 = match ip("next_hop_v4", &p.next_hop_v4)? {
-        Some(IpAddr::V4(a)) => Some(a),
-        Some(_) => return Err(bad("next_hop_v4", "an IPv4 address".into())),
-        None => None,
-    };
-    let next_hop_v6 = match ip("next_hop_v6", &p.next_hop_v6)? {
-        Some(IpAddr::V6(a)) => Some(a),
-        Some(_) => return Err(bad("next_hop_v6", "an IPv6 address".into())),
-        None => None,
-    };
-    let communities = p
-        .communities
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            crate::bgp::parse_community(c)
-                .ok_or_else(|| bad(&format!("communities[{i}]"), format!("{c:?} is not ASN:VALUE")))
-        })
-        .collect::<Result<_, _>>()?;
-    let large_communities = p
-        .large_communities
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            crate::bgp::parse_large_community(c)
-                .ok_or_else(|| bad(&format!("large_communities[{i}]"), format!("{c:?} is not ASN:DATA1:DATA2")))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(crate::bgp::session::PeerConfig {
-        name: if p.name.is_empty() { address.to_string() } else { p.name.clone() },
-        address,
-        port,
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let spec = crate::bgp::peer::PeerSpec {
+        name: text(&p.name),
+        address: p.address.clone(),
         remote_as: p.remote_as,
-        local_as: asn,
-        router_id,
-        source: ip("source", &p.source)?,
-        hold_time,
-        connect_retry: if p.connect_retry == 0 { 5 } else { p.connect_retry.min(3600) as u16 },
-        ttl: (p.multihop_ttl != 0).then(|| p.multihop_ttl.min(255) as u8),
-        password: (!p.password.is_empty()).then(|| p.password.clone()),
-        next_hop_v4,
-        next_hop_v6,
+        port: p.port,
+        source: text(&p.source),
+        hold_time: p.hold_time,
+        connect_retry: p.connect_retry,
+        multihop_ttl: p.multihop_ttl,
+        password: p.password.clone(),
+        next_hop_v4: text(&p.next_hop_v4),
+        next_hop_v6: text(&p.next_hop_v6),
         med: p.med,
         local_pref: p.local_pref,
-        communities,
-        large_communities,
-        graceful_restart: (p.graceful_restart != 0).then(|| p.graceful_restart.min(4095) as u16),
+        communities: p.communities.clone(),
+        large_communities: p.large_communities.clone(),
+        graceful_restart: p.graceful_restart,
         passive: p.passive,
-    })
+    };
+    crate::bgp::peer::validate(&spec, asn, router_id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn absent(b: &edgelb_dataplane::config::BackendSpec) -> Status {

@@ -228,3 +228,47 @@ async fn versions_dry_run_and_conflicting_clients() {
     req.service = Some(key("198.19.7.7", 80));
     assert_eq!(api.add_backend(Request::new(req)).await.unwrap_err().code(), Code::NotFound);
 }
+
+/// A BGP peer given by the file and the same peer given by the API come out the same, or fail on the same field: one
+/// validation, one set of defaults. (The API used to read `hold_time = 0` as 90 s where the file meant no hold timer,
+/// accept an empty password the file refused, and clamp what the file passed through.)
+#[test]
+fn the_file_and_the_api_agree_on_bgp_peers() {
+    let router_id = std::net::Ipv4Addr::new(198, 18, 0, 1);
+    // (TOML lines of one [[bgp.peer]], the same peer as an API message)
+    let base = v1::PeerConfig { address: "198.18.0.2".into(), remote_as: 65001, ..Default::default() };
+    let cases: Vec<(&str, v1::PeerConfig)> = vec![
+        ("", base.clone()),
+        ("hold_time = 0", v1::PeerConfig { hold_time: Some(0), ..base.clone() }),
+        ("hold_time = 2", v1::PeerConfig { hold_time: Some(2), ..base.clone() }),
+        ("hold_time = 30", v1::PeerConfig { hold_time: Some(30), ..base.clone() }),
+        ("password = \"\"", v1::PeerConfig { password: Some(String::new()), ..base.clone() }),
+        ("password = \"s3cret\"", v1::PeerConfig { password: Some("s3cret".into()), ..base.clone() }),
+        ("connect_retry = 0", v1::PeerConfig { connect_retry: Some(0), ..base.clone() }),
+        ("connect_retry = 7200", v1::PeerConfig { connect_retry: Some(7200), ..base.clone() }),
+        ("multihop_ttl = 300", v1::PeerConfig { multihop_ttl: Some(300), ..base.clone() }),
+        ("graceful_restart = 5000", v1::PeerConfig { graceful_restart: Some(5000), ..base.clone() }),
+        ("graceful_restart = 120", v1::PeerConfig { graceful_restart: Some(120), ..base.clone() }),
+        ("port = 70000", v1::PeerConfig { port: Some(70000), ..base.clone() }),
+        (
+            "communities = [\"65000:1\", \"x\"]",
+            v1::PeerConfig { communities: vec!["65000:1".into(), "x".into()], ..base.clone() },
+        ),
+    ];
+    for (toml_lines, msg) in cases {
+        let text = format!(
+            "[[port]]\nname = \"lb0\"\ndriver = \"afpacket\"\naddresses = [\"198.18.0.1/24\"]\n\n[bgp]\nlocal_as = 65000\nrouter_id = \"198.18.0.1\"\n\n\
+             [[bgp.peer]]\naddress = \"198.18.0.2\"\nremote_as = 65001\n{toml_lines}\n"
+        );
+        let file = crate::config::parse(&text).map(|l| l.bgp_peers.into_iter().next().expect("one peer"));
+        let api = super::server::peer_in(&msg, 65000, router_id);
+        match (file, api) {
+            (Ok(f), Ok(a)) => assert_eq!(f, a, "{toml_lines}"),
+            (Err(f), Err(a)) => {
+                let field = f.field.strip_prefix("bgp.peer[0].").unwrap_or(&f.field).to_string();
+                assert!(a.message().starts_with(&format!("{field}: ")), "{toml_lines}: file {f}, API {}", a.message());
+            }
+            (f, a) => panic!("{toml_lines}: the file says {f:?}, the API says {a:?}"),
+        }
+    }
+}

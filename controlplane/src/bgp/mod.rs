@@ -2,6 +2,7 @@
 //! peer's state machine, [`speaker`] the policy (which VIPs) and the peers.
 
 pub mod md5;
+pub mod peer;
 pub mod session;
 pub mod speaker;
 /// The message codec, a crate of its own (no runtime) so that it is fuzzed without the control plane.

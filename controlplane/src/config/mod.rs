@@ -342,16 +342,16 @@ struct PeerSection {
     name: Option<String>,
     address: Spanned<String>,
     remote_as: u32,
-    #[serde(default = "bgp_port")]
-    port: u16,
+    #[serde(default)]
+    port: Option<u32>,
     #[serde(default)]
     source: Option<Spanned<String>>,
-    #[serde(default = "hold_time")]
-    hold_time: u16,
-    #[serde(default = "connect_retry")]
-    connect_retry: u16,
     #[serde(default)]
-    multihop_ttl: Option<u8>,
+    hold_time: Option<u32>,
+    #[serde(default)]
+    connect_retry: Option<u32>,
+    #[serde(default)]
+    multihop_ttl: Option<u32>,
     #[serde(default)]
     password: Option<String>,
     #[serde(default)]
@@ -367,7 +367,7 @@ struct PeerSection {
     #[serde(default)]
     large_communities: Vec<Spanned<String>>,
     #[serde(default)]
-    graceful_restart: Option<u16>,
+    graceful_restart: Option<u32>,
     #[serde(default)]
     passive: bool,
 }
@@ -431,13 +431,7 @@ pub struct KubernetesConfig {
 }
 
 fn bgp_port() -> u16 {
-    179
-}
-fn hold_time() -> u16 {
-    90
-}
-fn connect_retry() -> u16 {
-    5
+    crate::bgp::peer::DEFAULT_PORT
 }
 
 /// Where `/metrics` is served unless the file says otherwise.
@@ -901,69 +895,50 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         bgp = Some((bs.local_as, router_id));
         for (i, p) in bs.peers.iter().enumerate() {
             let ps = p.get_ref();
-            let f = |x: &str| format!("bgp.peer[{i}].{x}");
-            let address = parse_ip(&lines, &ps.address, f("address"))?;
-            if ps.remote_as == 0 {
-                return Err(lines.err(p, f("remote_as"), "AS 0 is reserved"));
-            }
-            if ps.hold_time != 0 && ps.hold_time < 3 {
-                return Err(lines.err(p, f("hold_time"), format!("{}: 0 or at least 3 seconds", ps.hold_time)));
-            }
-            if ps.password.as_ref().is_some_and(|pw| pw.is_empty() || pw.len() > 80) {
-                return Err(lines.err(p, f("password"), "1 to 80 characters (TCP MD5 key)"));
-            }
-            let source = ps.source.as_ref().map(|s| parse_ip(&lines, s, f("source"))).transpose()?;
-            let next_hop_v4 = match &ps.next_hop_v4 {
-                Some(s) => match parse_ip(&lines, s, f("next_hop_v4"))? {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => return Err(lines.err(s, f("next_hop_v4"), "an IPv4 address")),
-                },
-                None => None,
-            };
-            let next_hop_v6 = match &ps.next_hop_v6 {
-                Some(s) => match parse_ip(&lines, s, f("next_hop_v6"))? {
-                    IpAddr::V6(a) => Some(a),
-                    IpAddr::V4(_) => return Err(lines.err(s, f("next_hop_v6"), "an IPv6 address")),
-                },
-                None => None,
-            };
-            let mut communities = Vec::new();
-            for c in &ps.communities {
-                communities.push(crate::bgp::parse_community(c.get_ref()).ok_or_else(|| {
-                    lines.err(c, f("communities"), format!("{:?} is not ASN:VALUE (16 bits each)", c.get_ref()))
-                })?);
-            }
-            let mut large_communities = Vec::new();
-            for c in &ps.large_communities {
-                large_communities.push(crate::bgp::parse_large_community(c.get_ref()).ok_or_else(|| {
-                    lines.err(
-                        c,
-                        f("large_communities"),
-                        format!("{:?} is not ASN:DATA1:DATA2 (32 bits each)", c.get_ref()),
-                    )
-                })?);
-            }
-            bgp_peers.push(crate::bgp::session::PeerConfig {
-                name: ps.name.clone().unwrap_or_else(|| address.to_string()),
-                address,
-                port: ps.port,
+            let text = |s: &Option<Spanned<String>>| s.as_ref().map(|s| s.get_ref().clone());
+            let spec = crate::bgp::peer::PeerSpec {
+                name: ps.name.clone(),
+                address: ps.address.get_ref().clone(),
                 remote_as: ps.remote_as,
-                local_as: bs.local_as,
-                router_id,
-                source,
+                port: ps.port,
+                source: text(&ps.source),
                 hold_time: ps.hold_time,
-                connect_retry: ps.connect_retry.max(1),
-                ttl: ps.multihop_ttl,
+                connect_retry: ps.connect_retry,
+                multihop_ttl: ps.multihop_ttl,
                 password: ps.password.clone(),
-                next_hop_v4,
-                next_hop_v6,
+                next_hop_v4: text(&ps.next_hop_v4),
+                next_hop_v6: text(&ps.next_hop_v6),
                 med: ps.med,
                 local_pref: ps.local_pref,
-                communities,
-                large_communities,
+                communities: ps.communities.iter().map(|c| c.get_ref().clone()).collect(),
+                large_communities: ps.large_communities.iter().map(|c| c.get_ref().clone()).collect(),
                 graceful_restart: ps.graceful_restart,
                 passive: ps.passive,
-            });
+            };
+            let peer = crate::bgp::peer::validate(&spec, bs.local_as, router_id).map_err(|e| {
+                // At the line of the value where the file keeps one, else at the peer's table.
+                let indexed = |list: &[Spanned<String>], name: &str| {
+                    e.field
+                        .strip_prefix(name)
+                        .and_then(|r| r.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+                        .and_then(|n: usize| list.get(n).map(|s| s.span()))
+                };
+                let span = match e.field.as_str() {
+                    "address" => Some(ps.address.span()),
+                    "source" => ps.source.as_ref().map(|s| s.span()),
+                    "next_hop_v4" => ps.next_hop_v4.as_ref().map(|s| s.span()),
+                    "next_hop_v6" => ps.next_hop_v6.as_ref().map(|s| s.span()),
+                    _ => indexed(&ps.communities, "communities")
+                        .or_else(|| indexed(&ps.large_communities, "large_communities")),
+                }
+                .unwrap_or_else(|| p.span());
+                FileError {
+                    line: Some(lines.at(span.start)),
+                    field: format!("bgp.peer[{i}].{}", e.field),
+                    message: e.message,
+                }
+            })?;
+            bgp_peers.push(peer);
         }
     }
     Ok(Loaded {
