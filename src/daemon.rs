@@ -145,10 +145,6 @@ pub fn run(args: Vec<String>) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = resolve_macs(&mut loaded) {
-        eprintln!("edgelbd: {e}");
-        return ExitCode::from(2);
-    }
     let cores: Vec<Option<usize>> =
         if loaded.cores.is_empty() { vec![None] } else { loaded.cores.iter().map(|&c| Some(c)).collect() };
     if loaded.ports.iter().any(|p| p.driver == Driver::Dpdk) {
@@ -273,7 +269,9 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
                     loaded.model.interfaces[i].mac = dev.mac();
                 }
                 let link = dev.link();
-                info!(port = i, name = %p.name, ethdev = dev.name(), link_up = link.up, speed_mbps = link.speed_mbps, "dpdk port started");
+                let m = loaded.model.interfaces[i].mac;
+                let mac = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+                info!(port = i, name = %p.name, ethdev = dev.name(), %mac, link_up = link.up, speed_mbps = link.speed_mbps, "dpdk port started");
                 devices.push(dev);
             }
             Err(e) => {

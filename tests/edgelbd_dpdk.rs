@@ -159,3 +159,81 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A DPDK port whose name is no kernel interface (as a VF bound to vfio-pci has none) and that has no `mac =` in the
+/// file takes its MAC from the device. edgelbd used to look the name up in `/sys/class/net` before it opened the DPDK
+/// ports, and exit with code 2 before the device's MAC could be read.
+#[test]
+fn a_dpdk_port_without_a_kernel_interface_takes_the_device_mac() {
+    require_root();
+    let mut lab = Lab::new("dm");
+    let lb = lab.ns("lb");
+    let dir = std::env::temp_dir().join(format!("edgelbd-dpdk-mac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("null.toml");
+    std::fs::write(
+        &cfg,
+        r#"[[port]]
+name = "vf-no-netdev"
+driver = "dpdk"
+vdev = "net_null0"
+addresses = ["198.18.0.1/24"]
+frames = 256
+
+[dpdk]
+no_huge = true
+memory_mb = 256
+mbufs = 2048
+
+[[service]]
+vip = "198.19.0.1"
+protocol = "tcp"
+port = 80
+mode = "nat"
+
+[[service.backend]]
+address = "198.18.0.10"
+port = 8080
+"#,
+    )
+    .unwrap();
+    let log_path = dir.join("edgelbd.log");
+    let mut daemon = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", &lb, EDGELBD, "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log().contains("edgelbd forwarding") {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            panic!("edgelbd exited with {s:?} before forwarding; log:\n{}", log());
+        }
+        assert!(Instant::now() < deadline, "edgelbd never started forwarding; log:\n{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = log();
+    let started = text.lines().find(|l| l.contains("dpdk port started")).unwrap_or_else(|| panic!("{text}"));
+    assert!(started.contains("vf-no-netdev") && started.contains("mac="), "{started}");
+    assert!(!started.contains("mac=00:00:00:00:00:00"), "the device's MAC, not none: {started}");
+    // SAFETY: kill(2) on our child's pid (`ip netns exec` execs edgelbd in place).
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: as above; a second signal stops a draining daemon at once.
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "edgelbd did not stop; log:\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit {status:?}; log:\n{}", log());
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
