@@ -17,9 +17,9 @@
 //!
 //! Test-only: `EDGELB_FAULT_KILL_WORKER=N` in the environment makes worker N panic about 300 ms after start.
 
-use edgelb_controlplane::api::server::{Listen, TlsFiles};
-use edgelb_controlplane::api::store::Store;
 use edgelb_controlplane::config::{self, Driver, Loaded};
+use edgelb_controlplane::config::{Listen, TlsFiles};
+use edgelb_controlplane::store::Store;
 use edgelb_dataplane::config::Model;
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
@@ -588,7 +588,7 @@ fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, Strin
                             } else if !reason.is_empty() {
                                 warn!(peer = %peer, state = ?state, "BGP: {reason}");
                             }
-                            st.announce(edgelb_controlplane::api::store::StoreEvent::PeerState {
+                            st.announce(edgelb_controlplane::store::StoreEvent::PeerState {
                                 peer,
                                 state: format!("{state:?}"),
                                 reason,

@@ -5,7 +5,7 @@
 //!
 //! Probes go out through the host's own network stack (the management side), not through the dataplane.
 
-use crate::api::store::{key_of, show_key, BackendKey, Store};
+use crate::store::{key_of, show_key, BackendKey, Store};
 use edgelb_dataplane::config::{BackendState, HealthKind, HealthSpec};
 use std::collections::HashMap;
 use std::net::SocketAddr;

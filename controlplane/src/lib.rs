@@ -11,3 +11,5 @@ pub mod k8s;
 pub mod metrics;
 pub mod os;
 pub mod sriov;
+pub mod stats;
+pub mod store;

@@ -2,8 +2,8 @@
 //! VIP and backend labels, drops by reason, flow-table occupancy and burst latency per worker, backend health and the
 //! config version. Served by a small HTTP/1.1 responder on its own listener (GET /metrics; anything else 404).
 
-use crate::api::server::stats;
-use crate::api::store::Store;
+use crate::stats::stats;
+use crate::store::Store;
 use edgelb_api::v1;
 use edgelb_dataplane::pipeline::Counters;
 use prometheus_client::encoding::text::encode;

@@ -8,9 +8,9 @@
 mod common;
 
 use common::{in_netns, require_root, Bird, Lab};
-use edgelb_controlplane::api::store::{key_of, Store};
 use edgelb_controlplane::bgp::session::{PeerConfig, State};
 use edgelb_controlplane::bgp::speaker::Speaker;
+use edgelb_controlplane::store::{key_of, Store};
 use edgelb_dataplane::config::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec};
 use std::net::IpAddr;
 use std::path::PathBuf;

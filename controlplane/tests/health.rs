@@ -2,7 +2,7 @@
 //! expected status) and a plain TCP listener (connect). Each backend leaves the snapshot's Maglev table when it fails
 //! `fall` probes and comes back after `rise`, with an event for every transition.
 
-use edgelb_controlplane::api::store::{Store, StoreEvent};
+use edgelb_controlplane::store::{Store, StoreEvent};
 use edgelb_dataplane::config::{
     BackendSpec, BackendState, HealthKind, HealthSpec, InterfaceSpec, Mode, Model, Protocol, ServiceSpec,
 };

@@ -4,8 +4,9 @@
 
 use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_client::LoadBalancerClient;
-use edgelb_controlplane::api::server::{serve_ready, Listen, TlsFiles};
-use edgelb_controlplane::api::store::Store;
+use edgelb_controlplane::api::server::serve_ready;
+use edgelb_controlplane::config::{Listen, TlsFiles};
+use edgelb_controlplane::store::Store;
 use edgelb_dataplane::config::{InterfaceSpec, Model};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! it returned the last worker loaded the new generation (`WorkerView::all_use`). Run twice: one worker on its own
 //! core (the applying thread on another), and one worker per core (workers and the applier share the cores).
 
-use edgelb_controlplane::api::store::{Batch, Store};
+use edgelb_controlplane::store::{Batch, Store};
 use edgelb_dataplane::config::Mode;
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::mem;

@@ -1,6 +1,6 @@
 //! API messages to and from the model. Errors name the field in the request's terms.
 
-use super::store::{ServiceKey, StoreError};
+use crate::store::{ServiceKey, StoreError};
 use edgelb_api::v1;
 use edgelb_dataplane::config::{
     BackendSpec, BackendState, HealthKind, HealthSpec, Mode, Protocol, ServiceSpec, SlotsMoved,

@@ -1,9 +1,9 @@
-//! The management API: the [`store::Store`] holding the one validated model (the config file and the API both change
-//! it), the gRPC service over it ([`server`]), and the conversions between the two ([`convert`]).
+//! The management API: the gRPC service ([`server`]) over the control plane's [`crate::store::Store`] (the one validated
+//! model, which the config file, health checks, BGP and Kubernetes use too), and the conversions between the API's
+//! messages and the model ([`convert`]).
 
 pub mod convert;
 pub mod server;
-pub mod store;
 
 #[cfg(test)]
 mod tests;

@@ -4,13 +4,15 @@
 #![allow(clippy::result_large_err)]
 
 use super::convert;
-use super::store::{key_of, Batch, Store, StoreError, StoreEvent};
+use crate::config::{Listen, TlsFiles};
+use crate::stats::stats;
+use crate::store::{key_of, Batch, Store, StoreError, StoreEvent};
 use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
-use edgelb_dataplane::config::{BackendState, DataplaneConfig, SlotsMoved};
-use edgelb_dataplane::pipeline::{DropReason, FlowFilter, Tuple};
+use edgelb_dataplane::config::{BackendState, SlotsMoved};
+use edgelb_dataplane::pipeline::{FlowFilter, Tuple};
 use edgelb_dataplane::worker::WorkerStats;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,39 +21,12 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-/// Where the API listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    /// A TCP address (default 127.0.0.1:50051).
-    Tcp(SocketAddr),
-    /// A unix socket path.
-    Unix(PathBuf),
-}
-
-impl Default for Listen {
-    fn default() -> Self {
-        Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051)))
-    }
-}
-
 fn status(e: StoreError) -> Status {
     match &e {
         StoreError::Invalid { .. } => Status::invalid_argument(e.to_string()),
         StoreError::Stale { .. } => Status::failed_precondition(e.to_string()),
         StoreError::NotFound(_) => Status::not_found(e.to_string()),
     }
-}
-
-/// TLS for the API: the server's certificate and key, and optionally a CA whose signed client certificates are
-/// required for mutating calls (mTLS). All PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// Server certificate chain.
-    pub cert: PathBuf,
-    /// Server private key.
-    pub key: PathBuf,
-    /// CA of the clients allowed to change the configuration.
-    pub client_ca: Option<PathBuf>,
 }
 
 /// The service implementation over a [`Store`].
@@ -83,7 +58,7 @@ impl Api {
         Ok(())
     }
 
-    fn applied(&self, a: super::store::Applied) -> v1::ApplyServicesResponse {
+    fn applied(&self, a: crate::store::Applied) -> v1::ApplyServicesResponse {
         let cfg = self.store.snapshot();
         let size = |m: &SlotsMoved| {
             let d = edgelb_dataplane::config::addr16(m.vip);
@@ -107,7 +82,7 @@ impl Api {
             &mut Vec<edgelb_dataplane::config::BackendSpec>,
             edgelb_dataplane::config::BackendSpec,
         ) -> Result<(), Status>,
-    ) -> Result<super::store::Applied, Status> {
+    ) -> Result<crate::store::Applied, Status> {
         let current = self.store.version();
         if r.expected_version != 0 && r.expected_version != current {
             return Err(status(StoreError::Stale { expected: r.expected_version, current }));
@@ -116,7 +91,7 @@ impl Api {
         let b = convert::backend(&r.backend.unwrap_or_default(), "backend").map_err(status)?;
         let (_, services) = self.store.services();
         let Some(mut s) = services.into_iter().find(|s| key_of(s) == k) else {
-            return Err(Status::not_found(format!("service: no service {}", super::store::show_key(&k))));
+            return Err(Status::not_found(format!("service: no service {}", crate::store::show_key(&k))));
         };
         op(&mut s.backends, b)?;
         let batch = Batch { upserts: vec![s], expected_version: r.expected_version, ..Default::default() };
@@ -145,7 +120,7 @@ impl Api {
 
     /// Return only once every worker uses the snapshot an apply published (bounded: a stalled worker does not hold
     /// the caller beyond 100 ms, and is logged), so a change is in force on every worker when the call returns.
-    async fn settle(&self, a: super::store::Applied) -> Response<v1::ApplyServicesResponse> {
+    async fn settle(&self, a: crate::store::Applied) -> Response<v1::ApplyServicesResponse> {
         if let (true, Some(w)) = (a.applied, self.store.workers()) {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
             while !w.all_use(a.generation) {
@@ -199,93 +174,6 @@ fn absent(b: &edgelb_dataplane::config::BackendSpec) -> Status {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Stats of the running dataplane, summed over workers, named by VIP and backend.
-pub fn stats(store: &Store) -> v1::Stats {
-    let cfg = store.snapshot();
-    let workers: Vec<WorkerStats> = store.workers().map(|w| w.snapshot()).unwrap_or_default();
-    stats_of(store.version(), &cfg, &workers)
-}
-
-/// Packets, bytes and new flows of one service or backend, summed over the workers.
-fn sum<'a>(
-    workers: &'a [WorkerStats],
-    pick: impl Fn(&'a WorkerStats) -> Option<&'a edgelb_dataplane::pipeline::ObjCounters>,
-) -> (u64, u64, u64) {
-    workers.iter().filter_map(pick).fold((0, 0, 0), |(p, b, n), c| (p + c.packets, b + c.bytes, n + c.new_flows))
-}
-
-fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1::Stats {
-    let mut total = edgelb_dataplane::pipeline::Counters::default();
-    for w in workers {
-        total.add(&w.counters);
-    }
-    let ip = |a: &[u8; 16], v4: bool| -> String {
-        if v4 {
-            IpAddr::from([a[12], a[13], a[14], a[15]]).to_string()
-        } else {
-            IpAddr::from(*a).to_string()
-        }
-    };
-    let proto = |p: u8| if p == 17 { v1::Protocol::Udp as i32 } else { v1::Protocol::Tcp as i32 };
-    let mut services = Vec::new();
-    for s in &cfg.services {
-        let (packets, bytes, new_flows) = sum(workers, |w| w.services.get(s.id as usize));
-        services.push(v1::ServiceStats {
-            vip: ip(&s.vip, s.v4),
-            protocol: proto(s.proto),
-            port: u32::from(s.port),
-            packets,
-            bytes,
-            new_flows,
-        });
-    }
-    let mut backends = Vec::new();
-    for b in cfg.backends.iter().flatten() {
-        let Some(s) = cfg.services.get(b.service as usize) else { continue };
-        let (packets, bytes, new_flows) = sum(workers, |w| w.backends.get(b.id as usize));
-        backends.push(v1::BackendStats {
-            vip: ip(&s.vip, s.v4),
-            protocol: proto(s.proto),
-            port: u32::from(s.port),
-            address: ip(&b.addr, b.v4),
-            backend_port: u32::from(b.port),
-            packets,
-            bytes,
-            new_flows,
-        });
-    }
-    v1::Stats {
-        version,
-        rx: total.rx,
-        tx: total.tx,
-        new_flows: total.new_flows,
-        replies: total.replies,
-        slowpath: total.slowpath,
-        drops: DropReason::all()
-            .filter(|d| total.dropped(*d) > 0)
-            .map(|d| v1::DropCount { reason: d.name().into(), packets: total.dropped(d) })
-            .collect(),
-        counters: total.named().map(|(c, value)| v1::Counter { name: c.name.into(), value }).collect(),
-        services,
-        backends,
-        workers: workers
-            .iter()
-            .map(|w| v1::WorkerStats {
-                worker: u32::from(w.worker),
-                rx: w.counters.rx,
-                tx: w.counters.tx,
-                flows_v4: w.tables.0.occupied,
-                flows_v6: w.tables.1.occupied,
-                capacity_v4: w.capacity.0 as u64,
-                capacity_v6: w.capacity.1 as u64,
-                burst_ns_p50: w.burst_ns.value_at_quantile(0.5),
-                burst_ns_p99: w.burst_ns.value_at_quantile(0.99),
-                burst_ns_max: w.burst_ns.max(),
-            })
-            .collect(),
-    }
 }
 
 fn event_out(e: StoreEvent, store: &Store) -> v1::Event {
@@ -359,7 +247,7 @@ impl LoadBalancer for Api {
             .iter()
             .find(|s| key_of(s) == k)
             .map(|s| Response::new(convert::service_out(s)))
-            .ok_or_else(|| Status::not_found(format!("no service {}", super::store::show_key(&k))))
+            .ok_or_else(|| Status::not_found(format!("no service {}", crate::store::show_key(&k))))
     }
 
     async fn list_services(

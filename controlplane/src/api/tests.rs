@@ -1,7 +1,7 @@
 //! The API over an in-process store: validation names the field and applies nothing; versions; conveniences.
 
 use super::server::Api;
-use super::store::{Store, StoreEvent};
+use crate::store::{Store, StoreEvent};
 use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_server::LoadBalancer;
 use edgelb_dataplane::config::{InterfaceSpec, Model, Timeouts};

@@ -3,7 +3,7 @@
 //! every route GRACEFUL_SHUTDOWN (RFC 8326) before the withdrawal that stopping brings.
 
 use super::session::{self, PeerConfig, Routes, Status, Transition};
-use crate::api::store::Store;
+use crate::store::Store;
 use edgelb_dataplane::config::{BackendState, DataplaneConfig};
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -140,9 +140,9 @@ pub struct Loaded {
     /// EAL settings (defaults when the file has no `[dpdk]`).
     pub dpdk: DpdkSettings,
     /// Where the gRPC API listens (`None`: disabled). Default 127.0.0.1:50051.
-    pub api: Option<crate::api::server::Listen>,
+    pub api: Option<crate::config::Listen>,
     /// TLS (and mTLS for mutating calls) of the API.
-    pub api_tls: Option<crate::api::server::TlsFiles>,
+    pub api_tls: Option<crate::config::TlsFiles>,
     /// Where Prometheus metrics are served (`None`: disabled). Default [`DEFAULT_METRICS`].
     pub metrics: Option<std::net::SocketAddr>,
     /// BGP peers to announce VIPs to (empty: no BGP).
@@ -432,6 +432,33 @@ pub struct KubernetesConfig {
 
 fn bgp_port() -> u16 {
     crate::bgp::peer::DEFAULT_PORT
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address (default 127.0.0.1:50051).
+    Tcp(std::net::SocketAddr),
+    /// A unix socket path.
+    Unix(std::path::PathBuf),
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 50051)))
+    }
+}
+
+/// TLS for the API: the server's certificate and key, and optionally a CA whose signed client certificates are
+/// required for mutating calls (mTLS). All PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Server certificate chain.
+    pub cert: std::path::PathBuf,
+    /// Server private key.
+    pub key: std::path::PathBuf,
+    /// CA of the clients allowed to change the configuration.
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// Where `/metrics` is served unless the file says otherwise.
@@ -796,14 +823,14 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
     };
     let api =
         match &file.api {
-            None => Some(crate::api::server::Listen::default()),
+            None => Some(crate::config::Listen::default()),
             Some(a) if !a.get_ref().enabled => None,
             Some(a) => match (&a.get_ref().listen, &a.get_ref().unix) {
-                (Some(l), None) => Some(crate::api::server::Listen::Tcp(l.get_ref().trim().parse().map_err(|_| {
+                (Some(l), None) => Some(crate::config::Listen::Tcp(l.get_ref().trim().parse().map_err(|_| {
                     lines.err(l, "api.listen".into(), format!("{:?} is not ADDRESS:PORT", l.get_ref()))
                 })?)),
-                (None, Some(u)) => Some(crate::api::server::Listen::Unix(u.into())),
-                (None, None) => Some(crate::api::server::Listen::default()),
+                (None, Some(u)) => Some(crate::config::Listen::Unix(u.into())),
+                (None, None) => Some(crate::config::Listen::default()),
                 (Some(_), Some(_)) => return Err(lines.err(a, "api".into(), "give listen or unix, not both")),
             },
         };
@@ -816,7 +843,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             _ => DEFAULT_METRICS.parse().ok(),
         };
     let neighbor_timers = neighbor_timers(&lines, file.neighbor_table.as_ref())?;
-    let api_tls = file.api.as_ref().and_then(|a| a.get_ref().tls.as_ref()).map(|t| crate::api::server::TlsFiles {
+    let api_tls = file.api.as_ref().and_then(|a| a.get_ref().tls.as_ref()).map(|t| crate::config::TlsFiles {
         cert: t.cert.clone().into(),
         key: t.key.clone().into(),
         client_ca: t.client_ca.clone().map(Into::into),

@@ -132,7 +132,7 @@ fn health_and_api_sections() {
     let h = l.model.services[0].health.as_ref().expect("the example checks its backends");
     assert_eq!(h.kind, HealthKind::Http { path: "/healthz".into(), expect_status: 200 });
     assert_eq!((h.interval_ms, h.timeout_ms, h.rise, h.fall, h.keep_flows), (2000, 1000, 2, 3, false));
-    assert_eq!(l.api, Some(crate::api::server::Listen::Tcp("127.0.0.1:50051".parse().unwrap())));
+    assert_eq!(l.api, Some(crate::config::Listen::Tcp("127.0.0.1:50051".parse().unwrap())));
     let cases = [
         ("type = \"http\"", "type = \"icmp\"", "service[0].health.type"),
         ("expect = 200", "expect = 700", "service[0].health.expect"),

@@ -5,7 +5,7 @@
 //! API server is unreachable the store keeps the last state and the watchers catch up when it returns.
 
 use super::{current, key, sync, Event, Settings};
-use crate::api::store::Store;
+use crate::store::Store;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -193,7 +193,7 @@ pub async fn run(
             Err(e) => warn!("Kubernetes services rejected, keeping the last ones: {e}"),
         }
         let warnings: Vec<&Event> = out.events.iter().filter(|e| e.kind == "Warning").collect();
-        store.set_k8s_status(crate::api::store::K8sStatus {
+        store.set_k8s_status(crate::store::K8sStatus {
             services: all_svcs.len(),
             endpoint_slices: all_slices.len(),
             allocated: out.status.len(),
@@ -204,7 +204,7 @@ pub async fn run(
         // Warnings reach the gRPC event stream on every appliance (once each); Kubernetes Events only from the holder.
         for e in &warnings {
             if announced.insert((e.service.clone(), e.reason, e.message.clone())) {
-                store.announce(crate::api::store::StoreEvent::Kubernetes {
+                store.announce(crate::store::StoreEvent::Kubernetes {
                     service: e.service.clone(),
                     reason: e.reason.to_string(),
                     message: e.message.clone(),

@@ -8,7 +8,7 @@
 
 pub mod controller;
 
-use crate::api::store::ServiceKey;
+use crate::store::ServiceKey;
 use edgelb_dataplane::config::{BackendSpec, BackendState, Mode, Protocol, ServiceSpec};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -433,7 +433,7 @@ pub fn sync(services: &[Service], slices: &[EndpointSlice], s: &Settings) -> Out
         match service_specs(svc, &slices, vips, s.default_mode) {
             Ok(specs) => {
                 for sp in specs {
-                    if seen.insert(crate::api::store::key_of(&sp)) {
+                    if seen.insert(crate::store::key_of(&sp)) {
                         out.push(sp);
                     }
                 }
