@@ -6,10 +6,10 @@
 #
 # Steps: system packages; formatting and lints; every crate's tests (unit, property, golden packets, kernel ports
 # and end to end in network namespaces, which need root); the golden fixtures regenerated with scapy and compared
-# byte for byte with the committed ones; the fuzz targets built and run briefly; the benchmarks run once in test
-# mode; one release build for the perf harness and the README's main command (`edgelb lab`). With libdpdk installed
-# (always, as root) lints and tests run with the `dpdk` feature too: the DPDK port on DPDK's own vdevs, without PCI
-# or huge pages.
+# byte for byte with the committed ones; the fuzz targets built and run briefly (the benchmarks run once in test
+# mode with the tests); one release build for the perf harness and the README's main command (`edgelb lab`). With
+# libdpdk installed (always, as root) lints and tests run with the `dpdk` feature too: the DPDK port on DPDK's own
+# vdevs, without PCI or huge pages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -55,8 +55,10 @@ if [ ${#features[@]} -gt 0 ]; then
     cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
 fi
 
-step "cargo test --workspace ${features[*]}"
-cargo test --workspace "${features[@]}"
+step "cargo test --workspace --all-targets ${features[*]} (benchmarks too, once each in test mode), then doc tests"
+# --all-targets takes the bench targets in: criterion runs each benchmark once, apply_latency 20 applies (debug).
+cargo test --workspace --all-targets "${features[@]}"
+cargo test --workspace --doc "${features[@]}"
 
 step "golden fixtures: regenerate with scapy, compare with the committed ones"
 out=$(mktemp -d)
@@ -77,9 +79,6 @@ mkdir -p "$out/craft-corpus"
 (cd dataplane && RUSTC_BOOTSTRAP=1 cargo fuzz run craft "$out/craft-corpus" -- -runs=100000 -max_len=256 -print_final_stats=1 2>&1 | grep -E '^craft: 65536|stat::|Done' )
 python3 bgp-codec/fuzz/seed_corpus.py "$out/bgp-corpus"
 (cd bgp-codec && RUSTC_BOOTSTRAP=1 cargo fuzz run bgp_decode "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1 2>&1 | tail -n 6)
-
-step "benchmarks run once in test mode (criterion runs each benchmark one time, debug profile)"
-cargo test -p edgelb-perf --benches "${features[@]}"
 
 step "release build, once (edgelbd, edgelb, edgelb-perf); the perf harness runs briefly; the main command runs"
 # One release build serves every release run below: the feature set stays the same, so nothing compiles twice.
