@@ -3,10 +3,7 @@
 //! and `edgelbctl` for every command, including errors and a change visible to the workers as soon as it returns;
 //! `/metrics` scraped with curl and parsed by the Prometheus Python parser.
 
-#[path = "../dataplane/tests/common/mod.rs"]
-mod common;
-
-use common::{require_root, Lab, Reaped};
+use edgelb_testkit::netns::{require_root, Lab, Reaped};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -209,7 +206,7 @@ port = 8080
     // Tracked flows: SYNs from a client namespace (the backend's MAC answers nobody, so they stay half-open).
     lab.ip(&cl, "addr add 198.18.0.50/24 dev cl0");
     lab.ip(&cl, "route add 198.19.0.0/24 dev cl0");
-    common::in_netns(&cl, || {
+    edgelb_testkit::netns::in_netns(&cl, || {
         for _ in 0..5 {
             let _ = std::net::TcpStream::connect_timeout(&"198.19.0.1:80".parse().unwrap(), Duration::from_millis(300));
         }

@@ -2,10 +2,8 @@
 //! attributes, the peer shows in `edgelbctl peer list`, removing and adding the peer through the API withdraws and
 //! announces, SIGTERM (drain) first tags the routes GRACEFUL_SHUTDOWN, and the exit withdraws them.
 
-#[path = "../dataplane/tests/common/mod.rs"]
-mod common;
-
-use common::{require_root, Bird, Lab, Reaped};
+use edgelb_testkit::netns::{require_root, Lab, Reaped};
+use edgelb_testkit::peers::Bird;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -4,10 +4,7 @@
 //! backend, then draining one) without breaking a long-lived connection, and drains on SIGTERM (new connections
 //! refused, the long-lived one finishing) before it exits.
 
-#[path = "../dataplane/tests/common/mod.rs"]
-mod common;
-
-use common::{in_netns, require_root, Lab, Reaped};
+use edgelb_testkit::netns::{in_netns, require_root, Lab, Reaped};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

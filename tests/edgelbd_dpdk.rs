@@ -3,10 +3,7 @@
 //! client, NAT mode, no static neighbours. Every request must succeed and both backends must serve.
 #![cfg(feature = "dpdk")]
 
-#[path = "../dataplane/tests/common/mod.rs"]
-mod common;
-
-use common::{require_root, Lab, Reaped};
+use edgelb_testkit::netns::{require_root, Lab, Reaped};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,6 @@
 //! appliance's in full-NAT; one-way UDP at 20 000/s arrives. Nothing is left behind. `--keep` leaves a working lab
 //! whose printed commands work as printed, and `edgelb lab-remove` removes all of it.
 
-#[path = "../dataplane/tests/common/mod.rs"]
-mod common;
-
 use std::process::Command;
 
 /// The lab tests take turns: two labs' busy-polling daemons on two cores starve each other.
@@ -14,7 +11,7 @@ static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn lab_runs_three_modes_in_both_families_without_failures() {
-    common::require_root();
+    edgelb_testkit::netns::require_root();
     let _turn = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // Also 20 000 one-way UDP datagrams at 20 000/s through a UDP VIP: they all arrive (a per-port buffer pool once
     // starved the receiving port under one-way traffic and delivered about 10 %).
@@ -72,7 +69,7 @@ fn lab_runs_three_modes_in_both_families_without_failures() {
 /// VIP, the appliance's stats through its API), and the printed remove command leaves no namespace, process or file.
 #[test]
 fn lab_keep_leaves_a_working_lab_and_its_remove_command_removes_it() {
-    common::require_root();
+    edgelb_testkit::netns::require_root();
     let _turn = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_edgelb")).args(["lab", "--requests", "5", "--keep"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

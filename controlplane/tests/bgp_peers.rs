@@ -4,14 +4,12 @@
 //!   last backend fails its health is withdrawn and comes back; draining tags GRACEFUL_SHUTDOWN; stopping withdraws.
 //! - FRR bgpd and GoBGP: the session comes up and both routes are there with next hops and (large) communities.
 
-#[path = "../../dataplane/tests/common/mod.rs"]
-mod common;
-
-use common::{in_netns, require_root, Bird, Lab};
 use edgelb_controlplane::bgp::session::{PeerConfig, State};
 use edgelb_controlplane::bgp::speaker::Speaker;
 use edgelb_controlplane::store::{key_of, Store};
 use edgelb_dataplane::config::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec};
+use edgelb_testkit::netns::{in_netns, require_root, Lab};
+use edgelb_testkit::peers::Bird;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;

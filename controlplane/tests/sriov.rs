@@ -2,9 +2,6 @@
 //! and missing prerequisites are named with their fix; the netlink VF request sent for a veth (no SR-IOV) in a test
 //! namespace gets the kernel's refusal, reported clearly.
 
-#[path = "../../dataplane/tests/common/mod.rs"]
-mod common;
-
 use edgelb_controlplane::sriov::{bind_vfio, driver_of, set_vf, unbind_vfio, VfSettings};
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -69,11 +66,11 @@ fn binding_writes_what_the_kernel_expects_and_names_missing_prerequisites() {
 
 #[test]
 fn netlink_vf_request_on_a_veth_gets_the_kernels_refusal() {
-    common::require_root();
-    let mut lab = common::Lab::new("vf");
+    edgelb_testkit::netns::require_root();
+    let mut lab = edgelb_testkit::netns::Lab::new("vf");
     let (a, b) = (lab.ns("a"), lab.ns("b"));
     lab.veth(&a, "pf0", &b, "peer0");
-    let r = common::in_netns(&a, || {
+    let r = edgelb_testkit::netns::in_netns(&a, || {
         set_vf("pf0", &VfSettings { vf: 0, mac: Some([2, 0, 0, 0, 0x10, 0]), trust: Some(true), ..Default::default() })
     });
     let e = r.unwrap_err();
@@ -81,7 +78,7 @@ fn netlink_vf_request_on_a_veth_gets_the_kernels_refusal() {
     assert!(e.step.contains("set VF 0 on pf0"), "{e}");
     assert!(e.cause.contains("not supported") || e.cause.contains("Invalid argument"), "{e}");
     assert!(e.hint.is_some(), "{e}");
-    let missing = common::in_netns(&a, || set_vf("nope0", &VfSettings::default())).unwrap_err();
+    let missing = edgelb_testkit::netns::in_netns(&a, || set_vf("nope0", &VfSettings::default())).unwrap_err();
     assert!(missing.to_string().contains("no such interface"), "{missing}");
 }
 

@@ -2,14 +2,13 @@
 //! Kernel traffic from `a` is received (plain and VLAN-tagged, the tag restored in the frame), and a frame the port
 //! transmits is delivered to a kernel UDP socket in `a`.
 
-mod common;
-
-use common::{in_netns, receive, require_root, transmit_to_kernel, Lab};
 use edgelb_dataplane::packet::MemBuf;
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::port::{Burst, Port};
 use edgelb_dataplane::wire::build::{frame, Segment};
 use edgelb_dataplane::wire::proto;
+use edgelb_testkit::kernel_ports::{receive, transmit_to_kernel};
+use edgelb_testkit::netns::{in_netns, require_root, Lab};
 use std::net::UdpSocket;
 
 #[test]

@@ -2,11 +2,10 @@
 //! `vb` (copy mode, our XDP program attached). Kernel traffic from `a` is received, and a frame the port transmits
 //! is delivered to a kernel UDP socket in `a`.
 
-mod common;
-
-use common::{in_netns, receive, require_root, transmit_to_kernel, Lab};
 use edgelb_dataplane::port::afxdp::AfXdpPort;
 use edgelb_dataplane::port::Port;
+use edgelb_testkit::kernel_ports::{receive, transmit_to_kernel};
+use edgelb_testkit::netns::{in_netns, require_root, Lab};
 use std::net::UdpSocket;
 
 #[test]

@@ -15,11 +15,11 @@
 //! `edgelb daemon ...` is the daemon (the same as `edgelbd`); the lab runs it in the appliance namespace. Helpers the
 //! lab runs inside namespaces: `edgelb lab-server NAME ADDR...` and `edgelb lab-client ADDR COUNT`.
 
+use edgelb_testkit::netns::{is_root, run, Lab};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -224,75 +224,6 @@ fn lab_remove(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Everything the lab created, removed on drop (also on panic or early return).
-struct Lab {
-    /// `--keep` was asked for: the daemon is left running and its counters read through the API.
-    keep_requested: bool,
-    prefix: String,
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-    files: Vec<PathBuf>,
-    keep: bool,
-}
-
-impl Lab {
-    fn ns(&mut self, name: &str) -> Result<String, String> {
-        let full = format!("{}-{name}", self.prefix);
-        run(&["ip", "netns", "add", &full])?;
-        self.namespaces.push(full.clone());
-        run(&["ip", "-n", &full, "link", "set", "lo", "up"])?;
-        Ok(full)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in self.namespaces.drain(..).rev() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(ns: &str, args: &str) -> Result<String, String> {
-    let mut v = vec!["ip", "-n", ns];
-    v.extend(args.split_whitespace());
-    run(&v)
-}
-
-fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), String> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    run(&["ip", "netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")]).map(|_| ())
-}
-
-fn mac(ns: &str, ifname: &str) -> Result<String, String> {
-    Ok(run(&["ip", "netns", "exec", ns, "cat", &format!("/sys/class/net/{ifname}/address")])?.trim().to_string())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
 /// The lab's VIPs: (VIP, mode, the address a backend sees as the client's).
 const VIPS: [(&str, &str, &str); 6] = [
     ("198.19.0.1", "nat", "198.18.0.10"),
@@ -358,28 +289,21 @@ fn lab(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let mut lab = Lab {
-        keep_requested: keep,
-        prefix: format!("elb-lab-{}", std::process::id()),
-        namespaces: Vec::new(),
-        children: Vec::new(),
-        files: Vec::new(),
-        keep: false,
-    };
-    match run_lab(&mut lab, requests, driver, (blast, rate), &interrupted) {
+    let mut lab = Lab::new("lab");
+    match run_lab(&mut lab, keep, requests, driver, (blast, rate), &interrupted) {
         Ok(failures) => {
             if keep {
-                lab.keep = true;
+                lab.keep();
                 let me = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "edgelb".into());
                 say!(
                     "\nThe lab stays up (--keep): the daemon keeps running in {}-lb. Namespaces: {}",
-                    lab.prefix,
-                    lab.namespaces.join(" ")
+                    lab.prefix(),
+                    lab.namespaces().join(" ")
                 );
-                say!("  try:     ip netns exec {}-cl curl -s http://198.19.0.1/", lab.prefix);
-                say!("           ip netns exec {}-cl curl -s 'http://[2001:db8:100::1]/'", lab.prefix);
-                say!("  stats:   ip netns exec {}-lb {me} ctl stats", lab.prefix);
-                say!("  remove:  {me} lab-remove {}", lab.prefix);
+                say!("  try:     ip netns exec {}-cl curl -s http://198.19.0.1/", lab.prefix());
+                say!("           ip netns exec {}-cl curl -s 'http://[2001:db8:100::1]/'", lab.prefix());
+                say!("  stats:   ip netns exec {}-lb {me} ctl stats", lab.prefix());
+                say!("  remove:  {me} lab-remove {}", lab.prefix());
             }
             if failures == 0 {
                 ExitCode::SUCCESS
@@ -401,6 +325,7 @@ fn lab(args: &[String]) -> ExitCode {
 /// Build, run, report. Returns the number of failed requests.
 fn run_lab(
     lab: &mut Lab,
+    keep: bool,
     requests: usize,
     driver: &str,
     (blast, rate): (u64, u64),
@@ -408,19 +333,19 @@ fn run_lab(
 ) -> Result<usize, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let me_s = me.to_str().unwrap_or("edgelb").to_string();
-    say!("edgelb lab: building namespaces {}-{{cl,lb,be1,be2,be3}} (IPv4 and IPv6)", lab.prefix);
-    let cl = lab.ns("cl")?;
-    let lb = lab.ns("lb")?;
-    let bes = [lab.ns("be1")?, lab.ns("be2")?, lab.ns("be3")?];
+    say!("edgelb lab: building namespaces {}-{{cl,lb,be1,be2,be3}} (IPv4 and IPv6)", lab.prefix());
+    let cl = lab.try_ns("cl")?;
+    let lb = lab.try_ns("lb")?;
+    let bes = [lab.try_ns("be1")?, lab.try_ns("be2")?, lab.try_ns("be3")?];
     run(&["ip", "-n", &cl, "link", "add", "cl0", "type", "veth", "peer", "name", "lb0", "netns", &lb])?;
-    ip(&cl, "link set cl0 up")?;
-    ip(&lb, "link set lb0 up")?;
-    ip(&cl, "addr add 198.18.0.10/24 dev cl0")?;
-    ip(&cl, "addr add 2001:db8::10/64 dev cl0 nodad")?;
-    ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0")?;
-    ip(&cl, "-6 route add 2001:db8:100::/64 via 2001:db8::1 dev cl0")?;
-    sysctl(&cl, "net.ipv4.conf.all.rp_filter", "0")?;
-    sysctl(&cl, "net.ipv4.conf.default.rp_filter", "0")?;
+    lab.try_ip(&cl, "link set cl0 up")?;
+    lab.try_ip(&lb, "link set lb0 up")?;
+    lab.try_ip(&cl, "addr add 198.18.0.10/24 dev cl0")?;
+    lab.try_ip(&cl, "addr add 2001:db8::10/64 dev cl0 nodad")?;
+    lab.try_ip(&cl, "route add 198.19.0.0/24 via 198.18.0.1 dev cl0")?;
+    lab.try_ip(&cl, "-6 route add 2001:db8:100::/64 via 2001:db8::1 dev cl0")?;
+    lab.try_sysctl(&cl, "net.ipv4.conf.all.rp_filter", "0")?;
+    lab.try_sysctl(&cl, "net.ipv4.conf.default.rp_filter", "0")?;
 
     let mut config = String::from("# written by edgelb lab\n");
     config += &format!(
@@ -433,30 +358,42 @@ fn run_lab(
             (format!("lb{n}"), format!("198.18.2.{}", 16 * i + 1), format!("198.18.2.{}", 16 * i + 10));
         let (gw6, addr6) = (format!("2001:db8:2:{n}::1"), format!("2001:db8:2:{n}::10"));
         run(&["ip", "-n", &lb, "link", "add", &lbif, "type", "veth", "peer", "name", "be0", "netns", be])?;
-        ip(&lb, &format!("link set {lbif} up"))?;
-        ip(be, "link set be0 up")?;
-        ip(be, &format!("addr add {addr}/28 dev be0"))?;
-        ip(be, &format!("addr add {addr6}/64 dev be0 nodad"))?;
-        ip(be, &format!("route add default via {gw} dev be0"))?;
-        ip(be, &format!("-6 route add default via {gw6} dev be0"))?;
+        lab.try_ip(&lb, &format!("link set {lbif} up"))?;
+        lab.try_ip(be, "link set be0 up")?;
+        lab.try_ip(be, &format!("addr add {addr}/28 dev be0"))?;
+        lab.try_ip(be, &format!("addr add {addr6}/64 dev be0 nodad"))?;
+        lab.try_ip(be, &format!("route add default via {gw} dev be0"))?;
+        lab.try_ip(be, &format!("-6 route add default via {gw6} dev be0"))?;
         // DSR: the VIPs on loopback, the appliance's ARP conventions (IPv6 answers NS only for addresses on the
         // interface asked, so the VIP on lo is never claimed), and a direct path back to the client.
-        ip(be, "addr add 198.19.0.3/32 dev lo")?;
-        ip(be, "addr add 2001:db8:100::3/128 dev lo nodad")?;
-        sysctl(be, "net.ipv4.conf.all.arp_ignore", "1")?;
-        sysctl(be, "net.ipv4.conf.all.arp_announce", "2")?;
+        lab.try_ip(be, "addr add 198.19.0.3/32 dev lo")?;
+        lab.try_ip(be, "addr add 2001:db8:100::3/128 dev lo nodad")?;
+        lab.try_sysctl(be, "net.ipv4.conf.all.arp_ignore", "1")?;
+        lab.try_sysctl(be, "net.ipv4.conf.all.arp_announce", "2")?;
         let ret = format!("ret{n}");
         run(&["ip", "-n", be, "link", "add", "ret0", "type", "veth", "peer", "name", &ret, "netns", &cl])?;
-        ip(be, "link set ret0 up")?;
-        ip(&cl, &format!("link set {ret} up"))?;
-        sysctl(&cl, &format!("net.ipv4.conf.{ret}.rp_filter"), "0")?;
+        lab.try_ip(be, "link set ret0 up")?;
+        lab.try_ip(&cl, &format!("link set {ret} up"))?;
+        lab.try_sysctl(&cl, &format!("net.ipv4.conf.{ret}.rp_filter"), "0")?;
         // Only replies from the DSR VIPs take the direct path; NAT and full-NAT replies go back through the appliance.
-        ip(be, "rule add from 198.19.0.3 table 100")?;
-        ip(be, "route add 198.18.0.10/32 dev ret0 table 100")?;
-        ip(be, &format!("neigh add 198.18.0.10 lladdr {} dev ret0", mac(&cl, &ret)?))?;
-        ip(be, "-6 rule add from 2001:db8:100::3 table 100")?;
-        ip(be, "-6 route add 2001:db8::10/128 dev ret0 table 100")?;
-        ip(be, &format!("-6 neigh add 2001:db8::10 lladdr {} dev ret0", mac(&cl, &ret)?))?;
+        lab.try_ip(be, "rule add from 198.19.0.3 table 100")?;
+        lab.try_ip(be, "route add 198.18.0.10/32 dev ret0 table 100")?;
+        lab.try_ip(
+            be,
+            &format!(
+                "neigh add 198.18.0.10 lladdr {} dev ret0",
+                edgelb_testkit::netns::mac_text(lab.try_mac(&cl, &ret)?)
+            ),
+        )?;
+        lab.try_ip(be, "-6 rule add from 2001:db8:100::3 table 100")?;
+        lab.try_ip(be, "-6 route add 2001:db8::10/128 dev ret0 table 100")?;
+        lab.try_ip(
+            be,
+            &format!(
+                "-6 neigh add 2001:db8::10 lladdr {} dev ret0",
+                edgelb_testkit::netns::mac_text(lab.try_mac(&cl, &ret)?)
+            ),
+        )?;
         config += &format!(
             "[[port]]\nname = \"{lbif}\"\ndriver = \"{driver}\"\naddresses = [\"{gw}/28\", \"{gw6}/64\"]\nframes = 2048\n\n"
         );
@@ -478,7 +415,7 @@ fn run_lab(
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("backend server: {e}"))?;
-        lab.children.push(server);
+        lab.adopt(server);
     }
     config += "[fullnat]\nsources = [\"198.18.2.1\", \"2001:db8:2:1::1\"]\nports = [20000, 59999]\n\n";
     for (vip, mode, _) in VIPS {
@@ -494,12 +431,12 @@ fn run_lab(
     for (a, _) in &backend_addrs {
         config += &format!("[[service.backend]]\naddress = \"{a}\"\nport = 9000\n\n");
     }
-    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.prefix));
+    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.prefix()));
     std::fs::write(&cfg, &config).map_err(|e| format!("{}: {e}", cfg.display()))?;
-    lab.files.push(cfg.clone());
-    let log_path = std::env::temp_dir().join(format!("{}-edgelbd.log", lab.prefix));
+    lab.own_file(cfg.clone());
+    let log_path = std::env::temp_dir().join(format!("{}-edgelbd.log", lab.prefix()));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    lab.files.push(log_path.clone());
+    lab.own_file(log_path.clone());
     say!("edgelb lab: starting the daemon in {lb} on {driver} ports ({})", cfg.display());
     let daemon = Command::new("ip")
         .args(["netns", "exec", &lb])
@@ -512,7 +449,7 @@ fn run_lab(
         .spawn()
         .map_err(|e| format!("edgelbd: {e}"))?;
     let daemon_pid = daemon.id();
-    lab.children.push(daemon);
+    lab.adopt(daemon);
 
     // Wait (bounded) until both NAT VIPs answer.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -639,10 +576,10 @@ fn run_lab(
         n / secs,
         tx / secs
     );
-    if !lab.keep_requested {
+    if !keep {
         // Stop the daemon for its final log line (drops by reason, the slow path's and neighbours' counters).
         let _ = Command::new("kill").args(["-TERM", &daemon_pid.to_string()]).status();
-        if let Some(d) = lab.children.iter_mut().find(|c| c.id() == daemon_pid) {
+        if let Some(d) = lab.child(daemon_pid) {
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = d.try_wait() {

@@ -1,5 +1,8 @@
-//! Test support for edgelb, used by tests and fuzz targets only (a dev-dependency, never part of the appliance).
+//! Test support for edgelb: used by tests and fuzz targets, and by `edgelb lab` for its namespaces (never by edgelbd).
 //!
+//! - [`netns`]: the one namespace [`netns::Lab`] (namespaces, veth pairs, processes and files removed on drop),
+//!   [`netns::Reaped`], [`netns::in_netns`], [`netns::require_root`].
+//! - [`peers`]: BIRD as a BGP peer in a namespace. [`kernel_ports`]: frames to and from a kernel-backed port.
 //! - [`packets`]: [`packets::Craft`] builds a frame from every field a hostile sender controls (VLAN tags, IPv4
 //!   options, IPv6 extension headers, fragment fields, a transport message cut anywhere, Ethernet padding) and fixes
 //!   lengths and checksums so it passes the appliance's checksum gates; [`packets::check_frame`] checks a frame the
@@ -7,7 +10,11 @@
 //! - [`models`]: operator models on the lab addressing plan (clients 198.18.0.0/24 and 2001:db8::/64, appliance
 //!   198.18.1.0/24 and 2001:db8:1::/64, backends 198.18.2.0/24 and 2001:db8:2::/64, VIPs 198.19.0.0/24 and
 //!   2001:db8:100::/64).
-#![forbid(unsafe_code)]
+// Unsafe code only in `netns` (geteuid, setns), which allows it for itself.
+#![deny(unsafe_code)]
 
+pub mod kernel_ports;
 pub mod models;
+pub mod netns;
 pub mod packets;
+pub mod peers;
