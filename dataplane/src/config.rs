@@ -170,6 +170,21 @@ pub struct HealthSpec {
     pub keep_flows: bool,
 }
 
+impl HealthSpec {
+    /// Milliseconds between probes unless given (the config file and the API both use these).
+    pub const DEFAULT_INTERVAL_MS: u32 = 2000;
+    /// Milliseconds a probe may take unless given.
+    pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
+    /// Successes that bring a failed backend back unless given.
+    pub const DEFAULT_RISE: u32 = 2;
+    /// Failures that take a backend out unless given.
+    pub const DEFAULT_FALL: u32 = 3;
+    /// HTTP path unless given.
+    pub const DEFAULT_HTTP_PATH: &'static str = "/";
+    /// HTTP status expected unless given.
+    pub const DEFAULT_HTTP_STATUS: u16 = 200;
+}
+
 impl ServiceSpec {
     /// A service with defaults: Maglev 65537, no affinity, GUE port 6080.
     pub fn new(vip: IpAddr, protocol: Protocol, port: Option<u16>, mode: Mode, backends: Vec<BackendSpec>) -> Self {

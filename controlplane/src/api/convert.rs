@@ -115,15 +115,15 @@ pub fn service(s: &v1::Service, at: &str) -> Result<ServiceSpec, StoreError> {
     Ok(spec)
 }
 
-/// Health-check defaults: 2 s interval, 1 s timeout, rise 2, fall 3, expect 200.
+/// A health check from the API; zero fields take the defaults the file has ([`HealthSpec`]'s constants).
 fn health(h: &v1::HealthCheck, at: &str) -> Result<HealthSpec, StoreError> {
     let f = |x: &str| format!("{at}.{x}");
     let kind = match v1::HealthType::try_from(h.r#type) {
         Ok(v1::HealthType::Tcp) => HealthKind::Tcp,
         Ok(v1::HealthType::Http) => HealthKind::Http {
-            path: if h.path.is_empty() { "/".into() } else { h.path.clone() },
+            path: if h.path.is_empty() { HealthSpec::DEFAULT_HTTP_PATH.into() } else { h.path.clone() },
             expect_status: match h.expect_status {
-                0 => 200,
+                0 => HealthSpec::DEFAULT_HTTP_STATUS,
                 s => u16::try_from(s).map_err(|_| bad(f("expect_status"), format!("{s} is not an HTTP status")))?,
             },
         },
@@ -133,10 +133,10 @@ fn health(h: &v1::HealthCheck, at: &str) -> Result<HealthSpec, StoreError> {
     Ok(HealthSpec {
         kind,
         port: port16(h.port, f("port"))?,
-        interval_ms: or(h.interval_ms, 2000),
-        timeout_ms: or(h.timeout_ms, 1000),
-        rise: or(h.rise, 2),
-        fall: or(h.fall, 3),
+        interval_ms: or(h.interval_ms, HealthSpec::DEFAULT_INTERVAL_MS),
+        timeout_ms: or(h.timeout_ms, HealthSpec::DEFAULT_TIMEOUT_MS),
+        rise: or(h.rise, HealthSpec::DEFAULT_RISE),
+        fall: or(h.fall, HealthSpec::DEFAULT_FALL),
         keep_flows: h.keep_flows,
     })
 }

@@ -622,186 +622,10 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         message: e.message().to_string(),
     })?;
     let mut model = Model::default();
-    let mut ports = Vec::new();
-    for (i, p) in file.ports.iter().enumerate() {
-        let sec = p.get_ref();
-        let f = |x: &str| format!("port[{i}].{x}");
-        let mac = sec.mac.as_ref().map(|m| parse_mac(&lines, m, f("mac"))).transpose()?;
-        let addrs =
-            sec.addresses.iter().map(|a| parse_prefix(&lines, a, f("addresses"))).collect::<Result<Vec<_>, _>>()?;
-        if ports.iter().any(|x: &PortSpec| x.name == sec.name) {
-            return Err(lines.err(p, f("name"), format!("interface {:?} listed twice", sec.name)));
-        }
-        if let Some(v) = &sec.vf {
-            if sec.driver != Driver::Dpdk {
-                return Err(lines.err(v, f("vf"), "vf is for driver = \"dpdk\" only"));
-            }
-            if sec.pci.is_some() || sec.vdev.is_some() {
-                return Err(lines.err(v, f("vf"), "give one of pci, vdev or vf"));
-            }
-            if v.get_ref().vlan.is_some_and(|x| x > 4094) {
-                return Err(lines.err(v, f("vf.vlan"), "VLAN id 0..=4094"));
-            }
-        }
-        match (sec.driver, &sec.pci, &sec.vdev) {
-            (Driver::Dpdk, None, None) if sec.vf.is_some() => {}
-            (Driver::Dpdk, None, None) => {
-                return Err(lines.err(
-                    p,
-                    f("driver"),
-                    "a dpdk port needs `pci = \"DDDD:BB:DD.F\"`, `vdev = \"...\"` or `vf = { pf, index }`",
-                ))
-            }
-            (Driver::Dpdk, Some(_), Some(v)) => return Err(lines.err(v, f("vdev"), "give pci or vdev, not both")),
-            (Driver::Dpdk, Some(a), None) if !is_pci_address(a.get_ref()) => {
-                return Err(lines.err(
-                    a,
-                    f("pci"),
-                    format!("{:?}: expected a PCI address like 0000:3b:02.1", a.get_ref()),
-                ))
-            }
-            (Driver::Dpdk, None, Some(v)) if v.get_ref().split(',').next().is_none_or(|n| n.trim().is_empty()) => {
-                return Err(lines.err(v, f("vdev"), "empty device name"))
-            }
-            (Driver::Afpacket | Driver::Afxdp, Some(a), _) => {
-                return Err(lines.err(a, f("pci"), "pci is for driver = \"dpdk\" only"))
-            }
-            (Driver::Afpacket | Driver::Afxdp, None, Some(v)) => {
-                return Err(lines.err(v, f("vdev"), "vdev is for driver = \"dpdk\" only"))
-            }
-            _ => {}
-        }
-        if sec.driver == Driver::Dpdk && file.ports.iter().any(|q| q.get_ref().driver != Driver::Dpdk) {
-            return Err(lines.err(
-                p,
-                f("driver"),
-                "dpdk and kernel ports cannot be mixed in one appliance: give every port driver = \"dpdk\" (a kernel \
-                 interface can join as vdev = \"net_af_xdp0,iface=NAME\")",
-            ));
-        }
-        ports.push(PortSpec {
-            name: sec.name.clone(),
-            driver: sec.driver,
-            mac,
-            frames: sec.frames,
-            pci: sec.pci.as_ref().map(|x| x.get_ref().clone()),
-            vdev: sec.vdev.as_ref().map(|x| x.get_ref().clone()),
-            vf: match &sec.vf {
-                Some(v) => {
-                    let vs = v.get_ref();
-                    let mac = vs.mac.as_ref().map(|m| parse_mac(&lines, m, f("vf.mac"))).transpose()?;
-                    Some((
-                        vs.pf.clone(),
-                        crate::sriov::VfSettings {
-                            vf: vs.index,
-                            mac,
-                            vlan: vs.vlan.map(|v| (v, 0)),
-                            trust: vs.trust,
-                            spoof_check: vs.spoof_check,
-                            rate: vs.max_rate.map(|r| (0, r)),
-                        },
-                    ))
-                }
-                None => None,
-            },
-            mtu: sec.mtu,
-        });
-        model.interfaces.push(InterfaceSpec { port: i as u16, mac: mac.unwrap_or([0; 6]), addrs, mtu: sec.mtu });
-    }
-    model.gateways =
-        file.gateways.iter().map(|g| parse_ip(&lines, g, "gateways".into())).collect::<Result<Vec<_>, _>>()?;
-    for (i, n) in file.neighbors.iter().enumerate() {
-        let n = n.get_ref();
-        let a = parse_ip(&lines, &n.address, format!("neighbor[{i}].address"))?;
-        let m = parse_mac(&lines, &n.mac, format!("neighbor[{i}].mac"))?;
-        model.neighbours.push((a, m));
-    }
-    if let Some(fnat) = &file.fullnat {
-        let sec = fnat.get_ref();
-        model.fullnat_sources =
-            sec.sources.iter().map(|s| parse_ip(&lines, s, "fullnat.sources".into())).collect::<Result<_, _>>()?;
-        model.fullnat_ports = (sec.ports[0], sec.ports[1]);
-    }
-    if let Some(t) = &file.tunnel {
-        model.tunnel_sources =
-            t.sources.iter().map(|s| parse_prefix(&lines, s, "tunnel.sources".into())).collect::<Result<_, _>>()?;
-    }
-    let d = Timeouts::default();
-    let t = &file.timeouts;
-    model.timeouts = Timeouts {
-        tcp_syn: t.tcp_syn.unwrap_or(d.tcp_syn),
-        tcp_established: t.tcp_established.unwrap_or(d.tcp_established),
-        tcp_closing: t.tcp_closing.unwrap_or(d.tcp_closing),
-        udp: t.udp.unwrap_or(d.udp),
-        fragment: t.fragment.unwrap_or(d.fragment),
-    };
+    let ports = ports(&lines, &file, &mut model)?;
+    addressing(&lines, &file, &mut model)?;
     for (si, s) in file.services.iter().enumerate() {
-        let sec = s.get_ref();
-        let f = |x: &str| format!("service[{si}].{x}");
-        let vip = parse_ip(&lines, &sec.vip, f("vip"))?;
-        let protocol = match sec.protocol.get_ref().as_str() {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            other => {
-                return Err(lines.err(&sec.protocol, f("protocol"), format!("{other:?}: expected \"tcp\" or \"udp\"")))
-            }
-        };
-        let mode: Mode =
-            sec.mode.get_ref().parse().map_err(|e: ConfigError| lines.err(&sec.mode, f("mode"), e.message))?;
-        let mut backends = Vec::new();
-        for (bi, b) in sec.backends.iter().enumerate() {
-            let bs = b.get_ref();
-            let g = |x: &str| format!("service[{si}].backend[{bi}].{x}");
-            let state = match bs.state.as_ref().map(|s| (s, s.get_ref().as_str())) {
-                None | Some((_, "active")) => BackendState::Active,
-                Some((_, "draining")) => BackendState::Draining,
-                Some((_, "down")) => BackendState::Down,
-                Some((sp, other)) => {
-                    return Err(lines.err(sp, g("state"), format!("{other:?}: expected active, draining or down")))
-                }
-            };
-            backends.push(BackendSpec {
-                addr: parse_ip(&lines, &bs.address, g("address"))?,
-                port: bs.port,
-                weight: bs.weight,
-                state,
-            });
-        }
-        let mut spec = ServiceSpec::new(vip, protocol, sec.port, mode, backends);
-        spec.affinity_timeout_s = sec.affinity_timeout;
-        if let Some(m) = sec.maglev_size {
-            spec.maglev_size = m;
-        }
-        if let Some(g) = sec.gue_port {
-            spec.gue_port = g;
-        }
-        if let Some(h) = &sec.health {
-            let hs = h.get_ref();
-            let kind = match hs.kind.get_ref().as_str() {
-                "tcp" => HealthKind::Tcp,
-                "http" => HealthKind::Http {
-                    path: hs.path.clone().unwrap_or_else(|| "/".into()),
-                    expect_status: hs.expect.unwrap_or(200),
-                },
-                other => {
-                    return Err(lines.err(
-                        &hs.kind,
-                        f("health.type"),
-                        format!("{other:?}: expected \"tcp\" or \"http\""),
-                    ))
-                }
-            };
-            spec.health = Some(HealthSpec {
-                kind,
-                port: hs.port,
-                interval_ms: hs.interval_ms.unwrap_or(2000),
-                timeout_ms: hs.timeout_ms.unwrap_or(1000),
-                rise: hs.rise.unwrap_or(2),
-                fall: hs.fall.unwrap_or(3),
-                keep_flows: hs.keep_flows,
-            });
-        }
-        model.services.push(spec);
+        model.services.push(service(&lines, si, s)?);
     }
     if file.workers.cores.len() > 1 {
         if let Some((i, p)) = file.ports.iter().enumerate().find(|(_, p)| p.get_ref().driver == Driver::Afxdp) {
@@ -821,6 +645,39 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         Some(d) => d.get_ref().clone(),
         None => DpdkSettings::default(),
     };
+    let (api, api_tls, metrics) = listeners(&lines, &file)?;
+    let neighbor_timers = neighbor_timers(&lines, file.neighbor_table.as_ref())?;
+    let kubernetes = file.kubernetes.as_ref().map(|k| kubernetes(&lines, k)).transpose()?;
+    let bgp_listen_port = file.bgp.as_ref().map_or(0, |b| b.get_ref().listen_port);
+    let (bgp, bgp_peers) = match &file.bgp {
+        Some(b) => {
+            let (speaker, peers) = bgp(&lines, b)?;
+            (Some(speaker), peers)
+        }
+        None => (None, Vec::new()),
+    };
+    Ok(Loaded {
+        model,
+        ports,
+        cores: file.workers.cores,
+        dpdk,
+        api,
+        api_tls,
+        metrics,
+        bgp_peers,
+        bgp_listen_port,
+        bgp,
+        kubernetes,
+        neighbor_timers,
+    })
+}
+
+/// `[api]` and `[metrics]`: where the API (and with which TLS files) and `/metrics` listen; `None` when disabled.
+#[allow(clippy::type_complexity)]
+fn listeners(
+    lines: &Lines<'_>,
+    file: &File,
+) -> Result<(Option<Listen>, Option<TlsFiles>, Option<std::net::SocketAddr>), FileError> {
     let api =
         match &file.api {
             None => Some(crate::config::Listen::default()),
@@ -842,146 +699,316 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             })?),
             _ => DEFAULT_METRICS.parse().ok(),
         };
-    let neighbor_timers = neighbor_timers(&lines, file.neighbor_table.as_ref())?;
     let api_tls = file.api.as_ref().and_then(|a| a.get_ref().tls.as_ref()).map(|t| crate::config::TlsFiles {
         cert: t.cert.clone().into(),
         key: t.key.clone().into(),
         client_ca: t.client_ca.clone().map(Into::into),
     });
-    let kubernetes = match &file.kubernetes {
-        None => None,
-        Some(k) => {
-            let ks = k.get_ref();
-            let default_mode = match &ks.default_mode {
-                Some(m) => m
-                    .get_ref()
-                    .parse()
-                    .map_err(|e: ConfigError| lines.err(m, "kubernetes.default_mode".into(), e.message))?,
-                None => Mode::Nat,
-            };
-            if !(5..=300).contains(&ks.lease_duration) {
-                return Err(lines.err(k, "kubernetes.lease_duration".into(), "5..=300 seconds"));
-            }
-            let mut pools = Vec::new();
-            for (i, p) in ks.pools.iter().enumerate() {
-                let ps = p.get_ref();
-                let mut ranges = Vec::new();
-                for a in &ps.addresses {
-                    ranges.push(
-                        crate::k8s::parse_range(a.get_ref())
-                            .map_err(|e| lines.err(a, format!("kubernetes.pool[{i}].addresses"), e))?,
-                    );
-                }
-                if ranges.is_empty() {
-                    return Err(lines.err(p, format!("kubernetes.pool[{i}].addresses"), "at least one range"));
-                }
-                pools.push(crate::k8s::Pool {
-                    name: ps.name.clone(),
-                    ranges,
-                    namespaces: ps.namespaces.clone(),
-                    selector: ps.selector.clone(),
-                });
-            }
-            let identity = ks.identity.clone().unwrap_or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "edgelb".into())
-            });
-            Some(KubernetesConfig {
-                kubeconfig: ks.kubeconfig.clone(),
-                settings: crate::k8s::Settings {
-                    class: ks.class.clone(),
-                    classless: ks.classless,
-                    default_mode,
-                    pools,
-                },
-                lease: crate::k8s::controller::LeaseSettings {
-                    namespace: ks.lease_namespace.clone(),
-                    name: ks.lease_name.clone(),
-                    identity,
-                    duration_s: ks.lease_duration,
-                },
-            })
+    Ok((api, api_tls, metrics))
+}
+
+/// `[[port]]` tables: the ports to open, and the model's interfaces (one per port, in order).
+fn ports(lines: &Lines<'_>, file: &File, model: &mut Model) -> Result<Vec<PortSpec>, FileError> {
+    let mut ports = Vec::new();
+    for (i, p) in file.ports.iter().enumerate() {
+        let sec = p.get_ref();
+        let f = |x: &str| format!("port[{i}].{x}");
+        let mac = sec.mac.as_ref().map(|m| parse_mac(lines, m, f("mac"))).transpose()?;
+        let addrs =
+            sec.addresses.iter().map(|a| parse_prefix(lines, a, f("addresses"))).collect::<Result<Vec<_>, _>>()?;
+        if ports.iter().any(|x: &PortSpec| x.name == sec.name) {
+            return Err(lines.err(p, f("name"), format!("interface {:?} listed twice", sec.name)));
         }
-    };
-    let mut bgp_peers = Vec::new();
-    let bgp_listen_port = file.bgp.as_ref().map_or(0, |b| b.get_ref().listen_port);
-    let mut bgp = None;
-    if let Some(b) = &file.bgp {
-        let bs = b.get_ref();
-        let router_id: std::net::Ipv4Addr = bs.router_id.get_ref().trim().parse().map_err(|_| {
-            lines.err(
-                &bs.router_id,
-                "bgp.router_id".into(),
-                format!("{:?} is not an IPv4 address", bs.router_id.get_ref()),
-            )
-        })?;
-        if bs.local_as == 0 {
-            return Err(lines.err(b, "bgp.local_as".into(), "AS 0 is reserved"));
+        device(lines, file, i, p)?;
+        ports.push(PortSpec {
+            name: sec.name.clone(),
+            driver: sec.driver,
+            mac,
+            frames: sec.frames,
+            pci: sec.pci.as_ref().map(|x| x.get_ref().clone()),
+            vdev: sec.vdev.as_ref().map(|x| x.get_ref().clone()),
+            vf: match &sec.vf {
+                Some(v) => {
+                    let vs = v.get_ref();
+                    let mac = vs.mac.as_ref().map(|m| parse_mac(lines, m, f("vf.mac"))).transpose()?;
+                    Some((
+                        vs.pf.clone(),
+                        crate::sriov::VfSettings {
+                            vf: vs.index,
+                            mac,
+                            vlan: vs.vlan.map(|v| (v, 0)),
+                            trust: vs.trust,
+                            spoof_check: vs.spoof_check,
+                            rate: vs.max_rate.map(|r| (0, r)),
+                        },
+                    ))
+                }
+                None => None,
+            },
+            mtu: sec.mtu,
+        });
+        model.interfaces.push(InterfaceSpec { port: i as u16, mac: mac.unwrap_or([0; 6]), addrs, mtu: sec.mtu });
+    }
+    Ok(ports)
+}
+
+/// A port's device: pci, vdev or vf for DPDK ports only (one of them), and no mixing of DPDK and kernel ports.
+fn device(lines: &Lines<'_>, file: &File, i: usize, p: &Spanned<PortSection>) -> Result<(), FileError> {
+    let sec = p.get_ref();
+    let f = |x: &str| format!("port[{i}].{x}");
+    if let Some(v) = &sec.vf {
+        if sec.driver != Driver::Dpdk {
+            return Err(lines.err(v, f("vf"), "vf is for driver = \"dpdk\" only"));
         }
-        bgp = Some((bs.local_as, router_id));
-        for (i, p) in bs.peers.iter().enumerate() {
-            let ps = p.get_ref();
-            let text = |s: &Option<Spanned<String>>| s.as_ref().map(|s| s.get_ref().clone());
-            let spec = crate::bgp::peer::PeerSpec {
-                name: ps.name.clone(),
-                address: ps.address.get_ref().clone(),
-                remote_as: ps.remote_as,
-                port: ps.port,
-                source: text(&ps.source),
-                hold_time: ps.hold_time,
-                connect_retry: ps.connect_retry,
-                multihop_ttl: ps.multihop_ttl,
-                password: ps.password.clone(),
-                next_hop_v4: text(&ps.next_hop_v4),
-                next_hop_v6: text(&ps.next_hop_v6),
-                med: ps.med,
-                local_pref: ps.local_pref,
-                communities: ps.communities.iter().map(|c| c.get_ref().clone()).collect(),
-                large_communities: ps.large_communities.iter().map(|c| c.get_ref().clone()).collect(),
-                graceful_restart: ps.graceful_restart,
-                passive: ps.passive,
-            };
-            let peer = crate::bgp::peer::validate(&spec, bs.local_as, router_id).map_err(|e| {
-                // At the line of the value where the file keeps one, else at the peer's table.
-                let indexed = |list: &[Spanned<String>], name: &str| {
-                    e.field
-                        .strip_prefix(name)
-                        .and_then(|r| r.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
-                        .and_then(|n: usize| list.get(n).map(|s| s.span()))
-                };
-                let span = match e.field.as_str() {
-                    "address" => Some(ps.address.span()),
-                    "source" => ps.source.as_ref().map(|s| s.span()),
-                    "next_hop_v4" => ps.next_hop_v4.as_ref().map(|s| s.span()),
-                    "next_hop_v6" => ps.next_hop_v6.as_ref().map(|s| s.span()),
-                    _ => indexed(&ps.communities, "communities")
-                        .or_else(|| indexed(&ps.large_communities, "large_communities")),
-                }
-                .unwrap_or_else(|| p.span());
-                FileError {
-                    line: Some(lines.at(span.start)),
-                    field: format!("bgp.peer[{i}].{}", e.field),
-                    message: e.message,
-                }
-            })?;
-            bgp_peers.push(peer);
+        if sec.pci.is_some() || sec.vdev.is_some() {
+            return Err(lines.err(v, f("vf"), "give one of pci, vdev or vf"));
+        }
+        if v.get_ref().vlan.is_some_and(|x| x > 4094) {
+            return Err(lines.err(v, f("vf.vlan"), "VLAN id 0..=4094"));
         }
     }
-    Ok(Loaded {
-        model,
-        ports,
-        cores: file.workers.cores,
-        dpdk,
-        api,
-        api_tls,
-        metrics,
-        bgp_peers,
-        bgp_listen_port,
-        bgp,
-        kubernetes,
-        neighbor_timers,
+    match (sec.driver, &sec.pci, &sec.vdev) {
+        (Driver::Dpdk, None, None) if sec.vf.is_some() => {}
+        (Driver::Dpdk, None, None) => {
+            return Err(lines.err(
+                p,
+                f("driver"),
+                "a dpdk port needs `pci = \"DDDD:BB:DD.F\"`, `vdev = \"...\"` or `vf = { pf, index }`",
+            ))
+        }
+        (Driver::Dpdk, Some(_), Some(v)) => return Err(lines.err(v, f("vdev"), "give pci or vdev, not both")),
+        (Driver::Dpdk, Some(a), None) if !is_pci_address(a.get_ref()) => {
+            return Err(lines.err(a, f("pci"), format!("{:?}: expected a PCI address like 0000:3b:02.1", a.get_ref())))
+        }
+        (Driver::Dpdk, None, Some(v)) if v.get_ref().split(',').next().is_none_or(|n| n.trim().is_empty()) => {
+            return Err(lines.err(v, f("vdev"), "empty device name"))
+        }
+        (Driver::Afpacket | Driver::Afxdp, Some(a), _) => {
+            return Err(lines.err(a, f("pci"), "pci is for driver = \"dpdk\" only"))
+        }
+        (Driver::Afpacket | Driver::Afxdp, None, Some(v)) => {
+            return Err(lines.err(v, f("vdev"), "vdev is for driver = \"dpdk\" only"))
+        }
+        _ => {}
+    }
+    if sec.driver == Driver::Dpdk && file.ports.iter().any(|q| q.get_ref().driver != Driver::Dpdk) {
+        return Err(lines.err(
+            p,
+            f("driver"),
+            "dpdk and kernel ports cannot be mixed in one appliance: give every port driver = \"dpdk\" (a kernel \
+             interface can join as vdev = \"net_af_xdp0,iface=NAME\")",
+        ));
+    }
+    Ok(())
+}
+
+/// `gateways`, `[[neighbor]]`, `[fullnat]`, `[tunnel]` and `[timeouts]` into the model.
+fn addressing(lines: &Lines<'_>, file: &File, model: &mut Model) -> Result<(), FileError> {
+    model.gateways =
+        file.gateways.iter().map(|g| parse_ip(lines, g, "gateways".into())).collect::<Result<Vec<_>, _>>()?;
+    for (i, n) in file.neighbors.iter().enumerate() {
+        let n = n.get_ref();
+        let a = parse_ip(lines, &n.address, format!("neighbor[{i}].address"))?;
+        let m = parse_mac(lines, &n.mac, format!("neighbor[{i}].mac"))?;
+        model.neighbours.push((a, m));
+    }
+    if let Some(fnat) = &file.fullnat {
+        let sec = fnat.get_ref();
+        model.fullnat_sources =
+            sec.sources.iter().map(|s| parse_ip(lines, s, "fullnat.sources".into())).collect::<Result<_, _>>()?;
+        model.fullnat_ports = (sec.ports[0], sec.ports[1]);
+    }
+    if let Some(t) = &file.tunnel {
+        model.tunnel_sources =
+            t.sources.iter().map(|s| parse_prefix(lines, s, "tunnel.sources".into())).collect::<Result<_, _>>()?;
+    }
+    let d = Timeouts::default();
+    let t = &file.timeouts;
+    model.timeouts = Timeouts {
+        tcp_syn: t.tcp_syn.unwrap_or(d.tcp_syn),
+        tcp_established: t.tcp_established.unwrap_or(d.tcp_established),
+        tcp_closing: t.tcp_closing.unwrap_or(d.tcp_closing),
+        udp: t.udp.unwrap_or(d.udp),
+        fragment: t.fragment.unwrap_or(d.fragment),
+    };
+    Ok(())
+}
+
+/// One `[[service]]` table with its backends and health check.
+fn service(lines: &Lines<'_>, si: usize, s: &Spanned<ServiceSection>) -> Result<ServiceSpec, FileError> {
+    let sec = s.get_ref();
+    let f = |x: &str| format!("service[{si}].{x}");
+    let vip = parse_ip(lines, &sec.vip, f("vip"))?;
+    let protocol = match sec.protocol.get_ref().as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => {
+            return Err(lines.err(&sec.protocol, f("protocol"), format!("{other:?}: expected \"tcp\" or \"udp\"")))
+        }
+    };
+    let mode: Mode = sec.mode.get_ref().parse().map_err(|e: ConfigError| lines.err(&sec.mode, f("mode"), e.message))?;
+    let mut backends = Vec::new();
+    for (bi, b) in sec.backends.iter().enumerate() {
+        let bs = b.get_ref();
+        let g = |x: &str| format!("service[{si}].backend[{bi}].{x}");
+        let state = match bs.state.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "active")) => BackendState::Active,
+            Some((_, "draining")) => BackendState::Draining,
+            Some((_, "down")) => BackendState::Down,
+            Some((sp, other)) => {
+                return Err(lines.err(sp, g("state"), format!("{other:?}: expected active, draining or down")))
+            }
+        };
+        backends.push(BackendSpec {
+            addr: parse_ip(lines, &bs.address, g("address"))?,
+            port: bs.port,
+            weight: bs.weight,
+            state,
+        });
+    }
+    let mut spec = ServiceSpec::new(vip, protocol, sec.port, mode, backends);
+    spec.affinity_timeout_s = sec.affinity_timeout;
+    if let Some(m) = sec.maglev_size {
+        spec.maglev_size = m;
+    }
+    if let Some(g) = sec.gue_port {
+        spec.gue_port = g;
+    }
+    if let Some(h) = &sec.health {
+        let hs = h.get_ref();
+        let kind = match hs.kind.get_ref().as_str() {
+            "tcp" => HealthKind::Tcp,
+            "http" => HealthKind::Http {
+                path: hs.path.clone().unwrap_or_else(|| HealthSpec::DEFAULT_HTTP_PATH.into()),
+                expect_status: hs.expect.unwrap_or(HealthSpec::DEFAULT_HTTP_STATUS),
+            },
+            other => {
+                return Err(lines.err(&hs.kind, f("health.type"), format!("{other:?}: expected \"tcp\" or \"http\"")))
+            }
+        };
+        spec.health = Some(HealthSpec {
+            kind,
+            port: hs.port,
+            interval_ms: hs.interval_ms.unwrap_or(HealthSpec::DEFAULT_INTERVAL_MS),
+            timeout_ms: hs.timeout_ms.unwrap_or(HealthSpec::DEFAULT_TIMEOUT_MS),
+            rise: hs.rise.unwrap_or(HealthSpec::DEFAULT_RISE),
+            fall: hs.fall.unwrap_or(HealthSpec::DEFAULT_FALL),
+            keep_flows: hs.keep_flows,
+        });
+    }
+    Ok(spec)
+}
+
+/// The `[kubernetes]` table.
+fn kubernetes(lines: &Lines<'_>, k: &Spanned<KubernetesSection>) -> Result<KubernetesConfig, FileError> {
+    let ks = k.get_ref();
+    let default_mode = match &ks.default_mode {
+        Some(m) => {
+            m.get_ref().parse().map_err(|e: ConfigError| lines.err(m, "kubernetes.default_mode".into(), e.message))?
+        }
+        None => Mode::Nat,
+    };
+    if !(5..=300).contains(&ks.lease_duration) {
+        return Err(lines.err(k, "kubernetes.lease_duration".into(), "5..=300 seconds"));
+    }
+    let mut pools = Vec::new();
+    for (i, p) in ks.pools.iter().enumerate() {
+        let ps = p.get_ref();
+        let mut ranges = Vec::new();
+        for a in &ps.addresses {
+            ranges.push(
+                crate::k8s::parse_range(a.get_ref())
+                    .map_err(|e| lines.err(a, format!("kubernetes.pool[{i}].addresses"), e))?,
+            );
+        }
+        if ranges.is_empty() {
+            return Err(lines.err(p, format!("kubernetes.pool[{i}].addresses"), "at least one range"));
+        }
+        pools.push(crate::k8s::Pool {
+            name: ps.name.clone(),
+            ranges,
+            namespaces: ps.namespaces.clone(),
+            selector: ps.selector.clone(),
+        });
+    }
+    let identity = ks.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "edgelb".into())
+    });
+    Ok(KubernetesConfig {
+        kubeconfig: ks.kubeconfig.clone(),
+        settings: crate::k8s::Settings { class: ks.class.clone(), classless: ks.classless, default_mode, pools },
+        lease: crate::k8s::controller::LeaseSettings {
+            namespace: ks.lease_namespace.clone(),
+            name: ks.lease_name.clone(),
+            identity,
+            duration_s: ks.lease_duration,
+        },
     })
+}
+
+/// The `[bgp]` table: the speaker's AS and identifier, and its peers.
+fn bgp(
+    lines: &Lines<'_>,
+    b: &Spanned<BgpSection>,
+) -> Result<((u32, std::net::Ipv4Addr), Vec<crate::bgp::session::PeerConfig>), FileError> {
+    let mut bgp_peers = Vec::new();
+    let bs = b.get_ref();
+    let router_id: std::net::Ipv4Addr = bs.router_id.get_ref().trim().parse().map_err(|_| {
+        lines.err(&bs.router_id, "bgp.router_id".into(), format!("{:?} is not an IPv4 address", bs.router_id.get_ref()))
+    })?;
+    if bs.local_as == 0 {
+        return Err(lines.err(b, "bgp.local_as".into(), "AS 0 is reserved"));
+    }
+    for (i, p) in bs.peers.iter().enumerate() {
+        let ps = p.get_ref();
+        let text = |s: &Option<Spanned<String>>| s.as_ref().map(|s| s.get_ref().clone());
+        let spec = crate::bgp::peer::PeerSpec {
+            name: ps.name.clone(),
+            address: ps.address.get_ref().clone(),
+            remote_as: ps.remote_as,
+            port: ps.port,
+            source: text(&ps.source),
+            hold_time: ps.hold_time,
+            connect_retry: ps.connect_retry,
+            multihop_ttl: ps.multihop_ttl,
+            password: ps.password.clone(),
+            next_hop_v4: text(&ps.next_hop_v4),
+            next_hop_v6: text(&ps.next_hop_v6),
+            med: ps.med,
+            local_pref: ps.local_pref,
+            communities: ps.communities.iter().map(|c| c.get_ref().clone()).collect(),
+            large_communities: ps.large_communities.iter().map(|c| c.get_ref().clone()).collect(),
+            graceful_restart: ps.graceful_restart,
+            passive: ps.passive,
+        };
+        let peer = crate::bgp::peer::validate(&spec, bs.local_as, router_id).map_err(|e| {
+            // At the line of the value where the file keeps one, else at the peer's table.
+            let indexed = |list: &[Spanned<String>], name: &str| {
+                e.field
+                    .strip_prefix(name)
+                    .and_then(|r| r.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+                    .and_then(|n: usize| list.get(n).map(|s| s.span()))
+            };
+            let span = match e.field.as_str() {
+                "address" => Some(ps.address.span()),
+                "source" => ps.source.as_ref().map(|s| s.span()),
+                "next_hop_v4" => ps.next_hop_v4.as_ref().map(|s| s.span()),
+                "next_hop_v6" => ps.next_hop_v6.as_ref().map(|s| s.span()),
+                _ => indexed(&ps.communities, "communities")
+                    .or_else(|| indexed(&ps.large_communities, "large_communities")),
+            }
+            .unwrap_or_else(|| p.span());
+            FileError {
+                line: Some(lines.at(span.start)),
+                field: format!("bgp.peer[{i}].{}", e.field),
+                message: e.message,
+            }
+        })?;
+        bgp_peers.push(peer);
+    }
+    Ok(((bs.local_as, router_id), bgp_peers))
 }
 
 /// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.
