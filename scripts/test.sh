@@ -80,9 +80,10 @@ mkdir -p "$out/craft-corpus"
 python3 bgp-codec/fuzz/seed_corpus.py "$out/bgp-corpus"
 (cd bgp-codec && RUSTC_BOOTSTRAP=1 cargo fuzz run bgp_decode "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1 2>&1 | tail -n 6)
 
-step "release build, once (edgelbd, edgelb, edgelb-perf); the perf harness runs briefly; the main command runs"
-# One release build serves every release run below: the feature set stays the same, so nothing compiles twice.
-cargo build --release -p edgelb -p edgelb-perf "${features[@]}"
+step "release build, once (edgelb, edgelb-perf); the perf harness runs briefly; the main command runs"
+# One release build serves every release run below: the feature set stays the same, so nothing compiles twice. Only
+# the two binaries run here are linked (each is a fat-LTO link of its own; edgelb is edgelbd and edgelbctl too).
+cargo build --release -p edgelb -p edgelb-perf --bin edgelb --bin edgelb-perf "${features[@]}"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 "$target_dir/release/edgelb-perf" --mode nat --flows 10000 --cores 1 --seconds 0.5
 if [ ${#features[@]} -gt 0 ]; then

@@ -1,44 +1,31 @@
 //! `edgelbctl`: the command-line client of edgelbd's gRPC API.
 //!
-//! ```text
-//! edgelbctl [--addr http://127.0.0.1:50051 | --unix PATH] [--output table|json]
-//!           [--ca FILE [--cert FILE --key FILE]] COMMAND        (https:// addresses: TLS, client certificate for mTLS)
-//!   service list
-//!   service apply -f FILE [--dry-run] [--expected-version N]   FILE: [[service]] tables as in the config file
-//!   service delete VIP:PORT/PROTO                               PORT may be * (all ports); PROTO tcp or udp
-//!   backend add|drain|remove VIP:PORT/PROTO ADDR:PORT [--weight N]
-//!   backend weight VIP:PORT/PROTO ADDR:PORT N
-//!   flow query CLIENT:PORT VIP:PORT/PROTO
-//!   flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]     tracked flows, paged through the API
-//!   port list
-//!   peer list | add ADDRESS --as N [--name NAME] [--password KEY] [--passive] [--next-hop-v4 A] [--next-hop-v6 A]
-//!              [--community ASN:V]... [--large-community A:B:C]... [--hold-time S] | remove NAME
-//!   stats [--watch SECONDS]
-//!   events
-//! ```
+//! Commands and their options are clap's (`edgelbctl --help`, `edgelbctl COMMAND --help`; `edgelbctl completions
+//! bash|zsh|fish|...` prints a completion script): service list/apply/delete, backend add/drain/remove/weight, flow
+//! query/list, port list, peer list/add/remove, stats [--watch S], events. A service is written one way everywhere,
+//! in and out: `VIP:PORT/PROTO` (`198.19.0.1:80/tcp`, `[2001:db8:100::1]:443/tcp`, `198.19.0.1:*/udp`).
 //! Exit codes: 0 done, 1 the server refused (its message is printed), 2 usage or connection error.
 
+/// `println!` that ends the program quietly (exit 0) when stdout's reader has gone (`edgelbctl ... | head`), as Unix
+/// tools do, instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_client::LoadBalancerClient;
 use edgelb_controlplane::api::convert;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use tonic::transport::{Channel, Endpoint, Uri};
-
-const USAGE: &str =
-    "usage: edgelbctl [--addr URL | --unix PATH] [--output table|json] [--ca FILE [--cert FILE --key FILE]] COMMAND
-  service list
-  service apply -f FILE [--dry-run] [--expected-version N]
-  service delete VIP:PORT/PROTO
-  backend add|drain|remove VIP:PORT/PROTO ADDR:PORT [--weight N]
-  backend weight VIP:PORT/PROTO ADDR:PORT N
-  flow query CLIENT:PORT VIP:PORT/PROTO
-  flow list [VIP:PORT/PROTO [--backend ADDR:PORT]] [--limit N]
-  port list
-  peer list | add ADDRESS --as N [--name NAME] [--password KEY] [--passive] [--next-hop-v4 A] [--next-hop-v6 A]
-             [--community ASN:V]... [--large-community A:B:C]... [--hold-time S] | remove NAME
-  stats [--watch SECONDS]
-  events";
 
 enum Fail {
     Usage(String),
@@ -71,10 +58,6 @@ fn parse_key(s: &str) -> Result<v1::ServiceKey, Fail> {
     let (port, all_ports) =
         if port == "*" { (0, true) } else { (port.parse::<u16>().map_err(|_| bad())?.into(), false) };
     Ok(v1::ServiceKey { vip: vip.into(), protocol, port, all_ports })
-}
-
-fn parse_sock(s: &str) -> Result<SocketAddr, Fail> {
-    s.parse().map_err(|_| usage(format!("{s:?}: expected ADDRESS:PORT")))
 }
 
 fn proto_name(p: i32) -> &'static str {
@@ -175,7 +158,7 @@ impl tower_service::Service<Uri> for UnixConnector {
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 fn services_json(list: &v1::ListServicesResponse) -> serde_json::Value {
@@ -208,14 +191,9 @@ fn print_applied(r: &v1::ApplyServicesResponse, json: bool) {
         print_json(&applied_json(r));
         return;
     }
-    println!("{} version {}", if r.applied { "applied:" } else { "dry run: would make" }, r.version);
+    out!("{} version {}", if r.applied { "applied:" } else { "dry run: would make" }, r.version);
     for m in &r.slots_moved {
-        println!(
-            "  {:<28} {:>8} of {:>8} Maglev slots moved",
-            show_key(&m.vip, m.protocol, m.port),
-            m.moved,
-            m.table_size
-        );
+        out!("  {:<28} {:>8} of {:>8} Maglev slots moved", show_key(&m.vip, m.protocol, m.port), m.moved, m.table_size);
     }
 }
 
@@ -242,16 +220,21 @@ fn stats_json(s: &v1::Stats) -> serde_json::Value {
 
 /// A table in the manner of `ipvsadm -Ln --stats`: each service, then its backends, with flows, packets and bytes.
 fn print_stats(s: &v1::Stats) {
-    println!(
+    out!(
         "edgelb config version {}: rx {} tx {} new flows {} replies {} slow path {}",
-        s.version, s.rx, s.tx, s.new_flows, s.replies, s.slowpath
+        s.version,
+        s.rx,
+        s.tx,
+        s.new_flows,
+        s.replies,
+        s.slowpath
     );
-    println!("{:<6} {:<34} {:>10} {:>12} {:>14}", "Prot", "LocalAddress:Port", "Conns", "InPkts", "InBytes");
-    println!("{:<6} {:<34}", "", "  -> RemoteAddress:Port");
+    out!("{:<6} {:<34} {:>10} {:>12} {:>14}", "Prot", "LocalAddress:Port", "Conns", "InPkts", "InBytes");
+    out!("{:<6} {:<34}", "", "  -> RemoteAddress:Port");
     for x in &s.services {
         let k = show_key(&x.vip, x.protocol, x.port);
         let local = k.rsplit_once('/').map_or(k.clone(), |(a, _)| a.to_string());
-        println!(
+        out!(
             "{:<6} {:<34} {:>10} {:>12} {:>14}",
             proto_name(x.protocol).to_uppercase(),
             local,
@@ -262,7 +245,7 @@ fn print_stats(s: &v1::Stats) {
         for b in s.backends.iter().filter(|b| b.vip == x.vip && b.protocol == x.protocol && b.port == x.port) {
             let addr = if b.address.contains(':') { format!("[{}]", b.address) } else { b.address.clone() };
             let port = if b.backend_port == 0 { "*".to_string() } else { b.backend_port.to_string() };
-            println!(
+            out!(
                 "{:<6} {:<34} {:>10} {:>12} {:>14}",
                 "",
                 format!("  -> {addr}:{port}"),
@@ -281,380 +264,562 @@ fn print_stats(s: &v1::Stats) {
         .map(|c| format!("{} {}", c.name, c.value))
         .collect();
     if !more.is_empty() {
-        println!("counters: {}", more.join(", "));
+        out!("counters: {}", more.join(", "));
     }
     if !s.drops.is_empty() {
         let d: Vec<String> = s.drops.iter().map(|d| format!("{} {}", d.reason, d.packets)).collect();
-        println!("drops: {}", d.join(", "));
+        out!("drops: {}", d.join(", "));
     }
     for w in &s.workers {
-        println!(
+        out!(
             "worker {}: rx {} tx {} flows {}+{} burst p50 {} ns p99 {} ns",
-            w.worker, w.rx, w.tx, w.flows_v4, w.flows_v6, w.burst_ns_p50, w.burst_ns_p99
+            w.worker,
+            w.rx,
+            w.tx,
+            w.flows_v4,
+            w.flows_v6,
+            w.burst_ns_p50,
+            w.burst_ns_p99
         );
     }
 }
 
-fn backend_arg(it: &mut std::vec::IntoIter<String>, weight: u32) -> Result<(v1::ServiceKey, v1::Backend), Fail> {
-    let key = parse_key(&it.next().ok_or_else(|| usage("missing VIP:PORT/PROTO"))?)?;
-    let b = parse_sock(&it.next().ok_or_else(|| usage("missing backend ADDR:PORT"))?)?;
-    Ok((key, v1::Backend { address: b.ip().to_string(), port: u32::from(b.port()), weight, state: 0 }))
+/// `edgelbctl`'s command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgelbctl",
+    version,
+    about = "The command-line client of edgelbd's gRPC API",
+    after_help = "Services are written VIP:PORT/PROTO: 198.19.0.1:80/tcp, [2001:db8:100::1]:443/tcp, 198.19.0.1:*/udp \
+                  (all ports).\nExit codes: 0 done, 1 the server refused (its message is printed), 2 usage or \
+                  connection error."
+)]
+pub struct Cli {
+    /// The API's address; https:// for TLS.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50051", value_name = "URL")]
+    addr: String,
+    /// The API's unix socket, instead of --addr.
+    #[arg(long, global = true, value_name = "PATH")]
+    unix: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// CA certificate to verify the server with (https://).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<String>,
+    /// Client certificate for mTLS (with --key).
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    cert: Option<String>,
+    /// Client key for mTLS (with --cert).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    key: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-async fn run(argv: Vec<String>) -> Result<(), Fail> {
-    let mut addr = "http://127.0.0.1:50051".to_string();
-    let mut unix = None;
-    let mut json = false;
-    let mut tls = Tls::default();
-    let mut rest = Vec::new();
-    let mut it = argv.into_iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--addr" => addr = it.next().ok_or_else(|| usage("--addr needs a URL"))?,
-            "--unix" => unix = Some(it.next().ok_or_else(|| usage("--unix needs a path"))?),
-            "--ca" => tls.ca = Some(it.next().ok_or_else(|| usage("--ca needs a file"))?),
-            "--cert" => tls.cert = Some(it.next().ok_or_else(|| usage("--cert needs a file"))?),
-            "--key" => tls.key = Some(it.next().ok_or_else(|| usage("--key needs a file"))?),
-            "--output" | "-o" => match it.next().as_deref() {
-                Some("json") => json = true,
-                Some("table") => json = false,
-                other => return Err(usage(format!("--output takes table or json, not {other:?}"))),
-            },
-            "-h" | "--help" => return Err(usage("")),
-            _ => rest.push(a),
-        }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Services: list them, apply [[service]] tables from a file, delete one.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// A service's backends: add, drain, remove, weight.
+    #[command(subcommand)]
+    Backend(BackendCmd),
+    /// Tracked flows: where one goes, or a listing.
+    #[command(subcommand)]
+    Flow(FlowCmd),
+    /// The appliance's ports and their counters.
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// BGP peers: list, add, remove.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// The dataplane's counters: per service and backend (as ipvsadm -Ln --stats), every packet counter, drops by
+    /// reason, per worker.
+    Stats {
+        /// Print again every SECONDS (streamed by the API).
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
+    /// Stream the appliance's events (config applied, backend health, Kubernetes, peers) as JSON lines.
+    Events,
+    /// Print a shell completion script for edgelbctl.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCmd {
+    /// List the services and their backends.
+    List,
+    /// Apply [[service]] tables (the config file's syntax, checked by the same code) as upserts.
+    Apply {
+        /// The file.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+        /// Validate and report what would change, apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply only if the config version is still this (0: any).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        expected_version: u64,
+    },
+    /// Delete a service (PORT * deletes every port of the VIP and protocol).
+    Delete {
+        /// VIP:PORT/PROTO.
+        #[arg(value_parser = service_key)]
+        service: v1::ServiceKey,
+    },
+}
+
+/// A service and one of its backends.
+#[derive(Debug, Args)]
+struct BackendArgs {
+    /// VIP:PORT/PROTO.
+    #[arg(value_parser = service_key)]
+    service: v1::ServiceKey,
+    /// ADDRESS:PORT.
+    #[arg(value_parser = sock)]
+    backend: SocketAddr,
+    /// Weight (0: the default).
+    #[arg(long, default_value_t = 0)]
+    weight: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendCmd {
+    /// Add a backend.
+    Add(BackendArgs),
+    /// Drain a backend: no new flows, its tracked flows stay.
+    Drain(BackendArgs),
+    /// Remove a backend.
+    Remove(BackendArgs),
+    /// Set a backend's weight.
+    Weight {
+        /// VIP:PORT/PROTO.
+        #[arg(value_parser = service_key)]
+        service: v1::ServiceKey,
+        /// ADDRESS:PORT.
+        #[arg(value_parser = sock)]
+        backend: SocketAddr,
+        /// The new weight.
+        weight: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowCmd {
+    /// Where a client's flow to a service goes (tracked, or what Maglev/affinity would pick).
+    Query {
+        /// CLIENT:PORT.
+        #[arg(value_parser = sock)]
+        client: SocketAddr,
+        /// VIP:PORT/PROTO.
+        #[arg(value_parser = service_key)]
+        service: v1::ServiceKey,
+    },
+    /// Tracked flows, paged through the API.
+    List {
+        /// Only flows of this service (VIP:PORT/PROTO).
+        #[arg(value_parser = service_key)]
+        service: Option<v1::ServiceKey>,
+        /// Only flows to this backend (ADDRESS:PORT).
+        #[arg(long, value_parser = sock, requires = "service")]
+        backend: Option<SocketAddr>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PortCmd {
+    /// List the ports with their addresses and counters.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCmd {
+    /// List the peers and their sessions.
+    List,
+    /// Add a peer (the config file's rules and defaults apply).
+    Add(Box<PeerArgs>),
+    /// Remove a peer by name.
+    Remove {
+        /// The peer's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PeerArgs {
+    /// The peer's address.
+    address: String,
+    /// The peer's AS.
+    #[arg(long = "as", value_name = "ASN")]
+    remote_as: u32,
+    /// Name for status and removal (default: the address).
+    #[arg(long)]
+    name: Option<String>,
+    /// TCP MD5 key.
+    #[arg(long)]
+    password: Option<String>,
+    /// Wait for the peer to connect.
+    #[arg(long)]
+    passive: bool,
+    /// Next hop for IPv4 routes.
+    #[arg(long, value_name = "ADDRESS")]
+    next_hop_v4: Option<String>,
+    /// Next hop for IPv6 routes.
+    #[arg(long, value_name = "ADDRESS")]
+    next_hop_v6: Option<String>,
+    /// A community to attach, ASN:VALUE (repeatable).
+    #[arg(long = "community", value_name = "ASN:VALUE")]
+    communities: Vec<String>,
+    /// A large community to attach, ASN:DATA1:DATA2 (repeatable).
+    #[arg(long = "large-community", value_name = "ASN:DATA1:DATA2")]
+    large_communities: Vec<String>,
+    /// Hold time to propose, seconds (0: no hold timer).
+    #[arg(long, value_name = "SECONDS")]
+    hold_time: Option<u32>,
+    /// The peer's TCP port.
+    #[arg(long)]
+    port: Option<u32>,
+    /// MULTI_EXIT_DISC to send.
+    #[arg(long)]
+    med: Option<u32>,
+    /// Graceful-restart time to advertise, seconds.
+    #[arg(long, value_name = "SECONDS")]
+    graceful_restart: Option<u32>,
+}
+
+/// `198.19.0.1:80/tcp`, `[2001:db8::1]:443/udp`, `198.19.0.1:*/tcp`.
+fn service_key(s: &str) -> Result<v1::ServiceKey, String> {
+    parse_key(s).map_err(|f| match f {
+        Fail::Usage(m) => m,
+        _ => format!("{s:?}: not a service"),
+    })
+}
+
+fn sock(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| format!("{s:?}: expected ADDRESS:PORT"))
+}
+
+type Client = LoadBalancerClient<Channel>;
+
+async fn run(cli: Cli) -> Result<(), Fail> {
+    let json = cli.output == Output::Json;
+    if let Cmd::Completions { shell } = cli.cmd {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "edgelbctl", &mut script);
+        out!("{}", String::from_utf8_lossy(&script).trim_end());
+        return Ok(());
     }
-    let mut it = rest.into_iter();
-    let (noun, verb) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
-    let mut c = connect(&addr, unix.as_deref(), &tls).await?;
-    match (noun.as_str(), verb.as_str()) {
-        ("service", "list") => {
-            let r = c.list_services(v1::ListServicesRequest {}).await?.into_inner();
-            if json {
-                print_json(&services_json(&r));
-            } else {
-                println!("version {}", r.version);
-                for s in &r.services {
-                    let aff = if s.affinity_timeout_s > 0 {
-                        format!(" affinity {}s", s.affinity_timeout_s)
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "{} {} maglev {}{aff}",
-                        show_key(&s.vip, s.protocol, s.port),
-                        mode_name(s.mode),
-                        s.maglev_size
-                    );
-                    for b in &s.backends {
-                        println!("  -> {}:{} weight {} {}", b.address, b.port, b.weight, state_name(b.state));
-                    }
-                }
-            }
-        }
-        ("service", "apply") => {
-            let (mut file, mut dry_run, mut expected_version) = (None, false, 0);
-            while let Some(a) = it.next() {
-                match a.as_str() {
-                    "-f" => file = it.next(),
-                    "--dry-run" => dry_run = true,
-                    "--expected-version" => {
-                        expected_version = it
-                            .next()
-                            .and_then(|v| v.parse().ok())
-                            .ok_or_else(|| usage("--expected-version takes a number"))?
-                    }
-                    other => return Err(usage(format!("unknown argument {other:?}"))),
-                }
-            }
-            let file = file.ok_or_else(|| usage("service apply needs -f FILE"))?;
+    let tls = Tls { ca: cli.ca, cert: cli.cert, key: cli.key };
+    let mut c = connect(&cli.addr, cli.unix.as_deref(), &tls).await?;
+    match cli.cmd {
+        Cmd::Service(op) => service(&mut c, op, json).await,
+        Cmd::Backend(op) => backend(&mut c, op, json).await,
+        Cmd::Flow(FlowCmd::Query { client, service }) => flow_query(&mut c, client, service, json).await,
+        Cmd::Flow(FlowCmd::List { service, backend, limit }) => flow_list(&mut c, service, backend, limit, json).await,
+        Cmd::Port(PortCmd::List) => port_list(&mut c, json).await,
+        Cmd::Peer(op) => peer(&mut c, op, json).await,
+        Cmd::Stats { watch } => stats(&mut c, watch, json).await,
+        Cmd::Events => events(&mut c).await,
+        Cmd::Completions { .. } => Ok(()),
+    }
+}
+
+async fn service(c: &mut Client, op: ServiceCmd, json: bool) -> Result<(), Fail> {
+    let req = match op {
+        ServiceCmd::List => return service_list(c, json).await,
+        ServiceCmd::Apply { file, dry_run, expected_version } => {
             let text = std::fs::read_to_string(&file).map_err(|e| usage(format!("{file}: {e}")))?;
             // The same [[service]] tables as the config file, parsed by the same code: errors name field and line.
             let loaded = edgelb_controlplane::config::parse(&text).map_err(|e| usage(format!("{file}: {e}")))?;
             let upserts = loaded.model.services.iter().map(convert::service_out).collect();
-            let r = c
-                .apply_services(v1::ApplyServicesRequest { upserts, deletes: vec![], dry_run, expected_version })
-                .await?
-                .into_inner();
-            print_applied(&r, json);
+            v1::ApplyServicesRequest { upserts, deletes: vec![], dry_run, expected_version }
         }
-        ("service", "delete") => {
-            let key = parse_key(&it.next().ok_or_else(|| usage("service delete needs VIP:PORT/PROTO"))?)?;
-            let r = c
-                .apply_services(v1::ApplyServicesRequest { deletes: vec![key], ..Default::default() })
-                .await?
-                .into_inner();
-            print_applied(&r, json);
+        ServiceCmd::Delete { service } => v1::ApplyServicesRequest { deletes: vec![service], ..Default::default() },
+    };
+    let r = c.apply_services(req).await?.into_inner();
+    print_applied(&r, json);
+    Ok(())
+}
+
+async fn service_list(c: &mut Client, json: bool) -> Result<(), Fail> {
+    let r = c.list_services(v1::ListServicesRequest {}).await?.into_inner();
+    if json {
+        print_json(&services_json(&r));
+    } else {
+        out!("version {}", r.version);
+        for s in &r.services {
+            let aff =
+                if s.affinity_timeout_s > 0 { format!(" affinity {}s", s.affinity_timeout_s) } else { String::new() };
+            out!("{} {} maglev {}{aff}", show_key(&s.vip, s.protocol, s.port), mode_name(s.mode), s.maglev_size);
+            for b in &s.backends {
+                out!("  -> {}:{} weight {} {}", b.address, b.port, b.weight, state_name(b.state));
+            }
         }
-        ("backend", op @ ("add" | "drain" | "remove" | "weight")) => {
-            let mut weight = 0;
-            let (key, mut b) = backend_arg(&mut it, 0)?;
-            if op == "weight" {
-                weight =
-                    it.next().and_then(|w| w.parse().ok()).ok_or_else(|| usage("backend weight needs a weight"))?;
-            }
-            while let Some(a) = it.next() {
-                match a.as_str() {
-                    "--weight" => {
-                        weight =
-                            it.next().and_then(|w| w.parse().ok()).ok_or_else(|| usage("--weight takes a number"))?
-                    }
-                    other => return Err(usage(format!("unknown argument {other:?}"))),
-                }
-            }
-            b.weight = weight;
-            let req = v1::BackendRequest { service: Some(key), backend: Some(b), expected_version: 0 };
-            let r = match op {
-                "add" => c.add_backend(req).await?,
-                "drain" => c.drain_backend(req).await?,
-                "remove" => c.remove_backend(req).await?,
-                _ => c.set_backend_weight(req).await?,
-            }
+    }
+    Ok(())
+}
+
+async fn backend(c: &mut Client, op: BackendCmd, json: bool) -> Result<(), Fail> {
+    let (service, b, weight) = match &op {
+        BackendCmd::Add(a) | BackendCmd::Drain(a) | BackendCmd::Remove(a) => (a.service.clone(), a.backend, a.weight),
+        BackendCmd::Weight { service, backend, weight } => (service.clone(), *backend, *weight),
+    };
+    let backend = v1::Backend { address: b.ip().to_string(), port: u32::from(b.port()), weight, state: 0 };
+    let req = v1::BackendRequest { service: Some(service), backend: Some(backend), expected_version: 0 };
+    let r = match op {
+        BackendCmd::Add(_) => c.add_backend(req).await?,
+        BackendCmd::Drain(_) => c.drain_backend(req).await?,
+        BackendCmd::Remove(_) => c.remove_backend(req).await?,
+        BackendCmd::Weight { .. } => c.set_backend_weight(req).await?,
+    }
+    .into_inner();
+    print_applied(&r, json);
+    Ok(())
+}
+
+async fn flow_query(c: &mut Client, client: SocketAddr, key: v1::ServiceKey, json: bool) -> Result<(), Fail> {
+    let r = c
+        .query_flow(v1::QueryFlowRequest {
+            client: client.ip().to_string(),
+            client_port: u32::from(client.port()),
+            vip: key.vip.clone(),
+            vip_port: key.port,
+            protocol: key.protocol,
+        })
+        .await?
+        .into_inner();
+    if json {
+        print_json(&serde_json::json!({
+            "matched": r.matched, "backend": r.backend_address, "backend_port": r.backend_port,
+            "tracked": r.tracked, "worker": r.worker,
+        }));
+    } else if r.matched {
+        out!(
+            "{client} -> {} goes to {}:{} ({}, worker {})",
+            show_key(&key.vip, key.protocol, key.port),
+            r.backend_address,
+            r.backend_port,
+            if r.tracked { "tracked flow" } else { "new flow: Maglev/affinity would pick it" },
+            r.worker
+        );
+    } else {
+        out!("{client} -> {}: no service matches", show_key(&key.vip, key.protocol, key.port));
+    }
+    Ok(())
+}
+
+async fn flow_list(
+    c: &mut Client,
+    service: Option<v1::ServiceKey>,
+    backend: Option<SocketAddr>,
+    limit: usize,
+    json: bool,
+) -> Result<(), Fail> {
+    let mut flows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = c
+            .list_flows(v1::ListFlowsRequest {
+                service: service.clone(),
+                backend_address: backend.map(|b| b.ip().to_string()).unwrap_or_default(),
+                backend_port: backend.map_or(0, |b| u32::from(b.port())),
+                page_size: (limit - flows.len()).clamp(1, 1000) as u32,
+                page_token: token,
+            })
+            .await?
             .into_inner();
-            print_applied(&r, json);
+        flows.extend(r.flows);
+        token = r.next_page_token;
+        if token.is_empty() || flows.len() >= limit {
+            break;
         }
-        ("flow", "query") => {
-            let client = parse_sock(&it.next().ok_or_else(|| usage("flow query needs CLIENT:PORT"))?)?;
-            let key = parse_key(&it.next().ok_or_else(|| usage("flow query needs VIP:PORT/PROTO"))?)?;
-            let r = c
-                .query_flow(v1::QueryFlowRequest {
-                    client: client.ip().to_string(),
-                    client_port: u32::from(client.port()),
-                    vip: key.vip.clone(),
-                    vip_port: key.port,
-                    protocol: key.protocol,
-                })
-                .await?
-                .into_inner();
-            if json {
-                print_json(&serde_json::json!({
-                    "matched": r.matched, "backend": r.backend_address, "backend_port": r.backend_port,
-                    "tracked": r.tracked, "worker": r.worker,
-                }));
-            } else if r.matched {
-                println!(
-                    "{client} -> {} goes to {}:{} ({}, worker {})",
-                    show_key(&key.vip, key.protocol, key.port),
-                    r.backend_address,
-                    r.backend_port,
-                    if r.tracked { "tracked flow" } else { "new flow: Maglev/affinity would pick it" },
-                    r.worker
-                );
-            } else {
-                println!("{client} -> {}: no service matches", show_key(&key.vip, key.protocol, key.port));
-            }
+    }
+    flows.truncate(limit);
+    if json {
+        print_json(&serde_json::json!(flows
+            .iter()
+            .map(|f| serde_json::json!({
+                "client": format!("{}:{}", f.client, f.client_port),
+                "service": show_key(&f.vip, f.protocol, f.vip_port),
+                "backend": format!("{}:{}", f.backend_address, f.backend_port),
+                "worker": f.worker, "state": f.state, "expires_in_ms": f.expires_in_ms,
+            }))
+            .collect::<Vec<_>>()));
+    } else {
+        out!(
+            "{:<6} {:<28} {:<28} {:<28} {:>6} {:<12} {:>10}",
+            "Prot",
+            "Client",
+            "Service",
+            "Backend",
+            "Worker",
+            "State",
+            "Expires"
+        );
+        for f in &flows {
+            out!(
+                "{:<6} {:<28} {:<28} {:<28} {:>6} {:<12} {:>9}s",
+                proto_name(f.protocol).to_uppercase(),
+                format!("{}:{}", f.client, f.client_port),
+                show_key(&f.vip, f.protocol, f.vip_port),
+                format!("{}:{}", f.backend_address, f.backend_port),
+                f.worker,
+                f.state,
+                f.expires_in_ms / 1000
+            );
         }
-        ("peer", op @ ("list" | "add" | "remove")) => {
-            let r = match op {
-                "add" => {
-                    let mut p = v1::PeerConfig {
-                        address: it.next().ok_or_else(|| usage("peer add needs the peer's ADDRESS"))?,
-                        ..Default::default()
-                    };
-                    while let Some(a) = it.next() {
-                        let mut val = || it.next().ok_or_else(|| usage(format!("{a} needs a value")));
-                        let num = |v: String| v.parse::<u32>().map_err(|_| usage(format!("{a} takes a number")));
-                        match a.as_str() {
-                            "--as" => p.remote_as = num(val()?)?,
-                            "--name" => p.name = val()?,
-                            "--password" => p.password = Some(val()?),
-                            "--passive" => p.passive = true,
-                            "--next-hop-v4" => p.next_hop_v4 = val()?,
-                            "--next-hop-v6" => p.next_hop_v6 = val()?,
-                            "--community" => p.communities.push(val()?),
-                            "--large-community" => p.large_communities.push(val()?),
-                            "--hold-time" => p.hold_time = Some(num(val()?)?),
-                            "--port" => p.port = Some(num(val()?)?),
-                            "--med" => p.med = Some(num(val()?)?),
-                            "--graceful-restart" => p.graceful_restart = Some(num(val()?)?),
-                            other => return Err(usage(format!("unknown argument {other:?}"))),
-                        }
-                    }
-                    c.add_peer(p).await?.into_inner()
-                }
-                "remove" => {
-                    let name = it.next().ok_or_else(|| usage("peer remove needs the peer's NAME"))?;
-                    c.remove_peer(v1::RemovePeerRequest { name }).await?.into_inner()
-                }
-                _ => c.list_peers(v1::ListPeersRequest {}).await?.into_inner(),
+    }
+    Ok(())
+}
+
+async fn port_list(c: &mut Client, json: bool) -> Result<(), Fail> {
+    let r = c.list_ports(v1::ListPortsRequest {}).await?.into_inner();
+    if json {
+        print_json(&serde_json::json!(r
+            .ports
+            .iter()
+            .map(|p| serde_json::json!({
+                "index": p.index, "name": p.name, "driver": p.driver, "mac": p.mac, "addresses": p.addresses,
+                "mtu": p.mtu, "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes, "tx_packets": p.tx_packets,
+                "tx_bytes": p.tx_bytes, "rx_dropped": p.rx_dropped, "tx_dropped": p.tx_dropped,
+            }))
+            .collect::<Vec<_>>()));
+    } else {
+        for p in &r.ports {
+            out!(
+                "port {} {} ({}) {} mtu {} [{}]: rx {} pkts {} bytes, tx {} pkts {} bytes, dropped rx {} tx {}",
+                p.index,
+                p.name,
+                p.driver,
+                p.mac,
+                p.mtu,
+                p.addresses.join(" "),
+                p.rx_packets,
+                p.rx_bytes,
+                p.tx_packets,
+                p.tx_bytes,
+                p.rx_dropped,
+                p.tx_dropped
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn peer(c: &mut Client, op: PeerCmd, json: bool) -> Result<(), Fail> {
+    let r = match op {
+        PeerCmd::Add(a) => {
+            let p = v1::PeerConfig {
+                address: a.address,
+                remote_as: a.remote_as,
+                name: a.name.unwrap_or_default(),
+                password: a.password,
+                passive: a.passive,
+                next_hop_v4: a.next_hop_v4.unwrap_or_default(),
+                next_hop_v6: a.next_hop_v6.unwrap_or_default(),
+                communities: a.communities,
+                large_communities: a.large_communities,
+                hold_time: a.hold_time,
+                port: a.port,
+                med: a.med,
+                graceful_restart: a.graceful_restart,
+                ..Default::default()
             };
+            c.add_peer(p).await?.into_inner()
+        }
+        PeerCmd::Remove { name } => c.remove_peer(v1::RemovePeerRequest { name }).await?.into_inner(),
+        PeerCmd::List => c.list_peers(v1::ListPeersRequest {}).await?.into_inner(),
+    };
+    if json {
+        print_json(&serde_json::json!(r
+            .peers
+            .iter()
+            .map(|p| serde_json::json!({
+                "name": p.name, "state": p.state, "uptime_s": p.uptime_s, "last_error": p.last_error,
+                "msgs_in": p.msgs_in, "msgs_out": p.msgs_out, "prefixes_received": p.prefixes_received,
+                "announced": p.announced, "established_count": p.established_count,
+            }))
+            .collect::<Vec<_>>()));
+    } else {
+        for p in &r.peers {
+            out!(
+                "{:<20} {:<12} up {:>6}s announced {:>4} received {:>4} msgs in/out {}/{} {}",
+                p.name,
+                p.state,
+                p.uptime_s,
+                p.announced,
+                p.prefixes_received,
+                p.msgs_in,
+                p.msgs_out,
+                p.last_error
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn stats(c: &mut Client, every: Option<f64>, json: bool) -> Result<(), Fail> {
+    match every {
+        None => {
+            let s = c.get_stats(v1::GetStatsRequest {}).await?.into_inner();
             if json {
-                print_json(&serde_json::json!(r
-                    .peers
-                    .iter()
-                    .map(|p| serde_json::json!({
-                        "name": p.name, "state": p.state, "uptime_s": p.uptime_s, "last_error": p.last_error,
-                        "msgs_in": p.msgs_in, "msgs_out": p.msgs_out, "prefixes_received": p.prefixes_received,
-                        "announced": p.announced, "established_count": p.established_count,
-                    }))
-                    .collect::<Vec<_>>()));
+                print_json(&stats_json(&s));
             } else {
-                for p in &r.peers {
-                    println!(
-                        "{:<20} {:<12} up {:>6}s announced {:>4} received {:>4} msgs in/out {}/{} {}",
-                        p.name,
-                        p.state,
-                        p.uptime_s,
-                        p.announced,
-                        p.prefixes_received,
-                        p.msgs_in,
-                        p.msgs_out,
-                        p.last_error
-                    );
+                print_stats(&s);
+            }
+        }
+        Some(secs) => {
+            let mut st =
+                c.watch_stats(v1::WatchStatsRequest { interval_ms: (secs * 1000.0) as u32 }).await?.into_inner();
+            while let Some(s) = st.message().await? {
+                if json {
+                    out!("{}", stats_json(&s));
+                } else {
+                    print_stats(&s);
+                    out!();
                 }
             }
         }
-        ("port", "list") => {
-            let r = c.list_ports(v1::ListPortsRequest {}).await?.into_inner();
-            if json {
-                print_json(&serde_json::json!(r
-                    .ports
-                    .iter()
-                    .map(|p| serde_json::json!({
-                        "index": p.index, "name": p.name, "driver": p.driver, "mac": p.mac, "addresses": p.addresses,
-                        "mtu": p.mtu, "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes, "tx_packets": p.tx_packets,
-                        "tx_bytes": p.tx_bytes, "rx_dropped": p.rx_dropped, "tx_dropped": p.tx_dropped,
-                    }))
-                    .collect::<Vec<_>>()));
-            } else {
-                for p in &r.ports {
-                    println!(
-                        "port {} {} ({}) {} mtu {} [{}]: rx {} pkts {} bytes, tx {} pkts {} bytes, dropped rx {} tx {}",
-                        p.index,
-                        p.name,
-                        p.driver,
-                        p.mac,
-                        p.mtu,
-                        p.addresses.join(" "),
-                        p.rx_packets,
-                        p.rx_bytes,
-                        p.tx_packets,
-                        p.tx_bytes,
-                        p.rx_dropped,
-                        p.tx_dropped
-                    );
-                }
-            }
-        }
-        ("flow", "list") => {
-            let (mut service, mut backend, mut limit) = (None, None, 1000usize);
-            while let Some(a) = it.next() {
-                match a.as_str() {
-                    "--backend" => {
-                        backend = Some(parse_sock(&it.next().ok_or_else(|| usage("--backend needs ADDR:PORT"))?)?)
-                    }
-                    "--limit" => {
-                        limit = it.next().and_then(|v| v.parse().ok()).ok_or_else(|| usage("--limit takes a count"))?
-                    }
-                    k if service.is_none() => service = Some(parse_key(k)?),
-                    other => return Err(usage(format!("unknown argument {other:?}"))),
-                }
-            }
-            let mut flows = Vec::new();
-            let mut token = String::new();
-            loop {
-                let r = c
-                    .list_flows(v1::ListFlowsRequest {
-                        service: service.clone(),
-                        backend_address: backend.map(|b| b.ip().to_string()).unwrap_or_default(),
-                        backend_port: backend.map_or(0, |b| u32::from(b.port())),
-                        page_size: (limit - flows.len()).clamp(1, 1000) as u32,
-                        page_token: token,
-                    })
-                    .await?
-                    .into_inner();
-                flows.extend(r.flows);
-                token = r.next_page_token;
-                if token.is_empty() || flows.len() >= limit {
-                    break;
-                }
-            }
-            flows.truncate(limit);
-            if json {
-                print_json(&serde_json::json!(flows
-                    .iter()
-                    .map(|f| serde_json::json!({
-                        "client": format!("{}:{}", f.client, f.client_port),
-                        "service": show_key(&f.vip, f.protocol, f.vip_port),
-                        "backend": format!("{}:{}", f.backend_address, f.backend_port),
-                        "worker": f.worker, "state": f.state, "expires_in_ms": f.expires_in_ms,
-                    }))
-                    .collect::<Vec<_>>()));
-            } else {
-                println!(
-                    "{:<6} {:<28} {:<28} {:<28} {:>6} {:<12} {:>10}",
-                    "Prot", "Client", "Service", "Backend", "Worker", "State", "Expires"
-                );
-                for f in &flows {
-                    println!(
-                        "{:<6} {:<28} {:<28} {:<28} {:>6} {:<12} {:>9}s",
-                        proto_name(f.protocol).to_uppercase(),
-                        format!("{}:{}", f.client, f.client_port),
-                        show_key(&f.vip, f.protocol, f.vip_port),
-                        format!("{}:{}", f.backend_address, f.backend_port),
-                        f.worker,
-                        f.state,
-                        f.expires_in_ms / 1000
-                    );
-                }
-            }
-        }
-        ("stats", watch) => {
-            let every = match (watch, it.next()) {
-                ("", _) => None,
-                ("--watch", Some(s)) => Some(s.parse::<f64>().map_err(|_| usage("--watch takes seconds"))?),
-                _ => return Err(usage("stats [--watch SECONDS]")),
-            };
-            match every {
-                None => {
-                    let s = c.get_stats(v1::GetStatsRequest {}).await?.into_inner();
-                    if json {
-                        print_json(&stats_json(&s));
-                    } else {
-                        print_stats(&s);
-                    }
-                }
-                Some(secs) => {
-                    let mut st = c
-                        .watch_stats(v1::WatchStatsRequest { interval_ms: (secs * 1000.0) as u32 })
-                        .await?
-                        .into_inner();
-                    while let Some(s) = st.message().await? {
-                        if json {
-                            println!("{}", stats_json(&s));
-                        } else {
-                            print_stats(&s);
-                            println!();
-                        }
-                    }
-                }
-            }
-        }
-        ("events", "") => {
-            let mut st = c.watch_events(v1::WatchEventsRequest {}).await?.into_inner();
-            while let Some(e) = st.message().await? {
-                let v = match e.kind {
-                    Some(v1::event::Kind::ConfigApplied(a)) => serde_json::json!({
-                        "time_ms": e.time_ms, "event": "config_applied", "version": a.version, "source": a.source,
-                        "slots_moved": a.slots_moved.iter().map(|m| (show_key(&m.vip, m.protocol, m.port), m.moved)).collect::<Vec<_>>(),
-                    }),
-                    Some(v1::event::Kind::BackendHealth(h)) => serde_json::json!({
-                        "time_ms": e.time_ms, "event": "backend_health", "service": show_key(&h.vip, h.protocol, h.port),
-                        "backend": format!("{}:{}", h.address, h.backend_port), "healthy": h.healthy, "reason": h.reason,
-                    }),
-                    Some(v1::event::Kind::Kubernetes(k)) => serde_json::json!({
-                        "time_ms": e.time_ms, "event": "kubernetes", "service": k.service, "reason": k.reason,
-                        "message": k.message,
-                    }),
-                    Some(v1::event::Kind::PeerState(p)) => serde_json::json!({
-                        "time_ms": e.time_ms, "event": "peer_state", "peer": p.peer, "state": p.state, "reason": p.reason,
-                    }),
-                    None => continue,
-                };
-                println!("{v}");
-            }
-        }
-        _ => return Err(usage(format!("unknown command {noun:?} {verb:?}"))),
+    }
+    Ok(())
+}
+
+async fn events(c: &mut Client) -> Result<(), Fail> {
+    let mut st = c.watch_events(v1::WatchEventsRequest {}).await?.into_inner();
+    while let Some(e) = st.message().await? {
+        let v = match e.kind {
+            Some(v1::event::Kind::ConfigApplied(a)) => serde_json::json!({
+                "time_ms": e.time_ms, "event": "config_applied", "version": a.version, "source": a.source,
+                "slots_moved": a.slots_moved.iter().map(|m| (show_key(&m.vip, m.protocol, m.port), m.moved)).collect::<Vec<_>>(),
+            }),
+            Some(v1::event::Kind::BackendHealth(h)) => serde_json::json!({
+                "time_ms": e.time_ms, "event": "backend_health", "service": show_key(&h.vip, h.protocol, h.port),
+                "backend": format!("{}:{}", h.address, h.backend_port), "healthy": h.healthy, "reason": h.reason,
+            }),
+            Some(v1::event::Kind::Kubernetes(k)) => serde_json::json!({
+                "time_ms": e.time_ms, "event": "kubernetes", "service": k.service, "reason": k.reason,
+                "message": k.message,
+            }),
+            Some(v1::event::Kind::PeerState(p)) => serde_json::json!({
+                "time_ms": e.time_ms, "event": "peer_state", "peer": p.peer, "state": p.state, "reason": p.reason,
+            }),
+            None => continue,
+        };
+        out!("{v}");
     }
     Ok(())
 }
@@ -668,17 +833,24 @@ pub fn main_with(args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(args)) {
+    let mut argv = vec!["edgelbctl".to_string()];
+    argv.extend(args);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors print to stderr with code 2.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Connect(m)) => {
             eprintln!("edgelbctl: {m}");
             ExitCode::from(2)
         }
         Err(Fail::Usage(m)) => {
-            if !m.is_empty() {
-                eprintln!("edgelbctl: {m}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("edgelbctl: {m}");
             ExitCode::from(2)
         }
         Err(Fail::Server(s)) => {
