@@ -18,7 +18,7 @@
 //! Test-only: `EDGELB_FAULT_KILL_WORKER=N` in the environment makes worker N panic about 300 ms after start.
 
 use edgelb_controlplane::config::{self, Driver, Loaded};
-use edgelb_controlplane::config::{Listen, TlsFiles};
+use edgelb_controlplane::control::{ControlPlane, ControlSettings};
 use edgelb_controlplane::store::Store;
 use edgelb_dataplane::config::Model;
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
@@ -35,46 +35,49 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
+/// `edgelbd`'s command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "edgelbd",
+    version,
+    about = "The edgelb appliance: the dataplane's pinned workers on the configured ports, the slow path, the \
+             management API, metrics, health checks, BGP and Kubernetes sync",
+    after_help = "Exit codes: 0 stopped (SIGTERM/SIGINT drain, or --check passed), 1 a port, the API or the dataplane \
+                  could not start, 2 the command line or the config file is wrong, 70 a worker died.\nSIGHUP \
+                  re-reads the file (services and neighbours)."
+)]
 struct Args {
+    /// The config file (TOML; configs/edgelb.toml documents every key).
+    #[arg(long, short = 'c', value_name = "FILE")]
     config: PathBuf,
-    json: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Check the config file and exit.
+    #[arg(long)]
     check: bool,
-    drain_timeout: Duration,
+    /// Seconds a SIGTERM drain waits for tracked flows before stopping.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64))]
+    drain_timeout: u64,
 }
 
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("edgelbd: {msg}\nusage: edgelbd --config FILE [--log-format text|json] [--check] [--drain-timeout SECS]");
-    ExitCode::from(2)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
-fn parse_args(argv: Vec<String>) -> Result<Args, String> {
-    let mut config = None;
-    let mut json = false;
-    let mut check = false;
-    let mut drain_timeout = Duration::from_secs(30);
-    let mut it = argv.into_iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" | "-c" => config = Some(PathBuf::from(it.next().ok_or("--config needs a file")?)),
-            "--log-format" => match it.next().as_deref() {
-                Some("json") => json = true,
-                Some("text") => json = false,
-                other => return Err(format!("--log-format takes text or json, not {other:?}")),
-            },
-            "--check" => check = true,
-            "--drain-timeout" => {
-                let v = it.next().and_then(|v| v.parse::<u64>().ok()).ok_or("--drain-timeout takes seconds")?;
-                drain_timeout = Duration::from_secs(v);
-            }
-            "-h" | "--help" => return Err("help".into()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+impl Args {
+    fn json(&self) -> bool {
+        self.log_format == LogFormat::Json
     }
-    Ok(Args { config: config.ok_or("--config FILE is required")?, json, check, drain_timeout })
+
+    fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout)
+    }
 }
 
 /// Fill in MACs the file left out (and nothing else set) from the kernel interfaces themselves.
@@ -115,15 +118,21 @@ fn install_panic_hook() {
 
 /// Run the daemon with `args` (without the program name): what `edgelbd` and `edgelb daemon` do.
 pub fn run(args: Vec<String>) -> ExitCode {
-    let args = match parse_args(args) {
+    let mut argv = vec!["edgelbd".to_string()];
+    argv.extend(args);
+    let args = match <Args as clap::Parser>::try_parse_from(argv) {
         Ok(a) => a,
-        Err(e) => return usage(&e),
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors print to stderr with code 2.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
     };
     let sub = tracing_subscriber::fmt()
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    if args.json {
+    if args.json() {
         sub.json().init();
     } else {
         sub.init();
@@ -352,7 +361,7 @@ where
         loaded.ports.iter().map(|p| (p.name.clone(), format!("{:?}", p.driver).to_lowercase())).collect(),
     );
     let (gshut_tx, gshut_rx) = tokio::sync::watch::channel(false);
-    let control = Control {
+    let control = ControlSettings {
         listen: loaded.api.clone(),
         tls: loaded.api_tls.clone(),
         metrics: loaded.metrics,
@@ -362,7 +371,7 @@ where
         kubernetes: loaded.kubernetes.clone(),
         graceful_shutdown: gshut_rx,
     };
-    let api = match start_control(store.clone(), control) {
+    let api = match ControlPlane::start(store.clone(), control) {
         Ok(a) => Some(a),
         Err(e) => {
             error!("{e}");
@@ -421,8 +430,8 @@ where
                 info!("drained: no traffic for {DRAIN_IDLE:?}");
                 break 'run;
             }
-            if now.duration_since(*started) >= args.drain_timeout {
-                warn!("drain timeout ({:?}) reached with traffic still flowing", args.drain_timeout);
+            if now.duration_since(*started) >= args.drain_timeout() {
+                warn!("drain timeout ({:?}) reached with traffic still flowing", args.drain_timeout());
                 break 'run;
             }
         }
@@ -470,7 +479,7 @@ where
                         error!("cannot publish the draining config ({e}); stopping now");
                         break 'run;
                     }
-                    info!(timeout = ?args.drain_timeout, "draining: new flows refused; a second signal stops at once");
+                    info!(timeout = ?args.drain_timeout(), "draining: new flows refused; a second signal stops at once");
                     drain = Some((now, workers.total().tx, now));
                 }
             }
@@ -480,9 +489,8 @@ where
     let slow_stats = slow.stats;
     let neigh_stats = slow.neighbour_stats();
     info!("stopping");
-    if let Some((tx, thread)) = api {
-        let _ = tx.send(());
-        let _ = thread.join();
+    if let Some(control_plane) = api {
+        control_plane.stop();
     }
     let (_ports, total) = workers.stop_with_totals();
     let drops: Vec<String> = DropReason::all()
@@ -508,205 +516,6 @@ where
         "stopped"
     );
     ExitCode::SUCCESS
-}
-
-type ApiThread = (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>);
-
-/// The control plane's own thread and runtime (two threads: it never competes with the workers' cores beyond that):
-/// health checks, and the gRPC API when `listen` is set. Returns once the API listens, or the reason it cannot.
-/// What the control-plane thread runs besides health checks.
-struct Control {
-    listen: Option<Listen>,
-    tls: Option<TlsFiles>,
-    metrics: Option<std::net::SocketAddr>,
-    peers: Vec<edgelb_controlplane::bgp::session::PeerConfig>,
-    bgp_listen_port: u16,
-    bgp: Option<(u32, std::net::Ipv4Addr)>,
-    kubernetes: Option<edgelb_controlplane::config::KubernetesConfig>,
-    graceful_shutdown: tokio::sync::watch::Receiver<bool>,
-}
-
-fn start_control(store: Arc<Store>, control: Control) -> Result<ApiThread, String> {
-    let Control { listen, tls, metrics, peers, bgp_listen_port, bgp, kubernetes, mut graceful_shutdown } = control;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("edgelb-ctl")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("control-plane runtime: {e}"))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let thread = std::thread::Builder::new()
-        .name("edgelb-ctl".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let health = tokio::spawn(edgelb_controlplane::health::run(store.clone()));
-                // Kubernetes sync: Services and EndpointSlices drive the store; the Lease holder writes status.
-                let (k8s_stop, k8s_stop_rx) = tokio::sync::watch::channel(false);
-                let k8s = match kubernetes {
-                    Some(k) => {
-                        let client = match &k.kubeconfig {
-                            Some(path) => match kube::config::Kubeconfig::read_from(path) {
-                                Ok(kc) => kube::Config::from_custom_kubeconfig(
-                                    kc,
-                                    &kube::config::KubeConfigOptions::default(),
-                                )
-                                .await
-                                .map_err(|e| e.to_string()),
-                                Err(e) => Err(format!("{path}: {e}")),
-                            },
-                            None => kube::Config::infer().await.map_err(|e| e.to_string()),
-                        }
-                        .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()));
-                        match client {
-                            Ok(c) => Some(tokio::spawn(edgelb_controlplane::k8s::controller::run(
-                                c,
-                                store.clone(),
-                                k.settings,
-                                k.lease,
-                                k8s_stop_rx,
-                            ))),
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(format!("Kubernetes client: {e}")));
-                                return;
-                            }
-                        }
-                    }
-                    None => None,
-                };
-                // The BGP speaker: its peers' transitions become events and log lines; its status is polled into
-                // the store for the API.
-                let speaker = bgp.map(|_| {
-                    let sp = edgelb_controlplane::bgp::speaker::Speaker::start(store.clone(), peers, bgp_listen_port);
-                    let mut tr = sp.transitions.subscribe();
-                    let st = store.clone();
-                    tokio::spawn(async move {
-                        while let Ok((peer, state, err)) = tr.recv().await {
-                            let reason = err.unwrap_or_default();
-                            if state == edgelb_controlplane::bgp::session::State::Established {
-                                info!(peer = %peer, "BGP session established");
-                            } else if !reason.is_empty() {
-                                warn!(peer = %peer, state = ?state, "BGP: {reason}");
-                            }
-                            st.announce(edgelb_controlplane::store::StoreEvent::PeerState {
-                                peer,
-                                state: format!("{state:?}"),
-                                reason,
-                            });
-                        }
-                    });
-                    sp
-                });
-                let speaker = std::sync::Arc::new(tokio::sync::Mutex::new(speaker));
-                // Peers added and removed through the API.
-                if let Some((asn, router_id)) = bgp {
-                    let (ops_tx, mut ops) = tokio::sync::mpsc::channel(8);
-                    store.attach_speaker(asn, router_id, ops_tx);
-                    let speaker = speaker.clone();
-                    tokio::spawn(async move {
-                        use edgelb_controlplane::bgp::PeerOp;
-                        while let Some(op) = ops.recv().await {
-                            let mut g = speaker.lock().await;
-                            let Some(sp) = g.as_mut() else { break };
-                            match op {
-                                PeerOp::Add(p, reply) => {
-                                    let name = p.name.clone();
-                                    let r = sp.add_peer(p);
-                                    if r.is_ok() {
-                                        info!(peer = %name, "BGP peer added through the API");
-                                    }
-                                    let _ = reply.send(r);
-                                }
-                                PeerOp::Remove(name, reply) => {
-                                    let r = sp.remove_peer(&name).await;
-                                    if r.is_ok() {
-                                        info!(peer = %name, "BGP peer removed through the API");
-                                    }
-                                    let _ = reply.send(r);
-                                }
-                            }
-                        }
-                    });
-                }
-                {
-                    let (speaker, st) = (speaker.clone(), store.clone());
-                    tokio::spawn(async move {
-                        let mut tick = tokio::time::interval(Duration::from_millis(500));
-                        loop {
-                            tokio::select! {
-                                _ = tick.tick() => {}
-                                r = graceful_shutdown.changed() => {
-                                    if r.is_err() { break; }
-                                    if let Some(sp) = speaker.lock().await.as_ref() {
-                                        sp.graceful_shutdown(*graceful_shutdown.borrow());
-                                    }
-                                }
-                            }
-                            if let Some(sp) = speaker.lock().await.as_ref() {
-                                st.set_peers(sp.status());
-                            }
-                        }
-                    });
-                }
-                let metrics = match metrics {
-                    Some(addr) => {
-                        let (up_tx, up_rx) = tokio::sync::oneshot::channel();
-                        let task = tokio::spawn(edgelb_controlplane::metrics::serve(store.clone(), addr, move || {
-                            let _ = up_tx.send(());
-                        }));
-                        if up_rx.await.is_err() {
-                            let e = match task.await {
-                                Ok(Err(e)) => e,
-                                _ => format!("metrics on {addr} did not start"),
-                            };
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                        Some(task)
-                    }
-                    None => None,
-                };
-                let shutdown = async move {
-                    let _ = stop_rx.await;
-                };
-                match listen {
-                    Some(listen) => {
-                        let ready = ready_tx.clone();
-                        let r =
-                            edgelb_controlplane::api::server::serve_ready(store, listen, tls, shutdown, move || {
-                                let _ = ready.send(Ok(()));
-                            })
-                            .await;
-                        if let Err(e) = r {
-                            let _ = ready_tx.send(Err(e.clone()));
-                            error!("API stopped: {e}");
-                        }
-                    }
-                    None => {
-                        let _ = ready_tx.send(Ok(()));
-                        shutdown.await;
-                    }
-                }
-                health.abort();
-                let _ = k8s_stop.send(true);
-                if let Some(k) = k8s {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), k).await;
-                }
-                // Clean stop: withdraw every VIP and close the sessions with a Cease.
-                if let Some(sp) = speaker.lock().await.take() {
-                    sp.stop().await;
-                }
-                if let Some(m) = metrics {
-                    m.abort();
-                }
-            })
-        })
-        .map_err(|e| format!("control-plane thread: {e}"))?;
-    match ready_rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => Ok((stop_tx, thread)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err("API did not start within 10 s".into()),
-    }
 }
 
 /// A draining daemon exits once nothing has been forwarded for this long.

@@ -1,11 +1,14 @@
-//! edgelb control plane: config files, the management API (gRPC) over the one validated model; health checks,
-//! Kubernetes sync, BGP announcement and SR-IOV VF binding arrive with their issues.
+//! edgelb control plane: the [`store`] holding the one validated model and everything that changes or reads it — the
+//! config file ([`config`]), the gRPC API ([`api`]), health checks ([`health`]), Kubernetes sync ([`k8s`]), BGP
+//! announcement ([`bgp`]), `/metrics` ([`metrics`], over [`stats`]) — wired together by [`control::ControlPlane`];
+//! SR-IOV VF preparation ([`sriov`]).
 // Unsafe code only in `bgp::md5` (the TCP MD5 socket option) and `os` (if_nametoindex), which allow it for themselves.
 #![deny(unsafe_code)]
 
 pub mod api;
 pub mod bgp;
 pub mod config;
+pub mod control;
 pub mod health;
 pub mod k8s;
 pub mod metrics;
