@@ -17,6 +17,10 @@
 //!
 //! Test-only: `EDGELB_FAULT_KILL_WORKER=N` in the environment makes worker N panic about 300 ms after start.
 
+mod drain;
+mod learnt;
+
+use drain::{Drain, DrainState};
 use edgelb_controlplane::config::{self, Driver, Loaded};
 use edgelb_controlplane::control::{ControlPlane, ControlSettings};
 use edgelb_controlplane::store::Store;
@@ -29,6 +33,7 @@ use edgelb_dataplane::port::any::AnyPort;
 use edgelb_dataplane::port::{buf_pool, Port, BURST};
 use edgelb_dataplane::slowpath::SlowPath;
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
+use learnt::Learnt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::collections::HashSet;
@@ -395,12 +400,9 @@ where
         None => inject_full += 1,
     };
     slow.announce(&mut emit);
-    let mut learned: Vec<(IpAddr, Option<[u8; 6]>)> = Vec::new();
-    let mut learned_total = 0usize;
-    let mut last_rebuild = Instant::now();
+    let mut learnt = Learnt::new(Instant::now(), Duration::from_millis(20));
     let mut seen_version = store.version();
-    // Draining: (started, forwarded count last seen, when it last changed).
-    let mut drain: Option<(Instant, u64, Instant)> = None;
+    let mut drain: Option<Drain> = None;
     let mut fault = std::env::var("EDGELB_FAULT_KILL_WORKER")
         .ok()
         .and_then(|v| v.parse::<u16>().ok())
@@ -420,19 +422,17 @@ where
                 fault = None;
             }
         }
-        if let Some((started, last_tx, changed)) = drain.as_mut() {
-            let tx = workers.total().tx;
-            if tx != *last_tx {
-                *last_tx = tx;
-                *changed = now;
-            }
-            if now.duration_since(*changed) >= DRAIN_IDLE {
-                info!("drained: no traffic for {DRAIN_IDLE:?}");
-                break 'run;
-            }
-            if now.duration_since(*started) >= args.drain_timeout() {
-                warn!("drain timeout ({:?}) reached with traffic still flowing", args.drain_timeout());
-                break 'run;
+        if let Some(d) = drain.as_mut() {
+            match d.observe(now, workers.total().tx) {
+                DrainState::Draining => {}
+                DrainState::Drained => {
+                    info!("drained: no traffic for {DRAIN_IDLE:?}");
+                    break 'run;
+                }
+                DrainState::TimedOut => {
+                    warn!("drain timeout ({:?}) reached with traffic still flowing", d.timeout());
+                    break 'run;
+                }
             }
         }
         while let Some((port, b)) = workers.slow.pop() {
@@ -445,14 +445,10 @@ where
             slow.hold(h.port, via, h.buf.data(), now, &mut emit);
         }
         slow.poll(now, &mut emit);
-        learned.extend(slow.take_changes());
-        // Held packets already left with the new MAC; the snapshot follows within 20 ms so the workers stop
-        // holding (a rebuild costs a Maglev table per service, so bursts of news are batched).
-        if !learned.is_empty() && now.duration_since(last_rebuild) >= Duration::from_millis(20) {
-            last_rebuild = now;
-            learned_total += learned.len();
-            match store.learn(learned.drain(..)) {
-                Ok(generation) => info!(generation, neighbours = learned_total, "neighbours learnt"),
+        learnt.add(slow.take_changes());
+        if let Some(batch) = learnt.due(now) {
+            match store.learn(batch) {
+                Ok(generation) => info!(generation, neighbours = learnt.total(), "neighbours learnt"),
                 Err(e) => error!("rebuild with learnt neighbours failed: {e}"),
             }
         }
@@ -480,7 +476,7 @@ where
                         break 'run;
                     }
                     info!(timeout = ?args.drain_timeout(), "draining: new flows refused; a second signal stops at once");
-                    drain = Some((now, workers.total().tx, now));
+                    drain = Some(Drain::start(now, workers.total().tx, DRAIN_IDLE, args.drain_timeout()));
                 }
             }
         }
