@@ -143,12 +143,52 @@ pub fn run(args: Vec<String>) -> ExitCode {
         sub.init();
     }
     install_panic_hook();
+    match start(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                // Config errors go to stderr as they are (line and field), before any log line matters.
+                DaemonError::Config(m) => eprintln!("edgelbd: {m}"),
+                DaemonError::Start(m) => error!("{m}"),
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Why edgelbd stops with an error; [`DaemonError::exit_code`] is the exit code it gives (a worker that dies exits
+/// with [`EXIT_WORKER_DIED`] at once instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonError {
+    /// The command line, the config file or what it names (an interface's MAC, a DPDK-only setting) is wrong.
+    Config(String),
+    /// A port, the DPDK environment, the control plane or the signal handlers could not start.
+    Start(String),
+}
+
+impl DaemonError {
+    /// 2 for a wrong config, 1 for a start that failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) => 2,
+            DaemonError::Start(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonError::Config(m) | DaemonError::Start(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Load the config, open the ports and serve until stopped.
+fn start(args: &Args) -> Result<(), DaemonError> {
     let mut loaded = match config::load(&args.config) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("edgelbd: {}: {e}", args.config.display());
-            return ExitCode::from(2);
-        }
+        Err(e) => return Err(DaemonError::Config(format!("{}: {e}", args.config.display()))),
     };
     if args.check {
         println!(
@@ -157,17 +197,14 @@ pub fn run(args: Vec<String>) -> ExitCode {
             loaded.model.services.len(),
             loaded.ports.len()
         );
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     let cores: Vec<Option<usize>> =
         if loaded.cores.is_empty() { vec![None] } else { loaded.cores.iter().map(|&c| Some(c)).collect() };
     if loaded.ports.iter().any(|p| p.driver == Driver::Dpdk) {
-        return run_dpdk(&args, loaded, &cores);
+        return run_dpdk(args, loaded, &cores);
     }
-    if let Err(e) = resolve_macs(&mut loaded) {
-        eprintln!("edgelbd: {e}");
-        return ExitCode::from(2);
-    }
+    resolve_macs(&mut loaded).map_err(DaemonError::Config)?;
     let nworkers = cores.len();
     let mut setups = Vec::new();
     for (w, core) in cores.iter().enumerate() {
@@ -190,29 +227,27 @@ pub fn run(args: Vec<String>) -> ExitCode {
             match opened {
                 Ok(port) => ports.push(port),
                 Err(e) => {
-                    error!(port = %p.name, worker = w, "cannot open port: {e}");
-                    return ExitCode::from(1);
+                    return Err(DaemonError::Start(format!("port {}: worker {w}: cannot open port: {e}", p.name)))
                 }
             }
         }
         setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: TableSizes::default() });
     }
-    serve(&args, loaded, setups, |f: &[u8]| Some(MemBuf::from_slice(f)))
+    serve(args, loaded, setups, |f: &[u8]| Some(MemBuf::from_slice(f)))
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn run_dpdk(args: &Args, _loaded: Loaded, _cores: &[Option<usize>]) -> ExitCode {
-    eprintln!(
-        "edgelbd: {}: a port has driver = \"dpdk\", but this edgelbd was built without DPDK \
+fn run_dpdk(args: &Args, _loaded: Loaded, _cores: &[Option<usize>]) -> Result<(), DaemonError> {
+    Err(DaemonError::Config(format!(
+        "{}: a port has driver = \"dpdk\", but this edgelbd was built without DPDK \
          (cargo build --release --features dpdk, with libdpdk-dev installed)",
         args.config.display()
-    );
-    ExitCode::from(2)
+    )))
 }
 
 /// Open EAL and the DPDK ports (one RX/TX queue pair per worker on each), take their MACs, and serve.
 #[cfg(feature = "dpdk")]
-fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCode {
+fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> Result<(), DaemonError> {
     use edgelb_dataplane::port::dpdk::{DeviceConfig, DpdkDevice, Eal, EalConfig, Mempool};
     // VFs named by PF and index: settings over netlink, vfio-pci, and their PCI addresses into the allow-list.
     for p in &mut loaded.ports {
@@ -222,10 +257,7 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
                     info!(port = %p.name, pf = %pf, vf = settings.vf, pci = %pci, "VF prepared for DPDK");
                     p.pci = Some(pci);
                 }
-                Err(e) => {
-                    error!(port = %p.name, "{e}");
-                    return ExitCode::from(1);
-                }
+                Err(e) => return Err(DaemonError::Start(format!("port {}: {e}", p.name))),
             }
         }
     }
@@ -239,13 +271,8 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
         log_levels: if d.log_levels.is_empty() { vec!["error".into()] } else { d.log_levels.clone() },
         extra: d.eal_args.clone(),
     };
-    let eal = match Eal::init(&eal_cfg) {
-        Ok(e) => e,
-        Err(e) => {
-            error!(args = ?eal_cfg.args(), "{e}");
-            return ExitCode::from(1);
-        }
-    };
+    let eal =
+        Eal::init(&eal_cfg).map_err(|e| DaemonError::Start(format!("{e} (EAL arguments {:?})", eal_cfg.args())))?;
     let workers = cores.len() as u32;
     // One pool per NUMA socket, on the devices' own sockets: a VF's mbufs stay in its node's memory.
     let mut pools: Vec<(Option<i32>, Mempool)> = Vec::new();
@@ -261,10 +288,7 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
                     pools.push((socket, pool));
                     pool
                 }
-                Err(e) => {
-                    error!(port = %p.name, "{e}");
-                    return ExitCode::from(1);
-                }
+                Err(e) => return Err(DaemonError::Start(format!("port {}: {e}", p.name))),
             },
         };
         let kernel_backed =
@@ -288,10 +312,7 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
                 info!(port = i, name = %p.name, ethdev = dev.name(), %mac, link_up = link.up, speed_mbps = link.speed_mbps, "dpdk port started");
                 devices.push(dev);
             }
-            Err(e) => {
-                error!(port = %p.name, "cannot open DPDK port: {e}");
-                return ExitCode::from(1);
-            }
+            Err(e) => return Err(DaemonError::Start(format!("port {}: cannot open DPDK port: {e}", p.name))),
         }
     }
     // What the drivers took for their receive rings at start; at exit the pools must be back to at least this.
@@ -300,8 +321,7 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
     let ready = avail(&pools);
     info!(mbufs_free = ready, mbufs = size, "dpdk pool ready");
     let Some(&(_, pool)) = pools.first() else {
-        error!("no DPDK port");
-        return ExitCode::from(2);
+        return Err(DaemonError::Config("no DPDK port".into()));
     };
     let mut setups = Vec::new();
     for (w, core) in cores.iter().enumerate() {
@@ -333,33 +353,23 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> ExitCod
 
 /// Build the first snapshot, start the workers, and run the slow path, reloads and drain until stopped. `make_buf`
 /// turns a slow-path frame into a buffer of the ports' kind (`None`: out of buffers, counted).
-fn serve<P, F>(args: &Args, mut loaded: Loaded, setups: Vec<WorkerSetup<P>>, make_buf: F) -> ExitCode
+fn serve<P, F>(args: &Args, mut loaded: Loaded, setups: Vec<WorkerSetup<P>>, make_buf: F) -> Result<(), DaemonError>
 where
     P: Port + 'static,
     P::Buf: 'static,
     F: Fn(&[u8]) -> Option<P::Buf>,
 {
     // The one model: the file's now, the API's changes later; the store alone builds snapshots.
-    let store = match Store::new(loaded.model.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("edgelbd: {}: {e}", args.config.display());
-            return ExitCode::from(2);
-        }
-    };
+    let store =
+        Store::new(loaded.model.clone()).map_err(|e| DaemonError::Config(format!("{}: {e}", args.config.display())))?;
     let handle = store.handle();
     let nworkers = setups.len();
     for (i, p) in loaded.ports.iter().enumerate() {
         let mac = loaded.model.interfaces[i].mac;
         info!(port = i, interface = %p.name, driver = ?p.driver, mac = %mac.map(|b| format!("{b:02x}")).join(":"), "port open");
     }
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| DaemonError::Start(format!("cannot install signal handlers: {e}")))?;
     let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
     store.attach_workers(workers.view());
     store.set_port_names(
@@ -379,9 +389,8 @@ where
     let api = match ControlPlane::start(store.clone(), control) {
         Ok(a) => Some(a),
         Err(e) => {
-            error!("{e}");
             let _ = workers.stop();
-            return ExitCode::from(1);
+            return Err(DaemonError::Start(e));
         }
     };
     info!(workers = nworkers, services = loaded.model.services.len(), api = ?loaded.api, "edgelbd forwarding");
@@ -511,7 +520,7 @@ where
         drops = %drops.join(","),
         "stopped"
     );
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// A draining daemon exits once nothing has been forwarded for this long.
