@@ -99,7 +99,7 @@ async fn run(
     if let Some((asn, router_id)) = s.bgp {
         let (ops_tx, ops) = mpsc::channel(8);
         store.attach_speaker(asn, router_id, ops_tx);
-        tokio::spawn(peer_ops(speaker.clone(), ops));
+        tokio::spawn(peer_ops(speaker.clone(), store.clone(), ops));
     }
     tokio::spawn(poll_speaker(speaker.clone(), store.clone(), s.graceful_shutdown));
     let metrics = match s.metrics {
@@ -160,8 +160,9 @@ fn start_speaker(store: &Arc<Store>, peers: Vec<PeerConfig>, listen_port: u16) -
     sp
 }
 
-/// Peers added and removed through the API, each answered with its result.
-async fn peer_ops(speaker: SharedSpeaker, mut ops: mpsc::Receiver<PeerOp>) {
+/// Peers added and removed through the API, each answered with its result once the store lists the peers as they
+/// are now (so the API's answer shows the change without waiting for the status poll).
+async fn peer_ops(speaker: SharedSpeaker, store: Arc<Store>, mut ops: mpsc::Receiver<PeerOp>) {
     while let Some(op) = ops.recv().await {
         let mut g = speaker.lock().await;
         let Some(sp) = g.as_mut() else { break };
@@ -171,6 +172,7 @@ async fn peer_ops(speaker: SharedSpeaker, mut ops: mpsc::Receiver<PeerOp>) {
                 let r = sp.add_peer(p);
                 if r.is_ok() {
                     info!(peer = %name, "BGP peer added through the API");
+                    store.set_peers(sp.status());
                 }
                 let _ = reply.send(r);
             }
@@ -178,6 +180,7 @@ async fn peer_ops(speaker: SharedSpeaker, mut ops: mpsc::Receiver<PeerOp>) {
                 let r = sp.remove_peer(&name).await;
                 if r.is_ok() {
                     info!(peer = %name, "BGP peer removed through the API");
+                    store.set_peers(sp.status());
                 }
                 let _ = reply.send(r);
             }

@@ -19,7 +19,7 @@ use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,17 @@ pub struct Workers<P: Port> {
     pub held: HeldRing<P::Buf>,
     /// Per worker: the config generation it last loaded (written only when it changes).
     pub in_use: Vec<Arc<AtomicU64>>,
+    signal: Arc<GenerationSignal>,
     queries: Vec<Arc<ArrayQueue<QueryRequest>>>,
+}
+
+/// Wakes whoever waits for the workers to load a generation ([`WorkerView::wait_all_use`]). A worker takes the lock
+/// only when its generation changes (once per config change, never per packet), so a waiter that checked under the
+/// lock cannot miss the wake-up.
+#[derive(Debug, Default)]
+struct GenerationSignal {
+    lock: Mutex<()>,
+    changed: Condvar,
 }
 
 /// What the control plane sees of running workers (cheap to clone; outlives nothing it needs).
@@ -134,6 +144,7 @@ pub struct WorkerView {
     /// Published stats, one per worker.
     pub stats: Vec<Arc<Mutex<WorkerStats>>>,
     in_use: Vec<Arc<AtomicU64>>,
+    signal: Arc<GenerationSignal>,
     queries: Vec<Arc<ArrayQueue<QueryRequest>>>,
 }
 
@@ -198,6 +209,25 @@ impl WorkerView {
     /// True once every worker has loaded config generation `generation` (or a later one).
     pub fn all_use(&self, generation: u64) -> bool {
         self.in_use.iter().all(|g| g.load(Ordering::Acquire) >= generation)
+    }
+
+    /// Wait (blocking, at most `timeout`) until every worker has loaded `generation`; false if one has not by then.
+    pub fn wait_all_use(&self, generation: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut guard) = self.signal.lock.lock() else { return self.all_use(generation) };
+        loop {
+            if self.all_use(generation) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = match self.signal.changed.wait_timeout(guard, left) {
+                Ok((g, _)) => g,
+                Err(_) => return self.all_use(generation),
+            };
+        }
     }
 
     /// The latest published stats of every worker.
@@ -278,6 +308,7 @@ where
         let mut stats = Vec::new();
         let mut threads = Vec::new();
         let mut in_use_all = Vec::new();
+        let signal = Arc::new(GenerationSignal::default());
         let mut queries_all = Vec::new();
         for s in setups {
             let st = Arc::new(Mutex::new(WorkerStats::new(s.worker)));
@@ -288,6 +319,7 @@ where
             queries_all.push(queries.clone());
             let (cfg, stop, inboxes, slow) = (config.clone(), stop.clone(), inboxes.clone(), slow.clone());
             let held_ring = held.clone();
+            let signal = signal.clone();
             let inject = (s.worker == 0).then(|| inject.clone());
             let t = std::thread::Builder::new()
                 .name(format!("edgelb-w{}", s.worker))
@@ -300,7 +332,7 @@ where
                     let mut w = Worker::new(s.worker, n, s.sizes, s.ports, inboxes, slow, st);
                     w.core = pinned;
                     w.inject = inject;
-                    w.in_use = Some(in_use);
+                    w.in_use = Some((in_use, signal));
                     w.held = Some(held_ring);
                     w.queries = Some(queries);
                     w.run(&cfg, &stop);
@@ -309,12 +341,17 @@ where
                 .expect("spawn worker thread");
             threads.push(t);
         }
-        Self { stop, threads, stats, slow, inject, held, in_use: in_use_all, queries: queries_all }
+        Self { stop, threads, stats, slow, inject, held, in_use: in_use_all, signal, queries: queries_all }
     }
 
     /// A handle on the running workers for the control plane: their stats, their config generations, flow queries.
     pub fn view(&self) -> WorkerView {
-        WorkerView { stats: self.stats.clone(), in_use: self.in_use.clone(), queries: self.queries.clone() }
+        WorkerView {
+            stats: self.stats.clone(),
+            in_use: self.in_use.clone(),
+            signal: self.signal.clone(),
+            queries: self.queries.clone(),
+        }
     }
 
     /// The first worker whose thread has ended although nobody asked it to stop (it panicked, or returned): the
@@ -375,7 +412,7 @@ pub struct Worker<P: Port> {
     core: Option<usize>,
     generation: u64,
     inject: Option<Arc<ArrayQueue<Handoff<P::Buf>>>>,
-    in_use: Option<Arc<AtomicU64>>,
+    in_use: Option<(Arc<AtomicU64>, Arc<GenerationSignal>)>,
     queries: Option<Arc<ArrayQueue<QueryRequest>>>,
     held: Option<HeldRing<P::Buf>>,
 }
@@ -443,8 +480,10 @@ impl<P: Port> Worker<P> {
         let now = self.now_ms();
         if self.generation != cfg.generation {
             self.generation = cfg.generation;
-            if let Some(g) = &self.in_use {
+            if let Some((g, signal)) = &self.in_use {
                 g.store(cfg.generation, Ordering::Release);
+                let _held = signal.lock.lock();
+                signal.changed.notify_all();
             }
         }
         if let Some(q) = &self.queries {

@@ -150,3 +150,37 @@ fn pages_cover_every_tracked_flow_once_and_filters_partition_them() {
     assert_eq!(total, 500);
     let _ = workers.stop();
 }
+
+/// `WorkerView::wait_all_use` returns as soon as every worker took a new snapshot (woken by the worker, not by
+/// polling), and gives up at its timeout for a generation nobody has.
+#[test]
+fn waiting_for_a_generation_wakes_when_every_worker_has_it() {
+    let mut builder = ConfigBuilder::new();
+    let (cfg, _) = builder.build(&model()).unwrap();
+    let handle = ConfigHandle::new(cfg);
+    let sizes = TableSizes { flows_v4: 1024, flows_v6: 1024, affinity: 1024, fragments: 256 };
+    let (p0, _peer0) = mem::pair("w0", 64);
+    let (p1, _peer1) = mem::pair("w1", 64);
+    let workers = Workers::spawn(
+        vec![
+            WorkerSetup { worker: 0, core: None, ports: vec![p0], sizes },
+            WorkerSetup { worker: 1, core: None, ports: vec![p1], sizes },
+        ],
+        handle.clone(),
+        64,
+        64,
+    );
+    let view = workers.view();
+    let (next, _) = builder.build(&model()).unwrap();
+    let generation = next.generation;
+    assert!(!view.all_use(generation));
+    handle.publish(next);
+    let t = Instant::now();
+    assert!(view.wait_all_use(generation, Duration::from_secs(5)), "both workers load the new snapshot");
+    let took = t.elapsed();
+    let t = Instant::now();
+    assert!(!view.wait_all_use(generation + 1, Duration::from_millis(50)), "no worker has a later generation");
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    println!("both workers on generation {generation} after {took:?}");
+    drop(workers.stop());
+}

@@ -122,13 +122,10 @@ impl Api {
     /// the caller beyond 100 ms, and is logged), so a change is in force on every worker when the call returns.
     async fn settle(&self, a: crate::store::Applied) -> Response<v1::ApplyServicesResponse> {
         if let (true, Some(w)) = (a.applied, self.store.workers()) {
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-            while !w.all_use(a.generation) {
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(generation = a.generation, "a worker has not taken the new snapshot within 100 ms");
-                    break;
-                }
-                tokio::task::yield_now().await;
+            let (view, generation) = (w.clone(), a.generation);
+            let wait = move || view.wait_all_use(generation, Duration::from_millis(100));
+            if !tokio::task::spawn_blocking(wait).await.unwrap_or(false) {
+                tracing::warn!(generation, "a worker has not taken the new snapshot within 100 ms");
             }
         }
         Response::new(self.applied(a))
@@ -485,7 +482,6 @@ impl LoadBalancer for Api {
         let (tx, rx) = tokio::sync::oneshot::channel();
         ops.send(crate::bgp::PeerOp::Add(p, tx)).await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?;
         rx.await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?.map_err(Status::already_exists)?;
-        tokio::time::sleep(Duration::from_millis(600)).await;
         self.list_peers(Request::new(v1::ListPeersRequest {})).await
     }
 
@@ -502,7 +498,6 @@ impl LoadBalancer for Api {
             .await
             .map_err(|_| Status::unavailable("the BGP speaker stopped"))?;
         rx.await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?.map_err(Status::not_found)?;
-        tokio::time::sleep(Duration::from_millis(600)).await;
         self.list_peers(Request::new(v1::ListPeersRequest {})).await
     }
 
