@@ -15,6 +15,7 @@
 //! `edgelb daemon ...` is the daemon (the same as `edgelbd`); the lab runs it in the appliance namespace. Helpers the
 //! lab runs inside namespaces: `edgelb lab-server NAME ADDR...` and `edgelb lab-client ADDR COUNT`.
 
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use edgelb_testkit::netns::{is_root, run, Lab};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,21 +34,110 @@ macro_rules! say {
     }};
 }
 
+/// `edgelb`'s command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgelb",
+    version,
+    about = "edgelb operator commands: the lab (the appliance's main job on a machine without NICs), the daemon and \
+             the API client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Everything after the subcommand, handed on as it is (including --help, which the daemon and the client answer).
+#[derive(Debug, Args)]
+struct PassOn {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build network namespaces (a client, the appliance, three backends), run the daemon with one VIP per mode and
+    /// family, send real HTTP requests through it, print what each backend saw and the appliance's counters, and
+    /// remove everything (needs root).
+    Lab(LabArgs),
+    /// Remove a lab that `lab --keep` left up: its namespaces, processes and files.
+    LabRemove {
+        /// The lab's prefix, as `lab --keep` printed it (elb-lab-PID).
+        prefix: String,
+    },
+    /// The daemon, the same as edgelbd (`edgelb daemon --help`).
+    #[command(disable_help_flag = true)]
+    Daemon(PassOn),
+    /// The API client, the same as edgelbctl (`edgelb ctl --help`).
+    #[command(disable_help_flag = true)]
+    Ctl(PassOn),
+    /// Print a shell completion script for edgelb.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Lab helper (run in a backend namespace): HTTP server answering with its name and the client's address.
+    #[command(hide = true, disable_help_flag = true)]
+    LabServer(PassOn),
+    /// Lab helper (run in the client namespace): COUNT HTTP requests.
+    #[command(hide = true, disable_help_flag = true)]
+    LabClient(PassOn),
+    /// Lab helper: UDP sink.
+    #[command(hide = true, disable_help_flag = true)]
+    LabUdpSink(PassOn),
+    /// Lab helper: UDP sender.
+    #[command(hide = true, disable_help_flag = true)]
+    LabUdpBlast(PassOn),
+}
+
+#[derive(Debug, Args)]
+struct LabArgs {
+    /// Leave the lab and the daemon running; print commands to try it and to remove it.
+    #[arg(long)]
+    keep: bool,
+    /// HTTP requests per VIP.
+    #[arg(long, default_value_t = 90)]
+    requests: usize,
+    /// The appliance's port driver.
+    #[arg(long, value_enum, default_value_t = LabDriver::Afxdp)]
+    driver: LabDriver,
+    /// Also send this many one-way UDP packets through the NAT VIP (0: none).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    blast: u64,
+    /// Packets per second for --blast (0: as fast as it goes).
+    #[arg(long, default_value_t = 0, value_name = "PPS")]
+    rate: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LabDriver {
+    Afxdp,
+    Afpacket,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("lab") => lab(&args[1..]),
-        Some("daemon") => edgelb::daemon::run(args[1..].to_vec()),
-        Some("ctl") => edgelb::ctl::main_with(args[1..].to_vec()),
-        Some("lab-remove") => lab_remove(&args[1..]),
-        Some("lab-server") => lab_server(&args[1..]),
-        Some("lab-client") => lab_client(&args[1..]),
-        Some("lab-udp-sink") => lab_udp_sink(&args[1..]),
-        Some("lab-udp-blast") => lab_udp_blast(&args[1..]),
-        _ => {
-            eprintln!("usage: edgelb lab [--keep] [--requests N] [--driver afxdp|afpacket] [--blast N [--rate PPS]]\n       edgelb lab-remove PREFIX   (removes a lab left up by --keep)\n       edgelb daemon --config FILE [--log-format text|json] [--check]   (same as edgelbd)\n       edgelb ctl ...   (same as edgelbctl)");
-            ExitCode::from(2)
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
+    };
+    match cli.cmd {
+        Cmd::Lab(a) => lab(&a),
+        Cmd::LabRemove { prefix } => lab_remove(&prefix),
+        Cmd::Daemon(p) => edgelb::daemon::run(p.args),
+        Cmd::Ctl(p) => edgelb::ctl::main_with(p.args),
+        Cmd::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "edgelb", &mut script);
+            say!("{}", String::from_utf8_lossy(&script).trim_end());
+            ExitCode::SUCCESS
+        }
+        Cmd::LabServer(p) => lab_server(&p.args),
+        Cmd::LabClient(p) => lab_client(&p.args),
+        Cmd::LabUdpSink(p) => lab_udp_sink(&p.args),
+        Cmd::LabUdpBlast(p) => lab_udp_blast(&p.args),
     }
 }
 
@@ -184,11 +274,13 @@ fn get(addr: SocketAddr) -> Result<String, String> {
 
 /// `edgelb lab-remove PREFIX`: remove a lab left up by `--keep`: every process in its namespaces, the namespaces,
 /// and its files in the temporary directory.
-fn lab_remove(args: &[String]) -> ExitCode {
-    let Some(prefix) = args.first().filter(|p| p.starts_with("elb-lab-") && !p.contains('/')) else {
-        eprintln!("usage: edgelb lab-remove elb-lab-PID   (the prefix `edgelb lab --keep` printed)");
+fn lab_remove(prefix: &str) -> ExitCode {
+    if !prefix.starts_with("elb-lab-") || prefix.contains('/') {
+        eprintln!(
+            "edgelb lab-remove: {prefix:?} is no lab's prefix: give elb-lab-PID, as `edgelb lab --keep` printed it"
+        );
         return ExitCode::from(2);
-    };
+    }
     let list = run(&["ip", "netns", "list"]).unwrap_or_default();
     let mut namespaces: Vec<String> = list
         .lines()
@@ -211,7 +303,7 @@ fn lab_remove(args: &[String]) -> ExitCode {
     let mut files = 0;
     if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
         for e in dir.flatten() {
-            if e.file_name().to_string_lossy().starts_with(prefix.as_str()) && std::fs::remove_file(e.path()).is_ok() {
+            if e.file_name().to_string_lossy().starts_with(prefix) && std::fs::remove_file(e.path()).is_ok() {
                 files += 1;
             }
         }
@@ -243,26 +335,12 @@ fn sock(addr: &str, port: u16) -> String {
     }
 }
 
-fn lab(args: &[String]) -> ExitCode {
-    let keep = args.iter().any(|a| a == "--keep");
-    let num = |flag: &str| -> u64 {
-        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(0)
+fn lab(args: &LabArgs) -> ExitCode {
+    let (keep, requests, blast, rate) = (args.keep, args.requests, args.blast, args.rate);
+    let driver = match args.driver {
+        LabDriver::Afxdp => "afxdp",
+        LabDriver::Afpacket => "afpacket",
     };
-    let (blast, rate) = (num("--blast"), num("--rate"));
-    let driver = match args.iter().position(|a| a == "--driver").and_then(|i| args.get(i + 1)).map(String::as_str) {
-        None | Some("afxdp") => "afxdp",
-        Some("afpacket") => "afpacket",
-        Some(other) => {
-            eprintln!("edgelb lab: --driver takes afxdp or afpacket, not {other:?}");
-            return ExitCode::from(2);
-        }
-    };
-    let requests = args
-        .iter()
-        .position(|a| a == "--requests")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(90usize);
     if !is_root() {
         eprintln!("edgelb lab: needs root (it creates network namespaces); try: sudo -E cargo run --release --bin edgelb -- lab");
         return ExitCode::from(2);
