@@ -6,7 +6,7 @@
 //! Probes go out through the host's own network stack (the management side), not through the dataplane.
 
 use crate::store::{key_of, show_key, BackendKey, Store};
-use edgelb_dataplane::config::{BackendState, HealthKind, HealthSpec};
+use edgelb_dataplane::model::{BackendState, HealthKind, HealthSpec};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

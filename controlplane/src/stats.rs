@@ -3,8 +3,8 @@
 
 use crate::store::Store;
 use edgelb_api::v1;
-use edgelb_dataplane::config::DataplaneConfig;
 use edgelb_dataplane::pipeline::DropReason;
+use edgelb_dataplane::snapshot::DataplaneConfig;
 use edgelb_dataplane::worker::WorkerStats;
 use std::net::IpAddr;
 

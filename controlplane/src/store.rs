@@ -5,10 +5,10 @@
 //! kept. A rejected change leaves the model, the version and the snapshot as they were. The version counts changes of
 //! the service set (API applies and file reloads); optimistic concurrency compares against it.
 
-use edgelb_dataplane::config::{BackendState, SlotsMoved};
-use edgelb_dataplane::config::{
-    ConfigBuilder, ConfigError, ConfigHandle, DataplaneConfig, Model, Protocol, ServiceSpec,
-};
+use edgelb_dataplane::model::BackendState;
+use edgelb_dataplane::model::{ConfigError, Model, Protocol, ServiceSpec};
+use edgelb_dataplane::snapshot::SlotsMoved;
+use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle, DataplaneConfig};
 use edgelb_dataplane::worker::WorkerView;
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -7,7 +7,7 @@
 use edgelb_controlplane::bgp::session::{PeerConfig, State};
 use edgelb_controlplane::bgp::speaker::Speaker;
 use edgelb_controlplane::store::{key_of, Store};
-use edgelb_dataplane::config::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec};
+use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec};
 use edgelb_testkit::netns::{in_netns, require_root, Lab};
 use edgelb_testkit::peers::Bird;
 use std::net::IpAddr;

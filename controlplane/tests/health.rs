@@ -3,7 +3,7 @@
 //! `fall` probes and comes back after `rise`, with an event for every transition.
 
 use edgelb_controlplane::store::{Store, StoreEvent};
-use edgelb_dataplane::config::{
+use edgelb_dataplane::model::{
     BackendSpec, BackendState, HealthKind, HealthSpec, InterfaceSpec, Mode, Model, Protocol, ServiceSpec,
 };
 use std::net::{IpAddr, TcpListener};

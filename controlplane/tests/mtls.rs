@@ -7,7 +7,7 @@ use edgelb_api::v1::load_balancer_client::LoadBalancerClient;
 use edgelb_controlplane::api::server::serve_ready;
 use edgelb_controlplane::config::{Listen, TlsFiles};
 use edgelb_controlplane::store::Store;
-use edgelb_dataplane::config::{InterfaceSpec, Model};
+use edgelb_dataplane::model::{InterfaceSpec, Model};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use std::path::Path;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};

@@ -7,14 +7,15 @@
 //! too. Counters are published to a shared [`WorkerStats`] every [`PUBLISH_EVERY`] with `try_lock`, so the hot loop
 //! never blocks on a reader.
 
-use crate::config::{ConfigHandle, DataplaneConfig, PortId};
 use crate::lb::conntrack::TableStats;
+use crate::model::PortId;
 use crate::packet::PacketBuf;
 use crate::pipeline::{
     Counters, DropReason, FlowCursor, FlowFilter, FlowInfo, FlowQuery, ObjCounters, Parsed, Pipeline, TableSizes,
     Tuple, Verdict,
 };
 use crate::port::{Burst, Port, PortStats, BURST};
+use crate::snapshot::{ConfigHandle, DataplaneConfig};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,7 +156,7 @@ impl WorkerView {
     /// [`QueryError`] when its query ring is full or it does not answer within `timeout`.
     pub fn query(&self, t: Tuple, timeout: Duration) -> Result<(u16, Option<FlowQuery>), QueryError> {
         let n = self.queries.len() as u16;
-        let w = crate::pipeline::owner_of_client(&crate::config::addr16(t.src), n);
+        let w = crate::pipeline::owner_of_client(&crate::snapshot::addr16(t.src), n);
         let (tx, rx) = sync_channel(1);
         let Some(q) = self.queries.get(usize::from(w)) else { return Err(QueryError::Busy(w)) };
         q.push(QueryRequest::Query(t, tx)).map_err(|_| QueryError::Busy(w))?;

@@ -2,13 +2,11 @@
 //! flow ownership across workers (pipeline level and real threads), SYN floods against a full table, expiry, and
 //! configuration errors. Packets are built with `wire::build` and checked by parsing them back.
 
-use edgelb_dataplane::config::{
-    addr16, BackendSpec, BackendState, ConfigBuilder, ConfigHandle, DataplaneConfig, InterfaceSpec, Mode, Model,
-    Protocol, ServiceSpec, Timeouts,
-};
+use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts};
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{owner_of_client, DropReason, Pipeline, TableSizes, Tuple, Verdict};
 use edgelb_dataplane::port::mem;
+use edgelb_dataplane::snapshot::{addr16, ConfigBuilder, ConfigHandle, DataplaneConfig};
 use edgelb_dataplane::wire::build::{frame, Segment};
 use edgelb_dataplane::wire::ipv4::Ipv4Packet;
 use edgelb_dataplane::wire::tcp::{flags, TcpPacket};

@@ -6,11 +6,11 @@
 
 mod golden_support;
 
-use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::packet::PacketBuf;
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::dpdk::{DeviceConfig, DpdkDevice, DpdkError, Eal, EalConfig, Mempool, RingPair};
 use edgelb_dataplane::port::mem;
+use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::worker::{self, WorkerSetup, Workers};
 use golden_support::{load, model};
 use std::time::{Duration, Instant};

@@ -9,13 +9,12 @@
 //!                                (VIP 198.19.0.1:80, NAT)  └─ lb2 ═ be0 ─ be2 ns (198.18.2.20:8080)
 //! ```
 
-use edgelb_dataplane::config::{
-    BackendSpec, BackendState, ConfigBuilder, ConfigHandle, InterfaceSpec, Mode, Model, Protocol, ServiceSpec,
-};
+use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec};
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::port::afxdp::AfXdpPort;
 use edgelb_dataplane::port::{buf_pool, BufPool, Port, BURST};
+use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::worker::{WorkerSetup, Workers};
 use edgelb_testkit::netns::{in_netns, require_root, Lab};
 use std::collections::HashMap;

@@ -1,12 +1,10 @@
 //! Listing tracked flows through running workers: pages cover every flow once, filters by service and backend
 //! partition them, and a query on a listed flow says it is tracked. The workers answer between bursts.
 
-use edgelb_dataplane::config::{
-    addr16, BackendSpec, BackendState, ConfigBuilder, ConfigHandle, InterfaceSpec, Mode, Model, Protocol, ServiceSpec,
-    Timeouts,
-};
+use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts};
 use edgelb_dataplane::pipeline::{FlowFilter, TableSizes, Tuple};
 use edgelb_dataplane::port::mem;
+use edgelb_dataplane::snapshot::{addr16, ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::wire::build::{frame, Segment};
 use edgelb_dataplane::wire::proto;
 use edgelb_dataplane::wire::tcp::flags;

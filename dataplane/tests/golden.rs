@@ -7,10 +7,10 @@
 
 mod golden_support;
 
-use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{Pipeline, TableSizes, Verdict};
 use edgelb_dataplane::port::mem;
+use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::worker;
 use golden_support::{load, model};
 

@@ -4,9 +4,10 @@
 //! and checksums, stays within the egress MTU, and goes only to a backend, a gateway or the sender; and the
 //! appliance keeps forwarding afterwards.
 
-use edgelb_dataplane::config::{ConfigBuilder, DataplaneConfig, Mode, Protocol};
+use edgelb_dataplane::model::{Mode, Protocol};
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{DropReason, Pipeline, TableSizes, Verdict};
+use edgelb_dataplane::snapshot::{ConfigBuilder, DataplaneConfig};
 use edgelb_testkit::models::{self, ServiceRow, SERVICES};
 use edgelb_testkit::packets::{self as pk, proto, Craft, Seen};
 use std::net::IpAddr;

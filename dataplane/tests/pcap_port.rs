@@ -1,11 +1,10 @@
 //! The pcap port end to end: a capture of client SYNs to a NAT VIP, replayed through a worker, comes out as a
 //! capture of the same flows rewritten toward the backends.
 
-use edgelb_dataplane::config::{
-    BackendSpec, BackendState, ConfigBuilder, ConfigHandle, InterfaceSpec, Mode, Model, Protocol, ServiceSpec,
-};
+use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec};
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::pcap::{read_all, PcapPort};
+use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::wire::build::{frame, Segment};
 use edgelb_dataplane::wire::ipv4::Ipv4Packet;
 use edgelb_dataplane::wire::proto;

@@ -8,7 +8,7 @@
 //! core (the applying thread on another), and one worker per core (workers and the applier share the cores).
 
 use edgelb_controlplane::store::{Batch, Store};
-use edgelb_dataplane::config::Mode;
+use edgelb_dataplane::model::Mode;
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::mem;
 use edgelb_dataplane::worker::{WorkerSetup, Workers};

@@ -3,12 +3,13 @@
 //! measures the cold, many-flow case).
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use edgelb_dataplane::config::{ConfigBuilder, Mode};
 use edgelb_dataplane::lb::conntrack::{Entry, FlowKey, FlowTable, Lookup};
 use edgelb_dataplane::lb::flow::KeyV4;
 use edgelb_dataplane::lb::maglev::{self, backend_key, MaglevBackend};
+use edgelb_dataplane::model::Mode;
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{Pipeline, TableSizes, Verdict};
+use edgelb_dataplane::snapshot::ConfigBuilder;
 use edgelb_dataplane::wire::ethernet::parse_l2;
 use edgelb_dataplane::wire::ipv4::Ipv4Packet;
 use edgelb_dataplane::wire::tcp::TcpPacket;

@@ -13,10 +13,10 @@
 //! how a load balancer compares with a reflector.
 
 use crate::Args;
-use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::packet::PacketBuf;
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::port::dpdk::{DeviceConfig, DpdkDevice, DpdkPort, Eal, EalConfig, Mbuf, Mempool, RingPair};
+use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::worker::{Worker, WorkerStats};
 use edgelb_perf::{Scenario, Templates};
 use std::process::{Command, Stdio};

@@ -6,9 +6,7 @@
 //! allocation after start-up.
 #![forbid(unsafe_code)]
 
-use edgelb_dataplane::config::{
-    BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts,
-};
+use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts};
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::owner_of_client;
 use edgelb_dataplane::port::{Burst, Port, PortStats};
@@ -124,7 +122,7 @@ impl Scenario {
             let c = self.client(i);
             let round = (i / 0x8000) as u16;
             i += 1;
-            if owner_of_client(&edgelb_dataplane::config::addr16(c), ncores) != core {
+            if owner_of_client(&edgelb_dataplane::snapshot::addr16(c), ncores) != core {
                 continue;
             }
             for k in 0..64u16 {

@@ -13,8 +13,9 @@
 //! seen before and the rest are established-flow packets (ACKs); `--new` is `--new-percent 100`, the default is 0.
 #![forbid(unsafe_code)]
 
-use edgelb_dataplane::config::{ConfigBuilder, ConfigHandle, Mode};
+use edgelb_dataplane::model::Mode;
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
+use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
 use edgelb_dataplane::worker::{Worker, WorkerStats};
 use edgelb_perf::{ReplayPort, Scenario};
 use std::sync::{Arc, Barrier, Mutex};
@@ -66,7 +67,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(k) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{k} needs a value"));
         match k.as_str() {
-            "--mode" => a.mode = val()?.parse().map_err(|e: edgelb_dataplane::config::ConfigError| e.to_string())?,
+            "--mode" => a.mode = val()?.parse().map_err(|e: edgelb_dataplane::model::ConfigError| e.to_string())?,
             "--flows" => a.flows = val()?.parse().map_err(|_| "--flows takes a count")?,
             "--cores" => a.cores = val()?.parse().map_err(|_| "--cores takes a count")?,
             "--size" => a.size = val()?.parse().map_err(|_| "--size takes bytes")?,

@@ -24,7 +24,7 @@ use drain::{Drain, DrainState};
 use edgelb_controlplane::config::{self, Driver, Loaded};
 use edgelb_controlplane::control::{ControlPlane, ControlSettings};
 use edgelb_controlplane::store::Store;
-use edgelb_dataplane::config::Model;
+use edgelb_dataplane::model::Model;
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
@@ -450,7 +450,7 @@ where
         // Packets whose next hop has no MAC yet: the slow path holds them until it has one (their buffers are
         // copied there and returned to the pool now).
         while let Some(h) = workers.held.pop() {
-            let via = edgelb_dataplane::config::addr_from16(h.via, h.v4);
+            let via = edgelb_dataplane::snapshot::addr_from16(h.via, h.v4);
             slow.hold(h.port, via, h.buf.data(), now, &mut emit);
         }
         slow.poll(now, &mut emit);

@@ -1,9 +1,7 @@
 //! Operator models on the lab addressing plan, for pipeline tests and fuzz targets.
 
 use crate::packets::{check_frame, ip_of, Seen};
-use edgelb_dataplane::config::{
-    BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts,
-};
+use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts};
 use std::net::IpAddr;
 
 /// The appliance's client-side port MAC (port 0).

@@ -2,10 +2,9 @@
 
 use crate::store::{ServiceKey, StoreError};
 use edgelb_api::v1;
-use edgelb_dataplane::config::{
-    BackendSpec, BackendState, HealthKind, HealthSpec, Mode, Protocol, ServiceSpec, SlotsMoved,
-};
 use edgelb_dataplane::lb::maglev;
+use edgelb_dataplane::model::{BackendSpec, BackendState, HealthKind, HealthSpec, Mode, Protocol, ServiceSpec};
+use edgelb_dataplane::snapshot::SlotsMoved;
 use std::net::IpAddr;
 
 fn bad(field: String, message: impl Into<String>) -> StoreError {

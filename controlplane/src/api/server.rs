@@ -9,8 +9,9 @@ use crate::stats::stats;
 use crate::store::{key_of, Batch, Store, StoreError, StoreEvent};
 use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
-use edgelb_dataplane::config::{BackendState, SlotsMoved};
+use edgelb_dataplane::model::BackendState;
 use edgelb_dataplane::pipeline::{FlowFilter, Tuple};
+use edgelb_dataplane::snapshot::SlotsMoved;
 use edgelb_dataplane::worker::WorkerStats;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -61,7 +62,7 @@ impl Api {
     fn applied(&self, a: crate::store::Applied) -> v1::ApplyServicesResponse {
         let cfg = self.store.snapshot();
         let size = |m: &SlotsMoved| {
-            let d = edgelb_dataplane::config::addr16(m.vip);
+            let d = edgelb_dataplane::snapshot::addr16(m.vip);
             cfg.services
                 .iter()
                 .find(|s| s.vip == d && s.proto == m.proto && s.port == m.port)
@@ -79,8 +80,8 @@ impl Api {
         &self,
         r: v1::BackendRequest,
         op: fn(
-            &mut Vec<edgelb_dataplane::config::BackendSpec>,
-            edgelb_dataplane::config::BackendSpec,
+            &mut Vec<edgelb_dataplane::model::BackendSpec>,
+            edgelb_dataplane::model::BackendSpec,
         ) -> Result<(), Status>,
     ) -> Result<crate::store::Applied, Status> {
         let current = self.store.version();
@@ -109,8 +110,8 @@ impl Api {
         &self,
         req: Request<v1::BackendRequest>,
         op: fn(
-            &mut Vec<edgelb_dataplane::config::BackendSpec>,
-            edgelb_dataplane::config::BackendSpec,
+            &mut Vec<edgelb_dataplane::model::BackendSpec>,
+            edgelb_dataplane::model::BackendSpec,
         ) -> Result<(), Status>,
     ) -> Result<Response<v1::ApplyServicesResponse>, Status> {
         self.authorize(&req)?;
@@ -132,7 +133,7 @@ impl Api {
     }
 }
 
-fn find(list: &[edgelb_dataplane::config::BackendSpec], b: &edgelb_dataplane::config::BackendSpec) -> Option<usize> {
+fn find(list: &[edgelb_dataplane::model::BackendSpec], b: &edgelb_dataplane::model::BackendSpec) -> Option<usize> {
     list.iter().position(|x| x.addr == b.addr && x.port == b.port)
 }
 
@@ -165,7 +166,7 @@ pub(super) fn peer_in(
     crate::bgp::peer::validate(&spec, asn, router_id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-fn absent(b: &edgelb_dataplane::config::BackendSpec) -> Status {
+fn absent(b: &edgelb_dataplane::model::BackendSpec) -> Status {
     Status::not_found(format!("backend {}:{} is not in the service", b.addr, b.port))
 }
 
@@ -179,7 +180,7 @@ fn event_out(e: StoreEvent, store: &Store) -> v1::Event {
         StoreEvent::Applied { version, source, moved } => {
             let cfg = store.snapshot();
             let size = |m: &SlotsMoved| {
-                let d = edgelb_dataplane::config::addr16(m.vip);
+                let d = edgelb_dataplane::snapshot::addr16(m.vip);
                 cfg.services
                     .iter()
                     .find(|s| s.vip == d && s.proto == m.proto && s.port == m.port)
@@ -362,7 +363,7 @@ impl LoadBalancer for Api {
         let mut filter = FlowFilter::default();
         let key = r.service.as_ref().map(|k| convert::key(k, "service")).transpose().map_err(status)?;
         if let Some((vip, proto, port)) = key {
-            filter.service = Some((edgelb_dataplane::config::addr16(vip), proto.number(), port.unwrap_or(0)));
+            filter.service = Some((edgelb_dataplane::snapshot::addr16(vip), proto.number(), port.unwrap_or(0)));
         }
         if !r.backend_address.is_empty() {
             let Some((vip, proto, port)) = key else {
@@ -371,7 +372,7 @@ impl LoadBalancer for Api {
             let a: IpAddr = r.backend_address.parse().map_err(|_| {
                 Status::invalid_argument(format!("backend_address: {:?} is not an IP address", r.backend_address))
             })?;
-            let (v, a16) = (edgelb_dataplane::config::addr16(vip), edgelb_dataplane::config::addr16(a));
+            let (v, a16) = (edgelb_dataplane::snapshot::addr16(vip), edgelb_dataplane::snapshot::addr16(a));
             let id = cfg.backends.iter().flatten().find(|b| {
                 let s = &cfg.services[b.service as usize];
                 s.vip == v
@@ -422,7 +423,7 @@ impl LoadBalancer for Api {
                     vip_port: u32::from(f.vip_port),
                     protocol: if f.proto == 17 { v1::Protocol::Udp as i32 } else { v1::Protocol::Tcp as i32 },
                     backend_address: b
-                        .map(|b| edgelb_dataplane::config::addr_from16(b.addr, b.v4).to_string())
+                        .map(|b| edgelb_dataplane::snapshot::addr_from16(b.addr, b.v4).to_string())
                         .unwrap_or_default(),
                     backend_port: b.map_or(0, |b| u32::from(if b.port == 0 { f.vip_port } else { b.port })),
                     worker: u32::from(w),

@@ -4,7 +4,7 @@ use super::server::Api;
 use crate::store::{Store, StoreEvent};
 use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_server::LoadBalancer;
-use edgelb_dataplane::config::{InterfaceSpec, Model, Timeouts};
+use edgelb_dataplane::model::{InterfaceSpec, Model, Timeouts};
 use std::sync::Arc;
 use tonic::{Code, Request};
 

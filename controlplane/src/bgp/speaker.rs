@@ -4,7 +4,8 @@
 
 use super::session::{self, PeerConfig, Routes, Status, Transition};
 use crate::store::Store;
-use edgelb_dataplane::config::{BackendState, DataplaneConfig};
+use edgelb_dataplane::model::BackendState;
+use edgelb_dataplane::snapshot::DataplaneConfig;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ pub fn routes_of(cfg: &DataplaneConfig) -> BTreeSet<(IpAddr, u8)> {
     for s in &cfg.services {
         let up = s.backend_ids.iter().filter_map(|id| cfg.backend(*id)).any(|b| b.state == BackendState::Active);
         if up {
-            let vip = edgelb_dataplane::config::addr_from16(s.vip, s.v4);
+            let vip = edgelb_dataplane::snapshot::addr_from16(s.vip, s.v4);
             out.insert((vip, if s.v4 { 32 } else { 128 }));
         }
     }

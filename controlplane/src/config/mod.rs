@@ -2,7 +2,7 @@
 //!
 //! Every table rejects unknown keys. Every error names the field and the line: TOML syntax and type errors carry the
 //! parser's position; addresses, prefixes and MACs are parsed with the line of their value; the dataplane's
-//! validation ([`edgelb_dataplane::config::validate`]) runs last, and its field paths are rewritten into the file's
+//! validation ([`edgelb_dataplane::model::validate`]) runs last, and its field paths are rewritten into the file's
 //! own names (`service[2].backend[0].weight`) with the line of the table they belong to.
 //!
 //! ```toml
@@ -24,7 +24,7 @@
 //! ```
 //! `configs/edgelb.toml` documents every key.
 
-use edgelb_dataplane::config::{
+use edgelb_dataplane::model::{
     validate, BackendSpec, BackendState, ConfigError, HealthKind, HealthSpec, InterfaceSpec, Mode, Model, Protocol,
     ServiceSpec, Timeouts,
 };

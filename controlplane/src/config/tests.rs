@@ -1,5 +1,5 @@
 use super::*;
-use edgelb_dataplane::config::HealthKind;
+use edgelb_dataplane::model::HealthKind;
 
 const EXAMPLE: &str = include_str!("../../../configs/edgelb.toml");
 

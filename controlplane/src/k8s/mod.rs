@@ -9,7 +9,7 @@
 pub mod controller;
 
 use crate::store::ServiceKey;
-use edgelb_dataplane::config::{BackendSpec, BackendState, Mode, Protocol, ServiceSpec};
+use edgelb_dataplane::model::{BackendSpec, BackendState, Mode, Protocol, ServiceSpec};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -12,7 +12,8 @@
 //! Every few million inputs the pipeline's counters are printed: they show which deep paths the run reached.
 #![no_main]
 
-use edgelb_dataplane::config::{ConfigBuilder, DataplaneConfig, Mode, Protocol};
+use edgelb_dataplane::model::{Mode, Protocol};
+use edgelb_dataplane::snapshot::{ConfigBuilder, DataplaneConfig};
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{DropReason, Pipeline, TableSizes, Verdict};
 use edgelb_testkit::models::{self, SERVICES};

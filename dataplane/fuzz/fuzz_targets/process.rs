@@ -10,7 +10,7 @@
 //! is the one that reaches the deep paths.
 #![no_main]
 
-use edgelb_dataplane::config::{ConfigBuilder, DataplaneConfig};
+use edgelb_dataplane::snapshot::{ConfigBuilder, DataplaneConfig};
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{Pipeline, TableSizes, Verdict};
 use edgelb_testkit::models;

@@ -46,7 +46,6 @@ use reply::*;
 use schedule::*;
 use state::*;
 
-use crate::config::{Backend, BackendState, Classified, DataplaneConfig, Mode, NextHop, PortId, Service};
 use crate::forward::icmp as ficmp;
 use crate::forward::l2::set_macs;
 use crate::forward::nat::{self, Rewrite};
@@ -55,7 +54,9 @@ use crate::forward::L4Header;
 use crate::lb::conntrack::{Entry, FlowKey, FlowTable, Lookup, TableStats};
 use crate::lb::flow::{mapped, AffinityKey, FragKey, KeyV4, KeyV6};
 use crate::lb::hash::fmix64;
+use crate::model::{BackendState, Mode, PortId};
 use crate::packet::PacketBuf;
+use crate::snapshot::{Backend, Classified, DataplaneConfig, NextHop, Service};
 use crate::wire::arp::ArpPacket;
 use crate::wire::ethernet::{ethertype, parse_l2};
 use crate::wire::icmp::{v4 as icmp4, v6 as icmp6, IcmpPacket};

@@ -100,9 +100,9 @@ impl Pipeline {
                     return;
                 }
                 out.push(FlowInfo {
-                    client: crate::config::addr_from16(e.key.src16(), v4),
+                    client: crate::snapshot::addr_from16(e.key.src16(), v4),
                     client_port: e.key.sport(),
-                    vip: crate::config::addr_from16(e.key.dst16(), v4),
+                    vip: crate::snapshot::addr_from16(e.key.dst16(), v4),
                     vip_port: e.key.dport(),
                     proto: e.key.proto(),
                     backend: e.value,
@@ -126,7 +126,7 @@ impl Pipeline {
     /// Where would this flow (client -> VIP) go now, and is it tracked? Same code as the packet path; changes nothing.
     pub fn query(&self, cfg: &DataplaneConfig, t: &Tuple, now: u32) -> Option<FlowQuery> {
         let Tuple { src, dst, proto, sport, dport } = *t;
-        let (s, d) = (crate::config::addr16(src), crate::config::addr16(dst));
+        let (s, d) = (crate::snapshot::addr16(src), crate::snapshot::addr16(dst));
         let si = cfg.service_for(&d, proto, dport)?;
         let svc = &cfg.services[si as usize];
         let (tracked, h) = if src.is_ipv4() {

@@ -328,7 +328,7 @@ impl Pipeline {
         p: &Pkt,
         b: &Backend,
         encap: Encap,
-        nh: &crate::config::NextHop,
+        nh: &crate::snapshot::NextHop,
     ) -> PResult<()> {
         // `p.hash` is the 5-tuple hash once known (0 for traffic without ports).
         let h = if p.hash != 0 { p.hash } else { p.tuple_hash() };

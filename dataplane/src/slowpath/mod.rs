@@ -23,7 +23,8 @@
 
 pub mod neigh;
 
-use crate::config::{DataplaneConfig, InterfaceSpec, PortId};
+use crate::model::{InterfaceSpec, PortId};
+use crate::snapshot::DataplaneConfig;
 use crate::wire::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
 use crate::wire::ethernet::{ethertype, parse_l2, EthernetFrame, Mac, BROADCAST, HEADER_LEN};
 use neigh::{Action, Heard, NeighTable, Timers};
@@ -565,7 +566,8 @@ impl SlowPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackendSpec, BackendState, ConfigBuilder, Mode, Model, Protocol, ServiceSpec};
+    use crate::model::{BackendSpec, BackendState, Mode, Model, Protocol, ServiceSpec};
+    use crate::snapshot::ConfigBuilder;
     use crate::wire::icmp::IcmpPacket;
     use crate::wire::ipv4::Ipv4Packet;
 

@@ -1,8 +1,6 @@
 //! The golden table's loader, shared by the test binaries that replay it (`golden.rs`, `dpdk.rs`).
 
-use edgelb_dataplane::config::{
-    BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts,
-};
+use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts};
 use edgelb_dataplane::port::pcap::read_all;
 use serde_json::Value;
 use std::net::IpAddr;

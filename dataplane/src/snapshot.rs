@@ -1,0 +1,441 @@
+//! The immutable [`DataplaneConfig`] snapshot workers read, built from a valid [`Model`] and published.
+//!
+//! [`ConfigBuilder::build`] validates the model ([`crate::model::validate`]) into typed values, builds one Maglev
+//! table per service and resolves next hops, all off the hot path. The result is published through
+//! [`ConfigHandle`] (an `arc-swap`); a worker loads it once per burst.
+//!
+//! Services and backends keep **stable ids** across builds (keyed by VIP/protocol/port and backend address/port), so
+//! a flow tracked under one snapshot finds its backend in the next. Ids are never reused within a process.
+
+use crate::lb::maglev::{self, MaglevBackend, MaglevTable};
+use crate::model::*;
+use crate::wire::ethernet::Mac;
+use arc_swap::ArcSwap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// Next hop resolved at build time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress port.
+    pub port: PortId,
+    /// Destination MAC.
+    pub mac: Mac,
+    /// Source MAC (the egress port's).
+    pub src_mac: Mac,
+    /// Egress IP MTU.
+    pub mtu: u16,
+}
+
+/// A backend in the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Stable id.
+    pub id: u32,
+    /// Index of its service in [`DataplaneConfig::services`].
+    pub service: u32,
+    /// Address as 16 bytes (IPv4 mapped).
+    pub addr: [u8; 16],
+    /// True when the address is IPv4.
+    pub v4: bool,
+    /// Port (0: keep the client's).
+    pub port: u16,
+    /// State.
+    pub state: BackendState,
+    /// Resolved next hop; `None` until the neighbour is known.
+    pub next_hop: Option<NextHop>,
+}
+
+/// A service in the snapshot.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Stable id.
+    pub id: u32,
+    /// VIP as 16 bytes (IPv4 mapped).
+    pub vip: [u8; 16],
+    /// True for an IPv4 VIP.
+    pub v4: bool,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Port (0: all ports).
+    pub port: u16,
+    /// Mode.
+    pub mode: Mode,
+    /// Affinity timeout in milliseconds, 0 for none.
+    pub affinity_ms: u32,
+    /// GUE destination port.
+    pub gue_port: u16,
+    /// Maglev table over the active backends.
+    pub maglev: MaglevTable,
+    /// Backend id of each Maglev backend index.
+    pub maglev_ids: Vec<u32>,
+    /// Ids of all backends (any state), for stats.
+    pub backend_ids: Vec<u32>,
+}
+
+/// Maglev slots that moved for one service in a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotsMoved {
+    /// VIP.
+    pub vip: IpAddr,
+    /// Protocol number.
+    pub proto: u8,
+    /// Port (0: all).
+    pub port: u16,
+    /// Slots whose backend changed from the previous snapshot (table size for a new service).
+    pub moved: usize,
+}
+
+/// What [`DataplaneConfig::classify`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    /// A service, by index.
+    Service(u32),
+    /// A VIP address, but no service on this protocol and port.
+    VipAddress,
+    /// Not a VIP address.
+    NotVip,
+}
+
+/// The immutable snapshot workers read.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// Increases with every build.
+    pub generation: u64,
+    /// Services.
+    pub services: Vec<Service>,
+    /// Backends indexed by stable id (`None` for ids no longer in use).
+    pub backends: Vec<Option<Backend>>,
+    vips: FxHashMap<([u8; 16], u8, u16), u32>,
+    /// VIP addresses; the value's bit 0 / bit 1 say an all-ports TCP / UDP service exists on the address.
+    vip_addrs: FxHashMap<[u8; 16], u8>,
+    own_addrs: FxHashSet<[u8; 16]>,
+    /// Interfaces.
+    pub interfaces: Vec<InterfaceSpec>,
+    connected: Vec<([u8; 16], u8, PortId)>,
+    gateway_v4: Option<[u8; 16]>,
+    gateway_v6: Option<[u8; 16]>,
+    neighbours: FxHashMap<[u8; 16], Mac>,
+    /// Full-NAT IPv4 source.
+    pub snat_v4: Option<[u8; 4]>,
+    /// Full-NAT IPv6 source.
+    pub snat_v6: Option<[u8; 16]>,
+    /// Full-NAT port range.
+    pub snat_ports: (u16, u16),
+    /// Tunnel IPv4 source base and host mask.
+    pub tunnel_v4: Option<([u8; 4], u32)>,
+    /// Tunnel IPv6 source base and host mask over the last 32 bits.
+    pub tunnel_v6: Option<([u8; 16], u32)>,
+    /// Idle timeouts of tracked flows and fragments, in milliseconds ([`Timeouts::in_ms`]).
+    pub timeouts_ms: Timeouts,
+    /// Highest backend id + 1 (size for per-backend counters).
+    pub backend_id_limit: u32,
+    /// Highest service id + 1.
+    pub service_id_limit: u32,
+    /// Refuse new flows (the appliance is draining).
+    pub draining: bool,
+}
+
+/// 16-byte form of an address (IPv4 mapped).
+pub fn addr16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+        IpAddr::V6(v) => v.octets(),
+    }
+}
+
+/// Back from the 16-byte form.
+pub fn addr_from16(a: [u8; 16], v4: bool) -> IpAddr {
+    if v4 {
+        IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(a))
+    }
+}
+
+fn prefix_match(a: &[u8; 16], p: &[u8; 16], plen16: u8) -> bool {
+    let full = usize::from(plen16 / 8);
+    if a[..full] != p[..full] {
+        return false;
+    }
+    let rem = plen16 % 8;
+    rem == 0 || (a[full] ^ p[full]) & (0xffu8 << (8 - rem)) == 0
+}
+
+impl DataplaneConfig {
+    /// Service index for a VIP packet: exact port first, then an all-ports service.
+    #[inline]
+    pub fn service_for(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<u32> {
+        match self.classify(dst, proto, port) {
+            Classified::Service(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// What a destination is: a VIP service (one map probe for the common exact match), a VIP address without a
+    /// service on this protocol and port, or not a VIP (two probes).
+    #[inline]
+    pub fn classify(&self, dst: &[u8; 16], proto: u8, port: u16) -> Classified {
+        if let Some(&s) = self.vips.get(&(*dst, proto, port)) {
+            return Classified::Service(s);
+        }
+        let Some(&all) = self.vip_addrs.get(dst) else { return Classified::NotVip };
+        let bit = match proto {
+            crate::wire::proto::TCP => 1,
+            crate::wire::proto::UDP => 2,
+            _ => 0,
+        };
+        match self.vips.get(&(*dst, proto, 0)) {
+            Some(&s) if all & bit != 0 => Classified::Service(s),
+            _ => Classified::VipAddress,
+        }
+    }
+    /// True when `a` is a VIP address (of any service).
+    #[inline]
+    pub fn is_vip(&self, a: &[u8; 16]) -> bool {
+        self.vip_addrs.contains_key(a)
+    }
+    /// True when `a` is one of the appliance's own addresses.
+    #[inline]
+    pub fn is_own(&self, a: &[u8; 16]) -> bool {
+        self.own_addrs.contains(a)
+    }
+    /// The backend with a stable id.
+    #[inline]
+    pub fn backend(&self, id: u32) -> Option<&Backend> {
+        self.backends.get(id as usize).and_then(Option::as_ref)
+    }
+    /// Next hop toward `dst` at packet time: on-link neighbour, else the gateway of its family.
+    pub fn route(&self, dst: &[u8; 16], v4: bool) -> Option<NextHop> {
+        let (port, via) = self.route_via(dst, v4)?;
+        let mac = *self.neighbours.get(&via)?;
+        let itf = self.interfaces.iter().find(|i| i.port == port)?;
+        Some(NextHop { port, mac, src_mac: itf.mac, mtu: itf.mtu })
+    }
+    /// The egress port toward `dst` and the address whose MAC the frame needs (`dst` itself when on-link, else the
+    /// family's gateway), whether that MAC is known or not.
+    pub fn route_via(&self, dst: &[u8; 16], v4: bool) -> Option<(PortId, [u8; 16])> {
+        match self.connected.iter().find(|(p, l, _)| prefix_match(dst, p, *l)) {
+            Some(&(_, _, port)) => Some((port, *dst)),
+            None => {
+                let gw = if v4 { self.gateway_v4 } else { self.gateway_v6 }?;
+                let port = self.connected.iter().find(|(p, l, _)| prefix_match(&gw, p, *l))?.2;
+                Some((port, gw))
+            }
+        }
+    }
+    /// True when `a` lies in a connected subnet.
+    pub fn is_on_link(&self, a: &[u8; 16]) -> bool {
+        self.connected.iter().any(|(p, l, _)| prefix_match(a, p, *l))
+    }
+    /// MAC and MTU of a port.
+    pub fn interface(&self, port: PortId) -> Option<&InterfaceSpec> {
+        self.interfaces.iter().find(|i| i.port == port)
+    }
+}
+
+/// Builds snapshots and keeps the stable ids between builds. Cloning it gives a scratch builder for dry runs.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigBuilder {
+    service_ids: FxHashMap<([u8; 16], u8, u16), u32>,
+    backend_ids: FxHashMap<(u32, [u8; 18]), u32>,
+    next_service: u32,
+    next_backend: u32,
+    generation: u64,
+    prev: Option<Arc<DataplaneConfig>>,
+}
+
+impl ConfigBuilder {
+    /// A builder with no history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Validate `model` and build the next snapshot, reporting Maglev slot movement per service.
+    /// Nothing changes in the builder when validation fails.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first offending field.
+    pub fn build(&mut self, model: &Model) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
+        validate(model)?;
+        let t = &model.timeouts;
+        let mut cfg = DataplaneConfig {
+            generation: self.generation + 1,
+            services: Vec::with_capacity(model.services.len()),
+            backends: Vec::new(),
+            vips: FxHashMap::default(),
+            vip_addrs: FxHashMap::default(),
+            own_addrs: FxHashSet::default(),
+            interfaces: model.interfaces.clone(),
+            connected: Vec::new(),
+            gateway_v4: None,
+            gateway_v6: None,
+            neighbours: model.neighbours.iter().map(|(a, m)| (addr16(*a), *m)).collect(),
+            snat_v4: None,
+            snat_v6: None,
+            snat_ports: model.fullnat_ports,
+            tunnel_v4: None,
+            tunnel_v6: None,
+            timeouts_ms: t.in_ms(),
+            backend_id_limit: 0,
+            service_id_limit: 0,
+            draining: model.draining,
+        };
+        for itf in &model.interfaces {
+            for (a, plen) in &itf.addrs {
+                cfg.own_addrs.insert(addr16(*a));
+                let plen16 = if a.is_ipv4() { plen + 96 } else { *plen };
+                cfg.connected.push((addr16(*a), plen16, itf.port));
+            }
+        }
+        for g in &model.gateways {
+            match g {
+                IpAddr::V4(_) => cfg.gateway_v4 = Some(addr16(*g)),
+                IpAddr::V6(_) => cfg.gateway_v6 = Some(addr16(*g)),
+            }
+        }
+        for s in &model.fullnat_sources {
+            match s {
+                IpAddr::V4(a) => cfg.snat_v4 = Some(a.octets()),
+                IpAddr::V6(a) => cfg.snat_v6 = Some(a.octets()),
+            }
+        }
+        for (a, plen) in &model.tunnel_sources {
+            match a {
+                IpAddr::V4(v) => {
+                    let host = if *plen >= 32 { 0 } else { u32::MAX >> plen };
+                    cfg.tunnel_v4 = Some((v.octets(), host));
+                }
+                IpAddr::V6(v) => {
+                    let host = if *plen >= 128 {
+                        0
+                    } else if *plen <= 96 {
+                        u32::MAX
+                    } else {
+                        u32::MAX >> (plen - 96)
+                    };
+                    cfg.tunnel_v6 = Some((v.octets(), host));
+                }
+            }
+        }
+        // Ids: computed into scratch maps so a failure below leaves the builder untouched.
+        let mut service_ids = self.service_ids.clone();
+        let mut backend_ids = self.backend_ids.clone();
+        let (mut next_s, mut next_b) = (self.next_service, self.next_backend);
+        let mut moved = Vec::new();
+        let mut backends: Vec<Backend> = Vec::new();
+        for (si, s) in model.services.iter().enumerate() {
+            let vip = addr16(s.vip);
+            let proto = s.protocol.number();
+            let port = s.port.unwrap_or(0);
+            let sid = *service_ids.entry((vip, proto, port)).or_insert_with(|| {
+                next_s += 1;
+                next_s - 1
+            });
+            let mut mb = Vec::new();
+            let mut mb_ids = Vec::new();
+            let mut all_ids = Vec::new();
+            let mut id_of_key: FxHashMap<[u8; 18], u32> = FxHashMap::default();
+            for b in &s.backends {
+                let key = maglev::backend_key(b.addr, b.port);
+                let bid = *backend_ids.entry((sid, key)).or_insert_with(|| {
+                    next_b += 1;
+                    next_b - 1
+                });
+                all_ids.push(bid);
+                id_of_key.insert(key, bid);
+                let a16 = addr16(b.addr);
+                let next_hop = cfg.route(&a16, b.addr.is_ipv4());
+                if s.mode == Mode::DsrL2 && !cfg.is_on_link(&a16) {
+                    return field_err(
+                        format!("services[{si}].backends"),
+                        format!("dsr_l2 backend {} is not on-link (in no interface subnet)", b.addr),
+                    );
+                }
+                backends.push(Backend {
+                    id: bid,
+                    service: si as u32,
+                    addr: a16,
+                    v4: b.addr.is_ipv4(),
+                    port: b.port,
+                    state: b.state,
+                    next_hop,
+                });
+                if b.state == BackendState::Active {
+                    mb.push(MaglevBackend { key, weight: b.weight });
+                }
+            }
+            let table = maglev::build(&mb, s.maglev_size)
+                .map_err(|e| ConfigError::new(format!("services[{si}]"), e.to_string()))?;
+            for x in table.backends() {
+                mb_ids.push(id_of_key.get(&x.key).copied().unwrap_or(u32::MAX));
+            }
+            let prev_table =
+                self.prev.as_ref().and_then(|p| p.services.iter().find(|ps| ps.id == sid)).map(|ps| &ps.maglev);
+            moved.push(SlotsMoved {
+                vip: s.vip,
+                proto,
+                port,
+                moved: match prev_table {
+                    Some(pt) => table.moved_from(pt),
+                    None => table.size(),
+                },
+            });
+            cfg.vips.insert((vip, proto, port), si as u32);
+            let bit = match (port, s.protocol) {
+                (0, Protocol::Tcp) => 1,
+                (0, Protocol::Udp) => 2,
+                _ => 0,
+            };
+            *cfg.vip_addrs.entry(vip).or_insert(0) |= bit;
+            cfg.services.push(Service {
+                id: sid,
+                vip,
+                v4: s.vip.is_ipv4(),
+                proto,
+                port,
+                mode: s.mode,
+                affinity_ms: s.affinity_timeout_s.unwrap_or(0).saturating_mul(1000),
+                gue_port: s.gue_port,
+                maglev: table,
+                maglev_ids: mb_ids,
+                backend_ids: all_ids,
+            });
+        }
+        cfg.backend_id_limit = next_b;
+        cfg.service_id_limit = next_s;
+        cfg.backends = vec![None; next_b as usize];
+        for b in backends {
+            let id = b.id as usize;
+            cfg.backends[id] = Some(b);
+        }
+        self.service_ids = service_ids;
+        self.backend_ids = backend_ids;
+        self.next_service = next_s;
+        self.next_backend = next_b;
+        self.generation += 1;
+        let cfg = Arc::new(cfg);
+        self.prev = Some(cfg.clone());
+        Ok((cfg, moved))
+    }
+}
+
+/// The published snapshot. Cloning the handle shares it.
+#[derive(Debug, Clone)]
+pub struct ConfigHandle(Arc<ArcSwap<DataplaneConfig>>);
+
+impl ConfigHandle {
+    /// A handle holding `cfg`.
+    pub fn new(cfg: Arc<DataplaneConfig>) -> Self {
+        Self(Arc::new(ArcSwap::new(cfg)))
+    }
+    /// Publish a new snapshot; workers pick it up at their next burst.
+    pub fn publish(&self, cfg: Arc<DataplaneConfig>) {
+        self.0.store(cfg);
+    }
+    /// Load the current snapshot (cheap; once per burst).
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<DataplaneConfig>> {
+        self.0.load()
+    }
+}
