@@ -544,14 +544,29 @@ fn rename_field(field: &str, origin: &HashMap<usize, usize>) -> String {
     }
 }
 
-/// `198.19.0.1 tcp/80` or `198.19.0.1 udp/*`.
+/// A service as edgelbctl writes it, in and out: `198.19.0.1:80/tcp`, `[2001:db8:100::1]:443/tcp`,
+/// `198.19.0.1:*/udp` (all ports).
 pub fn show_key(k: &ServiceKey) -> String {
     let p = match k.1 {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
     };
-    match k.2 {
-        Some(port) => format!("{} {p}/{port}", k.0),
-        None => format!("{} {p}/*", k.0),
+    let port = k.2.map_or_else(|| "*".to_string(), |port| port.to_string());
+    match k.0 {
+        IpAddr::V4(a) => format!("{a}:{port}/{p}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}/{p}"),
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_service_is_written_one_way() {
+        let k = |a: &str, p: Protocol, port: Option<u16>| show_key(&(a.parse().unwrap(), p, port));
+        assert_eq!(k("198.19.0.1", Protocol::Tcp, Some(80)), "198.19.0.1:80/tcp");
+        assert_eq!(k("2001:db8:100::1", Protocol::Tcp, Some(443)), "[2001:db8:100::1]:443/tcp");
+        assert_eq!(k("198.19.0.1", Protocol::Udp, None), "198.19.0.1:*/udp");
     }
 }

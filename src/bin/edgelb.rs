@@ -409,12 +409,42 @@ fn run_lab(
     (blast, rate): (u64, u64),
     interrupted: &AtomicBool,
 ) -> Result<usize, String> {
+    let net = build_net(lab, driver)?;
+    let (daemon_pid, log_path) = start_daemon(lab, &net, driver)?;
+    wait_ready(&net, &log_path, interrupted)?;
+    let (failures, secs) = http_round(&net, requests, interrupted)?;
+    if blast > 0 {
+        udp_blast(&net, driver, blast, rate)?;
+    }
+    report(&net, requests, secs)?;
+    if !keep {
+        stop_daemon(lab, daemon_pid, &log_path);
+    }
+    say!("\nedgelb lab: {} failed requests of {}", failures, requests * VIPS.len());
+    Ok(failures)
+}
+
+/// The lab's network: namespace names, this program (run inside them), backend addresses, the appliance's ports.
+struct LabNet {
+    me: std::path::PathBuf,
+    me_s: String,
+    cl: String,
+    lb: String,
+    bes: Vec<String>,
+    /// Each backend's IPv4 and IPv6 address.
+    backend_addrs: Vec<(String, String)>,
+    /// The `[[port]]` tables of the appliance's config.
+    ports_toml: String,
+}
+
+/// Namespaces, links, addresses and routes: the client, the appliance, three backends each with an HTTP server.
+fn build_net(lab: &mut Lab, driver: &str) -> Result<LabNet, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let me_s = me.to_str().unwrap_or("edgelb").to_string();
     say!("edgelb lab: building namespaces {}-{{cl,lb,be1,be2,be3}} (IPv4 and IPv6)", lab.prefix());
     let cl = lab.try_ns("cl")?;
     let lb = lab.try_ns("lb")?;
-    let bes = [lab.try_ns("be1")?, lab.try_ns("be2")?, lab.try_ns("be3")?];
+    let bes = vec![lab.try_ns("be1")?, lab.try_ns("be2")?, lab.try_ns("be3")?];
     run(&["ip", "-n", &cl, "link", "add", "cl0", "type", "veth", "peer", "name", "lb0", "netns", &lb])?;
     lab.try_ip(&cl, "link set cl0 up")?;
     lab.try_ip(&lb, "link set lb0 up")?;
@@ -424,91 +454,115 @@ fn run_lab(
     lab.try_ip(&cl, "-6 route add 2001:db8:100::/64 via 2001:db8::1 dev cl0")?;
     lab.try_sysctl(&cl, "net.ipv4.conf.all.rp_filter", "0")?;
     lab.try_sysctl(&cl, "net.ipv4.conf.default.rp_filter", "0")?;
-
-    let mut config = String::from("# written by edgelb lab\n");
-    config += &format!(
-        "[[port]]\nname = \"lb0\"\ndriver = \"{driver}\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"]\nframes = 2048\n\n"
-    );
-    let mut backend_addrs: Vec<(String, String)> = Vec::new();
+    let mut net = LabNet {
+        me,
+        me_s,
+        cl,
+        lb,
+        bes: Vec::new(),
+        backend_addrs: Vec::new(),
+        ports_toml: format!(
+            "[[port]]\nname = \"lb0\"\ndriver = \"{driver}\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"]\nframes = 2048\n\n"
+        ),
+    };
     for (i, be) in bes.iter().enumerate() {
-        let n = i + 1;
-        let (lbif, gw, addr) =
-            (format!("lb{n}"), format!("198.18.2.{}", 16 * i + 1), format!("198.18.2.{}", 16 * i + 10));
-        let (gw6, addr6) = (format!("2001:db8:2:{n}::1"), format!("2001:db8:2:{n}::10"));
-        run(&["ip", "-n", &lb, "link", "add", &lbif, "type", "veth", "peer", "name", "be0", "netns", be])?;
-        lab.try_ip(&lb, &format!("link set {lbif} up"))?;
-        lab.try_ip(be, "link set be0 up")?;
-        lab.try_ip(be, &format!("addr add {addr}/28 dev be0"))?;
-        lab.try_ip(be, &format!("addr add {addr6}/64 dev be0 nodad"))?;
-        lab.try_ip(be, &format!("route add default via {gw} dev be0"))?;
-        lab.try_ip(be, &format!("-6 route add default via {gw6} dev be0"))?;
-        // DSR: the VIPs on loopback, the appliance's ARP conventions (IPv6 answers NS only for addresses on the
-        // interface asked, so the VIP on lo is never claimed), and a direct path back to the client.
-        lab.try_ip(be, "addr add 198.19.0.3/32 dev lo")?;
-        lab.try_ip(be, "addr add 2001:db8:100::3/128 dev lo nodad")?;
-        lab.try_sysctl(be, "net.ipv4.conf.all.arp_ignore", "1")?;
-        lab.try_sysctl(be, "net.ipv4.conf.all.arp_announce", "2")?;
-        let ret = format!("ret{n}");
-        run(&["ip", "-n", be, "link", "add", "ret0", "type", "veth", "peer", "name", &ret, "netns", &cl])?;
-        lab.try_ip(be, "link set ret0 up")?;
-        lab.try_ip(&cl, &format!("link set {ret} up"))?;
-        lab.try_sysctl(&cl, &format!("net.ipv4.conf.{ret}.rp_filter"), "0")?;
-        // Only replies from the DSR VIPs take the direct path; NAT and full-NAT replies go back through the appliance.
-        lab.try_ip(be, "rule add from 198.19.0.3 table 100")?;
-        lab.try_ip(be, "route add 198.18.0.10/32 dev ret0 table 100")?;
-        lab.try_ip(
-            be,
-            &format!(
-                "neigh add 198.18.0.10 lladdr {} dev ret0",
-                edgelb_testkit::netns::mac_text(lab.try_mac(&cl, &ret)?)
-            ),
-        )?;
-        lab.try_ip(be, "-6 rule add from 2001:db8:100::3 table 100")?;
-        lab.try_ip(be, "-6 route add 2001:db8::10/128 dev ret0 table 100")?;
-        lab.try_ip(
-            be,
-            &format!(
-                "-6 neigh add 2001:db8::10 lladdr {} dev ret0",
-                edgelb_testkit::netns::mac_text(lab.try_mac(&cl, &ret)?)
-            ),
-        )?;
-        config += &format!(
-            "[[port]]\nname = \"{lbif}\"\ndriver = \"{driver}\"\naddresses = [\"{gw}/28\", \"{gw6}/64\"]\nframes = 2048\n\n"
-        );
-        backend_addrs.push((addr.clone(), addr6.clone()));
-        let server = Command::new("ip")
-            .args(["netns", "exec", be])
-            .arg(&me)
-            .args([
-                "lab-server",
-                &format!("be{n}"),
-                &sock(&addr, 8080),
-                &sock(&addr6, 8080),
-                "198.19.0.3:80",
-                "[2001:db8:100::3]:80",
-            ])
-            // Nothing of the caller's: a kept lab's servers must not hold its output pipes open.
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("backend server: {e}"))?;
-        lab.adopt(server);
+        wire_backend(lab, &mut net, i, be, driver)?;
     }
+    net.bes = bes;
+    Ok(net)
+}
+
+/// Backend `i` in namespace `be`: its link to the appliance, the DSR VIPs on loopback with a direct path back to the
+/// client, and its HTTP server.
+fn wire_backend(lab: &mut Lab, net: &mut LabNet, i: usize, be: &str, driver: &str) -> Result<(), String> {
+    let (cl, lb, me) = (net.cl.clone(), net.lb.clone(), net.me.clone());
+    let n = i + 1;
+    let (lbif, gw, addr) = (format!("lb{n}"), format!("198.18.2.{}", 16 * i + 1), format!("198.18.2.{}", 16 * i + 10));
+    let (gw6, addr6) = (format!("2001:db8:2:{n}::1"), format!("2001:db8:2:{n}::10"));
+    run(&["ip", "-n", &lb, "link", "add", &lbif, "type", "veth", "peer", "name", "be0", "netns", be])?;
+    lab.try_ip(&lb, &format!("link set {lbif} up"))?;
+    lab.try_ip(be, "link set be0 up")?;
+    lab.try_ip(be, &format!("addr add {addr}/28 dev be0"))?;
+    lab.try_ip(be, &format!("addr add {addr6}/64 dev be0 nodad"))?;
+    lab.try_ip(be, &format!("route add default via {gw} dev be0"))?;
+    lab.try_ip(be, &format!("-6 route add default via {gw6} dev be0"))?;
+    // DSR: the VIPs on loopback, the appliance's ARP conventions (IPv6 answers NS only for addresses on the
+    // interface asked, so the VIP on lo is never claimed), and a direct path back to the client.
+    lab.try_ip(be, "addr add 198.19.0.3/32 dev lo")?;
+    lab.try_ip(be, "addr add 2001:db8:100::3/128 dev lo nodad")?;
+    lab.try_sysctl(be, "net.ipv4.conf.all.arp_ignore", "1")?;
+    lab.try_sysctl(be, "net.ipv4.conf.all.arp_announce", "2")?;
+    let ret = format!("ret{n}");
+    run(&["ip", "-n", be, "link", "add", "ret0", "type", "veth", "peer", "name", &ret, "netns", &cl])?;
+    lab.try_ip(be, "link set ret0 up")?;
+    lab.try_ip(&cl, &format!("link set {ret} up"))?;
+    lab.try_sysctl(&cl, &format!("net.ipv4.conf.{ret}.rp_filter"), "0")?;
+    // Only replies from the DSR VIPs take the direct path; NAT and full-NAT replies go back through the appliance.
+    lab.try_ip(be, "rule add from 198.19.0.3 table 100")?;
+    lab.try_ip(be, "route add 198.18.0.10/32 dev ret0 table 100")?;
+    lab.try_ip(
+        be,
+        &format!("neigh add 198.18.0.10 lladdr {} dev ret0", edgelb_testkit::netns::mac_text(lab.try_mac(&cl, &ret)?)),
+    )?;
+    lab.try_ip(be, "-6 rule add from 2001:db8:100::3 table 100")?;
+    lab.try_ip(be, "-6 route add 2001:db8::10/128 dev ret0 table 100")?;
+    lab.try_ip(
+        be,
+        &format!(
+            "-6 neigh add 2001:db8::10 lladdr {} dev ret0",
+            edgelb_testkit::netns::mac_text(lab.try_mac(&cl, &ret)?)
+        ),
+    )?;
+    net.ports_toml += &format!(
+        "[[port]]\nname = \"{lbif}\"\ndriver = \"{driver}\"\naddresses = [\"{gw}/28\", \"{gw6}/64\"]\nframes = 2048\n\n"
+    );
+    net.backend_addrs.push((addr.clone(), addr6.clone()));
+    let server = Command::new("ip")
+        .args(["netns", "exec", be])
+        .arg(&me)
+        .args([
+            "lab-server",
+            &format!("be{n}"),
+            &sock(&addr, 8080),
+            &sock(&addr6, 8080),
+            "198.19.0.3:80",
+            "[2001:db8:100::3]:80",
+        ])
+        // Nothing of the caller's: a kept lab's servers must not hold its output pipes open.
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("backend server: {e}"))?;
+    lab.adopt(server);
+    Ok(())
+}
+
+/// The appliance's config: its ports, full-NAT sources, one TCP VIP per mode and family, a UDP VIP for --blast.
+fn lab_config(net: &LabNet) -> String {
+    let mut config = String::from("# written by edgelb lab\n");
+    config += &net.ports_toml;
+    let backend_addrs = &net.backend_addrs;
     config += "[fullnat]\nsources = [\"198.18.2.1\", \"2001:db8:2:1::1\"]\nports = [20000, 59999]\n\n";
     for (vip, mode, _) in VIPS {
         let dsr = mode == "dsr_l2";
         config += &format!("[[service]]\nvip = \"{vip}\"\nprotocol = \"tcp\"\nport = 80\nmode = \"{mode}\"\n\n");
-        for (a4, a6) in &backend_addrs {
+        for (a4, a6) in backend_addrs {
             let a = if vip.contains(':') { a6 } else { a4 };
             config += &format!("[[service.backend]]\naddress = \"{a}\"\nport = {}\n\n", if dsr { 0 } else { 8080 });
         }
     }
     // A UDP VIP for --blast.
     config += "[[service]]\nvip = \"198.19.0.4\"\nprotocol = \"udp\"\nport = 9000\nmode = \"nat\"\n\n";
-    for (a, _) in &backend_addrs {
+    for (a, _) in backend_addrs {
         config += &format!("[[service.backend]]\naddress = \"{a}\"\nport = 9000\n\n");
     }
+    config
+}
+
+/// Write the config and start the daemon in the appliance's namespace; its pid and log file.
+fn start_daemon(lab: &mut Lab, net: &LabNet, driver: &str) -> Result<(u32, std::path::PathBuf), String> {
+    let (lb, me, config) = (&net.lb, &net.me, lab_config(net));
     let cfg = std::env::temp_dir().join(format!("{}.toml", lab.prefix()));
     std::fs::write(&cfg, &config).map_err(|e| format!("{}: {e}", cfg.display()))?;
     lab.own_file(cfg.clone());
@@ -517,8 +571,8 @@ fn run_lab(
     lab.own_file(log_path.clone());
     say!("edgelb lab: starting the daemon in {lb} on {driver} ports ({})", cfg.display());
     let daemon = Command::new("ip")
-        .args(["netns", "exec", &lb])
-        .arg(&me)
+        .args(["netns", "exec", lb])
+        .arg(me)
         .args(["daemon", "--config"])
         .arg(&cfg)
         .stdin(Stdio::null())
@@ -528,26 +582,35 @@ fn run_lab(
         .map_err(|e| format!("edgelbd: {e}"))?;
     let daemon_pid = daemon.id();
     lab.adopt(daemon);
+    Ok((daemon_pid, log_path))
+}
 
-    // Wait (bounded) until both NAT VIPs answer.
+/// Wait (bounded) until both NAT VIPs answer.
+fn wait_ready(net: &LabNet, log_path: &std::path::Path, interrupted: &AtomicBool) -> Result<(), String> {
+    let (cl, me_s) = (&net.cl, &net.me_s);
     let deadline = Instant::now() + Duration::from_secs(15);
     for vip in ["198.19.0.1", "2001:db8:100::1"] {
         loop {
             if interrupted.load(Ordering::Relaxed) {
                 return Err("interrupted".into());
             }
-            let probe = run(&["ip", "netns", "exec", &cl, &me_s, "lab-client", &sock(vip, 80), "1"])?;
+            let probe = run(&["ip", "netns", "exec", cl, me_s, "lab-client", &sock(vip, 80), "1"])?;
             if probe.starts_with("ok") {
                 break;
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
                 return Err(format!("the appliance did not answer for {vip} within 15 s; edgelbd log:\n{log}"));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    Ok(())
+}
 
+/// `requests` HTTP requests per VIP, each on a fresh connection; the failures and the seconds it took.
+fn http_round(net: &LabNet, requests: usize, interrupted: &AtomicBool) -> Result<(usize, f64), String> {
+    let (cl, me_s) = (&net.cl, &net.me_s);
     let mut failures = 0;
     let started = Instant::now();
     say!(
@@ -565,7 +628,7 @@ fn run_lab(
         if interrupted.load(Ordering::Relaxed) {
             return Err("interrupted".into());
         }
-        let out = run(&["ip", "netns", "exec", &cl, &me_s, "lab-client", &sock(vip, 80), &requests.to_string()])?;
+        let out = run(&["ip", "netns", "exec", cl, me_s, "lab-client", &sock(vip, 80), &requests.to_string()])?;
         let mut per: BTreeMap<String, (usize, BTreeMap<String, usize>)> = BTreeMap::new();
         let mut failed = 0;
         for line in out.lines() {
@@ -592,55 +655,65 @@ fn run_lab(
         "\n(NAT and DSR backends see the client's address, 198.18.0.10 or 2001:db8::10; full-NAT backends see the \
          appliance's, 198.18.2.1 or 2001:db8:2:1::1)"
     );
-    if blast > 0 {
-        let mut sinks = Vec::new();
-        for (i, be) in bes.iter().enumerate() {
-            let mut c = Command::new("ip")
-                .args(["netns", "exec", be])
-                .arg(&me)
-                .args(["lab-udp-sink", &format!("{}:9000", backend_addrs[i].0)])
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("udp sink: {e}"))?;
-            let mut line = String::new();
-            let mut out = BufReader::new(c.stdout.take().ok_or("sink stdout")?);
-            out.read_line(&mut line).map_err(|e| e.to_string())?;
-            sinks.push((c, out));
-        }
-        let secs: f64 = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &cl,
-            &me_s,
-            "lab-udp-blast",
-            "198.19.0.4:9000",
-            &blast.to_string(),
-            &rate.to_string(),
-        ])?
-        .trim()
-        .parse()
-        .map_err(|_| "blast output".to_string())?;
-        let mut got = 0u64;
-        for (mut c, mut out) in sinks {
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            got += line.trim().parse::<u64>().unwrap_or(0);
-            let _ = c.wait();
-        }
-        say!(
-            "\nUDP blast through 198.19.0.4 (NAT, {driver}): sent {blast} 64-byte frames in {secs:.2} s ({:.0} pps offered), \
-             delivered {got} ({:.1} % loss): {:.0} pps through the appliance's one worker",
-            blast as f64 / secs,
-            100.0 * (blast.saturating_sub(got)) as f64 / blast as f64,
-            got as f64 / secs
-        );
+    Ok((failures, secs))
+}
+
+/// One-way UDP through the UDP VIP to sinks on the backends: offered and delivered rates.
+fn udp_blast(net: &LabNet, driver: &str, blast: u64, rate: u64) -> Result<(), String> {
+    let (cl, me_s, me, bes, backend_addrs) = (&net.cl, &net.me_s, &net.me, &net.bes, &net.backend_addrs);
+    let mut sinks = Vec::new();
+    for (i, be) in bes.iter().enumerate() {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", be])
+            .arg(me)
+            .args(["lab-udp-sink", &format!("{}:9000", backend_addrs[i].0)])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("udp sink: {e}"))?;
+        let mut line = String::new();
+        let mut out = BufReader::new(c.stdout.take().ok_or("sink stdout")?);
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        sinks.push((c, out));
     }
+    let secs: f64 = run(&[
+        "ip",
+        "netns",
+        "exec",
+        cl,
+        me_s,
+        "lab-udp-blast",
+        "198.19.0.4:9000",
+        &blast.to_string(),
+        &rate.to_string(),
+    ])?
+    .trim()
+    .parse()
+    .map_err(|_| "blast output".to_string())?;
+    let mut got = 0u64;
+    for (mut c, mut out) in sinks {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        got += line.trim().parse::<u64>().unwrap_or(0);
+        let _ = c.wait();
+    }
+    say!(
+        "\nUDP blast through 198.19.0.4 (NAT, {driver}): sent {blast} 64-byte frames in {secs:.2} s ({:.0} pps offered), \
+         delivered {got} ({:.1} % loss): {:.0} pps through the appliance's one worker",
+        blast as f64 / secs,
+        100.0 * (blast.saturating_sub(got)) as f64 / blast as f64,
+        got as f64 / secs
+    );
+    Ok(())
+}
+
+/// The appliance's counters through its API, and the rates.
+fn report(net: &LabNet, requests: usize, secs: f64) -> Result<(), String> {
+    let (lb, me_s) = (&net.lb, &net.me_s);
     // The appliance's counters, through its API (the daemon keeps running); workers publish every 100 ms.
     std::thread::sleep(edgelb::dataplane::worker::PUBLISH_EVERY * 3);
-    let stats = run(&["ip", "netns", "exec", &lb, &me_s, "ctl", "stats"])?;
+    let stats = run(&["ip", "netns", "exec", lb, me_s, "ctl", "stats"])?;
     say!("\nappliance (edgelb ctl stats):\n{}", stats.trim_end());
-    let json = run(&["ip", "netns", "exec", &lb, &me_s, "ctl", "--output", "json", "stats"])?;
+    let json = run(&["ip", "netns", "exec", lb, me_s, "ctl", "--output", "json", "stats"])?;
     let tx = json
         .split("\"tx\":")
         .nth(1)
@@ -654,23 +727,23 @@ fn run_lab(
         n / secs,
         tx / secs
     );
-    if !keep {
-        // Stop the daemon for its final log line (drops by reason, the slow path's and neighbours' counters).
-        let _ = Command::new("kill").args(["-TERM", &daemon_pid.to_string()]).status();
-        if let Some(d) = lab.child(daemon_pid) {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = d.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    Ok(())
+}
+
+/// Stop the daemon for its final log line (drops by reason, the slow path's and neighbours' counters).
+fn stop_daemon(lab: &mut Lab, daemon_pid: u32, log_path: &std::path::Path) {
+    let _ = Command::new("kill").args(["-TERM", &daemon_pid.to_string()]).status();
+    if let Some(d) = lab.child(daemon_pid) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = d.try_wait() {
+                break;
             }
-        }
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(line) = log.lines().find(|l| l.contains("stopped")) {
-            say!("\nappliance at exit: {}", line.split("INFO").nth(1).unwrap_or(line).trim());
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
-    say!("\nedgelb lab: {} failed requests of {}", failures, requests * VIPS.len());
-    Ok(failures)
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    if let Some(line) = log.lines().find(|l| l.contains("stopped")) {
+        say!("\nappliance at exit: {}", line.split("INFO").nth(1).unwrap_or(line).trim());
+    }
 }
