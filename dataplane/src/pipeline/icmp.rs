@@ -90,53 +90,36 @@ impl Pipeline {
             return Err(DropReason::IcmpErrorNoFlow);
         }
         let b = cfg.backend(bid).ok_or(DropReason::IcmpErrorNoFlow)?;
-        let (nh, held) = match b.next_hop {
-            Some(nh) => (nh, false),
-            None => self.next_hop(cfg, &b.addr, p.v4)?,
-        };
+        let (nh, held) = self.route_to(cfg, b, p.v4)?;
+        let encap = encap_of(svc);
         // No ICMP error about an ICMP error (RFC 1812 §4.3.2.7): one that would not fit is dropped.
-        let over = match svc.mode {
-            Mode::Ipip => tunnel::overhead(Encap::Ipip, p.v4),
-            Mode::Gue => tunnel::overhead(Encap::Gue(svc.gue_port), p.v4),
-            _ => 0,
-        };
-        if p.end - p.l3 + over > usize::from(nh.mtu) {
+        if p.end - p.l3 + encap.map_or(0, |e| tunnel::overhead(e, p.v4)) > usize::from(nh.mtu) {
             return Err(DropReason::TooBig);
         }
-        match svc.mode {
-            Mode::DsrL2 => {
+        nat::decrement_ttl(pkt.data_mut(), p.l3, p.v4);
+        match (svc.mode, encap) {
+            (Mode::Nat | Mode::FullNat, _) => {
                 let d = pkt.data_mut();
-                nat::decrement_ttl(d, p.l3, p.v4);
-                set_macs(d, nh.mac, nh.src_mac);
-            }
-            Mode::Ipip | Mode::Gue => {
-                let encap = if svc.mode == Mode::Ipip { Encap::Ipip } else { Encap::Gue(svc.gue_port) };
-                nat::decrement_ttl(pkt.data_mut(), p.l3, p.v4);
-                let flow =
-                    Pkt { src: e.dst, dst: e.src, sport: e.dport, dport: e.sport, proto: e.proto, hash: 0, ..*p };
-                self.encap_to(cfg, pkt, &flow, b, encap, &nh)?;
-            }
-            Mode::Nat | Mode::FullNat => {
-                let d = pkt.data_mut();
-                nat::decrement_ttl(d, p.l3, p.v4);
-                let bport = if b.port == 0 { None } else { Some(b.port) };
-                let baddr = p.addr(&b.addr);
-                let snat = if svc.mode == Mode::FullNat { snat_addr(cfg, p.v4) } else { None };
-                let outer = Rewrite { src: snat.as_ref().map(|a| p.addr(a)), dst: Some(baddr), ..Rewrite::default() };
-                let inner = Rewrite {
-                    src: Some(baddr),
-                    sport: bport,
-                    dst: snat.as_ref().map(|a| p.addr(a)),
-                    dport: if svc.mode == Mode::FullNat { Some(snat_port) } else { None },
-                };
+                let snat = svc_snat(cfg, svc, p.v4);
+                // The error travels backend-ward like the flow; the packet it quotes went backend -> client, so it
+                // is translated with the flow's rewrite mirrored.
+                let fwd = forward_rewrite(svc, b, snat.as_ref(), snat_port, p);
+                let outer = Rewrite { src: fwd.src, dst: fwd.dst, ..Rewrite::default() };
+                let inner = Rewrite { src: fwd.dst, sport: fwd.dport, dst: fwd.src, dport: fwd.sport };
                 if !ficmp::translate_error(d, p.l3, l4, p.end, p.v4, &outer, e.l3, Some(e.l4), &inner) {
                     return Err(DropReason::IcmpErrorNoFlow);
                 }
                 set_macs(d, nh.mac, nh.src_mac);
             }
+            (_, Some(encap)) => {
+                let flow =
+                    Pkt { src: e.dst, dst: e.src, sport: e.dport, dport: e.sport, proto: e.proto, hash: 0, ..*p };
+                self.encap_to(cfg, pkt, &flow, b, encap, &nh)?;
+            }
+            (_, None) => set_macs(pkt.data_mut(), nh.mac, nh.src_mac),
         }
         self.counters.icmp_errors_steered += 1;
-        Ok(if held { Verdict::Resolve(nh.port) } else { Verdict::Tx(nh.port) })
+        Ok(sent(nh, held))
     }
 
     /// The backend of the flow an embedded (VIP -> client) header belongs to: tracked, else by Maglev.

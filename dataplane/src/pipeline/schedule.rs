@@ -25,6 +25,51 @@ pub(super) fn snat_addr(cfg: &DataplaneConfig, v4: bool) -> Option<[u8; 16]> {
     }
 }
 
+/// The full-NAT source address of a service's flows (`None` for other modes).
+pub(super) fn svc_snat(cfg: &DataplaneConfig, svc: &Service, v4: bool) -> Option<[u8; 16]> {
+    if svc.mode == Mode::FullNat {
+        snat_addr(cfg, v4)
+    } else {
+        None
+    }
+}
+
+/// The tunnel a service's mode adds, if any.
+pub(super) fn encap_of(svc: &Service) -> Option<Encap> {
+    match svc.mode {
+        Mode::Ipip => Some(Encap::Ipip),
+        Mode::Gue => Some(Encap::Gue(svc.gue_port)),
+        _ => None,
+    }
+}
+
+/// A NAT or full-NAT flow's client-to-backend rewrite: the destination becomes the backend (and its port, when it
+/// has one); with full-NAT the source becomes the appliance's address `snat` and the flow's port. A reply, and an
+/// ICMP error's quoted packet, is this rewrite mirrored.
+pub(super) fn forward_rewrite<'a>(
+    svc: &Service,
+    b: &'a Backend,
+    snat: Option<&'a [u8; 16]>,
+    snat_port: u16,
+    p: &Pkt,
+) -> Rewrite<'a> {
+    Rewrite {
+        dst: Some(p.addr(&b.addr)),
+        dport: if b.port == 0 { None } else { Some(b.port) },
+        src: snat.map(|a| p.addr(a)),
+        sport: if svc.mode == Mode::FullNat { Some(snat_port) } else { None },
+    }
+}
+
+/// The verdict of a packet bound for `nh`: sent, or held until its MAC resolves.
+pub(super) fn sent(nh: NextHop, held: bool) -> Verdict {
+    if held {
+        Verdict::Resolve(nh.port)
+    } else {
+        Verdict::Tx(nh.port)
+    }
+}
+
 pub(super) fn snat_owner(cfg: &DataplaneConfig, nworkers: u16, port: u16) -> u16 {
     let (lo, hi) = cfg.snat_ports;
     let span = (u32::from(hi.saturating_sub(lo)) + 1) / u32::from(nworkers.max(1));
@@ -238,47 +283,34 @@ impl Pipeline {
         pkt: &mut B,
         p: &Pkt,
     ) -> PResult<Verdict> {
-        let (nh, held) = match b.next_hop {
-            Some(nh) => (nh, false),
-            None => self.next_hop(cfg, &b.addr, p.v4)?,
-        };
-        let encap = match svc.mode {
-            Mode::Ipip => Some(Encap::Ipip),
-            Mode::Gue => Some(Encap::Gue(svc.gue_port)),
-            _ => None,
-        };
+        let (nh, held) = self.route_to(cfg, b, p.v4)?;
+        let encap = encap_of(svc);
         if let Some(v) = self.too_big(pkt, p, encap.map_or(0, |e| tunnel::overhead(e, p.v4)), nh.mtu, in_port)? {
             return Ok(v);
         }
-        match svc.mode {
-            Mode::Nat | Mode::FullNat => {
+        nat::decrement_ttl(pkt.data_mut(), p.l3, p.v4);
+        match (svc.mode, encap) {
+            (Mode::Nat | Mode::FullNat, _) => {
                 let d = pkt.data_mut();
-                let bport = if b.port == 0 { None } else { Some(b.port) };
-                let snat = if svc.mode == Mode::FullNat { snat_addr(cfg, p.v4) } else { None };
-                let rw = Rewrite {
-                    dst: Some(p.addr(&b.addr)),
-                    dport: bport,
-                    src: snat.as_ref().map(|a| p.addr(a)),
-                    sport: if svc.mode == Mode::FullNat { Some(snat_port) } else { None },
-                };
-                nat::decrement_ttl(d, p.l3, p.v4);
-                if !nat::apply(d, p.l3, p.l4, p.v4, &rw) {
+                let snat = svc_snat(cfg, svc, p.v4);
+                if !nat::apply(d, p.l3, p.l4, p.v4, &forward_rewrite(svc, b, snat.as_ref(), snat_port, p)) {
                     return Err(ParseError::Truncated.into());
                 }
                 set_macs(d, nh.mac, nh.src_mac);
             }
-            Mode::DsrL2 => {
-                let d = pkt.data_mut();
-                nat::decrement_ttl(d, p.l3, p.v4);
-                set_macs(d, nh.mac, nh.src_mac);
-            }
-            Mode::Ipip | Mode::Gue => {
-                nat::decrement_ttl(pkt.data_mut(), p.l3, p.v4);
-                let encap = encap.ok_or(DropReason::NoRoute)?;
-                self.encap_to(cfg, pkt, p, b, encap, &nh)?;
-            }
+            (_, Some(encap)) => self.encap_to(cfg, pkt, p, b, encap, &nh)?,
+            (_, None) => set_macs(pkt.data_mut(), nh.mac, nh.src_mac),
         }
-        Ok(if held { Verdict::Resolve(nh.port) } else { Verdict::Tx(nh.port) })
+        Ok(sent(nh, held))
+    }
+
+    /// A backend's next hop: its own (resolved at build time), or the route's; `true` when its MAC is still unknown
+    /// (the packet is held until it resolves).
+    pub(super) fn route_to(&mut self, cfg: &DataplaneConfig, b: &Backend, v4: bool) -> PResult<(NextHop, bool)> {
+        match b.next_hop {
+            Some(nh) => Ok((nh, false)),
+            None => self.next_hop(cfg, &b.addr, v4),
+        }
     }
 
     /// The next hop toward `dst`; when its MAC is not known yet, one without a MAC (`true`), its address left in
