@@ -205,11 +205,11 @@ fn stats_json(s: &v1::Stats) -> serde_json::Value {
         "drops": s.drops.iter().map(|d| (d.reason.clone(), serde_json::json!(d.packets))).collect::<serde_json::Map<_, _>>(),
         "services": s.services.iter().map(|x| serde_json::json!({
             "service": show_key(&x.vip, x.protocol, x.port), "packets": x.packets, "bytes": x.bytes,
-            "new_flows": x.new_flows,
+            "new_flows": x.new_flows, "active_flows": x.active_flows,
         })).collect::<Vec<_>>(),
         "backends": s.backends.iter().map(|b| serde_json::json!({
             "service": show_key(&b.vip, b.protocol, b.port), "address": b.address, "port": b.backend_port,
-            "packets": b.packets, "bytes": b.bytes, "new_flows": b.new_flows,
+            "packets": b.packets, "bytes": b.bytes, "new_flows": b.new_flows, "active_flows": b.active_flows,
         })).collect::<Vec<_>>(),
         "workers": s.workers.iter().map(|w| serde_json::json!({
             "worker": w.worker, "rx": w.rx, "tx": w.tx, "flows_v4": w.flows_v4, "flows_v6": w.flows_v6,
@@ -229,16 +229,25 @@ fn print_stats(s: &v1::Stats) {
         s.replies,
         s.slowpath
     );
-    out!("{:<6} {:<34} {:>10} {:>12} {:>14}", "Prot", "LocalAddress:Port", "Conns", "InPkts", "InBytes");
+    out!(
+        "{:<6} {:<34} {:>10} {:>10} {:>12} {:>14}",
+        "Prot",
+        "LocalAddress:Port",
+        "Conns",
+        "ActiveConn",
+        "InPkts",
+        "InBytes"
+    );
     out!("{:<6} {:<34}", "", "  -> RemoteAddress:Port");
     for x in &s.services {
         let k = show_key(&x.vip, x.protocol, x.port);
         let local = k.rsplit_once('/').map_or(k.clone(), |(a, _)| a.to_string());
         out!(
-            "{:<6} {:<34} {:>10} {:>12} {:>14}",
+            "{:<6} {:<34} {:>10} {:>10} {:>12} {:>14}",
             proto_name(x.protocol).to_uppercase(),
             local,
             x.new_flows,
+            x.active_flows,
             x.packets,
             x.bytes
         );
@@ -246,10 +255,11 @@ fn print_stats(s: &v1::Stats) {
             let addr = if b.address.contains(':') { format!("[{}]", b.address) } else { b.address.clone() };
             let port = if b.backend_port == 0 { "*".to_string() } else { b.backend_port.to_string() };
             out!(
-                "{:<6} {:<34} {:>10} {:>12} {:>14}",
+                "{:<6} {:<34} {:>10} {:>10} {:>12} {:>14}",
                 "",
                 format!("  -> {addr}:{port}"),
                 b.new_flows,
+                b.active_flows,
                 b.packets,
                 b.bytes
             );

@@ -214,6 +214,16 @@ port = 8080
     let flows = json(&lb, &["flow", "list", "198.19.0.1:80/tcp"]);
     let flows = flows.as_array().unwrap();
     assert!(flows.len() >= 5, "{flows:?}");
+    // The stats count them as active on their backend (workers publish every 100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let st = json(&lb, &["stats"]);
+    let active = st["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == "198.18.0.11" && b["port"] == 8080 && b["service"] == "198.19.0.1:80/tcp")
+        .and_then(|b| b["active_flows"].as_u64());
+    assert!(active.is_some_and(|n| n >= 5), "active flows on 198.18.0.11:8080: {active:?}\n{st}");
     assert!(
         flows.iter().all(|f| f["client"].as_str().unwrap().starts_with("198.18.0.50:")
             && f["backend"] == "198.18.0.11:8080"

@@ -74,6 +74,14 @@ pub fn render(store: &Store) -> String {
     counter(&mut reg, "backend_packets", "Packets sent to a backend", be(|b| b.packets));
     counter(&mut reg, "backend_bytes", "Bytes sent to a backend", be(|b| b.bytes));
     counter(&mut reg, "backend_flows_new", "Flows scheduled to a backend", be(|b| b.new_flows));
+    let active = |rows: Vec<(Labels, u64)>| rows.into_iter().map(|(l, v)| (l, v as i64)).collect();
+    gauge(
+        &mut reg,
+        "service_flows_active",
+        "Flows tracked to a service's backends now",
+        active(svc(|x| x.active_flows)),
+    );
+    gauge(&mut reg, "backend_flows_active", "Flows tracked to a backend now", active(be(|b| b.active_flows)));
     let unhealthy = store.unhealthy();
     gauge(
         &mut reg,

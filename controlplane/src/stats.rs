@@ -15,12 +15,14 @@ pub fn stats(store: &Store) -> v1::Stats {
     stats_of(store.version(), &cfg, &workers)
 }
 
-/// Packets, bytes and new flows of one service or backend, summed over the workers.
+/// Packets, bytes, new flows and flows tracked now of one service or backend, summed over the workers.
 fn sum<'a>(
     workers: &'a [WorkerStats],
     pick: impl Fn(&'a WorkerStats) -> Option<&'a edgelb_dataplane::pipeline::ObjCounters>,
-) -> (u64, u64, u64) {
-    workers.iter().filter_map(pick).fold((0, 0, 0), |(p, b, n), c| (p + c.packets, b + c.bytes, n + c.new_flows))
+) -> (u64, u64, u64, u64) {
+    workers.iter().filter_map(pick).fold((0, 0, 0, 0), |(p, b, n, a), c| {
+        (p + c.packets, b + c.bytes, n + c.new_flows, a + c.active_flows.max(0) as u64)
+    })
 }
 
 fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1::Stats {
@@ -38,7 +40,7 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
     let proto = |p: u8| if p == 17 { v1::Protocol::Udp as i32 } else { v1::Protocol::Tcp as i32 };
     let mut services = Vec::new();
     for s in &cfg.services {
-        let (packets, bytes, new_flows) = sum(workers, |w| w.services.get(s.id as usize));
+        let (packets, bytes, new_flows, active_flows) = sum(workers, |w| w.services.get(s.id as usize));
         services.push(v1::ServiceStats {
             vip: ip(&s.vip, s.v4),
             protocol: proto(s.proto),
@@ -46,12 +48,13 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
             packets,
             bytes,
             new_flows,
+            active_flows,
         });
     }
     let mut backends = Vec::new();
     for b in cfg.backends.iter().flatten() {
         let Some(s) = cfg.services.get(b.service as usize) else { continue };
-        let (packets, bytes, new_flows) = sum(workers, |w| w.backends.get(b.id as usize));
+        let (packets, bytes, new_flows, active_flows) = sum(workers, |w| w.backends.get(b.id as usize));
         backends.push(v1::BackendStats {
             vip: ip(&s.vip, s.v4),
             protocol: proto(s.proto),
@@ -61,6 +64,7 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
             packets,
             bytes,
             new_flows,
+            active_flows,
         });
     }
     v1::Stats {

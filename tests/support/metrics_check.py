@@ -13,7 +13,8 @@ text = sys.stdin.read()
 fams = {f.name: f for f in text_string_to_metric_families(text)}
 want = ["edgelb_packets_received", "edgelb_packets_transmitted", "edgelb_flows_new", "edgelb_service_packets",
         "edgelb_backend_packets", "edgelb_backend_healthy", "edgelb_flow_table_entries", "edgelb_flow_table_capacity",
-        "edgelb_burst_latency_nanoseconds", "edgelb_config_version"]
+        "edgelb_burst_latency_nanoseconds", "edgelb_config_version", "edgelb_backend_flows_active",
+        "edgelb_service_flows_active"]
 counters = [f"edgelb_{n}" for n in sys.argv[2:]]
 missing = [w for w in want + counters if w not in fams]
 assert not missing, f"missing families {missing}; have {sorted(fams)}"
