@@ -32,7 +32,7 @@ use edgelb_dataplane::port::afxdp::AfXdpPort;
 use edgelb_dataplane::port::any::AnyPort;
 use edgelb_dataplane::port::{buf_pool, Port, BURST};
 use edgelb_dataplane::slowpath::SlowPath;
-use edgelb_dataplane::worker::{WorkerSetup, Workers};
+use edgelb_dataplane::worker::{WorkerSetup, WorkerView, Workers};
 use learnt::Learnt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -376,17 +376,7 @@ where
         loaded.ports.iter().map(|p| (p.name.clone(), format!("{:?}", p.driver).to_lowercase())).collect(),
     );
     let (gshut_tx, gshut_rx) = tokio::sync::watch::channel(false);
-    let control = ControlSettings {
-        listen: loaded.api.clone(),
-        tls: loaded.api_tls.clone(),
-        metrics: loaded.metrics,
-        peers: loaded.bgp_peers.clone(),
-        bgp_listen_port: loaded.bgp_listen_port,
-        bgp: loaded.bgp,
-        kubernetes: loaded.kubernetes.clone(),
-        graceful_shutdown: gshut_rx,
-    };
-    let api = match ControlPlane::start(store.clone(), control) {
+    let api = match ControlPlane::start(store.clone(), control_settings(&loaded, gshut_rx)) {
         Ok(a) => Some(a),
         Err(e) => {
             let _ = workers.stop();
@@ -419,41 +409,11 @@ where
     let view = workers.view();
     'run: loop {
         let now = Instant::now();
-        if let Some(w) = workers.dead() {
-            error!(worker = w, "worker {w} stopped unexpectedly; edgelbd exits so a supervisor restarts it");
-            eprintln!("edgelbd: worker {w} (edgelb-w{w}) stopped unexpectedly");
-            std::process::exit(i32::from(EXIT_WORKER_DIED));
+        check_workers(&workers, &view, &mut fault, now);
+        if drain.as_mut().is_some_and(|d| drain_over(d, now, workers.total().tx)) {
+            break 'run;
         }
-        if let Some((w, at)) = fault {
-            if now >= at {
-                warn!(worker = w, "EDGELB_FAULT_KILL_WORKER: injecting a fault into worker {w}");
-                let _ = view.inject_fault(w);
-                fault = None;
-            }
-        }
-        if let Some(d) = drain.as_mut() {
-            match d.observe(now, workers.total().tx) {
-                DrainState::Draining => {}
-                DrainState::Drained => {
-                    info!("drained: no traffic for {DRAIN_IDLE:?}");
-                    break 'run;
-                }
-                DrainState::TimedOut => {
-                    warn!("drain timeout ({:?}) reached with traffic still flowing", d.timeout());
-                    break 'run;
-                }
-            }
-        }
-        while let Some((port, b)) = workers.slow.pop() {
-            slow.handle(port, b.data(), now, &mut emit);
-        }
-        // Packets whose next hop has no MAC yet: the slow path holds them until it has one (their buffers are
-        // copied there and returned to the pool now).
-        while let Some(h) = workers.held.pop() {
-            let via = edgelb_dataplane::snapshot::addr_from16(h.via, h.v4);
-            slow.hold(h.port, via, h.buf.data(), now, &mut emit);
-        }
-        slow.poll(now, &mut emit);
+        pump_slow_path(&mut slow, &workers, now, &mut emit);
         learnt.add(slow.take_changes());
         if let Some(batch) = learnt.due(now) {
             match store.learn(batch) {
@@ -465,39 +425,130 @@ where
         let version = store.version();
         if version != seen_version {
             seen_version = version;
-            // Every service in force (file, API and Kubernetes ones) needs its backends resolved.
-            let mut model = store.model();
-            model.services = store.services().1;
-            slow.update(&handle.load());
-            slow.set_wanted(wanted(&model));
-            slow.announce(&mut emit);
+            follow_services(&mut slow, &store, &mut emit);
         }
-        for sig in signals.pending() {
-            match sig {
-                SIGHUP => reload(args, &mut loaded, &store),
-                _ if drain.is_some() => break 'run,
-                _ => {
-                    // First SIGTERM/SIGINT: refuse new flows, let tracked ones finish, exit when traffic stops.
-                    // BGP peers learn first (GRACEFUL_SHUTDOWN) so they move traffic away while flows drain.
-                    let _ = gshut_tx.send(true);
-                    if let Err(e) = store.set_draining(true) {
-                        error!("cannot publish the draining config ({e}); stopping now");
-                        break 'run;
-                    }
-                    info!(timeout = ?args.drain_timeout(), "draining: new flows refused; a second signal stops at once");
-                    drain = Some(Drain::start(now, workers.total().tx, DRAIN_IDLE, args.drain_timeout()));
-                }
-            }
+        let tx = || workers.total().tx;
+        if on_signals(signals.pending(), args, &mut loaded, &store, &gshut_tx, &mut drain, (now, tx)) {
+            break 'run;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let slow_stats = slow.stats;
-    let neigh_stats = slow.neighbour_stats();
     info!("stopping");
     if let Some(control_plane) = api {
         control_plane.stop();
     }
     let (_ports, total) = workers.stop_with_totals();
+    log_stopped(&total, &slow, inject_full);
+    Ok(())
+}
+
+/// A draining daemon exits once nothing has been forwarded for this long.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
+/// Whether a drain is over (drained, or timed out with traffic still flowing), logging which.
+fn drain_over(d: &mut Drain, now: Instant, tx: u64) -> bool {
+    match d.observe(now, tx) {
+        DrainState::Draining => false,
+        DrainState::Drained => {
+            info!("drained: no traffic for {DRAIN_IDLE:?}");
+            true
+        }
+        DrainState::TimedOut => {
+            warn!("drain timeout ({:?}) reached with traffic still flowing", d.timeout());
+            true
+        }
+    }
+}
+
+/// SIGHUP reloads the file. The first SIGTERM/SIGINT starts a drain: new flows refused, tracked ones finish, and BGP
+/// peers learn first (GRACEFUL_SHUTDOWN) so they move traffic away meanwhile; a second one stops at once. True: stop.
+fn on_signals(
+    pending: impl Iterator<Item = i32>,
+    args: &Args,
+    loaded: &mut Loaded,
+    store: &Store,
+    graceful_shutdown: &tokio::sync::watch::Sender<bool>,
+    drain: &mut Option<Drain>,
+    (now, tx): (Instant, impl Fn() -> u64),
+) -> bool {
+    for sig in pending {
+        match sig {
+            SIGHUP => reload(args, loaded, store),
+            _ if drain.is_some() => return true,
+            _ => {
+                let _ = graceful_shutdown.send(true);
+                if let Err(e) = store.set_draining(true) {
+                    error!("cannot publish the draining config ({e}); stopping now");
+                    return true;
+                }
+                info!(timeout = ?args.drain_timeout(), "draining: new flows refused; a second signal stops at once");
+                *drain = Some(Drain::start(now, tx(), DRAIN_IDLE, args.drain_timeout()));
+            }
+        }
+    }
+    false
+}
+
+/// The control plane's settings from the loaded file.
+fn control_settings(loaded: &Loaded, graceful_shutdown: tokio::sync::watch::Receiver<bool>) -> ControlSettings {
+    ControlSettings {
+        listen: loaded.api.clone(),
+        tls: loaded.api_tls.clone(),
+        metrics: loaded.metrics,
+        peers: loaded.bgp_peers.clone(),
+        bgp_listen_port: loaded.bgp_listen_port,
+        bgp: loaded.bgp,
+        kubernetes: loaded.kubernetes.clone(),
+        graceful_shutdown,
+    }
+}
+
+/// A dead worker ends edgelbd at once with [`EXIT_WORKER_DIED`]; `EDGELB_FAULT_KILL_WORKER` (tests) kills one when
+/// its time comes.
+fn check_workers<P>(workers: &Workers<P>, view: &WorkerView, fault: &mut Option<(u16, Instant)>, now: Instant)
+where
+    P: Port + 'static,
+    P::Buf: 'static,
+{
+    if let Some(w) = workers.dead() {
+        error!(worker = w, "worker {w} stopped unexpectedly; edgelbd exits so a supervisor restarts it");
+        eprintln!("edgelbd: worker {w} (edgelb-w{w}) stopped unexpectedly");
+        std::process::exit(i32::from(EXIT_WORKER_DIED));
+    }
+    if let Some((w, at)) = *fault {
+        if now >= at {
+            warn!(worker = w, "EDGELB_FAULT_KILL_WORKER: injecting a fault into worker {w}");
+            let _ = view.inject_fault(w);
+            *fault = None;
+        }
+    }
+}
+
+/// The workers' packets for the slow path, and the packets they hold for an unresolved next hop (copied into the
+/// slow path's queue, their buffers back to the pool now); then the slow path's timers.
+fn pump_slow_path<P: Port>(slow: &mut SlowPath, workers: &Workers<P>, now: Instant, emit: &mut impl FnMut(u16, &[u8])) {
+    while let Some((port, b)) = workers.slow.pop() {
+        slow.handle(port, b.data(), now, emit);
+    }
+    while let Some(h) = workers.held.pop() {
+        let via = edgelb_dataplane::snapshot::addr_from16(h.via, h.v4);
+        slow.hold(h.port, via, h.buf.data(), now, emit);
+    }
+    slow.poll(now, emit);
+}
+
+/// A new service set (file, API or Kubernetes): the slow path answers for its VIPs and resolves every backend.
+fn follow_services(slow: &mut SlowPath, store: &Store, emit: &mut impl FnMut(u16, &[u8])) {
+    let mut model = store.model();
+    model.services = store.services().1;
+    slow.update(&store.handle().load());
+    slow.set_wanted(wanted(&model));
+    slow.announce(emit);
+}
+
+/// The last log line: what the workers and the slow path did in all.
+fn log_stopped(total: &edgelb_dataplane::pipeline::Counters, slow: &SlowPath, inject_full: u64) {
+    let (slow_stats, neigh_stats) = (&slow.stats, slow.neighbour_stats());
     let drops: Vec<String> = DropReason::all()
         .filter(|d| total.dropped(*d) > 0)
         .map(|d| format!("{}={}", d.name(), total.dropped(d)))
@@ -520,11 +571,7 @@ where
         drops = %drops.join(","),
         "stopped"
     );
-    Ok(())
 }
-
-/// A draining daemon exits once nothing has been forwarded for this long.
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Next hops the dataplane needs that the file gives no MAC for: backends and gateways.
 fn wanted(m: &Model) -> Vec<IpAddr> {
