@@ -714,12 +714,9 @@ fn report(net: &LabNet, requests: usize, secs: f64) -> Result<(), String> {
     let stats = run(&["ip", "netns", "exec", lb, me_s, "ctl", "stats"])?;
     say!("\nappliance (edgelb ctl stats):\n{}", stats.trim_end());
     let json = run(&["ip", "netns", "exec", lb, me_s, "ctl", "--output", "json", "stats"])?;
-    let tx = json
-        .split("\"tx\":")
-        .nth(1)
-        .and_then(|r| r.split([',', '}']).next())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let parsed: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| format!("edgelb ctl --output json stats: {e}"))?;
+    let tx = parsed["tx"].as_f64().unwrap_or(0.0);
     let n = (requests * VIPS.len()) as f64;
     say!(
         "throughput: {n} requests in {secs:.2} s = {:.0} requests/s (one client, one connection at a time); the \
