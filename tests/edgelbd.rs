@@ -4,7 +4,7 @@
 //! backend, then draining one) without breaking a long-lived connection, and drains on SIGTERM (new connections
 //! refused, the long-lived one finishing) before it exits.
 
-use edgelb_testkit::netns::{in_netns, require_root, Lab, Reaped};
+use edgelb_testkit::netns::{in_netns, interrupt_twice, require_root, Lab, Reaped};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -356,12 +356,7 @@ fn edgelbd_keeps_running_when_the_kubernetes_api_is_unreachable() {
     let (mut daemon, log) = edgelbd_logged(&lb, &cfg);
     std::thread::sleep(Duration::from_secs(5));
     let alive = daemon.0.try_wait().unwrap().is_none();
-    // SAFETY: kill(2) on our child, still running (or already exited, then ESRCH is harmless).
-    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: as above; the second signal stops a draining daemon at once.
-    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
-    let status = daemon.0.wait().unwrap();
+    let status = interrupt_twice(&mut daemon, Duration::from_secs(10)).expect("edgelbd stops on two SIGINTs");
     let log = log.join().unwrap();
     assert!(alive, "edgelbd exited with the API server unreachable:\n{log}");
     assert!(status.success(), "{status:?}\n{log}");
@@ -862,9 +857,7 @@ fn stop_all(
     stop: &AtomicBool,
     servers: impl IntoIterator<Item = std::thread::JoinHandle<()>>,
 ) -> String {
-    signal(&daemon, libc::SIGINT);
-    signal(&daemon, libc::SIGINT);
-    let status = wait_exit(&mut daemon, 10);
+    let status = interrupt_twice(&mut daemon, Duration::from_secs(10)).expect("edgelbd stops on two SIGINTs");
     stop.store(true, Ordering::Relaxed);
     for s in servers {
         s.join().unwrap();

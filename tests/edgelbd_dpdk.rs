@@ -3,7 +3,7 @@
 //! client, NAT mode, no static neighbours. Every request must succeed and both backends must serve.
 #![cfg(feature = "dpdk")]
 
-use edgelb_testkit::netns::{require_root, Lab, Reaped};
+use edgelb_testkit::netns::{interrupt_twice, require_root, Lab, Reaped};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -127,20 +127,10 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
     assert!(seen.values().all(|&n| n >= 10), "Maglev spreads new connections: {seen:?}");
 
     // A clean stop reports the DPDK ports' counters and gives every mbuf back.
-    let daemon = &mut procs.last_mut().unwrap().0;
-    // SAFETY: kill(2) on our child's pid (`ip netns exec` execs edgelbd in place, so this is edgelbd).
-    assert_eq!(unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) }, 0);
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: as above; a second signal stops a draining daemon at once.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = daemon.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "edgelbd did not stop; log:\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // `ip netns exec` execs edgelbd in place, so the child's pid is edgelbd's.
+    let daemon = procs.last_mut().unwrap();
+    let status = interrupt_twice(daemon, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("edgelbd did not stop; log:\n{}", log()));
     let text = log();
     assert!(status.success(), "exit {status:?}; log:\n{text}");
     assert!(text.contains("dpdk port started") && text.contains("dpdk port stopped"), "log:\n{text}");
@@ -217,19 +207,9 @@ port = 8080
     let started = text.lines().find(|l| l.contains("dpdk port started")).unwrap_or_else(|| panic!("{text}"));
     assert!(started.contains("vf-no-netdev") && started.contains("mac="), "{started}");
     assert!(!started.contains("mac=00:00:00:00:00:00"), "the device's MAC, not none: {started}");
-    // SAFETY: kill(2) on our child's pid (`ip netns exec` execs edgelbd in place).
-    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: as above; a second signal stops a draining daemon at once.
-    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "edgelbd did not stop; log:\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // `ip netns exec` execs edgelbd in place, so the child's pid is edgelbd's.
+    let status = interrupt_twice(&mut daemon, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("edgelbd did not stop; log:\n{}", log()));
     assert!(status.success(), "exit {status:?}; log:\n{}", log());
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);

@@ -7,7 +7,8 @@
 #![allow(unsafe_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// Run a command; its stdout, or an error naming it with its stderr.
 pub fn run(args: &[&str]) -> Result<String, String> {
@@ -37,6 +38,29 @@ impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Stop a daemon at once, as an operator's second Ctrl-C does (SIGINT twice, 100 ms apart: the first starts edgelbd's
+/// drain, the second ends it), and wait for it at most `within`; `None` if it is still running then (it is killed
+/// when its [`Reaped`] drops).
+pub fn interrupt_twice(daemon: &mut Reaped, within: Duration) -> Option<ExitStatus> {
+    for i in 0..2 {
+        if i == 1 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: kill(2) on our child's pid; it is not reaped before the wait below, so the pid is still ours.
+        unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(s)) = daemon.0.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
