@@ -174,8 +174,10 @@ fn waiting_for_a_generation_wakes_when_every_worker_has_it() {
     assert!(!view.all_use(generation));
     handle.publish(next);
     let t = Instant::now();
-    assert!(view.wait_all_use(generation, Duration::from_secs(5)), "both workers load the new snapshot");
+    assert!(view.wait_all_use(generation, Duration::from_secs(20)), "both workers load the new snapshot");
     let took = t.elapsed();
+    // Woken by the workers, not by the timeout (they load the snapshot within a burst or so).
+    assert!(took < Duration::from_secs(10), "waited {took:?}: the workers' wake-up did not come");
     let t = Instant::now();
     assert!(!view.wait_all_use(generation + 1, Duration::from_millis(50)), "no worker has a later generation");
     assert!(t.elapsed() >= Duration::from_millis(50));
