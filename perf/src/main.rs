@@ -3,16 +3,14 @@
 //! other worker owns them (every packet crosses the hand-off ring once: what steering by RSS saves). Prints Mpps per core,
 //! ns per packet and per-burst latency percentiles; `--json` for machines.
 //!
-//! ```text
-//! edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new | --new-percent P]
-//!             [--v6] [--backends N] [--seconds S] [--json] [--port mem|dpdk [--huge-dir DIR]]
-//! ```
+//! Options: `edgelb-perf --help`.
 //! `--port dpdk` (built with `--features dpdk`) runs one worker on a DPDK `net_ring` port instead and compares it
 //! with `dpdk-testpmd` on the same core (see `dpdk.rs`).
 //! The flows are opened first (SYNs, untimed). Then `--new-percent P` of the measured packets are SYNs of flows never
 //! seen before and the rest are established-flow packets (ACKs); `--new` is `--new-percent 100`, the default is 0.
 #![forbid(unsafe_code)]
 
+use clap::{Parser, ValueEnum};
 use edgelb_dataplane::model::Mode;
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
@@ -24,82 +22,86 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "dpdk")]
 mod dpdk;
 
-#[derive(Debug, Clone)]
+/// `edgelb-perf`'s command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "edgelb-perf",
+    version,
+    about = "The core-pinned throughput harness: the real worker loop over replayed traffic, Mpps per core, ns per \
+             packet, burst latency percentiles"
+)]
 pub(crate) struct Args {
-    port: String,
+    /// The port the worker polls: replayed memory, or a DPDK net_ring port compared with dpdk-testpmd (built with
+    /// --features dpdk).
+    #[arg(long, value_enum, default_value_t = PortKind::Mem)]
+    port: PortKind,
+    /// With --port dpdk: a hugetlbfs mount to use (default: no huge pages).
+    #[arg(long, value_name = "DIR")]
     huge_dir: Option<String>,
+    /// Forwarding mode: nat, fullnat, dsr_l2, ipip or gue.
+    #[arg(long, default_value = "nat", value_parser = |s: &str| s.parse::<Mode>().map_err(|e| e.to_string()))]
     mode: Mode,
+    /// Flows in all (1000 to 10000000), split over the cores.
+    #[arg(long, default_value_t = 1_000_000)]
     flows: usize,
+    /// Workers, one pinned core each.
+    #[arg(long, default_value_t = 1)]
     cores: usize,
+    /// Frame size in bytes (64 to 1500).
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
     size: usize,
+    /// Every measured packet a SYN of a new flow (--new-percent 100).
+    #[arg(long, conflicts_with = "new_percent")]
+    new: bool,
+    /// Percent of the measured packets that are SYNs of new flows (0 to 100; the rest are established-flow ACKs).
+    #[arg(long, default_value_t = 0, value_name = "P")]
     new_percent: u32,
+    /// IPv6 flows.
+    #[arg(long)]
     v6: bool,
+    /// Backends of the VIP (1 to 400).
+    #[arg(long, default_value_t = 64)]
     backends: usize,
+    /// Measured seconds (0.1 to 600).
+    #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Machine-readable output.
+    #[arg(long)]
     json: bool,
+    /// Each worker receives the other worker's flows, so every packet crosses the hand-off ring once.
+    #[arg(long)]
     cross: bool,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: edgelb-perf [--mode nat|fullnat|dsr_l2|ipip|gue] [--flows N] [--cores N] [--size BYTES] [--new | --new-percent P] \
-         [--v6] [--backends N] [--seconds S] [--json] [--port mem|dpdk [--huge-dir DIR]]"
-    );
-    std::process::exit(2)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PortKind {
+    Mem,
+    Dpdk,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        port: "mem".into(),
-        huge_dir: None,
-        mode: Mode::Nat,
-        flows: 1_000_000,
-        cores: 1,
-        size: 64,
-        new_percent: 0,
-        v6: false,
-        backends: 64,
-        seconds: 5.0,
-        json: false,
-        cross: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{k} needs a value"));
-        match k.as_str() {
-            "--mode" => a.mode = val()?.parse().map_err(|e: edgelb_dataplane::model::ConfigError| e.to_string())?,
-            "--flows" => a.flows = val()?.parse().map_err(|_| "--flows takes a count")?,
-            "--cores" => a.cores = val()?.parse().map_err(|_| "--cores takes a count")?,
-            "--size" => a.size = val()?.parse().map_err(|_| "--size takes bytes")?,
-            "--backends" => a.backends = val()?.parse().map_err(|_| "--backends takes a count")?,
-            "--seconds" => a.seconds = val()?.parse().map_err(|_| "--seconds takes a number")?,
-            "--new" => a.new_percent = 100,
-            "--new-percent" => a.new_percent = val()?.parse().map_err(|_| "--new-percent takes 0 to 100")?,
-            "--v6" => a.v6 = true,
-            "--json" => a.json = true,
-            "--cross" => a.cross = true,
-            "--port" => a.port = val()?,
-            "--huge-dir" => a.huge_dir = Some(val()?),
-            "-h" | "--help" => usage(),
-            _ => return Err(format!("unknown argument {k}")),
+impl Args {
+    /// The ranges the harness supports.
+    fn check(mut self) -> Result<Self, String> {
+        if self.new {
+            self.new_percent = 100;
         }
+        if !(1_000..=10_000_000).contains(&self.flows) {
+            return Err("--flows must be between 1000 and 10000000".into());
+        }
+        if !(64..=1500).contains(&self.size) {
+            return Err("--size must be between 64 and 1500".into());
+        }
+        if self.new_percent > 100 {
+            return Err("--new-percent takes 0 to 100".into());
+        }
+        if !(1..=400).contains(&self.backends) {
+            return Err("--backends must be between 1 and 400".into());
+        }
+        if self.cores == 0 || !(0.1..=600.0).contains(&self.seconds) {
+            return Err("--cores must be at least 1 and --seconds between 0.1 and 600".into());
+        }
+        Ok(self)
     }
-    if !(1_000..=10_000_000).contains(&a.flows) {
-        return Err("--flows must be between 1000 and 10000000".into());
-    }
-    if !(64..=1500).contains(&a.size) {
-        return Err("--size must be between 64 and 1500".into());
-    }
-    if a.new_percent > 100 {
-        return Err("--new-percent takes 0 to 100".into());
-    }
-    if !(1..=400).contains(&a.backends) {
-        return Err("--backends must be between 1 and 400".into());
-    }
-    if a.cores == 0 || !(0.1..=600.0).contains(&a.seconds) {
-        return Err("--cores must be at least 1 and --seconds between 0.1 and 600".into());
-    }
-    Ok(a)
 }
 
 struct CoreResult {
@@ -113,34 +115,24 @@ struct CoreResult {
 }
 
 fn main() {
-    let a = match parse_args() {
+    let a = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors print to stderr with code 2.
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 2 } else { 0 })
+        }
+    };
+    let a = match a.check() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("edgelb-perf: {e}");
-            usage()
+            std::process::exit(2)
         }
     };
-    match a.port.as_str() {
-        "mem" => {}
-        #[cfg(feature = "dpdk")]
-        "dpdk" => {
-            if let Err(e) = dpdk::run(&a) {
-                eprintln!("edgelb-perf --port dpdk: {e}");
-                std::process::exit(1);
-            }
-            return;
-        }
-        #[cfg(not(feature = "dpdk"))]
-        "dpdk" => {
-            eprintln!(
-                "edgelb-perf: built without DPDK; cargo run --release -p edgelb-perf --features dpdk -- --port dpdk"
-            );
-            std::process::exit(2);
-        }
-        other => {
-            eprintln!("edgelb-perf: --port takes mem or dpdk, not {other:?}");
-            usage()
-        }
+    if a.port == PortKind::Dpdk {
+        run_dpdk(&a);
+        return;
     }
     let sc = Scenario { mode: a.mode, v6: a.v6, backends: a.backends, size: a.size };
     let (cfg, _) = match ConfigBuilder::new().build(&sc.model()) {
@@ -168,72 +160,8 @@ fn main() {
     let mut threads = Vec::new();
     for (w, core) in cores.iter().copied().enumerate() {
         let (handle, inboxes, barrier, a) = (handle.clone(), inboxes.clone(), barrier.clone(), a.clone());
-        threads.push(std::thread::spawn(move || {
-            let pinned = core.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
-            // --cross: each worker receives the other worker's flows, so every packet is handed off once.
-            let owner = if a.cross { (w as u16 + 1) % n } else { w as u16 };
-            let (syn, ack) = sc.templates(per_core, owner, n);
-            let syn_copy = syn.clone();
-            let published = Arc::new(Mutex::new(WorkerStats::new_for(w as u16)));
-            let slow = Arc::new(crossbeam_queue::ArrayQueue::new(1024));
-            let port = ReplayPort::new(syn);
-            let mut worker = Worker::new(w as u16, n, sizes, vec![port], inboxes, slow, published.clone());
-            let (table_bytes, backing) = worker.pipeline.table_memory();
-            // Warm-up: open every flow once (SYNs), untimed.
-            let t0 = Instant::now();
-            let mut opened = 0usize;
-            while opened < per_core {
-                opened += worker.poll(&handle);
-            }
-            let warmup_secs = t0.elapsed().as_secs_f64();
-            let opened = worker.pipeline.table_stats();
-            let opened = if a.v6 { opened.1.inserts } else { opened.0.inserts };
-            // Repeated templates would open far fewer flows; a handful of refused SYNs (counted drops) is traffic.
-            // With --cross the flows open in the other worker's table.
-            if !a.cross && opened < per_core as u64 - per_core as u64 / 1000 {
-                eprintln!("edgelb-perf: warm-up opened {opened} flows, not {per_core}: the templates repeat flows");
-                std::process::exit(1);
-            }
-            let c = &worker.pipeline.counters;
-            let warm_drops: Vec<String> = DropReason::all()
-                .filter(|d| c.dropped(*d) > 0)
-                .map(|d| format!("{} {}", d.name(), c.dropped(d)))
-                .collect();
-            if !warm_drops.is_empty() && !a.json {
-                let t = worker.pipeline.table_stats();
-                let t = if a.v6 { t.1 } else { t.0 };
-                eprintln!(
-                    "edgelb-perf: worker {w} warm-up drops: {} (flow table: insert_failed {}, reverse_failed {})",
-                    warm_drops.join(", "),
-                    t.insert_failed,
-                    t.reverse_failed
-                );
-            }
-            let mut port = ReplayPort::new(ReplayPort::mix(&syn_copy, &ack, a.new_percent));
-            port.new_flows = true;
-            // The measured pass is the port's second: pass 0 would replay the flows just opened.
-            port.skip_pass();
-            worker.ports[0] = port;
-            worker.reset_measurement();
-            barrier.wait();
-            let deadline = Duration::from_secs_f64(a.seconds);
-            let t = Instant::now();
-            let mut packets = 0u64;
-            loop {
-                for _ in 0..64 {
-                    packets += worker.poll(&handle) as u64;
-                }
-                if t.elapsed() >= deadline {
-                    break;
-                }
-            }
-            let secs = t.elapsed().as_secs_f64();
-            worker.publish();
-            let stats = published.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
-            // Count what was forwarded: with --cross a packet is processed twice (arrival, then its owner).
-            let packets = if a.cross { stats.counters.tx } else { packets };
-            CoreResult { core: pinned, packets, secs, stats, warmup_secs, table_bytes, backing: backing.to_string() }
-        }));
+        let w = Measure { w, n, per_core, sizes, sc, a };
+        threads.push(std::thread::spawn(move || measure(core, handle, inboxes, barrier, w)));
     }
     let results: Vec<CoreResult> = threads.into_iter().filter_map(|t| t.join().ok()).collect();
     report(&a, &results);
@@ -247,6 +175,103 @@ fn main() {
         eprintln!("edgelb-perf: only {tx} of {rx} packets were forwarded; the figures above do not measure forwarding");
         std::process::exit(1);
     }
+}
+
+/// What one measuring thread needs besides the shared handle, inboxes and barrier.
+struct Measure {
+    w: usize,
+    n: u16,
+    per_core: usize,
+    sizes: TableSizes,
+    sc: Scenario,
+    a: Args,
+}
+
+/// One worker on `core`: open its flows (untimed), then poll the measured mix for `--seconds`.
+fn measure(
+    core: Option<usize>,
+    handle: ConfigHandle,
+    inboxes: Vec<Arc<crossbeam_queue::ArrayQueue<(u16, edgelb_dataplane::packet::MemBuf)>>>,
+    barrier: Arc<Barrier>,
+    m: Measure,
+) -> CoreResult {
+    let Measure { w, n, per_core, sizes, sc, a } = m;
+    let pinned = core.filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c }));
+    // --cross: each worker receives the other worker's flows, so every packet is handed off once.
+    let owner = if a.cross { (w as u16 + 1) % n } else { w as u16 };
+    let (syn, ack) = sc.templates(per_core, owner, n);
+    let syn_copy = syn.clone();
+    let published = Arc::new(Mutex::new(WorkerStats::new_for(w as u16)));
+    let slow = Arc::new(crossbeam_queue::ArrayQueue::new(1024));
+    let port = ReplayPort::new(syn);
+    let mut worker = Worker::new(w as u16, n, sizes, vec![port], inboxes, slow, published.clone());
+    let (table_bytes, backing) = worker.pipeline.table_memory();
+    // Warm-up: open every flow once (SYNs), untimed.
+    let t0 = Instant::now();
+    let mut opened = 0usize;
+    while opened < per_core {
+        opened += worker.poll(&handle);
+    }
+    let warmup_secs = t0.elapsed().as_secs_f64();
+    let opened = worker.pipeline.table_stats();
+    let opened = if a.v6 { opened.1.inserts } else { opened.0.inserts };
+    // Repeated templates would open far fewer flows; a handful of refused SYNs (counted drops) is traffic.
+    // With --cross the flows open in the other worker's table.
+    if !a.cross && opened < per_core as u64 - per_core as u64 / 1000 {
+        eprintln!("edgelb-perf: warm-up opened {opened} flows, not {per_core}: the templates repeat flows");
+        std::process::exit(1);
+    }
+    let c = &worker.pipeline.counters;
+    let warm_drops: Vec<String> =
+        DropReason::all().filter(|d| c.dropped(*d) > 0).map(|d| format!("{} {}", d.name(), c.dropped(d))).collect();
+    if !warm_drops.is_empty() && !a.json {
+        let t = worker.pipeline.table_stats();
+        let t = if a.v6 { t.1 } else { t.0 };
+        eprintln!(
+            "edgelb-perf: worker {w} warm-up drops: {} (flow table: insert_failed {}, reverse_failed {})",
+            warm_drops.join(", "),
+            t.insert_failed,
+            t.reverse_failed
+        );
+    }
+    let mut port = ReplayPort::new(ReplayPort::mix(&syn_copy, &ack, a.new_percent));
+    port.new_flows = true;
+    // The measured pass is the port's second: pass 0 would replay the flows just opened.
+    port.skip_pass();
+    worker.ports[0] = port;
+    worker.reset_measurement();
+    barrier.wait();
+    let deadline = Duration::from_secs_f64(a.seconds);
+    let t = Instant::now();
+    let mut packets = 0u64;
+    loop {
+        for _ in 0..64 {
+            packets += worker.poll(&handle) as u64;
+        }
+        if t.elapsed() >= deadline {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    worker.publish();
+    let stats = published.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+    // Count what was forwarded: with --cross a packet is processed twice (arrival, then its owner).
+    let packets = if a.cross { stats.counters.tx } else { packets };
+    CoreResult { core: pinned, packets, secs, stats, warmup_secs, table_bytes, backing: backing.to_string() }
+}
+
+#[cfg(feature = "dpdk")]
+fn run_dpdk(a: &Args) {
+    if let Err(e) = dpdk::run(a) {
+        eprintln!("edgelb-perf --port dpdk: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(_: &Args) {
+    eprintln!("edgelb-perf: built without DPDK; cargo run --release -p edgelb-perf --features dpdk -- --port dpdk");
+    std::process::exit(2);
 }
 
 fn report(a: &Args, rs: &[CoreResult]) {
