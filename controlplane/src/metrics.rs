@@ -41,6 +41,55 @@ fn svc_labels(vip: &str, p: i32, port: u32) -> Labels {
     vec![("vip".into(), vip.into()), ("protocol".into(), proto(p)), ("port".into(), port.to_string())]
 }
 
+/// Per worker: flow-table entries and capacity by family, burst latency quantiles.
+fn worker_gauges(reg: &mut Registry, workers: &[v1::WorkerStats]) {
+    let w = |f: fn(&v1::WorkerStats) -> u64, fam: &'static str| -> Vec<(Labels, i64)> {
+        workers
+            .iter()
+            .map(|x| (vec![("worker".into(), x.worker.to_string()), ("family".into(), fam.into())], f(x) as i64))
+            .collect()
+    };
+    let mut entries = w(|x| x.flows_v4, "ipv4");
+    entries.extend(w(|x| x.flows_v6, "ipv6"));
+    gauge(reg, "flow_table_entries", "Tracked flows per worker", entries);
+    let mut cap = w(|x| x.capacity_v4, "ipv4");
+    cap.extend(w(|x| x.capacity_v6, "ipv6"));
+    gauge(reg, "flow_table_capacity", "Flow-table slots per worker", cap);
+    let mut lat = Vec::new();
+    for x in workers {
+        for (q, v) in [("0.5", x.burst_ns_p50), ("0.99", x.burst_ns_p99), ("1", x.burst_ns_max)] {
+            lat.push((vec![("worker".into(), x.worker.to_string()), ("quantile".into(), q.into())], v as i64));
+        }
+    }
+    gauge(reg, "burst_latency_nanoseconds", "Time to process one burst, by worker (last interval)", lat);
+}
+
+/// The Kubernetes sync's state.
+fn kubernetes(reg: &mut Registry, k: &crate::store::K8sStatus) {
+    let none = Labels::new;
+    let kind = |k: &str| vec![("kind".to_string(), k.to_string())];
+    gauge(
+        reg,
+        "kubernetes_objects",
+        "Objects the Kubernetes sync watches",
+        vec![(kind("services"), k.services as i64), (kind("endpointslices"), k.endpoint_slices as i64)],
+    );
+    gauge(reg, "kubernetes_services_allocated", "Services of ours with an address", vec![(none(), k.allocated as i64)]);
+    gauge(
+        reg,
+        "kubernetes_sync_failures",
+        "Warnings of the last sync (allocation failures, invalid Services)",
+        vec![(none(), k.failures as i64)],
+    );
+    gauge(
+        reg,
+        "kubernetes_sync_lag_milliseconds",
+        "First change seen to snapshot in force, last sync",
+        vec![(none(), k.lag_ms as i64)],
+    );
+    gauge(reg, "kubernetes_leader", "1 while this appliance holds the Lease", vec![(none(), i64::from(k.leader))]);
+}
+
 /// The metrics text now.
 pub fn render(store: &Store) -> String {
     let s = stats(store);
@@ -97,58 +146,10 @@ pub fn render(store: &Store) -> String {
             })
             .collect(),
     );
-    let w = |f: fn(&v1::WorkerStats) -> u64, fam: &'static str| -> Vec<(Labels, i64)> {
-        s.workers
-            .iter()
-            .map(|x| (vec![("worker".into(), x.worker.to_string()), ("family".into(), fam.into())], f(x) as i64))
-            .collect()
-    };
-    let mut entries = w(|x| x.flows_v4, "ipv4");
-    entries.extend(w(|x| x.flows_v6, "ipv6"));
-    gauge(&mut reg, "flow_table_entries", "Tracked flows per worker", entries);
-    let mut cap = w(|x| x.capacity_v4, "ipv4");
-    cap.extend(w(|x| x.capacity_v6, "ipv6"));
-    gauge(&mut reg, "flow_table_capacity", "Flow-table slots per worker", cap);
-    let mut lat = Vec::new();
-    for x in &s.workers {
-        for (q, v) in [("0.5", x.burst_ns_p50), ("0.99", x.burst_ns_p99), ("1", x.burst_ns_max)] {
-            lat.push((vec![("worker".into(), x.worker.to_string()), ("quantile".into(), q.into())], v as i64));
-        }
-    }
-    gauge(&mut reg, "burst_latency_nanoseconds", "Time to process one burst, by worker (last interval)", lat);
+    worker_gauges(&mut reg, &s.workers);
     gauge(&mut reg, "config_version", "Version of the service set in force", vec![(none(), s.version as i64)]);
     if let Some(k) = store.k8s_status() {
-        let kind = |k: &str| vec![("kind".to_string(), k.to_string())];
-        gauge(
-            &mut reg,
-            "kubernetes_objects",
-            "Objects the Kubernetes sync watches",
-            vec![(kind("services"), k.services as i64), (kind("endpointslices"), k.endpoint_slices as i64)],
-        );
-        gauge(
-            &mut reg,
-            "kubernetes_services_allocated",
-            "Services of ours with an address",
-            vec![(none(), k.allocated as i64)],
-        );
-        gauge(
-            &mut reg,
-            "kubernetes_sync_failures",
-            "Warnings of the last sync (allocation failures, invalid Services)",
-            vec![(none(), k.failures as i64)],
-        );
-        gauge(
-            &mut reg,
-            "kubernetes_sync_lag_milliseconds",
-            "First change seen to snapshot in force, last sync",
-            vec![(none(), k.lag_ms as i64)],
-        );
-        gauge(
-            &mut reg,
-            "kubernetes_leader",
-            "1 while this appliance holds the Lease",
-            vec![(none(), i64::from(k.leader))],
-        );
+        kubernetes(&mut reg, &k);
     }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
