@@ -1,6 +1,7 @@
 //! VIP announcement over BGP: an embedded announce-only speaker. [`wire`] is the message codec, [`session`] one
 //! peer's state machine, [`speaker`] the policy (which VIPs) and the peers.
 
+pub mod fsm;
 pub mod md5;
 pub mod peer;
 pub mod session;

@@ -4,7 +4,8 @@
 //! the first full table), follows changes with UPDATEs, answers ROUTE-REFRESH by re-sending, counts what it receives,
 //! and on shutdown withdraws (tagging GRACEFUL_SHUTDOWN first when asked) before a Cease NOTIFICATION.
 
-use super::wire::{self, Afi, Attributes, Capabilities, Message, Open, Prefix};
+use super::fsm;
+use super::wire::{self, Afi, Capabilities, Open, Prefix};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -243,12 +244,12 @@ async fn send(s: &mut TcpStream, status: &Mutex<Status>, msg: &[u8]) -> Result<(
     Ok(())
 }
 
-fn family_of(p: &Prefix) -> Afi {
-    if p.0.is_ipv4() {
-        Afi::Ipv4
-    } else {
-        Afi::Ipv6
+/// Send the refusal's NOTIFICATION (if it has one); the reason the session ends.
+async fn end(s: &mut TcpStream, status: &Mutex<Status>, r: fsm::Refusal) -> String {
+    if let Some((code, subcode, data)) = &r.notification {
+        let _ = send(s, status, &wire::notification(*code, *subcode, data)).await;
     }
+    r.reason
 }
 
 /// Refuse a connection with Cease / connection collision resolution.
@@ -315,123 +316,57 @@ async fn session(
         }
     };
     count_in();
-    let theirs = match wire::decode(&m) {
-        Ok(Message::Open(o)) => o,
-        Ok(Message::Notification { code, subcode, .. }) => {
-            return Err(format!("peer sent NOTIFICATION {code}/{subcode}"))
-        }
-        Ok(_) => {
-            let _ = send(&mut s, status, &wire::notification(wire::notify::FSM, 1, &[])).await;
-            return Err("peer did not start with OPEN".into());
-        }
-        Err(e) => {
-            let _ = send(&mut s, status, &wire::notification(e.code, e.subcode, &e.data)).await;
-            return Err(format!("bad OPEN: {e}"));
-        }
+    let theirs = match fsm::check_open(cfg, wire::decode(&m)) {
+        Ok(o) => o,
+        Err(r) => return Err(end(&mut s, status, r).await),
     };
-    if theirs.asn != cfg.remote_as {
-        let _ = send(&mut s, status, &wire::notification(wire::notify::OPEN, wire::notify::OPEN_PEER_AS, &[])).await;
-        return Err(format!("peer AS {} is not the configured {}", theirs.asn, cfg.remote_as));
-    }
-    if theirs.bgp_id == cfg.router_id {
-        let _ = send(&mut s, status, &wire::notification(wire::notify::OPEN, wire::notify::OPEN_BGP_ID, &[])).await;
-        return Err("peer has our BGP identifier".into());
-    }
     // Collision (RFC 4271 6.8), now that the peer's identifier is known: with the lower identifier we give up the
     // current connection for the pending one; with the higher we refuse the pending one.
     if let Some(other) = pending.take() {
-        if u32::from(cfg.router_id) < u32::from(theirs.bgp_id) {
+        if fsm::yield_to_theirs(cfg.router_id, theirs.bgp_id) {
             let _ = send(&mut s, status, &wire::notification(wire::notify::CEASE, wire::notify::CEASE_COLLISION, &[]))
                 .await;
             return Ok(Some(other));
         }
         refuse(other).await;
     }
-    let hold = cfg.hold_time.min(theirs.hold_time);
-    let keepalive_every = Duration::from_secs(u64::from((hold / 3).max(1)));
+    let agreed = fsm::negotiate(cfg, &theirs, local);
+    let (hold, fams) = (agreed.hold, agreed.families);
     let hold_d = Duration::from_secs(u64::from(hold));
-    // Families both sides do; without any MP capability, IPv4 unicast only (RFC 4760).
-    let mut fams: Vec<Afi> = if theirs.caps.families.is_empty() {
-        vec![Afi::Ipv4]
-    } else {
-        families.iter().copied().filter(|f| theirs.caps.families.contains(f)).collect()
-    };
     // A family without a next hop (an IPv6 session and no next_hop_v4, or the reverse) is not announced: a route
     // without one would be malformed. Said in the status, not silently.
-    let has_nh = |f: &Afi| match f {
-        Afi::Ipv4 => cfg.next_hop_v4.is_some() || local.is_ipv4(),
-        Afi::Ipv6 => cfg.next_hop_v6.is_some() || local.is_ipv6(),
-    };
-    if let Some(f) = fams.iter().find(|f| !has_nh(f)) {
+    if let Some(f) = agreed.missing_next_hop {
         if let Ok(mut st) = status.lock() {
             st.last_error = Some(format!(
                 "{f:?} routes not announced: set next_hop_{} for this peer",
-                if *f == Afi::Ipv4 { "v4" } else { "v6" }
+                if f == Afi::Ipv4 { "v4" } else { "v6" }
             ));
         }
     }
-    fams.retain(|f| has_nh(f));
     send(&mut s, status, &wire::keepalive()).await?;
     set(State::OpenConfirm, None);
     let m = tokio::time::timeout(if hold == 0 { Duration::from_secs(240) } else { hold_d }, rd.next(&mut s))
         .await
         .map_err(|_| "hold timer expired in OpenConfirm".to_string())??;
     count_in();
-    match wire::decode(&m) {
-        Ok(Message::Keepalive) => {}
-        Ok(Message::Notification { code, subcode, .. }) => {
-            return Err(format!("peer sent NOTIFICATION {code}/{subcode}"))
-        }
-        _ => {
-            let _ = send(&mut s, status, &wire::notification(wire::notify::FSM, 2, &[])).await;
-            return Err("no KEEPALIVE after OPEN".into());
-        }
+    if let Err(r) = fsm::check_confirm(wire::decode(&m)) {
+        return Err(end(&mut s, status, r).await);
     }
     set(State::Established, None);
-    let attrs = |afi: Afi, gshut: bool| -> Attributes {
-        let ebgp = cfg.remote_as != cfg.local_as;
-        let mut communities = cfg.communities.clone();
-        if gshut {
-            communities.push(wire::GRACEFUL_SHUTDOWN);
-        }
-        Attributes {
-            as_path: if ebgp { vec![cfg.local_as] } else { Vec::new() },
-            next_hop: match afi {
-                Afi::Ipv4 => cfg.next_hop_v4.map(IpAddr::V4).or(local.is_ipv4().then_some(local)),
-                Afi::Ipv6 => cfg.next_hop_v6.map(IpAddr::V6).or(local.is_ipv6().then_some(local)),
-            },
-            med: cfg.med,
-            local_pref: if ebgp { None } else { Some(cfg.local_pref.unwrap_or(100)) },
-            communities,
-            large_communities: cfg.large_communities.clone(),
-        }
-    };
     // The full table, then End-of-RIB per family.
-    let mut sent: Routes = Routes::default();
-    let announce_all = |want: &Routes| -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for afi in &fams {
-            let ps: Vec<Prefix> = want.prefixes.iter().filter(|p| family_of(p) == *afi).copied().collect();
-            for chunk in ps.chunks(200) {
-                out.push(wire::announce(*afi, chunk, &attrs(*afi, want.graceful_shutdown)));
-            }
-        }
-        out
-    };
-    let want = routes.borrow_and_update().clone();
-    for m in announce_all(&want) {
+    let announcer = fsm::Announcer { cfg, local, families: &fams };
+    let mut sent = announcer.restrict(&routes.borrow_and_update().clone());
+    for m in announcer.table(&sent) {
         send(&mut s, status, &m).await?;
     }
     for afi in &fams {
         send(&mut s, status, &wire::end_of_rib(*afi)).await?;
     }
-    sent.prefixes = want.prefixes.iter().filter(|p| fams.contains(&family_of(p))).copied().collect();
-    sent.graceful_shutdown = want.graceful_shutdown;
     if let Ok(mut st) = status.lock() {
         st.announced = sent.prefixes.len();
     }
     let mut last_rx = Instant::now();
-    let mut keepalive = tokio::time::interval(keepalive_every);
+    let mut keepalive = tokio::time::interval(agreed.keepalive_every);
     keepalive.tick().await;
     loop {
         let hold_left = hold_d.saturating_sub(last_rx.elapsed());
@@ -440,30 +375,20 @@ async fn session(
                 let m = m?;
                 last_rx = Instant::now();
                 count_in();
-                match wire::decode(&m) {
-                    Ok(Message::Keepalive) => {}
-                    Ok(Message::Update { announced, treat_as_withdraw, .. }) => {
+                match fsm::on_established(wire::decode(&m)) {
+                    fsm::Reaction::Nothing => {}
+                    fsm::Reaction::Received { announced, treat_as_withdraw } => {
                         if let Ok(mut st) = status.lock() {
                             st.prefixes_received += announced as u64;
                             st.treat_as_withdraw += treat_as_withdraw as u64;
                         }
                     }
-                    Ok(Message::RouteRefresh(_)) => {
-                        for m in announce_all(&sent) {
+                    fsm::Reaction::Refresh => {
+                        for m in announcer.table(&sent) {
                             send(&mut s, status, &m).await?;
                         }
                     }
-                    Ok(Message::Notification { code, subcode, data }) => {
-                        return Err(format!("peer sent NOTIFICATION {code}/{subcode} {}", String::from_utf8_lossy(&data)));
-                    }
-                    Ok(Message::Open(_)) => {
-                        let _ = send(&mut s, status, &wire::notification(wire::notify::FSM, 3, &[])).await;
-                        return Err("OPEN in Established".into());
-                    }
-                    Err(e) => {
-                        let _ = send(&mut s, status, &wire::notification(e.code, e.subcode, &e.data)).await;
-                        return Err(format!("bad message: {e}"));
-                    }
+                    fsm::Reaction::End(r) => return Err(end(&mut s, status, r).await),
                 }
             }
             c = incoming.recv() => {
@@ -483,34 +408,19 @@ async fn session(
                     return Err("route source gone".into());
                 }
                 let want = routes.borrow_and_update().clone();
-                let want_p: BTreeSet<Prefix> = want.prefixes.iter().filter(|p| fams.contains(&family_of(p))).copied().collect();
-                for afi in &fams {
-                    let gone: Vec<Prefix> = sent.prefixes.difference(&want_p).filter(|p| family_of(p) == *afi).copied().collect();
-                    for chunk in gone.chunks(200) {
-                        send(&mut s, status, &wire::withdraw(*afi, chunk)).await?;
-                    }
-                    // New prefixes; all of them again when the graceful-shutdown tag changed.
-                    let new: Vec<Prefix> = if want.graceful_shutdown != sent.graceful_shutdown {
-                        want_p.iter().filter(|p| family_of(p) == *afi).copied().collect()
-                    } else {
-                        want_p.difference(&sent.prefixes).filter(|p| family_of(p) == *afi).copied().collect()
-                    };
-                    for chunk in new.chunks(200) {
-                        send(&mut s, status, &wire::announce(*afi, chunk, &attrs(*afi, want.graceful_shutdown))).await?;
-                    }
+                let (updates, now) = announcer.changes(&sent, &want);
+                for m in updates {
+                    send(&mut s, status, &m).await?;
                 }
-                sent = Routes { prefixes: want_p, graceful_shutdown: want.graceful_shutdown };
+                sent = now;
                 if let Ok(mut st) = status.lock() {
                     st.announced = sent.prefixes.len();
                 }
             }
             _ = stop.changed() => {
                 // Clean shutdown: withdraw everything, then Cease / administrative shutdown.
-                for afi in &fams {
-                    let all: Vec<Prefix> = sent.prefixes.iter().filter(|p| family_of(p) == *afi).copied().collect();
-                    for chunk in all.chunks(200) {
-                        let _ = send(&mut s, status, &wire::withdraw(*afi, chunk)).await;
-                    }
+                for m in announcer.withdraw_all(&sent) {
+                    let _ = send(&mut s, status, &m).await;
                 }
                 let _ = send(&mut s, status, &wire::notification(wire::notify::CEASE, wire::notify::CEASE_SHUTDOWN, b"edgelb stopping")).await;
                 let _ = s.shutdown().await;
