@@ -1,5 +1,6 @@
-//! VIP announcement over BGP: an embedded announce-only speaker. [`wire`] is the message codec, [`session`] one
-//! peer's state machine, [`speaker`] the policy (which VIPs) and the peers.
+//! VIP announcement over BGP: an embedded announce-only speaker. [`wire`] is the message codec, [`fsm`] a session's
+//! decisions (unit-tested without sockets), [`session`] one peer's state machine as a task, [`speaker`] the policy
+//! (which VIPs) and the peers, [`peer`] the one validation of a peer's settings.
 
 pub mod fsm;
 pub mod md5;

@@ -2,7 +2,9 @@
 //! connect-retry interval) → OpenSent → OpenConfirm → Established, with the hold and keepalive timers negotiated in
 //! OPEN. In Established it announces the current route set for every family both sides support (End-of-RIB after
 //! the first full table), follows changes with UPDATEs, answers ROUTE-REFRESH by re-sending, counts what it receives,
-//! and on shutdown withdraws (tagging GRACEFUL_SHUTDOWN first when asked) before a Cease NOTIFICATION.
+//! and on shutdown withdraws (tagging GRACEFUL_SHUTDOWN first when asked) before a Cease NOTIFICATION. What each
+//! message means and which UPDATEs to send is decided in [`super::fsm`], without sockets; this module does the I/O
+//! and the timers.
 
 use super::fsm;
 use super::wire::{self, Afi, Capabilities, Open, Prefix};
