@@ -296,8 +296,22 @@ pub(crate) fn field_err<T>(field: String, msg: impl Into<String>) -> Result<T, C
 /// # Errors
 /// A [`ConfigError`] naming the first offending field.
 pub fn validate(m: &Model) -> Result<(), ConfigError> {
-    let mut seen = FxHashSet::default();
     let own: FxHashSet<IpAddr> = m.interfaces.iter().flat_map(|i| i.addrs.iter().map(|(a, _)| *a)).collect();
+    validate_interfaces(m)?;
+    validate_addressing(m, &own)?;
+    let mut seen = FxHashSet::default();
+    for (si, s) in m.services.iter().enumerate() {
+        validate_service(m, si, s, &own, &mut seen)?;
+        if let Some(h) = &s.health {
+            validate_health(si, s, h)?;
+        }
+        validate_backends(si, s)?;
+    }
+    Ok(())
+}
+
+/// Interfaces: each port once, an MTU in 576..=9216, prefix lengths in range.
+fn validate_interfaces(m: &Model) -> Result<(), ConfigError> {
     let mut ports = FxHashSet::default();
     for (ii, itf) in m.interfaces.iter().enumerate() {
         if !ports.insert(itf.port) {
@@ -316,6 +330,11 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Full-NAT ports and sources (addresses of the appliance), tunnel source prefixes, timeouts.
+fn validate_addressing(m: &Model, own: &FxHashSet<IpAddr>) -> Result<(), ConfigError> {
     let (lo, hi) = m.fullnat_ports;
     if m.services.iter().any(|s| s.mode == Mode::FullNat) && (lo == 0 || hi < lo || hi - lo < 63) {
         return field_err(
@@ -346,111 +365,127 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
             return field_err(format!("timeouts.{name}"), format!("{v} s outside 1..=604800"));
         }
     }
-    for (si, s) in m.services.iter().enumerate() {
-        let f = |x: &str| format!("services[{si}].{x}");
-        if s.vip.is_unspecified() || s.vip.is_multicast() || s.vip.is_loopback() {
-            return field_err(f("vip"), format!("{} is not a unicast address", s.vip));
+    Ok(())
+}
+
+/// One service: a unicast VIP that is not the appliance's own, once per protocol and port; a prime Maglev size;
+/// affinity, GUE port and what its mode needs.
+fn validate_service(
+    m: &Model,
+    si: usize,
+    s: &ServiceSpec,
+    own: &FxHashSet<IpAddr>,
+    seen: &mut FxHashSet<(IpAddr, Protocol, Option<u16>)>,
+) -> Result<(), ConfigError> {
+    let f = |x: &str| format!("services[{si}].{x}");
+    if s.vip.is_unspecified() || s.vip.is_multicast() || s.vip.is_loopback() {
+        return field_err(f("vip"), format!("{} is not a unicast address", s.vip));
+    }
+    if let IpAddr::V4(v) = s.vip {
+        if v.is_broadcast() {
+            return field_err(f("vip"), "broadcast address");
         }
-        if let IpAddr::V4(v) = s.vip {
-            if v.is_broadcast() {
-                return field_err(f("vip"), "broadcast address");
-            }
+    }
+    if s.port == Some(0) {
+        return field_err(f("port"), "port 0; omit the port for an all-ports service");
+    }
+    if !seen.insert((s.vip, s.protocol, s.port)) {
+        return field_err(f("vip"), format!("duplicate VIP {} {:?} port {:?}", s.vip, s.protocol, s.port));
+    }
+    if own.contains(&s.vip) {
+        return field_err(f("vip"), format!("{} is an interface address of the appliance", s.vip));
+    }
+    if !maglev::is_prime(s.maglev_size) || s.maglev_size > maglev::MAX_TABLE_SIZE || s.maglev_size < 3 {
+        return field_err(
+            f("maglev_size"),
+            format!("{} must be a prime up to {}", s.maglev_size, maglev::MAX_TABLE_SIZE),
+        );
+    }
+    if s.backends.len() > (s.maglev_size as usize).min(maglev::MAX_BACKENDS) {
+        return field_err(f("backends"), format!("{} backends exceed the Maglev table size", s.backends.len()));
+    }
+    if let Some(a) = s.affinity_timeout_s {
+        if a == 0 || a > 86_400 {
+            return field_err(f("affinity_timeout_s"), format!("{a} outside 1..=86400 (Kubernetes' maximum)"));
         }
-        if s.port == Some(0) {
-            return field_err(f("port"), "port 0; omit the port for an all-ports service");
-        }
-        if !seen.insert((s.vip, s.protocol, s.port)) {
-            return field_err(f("vip"), format!("duplicate VIP {} {:?} port {:?}", s.vip, s.protocol, s.port));
-        }
-        if own.contains(&s.vip) {
-            return field_err(f("vip"), format!("{} is an interface address of the appliance", s.vip));
-        }
-        if !maglev::is_prime(s.maglev_size) || s.maglev_size > maglev::MAX_TABLE_SIZE || s.maglev_size < 3 {
-            return field_err(
-                f("maglev_size"),
-                format!("{} must be a prime up to {}", s.maglev_size, maglev::MAX_TABLE_SIZE),
-            );
-        }
-        if s.backends.len() > (s.maglev_size as usize).min(maglev::MAX_BACKENDS) {
-            return field_err(f("backends"), format!("{} backends exceed the Maglev table size", s.backends.len()));
-        }
-        if let Some(a) = s.affinity_timeout_s {
-            if a == 0 || a > 86_400 {
-                return field_err(f("affinity_timeout_s"), format!("{a} outside 1..=86400 (Kubernetes' maximum)"));
-            }
-        }
-        if s.mode == Mode::Gue && s.gue_port == 0 {
-            return field_err(f("gue_port"), "port 0");
-        }
-        if matches!(s.mode, Mode::Ipip | Mode::Gue)
-            && !m.tunnel_sources.iter().any(|(a, _)| a.is_ipv4() == s.vip.is_ipv4())
-        {
+    }
+    if s.mode == Mode::Gue && s.gue_port == 0 {
+        return field_err(f("gue_port"), "port 0");
+    }
+    if matches!(s.mode, Mode::Ipip | Mode::Gue) && !m.tunnel_sources.iter().any(|(a, _)| a.is_ipv4() == s.vip.is_ipv4())
+    {
+        return field_err(
+            f("mode"),
+            format!("{} needs a tunnel_sources prefix of the VIP's family ({})", s.mode.name(), s.vip),
+        );
+    }
+    if s.mode == Mode::FullNat {
+        let have = m.fullnat_sources.iter().any(|a| a.is_ipv4() == s.vip.is_ipv4());
+        if !have {
             return field_err(
                 f("mode"),
-                format!("{} needs a tunnel_sources prefix of the VIP's family ({})", s.mode.name(), s.vip),
+                format!("fullnat needs a fullnat_sources address of the VIP's family ({})", s.vip),
             );
         }
-        if s.mode == Mode::FullNat {
-            let have = m.fullnat_sources.iter().any(|a| a.is_ipv4() == s.vip.is_ipv4());
-            if !have {
-                return field_err(
-                    f("mode"),
-                    format!("fullnat needs a fullnat_sources address of the VIP's family ({})", s.vip),
-                );
-            }
+    }
+    Ok(())
+}
+
+/// A service's health check.
+fn validate_health(si: usize, s: &ServiceSpec, h: &HealthSpec) -> Result<(), ConfigError> {
+    let f = |x: &str| format!("services[{si}].{x}");
+    if !(100..=3_600_000).contains(&h.interval_ms) {
+        return field_err(f("health.interval_ms"), format!("{} outside 100..=3600000", h.interval_ms));
+    }
+    if h.timeout_ms < 10 || h.timeout_ms > h.interval_ms {
+        return field_err(f("health.timeout_ms"), format!("{} outside 10..=interval_ms", h.timeout_ms));
+    }
+    if !(1..=100).contains(&h.rise) {
+        return field_err(f("health.rise"), format!("{} outside 1..=100", h.rise));
+    }
+    if !(1..=100).contains(&h.fall) {
+        return field_err(f("health.fall"), format!("{} outside 1..=100", h.fall));
+    }
+    if let HealthKind::Http { path, expect_status } = &h.kind {
+        if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return field_err(f("health.path"), format!("{path:?}: an absolute path without spaces or controls"));
         }
-        if let Some(h) = &s.health {
-            if !(100..=3_600_000).contains(&h.interval_ms) {
-                return field_err(f("health.interval_ms"), format!("{} outside 100..=3600000", h.interval_ms));
-            }
-            if h.timeout_ms < 10 || h.timeout_ms > h.interval_ms {
-                return field_err(f("health.timeout_ms"), format!("{} outside 10..=interval_ms", h.timeout_ms));
-            }
-            if !(1..=100).contains(&h.rise) {
-                return field_err(f("health.rise"), format!("{} outside 1..=100", h.rise));
-            }
-            if !(1..=100).contains(&h.fall) {
-                return field_err(f("health.fall"), format!("{} outside 1..=100", h.fall));
-            }
-            if let HealthKind::Http { path, expect_status } = &h.kind {
-                if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                    return field_err(
-                        f("health.path"),
-                        format!("{path:?}: an absolute path without spaces or controls"),
-                    );
-                }
-                if !(100..=599).contains(expect_status) {
-                    return field_err(f("health.expect_status"), format!("{expect_status} is not an HTTP status"));
-                }
-            }
-            if h.port == 0 && s.backends.iter().any(|b| b.port == 0) && s.port.is_none() {
-                return field_err(f("health.port"), "backends keep the client's port: give the port to probe");
-            }
+        if !(100..=599).contains(expect_status) {
+            return field_err(f("health.expect_status"), format!("{expect_status} is not an HTTP status"));
         }
-        let mut bseen = FxHashSet::default();
-        for (bi, b) in s.backends.iter().enumerate() {
-            let g = |x: &str| format!("services[{si}].backends[{bi}].{x}");
-            if b.addr.is_unspecified() || b.addr.is_multicast() {
-                return field_err(g("addr"), format!("{} is not a unicast address", b.addr));
-            }
-            if b.addr.is_ipv4() != s.vip.is_ipv4() {
-                return field_err(g("addr"), format!("{} and VIP {} are of different families", b.addr, s.vip));
-            }
-            if b.weight == 0 || b.weight > maglev::MAX_WEIGHT {
-                return field_err(g("weight"), format!("{} outside 1..={}", b.weight, maglev::MAX_WEIGHT));
-            }
-            if s.port.is_none() && b.port != 0 {
-                return field_err(g("port"), "an all-ports service keeps the client's port: backend port must be 0");
-            }
-            if matches!(s.mode, Mode::DsrL2 | Mode::Ipip | Mode::Gue) && b.port != 0 && Some(b.port) != s.port {
-                return field_err(
-                    g("port"),
-                    format!("{} mode cannot change the port: use 0 or the VIP's port", s.mode.name()),
-                );
-            }
-            if !bseen.insert((b.addr, b.port)) {
-                return field_err(g("addr"), format!("duplicate backend {}:{}", b.addr, b.port));
-            }
+    }
+    if h.port == 0 && s.backends.iter().any(|b| b.port == 0) && s.port.is_none() {
+        return field_err(f("health.port"), "backends keep the client's port: give the port to probe");
+    }
+
+    Ok(())
+}
+
+/// A service's backends: unicast, of the VIP's family, weights in range, ports the mode allows, each once.
+fn validate_backends(si: usize, s: &ServiceSpec) -> Result<(), ConfigError> {
+    let mut bseen = FxHashSet::default();
+    for (bi, b) in s.backends.iter().enumerate() {
+        let g = |x: &str| format!("services[{si}].backends[{bi}].{x}");
+        if b.addr.is_unspecified() || b.addr.is_multicast() {
+            return field_err(g("addr"), format!("{} is not a unicast address", b.addr));
+        }
+        if b.addr.is_ipv4() != s.vip.is_ipv4() {
+            return field_err(g("addr"), format!("{} and VIP {} are of different families", b.addr, s.vip));
+        }
+        if b.weight == 0 || b.weight > maglev::MAX_WEIGHT {
+            return field_err(g("weight"), format!("{} outside 1..={}", b.weight, maglev::MAX_WEIGHT));
+        }
+        if s.port.is_none() && b.port != 0 {
+            return field_err(g("port"), "an all-ports service keeps the client's port: backend port must be 0");
+        }
+        if matches!(s.mode, Mode::DsrL2 | Mode::Ipip | Mode::Gue) && b.port != 0 && Some(b.port) != s.port {
+            return field_err(
+                g("port"),
+                format!("{} mode cannot change the port: use 0 or the VIP's port", s.mode.name()),
+            );
+        }
+        if !bseen.insert((b.addr, b.port)) {
+            return field_err(g("addr"), format!("duplicate backend {}:{}", b.addr, b.port));
         }
     }
     Ok(())
