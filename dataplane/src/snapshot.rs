@@ -258,66 +258,7 @@ impl ConfigBuilder {
     /// A [`ConfigError`] naming the first offending field.
     pub fn build(&mut self, model: &Model) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
         validate(model)?;
-        let t = &model.timeouts;
-        let mut cfg = DataplaneConfig {
-            generation: self.generation + 1,
-            services: Vec::with_capacity(model.services.len()),
-            backends: Vec::new(),
-            vips: FxHashMap::default(),
-            vip_addrs: FxHashMap::default(),
-            own_addrs: FxHashSet::default(),
-            interfaces: model.interfaces.clone(),
-            connected: Vec::new(),
-            gateway_v4: None,
-            gateway_v6: None,
-            neighbours: model.neighbours.iter().map(|(a, m)| (addr16(*a), *m)).collect(),
-            snat_v4: None,
-            snat_v6: None,
-            snat_ports: model.fullnat_ports,
-            tunnel_v4: None,
-            tunnel_v6: None,
-            timeouts_ms: t.in_ms(),
-            backend_id_limit: 0,
-            service_id_limit: 0,
-            draining: model.draining,
-        };
-        for itf in &model.interfaces {
-            for (a, plen) in &itf.addrs {
-                cfg.own_addrs.insert(addr16(*a));
-                let plen16 = if a.is_ipv4() { plen + 96 } else { *plen };
-                cfg.connected.push((addr16(*a), plen16, itf.port));
-            }
-        }
-        for g in &model.gateways {
-            match g {
-                IpAddr::V4(_) => cfg.gateway_v4 = Some(addr16(*g)),
-                IpAddr::V6(_) => cfg.gateway_v6 = Some(addr16(*g)),
-            }
-        }
-        for s in &model.fullnat_sources {
-            match s {
-                IpAddr::V4(a) => cfg.snat_v4 = Some(a.octets()),
-                IpAddr::V6(a) => cfg.snat_v6 = Some(a.octets()),
-            }
-        }
-        for (a, plen) in &model.tunnel_sources {
-            match a {
-                IpAddr::V4(v) => {
-                    let host = if *plen >= 32 { 0 } else { u32::MAX >> plen };
-                    cfg.tunnel_v4 = Some((v.octets(), host));
-                }
-                IpAddr::V6(v) => {
-                    let host = if *plen >= 128 {
-                        0
-                    } else if *plen <= 96 {
-                        u32::MAX
-                    } else {
-                        u32::MAX >> (plen - 96)
-                    };
-                    cfg.tunnel_v6 = Some((v.octets(), host));
-                }
-            }
-        }
+        let mut cfg = base_config(model, self.generation + 1);
         // Ids: computed into scratch maps so a failure below leaves the builder untouched.
         let mut service_ids = self.service_ids.clone();
         let mut backend_ids = self.backend_ids.clone();
@@ -418,6 +359,72 @@ impl ConfigBuilder {
         self.prev = Some(cfg.clone());
         Ok((cfg, moved))
     }
+}
+
+/// A snapshot's addressing, before its services: own and connected addresses, gateways, full-NAT and tunnel
+/// sources, neighbours, timeouts.
+fn base_config(model: &Model, generation: u64) -> DataplaneConfig {
+    let t = &model.timeouts;
+    let mut cfg = DataplaneConfig {
+        generation,
+        services: Vec::with_capacity(model.services.len()),
+        backends: Vec::new(),
+        vips: FxHashMap::default(),
+        vip_addrs: FxHashMap::default(),
+        own_addrs: FxHashSet::default(),
+        interfaces: model.interfaces.clone(),
+        connected: Vec::new(),
+        gateway_v4: None,
+        gateway_v6: None,
+        neighbours: model.neighbours.iter().map(|(a, m)| (addr16(*a), *m)).collect(),
+        snat_v4: None,
+        snat_v6: None,
+        snat_ports: model.fullnat_ports,
+        tunnel_v4: None,
+        tunnel_v6: None,
+        timeouts_ms: t.in_ms(),
+        backend_id_limit: 0,
+        service_id_limit: 0,
+        draining: model.draining,
+    };
+    for itf in &model.interfaces {
+        for (a, plen) in &itf.addrs {
+            cfg.own_addrs.insert(addr16(*a));
+            let plen16 = if a.is_ipv4() { plen + 96 } else { *plen };
+            cfg.connected.push((addr16(*a), plen16, itf.port));
+        }
+    }
+    for g in &model.gateways {
+        match g {
+            IpAddr::V4(_) => cfg.gateway_v4 = Some(addr16(*g)),
+            IpAddr::V6(_) => cfg.gateway_v6 = Some(addr16(*g)),
+        }
+    }
+    for s in &model.fullnat_sources {
+        match s {
+            IpAddr::V4(a) => cfg.snat_v4 = Some(a.octets()),
+            IpAddr::V6(a) => cfg.snat_v6 = Some(a.octets()),
+        }
+    }
+    for (a, plen) in &model.tunnel_sources {
+        match a {
+            IpAddr::V4(v) => {
+                let host = if *plen >= 32 { 0 } else { u32::MAX >> plen };
+                cfg.tunnel_v4 = Some((v.octets(), host));
+            }
+            IpAddr::V6(v) => {
+                let host = if *plen >= 128 {
+                    0
+                } else if *plen <= 96 {
+                    u32::MAX
+                } else {
+                    u32::MAX >> (plen - 96)
+                };
+                cfg.tunnel_v6 = Some((v.octets(), host));
+            }
+        }
+    }
+    cfg
 }
 
 /// The published snapshot. Cloning the handle shares it.
