@@ -12,7 +12,7 @@
 //! own address or NDP -> SlowPath;   anything else -> Drop(NotForUs)
 //! ```
 //!
-//! **Flow ownership** (one owner per flow, both directions) is a pure function of the packet, see [`Pipeline::owner`]:
+//! **Flow ownership** (one owner per flow, both directions) is a pure function of the packet, see `Pipeline::owner`:
 //! packets to a VIP belong to the worker chosen by a hash of the client (source) address; NAT replies to the worker of
 //! their destination (the client); full-NAT replies to the worker whose source-port range holds their destination
 //! port. Hashing on the client address alone keeps fragments (which carry no ports) with their flow.

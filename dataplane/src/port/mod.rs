@@ -2,7 +2,7 @@
 //!
 //! Backends: [`mem`] (in-memory ring pair, for tests, the benchmark harness and in-process wiring), [`pcap`] (read a
 //! capture, write one), [`afpacket`] (Linux packet socket with mapped rings), [`afxdp`] (XDP socket, copy mode), and
-//! [`any`] to mix them, and [`dpdk`] (feature `dpdk`: SR-IOV VFs and DPDK vdevs).
+//! [`any`] to mix them, and `dpdk` (feature `dpdk`: SR-IOV VFs and DPDK vdevs).
 
 pub mod afpacket;
 pub mod afxdp;
