@@ -158,32 +158,13 @@ fn a_dpdk_port_without_a_kernel_interface_takes_the_device_mac() {
     let dir = std::env::temp_dir().join(format!("edgelbd-dpdk-mac-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("null.toml");
-    std::fs::write(
-        &cfg,
-        r#"[[port]]
-name = "vf-no-netdev"
-driver = "dpdk"
-vdev = "net_null0"
-addresses = ["198.18.0.1/24"]
-frames = 256
-
-[dpdk]
-no_huge = true
-memory_mb = 256
-mbufs = 2048
-
-[[service]]
-vip = "198.19.0.1"
-protocol = "tcp"
-port = 80
-mode = "nat"
-
-[[service.backend]]
-address = "198.18.0.10"
-port = 8080
-"#,
-    )
-    .unwrap();
+    // The first test's appliance on net_null vdevs: their names are no kernel interfaces, and no port has `mac =`.
+    let text = config()
+        .replace("name = \"lb0\"", "name = \"vf-no-netdev\"")
+        .replace("vdev = \"net_af_xdp0,iface=lb0\"", "vdev = \"net_null0\"")
+        .replace("vdev = \"net_af_xdp1,iface=lb1\"", "vdev = \"net_null1\"");
+    assert!(text.contains("net_null0") && text.contains("net_null1") && !text.contains("mac ="), "{text}");
+    std::fs::write(&cfg, text).unwrap();
     let log_path = dir.join("edgelbd.log");
     let mut daemon = Reaped(
         Command::new("ip")
