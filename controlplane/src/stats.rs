@@ -20,9 +20,11 @@ fn sum<'a>(
     workers: &'a [WorkerStats],
     pick: impl Fn(&'a WorkerStats) -> Option<&'a edgelb_dataplane::pipeline::ObjCounters>,
 ) -> (u64, u64, u64, u64) {
-    workers.iter().filter_map(pick).fold((0, 0, 0, 0), |(p, b, n, a), c| {
-        (p + c.packets, b + c.bytes, n + c.new_flows, a + c.active_flows.max(0) as u64)
-    })
+    let (p, b, n, a) = workers
+        .iter()
+        .filter_map(pick)
+        .fold((0, 0, 0, 0i64), |(p, b, n, a), c| (p + c.packets, b + c.bytes, n + c.new_flows, a + c.active_flows));
+    (p, b, n, a.max(0) as u64)
 }
 
 fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1::Stats {
