@@ -206,17 +206,17 @@ impl Announcer<'_> {
     /// changed).
     pub fn changes(&self, sent: &Routes, want: &Routes) -> (Vec<Vec<u8>>, Routes) {
         let want = self.restrict(want);
+        let gone: BTreeSet<Prefix> = sent.prefixes.difference(&want.prefixes).copied().collect();
+        let new: BTreeSet<Prefix> = if want.graceful_shutdown != sent.graceful_shutdown {
+            want.prefixes.clone()
+        } else {
+            want.prefixes.difference(&sent.prefixes).copied().collect()
+        };
         let mut out = Vec::new();
         for &afi in self.families {
-            let gone: BTreeSet<Prefix> = sent.prefixes.difference(&want.prefixes).copied().collect();
             for chunk in self.of(&gone, afi).chunks(CHUNK) {
                 out.push(wire::withdraw(afi, chunk));
             }
-            let new: BTreeSet<Prefix> = if want.graceful_shutdown != sent.graceful_shutdown {
-                want.prefixes.clone()
-            } else {
-                want.prefixes.difference(&sent.prefixes).copied().collect()
-            };
             self.announce(&mut out, afi, &self.of(&new, afi), want.graceful_shutdown);
         }
         (out, want)

@@ -357,7 +357,7 @@ async fn session(
     set(State::Established, None);
     // The full table, then End-of-RIB per family.
     let announcer = fsm::Announcer { cfg, local, families: &fams };
-    let mut sent = announcer.restrict(&routes.borrow_and_update().clone());
+    let mut sent = announcer.restrict(&routes.borrow_and_update());
     for m in announcer.table(&sent) {
         send(&mut s, status, &m).await?;
     }
@@ -409,8 +409,8 @@ async fn session(
                 if r.is_err() {
                     return Err("route source gone".into());
                 }
-                let want = routes.borrow_and_update().clone();
-                let (updates, now) = announcer.changes(&sent, &want);
+                // The watch's guard is a temporary: it is released before the first await below.
+                let (updates, now) = announcer.changes(&sent, &routes.borrow_and_update());
                 for m in updates {
                     send(&mut s, status, &m).await?;
                 }
