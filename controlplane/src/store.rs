@@ -6,7 +6,8 @@
 //! the service set (API applies and file reloads); optimistic concurrency compares against it.
 
 use edgelb_dataplane::model::BackendState;
-use edgelb_dataplane::model::{ConfigError, Model, Protocol, ServiceSpec};
+use edgelb_dataplane::model::{ConfigError, FieldPath, Model, Protocol, ServiceSpec, Step};
+use edgelb_dataplane::path;
 use edgelb_dataplane::snapshot::SlotsMoved;
 use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle, DataplaneConfig};
 use edgelb_dataplane::worker::WorkerView;
@@ -26,11 +27,11 @@ pub fn key_of(s: &ServiceSpec) -> ServiceKey {
 /// Why a change was refused. Nothing was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// Bad input, naming the field in the caller's terms (e.g. `upserts[1].backends[0].weight`).
-    #[error("{field}: {message}")]
+    /// Bad input, naming the field in the batch's terms (e.g. `upserts[1].backends[0].weight`).
+    #[error("{path}: {message}")]
     Invalid {
-        /// Field path.
-        field: String,
+        /// Where the offending value is.
+        path: FieldPath,
         /// What is wrong.
         message: String,
     },
@@ -49,7 +50,7 @@ pub enum StoreError {
 
 impl From<ConfigError> for StoreError {
     fn from(e: ConfigError) -> Self {
-        StoreError::Invalid { field: e.field, message: e.message }
+        StoreError::Invalid { path: e.path, message: e.message }
     }
 }
 
@@ -361,20 +362,20 @@ impl Store {
             let k = key_of(u);
             if let Some(j) = batch.upserts[..i].iter().position(|p| key_of(p) == k) {
                 return Err(StoreError::Invalid {
-                    field: format!("upserts[{i}]"),
+                    path: path!(upserts[i]),
                     message: format!("{} is also upserts[{j}]", show_key(&k)),
                 });
             }
             if batch.deletes.contains(&k) {
                 return Err(StoreError::Invalid {
-                    field: format!("upserts[{i}]"),
+                    path: path!(upserts[i]),
                     message: format!("{} is also deleted in this batch", show_key(&k)),
                 });
             }
         }
         for (i, d) in batch.deletes.iter().enumerate() {
             if batch.deletes[..i].contains(d) {
-                return Err(StoreError::Invalid { field: format!("deletes[{i}]"), message: "listed twice".into() });
+                return Err(StoreError::Invalid { path: path!(deletes[i]), message: "listed twice".into() });
             }
             let Some(at) = model.services.iter().position(|s| key_of(s) == *d) else {
                 return Err(StoreError::NotFound(format!("deletes[{i}]: no service {}", show_key(d))));
@@ -396,8 +397,7 @@ impl Store {
         }
         let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
         let rename = |e: ConfigError| -> StoreError {
-            let field = rename_field(&e.field, &origin);
-            StoreError::Invalid { field, message: e.message }
+            StoreError::Invalid { path: in_batch_terms(e.path, &origin), message: e.message }
         };
         if batch.dry_run {
             let mut scratch = g.builder.clone();
@@ -530,17 +530,15 @@ impl Store {
 }
 
 /// `services[k]...` of the merged model in the batch's own terms: `upserts[i]...` when service k came from the batch.
-fn rename_field(field: &str, origin: &HashMap<usize, usize>) -> String {
-    let Some(rest) = field.strip_prefix("services[") else { return field.to_string() };
-    let Some((idx, tail)) = rest.split_once(']') else { return field.to_string() };
-    // The model calls a backend's address `addr`; the API `address`.
-    let tail = match tail.strip_suffix(".addr") {
-        Some(t) => format!("{t}.address"),
-        None => tail.to_string(),
-    };
-    match idx.parse::<usize>().ok().and_then(|k| origin.get(&k)) {
-        Some(i) => format!("upserts[{i}]{tail}"),
-        None => format!("services[{idx}]{tail}"),
+fn in_batch_terms(path: FieldPath, origin: &HashMap<usize, usize>) -> FieldPath {
+    match path.index_after("services").filter(|_| matches!(path.steps().first(), Some(Step::Field("services")))) {
+        Some(k) => match origin.get(&k) {
+            Some(&i) => {
+                path.rebase(&[Step::Field("services"), Step::Index(k)], &[Step::Field("upserts"), Step::Index(i)])
+            }
+            None => path,
+        },
+        None => path,
     }
 }
 

@@ -57,7 +57,7 @@ impl std::str::FromStr for Mode {
             "gue" => Mode::Gue,
             _ => {
                 return Err(ConfigError::new(
-                    "mode",
+                    crate::path!(mode),
                     format!("unknown mode {s:?}; expected nat, fullnat, dsr_l2, ipip or gue"),
                 ))
             }
@@ -270,32 +270,136 @@ pub struct Model {
     pub draining: bool,
 }
 
+/// One step of a [`FieldPath`]: a named field or a list index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A field, by the model's name for it.
+    Field(&'static str),
+    /// A position in a list.
+    Index(usize),
+}
+
+/// Where a value sits in an input, in the model's names: `services[2].backends[0].weight`. Built with [`crate::path!`];
+/// each caller shows it in its own terms with [`FieldPath::render`], the one place names are translated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldPath(Vec<Step>);
+
+impl FieldPath {
+    /// A path of these steps.
+    pub fn new(steps: Vec<Step>) -> Self {
+        Self(steps)
+    }
+
+    /// This path and then a field.
+    #[must_use]
+    pub fn field(mut self, name: &'static str) -> Self {
+        self.0.push(Step::Field(name));
+        self
+    }
+
+    /// This path and then a list index.
+    #[must_use]
+    pub fn index(mut self, i: usize) -> Self {
+        self.0.push(Step::Index(i));
+        self
+    }
+
+    /// The steps, outermost first.
+    pub fn steps(&self) -> &[Step] {
+        &self.0
+    }
+
+    /// The index that follows the first field called `name`: 2 for `services` in `services[2].vip`.
+    pub fn index_after(&self, name: &str) -> Option<usize> {
+        self.0.windows(2).find_map(|w| match w {
+            [Step::Field(f), Step::Index(i)] if *f == name => Some(*i),
+            _ => None,
+        })
+    }
+
+    /// The path with a leading `from` replaced by `to`; unchanged when it does not start with `from`.
+    #[must_use]
+    pub fn rebase(self, from: &[Step], to: &[Step]) -> Self {
+        match self.0.strip_prefix(from) {
+            Some(rest) => Self(to.iter().chain(rest).copied().collect()),
+            None => self,
+        }
+    }
+
+    /// The path in a caller's terms: each field listed in `names` as (model name, caller's name) is renamed, the rest
+    /// keep the model's name. A caller's name may hold a dot (`fullnat_sources` is `fullnat.sources` in the file).
+    pub fn render(&self, names: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        for step in &self.0 {
+            match step {
+                Step::Field(f) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(names.iter().find(|(m, _)| m == f).map_or(*f, |(_, c)| *c));
+                }
+                Step::Index(i) => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "[{i}]");
+                }
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render(&[]))
+    }
+}
+
+/// A [`FieldPath`] written as it reads: `path!(services[si].backends[bi].weight)`, `path!(timeouts).field(name)`.
+#[macro_export]
+macro_rules! path {
+    ($($name:ident $([$i:expr])*).+) => {
+        $crate::model::FieldPath::new(vec![$($crate::model::Step::Field(stringify!($name)), $($crate::model::Step::Index($i),)*)+])
+    };
+}
+
 /// A validation error naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("{path}: {message}")]
 pub struct ConfigError {
-    /// Path of the offending field, e.g. `services[2].backends[0].weight`.
-    pub field: String,
+    /// Where the offending value is, e.g. `services[2].backends[0].weight`.
+    pub path: FieldPath,
     /// What is wrong and what is expected.
     pub message: String,
 }
 
 impl ConfigError {
     /// Build an error.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+    pub fn new(path: FieldPath, message: impl Into<String>) -> Self {
+        Self { path, message: message.into() }
     }
 }
 
-pub(crate) fn field_err<T>(field: String, msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError::new(field, msg))
+pub(crate) fn field_err<T>(path: FieldPath, msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::new(path, msg))
+}
+
+/// A model that passed [`validate`]: only validation makes one, and only a valid model becomes a snapshot
+/// ([`crate::snapshot::ConfigBuilder::build`] takes the model and validates it first).
+#[derive(Debug, Clone, Copy)]
+pub struct Valid<'a>(&'a Model);
+
+impl std::ops::Deref for Valid<'_> {
+    type Target = Model;
+    fn deref(&self) -> &Model {
+        self.0
+    }
 }
 
 /// Validate a model; the error names the field.
 ///
 /// # Errors
 /// A [`ConfigError`] naming the first offending field.
-pub fn validate(m: &Model) -> Result<(), ConfigError> {
+pub fn validate(m: &Model) -> Result<Valid<'_>, ConfigError> {
     let own: FxHashSet<IpAddr> = m.interfaces.iter().flat_map(|i| i.addrs.iter().map(|(a, _)| *a)).collect();
     validate_interfaces(m)?;
     validate_addressing(m, &own)?;
@@ -307,7 +411,7 @@ pub fn validate(m: &Model) -> Result<(), ConfigError> {
         }
         validate_backends(si, s)?;
     }
-    Ok(())
+    Ok(Valid(m))
 }
 
 /// Interfaces: each port once, an MTU in 576..=9216, prefix lengths in range.
@@ -315,18 +419,15 @@ fn validate_interfaces(m: &Model) -> Result<(), ConfigError> {
     let mut ports = FxHashSet::default();
     for (ii, itf) in m.interfaces.iter().enumerate() {
         if !ports.insert(itf.port) {
-            return field_err(format!("interfaces[{ii}].port"), format!("port {} listed twice", itf.port));
+            return field_err(path!(interfaces[ii].port), format!("port {} listed twice", itf.port));
         }
         if !(576..=9216).contains(&itf.mtu) {
-            return field_err(format!("interfaces[{ii}].mtu"), format!("mtu {} outside 576..=9216", itf.mtu));
+            return field_err(path!(interfaces[ii].mtu), format!("mtu {} outside 576..=9216", itf.mtu));
         }
         for (ai, (a, plen)) in itf.addrs.iter().enumerate() {
             let max = if a.is_ipv4() { 32 } else { 128 };
             if *plen > max || *plen == 0 {
-                return field_err(
-                    format!("interfaces[{ii}].addrs[{ai}]"),
-                    format!("prefix length {plen} outside 1..={max}"),
-                );
+                return field_err(path!(interfaces[ii].addrs[ai]), format!("prefix length {plen} outside 1..={max}"));
             }
         }
     }
@@ -338,19 +439,19 @@ fn validate_addressing(m: &Model, own: &FxHashSet<IpAddr>) -> Result<(), ConfigE
     let (lo, hi) = m.fullnat_ports;
     if m.services.iter().any(|s| s.mode == Mode::FullNat) && (lo == 0 || hi < lo || hi - lo < 63) {
         return field_err(
-            "fullnat_ports".into(),
+            path!(fullnat_ports),
             format!("range {lo}..={hi} must be non-empty, start above 0 and hold at least 64 ports"),
         );
     }
     for (i, s) in m.fullnat_sources.iter().enumerate() {
         if !own.contains(s) {
-            return field_err(format!("fullnat_sources[{i}]"), format!("{s} is not an address of any interface"));
+            return field_err(path!(fullnat_sources[i]), format!("{s} is not an address of any interface"));
         }
     }
     for (i, (a, plen)) in m.tunnel_sources.iter().enumerate() {
         let max = if a.is_ipv4() { 32 } else { 128 };
         if *plen > max {
-            return field_err(format!("tunnel_sources[{i}]"), format!("prefix length {plen} above {max}"));
+            return field_err(path!(tunnel_sources[i]), format!("prefix length {plen} above {max}"));
         }
     }
     let t = &m.timeouts;
@@ -362,7 +463,7 @@ fn validate_addressing(m: &Model, own: &FxHashSet<IpAddr>) -> Result<(), ConfigE
         ("fragment", t.fragment),
     ] {
         if v == 0 || u64::from(v) * 1000 > u64::from(crate::lb::conntrack::MAX_TIMEOUT_MS) {
-            return field_err(format!("timeouts.{name}"), format!("{v} s outside 1..=604800"));
+            return field_err(path!(timeouts).field(name), format!("{v} s outside 1..=604800"));
         }
     }
     Ok(())
@@ -377,7 +478,7 @@ fn validate_service(
     own: &FxHashSet<IpAddr>,
     seen: &mut FxHashSet<(IpAddr, Protocol, Option<u16>)>,
 ) -> Result<(), ConfigError> {
-    let f = |x: &str| format!("services[{si}].{x}");
+    let f = |x: &'static str| path!(services[si]).field(x);
     if s.vip.is_unspecified() || s.vip.is_multicast() || s.vip.is_loopback() {
         return field_err(f("vip"), format!("{} is not a unicast address", s.vip));
     }
@@ -433,29 +534,29 @@ fn validate_service(
 
 /// A service's health check.
 fn validate_health(si: usize, s: &ServiceSpec, h: &HealthSpec) -> Result<(), ConfigError> {
-    let f = |x: &str| format!("services[{si}].{x}");
+    let f = |x: &'static str| path!(services[si].health).field(x);
     if !(100..=3_600_000).contains(&h.interval_ms) {
-        return field_err(f("health.interval_ms"), format!("{} outside 100..=3600000", h.interval_ms));
+        return field_err(f("interval_ms"), format!("{} outside 100..=3600000", h.interval_ms));
     }
     if h.timeout_ms < 10 || h.timeout_ms > h.interval_ms {
-        return field_err(f("health.timeout_ms"), format!("{} outside 10..=interval_ms", h.timeout_ms));
+        return field_err(f("timeout_ms"), format!("{} outside 10..=interval_ms", h.timeout_ms));
     }
     if !(1..=100).contains(&h.rise) {
-        return field_err(f("health.rise"), format!("{} outside 1..=100", h.rise));
+        return field_err(f("rise"), format!("{} outside 1..=100", h.rise));
     }
     if !(1..=100).contains(&h.fall) {
-        return field_err(f("health.fall"), format!("{} outside 1..=100", h.fall));
+        return field_err(f("fall"), format!("{} outside 1..=100", h.fall));
     }
     if let HealthKind::Http { path, expect_status } = &h.kind {
         if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return field_err(f("health.path"), format!("{path:?}: an absolute path without spaces or controls"));
+            return field_err(f("path"), format!("{path:?}: an absolute path without spaces or controls"));
         }
         if !(100..=599).contains(expect_status) {
-            return field_err(f("health.expect_status"), format!("{expect_status} is not an HTTP status"));
+            return field_err(f("expect_status"), format!("{expect_status} is not an HTTP status"));
         }
     }
     if h.port == 0 && s.backends.iter().any(|b| b.port == 0) && s.port.is_none() {
-        return field_err(f("health.port"), "backends keep the client's port: give the port to probe");
+        return field_err(f("port"), "backends keep the client's port: give the port to probe");
     }
 
     Ok(())
@@ -465,7 +566,7 @@ fn validate_health(si: usize, s: &ServiceSpec, h: &HealthSpec) -> Result<(), Con
 fn validate_backends(si: usize, s: &ServiceSpec) -> Result<(), ConfigError> {
     let mut bseen = FxHashSet::default();
     for (bi, b) in s.backends.iter().enumerate() {
-        let g = |x: &str| format!("services[{si}].backends[{bi}].{x}");
+        let g = |x: &'static str| path!(services[si].backends[bi]).field(x);
         if b.addr.is_unspecified() || b.addr.is_multicast() {
             return field_err(g("addr"), format!("{} is not a unicast address", b.addr));
         }
@@ -489,4 +590,29 @@ fn validate_backends(si: usize, s: &ServiceSpec) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FieldPath, Step};
+
+    #[test]
+    fn a_path_renders_in_the_callers_names_and_rebases_only_its_own_prefix() {
+        let si = 2;
+        let p = crate::path!(services[si].backends[0].addr);
+        assert_eq!(p.to_string(), "services[2].backends[0].addr");
+        assert_eq!(p.render(&[("services", "service"), ("backends", "backend")]), "service[2].backend[0].addr");
+        assert_eq!(
+            crate::path!(fullnat_sources[1]).render(&[("fullnat_sources", "fullnat.sources")]),
+            "fullnat.sources[1]"
+        );
+        assert_eq!(p.index_after("backends"), Some(0));
+        assert_eq!(p.index_after("interfaces"), None);
+        let from = [Step::Field("services"), Step::Index(2)];
+        let to = [Step::Field("upserts"), Step::Index(0)];
+        assert_eq!(p.clone().rebase(&from, &to).to_string(), "upserts[0].backends[0].addr");
+        let other = crate::path!(services[3].vip);
+        assert_eq!(other.clone().rebase(&from, &to), other);
+        assert_eq!(FieldPath::default().field("timeouts").field("udp").to_string(), "timeouts.udp");
+    }
 }

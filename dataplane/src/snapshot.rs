@@ -257,8 +257,8 @@ impl ConfigBuilder {
     /// # Errors
     /// A [`ConfigError`] naming the first offending field.
     pub fn build(&mut self, model: &Model) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
-        validate(model)?;
-        let mut cfg = base_config(model, self.generation + 1);
+        let model = validate(model)?;
+        let mut cfg = base_config(&model, self.generation + 1);
         // Ids: computed into scratch maps so a failure below leaves the builder untouched.
         let mut service_ids = self.service_ids.clone();
         let mut backend_ids = self.backend_ids.clone();
@@ -289,7 +289,7 @@ impl ConfigBuilder {
                 let next_hop = cfg.route(&a16, b.addr.is_ipv4());
                 if s.mode == Mode::DsrL2 && !cfg.is_on_link(&a16) {
                     return field_err(
-                        format!("services[{si}].backends"),
+                        crate::path!(services[si].backends),
                         format!("dsr_l2 backend {} is not on-link (in no interface subnet)", b.addr),
                     );
                 }
@@ -307,7 +307,7 @@ impl ConfigBuilder {
                 }
             }
             let table = maglev::build(&mb, s.maglev_size)
-                .map_err(|e| ConfigError::new(format!("services[{si}]"), e.to_string()))?;
+                .map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?;
             for x in table.backends() {
                 mb_ids.push(id_of_key.get(&x.key).copied().unwrap_or(u32::MAX));
             }
@@ -363,7 +363,7 @@ impl ConfigBuilder {
 
 /// A snapshot's addressing, before its services: own and connected addresses, gateways, full-NAT and tunnel
 /// sources, neighbours, timeouts.
-fn base_config(model: &Model, generation: u64) -> DataplaneConfig {
+fn base_config(model: &Valid<'_>, generation: u64) -> DataplaneConfig {
     let t = &model.timeouts;
     let mut cfg = DataplaneConfig {
         generation,

@@ -431,7 +431,7 @@ fn validation_names_the_field() {
         let mut m = base.clone();
         mutate(&mut m);
         let err = builder.build(&m).expect_err(field);
-        assert_eq!(err.field, *field, "{err}");
+        assert_eq!(err.path.to_string(), *field, "{err}");
         assert!(!err.message.is_empty());
     }
     let (again, _) = builder.build(&base).unwrap();

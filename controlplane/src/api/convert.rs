@@ -3,24 +3,29 @@
 use crate::store::{ServiceKey, StoreError};
 use edgelb_api::v1;
 use edgelb_dataplane::lb::maglev;
-use edgelb_dataplane::model::{BackendSpec, BackendState, HealthKind, HealthSpec, Mode, Protocol, ServiceSpec};
+use edgelb_dataplane::model::{
+    BackendSpec, BackendState, FieldPath, HealthKind, HealthSpec, Mode, Protocol, ServiceSpec,
+};
 use edgelb_dataplane::snapshot::SlotsMoved;
 use std::net::IpAddr;
 
-fn bad(field: String, message: impl Into<String>) -> StoreError {
-    StoreError::Invalid { field, message: message.into() }
+/// The model's field names the API spells differently, for [`FieldPath::render`].
+pub const NAMES: &[(&str, &str)] = &[("addr", "address")];
+
+fn bad(path: FieldPath, message: impl Into<String>) -> StoreError {
+    StoreError::Invalid { path, message: message.into() }
 }
 
-fn ip(s: &str, field: String) -> Result<IpAddr, StoreError> {
+fn ip(s: &str, field: FieldPath) -> Result<IpAddr, StoreError> {
     s.trim().parse().map_err(|_| bad(field, format!("{s:?} is not an IP address")))
 }
 
-fn port16(v: u32, field: String) -> Result<u16, StoreError> {
+fn port16(v: u32, field: FieldPath) -> Result<u16, StoreError> {
     u16::try_from(v).map_err(|_| bad(field, format!("{v} is not a port (0..=65535)")))
 }
 
 /// A protocol enum value.
-pub fn protocol(v: i32, field: String) -> Result<Protocol, StoreError> {
+pub fn protocol(v: i32, field: FieldPath) -> Result<Protocol, StoreError> {
     match v1::Protocol::try_from(v) {
         Ok(v1::Protocol::Tcp) => Ok(Protocol::Tcp),
         Ok(v1::Protocol::Udp) => Ok(Protocol::Udp),
@@ -36,7 +41,7 @@ pub fn protocol_out(p: Protocol) -> i32 {
     }
 }
 
-fn mode(v: i32, field: String) -> Result<Mode, StoreError> {
+fn mode(v: i32, field: FieldPath) -> Result<Mode, StoreError> {
     match v1::Mode::try_from(v) {
         Ok(v1::Mode::Nat) => Ok(Mode::Nat),
         Ok(v1::Mode::Fullnat) => Ok(Mode::FullNat),
@@ -60,7 +65,7 @@ fn mode_out(m: Mode) -> i32 {
     }) as i32
 }
 
-fn svc_port(port: u32, all_ports: bool, f: &dyn Fn(&str) -> String) -> Result<Option<u16>, StoreError> {
+fn svc_port(port: u32, all_ports: bool, f: &dyn Fn(&'static str) -> FieldPath) -> Result<Option<u16>, StoreError> {
     match (port, all_ports) {
         (0, true) => Ok(None),
         (0, false) => Err(bad(f("port"), "port 0: give a port 1..=65535, or all_ports for every port")),
@@ -70,14 +75,14 @@ fn svc_port(port: u32, all_ports: bool, f: &dyn Fn(&str) -> String) -> Result<Op
 }
 
 /// A service key from the API.
-pub fn key(k: &v1::ServiceKey, at: &str) -> Result<ServiceKey, StoreError> {
-    let f = |x: &str| format!("{at}.{x}");
+pub fn key(k: &v1::ServiceKey, at: &FieldPath) -> Result<ServiceKey, StoreError> {
+    let f = |x: &'static str| at.clone().field(x);
     Ok((ip(&k.vip, f("vip"))?, protocol(k.protocol, f("protocol"))?, svc_port(k.port, k.all_ports, &f)?))
 }
 
 /// A backend from the API (`at` names it, e.g. `upserts[0].backends[2]`).
-pub fn backend(b: &v1::Backend, at: &str) -> Result<BackendSpec, StoreError> {
-    let f = |x: &str| format!("{at}.{x}");
+pub fn backend(b: &v1::Backend, at: &FieldPath) -> Result<BackendSpec, StoreError> {
+    let f = |x: &'static str| at.clone().field(x);
     // Unset (0) is the default weight; the range is the model's rule (1..=65535), checked with the rest.
     let weight = if b.weight == 0 { 1 } else { b.weight };
     let state = match v1::BackendState::try_from(b.state) {
@@ -90,8 +95,8 @@ pub fn backend(b: &v1::Backend, at: &str) -> Result<BackendSpec, StoreError> {
 }
 
 /// A service from the API (`at` names it, e.g. `upserts[1]`).
-pub fn service(s: &v1::Service, at: &str) -> Result<ServiceSpec, StoreError> {
-    let f = |x: &str| format!("{at}.{x}");
+pub fn service(s: &v1::Service, at: &FieldPath) -> Result<ServiceSpec, StoreError> {
+    let f = |x: &'static str| at.clone().field(x);
     let vip = ip(&s.vip, f("vip"))?;
     let proto = protocol(s.protocol, f("protocol"))?;
     let port = svc_port(s.port, s.all_ports, &f)?;
@@ -100,7 +105,7 @@ pub fn service(s: &v1::Service, at: &str) -> Result<ServiceSpec, StoreError> {
         .backends
         .iter()
         .enumerate()
-        .map(|(i, b)| backend(b, &format!("{at}.backends[{i}]")))
+        .map(|(i, b)| backend(b, &at.clone().field("backends").index(i)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut spec = ServiceSpec::new(vip, proto, port, m, backends);
     spec.affinity_timeout_s = (s.affinity_timeout_s > 0).then_some(s.affinity_timeout_s);
@@ -115,8 +120,8 @@ pub fn service(s: &v1::Service, at: &str) -> Result<ServiceSpec, StoreError> {
 }
 
 /// A health check from the API; zero fields take the defaults the file has ([`HealthSpec`]'s constants).
-fn health(h: &v1::HealthCheck, at: &str) -> Result<HealthSpec, StoreError> {
-    let f = |x: &str| format!("{at}.{x}");
+fn health(h: &v1::HealthCheck, at: &FieldPath) -> Result<HealthSpec, StoreError> {
+    let f = |x: &'static str| at.clone().field(x);
     let kind = match v1::HealthType::try_from(h.r#type) {
         Ok(v1::HealthType::Tcp) => HealthKind::Tcp,
         Ok(v1::HealthType::Http) => HealthKind::Http {

@@ -9,7 +9,8 @@ use crate::stats::stats;
 use crate::store::{key_of, Batch, Store, StoreError, StoreEvent};
 use edgelb_api::v1;
 use edgelb_api::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
-use edgelb_dataplane::model::BackendState;
+use edgelb_dataplane::model::{BackendState, Step};
+use edgelb_dataplane::path;
 use edgelb_dataplane::pipeline::{FlowFilter, Tuple};
 use edgelb_dataplane::snapshot::SlotsMoved;
 use edgelb_dataplane::worker::WorkerStats;
@@ -24,7 +25,9 @@ use tonic::{Request, Response, Status};
 
 fn status(e: StoreError) -> Status {
     match &e {
-        StoreError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        StoreError::Invalid { path, message } => {
+            Status::invalid_argument(format!("{}: {message}", path.render(convert::NAMES)))
+        }
         StoreError::Stale { .. } => Status::failed_precondition(e.to_string()),
         StoreError::NotFound(_) => Status::not_found(e.to_string()),
     }
@@ -88,8 +91,8 @@ impl Api {
         if r.expected_version != 0 && r.expected_version != current {
             return Err(status(StoreError::Stale { expected: r.expected_version, current }));
         }
-        let k = convert::key(&r.service.unwrap_or_default(), "service").map_err(status)?;
-        let b = convert::backend(&r.backend.unwrap_or_default(), "backend").map_err(status)?;
+        let k = convert::key(&r.service.unwrap_or_default(), &path!(service)).map_err(status)?;
+        let b = convert::backend(&r.backend.unwrap_or_default(), &path!(backend)).map_err(status)?;
         let (_, services) = self.store.services();
         let Some(mut s) = services.into_iter().find(|s| key_of(s) == k) else {
             return Err(Status::not_found(format!("service: no service {}", crate::store::show_key(&k))));
@@ -97,9 +100,10 @@ impl Api {
         op(&mut s.backends, b)?;
         let batch = Batch { upserts: vec![s], expected_version: r.expected_version, ..Default::default() };
         let a = self.store.apply(&batch, "api").map_err(|e| match e {
-            StoreError::Invalid { field, message } => {
-                status(StoreError::Invalid { field: field.replace("upserts[0].", "service."), message })
-            }
+            StoreError::Invalid { path, message } => status(StoreError::Invalid {
+                path: path.rebase(&[Step::Field("upserts"), Step::Index(0)], &[Step::Field("service")]),
+                message,
+            }),
             e => status(e),
         })?;
         Ok(a)
@@ -223,14 +227,14 @@ impl LoadBalancer for Api {
             .upserts
             .iter()
             .enumerate()
-            .map(|(i, s)| convert::service(s, &format!("upserts[{i}]")))
+            .map(|(i, s)| convert::service(s, &path!(upserts[i])))
             .collect::<Result<Vec<_>, _>>()
             .map_err(status)?;
         let deletes = r
             .deletes
             .iter()
             .enumerate()
-            .map(|(i, k)| convert::key(k, &format!("deletes[{i}]")))
+            .map(|(i, k)| convert::key(k, &path!(deletes[i])))
             .collect::<Result<Vec<_>, _>>()
             .map_err(status)?;
         let batch = Batch { upserts, deletes, dry_run: r.dry_run, expected_version: r.expected_version };
@@ -239,7 +243,7 @@ impl LoadBalancer for Api {
     }
 
     async fn get_service(&self, req: Request<v1::GetServiceRequest>) -> Result<Response<v1::Service>, Status> {
-        let k = convert::key(&req.into_inner().key.unwrap_or_default(), "key").map_err(status)?;
+        let k = convert::key(&req.into_inner().key.unwrap_or_default(), &path!(key)).map_err(status)?;
         let (_, services) = self.store.services();
         services
             .iter()
@@ -320,7 +324,7 @@ impl LoadBalancer for Api {
         }
         let sport = u16::try_from(r.client_port).map_err(|_| bad("client_port", "above 65535".into()))?;
         let dport = u16::try_from(r.vip_port).map_err(|_| bad("vip_port", "above 65535".into()))?;
-        let proto = convert::protocol(r.protocol, "protocol".into()).map_err(status)?;
+        let proto = convert::protocol(r.protocol, path!(protocol)).map_err(status)?;
         let t = Tuple { src, dst, proto: proto.number(), sport, dport };
         let Some(workers) = self.store.workers() else {
             return Err(Status::unavailable("the dataplane is not running"));
@@ -361,7 +365,7 @@ impl LoadBalancer for Api {
         let r = req.into_inner();
         let cfg = self.store.snapshot();
         let mut filter = FlowFilter::default();
-        let key = r.service.as_ref().map(|k| convert::key(k, "service")).transpose().map_err(status)?;
+        let key = r.service.as_ref().map(|k| convert::key(k, &path!(service))).transpose().map_err(status)?;
         if let Some((vip, proto, port)) = key {
             filter.service = Some((edgelb_dataplane::snapshot::addr16(vip), proto.number(), port.unwrap_or(0)));
         }

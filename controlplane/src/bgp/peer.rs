@@ -3,6 +3,8 @@
 //! the file, `hold_time: ...` in an API status).
 
 use super::session::PeerConfig;
+use edgelb_dataplane::model::{ConfigError, FieldPath};
+use edgelb_dataplane::path;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// BGP's port.
@@ -57,30 +59,19 @@ pub struct PeerSpec {
     pub passive: bool,
 }
 
-/// What is wrong with a peer: the field (relative to the peer, e.g. `communities[1]`) and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerError {
-    /// Field path within the peer.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
+/// What is wrong with a peer, the path relative to the peer (e.g. `communities[1]`): the model's [`ConfigError`],
+/// which the file and the API render in their own terms.
+pub type PeerError = ConfigError;
+
+fn err(field: &'static str, message: impl Into<String>) -> PeerError {
+    ConfigError::new(FieldPath::default().field(field), message)
 }
 
-impl std::fmt::Display for PeerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-fn err(field: impl Into<String>, message: impl Into<String>) -> PeerError {
-    PeerError { field: field.into(), message: message.into() }
-}
-
-fn ip(field: &str, s: &str) -> Result<IpAddr, PeerError> {
+fn ip(field: &'static str, s: &str) -> Result<IpAddr, PeerError> {
     s.trim().parse().map_err(|_| err(field, format!("{s:?} is not an IP address")))
 }
 
-fn ranged(field: &str, v: Option<u32>, default: u16, lo: u32, hi: u32, what: &str) -> Result<u16, PeerError> {
+fn ranged(field: &'static str, v: Option<u32>, default: u16, lo: u32, hi: u32, what: &str) -> Result<u16, PeerError> {
     match v {
         None => Ok(default),
         Some(x) if (lo..=hi).contains(&x) => Ok(x as u16),
@@ -141,8 +132,9 @@ pub fn validate(spec: &PeerSpec, local_as: u32, router_id: Ipv4Addr) -> Result<P
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            super::parse_community(c)
-                .ok_or_else(|| err(format!("communities[{i}]"), format!("{c:?} is not ASN:VALUE (16 bits each)")))
+            super::parse_community(c).ok_or_else(|| {
+                ConfigError::new(path!(communities[i]), format!("{c:?} is not ASN:VALUE (16 bits each)"))
+            })
         })
         .collect::<Result<_, _>>()?;
     let large_communities = spec
@@ -151,7 +143,7 @@ pub fn validate(spec: &PeerSpec, local_as: u32, router_id: Ipv4Addr) -> Result<P
         .enumerate()
         .map(|(i, c)| {
             super::parse_large_community(c).ok_or_else(|| {
-                err(format!("large_communities[{i}]"), format!("{c:?} is not ASN:DATA1:DATA2 (32 bits each)"))
+                ConfigError::new(path!(large_communities[i]), format!("{c:?} is not ASN:DATA1:DATA2 (32 bits each)"))
             })
         })
         .collect::<Result<_, _>>()?;
@@ -207,7 +199,11 @@ mod tests {
         assert_eq!(check(PeerSpec { hold_time: Some(0), ..spec() }).unwrap().hold_time, 0);
         assert_eq!(check(PeerSpec { hold_time: Some(3), ..spec() }).unwrap().hold_time, 3);
         for h in [1, 2, 65536] {
-            assert_eq!(check(PeerSpec { hold_time: Some(h), ..spec() }).unwrap_err().field, "hold_time", "{h}");
+            assert_eq!(
+                check(PeerSpec { hold_time: Some(h), ..spec() }).unwrap_err().path.to_string(),
+                "hold_time",
+                "{h}"
+            );
         }
     }
 
@@ -233,7 +229,7 @@ mod tests {
             (PeerSpec { graceful_restart: Some(4096), ..spec() }, "graceful_restart"),
         ];
         for (s, field) in cases {
-            assert_eq!(check(s.clone()).unwrap_err().field, field, "{s:?}");
+            assert_eq!(check(s.clone()).unwrap_err().path.to_string(), field, "{s:?}");
         }
         assert_eq!(check(PeerSpec { password: Some("x".repeat(80)), ..spec() }).unwrap().password.unwrap().len(), 80);
         assert_eq!(check(PeerSpec { graceful_restart: Some(4095), ..spec() }).unwrap().graceful_restart, Some(4095));

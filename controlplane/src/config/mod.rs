@@ -26,8 +26,9 @@
 
 use edgelb_dataplane::model::{
     validate, BackendSpec, BackendState, ConfigError, HealthKind, HealthSpec, InterfaceSpec, Mode, Model, Protocol,
-    ServiceSpec, Timeouts,
+    ServiceSpec, Step, Timeouts,
 };
+use edgelb_dataplane::path;
 use edgelb_dataplane::wire::ethernet::Mac;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -986,23 +987,20 @@ fn bgp(
         let peer = crate::bgp::peer::validate(&spec, bs.local_as, router_id).map_err(|e| {
             // At the line of the value where the file keeps one, else at the peer's table.
             let indexed = |list: &[Spanned<String>], name: &str| {
-                e.field
-                    .strip_prefix(name)
-                    .and_then(|r| r.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
-                    .and_then(|n: usize| list.get(n).map(|s| s.span()))
+                e.path.index_after(name).and_then(|n| list.get(n)).map(|s| s.span())
             };
-            let span = match e.field.as_str() {
-                "address" => Some(ps.address.span()),
-                "source" => ps.source.as_ref().map(|s| s.span()),
-                "next_hop_v4" => ps.next_hop_v4.as_ref().map(|s| s.span()),
-                "next_hop_v6" => ps.next_hop_v6.as_ref().map(|s| s.span()),
+            let span = match e.path.steps().first() {
+                Some(Step::Field("address")) => Some(ps.address.span()),
+                Some(Step::Field("source")) => ps.source.as_ref().map(|s| s.span()),
+                Some(Step::Field("next_hop_v4")) => ps.next_hop_v4.as_ref().map(|s| s.span()),
+                Some(Step::Field("next_hop_v6")) => ps.next_hop_v6.as_ref().map(|s| s.span()),
                 _ => indexed(&ps.communities, "communities")
                     .or_else(|| indexed(&ps.large_communities, "large_communities")),
             }
             .unwrap_or_else(|| p.span());
             FileError {
                 line: Some(lines.at(span.start)),
-                field: format!("bgp.peer[{i}].{}", e.field),
+                field: path!(bgp.peer[i]).render(NAMES) + "." + &e.path.render(NAMES),
                 message: e.message,
             }
         })?;
@@ -1011,36 +1009,34 @@ fn bgp(
     Ok(((bs.local_as, router_id), bgp_peers))
 }
 
-/// Rewrite a dataplane validation error into the file's names, with the line of the table it points into.
+/// The model's field names the file spells differently, for [`edgelb_dataplane::model::FieldPath::render`].
+const NAMES: &[(&str, &str)] = &[
+    ("services", "service"),
+    ("backends", "backend"),
+    ("interfaces", "port"),
+    ("fullnat_sources", "fullnat.sources"),
+    ("fullnat_ports", "fullnat.ports"),
+    ("tunnel_sources", "tunnel.sources"),
+    ("expect_status", "expect"),
+];
+
+/// A model validation error in the file's names, at the line of the table it points into.
 fn locate(lines: &Lines<'_>, file: &File, e: ConfigError) -> FileError {
-    let field = e
-        .field
-        .replace("services[", "service[")
-        .replace("backends[", "backend[")
-        .replace("interfaces[", "port[")
-        .replace("fullnat_sources", "fullnat.sources")
-        .replace("fullnat_ports", "fullnat.ports")
-        .replace("tunnel_sources", "tunnel.sources")
-        .replace("health.expect_status", "health.expect");
-    let index = |prefix: &str, s: &str| -> Option<usize> { s.strip_prefix(prefix)?.split(']').next()?.parse().ok() };
-    let mut line = None;
-    if let Some(si) = index("service[", &field) {
-        if let Some(s) = file.services.get(si) {
-            line = Some(lines.at(s.span().start));
-            let rest = field.split_once('.').map(|x| x.1).unwrap_or("");
-            if let Some(b) = index("backend[", rest).and_then(|bi| s.get_ref().backends.get(bi)) {
-                line = Some(lines.at(b.span().start));
+    let at = |span: std::ops::Range<usize>| Some(lines.at(span.start));
+    let line = match e.path.steps() {
+        [Step::Field("services"), Step::Index(si), rest @ ..] => file.services.get(*si).and_then(|s| {
+            let backend = e.path.index_after("backends").and_then(|bi| s.get_ref().backends.get(bi));
+            match (backend, rest.first(), &s.get_ref().health) {
+                (Some(b), ..) => at(b.span()),
+                (None, Some(Step::Field("health")), Some(h)) => at(h.span()),
+                _ => at(s.span()),
             }
-            if let (true, Some(h)) = (rest.starts_with("health"), &s.get_ref().health) {
-                line = Some(lines.at(h.span().start));
-            }
-        }
-    } else if let Some(pi) = index("port[", &field) {
-        line = file.ports.get(pi).map(|p| lines.at(p.span().start));
-    } else if field.starts_with("fullnat") {
-        line = file.fullnat.as_ref().map(|f| lines.at(f.span().start));
-    }
-    FileError { line, field, message: e.message }
+        }),
+        [Step::Field("interfaces"), Step::Index(pi), ..] => file.ports.get(*pi).and_then(|p| at(p.span())),
+        [Step::Field("fullnat_sources" | "fullnat_ports"), ..] => file.fullnat.as_ref().and_then(|f| at(f.span())),
+        _ => None,
+    };
+    FileError { line, field: e.path.render(NAMES), message: e.message }
 }
 
 #[cfg(test)]
