@@ -124,6 +124,57 @@ fn setopt<T>(fd: &OwnedFd, level: i32, name: i32, what: &'static str, v: &T) -> 
     Ok(())
 }
 
+fn if_index(ifname: &str) -> Result<u32, AfPacketError> {
+    let cname = CString::new(ifname).map_err(|_| AfPacketError::Config(format!("interface {ifname:?}")))?;
+    // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if ifindex == 0 {
+        return Err(AfPacketError::NoInterface(ifname.to_string(), last_err()));
+    }
+    Ok(ifindex)
+}
+
+/// A packet socket for `proto` (network order) with TPACKET_V2 RX and TX rings of `cfg.frames` frames each.
+fn ring_socket(proto: u16, cfg: &AfPacketConfig) -> Result<OwnedFd, AfPacketError> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
+    if raw < 0 {
+        return Err(AfPacketError::Socket(last_err()));
+    }
+    // SAFETY: `raw` is a fresh descriptor we own; OwnedFd closes it exactly once.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let version = libc::tpacket_versions::TPACKET_V2 as i32;
+    setopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, "PACKET_VERSION=TPACKET_V2", &version)?;
+    let frames_per_block = BLOCK_SIZE / FRAME_SIZE;
+    let req = libc::tpacket_req {
+        tp_block_size: BLOCK_SIZE,
+        tp_block_nr: cfg.frames / frames_per_block,
+        tp_frame_size: FRAME_SIZE,
+        tp_frame_nr: cfg.frames,
+    };
+    setopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, "PACKET_RX_RING", &req)?;
+    setopt(&fd, libc::SOL_PACKET, libc::PACKET_TX_RING, "PACKET_TX_RING", &req)?;
+    if cfg.qdisc_bypass {
+        let one: i32 = 1;
+        setopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS", &one)?;
+    }
+    Ok(fd)
+}
+
+/// Map the socket's RX and TX rings (`len` bytes), locked in memory when RLIMIT_MEMLOCK allows.
+fn map_rings(fd: &OwnedFd, len: usize) -> Result<*mut libc::c_void, AfPacketError> {
+    for flags in [libc::MAP_SHARED | libc::MAP_LOCKED | libc::MAP_POPULATE, libc::MAP_SHARED] {
+        // SAFETY: a new shared mapping of the socket's rings, at an address the kernel chooses; checked below.
+        let ring = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd.as_raw_fd(), 0)
+        };
+        if ring != libc::MAP_FAILED {
+            return Ok(ring);
+        }
+    }
+    Err(AfPacketError::Mmap(len, last_err()))
+}
+
 impl AfPacketPort {
     /// Open interface `ifname` (in the caller's network namespace).
     ///
@@ -133,67 +184,11 @@ impl AfPacketPort {
         if !cfg.frames.is_power_of_two() || cfg.frames < 64 || cfg.frames > 1 << 16 {
             return Err(AfPacketError::Config(format!("frames {} must be a power of two in 64..=65536", cfg.frames)));
         }
-        let cname = CString::new(ifname).map_err(|_| AfPacketError::Config(format!("interface {ifname:?}")))?;
-        // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(AfPacketError::NoInterface(ifname.to_string(), last_err()));
-        }
+        let ifindex = if_index(ifname)?;
         let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
-        if raw < 0 {
-            return Err(AfPacketError::Socket(last_err()));
-        }
-        // SAFETY: `raw` is a fresh descriptor we own; OwnedFd closes it exactly once.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let version = libc::tpacket_versions::TPACKET_V2 as i32;
-        setopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, "PACKET_VERSION=TPACKET_V2", &version)?;
-        let frames_per_block = BLOCK_SIZE / FRAME_SIZE;
-        let req = libc::tpacket_req {
-            tp_block_size: BLOCK_SIZE,
-            tp_block_nr: cfg.frames / frames_per_block,
-            tp_frame_size: FRAME_SIZE,
-            tp_frame_nr: cfg.frames,
-        };
-        setopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, "PACKET_RX_RING", &req)?;
-        setopt(&fd, libc::SOL_PACKET, libc::PACKET_TX_RING, "PACKET_TX_RING", &req)?;
-        if cfg.qdisc_bypass {
-            let one: i32 = 1;
-            setopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS", &one)?;
-        }
+        let fd = ring_socket(proto, &cfg)?;
         let ring_len = 2 * (cfg.frames as usize) * FRAME_SIZE as usize;
-        // SAFETY: a new shared mapping of the socket's rings, at an address the kernel chooses; checked below.
-        let ring = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ring_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        let ring = if ring == libc::MAP_FAILED {
-            // MAP_LOCKED needs RLIMIT_MEMLOCK; retry without it.
-            // SAFETY: as above, without locking.
-            let r = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    ring_len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if r == libc::MAP_FAILED {
-                return Err(AfPacketError::Mmap(ring_len, last_err()));
-            }
-            r
-        } else {
-            ring
-        };
+        let ring = map_rings(&fd, ring_len)?;
         let mut port = Self {
             name: ifname.to_string(),
             fd,

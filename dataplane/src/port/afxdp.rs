@@ -110,6 +110,16 @@ struct Ring {
 }
 
 impl Ring {
+    /// No mapping yet (a port under construction; Drop skips it).
+    const EMPTY: Ring = Ring {
+        map: std::ptr::null_mut(),
+        map_len: 0,
+        producer: std::ptr::null_mut(),
+        consumer: std::ptr::null_mut(),
+        desc: std::ptr::null_mut(),
+        mask: 0,
+    };
+
     fn prod(&self) -> &AtomicU32 {
         // SAFETY: `producer` points to an aligned u32 inside the ring mapping, shared with the kernel, which lives
         // as long as `self`; AtomicU32 has the same layout as u32.
@@ -119,6 +129,172 @@ impl Ring {
         // SAFETY: as for `prod`.
         unsafe { AtomicU32::from_ptr(self.consumer) }
     }
+}
+
+/// Names the interface in each step's error.
+#[derive(Clone, Copy)]
+struct Steps<'a>(&'a str);
+
+impl Steps<'_> {
+    /// The error of `step` from the OS error, with a `hint` of the usual cause.
+    fn err(self, step: &'static str, hint: &'static str) -> impl Fn(io::Error) -> AfXdpError {
+        let iface = self.0.to_string();
+        move |source: io::Error| AfXdpError::Step { iface: iface.clone(), step, source, hint }
+    }
+}
+
+fn if_index(ifname: &str) -> Result<u32, AfXdpError> {
+    let cname = CString::new(ifname).map_err(|_| {
+        AfXdpError::NoInterface(ifname.into(), io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
+    })?;
+    // SAFETY: `cname` is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if ifindex == 0 {
+        return Err(AfXdpError::NoInterface(ifname.into(), io::Error::last_os_error()));
+    }
+    Ok(ifindex)
+}
+
+/// Create the one-entry XSKMAP and load the program that redirects every frame of queue 0 into it: (map, program).
+fn load_redirect(steps: Steps<'_>) -> Result<(OwnedFd, OwnedFd), AfXdpError> {
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, BPF_MAP_TYPE_XSKMAP);
+    put32(&mut a, 4, 4);
+    put32(&mut a, 8, 4);
+    put32(&mut a, 12, 64);
+    let map = bpf(BPF_MAP_CREATE, &mut a).map_err(steps.err("create XSKMAP", " (needs CAP_BPF / root)"))?;
+    let prog_bytes = program(map.as_raw_fd());
+    let license = CString::new("GPL").unwrap_or_default();
+    let mut log = vec![0u8; 4096];
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, BPF_PROG_TYPE_XDP);
+    put32(&mut a, 4, (prog_bytes.len() / 8) as u32);
+    put64(&mut a, 8, prog_bytes.as_ptr() as u64);
+    put64(&mut a, 16, license.as_ptr() as u64);
+    put32(&mut a, 24, 1);
+    put32(&mut a, 28, log.len() as u32);
+    put64(&mut a, 32, log.as_mut_ptr() as u64);
+    let prog =
+        bpf(BPF_PROG_LOAD, &mut a).map_err(steps.err("load the XDP program", " (verifier log in debug builds)"))?;
+    Ok((map, prog))
+}
+
+fn xdp_socket(steps: Steps<'_>) -> Result<OwnedFd, AfXdpError> {
+    // SAFETY: plain socket(2); checked below.
+    let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(steps.err("socket(AF_XDP)", " (kernel without CONFIG_XDP_SOCKETS?)")(io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The UMEM: an anonymous private mapping of `len` bytes, populated now.
+fn map_umem(len: usize, steps: Steps<'_>) -> Result<*mut u8, AfXdpError> {
+    // SAFETY: a new anonymous private mapping; checked below.
+    let umem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    if umem == libc::MAP_FAILED {
+        return Err(steps.err("map the UMEM", "")(io::Error::last_os_error()));
+    }
+    Ok(umem.cast::<u8>())
+}
+
+fn setopt(fd: &OwnedFd, opt: i32, v: &[u8], what: &'static str, steps: Steps<'_>) -> Result<(), AfXdpError> {
+    // SAFETY: `v` is valid for `v.len()` bytes during the call; the kernel copies it.
+    let r =
+        unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_XDP, opt, v.as_ptr().cast(), v.len() as libc::socklen_t) };
+    if r != 0 {
+        return Err(steps.err(what, "")(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Register the UMEM, size the four rings and map them: [RX, TX, fill, completion].
+fn setup_rings(fd: &OwnedFd, umem: *mut u8, umem_len: usize, steps: Steps<'_>) -> Result<[Ring; 4], AfXdpError> {
+    let reg = libc::xdp_umem_reg {
+        addr: umem as u64,
+        len: umem_len as u64,
+        chunk_size: FRAME_SIZE,
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    // SAFETY: xdp_umem_reg is plain data; viewing it as bytes for setsockopt is sound.
+    let reg_bytes = unsafe {
+        std::slice::from_raw_parts((&reg as *const libc::xdp_umem_reg).cast::<u8>(), std::mem::size_of_val(&reg))
+    };
+    setopt(fd, libc::XDP_UMEM_REG, reg_bytes, "register the UMEM", steps)?;
+    let size = RING.to_ne_bytes();
+    setopt(fd, libc::XDP_UMEM_FILL_RING, &size, "size the fill ring", steps)?;
+    setopt(fd, libc::XDP_UMEM_COMPLETION_RING, &size, "size the completion ring", steps)?;
+    setopt(fd, libc::XDP_RX_RING, &size, "size the RX ring", steps)?;
+    setopt(fd, libc::XDP_TX_RING, &size, "size the TX ring", steps)?;
+    // SAFETY: xdp_mmap_offsets is plain data; all-zero is valid before the kernel fills it.
+    let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+    // SAFETY: `off` and `len` are valid for writes of their sizes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            libc::XDP_MMAP_OFFSETS,
+            (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(steps.err("read the ring offsets", "")(io::Error::last_os_error()));
+    }
+    let desc = std::mem::size_of::<libc::xdp_desc>();
+    Ok([
+        map_ring(fd, &off.rx, desc, libc::XDP_PGOFF_RX_RING as u64, steps.err("map the RX ring", ""))?,
+        map_ring(fd, &off.tx, desc, libc::XDP_PGOFF_TX_RING as u64, steps.err("map the TX ring", ""))?,
+        map_ring(fd, &off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING, steps.err("map the fill ring", ""))?,
+        map_ring(fd, &off.cr, 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING, steps.err("map the completion ring", ""))?,
+    ])
+}
+
+/// Map one of the socket's rings (`entry` bytes per descriptor) at its page offset.
+fn map_ring(
+    fd: &OwnedFd,
+    o: &libc::xdp_ring_offset,
+    entry: usize,
+    pgoff: u64,
+    err: impl Fn(io::Error) -> AfXdpError,
+) -> Result<Ring, AfXdpError> {
+    let len = o.desc as usize + RING as usize * entry;
+    // SAFETY: maps the kernel's ring for this socket at its documented page offset; checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd.as_raw_fd(),
+            pgoff as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(err(io::Error::last_os_error()));
+    }
+    let p = p.cast::<u8>();
+    Ok(Ring {
+        map: p,
+        map_len: len,
+        producer: p.wrapping_add(o.producer as usize).cast(),
+        consumer: p.wrapping_add(o.consumer as usize).cast(),
+        desc: p.wrapping_add(o.desc as usize),
+        mask: RING - 1,
+    })
 }
 
 /// An AF_XDP socket with its UMEM and rings, on queue 0 of one interface.
@@ -165,174 +341,46 @@ impl AfXdpPort {
     /// # Errors
     /// [`AfXdpError`] naming the step that failed.
     pub fn open_with_pool(ifname: &str, pool: super::BufPool) -> Result<Self, AfXdpError> {
-        let step = |step: &'static str, hint: &'static str| {
-            let iface = ifname.to_string();
-            move |source: io::Error| AfXdpError::Step { iface: iface.clone(), step, source, hint }
-        };
-        let cname = CString::new(ifname).map_err(|_| {
-            AfXdpError::NoInterface(ifname.into(), io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
-        })?;
-        // SAFETY: `cname` is a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(AfXdpError::NoInterface(ifname.into(), io::Error::last_os_error()));
-        }
-        let mut a = [0u8; 128];
-        put32(&mut a, 0, BPF_MAP_TYPE_XSKMAP);
-        put32(&mut a, 4, 4);
-        put32(&mut a, 8, 4);
-        put32(&mut a, 12, 64);
-        let map = bpf(BPF_MAP_CREATE, &mut a).map_err(step("create XSKMAP", " (needs CAP_BPF / root)"))?;
-        let prog_bytes = program(map.as_raw_fd());
-        let license = CString::new("GPL").unwrap_or_default();
-        let mut log = vec![0u8; 4096];
-        let mut a = [0u8; 128];
-        put32(&mut a, 0, BPF_PROG_TYPE_XDP);
-        put32(&mut a, 4, (prog_bytes.len() / 8) as u32);
-        put64(&mut a, 8, prog_bytes.as_ptr() as u64);
-        put64(&mut a, 16, license.as_ptr() as u64);
-        put32(&mut a, 24, 1);
-        put32(&mut a, 28, log.len() as u32);
-        put64(&mut a, 32, log.as_mut_ptr() as u64);
-        let prog =
-            bpf(BPF_PROG_LOAD, &mut a).map_err(step("load the XDP program", " (verifier log in debug builds)"))?;
-        // SAFETY: plain socket(2); checked below.
-        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(step("socket(AF_XDP)", " (kernel without CONFIG_XDP_SOCKETS?)")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let steps = Steps(ifname);
+        let ifindex = if_index(ifname)?;
+        let (map, prog) = load_redirect(steps)?;
+        let fd = xdp_socket(steps)?;
         let umem_len = (FRAMES * FRAME_SIZE) as usize;
-        // SAFETY: a new anonymous private mapping; checked below.
-        let umem = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                umem_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if umem == libc::MAP_FAILED {
-            return Err(step("map the UMEM", "")(io::Error::last_os_error()));
-        }
-        let umem = umem.cast::<u8>();
+        let umem = map_umem(umem_len, steps)?;
         // From here on, the UMEM must be unmapped on every error path: build the port early, with empty rings, and let
         // its Drop clean up.
-        let empty = || Ring {
-            map: std::ptr::null_mut(),
-            map_len: 0,
-            producer: std::ptr::null_mut(),
-            consumer: std::ptr::null_mut(),
-            desc: std::ptr::null_mut(),
-            mask: 0,
-        };
-        let setopt = |opt: i32, v: &[u8], what: &'static str| -> Result<(), AfXdpError> {
-            // SAFETY: `v` is valid for `v.len()` bytes during the call; the kernel copies it.
-            let r = unsafe {
-                libc::setsockopt(fd.as_raw_fd(), libc::SOL_XDP, opt, v.as_ptr().cast(), v.len() as libc::socklen_t)
-            };
-            if r != 0 {
-                return Err(step(what, "")(io::Error::last_os_error()));
-            }
-            Ok(())
-        };
-        let reg = libc::xdp_umem_reg {
-            addr: umem as u64,
-            len: umem_len as u64,
-            chunk_size: FRAME_SIZE,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        // SAFETY: xdp_umem_reg is plain data; viewing it as bytes for setsockopt is sound.
-        let reg_bytes = unsafe {
-            std::slice::from_raw_parts((&reg as *const libc::xdp_umem_reg).cast::<u8>(), std::mem::size_of_val(&reg))
-        };
-        let result = (|| {
-            setopt(libc::XDP_UMEM_REG, reg_bytes, "register the UMEM")?;
-            let size = RING.to_ne_bytes();
-            setopt(libc::XDP_UMEM_FILL_RING, &size, "size the fill ring")?;
-            setopt(libc::XDP_UMEM_COMPLETION_RING, &size, "size the completion ring")?;
-            setopt(libc::XDP_RX_RING, &size, "size the RX ring")?;
-            setopt(libc::XDP_TX_RING, &size, "size the TX ring")?;
-            // SAFETY: xdp_mmap_offsets is plain data; all-zero is valid before the kernel fills it.
-            let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-            // SAFETY: `off` and `len` are valid for writes of their sizes.
-            let r = unsafe {
-                libc::getsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_XDP,
-                    libc::XDP_MMAP_OFFSETS,
-                    (&mut off as *mut libc::xdp_mmap_offsets).cast(),
-                    &mut len,
-                )
-            };
-            if r != 0 {
-                return Err(step("read the ring offsets", "")(io::Error::last_os_error()));
-            }
-            let map_ring = |o: &libc::xdp_ring_offset, entry: usize, pgoff: u64, what: &'static str| {
-                let len = o.desc as usize + RING as usize * entry;
-                // SAFETY: maps the kernel's ring for this socket at its documented page offset; checked below.
-                let p = unsafe {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_SHARED | libc::MAP_POPULATE,
-                        fd.as_raw_fd(),
-                        pgoff as libc::off_t,
-                    )
-                };
-                if p == libc::MAP_FAILED {
-                    return Err(step(what, "")(io::Error::last_os_error()));
-                }
-                let p = p.cast::<u8>();
-                Ok(Ring {
-                    map: p,
-                    map_len: len,
-                    producer: p.wrapping_add(o.producer as usize).cast(),
-                    consumer: p.wrapping_add(o.consumer as usize).cast(),
-                    desc: p.wrapping_add(o.desc as usize),
-                    mask: RING - 1,
-                })
-            };
-            let desc = std::mem::size_of::<libc::xdp_desc>();
-            let rx = map_ring(&off.rx, desc, libc::XDP_PGOFF_RX_RING as u64, "map the RX ring")?;
-            let tx = map_ring(&off.tx, desc, libc::XDP_PGOFF_TX_RING as u64, "map the TX ring")?;
-            let fill = map_ring(&off.fr, 8, libc::XDP_UMEM_PGOFF_FILL_RING, "map the fill ring")?;
-            let comp = map_ring(&off.cr, 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING, "map the completion ring")?;
-            Ok((rx, tx, fill, comp))
-        })();
+        let rings = setup_rings(&fd, umem, umem_len, steps);
         let mut port = Self {
             name: ifname.to_string(),
             fd,
             umem,
             umem_len,
-            rx: empty(),
-            tx: empty(),
-            fill: empty(),
-            comp: empty(),
+            rx: Ring::EMPTY,
+            tx: Ring::EMPTY,
+            fill: Ring::EMPTY,
+            comp: Ring::EMPTY,
             free_tx: (RING..FRAMES).map(|i| u64::from(i) * u64::from(FRAME_SIZE)).collect(),
             pool,
             pool_grown: 0,
             stats: PortStats::default(),
             csum_completed: 0,
             // Placeholders until the link exists; replaced below.
-            _link: prog.try_clone().map_err(step("duplicate a descriptor", ""))?,
+            _link: prog.try_clone().map_err(steps.err("duplicate a descriptor", ""))?,
             _prog: prog,
             _map: map,
         };
-        let (rx, tx, fill, comp) = result?;
-        (port.rx, port.tx, port.fill, port.comp) = (rx, tx, fill, comp);
+        [port.rx, port.tx, port.fill, port.comp] = rings?;
         // Hand every receive frame to the kernel.
         for i in 0..RING {
             port.fill_slot(i).write_volatile_u64(u64::from(i) * u64::from(FRAME_SIZE));
         }
         port.fill.prod().store(RING, Ordering::Release);
+        port.bind_and_attach(ifindex, steps)?;
+        Ok(port)
+    }
+
+    /// Bind the socket to queue 0 (copy mode), enter it in the XSKMAP and attach the program to the interface.
+    fn bind_and_attach(&mut self, ifindex: u32, steps: Steps<'_>) -> Result<(), AfXdpError> {
         // SAFETY: sockaddr_xdp is plain data; all-zero is valid before the fields are set.
         let mut sa: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
         sa.sxdp_family = libc::AF_XDP as u16;
@@ -342,33 +390,33 @@ impl AfXdpPort {
         // SAFETY: `sa` is a valid sockaddr_xdp and its size is passed.
         let r = unsafe {
             libc::bind(
-                port.fd.as_raw_fd(),
+                self.fd.as_raw_fd(),
                 (&sa as *const libc::sockaddr_xdp).cast(),
                 std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
             )
         };
         if r != 0 {
-            return Err(step("bind to queue 0", " (copy mode)")(io::Error::last_os_error()));
+            return Err(steps.err("bind to queue 0", " (copy mode)")(io::Error::last_os_error()));
         }
         let key: u32 = 0;
-        let value: u32 = port.fd.as_raw_fd() as u32;
+        let value: u32 = self.fd.as_raw_fd() as u32;
         let mut a = [0u8; 128];
-        put32(&mut a, 0, port._map.as_raw_fd() as u32);
+        put32(&mut a, 0, self._map.as_raw_fd() as u32);
         put64(&mut a, 8, &key as *const u32 as u64);
         put64(&mut a, 16, &value as *const u32 as u64);
         // MAP_UPDATE_ELEM returns 0, not a descriptor: call it directly.
         // SAFETY: `a` is a valid 128-byte attribute block whose pointers point to live locals.
         let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_ELEM, a.as_mut_ptr(), a.len() as u32) };
         if r != 0 {
-            return Err(step("put the socket in the XSKMAP", "")(io::Error::last_os_error()));
+            return Err(steps.err("put the socket in the XSKMAP", "")(io::Error::last_os_error()));
         }
         let mut a = [0u8; 128];
-        put32(&mut a, 0, port._prog.as_raw_fd() as u32);
+        put32(&mut a, 0, self._prog.as_raw_fd() as u32);
         put32(&mut a, 4, ifindex);
         put32(&mut a, 8, BPF_XDP);
-        port._link = bpf(BPF_LINK_CREATE, &mut a)
-            .map_err(step("attach the XDP program", " (another XDP program already attached?)"))?;
-        Ok(port)
+        self._link = bpf(BPF_LINK_CREATE, &mut a)
+            .map_err(steps.err("attach the XDP program", " (another XDP program already attached?)"))?;
+        Ok(())
     }
 
     /// Frames whose offload-partial TCP/UDP checksum the port completed.

@@ -533,6 +533,55 @@ pub struct DpdkDevice {
     eal: &'static Eal,
 }
 
+/// Configure `port` for `queues` RX and TX queues, with symmetric RSS over them when there is more than one.
+fn configure(port: u16, name: &str, info: &sys::rte_eth_dev_info, queues: u16) -> Result<(), DpdkError> {
+    let mut conf = sys::rte_eth_conf::default();
+    let mut key = SYMMETRIC_RSS_KEY;
+    if queues > 1 {
+        let hf = RSS_HF & info.flow_type_rss_offloads;
+        if hf == 0 {
+            return Err(DpdkError::Invalid(
+                "queues",
+                format!("{name} cannot spread flows over queues (no RSS); run one worker on it"),
+            ));
+        }
+        conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+        conf.rx_adv_conf.rss_conf.rss_hf = hf;
+        let klen = usize::from(info.hash_key_size);
+        if klen > 0 && klen <= key.len() {
+            conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
+            conf.rx_adv_conf.rss_conf.rss_key_len = info.hash_key_size;
+        }
+    }
+    // SAFETY: valid port, stopped (never started or stopped by a previous owner); `conf` and the key it points
+    // to live across the call (DPDK copies the key).
+    let r = unsafe { sys::rte_eth_dev_configure(port, queues, queues, &conf) };
+    if r != 0 {
+        return Err(fail("configure", r, " (is the device stopped and not used by another process?)"));
+    }
+    Ok(())
+}
+
+/// Set up each RX queue (receiving into `pool`) and TX queue, on the device's NUMA socket.
+fn setup_queues(port: u16, pool: &Mempool, cfg: &DeviceConfig) -> Result<(), DpdkError> {
+    // SAFETY: the socket of a valid port.
+    let socket = unsafe { sys::rte_eth_dev_socket_id(port) };
+    let socket = if socket < 0 { 0 } else { socket as u32 };
+    for q in 0..cfg.queues {
+        // SAFETY: configured port, queue below the configured count, default queue config (null), a valid pool.
+        let r = unsafe { sys::rte_eth_rx_queue_setup(port, q, cfg.rx_desc, socket, std::ptr::null(), pool.as_ptr()) };
+        if r != 0 {
+            return Err(fail("RX queue setup", r, " (fewer rx_desc, or a bigger pool)"));
+        }
+        // SAFETY: as above for the TX queue.
+        let r = unsafe { sys::rte_eth_tx_queue_setup(port, q, cfg.tx_desc, socket, std::ptr::null()) };
+        if r != 0 {
+            return Err(fail("TX queue setup", r, ""));
+        }
+    }
+    Ok(())
+}
+
 impl DpdkDevice {
     /// Configure the ethdev called `name` (a PCI address from the allow-list, or a vdev name such as `net_ring0`)
     /// with `cfg.queues` RX/TX queue pairs fed from `pool`, and start it.
@@ -586,46 +635,8 @@ impl DpdkDevice {
                 ),
             ));
         }
-        let mut conf = sys::rte_eth_conf::default();
-        let mut key = SYMMETRIC_RSS_KEY;
-        if cfg.queues > 1 {
-            let hf = RSS_HF & info.flow_type_rss_offloads;
-            if hf == 0 {
-                return Err(DpdkError::Invalid(
-                    "queues",
-                    format!("{name} cannot spread flows over queues (no RSS); run one worker on it"),
-                ));
-            }
-            conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
-            conf.rx_adv_conf.rss_conf.rss_hf = hf;
-            let klen = usize::from(info.hash_key_size);
-            if klen > 0 && klen <= key.len() {
-                conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
-                conf.rx_adv_conf.rss_conf.rss_key_len = info.hash_key_size;
-            }
-        }
-        // SAFETY: valid port, stopped (never started or stopped by a previous owner); `conf` and the key it points
-        // to live across the call (DPDK copies the key).
-        let r = unsafe { sys::rte_eth_dev_configure(port, cfg.queues, cfg.queues, &conf) };
-        if r != 0 {
-            return Err(fail("configure", r, " (is the device stopped and not used by another process?)"));
-        }
-        // SAFETY: the socket of a valid port.
-        let socket = unsafe { sys::rte_eth_dev_socket_id(port) };
-        let socket = if socket < 0 { 0 } else { socket as u32 };
-        for q in 0..cfg.queues {
-            // SAFETY: configured port, queue below the configured count, default queue config (null), a valid pool.
-            let r =
-                unsafe { sys::rte_eth_rx_queue_setup(port, q, cfg.rx_desc, socket, std::ptr::null(), pool.as_ptr()) };
-            if r != 0 {
-                return Err(fail("RX queue setup", r, " (fewer rx_desc, or a bigger pool)"));
-            }
-            // SAFETY: as above for the TX queue.
-            let r = unsafe { sys::rte_eth_tx_queue_setup(port, q, cfg.tx_desc, socket, std::ptr::null()) };
-            if r != 0 {
-                return Err(fail("TX queue setup", r, ""));
-            }
-        }
+        configure(port, &name, &info, cfg.queues)?;
+        setup_queues(port, &pool, cfg)?;
         if let Some(mtu) = cfg.mtu {
             // SAFETY: a configured port.
             let r = unsafe { sys::rte_eth_dev_set_mtu(port, mtu) };
