@@ -237,10 +237,7 @@ impl DataplaneConfig {
 /// Builds snapshots and keeps the stable ids between builds. Cloning it gives a scratch builder for dry runs.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigBuilder {
-    service_ids: FxHashMap<([u8; 16], u8, u16), u32>,
-    backend_ids: FxHashMap<(u32, [u8; 18]), u32>,
-    next_service: u32,
-    next_backend: u32,
+    ids: Ids,
     generation: u64,
     prev: Option<Arc<DataplaneConfig>>,
 }
@@ -259,106 +256,130 @@ impl ConfigBuilder {
     pub fn build(&mut self, model: &Model) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
         let model = validate(model)?;
         let mut cfg = base_config(&model, self.generation + 1);
-        // Ids: computed into scratch maps so a failure below leaves the builder untouched.
-        let mut service_ids = self.service_ids.clone();
-        let mut backend_ids = self.backend_ids.clone();
-        let (mut next_s, mut next_b) = (self.next_service, self.next_backend);
+        // Ids are assigned in a scratch copy so a failure below leaves the builder untouched.
+        let mut ids = self.ids.clone();
         let mut moved = Vec::new();
         let mut backends: Vec<Backend> = Vec::new();
         for (si, s) in model.services.iter().enumerate() {
-            let vip = addr16(s.vip);
-            let proto = s.protocol.number();
-            let port = s.port.unwrap_or(0);
-            let sid = *service_ids.entry((vip, proto, port)).or_insert_with(|| {
-                next_s += 1;
-                next_s - 1
-            });
-            let mut mb = Vec::new();
-            let mut mb_ids = Vec::new();
-            let mut all_ids = Vec::new();
-            let mut id_of_key: FxHashMap<[u8; 18], u32> = FxHashMap::default();
-            for b in &s.backends {
-                let key = maglev::backend_key(b.addr, b.port);
-                let bid = *backend_ids.entry((sid, key)).or_insert_with(|| {
-                    next_b += 1;
-                    next_b - 1
-                });
-                all_ids.push(bid);
-                id_of_key.insert(key, bid);
-                let a16 = addr16(b.addr);
-                let next_hop = cfg.route(&a16, b.addr.is_ipv4());
-                if s.mode == Mode::DsrL2 && !cfg.is_on_link(&a16) {
-                    return field_err(
-                        crate::path!(services[si].backends),
-                        format!("dsr_l2 backend {} is not on-link (in no interface subnet)", b.addr),
-                    );
-                }
-                backends.push(Backend {
-                    id: bid,
-                    service: si as u32,
-                    addr: a16,
-                    v4: b.addr.is_ipv4(),
-                    port: b.port,
-                    state: b.state,
-                    next_hop,
-                });
-                if b.state == BackendState::Active {
-                    mb.push(MaglevBackend { key, weight: b.weight });
-                }
-            }
-            let table = maglev::build(&mb, s.maglev_size)
-                .map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?;
-            for x in table.backends() {
-                mb_ids.push(id_of_key.get(&x.key).copied().unwrap_or(u32::MAX));
-            }
-            let prev_table =
-                self.prev.as_ref().and_then(|p| p.services.iter().find(|ps| ps.id == sid)).map(|ps| &ps.maglev);
+            let (service, service_backends) = build_service(&cfg, &mut ids, si, s)?;
+            let prev_table = self.prev.as_ref().and_then(|p| p.services.iter().find(|ps| ps.id == service.id));
             moved.push(SlotsMoved {
                 vip: s.vip,
-                proto,
-                port,
+                proto: service.proto,
+                port: service.port,
                 moved: match prev_table {
-                    Some(pt) => table.moved_from(pt),
-                    None => table.size(),
+                    Some(pt) => service.maglev.moved_from(&pt.maglev),
+                    None => service.maglev.size(),
                 },
             });
-            cfg.vips.insert((vip, proto, port), si as u32);
-            let bit = match (port, s.protocol) {
+            cfg.vips.insert((service.vip, service.proto, service.port), si as u32);
+            let bit = match (service.port, s.protocol) {
                 (0, Protocol::Tcp) => 1,
                 (0, Protocol::Udp) => 2,
                 _ => 0,
             };
-            *cfg.vip_addrs.entry(vip).or_insert(0) |= bit;
-            cfg.services.push(Service {
-                id: sid,
-                vip,
-                v4: s.vip.is_ipv4(),
-                proto,
-                port,
-                mode: s.mode,
-                affinity_ms: s.affinity_timeout_s.unwrap_or(0).saturating_mul(1000),
-                gue_port: s.gue_port,
-                maglev: table,
-                maglev_ids: mb_ids,
-                backend_ids: all_ids,
-            });
+            *cfg.vip_addrs.entry(service.vip).or_insert(0) |= bit;
+            cfg.services.push(service);
+            backends.extend(service_backends);
         }
-        cfg.backend_id_limit = next_b;
-        cfg.service_id_limit = next_s;
-        cfg.backends = vec![None; next_b as usize];
+        cfg.backend_id_limit = ids.next_backend;
+        cfg.service_id_limit = ids.next_service;
+        cfg.backends = vec![None; ids.next_backend as usize];
         for b in backends {
             let id = b.id as usize;
             cfg.backends[id] = Some(b);
         }
-        self.service_ids = service_ids;
-        self.backend_ids = backend_ids;
-        self.next_service = next_s;
-        self.next_backend = next_b;
+        self.ids = ids;
         self.generation += 1;
         let cfg = Arc::new(cfg);
         self.prev = Some(cfg.clone());
         Ok((cfg, moved))
     }
+}
+
+/// Stable ids: a service keeps its id while its key (VIP, protocol, port) exists, a backend while its address and
+/// port stay in that service; new ones count up.
+#[derive(Debug, Default, Clone)]
+struct Ids {
+    services: FxHashMap<([u8; 16], u8, u16), u32>,
+    backends: FxHashMap<(u32, [u8; 18]), u32>,
+    next_service: u32,
+    next_backend: u32,
+}
+
+impl Ids {
+    fn service(&mut self, key: ([u8; 16], u8, u16)) -> u32 {
+        *self.services.entry(key).or_insert_with(|| {
+            self.next_service += 1;
+            self.next_service - 1
+        })
+    }
+
+    fn backend(&mut self, service: u32, key: [u8; 18]) -> u32 {
+        *self.backends.entry((service, key)).or_insert_with(|| {
+            self.next_backend += 1;
+            self.next_backend - 1
+        })
+    }
+}
+
+/// Service `si` of the snapshot being built (`cfg` holds its addressing) with its backends and Maglev table.
+fn build_service(
+    cfg: &DataplaneConfig,
+    ids: &mut Ids,
+    si: usize,
+    s: &ServiceSpec,
+) -> Result<(Service, Vec<Backend>), ConfigError> {
+    let vip = addr16(s.vip);
+    let proto = s.protocol.number();
+    let port = s.port.unwrap_or(0);
+    let sid = ids.service((vip, proto, port));
+    let mut mb = Vec::new();
+    let mut all_ids = Vec::new();
+    let mut backends = Vec::with_capacity(s.backends.len());
+    let mut id_of_key: FxHashMap<[u8; 18], u32> = FxHashMap::default();
+    for b in &s.backends {
+        let key = maglev::backend_key(b.addr, b.port);
+        let bid = ids.backend(sid, key);
+        all_ids.push(bid);
+        id_of_key.insert(key, bid);
+        let a16 = addr16(b.addr);
+        if s.mode == Mode::DsrL2 && !cfg.is_on_link(&a16) {
+            return field_err(
+                crate::path!(services[si].backends),
+                format!("dsr_l2 backend {} is not on-link (in no interface subnet)", b.addr),
+            );
+        }
+        backends.push(Backend {
+            id: bid,
+            service: si as u32,
+            addr: a16,
+            v4: b.addr.is_ipv4(),
+            port: b.port,
+            state: b.state,
+            next_hop: cfg.route(&a16, b.addr.is_ipv4()),
+        });
+        if b.state == BackendState::Active {
+            mb.push(MaglevBackend { key, weight: b.weight });
+        }
+    }
+    let table = maglev::build(&mb, s.maglev_size)
+        .map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?;
+    let maglev_ids = table.backends().iter().map(|x| id_of_key.get(&x.key).copied().unwrap_or(u32::MAX)).collect();
+    let service = Service {
+        id: sid,
+        vip,
+        v4: s.vip.is_ipv4(),
+        proto,
+        port,
+        mode: s.mode,
+        affinity_ms: s.affinity_timeout_s.unwrap_or(0).saturating_mul(1000),
+        gue_port: s.gue_port,
+        maglev: table,
+        maglev_ids,
+        backend_ids: all_ids,
+    };
+    Ok((service, backends))
 }
 
 /// A snapshot's addressing, before its services: own and connected addresses, gateways, full-NAT and tunnel
