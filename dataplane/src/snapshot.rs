@@ -363,8 +363,8 @@ fn build_service(
             mb.push(MaglevBackend { key, weight: b.weight });
         }
     }
-    let table = maglev::build(&mb, s.maglev_size)
-        .map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?;
+    let table =
+        maglev::build(&mb, s.maglev_size).map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?;
     let maglev_ids = table.backends().iter().map(|x| id_of_key.get(&x.key).copied().unwrap_or(u32::MAX)).collect();
     let service = Service {
         id: sid,

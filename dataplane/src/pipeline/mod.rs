@@ -292,6 +292,46 @@ impl Pipeline {
                 return Ok(Verdict::Handoff(o));
             }
         }
+        self.follow_fragments(cfg, &mut p, now)?;
+        if p.is_icmp() && !p.v4 && p.l4.is_some() && icmp6::is_ndp(p.icmp_type) {
+            return Ok(Verdict::SlowPath);
+        }
+        // Common case first: one hash-map probe finds the service of a VIP flow.
+        // Classified at parse time; a later fragment learnt its ports since, so it is classified again.
+        let class = if matches!(p.frag, Frag::Later(_)) {
+            cfg.classify(&p.dst, if p.has_ports() { p.proto } else { 0 }, p.dport)
+        } else {
+            p.class
+        };
+        if class == Classified::VipAddress {
+            if p.is_icmp() {
+                return self.icmp_to_vip(cfg, in_port, pkt, &p, now);
+            }
+            return Err(DropReason::NoService);
+        }
+        if let Classified::Service(si) = class {
+            return self.to_service(cfg, &cfg.services[si as usize], in_port, pkt, &p, now, bytes);
+        }
+        if p.has_ports() {
+            let r = if p.v4 {
+                self.reply::<KeyV4, B>(cfg, in_port, pkt, &p, now)
+            } else {
+                self.reply::<KeyV6, B>(cfg, in_port, pkt, &p, now)
+            };
+            if let Some(v) = r {
+                return v;
+            }
+        }
+        if cfg.is_own(&p.dst) {
+            return Ok(Verdict::SlowPath);
+        }
+        Err(DropReason::NotForUs)
+    }
+
+    /// Fragments: a first fragment records its ports; a later one takes them from it (or is dropped when it carries
+    /// a transport protocol with ports and its first fragment was not seen).
+    #[inline(always)]
+    fn follow_fragments(&mut self, cfg: &DataplaneConfig, p: &mut Pkt, now: u32) -> PResult<()> {
         match p.frag {
             Frag::No => {}
             Frag::First(ident) => {
@@ -326,56 +366,36 @@ impl Pipeline {
                 }
             }
         }
-        if p.is_icmp() && !p.v4 && p.l4.is_some() && icmp6::is_ndp(p.icmp_type) {
-            return Ok(Verdict::SlowPath);
+        Ok(())
+    }
+
+    /// A packet for service `svc`: schedule it to a backend, count it, rewrite it for the service's mode.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn to_service<B: PacketBuf>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        svc: &Service,
+        in_port: PortId,
+        pkt: &mut B,
+        p: &Pkt,
+        now: u32,
+        bytes: u64,
+    ) -> PResult<Verdict> {
+        if p.ttl <= 1 {
+            return Err(DropReason::TtlExpired);
         }
-        // Common case first: one hash-map probe finds the service of a VIP flow.
-        // Classified at parse time; a later fragment learnt its ports since, so it is classified again.
-        let class = if matches!(p.frag, Frag::Later(_)) {
-            cfg.classify(&p.dst, if p.has_ports() { p.proto } else { 0 }, p.dport)
-        } else {
-            p.class
-        };
-        if class == Classified::VipAddress {
-            if p.is_icmp() {
-                return self.icmp_to_vip(cfg, in_port, pkt, &p, now);
-            }
-            return Err(DropReason::NoService);
+        let (bid, snat_port) =
+            if p.v4 { self.schedule::<KeyV4>(cfg, svc, p, now)? } else { self.schedule::<KeyV6>(cfg, svc, p, now)? };
+        let b = cfg.backend(bid).ok_or(DropReason::NoBackend)?;
+        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+            c.packets += 1;
+            c.bytes += bytes;
         }
-        if let Classified::Service(si) = class {
-            let svc = &cfg.services[si as usize];
-            if p.ttl <= 1 {
-                return Err(DropReason::TtlExpired);
-            }
-            let (bid, snat_port) = if p.v4 {
-                self.schedule::<KeyV4>(cfg, svc, &p, now)?
-            } else {
-                self.schedule::<KeyV6>(cfg, svc, &p, now)?
-            };
-            let b = cfg.backend(bid).ok_or(DropReason::NoBackend)?;
-            if let Some(c) = self.backend_stats.get_mut(bid as usize) {
-                c.packets += 1;
-                c.bytes += bytes;
-            }
-            if let Some(c) = self.service_stats.get_mut(svc.id as usize) {
-                c.packets += 1;
-                c.bytes += bytes;
-            }
-            return self.act(cfg, svc, b, snat_port, in_port, pkt, &p);
+        if let Some(c) = self.service_stats.get_mut(svc.id as usize) {
+            c.packets += 1;
+            c.bytes += bytes;
         }
-        if p.has_ports() {
-            let r = if p.v4 {
-                self.reply::<KeyV4, B>(cfg, in_port, pkt, &p, now)
-            } else {
-                self.reply::<KeyV6, B>(cfg, in_port, pkt, &p, now)
-            };
-            if let Some(v) = r {
-                return v;
-            }
-        }
-        if cfg.is_own(&p.dst) {
-            return Ok(Verdict::SlowPath);
-        }
-        Err(DropReason::NotForUs)
+        self.act(cfg, svc, b, snat_port, in_port, pkt, p)
     }
 }
