@@ -260,6 +260,57 @@ async fn refuse(mut c: TcpStream) {
     let _ = c.shutdown().await;
 }
 
+/// Count a message received.
+fn count_in(status: &Mutex<Status>) {
+    if let Ok(mut st) = status.lock() {
+        st.msgs_in += 1;
+    }
+}
+
+/// Our OPEN: both families, 4-byte AS, route refresh and, when configured, graceful restart.
+fn our_open(cfg: &PeerConfig, status: &Mutex<Status>) -> Open {
+    let families = vec![Afi::Ipv4, Afi::Ipv6];
+    Open {
+        asn: cfg.local_as,
+        hold_time: cfg.hold_time,
+        bgp_id: cfg.router_id,
+        caps: Capabilities {
+            families: families.clone(),
+            as4: Some(cfg.local_as),
+            route_refresh: true,
+            // Restart State set on this process's first session (RFC 4724 4.1): the peer may hold our routes from
+            // before a restart, and must not wait for our End-of-RIB before sending its own.
+            graceful_restart: cfg.graceful_restart.map(|t| {
+                let first = status.lock().map(|s| s.established_count == 0).unwrap_or(true);
+                (t, first, families.iter().map(|f| (*f, true)).collect())
+            }),
+        },
+    }
+}
+
+/// OpenSent: the peer's OPEN, under a large hold timer (4 minutes, RFC 4271 8.2.2). A connection from the peer
+/// meanwhile is kept aside (returned) until we know its identifier; a second one is refused.
+async fn await_open(
+    s: &mut TcpStream,
+    rd: &mut Reader,
+    incoming: &mut tokio::sync::mpsc::Receiver<TcpStream>,
+) -> Result<(Vec<u8>, Option<TcpStream>), String> {
+    let mut pending: Option<TcpStream> = None;
+    let open_wait = tokio::time::sleep(Duration::from_secs(240));
+    tokio::pin!(open_wait);
+    loop {
+        tokio::select! {
+            m = rd.next(s) => return Ok((m?, pending)),
+            c = incoming.recv() => match (c, pending.is_some()) {
+                (Some(c), false) => pending = Some(c),
+                (Some(c), true) => refuse(c).await,
+                (None, _) => {}
+            },
+            _ = &mut open_wait => return Err("no OPEN in 240 s".into()),
+        }
+    }
+}
+
 /// One session on `s`. `Ok(Some(other))`: a collision was resolved in favour of `other`, which the caller continues
 /// on; `Ok(None)`: closed cleanly on stop.
 async fn session(
@@ -276,55 +327,18 @@ async fn session(
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
-    let families = vec![Afi::Ipv4, Afi::Ipv6];
-    let ours = Open {
-        asn: cfg.local_as,
-        hold_time: cfg.hold_time,
-        bgp_id: cfg.router_id,
-        caps: Capabilities {
-            families: families.clone(),
-            as4: Some(cfg.local_as),
-            route_refresh: true,
-            // Restart State set on this process's first session (RFC 4724 4.1): the peer may hold our routes from
-            // before a restart, and must not wait for our End-of-RIB before sending its own.
-            graceful_restart: cfg.graceful_restart.map(|t| {
-                let first = status.lock().map(|s| s.established_count == 0).unwrap_or(true);
-                (t, first, families.iter().map(|f| (*f, true)).collect())
-            }),
-        },
-    };
-    send(&mut s, status, &wire::open(&ours)).await?;
+    send(&mut s, status, &wire::open(&our_open(cfg, status))).await?;
     set(State::OpenSent, None);
     let mut rd = Reader { buf: Vec::new() };
-    let count_in = || {
-        if let Ok(mut st) = status.lock() {
-            st.msgs_in += 1;
-        }
-    };
-    // OpenSent: a large hold timer (4 minutes, RFC 4271 8.2.2) until the OPEN arrives. A connection from the peer
-    // meanwhile is kept aside until we know its identifier.
-    let mut pending: Option<TcpStream> = None;
-    let open_wait = tokio::time::sleep(Duration::from_secs(240));
-    tokio::pin!(open_wait);
-    let m = loop {
-        tokio::select! {
-            m = rd.next(&mut s) => break m?,
-            c = incoming.recv() => match (c, pending.is_some()) {
-                (Some(c), false) => pending = Some(c),
-                (Some(c), true) => refuse(c).await,
-                (None, _) => {}
-            },
-            _ = &mut open_wait => return Err("no OPEN in 240 s".into()),
-        }
-    };
-    count_in();
+    let (m, pending) = await_open(&mut s, &mut rd, incoming).await?;
+    count_in(status);
     let theirs = match fsm::check_open(cfg, wire::decode(&m)) {
         Ok(o) => o,
         Err(r) => return Err(end(&mut s, status, r).await),
     };
     // Collision (RFC 4271 6.8), now that the peer's identifier is known: with the lower identifier we give up the
     // current connection for the pending one; with the higher we refuse the pending one.
-    if let Some(other) = pending.take() {
+    if let Some(other) = pending {
         if fsm::yield_to_theirs(cfg.router_id, theirs.bgp_id) {
             let _ = send(&mut s, status, &wire::notification(wire::notify::CEASE, wire::notify::CEASE_COLLISION, &[]))
                 .await;
@@ -333,8 +347,6 @@ async fn session(
         refuse(other).await;
     }
     let agreed = fsm::negotiate(cfg, &theirs, local);
-    let (hold, fams) = (agreed.hold, agreed.families);
-    let hold_d = Duration::from_secs(u64::from(hold));
     // A family without a next hop (an IPv6 session and no next_hop_v4, or the reverse) is not announced: a route
     // without one would be malformed. Said in the status, not silently.
     if let Some(f) = agreed.missing_next_hop {
@@ -347,87 +359,124 @@ async fn session(
     }
     send(&mut s, status, &wire::keepalive()).await?;
     set(State::OpenConfirm, None);
-    let m = tokio::time::timeout(if hold == 0 { Duration::from_secs(240) } else { hold_d }, rd.next(&mut s))
+    let confirm_wait =
+        if agreed.hold == 0 { Duration::from_secs(240) } else { Duration::from_secs(agreed.hold.into()) };
+    let m = tokio::time::timeout(confirm_wait, rd.next(&mut s))
         .await
         .map_err(|_| "hold timer expired in OpenConfirm".to_string())??;
-    count_in();
+    count_in(status);
     if let Err(r) = fsm::check_confirm(wire::decode(&m)) {
         return Err(end(&mut s, status, r).await);
     }
     set(State::Established, None);
-    // The full table, then End-of-RIB per family.
-    let announcer = fsm::Announcer { cfg, local, families: &fams };
-    let mut sent = announcer.restrict(&routes.borrow_and_update());
-    for m in announcer.table(&sent) {
-        send(&mut s, status, &m).await?;
+    let announcer = fsm::Announcer { cfg, local, families: &agreed.families };
+    let mut link = Link { s, rd, status };
+    link.established(&announcer, &agreed, routes, stop, incoming).await
+}
+
+/// An established session's connection.
+struct Link<'a> {
+    s: TcpStream,
+    rd: Reader,
+    status: &'a Mutex<Status>,
+}
+
+impl Link<'_> {
+    async fn send(&mut self, m: &[u8]) -> Result<(), String> {
+        send(&mut self.s, self.status, m).await
     }
-    for afi in &fams {
-        send(&mut s, status, &wire::end_of_rib(*afi)).await?;
+
+    fn set_announced(&self, n: usize) {
+        if let Ok(mut st) = self.status.lock() {
+            st.announced = n;
+        }
     }
-    if let Ok(mut st) = status.lock() {
-        st.announced = sent.prefixes.len();
-    }
-    let mut last_rx = Instant::now();
-    let mut keepalive = tokio::time::interval(agreed.keepalive_every);
-    keepalive.tick().await;
-    loop {
-        let hold_left = hold_d.saturating_sub(last_rx.elapsed());
-        tokio::select! {
-            m = rd.next(&mut s) => {
-                let m = m?;
-                last_rx = Instant::now();
-                count_in();
-                match fsm::on_established(wire::decode(&m)) {
-                    fsm::Reaction::Nothing => {}
-                    fsm::Reaction::Received { announced, treat_as_withdraw } => {
-                        if let Ok(mut st) = status.lock() {
-                            st.prefixes_received += announced as u64;
-                            st.treat_as_withdraw += treat_as_withdraw as u64;
-                        }
+
+    /// Established: the full table and End-of-RIB per family, then updates as routes change, keepalives, the hold
+    /// timer, and a clean withdrawal and Cease on stop (`Ok(None)`).
+    async fn established(
+        &mut self,
+        announcer: &fsm::Announcer<'_>,
+        agreed: &fsm::Negotiated,
+        routes: &mut watch::Receiver<Routes>,
+        stop: &mut watch::Receiver<bool>,
+        incoming: &mut tokio::sync::mpsc::Receiver<TcpStream>,
+    ) -> Result<Option<TcpStream>, String> {
+        let hold = agreed.hold;
+        let hold_d = Duration::from_secs(u64::from(hold));
+        let mut sent = announcer.restrict(&routes.borrow_and_update());
+        for m in announcer.table(&sent) {
+            self.send(&m).await?;
+        }
+        for afi in announcer.families {
+            self.send(&wire::end_of_rib(*afi)).await?;
+        }
+        self.set_announced(sent.prefixes.len());
+        let mut last_rx = Instant::now();
+        let mut keepalive = tokio::time::interval(agreed.keepalive_every);
+        keepalive.tick().await;
+        loop {
+            let hold_left = hold_d.saturating_sub(last_rx.elapsed());
+            tokio::select! {
+                m = self.rd.next(&mut self.s) => {
+                    let m = m?;
+                    last_rx = Instant::now();
+                    count_in(self.status);
+                    self.on_message(&m, announcer, &sent).await?;
+                }
+                c = incoming.recv() => {
+                    if let Some(c) = c {
+                        refuse(c).await;
                     }
-                    fsm::Reaction::Refresh => {
-                        for m in announcer.table(&sent) {
-                            send(&mut s, status, &m).await?;
-                        }
+                }
+                _ = tokio::time::sleep(hold_left), if hold > 0 => {
+                    let _ = self.send(&wire::notification(wire::notify::HOLD_EXPIRED, 0, &[])).await;
+                    return Err(format!("hold timer expired ({hold} s without a message)"));
+                }
+                _ = keepalive.tick(), if hold > 0 => self.send(&wire::keepalive()).await?,
+                r = routes.changed() => {
+                    if r.is_err() {
+                        return Err("route source gone".into());
                     }
-                    fsm::Reaction::End(r) => return Err(end(&mut s, status, r).await),
+                    // The watch's guard is a temporary: it is released before the first await below.
+                    let (updates, now) = announcer.changes(&sent, &routes.borrow_and_update());
+                    for m in updates {
+                        self.send(&m).await?;
+                    }
+                    sent = now;
+                    self.set_announced(sent.prefixes.len());
                 }
-            }
-            c = incoming.recv() => {
-                if let Some(c) = c {
-                    refuse(c).await;
+                _ = stop.changed() => {
+                    // Clean shutdown: withdraw everything, then Cease / administrative shutdown.
+                    for m in announcer.withdraw_all(&sent) {
+                        let _ = self.send(&m).await;
+                    }
+                    let bye = wire::notification(wire::notify::CEASE, wire::notify::CEASE_SHUTDOWN, b"edgelb stopping");
+                    let _ = self.send(&bye).await;
+                    let _ = self.s.shutdown().await;
+                    return Ok(None);
                 }
-            }
-            _ = tokio::time::sleep(hold_left), if hold > 0 => {
-                let _ = send(&mut s, status, &wire::notification(wire::notify::HOLD_EXPIRED, 0, &[])).await;
-                return Err(format!("hold timer expired ({hold} s without a message)"));
-            }
-            _ = keepalive.tick(), if hold > 0 => {
-                send(&mut s, status, &wire::keepalive()).await?;
-            }
-            r = routes.changed() => {
-                if r.is_err() {
-                    return Err("route source gone".into());
-                }
-                // The watch's guard is a temporary: it is released before the first await below.
-                let (updates, now) = announcer.changes(&sent, &routes.borrow_and_update());
-                for m in updates {
-                    send(&mut s, status, &m).await?;
-                }
-                sent = now;
-                if let Ok(mut st) = status.lock() {
-                    st.announced = sent.prefixes.len();
-                }
-            }
-            _ = stop.changed() => {
-                // Clean shutdown: withdraw everything, then Cease / administrative shutdown.
-                for m in announcer.withdraw_all(&sent) {
-                    let _ = send(&mut s, status, &m).await;
-                }
-                let _ = send(&mut s, status, &wire::notification(wire::notify::CEASE, wire::notify::CEASE_SHUTDOWN, b"edgelb stopping")).await;
-                let _ = s.shutdown().await;
-                return Ok(None);
             }
         }
+    }
+
+    /// A message in Established: count what it carries, answer a route refresh with the table, end on an error.
+    async fn on_message(&mut self, m: &[u8], announcer: &fsm::Announcer<'_>, sent: &Routes) -> Result<(), String> {
+        match fsm::on_established(wire::decode(m)) {
+            fsm::Reaction::Nothing => {}
+            fsm::Reaction::Received { announced, treat_as_withdraw } => {
+                if let Ok(mut st) = self.status.lock() {
+                    st.prefixes_received += announced as u64;
+                    st.treat_as_withdraw += treat_as_withdraw as u64;
+                }
+            }
+            fsm::Reaction::Refresh => {
+                for m in announcer.table(sent) {
+                    self.send(&m).await?;
+                }
+            }
+            fsm::Reaction::End(r) => return Err(end(&mut self.s, self.status, r).await),
+        }
+        Ok(())
     }
 }

@@ -204,6 +204,25 @@ impl Pipeline {
         if tcp && p.tcp_flags & (tcpf::SYN | tcpf::ACK) != tcpf::SYN {
             self.counters.midflow_pickups += 1;
         }
+        let snat_port = self.record::<K>(cfg, svc, b, key, h, p, now)?;
+        Ok((bid, snat_port))
+    }
+
+    /// Record a new flow to backend `b` (and, for NAT modes, its reverse index); returns the full-NAT source port.
+    /// A flow the table cannot hold is forwarded untracked, except in full-NAT, which needs its state.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn record<K: FamilyKey>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        svc: &Service,
+        b: &Backend,
+        key: K,
+        h: u64,
+        p: &Pkt,
+        now: u32,
+    ) -> PResult<u16> {
+        let bid = b.id;
         let state = FlowState::first(p.proto, p.tcp_flags);
         let expires = now.wrapping_add(state.timeout_ms(cfg));
         let fullnat = svc.mode == Mode::FullNat;
@@ -244,7 +263,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok((bid, snat_port))
+        Ok(snat_port)
     }
 
     /// Affinity, then Maglev. Only active backends are picked.
