@@ -310,7 +310,7 @@ impl Pipeline {
             return Err(DropReason::NoService);
         }
         if let Classified::Service(si) = class {
-            return self.to_service(cfg, &cfg.services[si as usize], in_port, pkt, &p, now, bytes);
+            return self.for_service(cfg, &cfg.services[si as usize], in_port, pkt, &p, now, bytes);
         }
         if p.has_ports() {
             let r = if p.v4 {
@@ -372,7 +372,7 @@ impl Pipeline {
     /// A packet for service `svc`: schedule it to a backend, count it, rewrite it for the service's mode.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn to_service<B: PacketBuf>(
+    fn for_service<B: PacketBuf>(
         &mut self,
         cfg: &DataplaneConfig,
         svc: &Service,
