@@ -7,34 +7,39 @@
 //! SIGHUP (or a change of the file) reloads the configuration; SIGTERM/SIGINT stop. Exit 2 on a usage or
 //! configuration error, 1 when serving fails.
 
+use clap::{Parser, ValueEnum};
 use sriov_device_plugin::plugin;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Advertise SR-IOV VF pools to the kubelet. SIGHUP (or a change of the file) reloads the configuration;
+/// SIGTERM/SIGINT stop. Exit 2 on a usage or configuration error, 1 when serving fails.
+#[derive(Parser, Debug)]
+#[command(name = "sriov-device-plugin", version)]
+struct Args {
+    /// The resource pools (the upstream plugin's JSON format, netDevice resources)
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Where sysfs is mounted (a copy of it in tests)
+    #[arg(long, value_name = "DIR", default_value = "/sys")]
+    sys_root: PathBuf,
+    /// The kubelet's device-plugin directory (kubelet.sock and the plugins' sockets)
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet/device-plugins")]
+    plugin_dir: PathBuf,
+    /// Log lines as text or JSON
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() -> ExitCode {
-    let mut config = None;
-    let mut sys_root = PathBuf::from("/sys");
-    let mut plugin_dir = PathBuf::from("/var/lib/kubelet/device-plugins");
-    let mut json = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
-        let r = match a.as_str() {
-            "--config" => val().map(|v| config = Some(PathBuf::from(v))),
-            "--sys-root" => val().map(|v| sys_root = v.into()),
-            "--plugin-dir" => val().map(|v| plugin_dir = v.into()),
-            "--log-format" => val().map(|v| json = v == "json"),
-            other => Err(format!("unknown argument {other:?}")),
-        };
-        if let Err(e) = r {
-            eprintln!("sriov-device-plugin: {e}\nusage: sriov-device-plugin --config FILE [--sys-root DIR] [--plugin-dir DIR] [--log-format text|json]");
-            return ExitCode::from(2);
-        }
-    }
-    let Some(config) = config else {
-        eprintln!("sriov-device-plugin: --config FILE is required");
-        return ExitCode::from(2);
-    };
+    let Args { config, sys_root, plugin_dir, log_format } = Args::parse();
+    let json = log_format == LogFormat::Json;
     let sub = tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr);
     if json {
         sub.json().init();

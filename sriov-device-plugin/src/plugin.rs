@@ -261,107 +261,83 @@ pub async fn run(
     mut reload: tokio::sync::mpsc::Receiver<()>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let read = |p: &Path| -> Result<Config, String> {
-        let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        crate::config::parse(&t).map_err(|e| format!("{}: {e}", p.display()))
+    let cfg = read_config(&config_path)?;
+    let cfg_stamp = std::fs::metadata(&config_path).and_then(|m| m.modified()).ok();
+    let mut m = Manager {
+        config_path,
+        sys_root,
+        plugin_dir,
+        cfg,
+        cfg_stamp,
+        allocated: Arc::new(Mutex::new(HashMap::new())),
+        running: BTreeMap::new(),
+        reference: HashMap::new(),
     };
-    let mut cfg = read(&config_path)?;
-    let mut cfg_stamp = std::fs::metadata(&config_path).and_then(|m| m.modified()).ok();
-    let allocated: Allocated = Arc::new(Mutex::new(HashMap::new()));
-    let mut running: BTreeMap<String, Running> = BTreeMap::new();
-    // Each device as first seen in its pool: the reference for health (driver it came with).
-    let mut reference: HashMap<String, Vf> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = reload.recv() => cfg_stamp = None,
+            _ = reload.recv() => m.cfg_stamp = None,
             _ = stop.changed() => break,
         }
-        // Config reload: on SIGHUP or when the file changed.
-        let mut reloaded = false;
-        let stamp = std::fs::metadata(&config_path).and_then(|m| m.modified()).ok();
-        if stamp != cfg_stamp {
-            cfg_stamp = stamp;
-            match read(&config_path) {
-                Ok(c) if c != cfg || running.is_empty() => {
-                    if !running.is_empty() {
-                        info!(resources = c.resource_list.len(), "configuration reloaded");
-                    }
-                    cfg = c;
-                    reloaded = true;
-                }
-                Ok(_) => {}
-                Err(e) => error!("configuration not reloaded, keeping the running one: {e}"),
-            }
-        }
-        let vfs = sysfs::discover(&sys_root);
-        let alloc = allocated.lock().map(|a| a.clone()).unwrap_or_default();
-        let pools = pools(&cfg, &vfs, &alloc);
-        let wanted: HashSet<String> = cfg.resource_list.iter().map(full_name).collect();
+        m.round().await;
+    }
+    for (_, r) in m.running {
+        r.server.abort();
+        let _ = std::fs::remove_file(m.plugin_dir.join(&r.endpoint));
+    }
+    Ok(())
+}
+
+fn read_config(p: &Path) -> Result<Config, String> {
+    let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    crate::config::parse(&t).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// What the manager keeps between rounds.
+struct Manager {
+    config_path: PathBuf,
+    sys_root: PathBuf,
+    plugin_dir: PathBuf,
+    cfg: Config,
+    /// Modification time of the configuration file when last read (None: read it again).
+    cfg_stamp: Option<std::time::SystemTime>,
+    allocated: Allocated,
+    running: BTreeMap<String, Running>,
+    /// Each device as first seen in its pool: the reference for health (driver it came with).
+    reference: HashMap<String, Vf>,
+}
+
+impl Manager {
+    /// One round: reload the configuration if it changed, discover the VFs, and bring each resource's server and
+    /// device list up to date.
+    async fn round(&mut self) {
+        let reloaded = self.reload();
+        let vfs = sysfs::discover(&self.sys_root);
+        let alloc = self.allocated.lock().map(|a| a.clone()).unwrap_or_default();
+        let pools = pools(&self.cfg, &vfs, &alloc);
+        let wanted: HashSet<String> = self.cfg.resource_list.iter().map(full_name).collect();
         // Resources gone from the configuration: stop serving them.
-        let gone: Vec<String> = running.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        let gone: Vec<String> = self.running.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
         for k in gone {
-            if let Some(r) = running.remove(&k) {
+            if let Some(r) = self.running.remove(&k) {
                 r.server.abort();
-                let _ = std::fs::remove_file(plugin_dir.join(&r.endpoint));
+                let _ = std::fs::remove_file(self.plugin_dir.join(&r.endpoint));
                 info!(resource = %k, "resource removed");
             }
         }
-        for (i, r) in cfg.resource_list.iter().enumerate() {
+        for (i, r) in self.cfg.resource_list.clone().iter().enumerate() {
             let name = full_name(r);
-            let devices: Vec<(Vf, Result<(), String>)> = pools[i]
-                .iter()
-                .map(|v| {
-                    let first = reference.entry(v.pci.clone()).or_insert_with(|| v.clone());
-                    (v.clone(), sysfs::health(first, Some(v)))
-                })
-                .collect();
-            // Members that vanished from sysfs, or no longer match because their driver changed, stay listed as
-            // unhealthy (until the configuration itself changes membership), so the kubelet learns of it.
-            let mut devices = devices;
-            if let (Some(run), false) = (running.get(&name), reloaded) {
-                for (old, _) in &run.state.borrow().devices {
-                    if !devices.iter().any(|(v, _)| v.pci == old.pci) {
-                        let now = vfs.iter().find(|v| v.pci == old.pci);
-                        let why = sysfs::health(reference.get(&old.pci).unwrap_or(old), now)
-                            .err()
-                            .unwrap_or_else(|| "no longer selected".into());
-                        devices.push((old.clone(), Err(why)));
-                    }
-                }
-                devices.sort_by(|a, b| a.0.pci.cmp(&b.0.pci));
-            }
+            let devices = self.devices(&name, &pools[i], &vfs, reloaded);
             let state = PoolState { prefix: r.resource_prefix.clone(), name: r.resource_name.clone(), devices };
             let endpoint = endpoint_of(r);
-            let socket_gone = !plugin_dir.join(&endpoint).exists();
-            match running.get_mut(&name) {
+            let socket_gone = !self.plugin_dir.join(&endpoint).exists();
+            match self.running.get_mut(&name) {
                 Some(run) if !socket_gone && run.resource == *r => {
                     if !run.registered {
-                        match register(&plugin_dir, &endpoint, &name).await {
-                            Ok(()) => {
-                                info!(resource = %name, endpoint = %endpoint, "registered with the kubelet");
-                                run.registered = true;
-                            }
-                            Err(e) => warn!(resource = %name, "registration failed, retrying: {e}"),
-                        }
+                        run.registered = try_register(&self.plugin_dir, &endpoint, &name, None).await;
                     }
-                    run.state.send_if_modified(|s| {
-                        let changed = s.listing() != state.listing();
-                        if changed {
-                            for ((v, h), _) in state.devices.iter().zip(0..) {
-                                let before = s.devices.iter().find(|(x, _)| x.pci == v.pci).map(|(_, h)| h.is_ok());
-                                if before != Some(h.is_ok()) {
-                                    match h {
-                                        Ok(()) => info!(resource = %name, device = %v.pci, "healthy"),
-                                        Err(why) => warn!(resource = %name, device = %v.pci, "unhealthy: {why}"),
-                                    }
-                                }
-                            }
-                            *s = state.clone();
-                        }
-                        changed
-                    });
+                    publish(run, &name, state);
                 }
                 other => {
                     // New resource, a changed one, or the kubelet wiped our socket (its restart): serve and register.
@@ -371,35 +347,109 @@ pub async fn run(
                             info!(resource = %name, "plugin socket removed (kubelet restart?): serving and registering again");
                         }
                     }
-                    let (tx, rx) = watch::channel(state);
-                    let plugin = Plugin { state: rx, allocated: allocated.clone() };
-                    match serve(&plugin_dir, &endpoint, plugin).await {
-                        Ok(server) => {
-                            let registered = match register(&plugin_dir, &endpoint, &name).await {
-                                Ok(()) => {
-                                    let n = tx.borrow().devices.len();
-                                    info!(resource = %name, endpoint = %endpoint, devices = n, "registered with the kubelet");
-                                    true
-                                }
-                                Err(e) => {
-                                    warn!(resource = %name, "registration failed, retrying: {e}");
-                                    false
-                                }
-                            };
-                            running.insert(
-                                name.clone(),
-                                Running { resource: r.clone(), endpoint, registered, state: tx, server },
-                            );
-                        }
-                        Err(e) => error!(resource = %name, "cannot serve: {e}"),
-                    }
+                    self.start(r, name, endpoint, state).await;
                 }
             }
         }
     }
-    for (_, r) in running {
-        r.server.abort();
-        let _ = std::fs::remove_file(plugin_dir.join(&r.endpoint));
+
+    /// Re-read the configuration on SIGHUP or when the file changed; true when a new one is in force.
+    fn reload(&mut self) -> bool {
+        let stamp = std::fs::metadata(&self.config_path).and_then(|m| m.modified()).ok();
+        if stamp == self.cfg_stamp {
+            return false;
+        }
+        self.cfg_stamp = stamp;
+        match read_config(&self.config_path) {
+            Ok(c) if c != self.cfg || self.running.is_empty() => {
+                if !self.running.is_empty() {
+                    info!(resources = c.resource_list.len(), "configuration reloaded");
+                }
+                self.cfg = c;
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                error!("configuration not reloaded, keeping the running one: {e}");
+                false
+            }
+        }
     }
-    Ok(())
+
+    /// A pool's devices with their health. Members that vanished from sysfs, or no longer match because their driver
+    /// changed, stay listed as unhealthy (until the configuration itself changes membership), so the kubelet learns
+    /// of it.
+    fn devices(&mut self, name: &str, pool: &[Vf], vfs: &[Vf], reloaded: bool) -> Vec<(Vf, Result<(), String>)> {
+        let mut devices: Vec<(Vf, Result<(), String>)> = pool
+            .iter()
+            .map(|v| {
+                let first = self.reference.entry(v.pci.clone()).or_insert_with(|| v.clone());
+                (v.clone(), sysfs::health(first, Some(v)))
+            })
+            .collect();
+        if let (Some(run), false) = (self.running.get(name), reloaded) {
+            for (old, _) in &run.state.borrow().devices {
+                if !devices.iter().any(|(v, _)| v.pci == old.pci) {
+                    let now = vfs.iter().find(|v| v.pci == old.pci);
+                    let why = sysfs::health(self.reference.get(&old.pci).unwrap_or(old), now)
+                        .err()
+                        .unwrap_or_else(|| "no longer selected".into());
+                    devices.push((old.clone(), Err(why)));
+                }
+            }
+            devices.sort_by(|a, b| a.0.pci.cmp(&b.0.pci));
+        }
+        devices
+    }
+
+    /// Serve resource `r` on a new socket and register it with the kubelet.
+    async fn start(&mut self, r: &Resource, name: String, endpoint: String, state: PoolState) {
+        let n = state.devices.len();
+        let (tx, rx) = watch::channel(state);
+        let plugin = Plugin { state: rx, allocated: self.allocated.clone() };
+        match serve(&self.plugin_dir, &endpoint, plugin).await {
+            Ok(server) => {
+                let registered = try_register(&self.plugin_dir, &endpoint, &name, Some(n)).await;
+                self.running.insert(name, Running { resource: r.clone(), endpoint, registered, state: tx, server });
+            }
+            Err(e) => error!(resource = %name, "cannot serve: {e}"),
+        }
+    }
+}
+
+/// Register with the kubelet, logging the outcome; true when registered (else retried next round).
+async fn try_register(plugin_dir: &Path, endpoint: &str, name: &str, devices: Option<usize>) -> bool {
+    match register(plugin_dir, endpoint, name).await {
+        Ok(()) => {
+            match devices {
+                Some(n) => info!(resource = %name, endpoint = %endpoint, devices = n, "registered with the kubelet"),
+                None => info!(resource = %name, endpoint = %endpoint, "registered with the kubelet"),
+            }
+            true
+        }
+        Err(e) => {
+            warn!(resource = %name, "registration failed, retrying: {e}");
+            false
+        }
+    }
+}
+
+/// Hand a resource's new device list to its server (and so to ListAndWatch), logging health changes.
+fn publish(run: &Running, name: &str, state: PoolState) {
+    run.state.send_if_modified(|s| {
+        let changed = s.listing() != state.listing();
+        if changed {
+            for (v, h) in &state.devices {
+                let before = s.devices.iter().find(|(x, _)| x.pci == v.pci).map(|(_, h)| h.is_ok());
+                if before != Some(h.is_ok()) {
+                    match h {
+                        Ok(()) => info!(resource = %name, device = %v.pci, "healthy"),
+                        Err(why) => warn!(resource = %name, device = %v.pci, "unhealthy: {why}"),
+                    }
+                }
+            }
+            *s = state;
+        }
+        changed
+    });
 }
