@@ -19,7 +19,25 @@ fn main() {
             std::process::exit(1);
         }
     };
-    // DPDK's cflags carry `-include rte_config.h` and `-march=...`; clang and cc both need them.
+    let args = cflags();
+    let mut cc = cc::Build::new();
+    cc.file("src/shim.c").include("src").warnings(true).opt_level(3);
+    for a in &args {
+        cc.flag(a);
+    }
+    cc.compile("edgelb_dpdk_shim");
+    let bindings = bindings(&args);
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs");
+    // The ring PMD's constructor (`rte_eth_from_rings`) is not in libdpdk's pkg-config link line.
+    println!("cargo:rustc-link-lib=dylib=rte_net_ring");
+    for p in &lib.link_paths {
+        println!("cargo:rustc-link-search=native={}", p.display());
+    }
+}
+
+/// DPDK's cflags, `-include rte_config.h` and `-march=...` among them; clang and cc both need them.
+fn cflags() -> Vec<String> {
     let cflags = std::process::Command::new("pkg-config")
         .args(["--cflags", "libdpdk"])
         .output()
@@ -40,14 +58,12 @@ fn main() {
         }
     }
 
-    let mut cc = cc::Build::new();
-    cc.file("src/shim.c").include("src").warnings(true).opt_level(3);
-    for a in &args {
-        cc.flag(a);
-    }
-    cc.compile("edgelb_dpdk_shim");
+    args
+}
 
-    let bindings = bindgen::Builder::default()
+/// The bindings: only what the crate wraps (EAL, mempools, ethdev, rings, the shim).
+fn bindings(args: &[String]) -> bindgen::Bindings {
+    bindgen::Builder::default()
         .header("src/wrapper.h")
         .clang_args(args.iter().map(String::as_str))
         .clang_arg("-Isrc")
@@ -81,12 +97,5 @@ fn main() {
         .unwrap_or_else(|e| {
             eprintln!("\nerror: bindgen could not parse the DPDK headers ({e}); is libclang-dev installed?\n");
             std::process::exit(1);
-        });
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
-    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs");
-    // The ring PMD's constructor (`rte_eth_from_rings`) is not in libdpdk's pkg-config link line.
-    println!("cargo:rustc-link-lib=dylib=rte_net_ring");
-    for p in &lib.link_paths {
-        println!("cargo:rustc-link-search=native={}", p.display());
-    }
+        })
 }

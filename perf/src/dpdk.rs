@@ -57,11 +57,24 @@ pub fn run(a: &Args) -> Result<(), String> {
     if a.cores != 1 || a.cross || a.new_percent != 0 {
         return Err("--port dpdk measures one core, established flows: drop --cores/--cross/--new".into());
     }
-    let sc = Scenario { mode: a.mode, v6: a.v6, backends: a.backends, size: a.size };
-    let (cfg, _) = ConfigBuilder::new().build(&sc.model()).map_err(|e| format!("scenario config rejected: {e}"))?;
-    let handle = ConfigHandle::new(cfg);
-    // Without huge pages by default (any machine); `--huge-dir` uses a hugetlbfs mount (EAL `--in-memory`).
-    let eal_cfg = match &a.huge_dir {
+    let eal = Eal::init(&eal_config(a)).map_err(|e| e.to_string())?;
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    let core = ids.last().map(|c| c.id);
+    if let Some(c) = core {
+        core_affinity::set_for_current(core_affinity::CoreId { id: c });
+    }
+    let (f, drops) = measure(a, eal)?;
+    let tp_secs = a.seconds.clamp(2.0, 10.0);
+    let core_id = core.unwrap_or(0);
+    let five = testpmd("5tswap", core_id, tp_secs, a.huge_dir.as_deref());
+    let io = testpmd("io", core_id, tp_secs, a.huge_dir.as_deref());
+    report(a, core, &f, &drops, &five, &io);
+    Ok(())
+}
+
+/// Without huge pages by default (any machine); `--huge-dir` uses a hugetlbfs mount (EAL `--in-memory`).
+fn eal_config(a: &Args) -> EalConfig {
+    match &a.huge_dir {
         Some(d) => EalConfig {
             huge_dir: Some(d.clone()),
             memory_mb: Some(512),
@@ -69,16 +82,46 @@ pub fn run(a: &Args) -> Result<(), String> {
             ..EalConfig::default()
         },
         None => EalConfig::no_hardware(&[]),
-    };
-    let eal = Eal::init(&eal_cfg).map_err(|e| e.to_string())?;
-    let ids = core_affinity::get_core_ids().unwrap_or_default();
-    let core = ids.last().map(|c| c.id);
-    if let Some(c) = core {
-        core_affinity::set_for_current(core_affinity::CoreId { id: c });
     }
+}
+
+/// The worker on its ring port, and what feeds it.
+struct Rig {
+    handle: ConfigHandle,
+    pool: Mempool,
+    ring: RingPair,
+}
+
+impl Rig {
+    /// One round: queue a batch from `t` (at `from`) untimed, time the worker until it has received and flushed
+    /// them, take what it sent off the TX ring. Returns the packets sent and the seconds (0 when not `timed`).
+    fn round(&self, w: &mut Worker<DpdkPort>, t: &Templates, from: usize, timed: bool) -> Result<(usize, f64), String> {
+        let n = BATCH.min(t.len());
+        let mut batch = fill(&self.pool, t, from, n)?;
+        if self.ring.inject(&mut batch) != n {
+            return Err("RX ring full".into());
+        }
+        let t0 = Instant::now();
+        let mut got = 0;
+        while got < n {
+            got += w.poll(&self.handle);
+        }
+        w.flush();
+        let secs = t0.elapsed().as_secs_f64();
+        let sent = self.ring.collect(2 * BATCH).len();
+        Ok((sent, if timed { secs } else { 0.0 }))
+    }
+}
+
+/// Open the flows untimed, then time established packets for `--seconds`. Returns the figures and the drops by
+/// reason.
+fn measure(a: &Args, eal: &'static Eal) -> Result<(Figures, Vec<String>), String> {
+    let sc = Scenario { mode: a.mode, v6: a.v6, backends: a.backends, size: a.size };
+    let (cfg, _) = ConfigBuilder::new().build(&sc.model()).map_err(|e| format!("scenario config rejected: {e}"))?;
     let pool = Mempool::create(eal, 3 * BATCH as u32, 256, None).map_err(|e| e.to_string())?;
     let ring = RingPair::create(eal, "perf", 2 * BATCH as u32).map_err(|e| e.to_string())?;
-    let dev = DpdkDevice::open(eal, &ring.name, pool, &DeviceConfig::default()).map_err(|e| e.to_string())?;
+    let rig = Rig { handle: ConfigHandle::new(cfg), pool, ring };
+    let dev = DpdkDevice::open(eal, &rig.ring.name, pool, &DeviceConfig::default()).map_err(|e| e.to_string())?;
     let port = dev.queue(0).ok_or("no queue 0")?;
     let sizes = if a.v6 {
         TableSizes { flows_v4: 1024, flows_v6: a.flows, affinity: 1024, fragments: 1024 }
@@ -91,27 +134,10 @@ pub fn run(a: &Args) -> Result<(), String> {
     let mut w = Worker::new(0, 1, sizes, vec![port], inboxes, slow, published.clone());
     let (syn, ack) = sc.templates(a.flows, 0, 1);
     let (syn, ack) = (syn.shuffled(), ack.shuffled());
-
-    let round = |w: &mut Worker<DpdkPort>, t: &Templates, from: usize, timed: bool| -> Result<(usize, f64), String> {
-        let n = BATCH.min(t.len());
-        let mut batch = fill(&pool, t, from, n)?;
-        if ring.inject(&mut batch) != n {
-            return Err("RX ring full".into());
-        }
-        let t0 = Instant::now();
-        let mut got = 0;
-        while got < n {
-            got += w.poll(&handle);
-        }
-        w.flush();
-        let secs = t0.elapsed().as_secs_f64();
-        let sent = ring.collect(2 * BATCH).len();
-        Ok((sent, if timed { secs } else { 0.0 }))
-    };
     // Open every flow (untimed).
     let mut from = 0;
     while from < syn.len() {
-        round(&mut w, &syn, from, false)?;
+        rig.round(&mut w, &syn, from, false)?;
         from += BATCH;
     }
     let t = w.pipeline.table_stats();
@@ -124,7 +150,7 @@ pub fn run(a: &Args) -> Result<(), String> {
     let mut f = Figures { packets: 0, secs: 0.0, tx: 0 };
     let mut from = 0;
     while f.secs < a.seconds {
-        let (sent, secs) = round(&mut w, &ack, from, true)?;
+        let (sent, secs) = rig.round(&mut w, &ack, from, true)?;
         from = (from + BATCH) % ack.len();
         f.secs += secs;
         f.tx += sent as u64;
@@ -138,11 +164,19 @@ pub fn run(a: &Args) -> Result<(), String> {
     }
     drop(w);
     drop(dev);
+    Ok((f, drops))
+}
+
+/// Print the figures beside testpmd's (text, or one JSON object with `--json`).
+fn report(
+    a: &Args,
+    core: Option<usize>,
+    f: &Figures,
+    drops: &[String],
+    five: &Result<f64, String>,
+    io: &Result<f64, String>,
+) {
     let ours = f.packets as f64 / f.secs / 1e6;
-    let tp_secs = a.seconds.clamp(2.0, 10.0);
-    let core_id = core.unwrap_or(0);
-    let five = testpmd("5tswap", core_id, tp_secs, a.huge_dir.as_deref());
-    let io = testpmd("io", core_id, tp_secs, a.huge_dir.as_deref());
     let fmt = |r: &Result<f64, String>| match r {
         Ok(v) => format!("{v:.2} Mpps ({:.1} ns/packet)", 1e3 / v),
         Err(e) => format!("not measured: {e}"),
@@ -159,7 +193,7 @@ pub fn run(a: &Args) -> Result<(), String> {
                 "ratio_5tswap": five.as_ref().ok().map(|v| ours / v), "ratio_io": io.as_ref().ok().map(|v| ours / v),
             })
         );
-        return Ok(());
+        return;
     }
     println!(
         "edgelb-perf --port dpdk: {} {}, {} flows, one worker on core {:?}, net_ring port, {} mbufs per round, {}",
@@ -178,9 +212,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         f.secs,
         if drops.is_empty() { "none".into() } else { drops.join(", ") }
     );
-    println!("  testpmd 5tswap  {}   ours/testpmd = {}", fmt(&five), ratio(&five));
-    println!("  testpmd io      {}   ours/testpmd = {}", fmt(&io), ratio(&io));
-    Ok(())
+    println!("  testpmd 5tswap  {}   ours/testpmd = {}", fmt(five), ratio(five));
+    println!("  testpmd io      {}   ours/testpmd = {}", fmt(io), ratio(io));
 }
 
 /// Run `dpdk-testpmd` in `mode` on two `net_ring` vdevs with one forwarding lcore on `core` for `secs`, and return

@@ -274,38 +274,42 @@ fn run_dpdk(_: &Args) {
     std::process::exit(2);
 }
 
+/// One worker's figures as a JSON row (the `--json` output's `workers` and the table's source).
+fn row(a: &Args, i: usize, r: &CoreResult) -> serde_json::Value {
+    let mpps = r.packets as f64 / r.secs / 1e6;
+    let h = &r.stats.burst_ns;
+    let c = &r.stats.counters;
+    let t = if a.v6 { r.stats.tables.1 } else { r.stats.tables.0 };
+    let drops: serde_json::Map<String, serde_json::Value> = DropReason::all()
+        .filter(|d| c.dropped(*d) > 0)
+        .map(|d| (d.name().to_string(), serde_json::json!(c.dropped(d))))
+        .collect();
+    serde_json::json!({
+        "worker": i,
+        "core": r.core,
+        "packets": r.packets,
+        "seconds": r.secs,
+        "mpps": mpps,
+        "ns_per_packet": r.secs * 1e9 / r.packets.max(1) as f64,
+        "burst_ns": {"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99),
+                      "p999": h.value_at_quantile(0.999), "max": h.max(), "mean": h.mean()},
+        "tracked_entries": t.occupied,
+        "table_capacity": if a.v6 { r.stats.capacity.1 } else { r.stats.capacity.0 },
+        "table_bytes": r.table_bytes,
+        "table_memory": r.backing,
+        "inserts": t.inserts,
+        "evicted": t.evicted,
+        "insert_failed": t.insert_failed,
+        "new_flows": c.new_flows,
+        "tx": c.tx,
+        "drops": drops,
+        "warmup_seconds": r.warmup_secs,
+    })
+}
+
 fn report(a: &Args, rs: &[CoreResult]) {
     let total_pkts: u64 = rs.iter().map(|r| r.packets).sum();
-    let mut rows = Vec::new();
-    for (i, r) in rs.iter().enumerate() {
-        let mpps = r.packets as f64 / r.secs / 1e6;
-        let h = &r.stats.burst_ns;
-        let c = &r.stats.counters;
-        let t = if a.v6 { r.stats.tables.1 } else { r.stats.tables.0 };
-        let drops: Vec<(String, u64)> =
-            DropReason::all().filter(|d| c.dropped(*d) > 0).map(|d| (d.name().to_string(), c.dropped(d))).collect();
-        rows.push(serde_json::json!({
-            "worker": i,
-            "core": r.core,
-            "packets": r.packets,
-            "seconds": r.secs,
-            "mpps": mpps,
-            "ns_per_packet": r.secs * 1e9 / r.packets.max(1) as f64,
-            "burst_ns": {"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99),
-                          "p999": h.value_at_quantile(0.999), "max": h.max(), "mean": h.mean()},
-            "tracked_entries": t.occupied,
-            "table_capacity": if a.v6 { r.stats.capacity.1 } else { r.stats.capacity.0 },
-            "table_bytes": r.table_bytes,
-            "table_memory": r.backing,
-            "inserts": t.inserts,
-            "evicted": t.evicted,
-            "insert_failed": t.insert_failed,
-            "new_flows": c.new_flows,
-            "tx": c.tx,
-            "drops": drops.iter().map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-            "warmup_seconds": r.warmup_secs,
-        }));
-    }
+    let rows: Vec<serde_json::Value> = rs.iter().enumerate().map(|(i, r)| row(a, i, r)).collect();
     let secs = rs.iter().map(|r| r.secs).fold(0.0, f64::max);
     let summary = serde_json::json!({
         "mode": a.mode.name(), "family": if a.v6 {"ipv6"} else {"ipv4"}, "flows": a.flows, "cores": a.cores,
@@ -331,19 +335,21 @@ fn report(a: &Args, rs: &[CoreResult]) {
         "{:>6} {:>5} {:>9} {:>8} {:>10} {:>10} {:>10} {:>11} {:>9} {:>9}",
         "worker", "core", "Mpps", "ns/pkt", "burst p50", "burst p99", "p99.9", "tracked", "evicted", "ins.fail"
     );
+    // JSON numbers ignore a width; the table's columns need plain integers.
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     for r in &rows {
         println!(
             "{:>6} {:>5} {:>9.2} {:>8.1} {:>8}ns {:>8}ns {:>8}ns {:>11} {:>9} {:>9}",
-            r["worker"],
+            n(&r["worker"]),
             r["core"].as_u64().map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             r["mpps"].as_f64().unwrap_or(0.0),
             r["ns_per_packet"].as_f64().unwrap_or(0.0),
-            r["burst_ns"]["p50"],
-            r["burst_ns"]["p99"],
-            r["burst_ns"]["p999"],
-            r["tracked_entries"],
-            r["evicted"],
-            r["insert_failed"],
+            n(&r["burst_ns"]["p50"]),
+            n(&r["burst_ns"]["p99"]),
+            n(&r["burst_ns"]["p999"]),
+            n(&r["tracked_entries"]),
+            n(&r["evicted"]),
+            n(&r["insert_failed"]),
         );
     }
     println!("total: {:.2} Mpps", summary["total_mpps"].as_f64().unwrap_or(0.0));

@@ -248,75 +248,14 @@ fn run_dpdk(args: &Args, _loaded: Loaded, _cores: &[Option<usize>]) -> Result<()
 /// Open EAL and the DPDK ports (one RX/TX queue pair per worker on each), take their MACs, and serve.
 #[cfg(feature = "dpdk")]
 fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> Result<(), DaemonError> {
-    use edgelb_dataplane::port::dpdk::{DeviceConfig, DpdkDevice, Eal, EalConfig, Mempool};
-    // VFs named by PF and index: settings over netlink, vfio-pci, and their PCI addresses into the allow-list.
-    for p in &mut loaded.ports {
-        if let Some((pf, settings)) = &p.vf {
-            match edgelb_controlplane::sriov::prepare(std::path::Path::new("/sys"), pf, settings) {
-                Ok(pci) => {
-                    info!(port = %p.name, pf = %pf, vf = settings.vf, pci = %pci, "VF prepared for DPDK");
-                    p.pci = Some(pci);
-                }
-                Err(e) => return Err(DaemonError::Start(format!("port {}: {e}", p.name))),
-            }
-        }
-    }
-    let d = &loaded.dpdk;
-    let eal_cfg = EalConfig {
-        pci_allow: loaded.ports.iter().filter_map(|p| p.pci.clone()).collect(),
-        vdevs: loaded.ports.iter().filter_map(|p| p.vdev.clone()).collect(),
-        no_huge: d.no_huge,
-        memory_mb: d.memory_mb,
-        huge_dir: d.huge_dir.clone(),
-        log_levels: if d.log_levels.is_empty() { vec!["error".into()] } else { d.log_levels.clone() },
-        extra: d.eal_args.clone(),
-    };
+    use edgelb_dataplane::port::dpdk::Eal;
+    prepare_vfs(&mut loaded)?;
+    let eal_cfg = eal_config(&loaded);
     let eal =
         Eal::init(&eal_cfg).map_err(|e| DaemonError::Start(format!("{e} (EAL arguments {:?})", eal_cfg.args())))?;
-    let workers = cores.len() as u32;
-    // One pool per NUMA socket, on the devices' own sockets: a VF's mbufs stay in its node's memory.
-    let mut pools: Vec<(Option<i32>, Mempool)> = Vec::new();
-    let mut devices = Vec::new();
-    for (i, p) in loaded.ports.iter().enumerate() {
-        let name = p.dpdk_name().unwrap_or(&p.name);
-        let socket = DpdkDevice::socket_of(eal, name);
-        let pool = match pools.iter().find(|(s, _)| *s == socket) {
-            Some((_, pool)) => *pool,
-            None => match Mempool::create(eal, d.mbufs.saturating_mul(workers), 256, socket) {
-                Ok(pool) => {
-                    info!(socket = ?socket, mbufs = pool.size(), "dpdk mbuf pool");
-                    pools.push((socket, pool));
-                    pool
-                }
-                Err(e) => return Err(DaemonError::Start(format!("port {}: {e}", p.name))),
-            },
-        };
-        let kernel_backed =
-            p.vdev.as_deref().is_some_and(|v| v.starts_with("net_af_xdp") || v.starts_with("net_af_packet"));
-        let cfg = DeviceConfig {
-            queues: workers as u16,
-            rx_desc: p.frames.min(4096) as u16,
-            tx_desc: p.frames.min(4096) as u16,
-            mtu: Some(p.mtu),
-            promiscuous: true,
-            complete_partial_checksums: kernel_backed,
-        };
-        match DpdkDevice::open(eal, name, pool, &cfg) {
-            Ok(dev) => {
-                if p.mac.is_none() {
-                    loaded.model.interfaces[i].mac = dev.mac();
-                }
-                let link = dev.link();
-                let m = loaded.model.interfaces[i].mac;
-                let mac = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
-                info!(port = i, name = %p.name, ethdev = dev.name(), %mac, link_up = link.up, speed_mbps = link.speed_mbps, "dpdk port started");
-                devices.push(dev);
-            }
-            Err(e) => return Err(DaemonError::Start(format!("port {}: cannot open DPDK port: {e}", p.name))),
-        }
-    }
+    let (pools, devices) = open_devices(eal, &mut loaded, cores.len() as u32)?;
     // What the drivers took for their receive rings at start; at exit the pools must be back to at least this.
-    let avail = |pools: &[(Option<i32>, Mempool)]| pools.iter().map(|(_, p)| u64::from(p.avail())).sum::<u64>();
+    let avail = |pools: &Pools| pools.iter().map(|(_, p)| u64::from(p.avail())).sum::<u64>();
     let size: u64 = pools.iter().map(|(_, p)| u64::from(p.size())).sum();
     let ready = avail(&pools);
     info!(mbufs_free = ready, mbufs = size, "dpdk pool ready");
@@ -351,6 +290,91 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> Result<
     code
 }
 
+/// VFs named by PF and index: settings over netlink, vfio-pci, and their PCI addresses into the allow-list.
+#[cfg(feature = "dpdk")]
+fn prepare_vfs(loaded: &mut Loaded) -> Result<(), DaemonError> {
+    for p in &mut loaded.ports {
+        if let Some((pf, settings)) = &p.vf {
+            match edgelb_controlplane::sriov::prepare(std::path::Path::new("/sys"), pf, settings) {
+                Ok(pci) => {
+                    info!(port = %p.name, pf = %pf, vf = settings.vf, pci = %pci, "VF prepared for DPDK");
+                    p.pci = Some(pci);
+                }
+                Err(e) => return Err(DaemonError::Start(format!("port {}: {e}", p.name))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// EAL's arguments from the ports (PCI allow-list, vdevs) and the `[dpdk]` table.
+#[cfg(feature = "dpdk")]
+fn eal_config(loaded: &Loaded) -> edgelb_dataplane::port::dpdk::EalConfig {
+    let d = &loaded.dpdk;
+    edgelb_dataplane::port::dpdk::EalConfig {
+        pci_allow: loaded.ports.iter().filter_map(|p| p.pci.clone()).collect(),
+        vdevs: loaded.ports.iter().filter_map(|p| p.vdev.clone()).collect(),
+        no_huge: d.no_huge,
+        memory_mb: d.memory_mb,
+        huge_dir: d.huge_dir.clone(),
+        log_levels: if d.log_levels.is_empty() { vec!["error".into()] } else { d.log_levels.clone() },
+        extra: d.eal_args.clone(),
+    }
+}
+
+/// The mbuf pools, one per NUMA socket (`None`: the socket is unknown).
+#[cfg(feature = "dpdk")]
+type Pools = Vec<(Option<i32>, edgelb_dataplane::port::dpdk::Mempool)>;
+
+/// Mbuf pools per NUMA socket and the started devices, in port order. A port without `mac =` takes the device's MAC.
+#[cfg(feature = "dpdk")]
+fn open_devices(
+    eal: &'static edgelb_dataplane::port::dpdk::Eal,
+    loaded: &mut Loaded,
+    workers: u32,
+) -> Result<(Pools, Vec<edgelb_dataplane::port::dpdk::DpdkDevice>), DaemonError> {
+    use edgelb_dataplane::port::dpdk::{DeviceConfig, DpdkDevice, Mempool};
+    // One pool per NUMA socket, on the devices' own sockets: a VF's mbufs stay in its node's memory.
+    let mut pools: Pools = Vec::new();
+    let mut devices = Vec::new();
+    for (i, p) in loaded.ports.iter().enumerate() {
+        let name = p.dpdk_name().unwrap_or(&p.name);
+        let socket = DpdkDevice::socket_of(eal, name);
+        let pool = match pools.iter().find(|(s, _)| *s == socket) {
+            Some((_, pool)) => *pool,
+            None => match Mempool::create(eal, loaded.dpdk.mbufs.saturating_mul(workers), 256, socket) {
+                Ok(pool) => {
+                    info!(socket = ?socket, mbufs = pool.size(), "dpdk mbuf pool");
+                    pools.push((socket, pool));
+                    pool
+                }
+                Err(e) => return Err(DaemonError::Start(format!("port {}: {e}", p.name))),
+            },
+        };
+        let kernel_backed =
+            p.vdev.as_deref().is_some_and(|v| v.starts_with("net_af_xdp") || v.starts_with("net_af_packet"));
+        let cfg = DeviceConfig {
+            queues: workers as u16,
+            rx_desc: p.frames.min(4096) as u16,
+            tx_desc: p.frames.min(4096) as u16,
+            mtu: Some(p.mtu),
+            promiscuous: true,
+            complete_partial_checksums: kernel_backed,
+        };
+        let dev = DpdkDevice::open(eal, name, pool, &cfg)
+            .map_err(|e| DaemonError::Start(format!("port {}: cannot open DPDK port: {e}", p.name)))?;
+        if p.mac.is_none() {
+            loaded.model.interfaces[i].mac = dev.mac();
+        }
+        let link = dev.link();
+        let m = loaded.model.interfaces[i].mac;
+        let mac = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+        info!(port = i, name = %p.name, ethdev = dev.name(), %mac, link_up = link.up, speed_mbps = link.speed_mbps, "dpdk port started");
+        devices.push(dev);
+    }
+    Ok((pools, devices))
+}
+
 /// Build the first snapshot, start the workers, and run the slow path, reloads and drain until stopped. `make_buf`
 /// turns a slow-path frame into a buffer of the ports' kind (`None`: out of buffers, counted).
 fn serve<P, F>(args: &Args, mut loaded: Loaded, setups: Vec<WorkerSetup<P>>, make_buf: F) -> Result<(), DaemonError>
@@ -359,30 +383,11 @@ where
     P::Buf: 'static,
     F: Fn(&[u8]) -> Option<P::Buf>,
 {
-    // The one model: the file's now, the API's changes later; the store alone builds snapshots.
-    let store =
-        Store::new(loaded.model.clone()).map_err(|e| DaemonError::Config(format!("{}: {e}", args.config.display())))?;
-    let handle = store.handle();
-    let nworkers = setups.len();
-    for (i, p) in loaded.ports.iter().enumerate() {
-        let mac = loaded.model.interfaces[i].mac;
-        info!(port = i, interface = %p.name, driver = ?p.driver, mac = %mac.map(|b| format!("{b:02x}")).join(":"), "port open");
-    }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| DaemonError::Start(format!("cannot install signal handlers: {e}")))?;
-    let workers = Workers::spawn(setups, handle.clone(), 4096, 1024);
-    store.attach_workers(workers.view());
-    store.set_port_names(
-        loaded.ports.iter().map(|p| (p.name.clone(), format!("{:?}", p.driver).to_lowercase())).collect(),
-    );
-    let (gshut_tx, gshut_rx) = tokio::sync::watch::channel(false);
-    let api = match ControlPlane::start(store.clone(), control_settings(&loaded, gshut_rx)) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            let _ = workers.stop();
-            return Err(DaemonError::Start(e));
-        }
-    };
+    let nworkers = setups.len();
+    let (store, workers, api, gshut_tx) = start_appliance(args, &loaded, setups)?;
+    let handle = store.handle();
     info!(workers = nworkers, services = loaded.model.services.len(), api = ?loaded.api, "edgelbd forwarding");
     // The slow path: ARP/NDP/ICMP for the appliance itself and its VIPs, neighbour resolution. It runs here, on the
     // daemon's thread; its answers leave through worker 0's inject ring.
@@ -434,12 +439,44 @@ where
         std::thread::sleep(Duration::from_millis(5));
     }
     info!("stopping");
-    if let Some(control_plane) = api {
-        control_plane.stop();
-    }
+    api.stop();
     let (_ports, total) = workers.stop_with_totals();
     log_stopped(&total, &slow, inject_full);
     Ok(())
+}
+
+/// The store on the file's model, the workers on its first snapshot, and the control plane (API, metrics, health
+/// checks, BGP, Kubernetes) on the store. The sender tells BGP to send GRACEFUL_SHUTDOWN when a drain starts.
+#[allow(clippy::type_complexity)]
+fn start_appliance<P>(
+    args: &Args,
+    loaded: &Loaded,
+    setups: Vec<WorkerSetup<P>>,
+) -> Result<(std::sync::Arc<Store>, Workers<P>, ControlPlane, tokio::sync::watch::Sender<bool>), DaemonError>
+where
+    P: Port + 'static,
+    P::Buf: 'static,
+{
+    // The one model: the file's now, the API's changes later; the store alone builds snapshots.
+    let store =
+        Store::new(loaded.model.clone()).map_err(|e| DaemonError::Config(format!("{}: {e}", args.config.display())))?;
+    for (i, p) in loaded.ports.iter().enumerate() {
+        let mac = loaded.model.interfaces[i].mac;
+        info!(port = i, interface = %p.name, driver = ?p.driver, mac = %mac.map(|b| format!("{b:02x}")).join(":"), "port open");
+    }
+    let workers = Workers::spawn(setups, store.handle(), 4096, 1024);
+    store.attach_workers(workers.view());
+    store.set_port_names(
+        loaded.ports.iter().map(|p| (p.name.clone(), format!("{:?}", p.driver).to_lowercase())).collect(),
+    );
+    let (gshut_tx, gshut_rx) = tokio::sync::watch::channel(false);
+    match ControlPlane::start(store.clone(), control_settings(loaded, gshut_rx)) {
+        Ok(api) => Ok((store, workers, api, gshut_tx)),
+        Err(e) => {
+            let _ = workers.stop();
+            Err(DaemonError::Start(e))
+        }
+    }
 }
 
 /// A draining daemon exits once nothing has been forwarded for this long.

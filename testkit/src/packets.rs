@@ -332,32 +332,38 @@ pub fn check_frame(frame: &[u8]) -> Result<Seen, String> {
     Ok(seen)
 }
 
-fn check_ip(p: &SlicedPacket<'_>, ip: &[u8]) -> Result<Seen, String> {
-    let (src, dst, fragmented, declared) = match &p.net {
+/// The IP header's addresses, whether the packet is a fragment, and the length it declares (IPv4: its header
+/// checksum checked).
+fn ip_header(p: &SlicedPacket<'_>) -> Result<(IpAddr, IpAddr, bool, usize), String> {
+    match &p.net {
         Some(NetSlice::Ipv4(v4)) => {
             let h = v4.header();
             let hdr = h.to_header();
             if hdr.calc_header_checksum() != h.header_checksum() {
                 return Err(format!("IPv4 header checksum {:#06x} is wrong", h.header_checksum()));
             }
-            (
+            Ok((
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
                 v4.is_payload_fragmented(),
                 h.total_len() as usize,
-            )
+            ))
         }
         Some(NetSlice::Ipv6(v6)) => {
             let h = v6.header();
-            (
+            Ok((
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
                 v6.is_payload_fragmented(),
                 40 + h.payload_length() as usize,
-            )
+            ))
         }
-        _ => return Err("neither IPv4 nor IPv6".into()),
-    };
+        _ => Err("neither IPv4 nor IPv6".into()),
+    }
+}
+
+fn check_ip(p: &SlicedPacket<'_>, ip: &[u8]) -> Result<Seen, String> {
+    let (src, dst, fragmented, declared) = ip_header(p)?;
     if declared != ip.len() {
         return Err(format!("IP length {declared} but {} bytes follow the L2 header", ip.len()));
     }
@@ -378,9 +384,16 @@ fn check_ip(p: &SlicedPacket<'_>, ip: &[u8]) -> Result<Seen, String> {
         inner: None,
         quoted: None,
     };
-    if fragmented {
-        return Ok(seen);
+    if !fragmented {
+        check_transport(p, payload, &mut seen)?;
     }
+    Ok(seen)
+}
+
+/// Check the transport header and checksum (and a GUE or IPIP packet's inner packet, an ICMP error's quote) into
+/// `seen`.
+fn check_transport(p: &SlicedPacket<'_>, payload: &[u8], seen: &mut Seen) -> Result<(), String> {
+    let (src, dst, proto_) = (seen.src, seen.dst, seen.proto);
     let sum = |proto_: u8, msg: &[u8]| internet_checksum(&[&pseudo(src, dst, proto_, msg.len()), msg]);
     match (&p.transport, proto_) {
         (Some(TransportSlice::Tcp(t)), _) => {
@@ -424,7 +437,7 @@ fn check_ip(p: &SlicedPacket<'_>, ip: &[u8]) -> Result<Seen, String> {
         }
         _ => {}
     }
-    Ok(seen)
+    Ok(())
 }
 
 fn check_inner(ip: &[u8]) -> Result<Seen, String> {

@@ -4,7 +4,6 @@
 
 use super::session::PeerConfig;
 use edgelb_dataplane::model::{ConfigError, FieldPath};
-use edgelb_dataplane::path;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// BGP's port.
@@ -79,6 +78,30 @@ fn ranged(field: &'static str, v: Option<u32>, default: u16, lo: u32, hi: u32, w
     }
 }
 
+/// An optional address that must be of one family (`pick` returns `None` for the other).
+fn of_family<T>(field: &'static str, s: Option<&str>, pick: fn(IpAddr) -> Option<T>) -> Result<Option<T>, PeerError> {
+    let Some(s) = s else { return Ok(None) };
+    let fam = if field.ends_with("v4") { "an IPv4 address" } else { "an IPv6 address" };
+    pick(ip(field, s)?).map(Some).ok_or_else(|| err(field, fam))
+}
+
+/// Every item of a list parsed, the first that does not parse named by its index.
+fn listed<T>(
+    field: &'static str,
+    items: &[String],
+    parse: fn(&str) -> Option<T>,
+    what: &str,
+) -> Result<Vec<T>, PeerError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            parse(c)
+                .ok_or_else(|| ConfigError::new(FieldPath::default().field(field).index(i), format!("{c:?} {what}")))
+        })
+        .collect()
+}
+
 /// Validate a peer of the speaker with AS `local_as` and identifier `router_id`.
 pub fn validate(spec: &PeerSpec, local_as: u32, router_id: Ipv4Addr) -> Result<PeerConfig, PeerError> {
     if spec.address.trim().is_empty() {
@@ -117,36 +140,22 @@ pub fn validate(spec: &PeerSpec, local_as: u32, router_id: Ipv4Addr) -> Result<P
         }
     }
     let source = spec.source.as_deref().map(|s| ip("source", s)).transpose()?;
-    let next_hop_v4 = match spec.next_hop_v4.as_deref().map(|s| ip("next_hop_v4", s)).transpose()? {
-        Some(IpAddr::V4(a)) => Some(a),
-        Some(IpAddr::V6(_)) => return Err(err("next_hop_v4", "an IPv4 address")),
-        None => None,
-    };
-    let next_hop_v6 = match spec.next_hop_v6.as_deref().map(|s| ip("next_hop_v6", s)).transpose()? {
-        Some(IpAddr::V6(a)) => Some(a),
-        Some(IpAddr::V4(_)) => return Err(err("next_hop_v6", "an IPv6 address")),
-        None => None,
-    };
-    let communities = spec
-        .communities
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            super::parse_community(c).ok_or_else(|| {
-                ConfigError::new(path!(communities[i]), format!("{c:?} is not ASN:VALUE (16 bits each)"))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let large_communities = spec
-        .large_communities
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            super::parse_large_community(c).ok_or_else(|| {
-                ConfigError::new(path!(large_communities[i]), format!("{c:?} is not ASN:DATA1:DATA2 (32 bits each)"))
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let next_hop_v4 = of_family("next_hop_v4", spec.next_hop_v4.as_deref(), |a| match a {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    })?;
+    let next_hop_v6 = of_family("next_hop_v6", spec.next_hop_v6.as_deref(), |a| match a {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    })?;
+    let communities =
+        listed("communities", &spec.communities, super::parse_community, "is not ASN:VALUE (16 bits each)")?;
+    let large_communities = listed(
+        "large_communities",
+        &spec.large_communities,
+        super::parse_large_community,
+        "is not ASN:DATA1:DATA2 (32 bits each)",
+    )?;
     let graceful_restart = match spec.graceful_restart {
         None => None,
         Some(t) if t <= MAX_GRACEFUL_RESTART => Some(t as u16),

@@ -116,6 +116,23 @@ pub async fn lease_tick(client: &Client, l: &LeaseSettings, now: DateTime<Utc>) 
     }
 }
 
+/// The controller's state between rounds: who writes status, what was already announced or recorded.
+struct Controller {
+    client: Client,
+    store: Arc<Store>,
+    settings: Settings,
+    lease: LeaseSettings,
+    /// The holder renews every third of the Lease duration.
+    renew_every: Duration,
+    last_renew: Option<std::time::Instant>,
+    leader: bool,
+    /// Events written to Kubernetes (holder only), and warnings put on the gRPC event stream (every appliance).
+    recorded: HashSet<(String, &'static str, String)>,
+    announced: HashSet<(String, &'static str, String)>,
+    /// When the first change of the current batch was seen: the start of the sync lag.
+    first_change: Option<std::time::Instant>,
+}
+
 /// Run until `stop` fires.
 pub async fn run(
     client: Client,
@@ -135,47 +152,32 @@ pub async fn run(
         .touched_objects()
         .map(|_| ());
     let mut changes = std::pin::pin!(futures::stream::select(s1, s2));
-    // The holder renews every third of the Lease duration; a standby looks every second, so it takes over about
-    // one second after the Lease expires.
+    // A standby looks every second, so it takes over about one second after the Lease expires.
     let renew_every = Duration::from_secs(u64::try_from(lease.duration_s / 3).unwrap_or(5).max(1));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_renew: Option<std::time::Instant> = None;
-    let mut leader = false;
-    let mut recorded: HashSet<(String, &'static str, String)> = HashSet::new();
-    let mut announced: HashSet<(String, &'static str, String)> = HashSet::new();
+    let mut c = Controller {
+        client,
+        store,
+        settings,
+        lease,
+        renew_every,
+        last_renew: None,
+        leader: false,
+        recorded: HashSet::new(),
+        announced: HashSet::new(),
+        first_change: None,
+    };
     let mut dirty = true;
-    // When the first change of the current batch was seen: the start of the sync lag.
-    let mut first_change: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
-            c = changes.next() => {
-                if c.is_none() { break; }
+            ch = changes.next() => {
+                if ch.is_none() { break; }
                 dirty = true;
-                first_change.get_or_insert_with(std::time::Instant::now);
+                c.first_change.get_or_insert_with(std::time::Instant::now);
                 // Let a burst of changes settle into one sync.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            _ = tick.tick() => {
-                if leader && last_renew.is_some_and(|t| t.elapsed() < renew_every) {
-                    continue;
-                }
-                match lease_tick(&client, &lease, Utc::now()).await {
-                    Ok(now_leader) => {
-                        if now_leader != leader {
-                            info!(identity = %lease.identity, leader = now_leader, "Kubernetes status writer");
-                        }
-                        leader = now_leader;
-                        if leader {
-                            last_renew = Some(std::time::Instant::now());
-                        }
-                        dirty |= leader;
-                    }
-                    Err(e) => {
-                        warn!("Kubernetes API unreachable, keeping the last state: {e}");
-                        leader = false;
-                    }
-                }
-            }
+            _ = tick.tick() => dirty |= c.elect().await,
             _ = stop.changed() => break,
         }
         if !dirty || svcs.is_empty() && slices.is_empty() {
@@ -184,8 +186,44 @@ pub async fn run(
         dirty = false;
         let all_svcs: Vec<Service> = svcs.state().iter().map(|s| (**s).clone()).collect();
         let all_slices: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
-        let out = sync(&all_svcs, &all_slices, &settings);
-        match store.set_kubernetes(out.services.clone()) {
+        let out = c.apply(&all_svcs, &all_slices);
+        if c.leader {
+            c.write_back(&all_svcs, &out).await;
+        }
+    }
+}
+
+impl Controller {
+    /// One Lease round (skipped while our renewal is fresh). True when we became or stayed the holder, so the
+    /// status is written again.
+    async fn elect(&mut self) -> bool {
+        if self.leader && self.last_renew.is_some_and(|t| t.elapsed() < self.renew_every) {
+            return false;
+        }
+        match lease_tick(&self.client, &self.lease, Utc::now()).await {
+            Ok(now_leader) => {
+                if now_leader != self.leader {
+                    info!(identity = %self.lease.identity, leader = now_leader, "Kubernetes status writer");
+                }
+                self.leader = now_leader;
+                if now_leader {
+                    self.last_renew = Some(std::time::Instant::now());
+                }
+                now_leader
+            }
+            Err(e) => {
+                warn!("Kubernetes API unreachable, keeping the last state: {e}");
+                self.leader = false;
+                false
+            }
+        }
+    }
+
+    /// Sync the objects into services, hand them to the store, update the status the API shows and put new warnings
+    /// on the event stream (on every appliance, once each).
+    fn apply(&mut self, svcs: &[Service], slices: &[EndpointSlice]) -> super::Outcome {
+        let out = sync(svcs, slices, &self.settings);
+        match self.store.set_kubernetes(out.services.clone()) {
             Ok(a) if a.applied => {
                 info!(version = a.version, services = out.services.len(), "Kubernetes services applied")
             }
@@ -193,46 +231,47 @@ pub async fn run(
             Err(e) => warn!("Kubernetes services rejected, keeping the last ones: {e}"),
         }
         let warnings: Vec<&Event> = out.events.iter().filter(|e| e.kind == "Warning").collect();
-        store.set_k8s_status(crate::store::K8sStatus {
-            services: all_svcs.len(),
-            endpoint_slices: all_slices.len(),
+        self.store.set_k8s_status(crate::store::K8sStatus {
+            services: svcs.len(),
+            endpoint_slices: slices.len(),
             allocated: out.status.len(),
             failures: warnings.len(),
-            lag_ms: first_change.take().map_or(0, |t| t.elapsed().as_millis() as u64),
-            leader,
+            lag_ms: self.first_change.take().map_or(0, |t| t.elapsed().as_millis() as u64),
+            leader: self.leader,
         });
-        // Warnings reach the gRPC event stream on every appliance (once each); Kubernetes Events only from the holder.
         for e in &warnings {
-            if announced.insert((e.service.clone(), e.reason, e.message.clone())) {
-                store.announce(crate::store::StoreEvent::Kubernetes {
+            if self.announced.insert((e.service.clone(), e.reason, e.message.clone())) {
+                self.store.announce(crate::store::StoreEvent::Kubernetes {
                     service: e.service.clone(),
                     reason: e.reason.to_string(),
                     message: e.message.clone(),
                 });
             }
         }
-        if !leader {
-            continue;
-        }
-        for svc in all_svcs.iter().filter(|s| super::ours(s, &settings.class, settings.classless)) {
+        out
+    }
+
+    /// The holder's part: write each of our Services' ingress status where it differs, and record each Event once.
+    async fn write_back(&mut self, svcs: &[Service], out: &super::Outcome) {
+        for svc in svcs.iter().filter(|s| super::ours(s, &self.settings.class, self.settings.classless)) {
             let want = out.status.get(&key(svc)).cloned().unwrap_or_default();
             if current(svc) != want {
                 let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
                 let name = svc.metadata.name.clone().unwrap_or_default();
-                if let Err(e) = write_status(&client, &ns, &name, &want).await {
+                if let Err(e) = write_status(&self.client, &ns, &name, &want).await {
                     warn!(service = %key(svc), "status not written: {e}");
                 }
             }
         }
         for e in &out.events {
             let k = (e.service.clone(), e.reason, e.message.clone());
-            if recorded.contains(&k) {
+            if self.recorded.contains(&k) {
                 continue;
             }
-            if let Some(svc) = all_svcs.iter().find(|s| key(s) == e.service) {
-                match record_event(&client, svc, e, Utc::now()).await {
+            if let Some(svc) = svcs.iter().find(|s| key(s) == e.service) {
+                match record_event(&self.client, svc, e, Utc::now()).await {
                     Ok(()) => {
-                        recorded.insert(k);
+                        self.recorded.insert(k);
                     }
                     Err(err) => warn!(service = %e.service, "event not recorded: {err}"),
                 }

@@ -212,98 +212,107 @@ fn ev(svc: &str, kind: &'static str, reason: &'static str, message: String) -> E
 /// Allocate addresses to every Service of ours: first keep what status records, then honour requests, then allocate,
 /// each pass in `namespace/name` order so the result does not depend on the order objects arrived in.
 pub fn allocate(services: &[&Service], s: &Settings, events: &mut Vec<Event>) -> BTreeMap<String, Vec<IpAddr>> {
-    let mut used: HashMap<IpAddr, String> = HashMap::new();
-    let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     let mut sorted: Vec<&&Service> = services.iter().collect();
     sorted.sort_by_key(|x| key(x));
-    let pool_for = |svc: &Service, a: IpAddr| s.pools.iter().find(|p| p.permits(svc) && p.contains(a));
+    let mut a = Allocation { s, used: HashMap::new(), out: BTreeMap::new(), events };
     // 1. Keep what status already records (when still allowed and requested, if a request exists).
     for svc in &sorted {
-        let k = key(svc);
-        let req = requested(svc).unwrap_or_default();
-        for a in current(svc) {
-            if pool_for(svc, a).is_some() && (req.is_empty() || req.contains(&a)) && !used.contains_key(&a) {
-                used.insert(a, k.clone());
-                out.entry(k.clone()).or_default().push(a);
-            }
-        }
+        a.keep(svc);
     }
     // 2. Requests, 3. new allocations: one address per wanted family.
     for svc in &sorted {
         let k = key(svc);
-        let have = out.get(&k).cloned().unwrap_or_default();
-        let req = match requested(svc) {
-            Ok(r) => r,
-            Err(e) => {
-                events.push(ev(&k, "Warning", "InvalidRequest", e));
-                continue;
-            }
-        };
-        if !req.is_empty() {
-            for a in req {
-                if have.contains(&a) {
-                    continue;
+        match requested(svc) {
+            Err(e) => a.events.push(ev(&k, "Warning", "InvalidRequest", e)),
+            Ok(req) if !req.is_empty() => a.request(svc, &k, req),
+            Ok(_) => {
+                for v4 in families(svc) {
+                    a.fresh(svc, &k, v4);
                 }
-                match (pool_for(svc, a), used.get(&a)) {
-                    (None, _) => events.push(ev(
-                        &k,
-                        "Warning",
-                        "AddressNotAllowed",
-                        format!("requested {a} is not in any pool this Service may use"),
-                    )),
-                    (_, Some(owner)) => events.push(ev(
-                        &k,
-                        "Warning",
-                        "AddressInUse",
-                        format!("requested {a} is already allocated to {owner}"),
-                    )),
-                    (Some(p), None) => {
-                        used.insert(a, k.clone());
-                        out.entry(k.clone()).or_default().push(a);
-                        events.push(ev(&k, "Normal", "IPAllocated", format!("{a} from pool {} (requested)", p.name)));
-                    }
-                }
-            }
-            continue;
-        }
-        for v4 in families(svc) {
-            if have.iter().any(|a| a.is_ipv4() == v4) {
-                continue;
-            }
-            let fam = if v4 { "IPv4" } else { "IPv6" };
-            let candidates: Vec<&Pool> = s
-                .pools
-                .iter()
-                .filter(|p| p.permits(svc) && p.ranges.iter().any(|(lo, _)| lo.is_ipv4() == v4))
-                .collect();
-            if candidates.is_empty() {
-                events.push(ev(
-                    &k,
-                    "Warning",
-                    "NoPool",
-                    format!("no {fam} pool admits this Service (namespace and labels)"),
-                ));
-                continue;
-            }
-            match candidates.iter().find_map(|p| p.first_free(v4, &used).map(|a| (p, a))) {
-                Some((p, a)) => {
-                    used.insert(a, k.clone());
-                    out.entry(k.clone()).or_default().push(a);
-                    events.push(ev(&k, "Normal", "IPAllocated", format!("{a} from pool {}", p.name)));
-                }
-                None => events.push(ev(
-                    &k,
-                    "Warning",
-                    "PoolExhausted",
-                    format!(
-                        "no free {fam} address in {}",
-                        candidates.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                )),
             }
         }
     }
-    out
+    a.out
+}
+
+/// One allocation round's state: which address went to which Service.
+struct Allocation<'a> {
+    s: &'a Settings,
+    used: HashMap<IpAddr, String>,
+    out: BTreeMap<String, Vec<IpAddr>>,
+    events: &'a mut Vec<Event>,
+}
+
+impl Allocation<'_> {
+    fn pool_for(&self, svc: &Service, a: IpAddr) -> Option<&Pool> {
+        self.s.pools.iter().find(|p| p.permits(svc) && p.contains(a))
+    }
+
+    fn give(&mut self, k: &str, a: IpAddr) {
+        self.used.insert(a, k.to_string());
+        self.out.entry(k.to_string()).or_default().push(a);
+    }
+
+    fn has(&self, k: &str, pred: impl Fn(&IpAddr) -> bool) -> bool {
+        self.out.get(k).is_some_and(|v| v.iter().any(pred))
+    }
+
+    fn keep(&mut self, svc: &Service) {
+        let k = key(svc);
+        let req = requested(svc).unwrap_or_default();
+        for a in current(svc) {
+            if self.pool_for(svc, a).is_some() && (req.is_empty() || req.contains(&a)) && !self.used.contains_key(&a) {
+                self.give(&k, a);
+            }
+        }
+    }
+
+    fn request(&mut self, svc: &Service, k: &str, req: Vec<IpAddr>) {
+        for a in req {
+            if self.has(k, |x| *x == a) {
+                continue;
+            }
+            let pool = self.pool_for(svc, a).map(|p| p.name.clone());
+            let (kind, reason, message) = match (pool, self.used.get(&a)) {
+                (None, _) => {
+                    ("Warning", "AddressNotAllowed", format!("requested {a} is not in any pool this Service may use"))
+                }
+                (_, Some(owner)) => {
+                    ("Warning", "AddressInUse", format!("requested {a} is already allocated to {owner}"))
+                }
+                (Some(p), None) => {
+                    self.give(k, a);
+                    ("Normal", "IPAllocated", format!("{a} from pool {p} (requested)"))
+                }
+            };
+            self.events.push(ev(k, kind, reason, message));
+        }
+    }
+
+    fn fresh(&mut self, svc: &Service, k: &str, v4: bool) {
+        if self.has(k, |a| a.is_ipv4() == v4) {
+            return;
+        }
+        let fam = if v4 { "IPv4" } else { "IPv6" };
+        let s = self.s;
+        let candidates: Vec<&Pool> =
+            s.pools.iter().filter(|p| p.permits(svc) && p.ranges.iter().any(|(lo, _)| lo.is_ipv4() == v4)).collect();
+        if candidates.is_empty() {
+            let msg = format!("no {fam} pool admits this Service (namespace and labels)");
+            self.events.push(ev(k, "Warning", "NoPool", msg));
+            return;
+        }
+        match candidates.iter().find_map(|p| p.first_free(v4, &self.used).map(|a| (p.name.clone(), a))) {
+            Some((p, a)) => {
+                self.give(k, a);
+                self.events.push(ev(k, "Normal", "IPAllocated", format!("{a} from pool {p}")));
+            }
+            None => {
+                let names = candidates.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+                self.events.push(ev(k, "Warning", "PoolExhausted", format!("no free {fam} address in {names}")));
+            }
+        }
+    }
 }
 
 fn protocol(p: Option<&str>) -> Option<Protocol> {
@@ -312,6 +321,63 @@ fn protocol(p: Option<&str>) -> Option<Protocol> {
         "UDP" => Some(Protocol::Udp),
         _ => None,
     }
+}
+
+/// An endpoint's state from its conditions: `ready` active, `serving` + `terminating` draining, others out.
+fn endpoint_state(e: &k8s_openapi::api::discovery::v1::Endpoint) -> Option<BackendState> {
+    let c = e.conditions.as_ref();
+    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+    if ready && !terminating {
+        Some(BackendState::Active)
+    } else if serving {
+        Some(BackendState::Draining)
+    } else {
+        None
+    }
+}
+
+/// The backends of one VIP and Service port (named `port_name`, "" when unnamed): the endpoints of the VIP's family
+/// in the slices, on the slice port of the same name and protocol, each address and port once, sorted.
+fn backends_of(
+    slices: &[&EndpointSlice],
+    vip: IpAddr,
+    port_name: &str,
+    proto: Protocol,
+    weights: &HashMap<IpAddr, u32>,
+) -> Vec<BackendSpec> {
+    let mut backends: Vec<BackendSpec> = Vec::new();
+    for sl in slices {
+        let fam_ok = match sl.address_type.as_str() {
+            "IPv4" => vip.is_ipv4(),
+            "IPv6" => vip.is_ipv6(),
+            _ => false,
+        };
+        if !fam_ok {
+            continue;
+        }
+        // The slice port with the Service port's name (both unnamed for a single-port Service).
+        let Some(ep_port) = sl.ports.as_deref().unwrap_or_default().iter().find(|sp| {
+            sp.name.as_deref().unwrap_or("") == port_name && protocol(sp.protocol.as_deref()) == Some(proto)
+        }) else {
+            continue;
+        };
+        let Some(target) = ep_port.port.and_then(|x| u16::try_from(x).ok()) else { continue };
+        for e in &sl.endpoints {
+            let Some(state) = endpoint_state(e) else { continue };
+            for a in &e.addresses {
+                let Ok(addr) = a.parse::<IpAddr>() else { continue };
+                if addr.is_ipv4() != vip.is_ipv4() || backends.iter().any(|b| b.addr == addr && b.port == target) {
+                    continue;
+                }
+                let weight = weights.get(&addr).copied().unwrap_or(1).clamp(1, 65_535);
+                backends.push(BackendSpec { addr, port: target, weight, state });
+            }
+        }
+    }
+    backends.sort_by_key(|b| (b.addr, b.port));
+    backends
 }
 
 /// The VIP services of one Service with addresses `vips`, from its EndpointSlices: per VIP and Service port, the
@@ -359,49 +425,7 @@ pub fn service_specs(
         for p in spec.ports.as_deref().unwrap_or_default() {
             let Some(proto) = protocol(p.protocol.as_deref()) else { continue };
             let Ok(port) = u16::try_from(p.port) else { continue };
-            let mut backends: Vec<BackendSpec> = Vec::new();
-            for sl in slices {
-                let fam_ok = match sl.address_type.as_str() {
-                    "IPv4" => vip.is_ipv4(),
-                    "IPv6" => vip.is_ipv6(),
-                    _ => false,
-                };
-                if !fam_ok {
-                    continue;
-                }
-                // The slice port with the Service port's name (both unnamed for a single-port Service).
-                let Some(ep_port) = sl.ports.as_deref().unwrap_or_default().iter().find(|sp| {
-                    sp.name.as_deref().unwrap_or("") == p.name.as_deref().unwrap_or("")
-                        && protocol(sp.protocol.as_deref()) == Some(proto)
-                }) else {
-                    continue;
-                };
-                let Some(target) = ep_port.port.and_then(|x| u16::try_from(x).ok()) else { continue };
-                for e in &sl.endpoints {
-                    let c = e.conditions.as_ref();
-                    let ready = c.and_then(|c| c.ready).unwrap_or(true);
-                    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-                    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-                    let state = if ready && !terminating {
-                        BackendState::Active
-                    } else if serving {
-                        BackendState::Draining
-                    } else {
-                        continue;
-                    };
-                    for a in &e.addresses {
-                        let Ok(addr) = a.parse::<IpAddr>() else { continue };
-                        if addr.is_ipv4() != vip.is_ipv4()
-                            || backends.iter().any(|b| b.addr == addr && b.port == target)
-                        {
-                            continue;
-                        }
-                        let weight = weights.get(&addr).copied().unwrap_or(1).clamp(1, 65_535);
-                        backends.push(BackendSpec { addr, port: target, weight, state });
-                    }
-                }
-            }
-            backends.sort_by_key(|b| (b.addr, b.port));
+            let backends = backends_of(slices, *vip, p.name.as_deref().unwrap_or(""), proto, &weights);
             let mut s = ServiceSpec::new(*vip, proto, Some(port), mode, backends);
             s.affinity_timeout_s = affinity;
             out.push(s);
