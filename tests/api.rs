@@ -3,7 +3,8 @@
 //! and `edgelbctl` for every command, including errors and a change visible to the workers as soon as it returns;
 //! `/metrics` scraped with curl and parsed by the Prometheus Python parser.
 
-use edgelb_testkit::netns::{require_root, Lab, Reaped};
+use edgelb_testkit::daemon::Edgelbd;
+use edgelb_testkit::netns::{require_root, Lab};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -85,14 +86,7 @@ port = 8080
     )
     .unwrap();
     let log = dir.join("edgelbd.log");
-    let mut daemon = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &lb, EDGELBD, "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = Edgelbd::new(EDGELBD, &lb, &cfg).spawn(&log);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ctl(&lb, &["service", "list"]).status.success() {

@@ -2,9 +2,10 @@
 //! attributes, the peer shows in `edgelbctl peer list`, removing and adding the peer through the API withdraws and
 //! announces, SIGTERM (drain) first tags the routes GRACEFUL_SHUTDOWN, and the exit withdraws them.
 
-use edgelb_testkit::netns::{require_root, Lab, Reaped};
+use edgelb_testkit::daemon::Edgelbd;
+use edgelb_testkit::netns::{require_root, Lab};
 use edgelb_testkit::peers::Bird;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
@@ -67,15 +68,7 @@ port = 8080
 "#,
     )
     .unwrap();
-    let mut d = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &lb, EDGELBD, "--drain-timeout", "3", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(dir.join("edgelbd.log")).unwrap())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut d = Edgelbd::new(EDGELBD, &lb, &cfg).args(&["--drain-timeout", "3"]).spawn(&dir.join("edgelbd.log"));
     let r = bird.wait_routes("the VIP from edgelbd", 20, |r| r.contains("198.19.0.1/32"));
     assert!(
         r.contains("(65001,100)") && r.contains("(65001, 7, 7)") && r.contains("BGP.next_hop: 198.18.255.1"),

@@ -4,6 +4,7 @@
 //! backend, then draining one) without breaking a long-lived connection, and drains on SIGTERM (new connections
 //! refused, the long-lived one finishing) before it exits.
 
+use edgelb_testkit::daemon::{log_beside, Edgelbd};
 use edgelb_testkit::netns::{in_netns, interrupt_twice, require_root, Lab, Reaped};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -162,21 +163,7 @@ frames = 256
 /// edgelbd in namespace `ns` with config `cfg`, killed when the test ends (also on failure); the thread returns its
 /// stderr once it exits.
 fn edgelbd_logged(ns: &str, cfg: &std::path::Path) -> (Reaped, std::thread::JoinHandle<String>) {
-    let mut daemon = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", ns, EDGELBD, "--config"])
-            .arg(cfg)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = daemon.0.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut text);
-        text
-    });
-    (daemon, log)
+    Edgelbd::new(EDGELBD, ns, cfg).spawn_piped()
 }
 
 /// A client, the appliance and two backends answering on 198.18.2.10:8080 and 198.18.2.20:8080, each in its own
@@ -449,16 +436,7 @@ fn kubernetes_services_drive_the_appliance() {
         cfg_text.replace("\n[[service]]\nvip = \"198.19.0.1\"\nprotocol = \"tcp\"\nport = 80\nmode = \"nat\"\n", "\n");
     let cfg = temp("kube-e2e.toml", &cfg_text);
     let log_path = cfg.with_extension("log");
-    let start = || {
-        Reaped(
-            Command::new("ip")
-                .args(["netns", "exec", &lb, EDGELBD, "--config"])
-                .arg(&cfg)
-                .stderr(std::fs::File::create(&log_path).unwrap())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start = || Edgelbd::new(EDGELBD, &lb, &cfg).spawn(&log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut daemon = start();
     let manifests = temp("kube-e2e.yaml", MANIFESTS);
@@ -656,14 +634,8 @@ fn the_lease_holder_alone_writes_status_and_hands_over() {
                 kc.display()
             ),
         );
-        let log = cfg.with_extension("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, EDGELBD, "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        (Reaped(child), log)
+        let log = log_beside(&cfg);
+        (Edgelbd::new(EDGELBD, ns, &cfg).spawn(&log), log)
     };
     let (da, log_a) = start(&a, "a", &ka);
     let (db, log_b) = start(&b, "b", &kb);
@@ -964,21 +936,11 @@ fn a_dead_worker_stops_edgelbd_naming_it() {
     let _turn = one_daemon_at_a_time();
     let Hosts { lab: _lab, cl: _cl, lb, stop, servers } = hosts("w");
     let cfg = temp("dead.toml", &config(&[("198.18.2.10", "active")]));
-    let mut daemon = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &lb, EDGELBD, "--config"])
-            .arg(&cfg)
-            .env("EDGELB_FAULT_KILL_WORKER", "0")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = daemon.0.stderr.take().unwrap();
+    let (mut daemon, log) = Edgelbd::new(EDGELBD, &lb, &cfg).env("EDGELB_FAULT_KILL_WORKER", "0").spawn_piped();
     let t0 = Instant::now();
     let status = wait_exit(&mut daemon, 10);
     let took = t0.elapsed();
-    let mut log = String::new();
-    err.read_to_string(&mut log).unwrap();
+    let log = log.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     for s in servers {
         s.join().unwrap();

@@ -3,6 +3,7 @@
 //! client, NAT mode, no static neighbours. Every request must succeed and both backends must serve.
 #![cfg(feature = "dpdk")]
 
+use edgelb_testkit::daemon::{wait_logged, Edgelbd};
 use edgelb_testkit::netns::{interrupt_twice, require_root, Lab, Reaped};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,16 +93,7 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
     let cfg = dir.join("dpdk.toml");
     std::fs::write(&cfg, config()).unwrap();
     let log_path = dir.join("edgelbd.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    procs.push(Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &lb, EDGELBD, "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap(),
-    ));
+    procs.push(Edgelbd::new(EDGELBD, &lb, &cfg).spawn(&log_path));
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // Bounded wait for the first answer (EAL start, XDP program load, backend servers binding).
@@ -166,24 +158,9 @@ fn a_dpdk_port_without_a_kernel_interface_takes_the_device_mac() {
     assert!(text.contains("net_null0") && text.contains("net_null1") && !text.contains("mac ="), "{text}");
     std::fs::write(&cfg, text).unwrap();
     let log_path = dir.join("edgelbd.log");
-    let mut daemon = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &lb, EDGELBD, "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = Edgelbd::new(EDGELBD, &lb, &cfg).spawn(&log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log().contains("edgelbd forwarding") {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            panic!("edgelbd exited with {s:?} before forwarding; log:\n{}", log());
-        }
-        assert!(Instant::now() < deadline, "edgelbd never started forwarding; log:\n{}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_logged(&mut daemon, &log_path, "edgelbd forwarding", 20).unwrap_or_else(|e| panic!("{e}"));
     let text = log();
     let started = text.lines().find(|l| l.contains("dpdk port started")).unwrap_or_else(|| panic!("{text}"));
     assert!(started.contains("vf-no-netdev") && started.contains("mac="), "{started}");
