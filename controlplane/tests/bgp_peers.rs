@@ -9,9 +9,8 @@ use edgelb_controlplane::bgp::speaker::Speaker;
 use edgelb_controlplane::store::{key_of, Store};
 use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec};
 use edgelb_testkit::netns::{in_netns, require_root, Lab};
-use edgelb_testkit::peers::Bird;
+use edgelb_testkit::peers::{Bird, Frr, Gobgp};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -203,56 +202,22 @@ fn bird_sees_the_vips_with_their_attributes_and_follows_health() {
     );
 }
 
-/// A child process killed (and waited for) when the test ends, also on failure; and files to remove.
-struct Proc(std::process::Child, Vec<PathBuf>);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        for p in &self.1 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
-
 #[test]
 fn frr_bgpd_sees_both_vips_with_next_hops_and_communities() {
     require_root();
     let (_lab, sp, rt) = pair("bgpf");
     let dir = std::env::temp_dir().join(format!("edgelb-frr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("bgpd.conf");
-    std::fs::write(
-        &conf,
+    let frr = Frr::start(
+        &rt,
+        &dir,
         "frr defaults traditional\nhostname rt\n!\nrouter bgp 65000\n bgp router-id 198.18.255.2\n no bgp ebgp-requires-policy\n\
          no bgp network import-check\n neighbor 198.18.255.1 remote-as 65001\n neighbor 198.18.255.1 passive\n\
          neighbor 198.18.255.1 timers 3 9\n address-family ipv4 unicast\n  neighbor 198.18.255.1 activate\n exit-address-family\n\
          address-family ipv6 unicast\n  neighbor 198.18.255.1 activate\n exit-address-family\n!\n",
-    )
-    .unwrap();
-    // Make the files readable to FRR's own user, which bgpd switches to.
-    let _ = Command::new("chmod").args(["-R", "a+rwx"]).arg(&dir).status();
-    let vty = dir.to_str().unwrap().to_string();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &rt, "/usr/lib/frr/bgpd", "-Z", "-n", "-S", "-f"])
-        .arg(&conf)
-        .arg("-i")
-        .arg(dir.join("bgpd.pid"))
-        .args(["--vty_socket", &vty, "-z"])
-        .arg(dir.join("zserv.api"))
-        .args(["-P", "0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("FRR bgpd (Debian frr)");
-    let _frr = Proc(child, vec![dir.clone(), PathBuf::from("/var/tmp/frr")]);
+    );
     let store: Arc<Store> = Store::new(model()).unwrap();
     let sp_run = run_speaker(&sp, store, peer_config("frr"));
-    let vtysh = |c: &str| {
-        let o = Command::new("vtysh").args(["--vty_socket", &vty, "-c", c]).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let vtysh = |c: &str| frr.vtysh(c);
     let v4 = wait_output(
         "198.19.0.1/32 at FRR",
         20,
@@ -281,35 +246,19 @@ fn gobgp_sees_both_vips_with_next_hops_and_communities() {
     require_root();
     let (_lab, sp, rt) = pair("bgpg");
     let dir = std::env::temp_dir().join(format!("edgelb-gobgp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("gobgpd.toml");
-    std::fs::write(
-        &conf,
+    let gobgp = Gobgp::start(
+        &rt,
+        &dir,
         "[global.config]\n  as = 65000\n  router-id = \"198.18.255.2\"\n  port = 179\n\n[[neighbors]]\n  [neighbors.config]\n\
          neighbor-address = \"198.18.255.1\"\n    peer-as = 65001\n  [neighbors.transport.config]\n    passive-mode = true\n\
          [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n\
          [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n  [[neighbors.afi-safis]]\n\
          [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n",
-    )
-    .unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &rt, "gobgpd", "-f"])
-        .arg(&conf)
-        .args(["--api-hosts", "127.0.0.1:50051"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("gobgpd (Debian gobgpd)");
-    let _gobgp = Proc(child, vec![dir.clone()]);
+        50051,
+    );
     let store: Arc<Store> = Store::new(model()).unwrap();
     let sp_run = run_speaker(&sp, store, peer_config("gobgp"));
-    let rib = |fam: &str| {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &rt, "gobgp", "-u", "127.0.0.1", "-p", "50051", "global", "rib", "-a", fam, "-j"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let rib = |fam: &str| gobgp.rib(fam);
     let v4 = wait_output("198.19.0.1/32 at GoBGP", 20, || rib("ipv4"), |r| r.contains("198.19.0.1/32"));
     let v6 = wait_output("2001:db8:100::1/128 at GoBGP", 10, || rib("ipv6"), |r| r.contains("2001:db8:100::1/128"));
     println!("GoBGP's view:\n{v4}\n{v6}");
