@@ -169,6 +169,7 @@ fn services_json(list: &v1::ListServicesResponse) -> serde_json::Value {
             "mode": mode_name(s.mode),
             "affinity_timeout_s": s.affinity_timeout_s,
             "maglev_size": s.maglev_size,
+            "table_size": s.table_size,
             "backends": s.backends.iter().map(|b| serde_json::json!({
                 "address": b.address, "port": b.port, "weight": b.weight, "state": state_name(b.state),
             })).collect::<Vec<_>>(),
@@ -574,7 +575,8 @@ async fn service_list(c: &mut Client, json: bool) -> Result<(), Fail> {
         for s in &r.services {
             let aff =
                 if s.affinity_timeout_s > 0 { format!(" affinity {}s", s.affinity_timeout_s) } else { String::new() };
-            out!("{} {} maglev {}{aff}", show_key(&s.vip, s.protocol, s.port), mode_name(s.mode), s.maglev_size);
+            let auto = if s.maglev_size == 0 { " (auto)" } else { "" };
+            out!("{} {} maglev {}{auto}{aff}", show_key(&s.vip, s.protocol, s.port), mode_name(s.mode), s.table_size);
             for b in &s.backends {
                 out!("  -> {}:{} weight {} {}", b.address, b.port, b.weight, state_name(b.state));
             }

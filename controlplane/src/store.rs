@@ -172,6 +172,62 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// `model` with a batch's deletes and upserts (an upsert replaces the service with its key in place, or is appended),
+/// and where each upsert landed in the service list (to name errors in the batch's terms). Hash maps keep a batch of
+/// any size linear in the model and the batch.
+fn merged(model: &Model, batch: &Batch) -> Result<(Model, HashMap<usize, usize>), StoreError> {
+    let mut upserts: HashMap<ServiceKey, usize> = HashMap::with_capacity(batch.upserts.len());
+    let deletes: HashMap<ServiceKey, usize> = batch.deletes.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+    for (i, u) in batch.upserts.iter().enumerate() {
+        let k = key_of(u);
+        if let Some(j) = upserts.insert(k, i) {
+            return Err(StoreError::Invalid {
+                path: path!(upserts[i]),
+                message: format!("{} is also upserts[{j}]", show_key(&k)),
+            });
+        }
+        if deletes.contains_key(&k) {
+            return Err(StoreError::Invalid {
+                path: path!(upserts[i]),
+                message: format!("{} is also deleted in this batch", show_key(&k)),
+            });
+        }
+    }
+    let mut deleted: HashMap<ServiceKey, usize> = HashMap::with_capacity(batch.deletes.len());
+    for (i, d) in batch.deletes.iter().enumerate() {
+        if deleted.insert(*d, i).is_some() {
+            return Err(StoreError::Invalid { path: path!(deletes[i]), message: "listed twice".into() });
+        }
+    }
+    let mut out = model.without_services(model.services.len() + batch.upserts.len());
+    let mut origin: HashMap<usize, usize> = HashMap::with_capacity(batch.upserts.len());
+    for s in &model.services {
+        let k = key_of(s);
+        if deleted.remove(&k).is_some() {
+            continue;
+        }
+        match upserts.remove(&k) {
+            Some(i) => {
+                origin.insert(out.services.len(), i);
+                out.services.push(batch.upserts[i].clone());
+            }
+            None => out.services.push(s.clone()),
+        }
+    }
+    if let Some(i) = deleted.values().min() {
+        let d = &batch.deletes[*i];
+        return Err(StoreError::NotFound(format!("deletes[{i}]: no service {}", show_key(d))));
+    }
+    // New services, in batch order.
+    let mut new: Vec<usize> = upserts.into_values().collect();
+    new.sort_unstable();
+    for i in new {
+        origin.insert(out.services.len(), i);
+        out.services.push(batch.upserts[i].clone());
+    }
+    Ok((out, origin))
+}
+
 /// The model the dataplane gets: learnt neighbours added, failed backends taken out of the Maglev tables (down, or
 /// draining when the service keeps their flows). The operator's model itself is not changed.
 fn effective(
@@ -355,46 +411,7 @@ impl Store {
         if batch.expected_version != 0 && batch.expected_version != g.version {
             return Err(StoreError::Stale { expected: batch.expected_version, current: g.version });
         }
-        let mut model = g.model.clone();
-        // Where each upsert landed in the model's service list, to name errors in the batch's terms.
-        let mut origin: HashMap<usize, usize> = HashMap::new();
-        for (i, u) in batch.upserts.iter().enumerate() {
-            let k = key_of(u);
-            if let Some(j) = batch.upserts[..i].iter().position(|p| key_of(p) == k) {
-                return Err(StoreError::Invalid {
-                    path: path!(upserts[i]),
-                    message: format!("{} is also upserts[{j}]", show_key(&k)),
-                });
-            }
-            if batch.deletes.contains(&k) {
-                return Err(StoreError::Invalid {
-                    path: path!(upserts[i]),
-                    message: format!("{} is also deleted in this batch", show_key(&k)),
-                });
-            }
-        }
-        for (i, d) in batch.deletes.iter().enumerate() {
-            if batch.deletes[..i].contains(d) {
-                return Err(StoreError::Invalid { path: path!(deletes[i]), message: "listed twice".into() });
-            }
-            let Some(at) = model.services.iter().position(|s| key_of(s) == *d) else {
-                return Err(StoreError::NotFound(format!("deletes[{i}]: no service {}", show_key(d))));
-            };
-            model.services.remove(at);
-        }
-        for (i, u) in batch.upserts.iter().enumerate() {
-            let k = key_of(u);
-            match model.services.iter().position(|s| key_of(s) == k) {
-                Some(at) => {
-                    model.services[at] = u.clone();
-                    origin.insert(at, i);
-                }
-                None => {
-                    model.services.push(u.clone());
-                    origin.insert(model.services.len() - 1, i);
-                }
-            }
-        }
+        let (model, origin) = merged(&g.model, batch)?;
         let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
         let rename = |e: ConfigError| -> StoreError {
             StoreError::Invalid { path: in_batch_terms(e.path, &origin), message: e.message }

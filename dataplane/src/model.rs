@@ -122,8 +122,8 @@ pub struct ServiceSpec {
     /// ClientIP affinity timeout in seconds (Kubernetes `sessionAffinityConfig.clientIP.timeoutSeconds`);
     /// `None` for plain Maglev over the 5-tuple.
     pub affinity_timeout_s: Option<u32>,
-    /// Maglev table size (a prime).
-    pub maglev_size: u32,
+    /// Maglev table size (a prime); `None` chooses it from the backend count ([`ServiceSpec::table_size`]).
+    pub maglev_size: Option<u32>,
     /// Destination UDP port of GUE encapsulation.
     pub gue_port: u16,
     /// Backends.
@@ -182,7 +182,7 @@ impl HealthSpec {
 }
 
 impl ServiceSpec {
-    /// A service with defaults: Maglev 65537, no affinity, GUE port 6080.
+    /// A service with defaults: Maglev table sized from the backend count, no affinity, GUE port 6080.
     pub fn new(vip: IpAddr, protocol: Protocol, port: Option<u16>, mode: Mode, backends: Vec<BackendSpec>) -> Self {
         Self {
             vip,
@@ -190,11 +190,17 @@ impl ServiceSpec {
             port,
             mode,
             affinity_timeout_s: None,
-            maglev_size: maglev::DEFAULT_TABLE_SIZE,
+            maglev_size: None,
             gue_port: crate::wire::gue::DEFAULT_PORT,
             backends,
             health: None,
         }
+    }
+
+    /// The Maglev table size this service gets: `maglev_size` when given, else [`maglev::size_for`] the number of
+    /// backends in any state (so draining or failing a backend never resizes the table and moves every slot).
+    pub fn table_size(&self) -> u32 {
+        self.maglev_size.unwrap_or_else(|| maglev::size_for(self.backends.len()))
     }
 }
 
@@ -268,6 +274,23 @@ pub struct Model {
     pub timeouts: Timeouts,
     /// Draining the appliance: tracked flows keep going, new flows are refused (counted `draining`).
     pub draining: bool,
+}
+
+impl Model {
+    /// A copy of everything but the services (which can be many), with room for `services` of them.
+    pub fn without_services(&self, services: usize) -> Model {
+        Model {
+            services: Vec::with_capacity(services),
+            interfaces: self.interfaces.clone(),
+            gateways: self.gateways.clone(),
+            neighbours: self.neighbours.clone(),
+            fullnat_sources: self.fullnat_sources.clone(),
+            fullnat_ports: self.fullnat_ports,
+            tunnel_sources: self.tunnel_sources.clone(),
+            timeouts: self.timeouts,
+            draining: self.draining,
+        }
+    }
 }
 
 /// One step of a [`FieldPath`]: a named field or a list index.
@@ -496,13 +519,12 @@ fn validate_service(
     if own.contains(&s.vip) {
         return field_err(f("vip"), format!("{} is an interface address of the appliance", s.vip));
     }
-    if !maglev::is_prime(s.maglev_size) || s.maglev_size > maglev::MAX_TABLE_SIZE || s.maglev_size < 3 {
-        return field_err(
-            f("maglev_size"),
-            format!("{} must be a prime up to {}", s.maglev_size, maglev::MAX_TABLE_SIZE),
-        );
+    if let Some(m) = s.maglev_size {
+        if !maglev::is_prime(m) || !(3..=maglev::MAX_TABLE_SIZE).contains(&m) {
+            return field_err(f("maglev_size"), format!("{m} must be a prime up to {}", maglev::MAX_TABLE_SIZE));
+        }
     }
-    if s.backends.len() > (s.maglev_size as usize).min(maglev::MAX_BACKENDS) {
+    if s.backends.len() > (s.table_size() as usize).min(maglev::MAX_BACKENDS) {
         return field_err(f("backends"), format!("{} backends exceed the Maglev table size", s.backends.len()));
     }
     if let Some(a) = s.affinity_timeout_s {
@@ -585,7 +607,13 @@ fn validate_backends(si: usize, s: &ServiceSpec) -> Result<(), ConfigError> {
                 format!("{} mode cannot change the port: use 0 or the VIP's port", s.mode.name()),
             );
         }
-        if !bseen.insert((b.addr, b.port)) {
+        // Up to 16 backends, a look back beats hashing; more, a set.
+        let dup = if s.backends.len() <= 16 {
+            s.backends[..bi].iter().any(|x| x.addr == b.addr && x.port == b.port)
+        } else {
+            !bseen.insert((b.addr, b.port))
+        };
+        if dup {
             return field_err(g("addr"), format!("duplicate backend {}:{}", b.addr, b.port));
         }
     }

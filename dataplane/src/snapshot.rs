@@ -66,12 +66,12 @@ pub struct Service {
     pub affinity_ms: u32,
     /// GUE destination port.
     pub gue_port: u16,
-    /// Maglev table over the active backends.
-    pub maglev: MaglevTable,
-    /// Backend id of each Maglev backend index.
-    pub maglev_ids: Vec<u32>,
+    /// Maglev table over the active backends; shared with the previous snapshot when they did not change.
+    pub maglev: Arc<MaglevTable>,
+    /// Backend id of each Maglev backend index (shared with the table).
+    pub maglev_ids: Arc<[u32]>,
     /// Ids of all backends (any state), for stats.
-    pub backend_ids: Vec<u32>,
+    pub backend_ids: Arc<[u32]>,
 }
 
 /// Maglev slots that moved for one service in a build.
@@ -85,6 +85,8 @@ pub struct SlotsMoved {
     pub port: u16,
     /// Slots whose backend changed from the previous snapshot (table size for a new service).
     pub moved: usize,
+    /// The new table's size.
+    pub table_size: usize,
 }
 
 /// What [`DataplaneConfig::classify`] found.
@@ -224,6 +226,18 @@ impl DataplaneConfig {
             }
         }
     }
+    /// Fill the VIP maps from the services.
+    fn index_vips(&mut self) {
+        for (si, s) in self.services.iter().enumerate() {
+            self.vips.insert((s.vip, s.proto, s.port), si as u32);
+            let bit = match (s.port, s.proto) {
+                (0, crate::wire::proto::TCP) => 1,
+                (0, crate::wire::proto::UDP) => 2,
+                _ => 0,
+            };
+            *self.vip_addrs.entry(s.vip).or_insert(0) |= bit;
+        }
+    }
     /// True when `a` lies in a connected subnet.
     pub fn is_on_link(&self, a: &[u8; 16]) -> bool {
         self.connected.iter().any(|(p, l, _)| prefix_match(a, p, *l))
@@ -235,11 +249,18 @@ impl DataplaneConfig {
 }
 
 /// Builds snapshots and keeps the stable ids between builds. Cloning it gives a scratch builder for dry runs.
+///
+/// A build is incremental: a service whose spec equals the one it had in the previous build, with the same routing
+/// (connected subnets, gateways, neighbours, interfaces), is carried over from the previous snapshot as it was (its
+/// Maglev table shared, its backends copied) without looking up a single id; only the services that changed are
+/// built. The result is the snapshot a build from scratch would give, with the same ids.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigBuilder {
     ids: Ids,
     generation: u64,
     prev: Option<Arc<DataplaneConfig>>,
+    /// The spec each service had in the previous build, by service id (`None`: not in it).
+    specs: Vec<Option<ServiceSpec>>,
 }
 
 impl ConfigBuilder {
@@ -248,52 +269,90 @@ impl ConfigBuilder {
         Self::default()
     }
 
-    /// Validate `model` and build the next snapshot, reporting Maglev slot movement per service.
+    /// Validate `model` and build the next snapshot, reporting Maglev slot movement for each service whose table was
+    /// built anew (new services, and those whose active backends, weights or table size changed); the others share
+    /// the previous snapshot's table and are not listed.
     /// Nothing changes in the builder when validation fails.
     ///
     /// # Errors
     /// A [`ConfigError`] naming the first offending field.
     pub fn build(&mut self, model: &Model) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
         let model = validate(model)?;
-        let mut cfg = base_config(&model, self.generation + 1);
-        // Ids are assigned in a scratch copy so a failure below leaves the builder untouched.
-        let mut ids = self.ids.clone();
+        let mark = self.ids.mark();
+        let built = self.build_valid(&model);
+        if built.is_err() {
+            // Ids handed out by the failed build are taken back, so the builder is as it was.
+            self.ids.rollback(mark);
+        }
+        built
+    }
+
+    fn build_valid(&mut self, model: &Valid<'_>) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
+        let mut cfg = base_config(model, self.generation + 1);
+        let prev = Previous::of(self.prev.as_deref(), &self.specs, &cfg);
         let mut moved = Vec::new();
-        let mut backends: Vec<Backend> = Vec::new();
+        cfg.backends = vec![None; self.ids.next_backend as usize];
+        // (service id, index in the model, changed) of every service.
+        let mut present: Vec<(u32, usize, bool)> = Vec::with_capacity(model.services.len());
+        // Every service at the index it had last time: the VIP maps are the previous ones.
+        let mut same_keys = prev.cfg.is_some_and(|c| c.services.len() == model.services.len());
         for (si, s) in model.services.iter().enumerate() {
-            let (service, service_backends) = build_service(&cfg, &mut ids, si, s)?;
-            let prev_table = self.prev.as_ref().and_then(|p| p.services.iter().find(|ps| ps.id == service.id));
-            moved.push(SlotsMoved {
-                vip: s.vip,
-                proto: service.proto,
-                port: service.port,
-                moved: match prev_table {
-                    Some(pt) => service.maglev.moved_from(&pt.maglev),
-                    None => service.maglev.size(),
-                },
-            });
-            cfg.vips.insert((service.vip, service.proto, service.port), si as u32);
-            let bit = match (service.port, s.protocol) {
-                (0, Protocol::Tcp) => 1,
-                (0, Protocol::Udp) => 2,
-                _ => 0,
+            let key = (addr16(s.vip), s.protocol.number(), s.port.unwrap_or(0));
+            // The service at this index last time, when it has this key, has its id: no lookup.
+            let sid = match prev.at(si).filter(|p| (p.vip, p.proto, p.port) == key) {
+                Some(p) => p.id,
+                None => {
+                    same_keys = false;
+                    self.ids.service(key)
+                }
             };
-            *cfg.vip_addrs.entry(service.vip).or_insert(0) |= bit;
+            let same_spec = prev.same_spec(sid, s);
+            let service = match prev.unchanged(sid, same_spec) {
+                Some(p) => {
+                    prev.carry_backends(p, si, &mut cfg.backends);
+                    p.clone()
+                }
+                None => {
+                    let (service, slots_moved) = build_service(&mut cfg, &mut self.ids, &prev, si, sid, s)?;
+                    if let Some(n) = slots_moved {
+                        let table_size = service.maglev.size();
+                        moved.push(SlotsMoved { vip: s.vip, proto: key.1, port: key.2, moved: n, table_size });
+                    }
+                    service
+                }
+            };
+            present.push((sid, si, !same_spec));
             cfg.services.push(service);
-            backends.extend(service_backends);
         }
-        cfg.backend_id_limit = ids.next_backend;
-        cfg.service_id_limit = ids.next_service;
-        cfg.backends = vec![None; ids.next_backend as usize];
-        for b in backends {
-            let id = b.id as usize;
-            cfg.backends[id] = Some(b);
+        match prev.cfg.filter(|_| same_keys) {
+            Some(p) => (cfg.vips, cfg.vip_addrs) = (p.vips.clone(), p.vip_addrs.clone()),
+            None => cfg.index_vips(),
         }
-        self.ids = ids;
+        cfg.backend_id_limit = self.ids.next_backend;
+        cfg.service_id_limit = self.ids.next_service;
+        cfg.backends.resize(self.ids.next_backend as usize, None);
+        self.remember(model, &present);
         self.generation += 1;
         let cfg = Arc::new(cfg);
         self.prev = Some(cfg.clone());
         Ok((cfg, moved))
+    }
+
+    /// Keep this build's specs for the next: clone those that changed, drop those of services that are gone.
+    fn remember(&mut self, model: &Valid<'_>, present: &[(u32, usize, bool)]) {
+        self.specs.resize(self.ids.next_service as usize, None);
+        let mut live = vec![false; self.specs.len()];
+        for &(sid, si, changed) in present {
+            live[sid as usize] = true;
+            if changed {
+                self.specs[sid as usize] = Some(model.services[si].clone());
+            }
+        }
+        for (spec, live) in self.specs.iter_mut().zip(live) {
+            if !live {
+                *spec = None;
+            }
+        }
     }
 }
 
@@ -321,28 +380,100 @@ impl Ids {
             self.next_backend - 1
         })
     }
+
+    /// Where the counters stand, to [`Ids::rollback`] to.
+    fn mark(&self) -> (u32, u32) {
+        (self.next_service, self.next_backend)
+    }
+
+    /// Forget every id handed out since `mark`.
+    fn rollback(&mut self, (services, backends): (u32, u32)) {
+        if self.next_service != services {
+            self.services.retain(|_, id| *id < services);
+        }
+        if self.next_backend != backends {
+            self.backends.retain(|_, id| *id < backends);
+        }
+        (self.next_service, self.next_backend) = (services, backends);
+    }
 }
 
-/// Service `si` of the snapshot being built (`cfg` holds its addressing) with its backends and Maglev table.
+/// The previous snapshot's services by stable id, with the specs they were built from, so an unchanged service is
+/// carried over and a service whose Maglev input did not change keeps its table.
+struct Previous<'a> {
+    cfg: Option<&'a DataplaneConfig>,
+    specs: &'a [Option<ServiceSpec>],
+    /// Index into `cfg.services` by service id (`u32::MAX`: none).
+    index: Vec<u32>,
+    /// Connected subnets, gateways, neighbours and interfaces are those of the previous snapshot, so its backends'
+    /// next hops and on-link checks still hold.
+    same_routing: bool,
+}
+
+impl<'a> Previous<'a> {
+    fn of(cfg: Option<&'a DataplaneConfig>, specs: &'a [Option<ServiceSpec>], next: &DataplaneConfig) -> Self {
+        let mut index = vec![u32::MAX; cfg.map_or(0, |c| c.service_id_limit as usize)];
+        for (i, s) in cfg.map_or(&[][..], |c| &c.services[..]).iter().enumerate() {
+            if let Some(x) = index.get_mut(s.id as usize) {
+                *x = i as u32;
+            }
+        }
+        let same_routing = cfg.is_some_and(|p| {
+            p.connected == next.connected
+                && p.gateway_v4 == next.gateway_v4
+                && p.gateway_v6 == next.gateway_v6
+                && p.interfaces == next.interfaces
+                && p.neighbours == next.neighbours
+        });
+        Previous { cfg, specs, index, same_routing }
+    }
+
+    fn service(&self, id: u32) -> Option<&'a Service> {
+        let i = *self.index.get(id as usize)?;
+        self.cfg?.services.get(i as usize)
+    }
+
+    /// The previous snapshot's service at index `si`.
+    fn at(&self, si: usize) -> Option<&'a Service> {
+        self.cfg?.services.get(si)
+    }
+
+    /// True when service `id` had exactly `spec` in the previous build.
+    fn same_spec(&self, id: u32, spec: &ServiceSpec) -> bool {
+        self.specs.get(id as usize).and_then(Option::as_ref) == Some(spec)
+    }
+
+    /// The previous snapshot's service `id` when nothing it was built from changed (`same_spec`: its spec did not).
+    fn unchanged(&self, id: u32, same_spec: bool) -> Option<&'a Service> {
+        (self.same_routing && same_spec).then(|| self.service(id)).flatten()
+    }
+
+    /// Copy the backends of `p` (a previous service) into `out` (by id), now belonging to the service at index `si`.
+    fn carry_backends(&self, p: &Service, si: usize, out: &mut Vec<Option<Backend>>) {
+        let Some(cfg) = self.cfg else { return };
+        for b in p.backend_ids.iter().filter_map(|&id| cfg.backend(id)) {
+            put(out, Backend { service: si as u32, ..*b });
+        }
+    }
+}
+
+/// Service `si` (id `sid`) of the snapshot being built (`cfg` holds its addressing; its backends are put in
+/// `cfg.backends`), with its Maglev table (the previous snapshot's when the active set, weights and size are the same) and
+/// the slots that moved (`None` when the table is the previous one).
 fn build_service(
-    cfg: &DataplaneConfig,
+    cfg: &mut DataplaneConfig,
     ids: &mut Ids,
+    prev: &Previous<'_>,
     si: usize,
+    sid: u32,
     s: &ServiceSpec,
-) -> Result<(Service, Vec<Backend>), ConfigError> {
-    let vip = addr16(s.vip);
-    let proto = s.protocol.number();
-    let port = s.port.unwrap_or(0);
-    let sid = ids.service((vip, proto, port));
-    let mut mb = Vec::new();
-    let mut all_ids = Vec::new();
-    let mut backends = Vec::with_capacity(s.backends.len());
-    let mut id_of_key: FxHashMap<[u8; 18], u32> = FxHashMap::default();
+) -> Result<(Service, Option<usize>), ConfigError> {
+    let mut active: Vec<(MaglevBackend, u32)> = Vec::new();
+    let mut all_ids = Vec::with_capacity(s.backends.len());
     for b in &s.backends {
         let key = maglev::backend_key(b.addr, b.port);
         let bid = ids.backend(sid, key);
         all_ids.push(bid);
-        id_of_key.insert(key, bid);
         let a16 = addr16(b.addr);
         if s.mode == Mode::DsrL2 && !cfg.is_on_link(&a16) {
             return field_err(
@@ -350,36 +481,55 @@ fn build_service(
                 format!("dsr_l2 backend {} is not on-link (in no interface subnet)", b.addr),
             );
         }
-        backends.push(Backend {
-            id: bid,
-            service: si as u32,
-            addr: a16,
-            v4: b.addr.is_ipv4(),
-            port: b.port,
-            state: b.state,
-            next_hop: cfg.route(&a16, b.addr.is_ipv4()),
-        });
+        let next_hop = cfg.route(&a16, b.addr.is_ipv4());
+        let v4 = b.addr.is_ipv4();
+        put(
+            &mut cfg.backends,
+            Backend { id: bid, service: si as u32, addr: a16, v4, port: b.port, state: b.state, next_hop },
+        );
         if b.state == BackendState::Active {
-            mb.push(MaglevBackend { key, weight: b.weight });
+            active.push((MaglevBackend { key, weight: b.weight }, bid));
         }
     }
-    let table =
-        maglev::build(&mb, s.maglev_size).map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?;
-    let maglev_ids = table.backends().iter().map(|x| id_of_key.get(&x.key).copied().unwrap_or(u32::MAX)).collect();
+    // The table lists its backends sorted by key; their ids in the same order.
+    active.sort_unstable_by_key(|(b, _)| b.key);
+    let mb: Vec<MaglevBackend> = active.iter().map(|(b, _)| *b).collect();
+    let size = s.table_size();
+    let before = prev.service(sid);
+    let same = before.filter(|p| p.maglev.backends() == &mb[..] && (mb.is_empty() || p.maglev.size() == size as usize));
+    let (table, maglev_ids, moved) = match same {
+        Some(p) => (p.maglev.clone(), p.maglev_ids.clone(), None),
+        None => {
+            let table =
+                maglev::build(&mb, size).map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?;
+            let ids: Arc<[u32]> = active.iter().map(|(_, id)| *id).collect();
+            let moved = before.map_or(table.size(), |p| table.moved_from(&p.maglev));
+            (Arc::new(table), ids, Some(moved))
+        }
+    };
     let service = Service {
         id: sid,
-        vip,
+        vip: addr16(s.vip),
         v4: s.vip.is_ipv4(),
-        proto,
-        port,
+        proto: s.protocol.number(),
+        port: s.port.unwrap_or(0),
         mode: s.mode,
         affinity_ms: s.affinity_timeout_s.unwrap_or(0).saturating_mul(1000),
         gue_port: s.gue_port,
         maglev: table,
         maglev_ids,
-        backend_ids: all_ids,
+        backend_ids: all_ids.into(),
     };
-    Ok((service, backends))
+    Ok((service, moved))
+}
+
+/// Put `b` at its id in `backends`, growing it when the id is new.
+fn put(backends: &mut Vec<Option<Backend>>, b: Backend) {
+    let id = b.id as usize;
+    if id >= backends.len() {
+        backends.resize(id + 1, None);
+    }
+    backends[id] = Some(b);
 }
 
 /// A snapshot's addressing, before its services: own and connected addresses, gateways, full-NAT and tunnel

@@ -69,8 +69,11 @@ impl Scenario {
         // Backends fit 198.18.2.0/23 (400 of them) and 2001:db8:2::/48.
         neighbours.push(("198.18.1.254".parse().unwrap(), GW_MAC));
         neighbours.push(("2001:db8:1::fe".parse().unwrap(), GW_MAC));
+        let mut service = ServiceSpec::new(self.vip(), Protocol::Tcp, Some(80), self.mode, backends);
+        // The size the figures have always been taken with, whatever the backend count would choose.
+        service.maglev_size = Some(edgelb_dataplane::lb::maglev::DEFAULT_TABLE_SIZE);
         Model {
-            services: vec![ServiceSpec::new(self.vip(), Protocol::Tcp, Some(80), self.mode, backends)],
+            services: vec![service],
             // One-armed: clients (via the router) and backends on the same port, so every buffer returns to the
             // port it came from.
             interfaces: vec![InterfaceSpec {
@@ -92,6 +95,31 @@ impl Scenario {
             timeouts: Timeouts::default(),
             draining: false,
         }
+    }
+
+    /// The scenario's appliance (interfaces, neighbours, sources) without services.
+    pub fn appliance(&self) -> Model {
+        Model { services: Vec::new(), ..self.model() }
+    }
+
+    /// Service number `i` of a large service set: NAT, TCP port 80 on VIP 198.19.x.y (or 2001:db8:100::x), its
+    /// `backends` backends on port 8080 drawn from the scenario's 400 backend addresses, each table sized from the
+    /// backend count. Distinct for i < 65 000.
+    pub fn service(&self, i: usize, backends: usize) -> ServiceSpec {
+        let vip = if self.v6 {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, (i >> 16) as u16, i as u16 + 1))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(0xc613_0001u32 + i as u32))
+        };
+        let bs = (0..backends)
+            .map(|j| BackendSpec {
+                addr: self.backend((i * backends + j) % 400),
+                port: 8080,
+                weight: 1,
+                state: BackendState::Active,
+            })
+            .collect();
+        ServiceSpec::new(vip, Protocol::Tcp, Some(80), Mode::Nat, bs)
     }
 
     /// Client address number `i` (distinct for i < 2^24).

@@ -77,7 +77,7 @@ pub fn every_mode(maglev_size: u32) -> Model {
                 })
                 .collect();
             let mut s = ServiceSpec::new(vip.parse().unwrap(), proto, port, mode, backends);
-            s.maglev_size = maglev_size;
+            s.maglev_size = Some(maglev_size);
             if vip == "198.19.0.7" {
                 s.affinity_timeout_s = Some(60);
             }

@@ -2,7 +2,6 @@
 
 use crate::store::{ServiceKey, StoreError};
 use edgelb_api::v1;
-use edgelb_dataplane::lb::maglev;
 use edgelb_dataplane::model::{
     BackendSpec, BackendState, FieldPath, HealthKind, HealthSpec, Mode, Protocol, ServiceSpec,
 };
@@ -109,7 +108,7 @@ pub fn service(s: &v1::Service, at: &FieldPath) -> Result<ServiceSpec, StoreErro
         .collect::<Result<Vec<_>, _>>()?;
     let mut spec = ServiceSpec::new(vip, proto, port, m, backends);
     spec.affinity_timeout_s = (s.affinity_timeout_s > 0).then_some(s.affinity_timeout_s);
-    spec.maglev_size = if s.maglev_size != 0 { s.maglev_size } else { maglev::DEFAULT_TABLE_SIZE };
+    spec.maglev_size = (s.maglev_size != 0).then_some(s.maglev_size);
     if let Some(h) = &s.health {
         spec.health = Some(health(h, &f("health"))?);
     }
@@ -172,7 +171,8 @@ pub fn service_out(s: &ServiceSpec) -> v1::Service {
         all_ports: s.port.is_none(),
         mode: mode_out(s.mode),
         affinity_timeout_s: s.affinity_timeout_s.unwrap_or(0),
-        maglev_size: s.maglev_size,
+        maglev_size: s.maglev_size.unwrap_or(0),
+        table_size: s.table_size(),
         gue_port: u32::from(s.gue_port),
         health: s.health.as_ref().map(health_out),
         backends: s
@@ -193,14 +193,14 @@ pub fn service_out(s: &ServiceSpec) -> v1::Service {
 }
 
 /// Slot movement as the API shows it.
-pub fn moved_out(m: &[SlotsMoved], sizes: &dyn Fn(&SlotsMoved) -> u32) -> Vec<v1::SlotsMoved> {
+pub fn moved_out(m: &[SlotsMoved]) -> Vec<v1::SlotsMoved> {
     m.iter()
         .map(|x| v1::SlotsMoved {
             vip: x.vip.to_string(),
             protocol: if x.proto == 17 { v1::Protocol::Udp as i32 } else { v1::Protocol::Tcp as i32 },
             port: u32::from(x.port),
             moved: x.moved as u32,
-            table_size: sizes(x),
+            table_size: x.table_size as u32,
         })
         .collect()
 }

@@ -12,7 +12,6 @@ use edgelb_api::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
 use edgelb_dataplane::model::{BackendState, Step};
 use edgelb_dataplane::path;
 use edgelb_dataplane::pipeline::{FlowFilter, Tuple};
-use edgelb_dataplane::snapshot::SlotsMoved;
 use edgelb_dataplane::worker::WorkerStats;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -63,19 +62,7 @@ impl Api {
     }
 
     fn applied(&self, a: crate::store::Applied) -> v1::ApplyServicesResponse {
-        let cfg = self.store.snapshot();
-        let size = |m: &SlotsMoved| {
-            let d = edgelb_dataplane::snapshot::addr16(m.vip);
-            cfg.services
-                .iter()
-                .find(|s| s.vip == d && s.proto == m.proto && s.port == m.port)
-                .map_or(0, |s| s.maglev.size() as u32)
-        };
-        v1::ApplyServicesResponse {
-            version: a.version,
-            applied: a.applied,
-            slots_moved: convert::moved_out(&a.moved, &size),
-        }
+        v1::ApplyServicesResponse { version: a.version, applied: a.applied, slots_moved: convert::moved_out(&a.moved) }
     }
 
     /// Change one backend of one service through the same batch path.
@@ -178,24 +165,14 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn event_out(e: StoreEvent, store: &Store) -> v1::Event {
+fn event_out(e: StoreEvent) -> v1::Event {
     use v1::event::Kind;
     let kind = match e {
-        StoreEvent::Applied { version, source, moved } => {
-            let cfg = store.snapshot();
-            let size = |m: &SlotsMoved| {
-                let d = edgelb_dataplane::snapshot::addr16(m.vip);
-                cfg.services
-                    .iter()
-                    .find(|s| s.vip == d && s.proto == m.proto && s.port == m.port)
-                    .map_or(0, |s| s.maglev.size() as u32)
-            };
-            Kind::ConfigApplied(v1::ConfigApplied {
-                version,
-                source: source.into(),
-                slots_moved: convert::moved_out(&moved, &size),
-            })
-        }
+        StoreEvent::Applied { version, source, moved } => Kind::ConfigApplied(v1::ConfigApplied {
+            version,
+            source: source.into(),
+            slots_moved: convert::moved_out(&moved),
+        }),
         StoreEvent::BackendHealth { service, backend, healthy, reason } => Kind::BackendHealth(v1::BackendHealth {
             vip: service.0.to_string(),
             protocol: convert::protocol_out(service.1),
@@ -552,11 +529,10 @@ impl LoadBalancer for Api {
         &self,
         _req: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let store = self.store.clone();
         let rx = BroadcastStream::new(self.store.subscribe());
         // A watcher that falls more than the channel's depth behind misses events; it is told so.
         Ok(Response::new(Box::pin(rx.map(move |e| match e {
-            Ok(e) => Ok(event_out(e, &store)),
+            Ok(e) => Ok(event_out(e)),
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
                 Err(Status::data_loss(format!("{n} events missed: the watcher fell behind")))
             }

@@ -869,9 +869,7 @@ fn service(lines: &Lines<'_>, si: usize, s: &Spanned<ServiceSection>) -> Result<
     }
     let mut spec = ServiceSpec::new(vip, protocol, sec.port, mode, backends);
     spec.affinity_timeout_s = sec.affinity_timeout;
-    if let Some(m) = sec.maglev_size {
-        spec.maglev_size = m;
-    }
+    spec.maglev_size = sec.maglev_size;
     if let Some(g) = sec.gue_port {
         spec.gue_port = g;
     }

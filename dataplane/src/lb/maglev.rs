@@ -12,6 +12,18 @@ use super::hash::hash_bytes;
 
 /// Default table size (a prime, as the paper recommends M ≫ 100·N).
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+/// The table sizes chosen automatically ([`size_for`]): primes of about 1000 · 2^k, so a table holds at least 100
+/// slots per backend (the paper's bound for a balance within about 1 %) and changes size only when the backend count
+/// doubles past 10, 20, 40, ... (a new size moves every slot, so it should be rare), up to [`DEFAULT_TABLE_SIZE`].
+pub const AUTO_SIZES: [u32; 7] = [1009, 2003, 4001, 8009, 16001, 32003, DEFAULT_TABLE_SIZE];
+
+/// The table size for `backends` backends: the smallest of [`AUTO_SIZES`] of at least 100 slots per backend, or
+/// [`DEFAULT_TABLE_SIZE`] for larger sets. A pure function of the count, so every appliance chooses the same.
+pub fn size_for(backends: usize) -> u32 {
+    let want = backends.max(1).saturating_mul(100);
+    AUTO_SIZES.iter().copied().find(|&m| m as usize >= want).unwrap_or(DEFAULT_TABLE_SIZE)
+}
+
 /// Largest table size accepted.
 pub const MAX_TABLE_SIZE: u32 = 16_777_259;
 /// Most backends one table can index (slots hold `u16` indices).
@@ -205,6 +217,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn automatic_sizes_are_primes_of_a_hundred_slots_per_backend() {
+        assert!(AUTO_SIZES.windows(2).all(|w| w[0] < w[1]), "{AUTO_SIZES:?}");
+        for m in AUTO_SIZES {
+            assert!(is_prime(m), "{m}");
+        }
+        assert_eq!(size_for(0), 1009);
+        assert_eq!(size_for(3), 1009);
+        assert_eq!(size_for(10), 1009);
+        assert_eq!(size_for(11), 2003);
+        for n in 1..=655 {
+            assert!(size_for(n) as usize >= 100 * n, "{n} backends: {}", size_for(n));
+        }
+        assert_eq!(size_for(656), DEFAULT_TABLE_SIZE);
+        assert_eq!(size_for(MAX_BACKENDS), DEFAULT_TABLE_SIZE);
+    }
 
     fn backends(n: usize) -> Vec<MaglevBackend> {
         (0..n)
