@@ -11,6 +11,7 @@ use edgelb_dataplane::path;
 use edgelb_dataplane::snapshot::SlotsMoved;
 use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle, DataplaneConfig};
 use edgelb_dataplane::worker::WorkerView;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -172,12 +173,23 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// `model` with a batch's deletes and upserts (an upsert replaces the service with its key in place, or is appended),
-/// and where each upsert landed in the service list (to name errors in the batch's terms). Hash maps keep a batch of
-/// any size linear in the model and the batch.
-fn merged(model: &Model, batch: &Batch) -> Result<(Model, HashMap<usize, usize>), StoreError> {
-    let mut upserts: HashMap<ServiceKey, usize> = HashMap::with_capacity(batch.upserts.len());
-    let deletes: HashMap<ServiceKey, usize> = batch.deletes.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+/// How [`merge`] changed a model's services, so [`unmerge`] can take it back.
+struct Merge {
+    /// (index, previous spec) of each service an upsert replaced in place (indices before removals).
+    replaced: Vec<(usize, ServiceSpec)>,
+    /// (index, spec) of each deleted service, ascending.
+    removed: Vec<(usize, ServiceSpec)>,
+    /// New services appended at the end.
+    appended: usize,
+    /// Where each upsert landed in the merged list (service index → batch index), to name errors in the batch's terms.
+    origin: FxHashMap<usize, usize>,
+}
+
+/// Apply a batch's deletes and upserts to `model` in place (an upsert replaces the service with its key where it is,
+/// or is appended), copying only what the batch brings: one pass over the model, hash maps over the batch.
+fn merge(model: &mut Model, batch: &Batch) -> Result<Merge, StoreError> {
+    let mut upserts: FxHashMap<ServiceKey, usize> = FxHashMap::default();
+    let deletes: FxHashMap<ServiceKey, usize> = batch.deletes.iter().enumerate().map(|(i, d)| (*d, i)).collect();
     for (i, u) in batch.upserts.iter().enumerate() {
         let k = key_of(u);
         if let Some(j) = upserts.insert(k, i) {
@@ -193,60 +205,124 @@ fn merged(model: &Model, batch: &Batch) -> Result<(Model, HashMap<usize, usize>)
             });
         }
     }
-    let mut deleted: HashMap<ServiceKey, usize> = HashMap::with_capacity(batch.deletes.len());
+    let mut deleted: FxHashMap<ServiceKey, usize> = FxHashMap::default();
     for (i, d) in batch.deletes.iter().enumerate() {
         if deleted.insert(*d, i).is_some() {
             return Err(StoreError::Invalid { path: path!(deletes[i]), message: "listed twice".into() });
         }
     }
-    let mut out = model.without_services(model.services.len() + batch.upserts.len());
-    let mut origin: HashMap<usize, usize> = HashMap::with_capacity(batch.upserts.len());
-    for s in &model.services {
-        let k = key_of(s);
-        if deleted.remove(&k).is_some() {
-            continue;
-        }
-        match upserts.remove(&k) {
-            Some(i) => {
-                origin.insert(out.services.len(), i);
-                out.services.push(batch.upserts[i].clone());
+    // (model index, batch index) of upserts that replace a service, and model indices of deleted ones.
+    let mut hits: Vec<(usize, usize)> = Vec::new();
+    let mut gone: Vec<usize> = Vec::new();
+    if !upserts.is_empty() || !deleted.is_empty() {
+        for (mi, s) in model.services.iter().enumerate() {
+            let k = key_of(s);
+            if let Some(i) = upserts.remove(&k) {
+                hits.push((mi, i));
+            } else if deleted.remove(&k).is_some() {
+                gone.push(mi);
             }
-            None => out.services.push(s.clone()),
         }
     }
     if let Some(i) = deleted.values().min() {
         let d = &batch.deletes[*i];
         return Err(StoreError::NotFound(format!("deletes[{i}]: no service {}", show_key(d))));
     }
+    let mut m = Merge {
+        replaced: Vec::with_capacity(hits.len()),
+        removed: Vec::new(),
+        appended: 0,
+        origin: FxHashMap::default(),
+    };
+    for &(mi, i) in &hits {
+        m.replaced.push((mi, std::mem::replace(&mut model.services[mi], batch.upserts[i].clone())));
+    }
+    if !gone.is_empty() {
+        let mut kept = Vec::with_capacity(model.services.len() - gone.len());
+        let mut next = gone.iter().copied().peekable();
+        for (mi, s) in std::mem::take(&mut model.services).into_iter().enumerate() {
+            if next.next_if_eq(&mi).is_some() {
+                m.removed.push((mi, s));
+            } else {
+                kept.push(s);
+            }
+        }
+        model.services = kept;
+    }
+    for &(mi, i) in &hits {
+        m.origin.insert(mi - gone.partition_point(|&g| g < mi), i);
+    }
     // New services, in batch order.
     let mut new: Vec<usize> = upserts.into_values().collect();
     new.sort_unstable();
+    m.appended = new.len();
     for i in new {
-        origin.insert(out.services.len(), i);
-        out.services.push(batch.upserts[i].clone());
+        m.origin.insert(model.services.len(), i);
+        model.services.push(batch.upserts[i].clone());
     }
-    Ok((out, origin))
+    Ok(m)
 }
 
-/// The model the dataplane gets: learnt neighbours added, failed backends taken out of the Maglev tables (down, or
-/// draining when the service keeps their flows). The operator's model itself is not changed.
-fn effective(
-    m: &Model,
+/// Take back what [`merge`] did.
+fn unmerge(model: &mut Model, m: Merge) {
+    let keep = model.services.len().saturating_sub(m.appended);
+    model.services.truncate(keep);
+    if !m.removed.is_empty() {
+        let mut out = Vec::with_capacity(model.services.len() + m.removed.len());
+        let mut rest = std::mem::take(&mut model.services).into_iter();
+        let mut removed = m.removed.into_iter().peekable();
+        loop {
+            match removed.next_if(|(mi, _)| *mi == out.len()) {
+                Some((_, s)) => out.push(s),
+                None => match rest.next() {
+                    Some(s) => out.push(s),
+                    None => break,
+                },
+            }
+        }
+        // Removed services past the end of what is left (cannot remain, but never lose one).
+        out.extend(removed.map(|(_, s)| s));
+        model.services = out;
+    }
+    for (mi, s) in m.replaced {
+        if let Some(x) = model.services.get_mut(mi) {
+            *x = s;
+        }
+    }
+}
+
+/// What [`overlay`] added to or changed in a model, so [`strip`] can take it back.
+struct Overlay {
+    services: usize,
+    neighbours: usize,
+    states: Vec<(usize, usize, BackendState)>,
+}
+
+/// Turn the operator's model into the one the dataplane gets, in place: Kubernetes' services appended, learnt
+/// neighbours added, failed backends taken out of the Maglev tables (down, or draining when the service keeps their
+/// flows). [`strip`] takes it back.
+fn overlay(
+    m: &mut Model,
     learned: &HashMap<IpAddr, [u8; 6]>,
     unhealthy: &HashMap<BackendKey, bool>,
     k8s: &[ServiceSpec],
-) -> Model {
-    let mut m = m.clone();
+) -> Overlay {
+    let o = Overlay { services: m.services.len(), neighbours: m.neighbours.len(), states: Vec::new() };
+    let mut o = o;
     m.services.extend(k8s.iter().cloned());
     if !unhealthy.is_empty() {
-        for s in &mut m.services {
+        for (si, s) in m.services.iter_mut().enumerate() {
             let k = key_of(s);
-            for b in &mut s.backends {
+            for (bi, b) in s.backends.iter_mut().enumerate() {
                 if let Some(&keep) = unhealthy.get(&(k, b.addr, b.port)) {
+                    let was = b.state;
                     if b.state == BackendState::Active {
                         b.state = if keep { BackendState::Draining } else { BackendState::Down };
                     } else if !keep {
                         b.state = BackendState::Down;
+                    }
+                    if b.state != was {
+                        o.states.push((si, bi, was));
                     }
                 }
             }
@@ -256,7 +332,32 @@ fn effective(
         learned.iter().filter(|(a, _)| !m.neighbours.iter().any(|(k, _)| k == *a)).map(|(a, mac)| (*a, *mac)).collect();
     extra.sort_unstable();
     m.neighbours.extend(extra);
-    m
+    o
+}
+
+/// Take back what [`overlay`] did.
+fn strip(m: &mut Model, o: Overlay) {
+    for (si, bi, state) in o.states {
+        if let Some(b) = m.services.get_mut(si).and_then(|s| s.backends.get_mut(bi)) {
+            b.state = state;
+        }
+    }
+    m.services.truncate(o.services);
+    m.neighbours.truncate(o.neighbours);
+}
+
+/// Build `model` as the dataplane gets it ([`overlay`]), without copying it.
+fn build_effective(
+    builder: &mut ConfigBuilder,
+    model: &mut Model,
+    learned: &HashMap<IpAddr, [u8; 6]>,
+    unhealthy: &HashMap<BackendKey, bool>,
+    k8s: &[ServiceSpec],
+) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
+    let o = overlay(model, learned, unhealthy, k8s);
+    let built = builder.build(model);
+    strip(model, o);
+    built
 }
 
 impl Store {
@@ -386,8 +487,8 @@ impl Store {
         if g.k8s == services {
             return Ok(Applied { version: g.version, applied: false, moved: Vec::new(), generation: 0 });
         }
-        let m = effective(&g.model, &g.learned, &g.unhealthy, &services);
-        let (cfg, moved) = g.builder.build(&m)?;
+        let i = &mut *g;
+        let (cfg, moved) = build_effective(&mut i.builder, &mut i.model, &i.learned, &i.unhealthy, &services)?;
         g.k8s = services;
         Ok(self.commit(g, cfg, moved, "kubernetes"))
     }
@@ -411,18 +512,21 @@ impl Store {
         if batch.expected_version != 0 && batch.expected_version != g.version {
             return Err(StoreError::Stale { expected: batch.expected_version, current: g.version });
         }
-        let (model, origin) = merged(&g.model, batch)?;
-        let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
-        let rename = |e: ConfigError| -> StoreError {
-            StoreError::Invalid { path: in_batch_terms(e.path, &origin), message: e.message }
-        };
-        if batch.dry_run {
-            let mut scratch = g.builder.clone();
-            let (_, moved) = scratch.build(&effective).map_err(rename)?;
+        let i = &mut *g;
+        let mut merge = merge(&mut i.model, batch)?;
+        // A dry run builds in a scratch copy of the builder; either way the model is merged in place and, unless
+        // the batch is applied, put back.
+        let mut scratch = batch.dry_run.then(|| i.builder.clone());
+        let builder = scratch.as_mut().unwrap_or(&mut i.builder);
+        let built = build_effective(builder, &mut i.model, &i.learned, &i.unhealthy, &i.k8s);
+        if batch.dry_run || built.is_err() {
+            let origin = std::mem::take(&mut merge.origin);
+            unmerge(&mut i.model, merge);
+            let (_, moved) =
+                built.map_err(|e| StoreError::Invalid { path: in_batch_terms(e.path, &origin), message: e.message })?;
             return Ok(Applied { version: g.version + 1, applied: false, moved, generation: 0 });
         }
-        let (cfg, moved) = g.builder.build(&effective).map_err(rename)?;
-        g.model = model;
+        let (cfg, moved) = built?;
         Ok(self.commit(g, cfg, moved, source))
     }
 
@@ -450,8 +554,8 @@ impl Store {
     pub fn replace(&self, mut model: Model, source: &'static str) -> Result<Applied, StoreError> {
         let mut g = self.lock();
         model.draining = g.model.draining;
-        let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
-        let (cfg, moved) = g.builder.build(&effective)?;
+        let i = &mut *g;
+        let (cfg, moved) = build_effective(&mut i.builder, &mut model, &i.learned, &i.unhealthy, &i.k8s)?;
         g.model = model;
         Ok(self.commit(g, cfg, moved, source))
     }
@@ -469,8 +573,8 @@ impl Store {
                 None => g.learned.remove(&ip),
             };
         }
-        let m = effective(&g.model, &g.learned, &g.unhealthy, &g.k8s);
-        let (cfg, _) = g.builder.build(&m)?;
+        let i = &mut *g;
+        let (cfg, _) = build_effective(&mut i.builder, &mut i.model, &i.learned, &i.unhealthy, &i.k8s)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
         Ok(generation)
@@ -482,13 +586,12 @@ impl Store {
     /// Should the model no longer build, the error.
     pub fn set_draining(&self, draining: bool) -> Result<u64, StoreError> {
         let mut g = self.lock();
-        let mut model = g.model.clone();
-        model.draining = draining;
-        let effective = effective(&model, &g.learned, &g.unhealthy, &g.k8s);
-        let (cfg, _) = g.builder.build(&effective)?;
+        let i = &mut *g;
+        let was = std::mem::replace(&mut i.model.draining, draining);
+        let built = build_effective(&mut i.builder, &mut i.model, &i.learned, &i.unhealthy, &i.k8s);
+        let (cfg, _) = built.inspect_err(|_| i.model.draining = was)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
-        g.model = model;
         Ok(generation)
     }
 }
@@ -532,8 +635,8 @@ impl Store {
         let mut g = self.lock();
         let mut unhealthy = g.unhealthy.clone();
         f(&mut unhealthy);
-        let m = effective(&g.model, &g.learned, &unhealthy, &g.k8s);
-        let (cfg, _) = g.builder.build(&m)?;
+        let i = &mut *g;
+        let (cfg, _) = build_effective(&mut i.builder, &mut i.model, &i.learned, &unhealthy, &i.k8s)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);
         g.unhealthy = unhealthy;
@@ -547,7 +650,7 @@ impl Store {
 }
 
 /// `services[k]...` of the merged model in the batch's own terms: `upserts[i]...` when service k came from the batch.
-fn in_batch_terms(path: FieldPath, origin: &HashMap<usize, usize>) -> FieldPath {
+fn in_batch_terms(path: FieldPath, origin: &FxHashMap<usize, usize>) -> FieldPath {
     match path.index_after("services").filter(|_| matches!(path.steps().first(), Some(Step::Field("services")))) {
         Some(k) => match origin.get(&k) {
             Some(&i) => {

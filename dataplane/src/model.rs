@@ -276,23 +276,6 @@ pub struct Model {
     pub draining: bool,
 }
 
-impl Model {
-    /// A copy of everything but the services (which can be many), with room for `services` of them.
-    pub fn without_services(&self, services: usize) -> Model {
-        Model {
-            services: Vec::with_capacity(services),
-            interfaces: self.interfaces.clone(),
-            gateways: self.gateways.clone(),
-            neighbours: self.neighbours.clone(),
-            fullnat_sources: self.fullnat_sources.clone(),
-            fullnat_ports: self.fullnat_ports,
-            tunnel_sources: self.tunnel_sources.clone(),
-            timeouts: self.timeouts,
-            draining: self.draining,
-        }
-    }
-}
-
 /// One step of a [`FieldPath`]: a named field or a list index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
