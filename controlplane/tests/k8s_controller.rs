@@ -1,6 +1,6 @@
 //! The controller's requests, checked with kube's mock-service pattern (`tower-test`): the exact method, path and body
 //! of the status patch, the Event, and each Lease step (create when absent, renew when ours, keep off while another
-//! holder is fresh, take over once it expired).
+//! holder is fresh, take over once it expired), and how watch events are gathered into bursts.
 
 use chrono::{TimeZone, Utc};
 use edgelb_controlplane::k8s::controller::{lease_tick, record_event, write_status, LeaseSettings};
@@ -195,4 +195,34 @@ async fn services_are_listed_then_watched_from_the_list_version() {
         q2.contains("watch=true") && q2.contains("resourceVersion=41") && q2.contains("allowWatchBookmarks=true"),
         "{q2}"
     );
+}
+
+#[tokio::test]
+async fn a_burst_of_watch_events_is_taken_whole_and_a_steady_stream_is_cut() {
+    use edgelb_controlplane::k8s::controller::take_burst;
+    use std::time::{Duration, Instant};
+    let (quiet, burst) = (Duration::from_millis(20), Duration::from_millis(250));
+    // 1 000 events queued at once: all are taken in one burst, well before the burst's limit.
+    let (tx, mut rx) = futures::channel::mpsc::unbounded::<()>();
+    for _ in 0..1000 {
+        tx.unbounded_send(()).unwrap();
+    }
+    let t = Instant::now();
+    assert!(take_burst(&mut rx, quiet, burst).await);
+    assert!(t.elapsed() < burst, "a queued burst took {:?}", t.elapsed());
+    assert!(rx.try_recv().is_err(), "events were left for later syncs");
+    // An event every 5 ms without end: the burst is cut at its limit.
+    let feeder = tokio::spawn(async move {
+        while tx.unbounded_send(()).is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let t = Instant::now();
+    assert!(take_burst(&mut rx, quiet, burst).await);
+    let took = t.elapsed();
+    assert!(took >= burst && took < burst * 4, "a steady stream was cut after {took:?}");
+    // The stream ends: false.
+    feeder.abort();
+    let _ = feeder.await;
+    assert!(!take_burst(&mut rx, quiet, burst).await);
 }

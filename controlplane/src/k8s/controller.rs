@@ -133,6 +133,32 @@ struct Controller {
     first_change: Option<std::time::Instant>,
 }
 
+/// A burst of watch events ends when this long passes without one...
+const QUIET: Duration = Duration::from_millis(20);
+/// ...or this long after its first event, so a steady stream of changes still syncs several times a second.
+const BURST: Duration = Duration::from_millis(250);
+
+/// Take the further events of a burst (each one applied to the reflectors as it is taken) until `quiet` passes
+/// without one or `burst` has passed. False when the stream ended.
+pub async fn take_burst<S: futures::Stream<Item = ()> + Unpin>(
+    changes: &mut S,
+    quiet: Duration,
+    burst: Duration,
+) -> bool {
+    let end = tokio::time::Instant::now() + burst;
+    loop {
+        let wait = quiet.min(end.saturating_duration_since(tokio::time::Instant::now()));
+        if wait.is_zero() {
+            return true;
+        }
+        match tokio::time::timeout(wait, changes.next()).await {
+            Ok(Some(())) => {}
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Run until `stop` fires.
 pub async fn run(
     client: Client,
@@ -174,8 +200,8 @@ pub async fn run(
                 if ch.is_none() { break; }
                 dirty = true;
                 c.first_change.get_or_insert_with(std::time::Instant::now);
-                // Let a burst of changes settle into one sync.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // A burst of changes becomes one sync.
+                if !take_burst(&mut changes, QUIET, BURST).await { break; }
             }
             _ = tick.tick() => dirty |= c.elect().await,
             _ = stop.changed() => break,
