@@ -15,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,8 +126,7 @@ struct Controller {
     renew_every: Duration,
     last_renew: Option<std::time::Instant>,
     leader: bool,
-    /// Events written to Kubernetes (holder only), and warnings put on the gRPC event stream (every appliance).
-    recorded: HashSet<(String, &'static str, String)>,
+    /// Warnings put on the gRPC event stream (every appliance).
     announced: HashSet<(String, &'static str, String)>,
     /// When the first change of the current batch was seen: the start of the sync lag.
     first_change: Option<std::time::Instant>,
@@ -189,10 +188,13 @@ pub async fn run(
         renew_every,
         last_renew: None,
         leader: false,
-        recorded: HashSet::new(),
         announced: HashSet::new(),
         first_change: None,
     };
+    // The holder's writes run in their own task, so a sync never waits for them: it hands over its latest result
+    // (an older one not yet taken is replaced) and goes on.
+    let (to_writer, from_sync) = tokio::sync::watch::channel(None);
+    let writer = tokio::spawn(Writer::new(c.client.clone(), c.settings.clone()).run(from_sync));
     let mut dirty = true;
     loop {
         tokio::select! {
@@ -214,7 +216,90 @@ pub async fn run(
         let all_slices: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
         let out = c.apply(&all_svcs, &all_slices);
         if c.leader {
-            c.write_back(&all_svcs, &out).await;
+            to_writer.send_replace(Some(Arc::new((all_svcs, out))));
+        }
+    }
+    writer.abort();
+}
+
+/// What a sync hands the writer: the Services it saw and what it computed.
+type Synced = Arc<(Vec<Service>, super::Outcome)>;
+
+/// Status writes in flight at once.
+const WRITES_IN_FLIGHT: usize = 16;
+/// A status written this long ago that still differs from what the sync wants is written again.
+const REWRITE_AFTER: Duration = Duration::from_secs(5);
+
+/// The Lease holder's writer: each Service's `status.loadBalancer.ingress` where it differs from what the sync
+/// computed (and was not already written), and each Event once, [`WRITES_IN_FLIGHT`] requests at a time.
+struct Writer {
+    client: Client,
+    settings: Settings,
+    /// The ingress last written per Service and when, so a status is written once per change, not once per sync
+    /// while the watch catches up; after [`REWRITE_AFTER`] a status that still differs is written again (another
+    /// holder or a person may have changed it).
+    written: HashMap<String, (Vec<IpAddr>, std::time::Instant)>,
+    /// Events written to Kubernetes.
+    recorded: HashSet<(String, &'static str, String)>,
+}
+
+impl Writer {
+    fn new(client: Client, settings: Settings) -> Self {
+        Writer { client, settings, written: HashMap::new(), recorded: HashSet::new() }
+    }
+
+    async fn run(mut self, mut from_sync: tokio::sync::watch::Receiver<Option<Synced>>) {
+        while from_sync.changed().await.is_ok() {
+            let Some(latest) = from_sync.borrow_and_update().clone() else { continue };
+            self.write_back(&latest.0, &latest.1).await;
+        }
+    }
+
+    async fn write_back(&mut self, svcs: &[Service], out: &super::Outcome) {
+        let mut todo = Vec::new();
+        for svc in svcs.iter().filter(|s| super::ours(s, &self.settings.class, self.settings.classless)) {
+            let k = key(svc);
+            let want = out.status.get(&k).cloned().unwrap_or_default();
+            let fresh = self.written.get(&k).is_some_and(|(w, t)| *w == want && t.elapsed() < REWRITE_AFTER);
+            if current(svc) != want && !fresh {
+                let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                let name = svc.metadata.name.clone().unwrap_or_default();
+                todo.push((k, ns, name, want));
+            }
+        }
+        let client = &self.client;
+        let done: Vec<(String, Vec<IpAddr>, bool)> = futures::stream::iter(todo)
+            .map(|(k, ns, name, want)| async move {
+                let ok = match write_status(client, &ns, &name, &want).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(service = %k, "status not written: {e}");
+                        false
+                    }
+                };
+                (k, want, ok)
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (k, want, ok) in done {
+            if ok {
+                self.written.insert(k, (want, std::time::Instant::now()));
+            }
+        }
+        for e in &out.events {
+            let k = (e.service.clone(), e.reason, e.message.clone());
+            if self.recorded.contains(&k) {
+                continue;
+            }
+            if let Some(svc) = svcs.iter().find(|s| key(s) == e.service) {
+                match record_event(&self.client, svc, e, Utc::now()).await {
+                    Ok(()) => {
+                        self.recorded.insert(k);
+                    }
+                    Err(err) => warn!(service = %e.service, "event not recorded: {err}"),
+                }
+            }
         }
     }
 }
@@ -275,33 +360,5 @@ impl Controller {
             }
         }
         out
-    }
-
-    /// The holder's part: write each of our Services' ingress status where it differs, and record each Event once.
-    async fn write_back(&mut self, svcs: &[Service], out: &super::Outcome) {
-        for svc in svcs.iter().filter(|s| super::ours(s, &self.settings.class, self.settings.classless)) {
-            let want = out.status.get(&key(svc)).cloned().unwrap_or_default();
-            if current(svc) != want {
-                let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-                let name = svc.metadata.name.clone().unwrap_or_default();
-                if let Err(e) = write_status(&self.client, &ns, &name, &want).await {
-                    warn!(service = %key(svc), "status not written: {e}");
-                }
-            }
-        }
-        for e in &out.events {
-            let k = (e.service.clone(), e.reason, e.message.clone());
-            if self.recorded.contains(&k) {
-                continue;
-            }
-            if let Some(svc) = svcs.iter().find(|s| key(s) == e.service) {
-                match record_event(&self.client, svc, e, Utc::now()).await {
-                    Ok(()) => {
-                        self.recorded.insert(k);
-                    }
-                    Err(err) => warn!(service = %e.service, "event not recorded: {err}"),
-                }
-            }
-        }
     }
 }
