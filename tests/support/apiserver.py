@@ -6,7 +6,9 @@ subresource), EndpointSlices, Leases, Events and Namespaces; list and watch with
 is applied as a merge patch, which is what it amounts to for the fields used here) and JSON patch; and the discovery
 documents kubectl needs (`/api`, `/apis`, group versions, `/version`). State is in memory.
 
-usage: apiserver.py PORT [--host ADDR] [--history N]   (plain HTTP on ADDR:PORT, default 127.0.0.1; prints "ready")
+usage: apiserver.py PORT [--host ADDR] [--history N] [--seed FILE]
+(plain HTTP on ADDR:PORT, default 127.0.0.1; prints "ready"; --seed: a JSON list of objects, each with apiVersion,
+kind and metadata.namespace/name, stored before serving, as if created)
 """
 import copy
 import json
@@ -421,6 +423,27 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
 
+def seed(path):
+    """Store the objects of a JSON list as if each had been created (benchmarks start from thousands of them)."""
+    plurals = {(kind, g): pl for (g, _, pl), (kind, _, _) in RESOURCES.items()}
+    with open(path) as f:
+        objects = json.load(f)
+    for o in objects:
+        group = o["apiVersion"].rpartition("/")[0]
+        plural = plurals.get((o["kind"], group))
+        if plural is None:
+            sys.exit(f"--seed: {o['apiVersion']} {o['kind']} is not served")
+        md = o["metadata"]
+        ns = md.setdefault("namespace", "default")
+        md.setdefault("uid", str(uuid.uuid4()))
+        md.setdefault("creationTimestamp", now())
+        if o["kind"] == "Service":
+            o.setdefault("status", {"loadBalancer": {}})
+        RV[0] += 1
+        md["resourceVersion"] = str(RV[0])
+        STORE[(group, plural, ns, md["name"])] = o
+
+
 def main():
     global HISTORY
     port = int(sys.argv[1])
@@ -428,6 +451,8 @@ def main():
         HISTORY = int(sys.argv[sys.argv.index("--history") + 1])
     STORE[("", "namespaces", None, "default")] = {"apiVersion": "v1", "kind": "Namespace",
                                                    "metadata": {"name": "default", "resourceVersion": "1"}}
+    if "--seed" in sys.argv:
+        seed(sys.argv[sys.argv.index("--seed") + 1])
     host = sys.argv[sys.argv.index("--host") + 1] if "--host" in sys.argv else "127.0.0.1"
     srv = ThreadingHTTPServer((host, port), Handler)
     srv.daemon_threads = True
