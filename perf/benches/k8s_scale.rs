@@ -13,7 +13,7 @@ use edgelb_controlplane::k8s::{Pool, Settings};
 use edgelb_controlplane::store::Store;
 use edgelb_dataplane::model::Mode;
 use edgelb_dataplane::snapshot::{addr_from16, DataplaneConfig};
-use edgelb_perf::Scenario;
+use edgelb_perf::{rss_kib, Scenario};
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
@@ -22,15 +22,6 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Resident memory of this process in KiB (`VmRSS`).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
 
 /// Endpoint `j` of Service `i` (inside the scenario's backend subnet 198.18.2.0/23, below .210 of the second /24).
 fn endpoint(i: usize, j: usize) -> Ipv4Addr {

@@ -12,19 +12,10 @@ use edgelb_dataplane::model::{BackendSpec, BackendState, Mode, ServiceSpec};
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::mem;
 use edgelb_dataplane::worker::{WorkerSetup, WorkerView, Workers};
-use edgelb_perf::Scenario;
+use edgelb_perf::{rss_kib, Scenario};
 use hdrhistogram::Histogram;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
-
-/// Resident memory of this process in KiB (`VmRSS` of `/proc/self/status`).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
 
 /// Wait (bounded) until every worker uses `generation`; the time it took.
 fn settle(view: &WorkerView, generation: u64) -> Duration {
