@@ -500,8 +500,16 @@ fn build_service(
     let (table, maglev_ids, moved) = match same {
         Some(p) => (p.maglev.clone(), p.maglev_ids.clone(), None),
         None => {
-            let table =
-                maglev::build(&mb, size).map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?;
+            // Backends only added: follow the chains they start where the previous table allows, else build.
+            let grown = before
+                .filter(|p| p.maglev.size() == size as usize)
+                .and_then(|p| added_to(p.maglev.backends(), &mb).and_then(|added| p.maglev.with_added(&added)));
+            let table = match grown {
+                Some(t) => t,
+                None => {
+                    maglev::build(&mb, size).map_err(|e| ConfigError::new(crate::path!(services[si]), e.to_string()))?
+                }
+            };
             let ids: Arc<[u32]> = active.iter().map(|(_, id)| *id).collect();
             let moved = before.map_or(table.size(), |p| table.moved_from(&p.maglev));
             (Arc::new(table), ids, Some(moved))
@@ -521,6 +529,28 @@ fn build_service(
         backend_ids: all_ids.into(),
     };
     Ok((service, moved))
+}
+
+/// The backends of `now` that `before` lacks, when `now` holds every backend of `before` with the same weight (both
+/// in key order); `None` otherwise.
+fn added_to(before: &[MaglevBackend], now: &[MaglevBackend]) -> Option<Vec<MaglevBackend>> {
+    if now.len() <= before.len() {
+        return None;
+    }
+    let mut added = Vec::with_capacity(now.len() - before.len());
+    let mut old = before.iter().peekable();
+    for b in now {
+        match old.peek() {
+            Some(o) if o.key == b.key => {
+                if o.weight != b.weight {
+                    return None;
+                }
+                old.next();
+            }
+            _ => added.push(*b),
+        }
+    }
+    old.peek().is_none().then_some(added)
 }
 
 /// Put `b` at its id in `backends`, growing it when the id is new.

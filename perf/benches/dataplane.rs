@@ -42,6 +42,30 @@ fn maglev_benches(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("build_n1000_m65537", |b| b.iter(|| maglev::build(black_box(&backends), 65_537).unwrap()));
     g.bench_function("build_n100_m65537", |b| b.iter(|| maglev::build(black_box(&backends[..100]), 65_537).unwrap()));
+    // One backend added to a thousand: following the chains it starts (`with_added`, the same table) against a
+    // build of the 1001, for equal weights and for weights 1 to 4.
+    for (name, weighted) in [("equal", false), ("weighted", true)] {
+        let set: Vec<MaglevBackend> = (0..1001u32)
+            .map(|i| MaglevBackend {
+                key: backend_key(IpAddr::V4(Ipv4Addr::from(0xc612_0200 + i)), 80),
+                weight: if weighted { 1 + i % 4 } else { 1 },
+            })
+            .collect();
+        let before = maglev::build(&set[..1000], 65_537).unwrap();
+        let applies = before.with_added(&set[1000..]).is_some();
+        println!(
+            "maglev add_one_{name}_n1000_m65537: incremental {}",
+            if applies { "applies" } else { "declines (builds)" }
+        );
+        g.bench_function(format!("build_{name}_n1001_m65537"), |b| {
+            b.iter(|| maglev::build(black_box(&set), 65_537).unwrap())
+        });
+        g.bench_function(format!("add_one_{name}_n1000_m65537"), |b| {
+            b.iter(|| {
+                before.with_added(black_box(&set[1000..])).unwrap_or_else(|| maglev::build(&set, 65_537).unwrap())
+            })
+        });
+    }
     let t = maglev::build(&backends, 65_537).unwrap();
     g.throughput(Throughput::Elements(1));
     let mut h = 0x1234_5678_9abc_def0u64;

@@ -7,6 +7,14 @@
 //! `skip = h2(key) mod (M−1) + 1`; M is prime so every permutation visits every slot. Weights are honoured by turns:
 //! in each round every backend earns its weight in credit and claims one slot per `max_weight` of credit, so its
 //! share of slots converges to its share of the total weight.
+//!
+//! Seen as a whole, the fill is a serial dictatorship: claims come in a fixed order (round, then backend key), and
+//! each takes the first slot of its backend's permutation that no earlier claim took. Adding a backend inserts its
+//! claims into that order; each inserted claim takes a slot from a later one, which takes the next free slot of its
+//! own permutation from a later one still, and so on until the last claim of the fill is left without a slot.
+//! [`MaglevTable::with_added`] follows those chains instead of filling the table again, for tables that keep the
+//! round each slot was claimed in ([`keeps_rounds`]: large sets, where it pays); the result is the table [`build`]
+//! gives for the larger set, slot for slot.
 
 use super::hash::hash_bytes;
 
@@ -22,6 +30,21 @@ pub const AUTO_SIZES: [u32; 7] = [1009, 2003, 4001, 8009, 16001, 32003, DEFAULT_
 pub fn size_for(backends: usize) -> u32 {
     let want = backends.max(1).saturating_mul(100);
     AUTO_SIZES.iter().copied().find(|&m| m as usize >= want).unwrap_or(DEFAULT_TABLE_SIZE)
+}
+
+/// Tables of at most this many slots per backend keep the round each slot was claimed in (4 bytes a slot), so
+/// backends can be added by [`MaglevTable::with_added`]. The chains an added backend starts grow with the slots per
+/// backend, and so does their cost: adding one backend to 1000 in 65 537 slots (65 a backend) costs about half a
+/// build (`cargo bench -p edgelb-perf --bench dataplane -- maglev`), to 100 (655 a backend) about eighteen.
+/// The automatic sizes give 100 to 200 slots a backend up to 655 backends, so only larger sets and explicit sizes
+/// keep rounds.
+pub const INCREMENTAL_MAX_SLOTS_PER_BACKEND: usize = 80;
+/// Smaller tables build in microseconds: they keep no rounds.
+pub const INCREMENTAL_MIN_SIZE: u32 = 2003;
+
+/// True when a table of `size` slots over `backends` backends keeps its rounds for [`MaglevTable::with_added`].
+pub fn keeps_rounds(size: u32, backends: usize) -> bool {
+    size >= INCREMENTAL_MIN_SIZE && size as usize <= INCREMENTAL_MAX_SLOTS_PER_BACKEND.saturating_mul(backends)
 }
 
 /// Largest table size accepted.
@@ -66,6 +89,8 @@ pub enum MaglevError {
 pub struct MaglevTable {
     slots: Box<[u16]>,
     backends: Vec<MaglevBackend>,
+    /// The round each slot was claimed in, for tables that [`keeps_rounds`] allows.
+    rounds: Option<Box<[u32]>>,
 }
 
 /// True when `n` is prime (trial division; used at configuration time only).
@@ -96,6 +121,11 @@ pub fn is_prime(n: u32) -> bool {
 /// # Errors
 /// See [`MaglevError`].
 pub fn build(backends: &[MaglevBackend], size: u32) -> Result<MaglevTable, MaglevError> {
+    fill(backends, size, keeps_rounds(size, backends.len()))
+}
+
+/// [`build`], keeping the rounds when `keep_rounds`.
+fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<MaglevTable, MaglevError> {
     if !(3..=MAX_TABLE_SIZE).contains(&size) || !is_prime(size) {
         return Err(MaglevError::BadTableSize(size));
     }
@@ -112,19 +142,22 @@ pub fn build(backends: &[MaglevBackend], size: u32) -> Result<MaglevTable, Magle
     }
     let m = size as usize;
     if sorted.is_empty() {
-        return Ok(MaglevTable { slots: Box::new([]), backends: sorted });
+        return Ok(MaglevTable { slots: Box::new([]), backends: sorted, rounds: None });
     }
     let n = sorted.len();
     let mut pos = Vec::with_capacity(n);
     let mut skip = Vec::with_capacity(n);
     for b in &sorted {
-        pos.push((hash_bytes(SEED_OFFSET, &b.key) % u64::from(size)) as usize);
-        skip.push((hash_bytes(SEED_SKIP, &b.key) % u64::from(size - 1)) as usize + 1);
+        let (o, k) = permutation(&b.key, size);
+        pos.push(o);
+        skip.push(k);
     }
     let wmax = sorted.iter().map(|b| b.weight).max().unwrap_or(1);
     let mut credit = vec![0u32; n];
     let mut slots = vec![EMPTY; m].into_boxed_slice();
+    let mut rounds = keep_rounds.then(|| vec![0u32; m].into_boxed_slice());
     let mut filled = 0usize;
+    let mut round = 0u32;
     'fill: loop {
         for i in 0..n {
             credit[i] += sorted[i].weight;
@@ -138,6 +171,9 @@ pub fn build(backends: &[MaglevBackend], size: u32) -> Result<MaglevTable, Magle
                     }
                     if slots[c] == EMPTY {
                         slots[c] = i as u16;
+                        if let Some(r) = rounds.as_mut() {
+                            r[c] = round;
+                        }
                         filled += 1;
                         break;
                     }
@@ -147,8 +183,28 @@ pub fn build(backends: &[MaglevBackend], size: u32) -> Result<MaglevTable, Magle
                 }
             }
         }
+        round += 1;
     }
-    Ok(MaglevTable { slots, backends: sorted })
+    Ok(MaglevTable { slots, backends: sorted, rounds })
+}
+
+/// A backend's permutation: its first slot and its step.
+fn permutation(key: &[u8; 18], size: u32) -> (usize, usize) {
+    let offset = (hash_bytes(SEED_OFFSET, key) % u64::from(size)) as usize;
+    let skip = (hash_bytes(SEED_SKIP, key) % u64::from(size - 1)) as usize + 1;
+    (offset, skip)
+}
+
+/// True when a backend of weight `w` claims a slot in round `r` (at most one a round, as `w <= wmax`): its credit
+/// after the round, `(r + 1)·w`, crosses one more multiple of `wmax` than after the round before.
+fn claims_in(w: u32, wmax: u32, r: u32) -> bool {
+    let (w, wmax, r) = (u64::from(w), u64::from(wmax), u64::from(r));
+    (r + 1) * w / wmax > r * w / wmax
+}
+
+/// A claim's place in the fill order: its round, then its backend's index (the key order).
+fn when(round: u32, index: u16) -> u64 {
+    (u64::from(round) << 16) | u64::from(index)
 }
 
 impl MaglevTable {
@@ -178,6 +234,104 @@ impl MaglevTable {
         self.slots.get(i).map(|&s| usize::from(s))
     }
 
+    /// The table [`build`] gives for this table's backends and `added` together, found by following the chains the
+    /// added backends' claims start (see the module documentation) instead of filling the table again.
+    ///
+    /// `None` when that does not apply, and the caller builds: a table without rounds (see [`keeps_rounds`]) or
+    /// without backends, nothing added, an added weight of zero or above the largest present one (it would change
+    /// every backend's turns), a backend already present or given twice, more backends than fit, or chains that
+    /// cost more than a build would.
+    pub fn with_added(&self, added: &[MaglevBackend]) -> Option<MaglevTable> {
+        // About what a build costs (m·H(m) probes); past it, building is cheaper.
+        let m = self.slots.len() as f64;
+        self.with_added_within(added, (m * (m.ln() + 1.0)) as usize)
+    }
+
+    /// [`MaglevTable::with_added`], giving up after `budget` probes.
+    fn with_added_within(&self, added: &[MaglevBackend], budget: usize) -> Option<MaglevTable> {
+        let old_rounds = self.rounds.as_ref()?;
+        let wmax = self.backends.iter().map(|b| b.weight).max()?;
+        let m = self.slots.len();
+        let n = self.backends.len() + added.len();
+        if added.is_empty() || n > MAX_BACKENDS.min(m) || added.iter().any(|b| b.weight == 0 || b.weight > wmax) {
+            return None;
+        }
+        let mut add = added.to_vec();
+        add.sort_unstable_by_key(|b| b.key);
+        // Both lists merged in key order; `remap`: old index to new; `is_added` marks the new ones.
+        let mut backends = Vec::with_capacity(n);
+        let mut remap = Vec::with_capacity(self.backends.len());
+        let mut is_added = Vec::with_capacity(n);
+        let (mut i, mut j) = (0, 0);
+        while i < self.backends.len() || j < add.len() {
+            let old_first = j == add.len() || (i < self.backends.len() && self.backends[i].key < add[j].key);
+            if old_first {
+                remap.push(backends.len() as u16);
+                backends.push(self.backends[i]);
+                is_added.push(false);
+                i += 1;
+            } else {
+                if backends.last().is_some_and(|b: &MaglevBackend| b.key == add[j].key)
+                    || self.backends.get(i).is_some_and(|b| b.key == add[j].key)
+                {
+                    return None;
+                }
+                backends.push(add[j]);
+                is_added.push(true);
+                j += 1;
+            }
+        }
+        let slots: Box<[u16]> = self.slots.iter().map(|&s| remap[usize::from(s)]).collect();
+        let mut f = Refill::new(slots, old_rounds.clone(), &backends, budget)?;
+        let mut round = 0u32;
+        // Where each added backend's permutation goes on from (its slot after its last claim).
+        let mut cursor: Vec<Option<usize>> = vec![None; n];
+        while when(round, 0) <= f.end {
+            for k in 0..n {
+                let p = when(round, k as u16);
+                if p > f.end {
+                    break;
+                }
+                if !is_added[k] || !claims_in(backends[k].weight, wmax, round) {
+                    continue;
+                }
+                // The added claim takes the first slot of its permutation still free at its turn: one a later
+                // claim holds now.
+                let from = cursor[k].unwrap_or_else(|| f.perm(k).offset);
+                let mut x = f.next_free(k, from, true, p)?;
+                cursor[k] = Some(f.perm(k).step(x));
+                let mut q = f.time(x);
+                f.set(x, p);
+                // Each claim that lost its slot takes the next slot of its permutation still free at its turn, from
+                // a later claim, until the last claim of the fill is left without one.
+                while q != f.end {
+                    let y = f.next_free(usize::from((q & 0xffff) as u16), x, false, q)?;
+                    let next = f.time(y);
+                    f.set(y, q);
+                    (x, q) = (y, next);
+                }
+                // The fill now ends at the claim before the old last one (added claims count up to this one).
+                f.drop_end();
+                let (mut r, mut i) = ((f.end >> 16) as u32, (f.end & 0xffff) as usize);
+                loop {
+                    if i == 0 {
+                        r = r.checked_sub(1)?;
+                        i = n;
+                    }
+                    i -= 1;
+                    let t = when(r, i as u16);
+                    if claims_in(backends[i].weight, wmax, r) && (!is_added[i] || t <= p) {
+                        f.end = t;
+                        break;
+                    }
+                }
+            }
+            round += 1;
+        }
+        let Refill { slots, rounds, .. } = f;
+        Some(MaglevTable { slots, backends, rounds: Some(rounds) })
+    }
+
     /// Slots whose backend identity differs from `prev` (all slots when the sizes differ).
     pub fn moved_from(&self, prev: &MaglevTable) -> usize {
         if prev.size() != self.size() {
@@ -197,6 +351,156 @@ impl MaglevTable {
             c[usize::from(s)] += 1;
         }
         c
+    }
+}
+
+/// A backend's permutation, with the inverse of its step to find a slot's position in it.
+#[derive(Debug, Clone, Copy)]
+struct Perm {
+    offset: usize,
+    skip: usize,
+    inverse: u64,
+    m: usize,
+}
+
+impl Perm {
+    fn of(key: &[u8; 18], m: usize) -> Self {
+        let (offset, skip) = permutation(key, m as u32);
+        // m is prime: skip^(m-2) is skip's inverse modulo m.
+        let (mut inverse, mut base, mut e) = (1u64, skip as u64, m as u64 - 2);
+        while e > 0 {
+            if e & 1 == 1 {
+                inverse = inverse * base % m as u64;
+            }
+            base = base * base % m as u64;
+            e >>= 1;
+        }
+        Perm { offset, skip, inverse, m }
+    }
+
+    fn step(&self, z: usize) -> usize {
+        if z + self.skip >= self.m {
+            z + self.skip - self.m
+        } else {
+            z + self.skip
+        }
+    }
+
+    /// Where slot `z` comes in this permutation.
+    fn position(&self, z: usize) -> u64 {
+        ((z + self.m - self.offset) % self.m) as u64 * self.inverse % self.m as u64
+    }
+}
+
+/// A full table being changed claim by claim: every slot holds the claim (round, backend) that took it.
+struct Refill<'a> {
+    slots: Box<[u16]>,
+    rounds: Box<[u32]>,
+    backends: &'a [MaglevBackend],
+    perms: Vec<Option<Perm>>,
+    /// The last claim of the fill.
+    end: u64,
+    /// The claims from `late_from` on, by time, with their slots: late in the fill few slots are still free, and
+    /// finding the next free one by position costs less than walking a permutation to it.
+    late: Vec<(u64, u32)>,
+    late_from: u64,
+    /// Work left before giving up (a table that breaks the invariants yields `None`, never a hang).
+    budget: usize,
+}
+
+impl<'a> Refill<'a> {
+    fn new(slots: Box<[u16]>, rounds: Box<[u32]>, backends: &'a [MaglevBackend], budget: usize) -> Option<Self> {
+        let m = slots.len();
+        let last_round = *rounds.iter().max()?;
+        let mut per_round = vec![0usize; last_round as usize + 1];
+        for &r in rounds.iter() {
+            per_round[r as usize] += 1;
+        }
+        // Enough late claims that walking is cheaper than listing before the window starts (m / free > free).
+        let want = (m as f64).sqrt() as usize + 1;
+        let (mut from_round, mut count) = (last_round, 0);
+        loop {
+            count += per_round[from_round as usize];
+            if count >= want || from_round == 0 {
+                break;
+            }
+            from_round -= 1;
+        }
+        let mut late: Vec<(u64, u32)> = Vec::with_capacity(count + 64);
+        for (z, (&s, &r)) in slots.iter().zip(rounds.iter()).enumerate() {
+            if r >= from_round {
+                late.push((when(r, s), z as u32));
+            }
+        }
+        late.sort_unstable();
+        let end = late.last()?.0;
+        Some(Refill {
+            slots,
+            rounds,
+            backends,
+            perms: vec![None; backends.len()],
+            end,
+            late,
+            late_from: when(from_round, 0),
+            budget,
+        })
+    }
+
+    fn time(&self, z: usize) -> u64 {
+        when(self.rounds[z], self.slots[z])
+    }
+
+    fn perm(&mut self, b: usize) -> Perm {
+        let m = self.slots.len();
+        *self.perms[b].get_or_insert_with(|| Perm::of(&self.backends[b].key, m))
+    }
+
+    /// Slot `z` now belongs to claim `t`.
+    fn set(&mut self, z: usize, t: u64) {
+        (self.slots[z], self.rounds[z]) = ((t & 0xffff) as u16, (t >> 16) as u32);
+        if t >= self.late_from {
+            match self.late.binary_search_by_key(&t, |e| e.0) {
+                Ok(i) => self.late[i].1 = z as u32,
+                Err(i) => self.late.insert(i, (t, z as u32)),
+            }
+        }
+    }
+
+    /// The last claim has lost its slot.
+    fn drop_end(&mut self) {
+        if self.late.last().is_some_and(|e| e.0 == self.end) {
+            self.late.pop();
+        }
+    }
+
+    /// The first slot of backend `b`'s permutation from slot `from` on (`from` itself when `inclusive`) that a claim
+    /// later than `t` holds.
+    fn next_free(&mut self, b: usize, from: usize, inclusive: bool, t: u64) -> Option<usize> {
+        let p = self.perm(b);
+        if t >= self.late_from {
+            let i = self.late.partition_point(|e| e.0 <= t);
+            let free = self.late.len() - i;
+            if free * free <= self.slots.len() {
+                self.budget = self.budget.checked_sub(free + 1)?;
+                let base = p.position(from);
+                let mut best: Option<(u64, usize)> = None;
+                for &(_, z) in &self.late[i..] {
+                    let z = z as usize;
+                    let at = p.position(z);
+                    if (at > base || (inclusive && at == base)) && best.is_none_or(|(b, _)| at < b) && self.time(z) > t
+                    {
+                        best = Some((at, z));
+                    }
+                }
+                return best.map(|(_, z)| z);
+            }
+        }
+        let mut z = if inclusive { from } else { p.step(from) };
+        while self.time(z) <= t {
+            z = p.step(z);
+            self.budget = self.budget.checked_sub(1)?;
+        }
+        Some(z)
     }
 }
 
@@ -262,6 +566,23 @@ mod tests {
     }
 
     #[test]
+    fn incremental_declines_what_it_cannot_follow() {
+        let b = backends(30);
+        let small = build(&b[..5], 1009).unwrap();
+        assert_eq!(small.with_added(&b[5..6]), None, "small tables keep no rounds");
+        let t = fill(&b[..26], 2003, true).unwrap();
+        assert_eq!(t.with_added(&[]), None);
+        assert_eq!(t.with_added(&b[3..4]), None, "already present");
+        assert_eq!(t.with_added(&[b[27], b[27]]), None, "given twice");
+        assert_eq!(t.with_added(&[MaglevBackend { weight: 2, ..b[27] }]), None, "heavier than any present");
+        assert_eq!(t.with_added_within(&b[26..28], usize::MAX), Some(fill(&b[..28], 2003, true).unwrap()));
+        // Where it pays, within the cost of a build: one backend added to a thousand.
+        let b = backends(1001);
+        let t = build(&b[..1000], DEFAULT_TABLE_SIZE).unwrap();
+        assert_eq!(t.with_added(&b[1000..]), Some(build(&b, DEFAULT_TABLE_SIZE).unwrap()));
+    }
+
+    #[test]
     fn empty_table() {
         let t = build(&[], DEFAULT_TABLE_SIZE).unwrap();
         assert_eq!(t.lookup(12345), None);
@@ -309,6 +630,44 @@ mod tests {
             let moved = after.moved_from(&before) as f64 / f64::from(m);
             let ideal = 1.0 / n as f64;
             prop_assert!(moved >= ideal * 0.9 && moved <= ideal * 1.6, "moved {moved:.4}, ideal {ideal:.4}");
+        }
+
+        /// Adding backends to a table by following chains gives the table a build of the larger set gives, slot for
+        /// slot and round for round, over a random sequence of additions (several at once too) and other changes
+        /// (a removal or a heavier weight, which build afresh). Small tables, any slots per backend and no work limit:
+        /// the chains, not the limit, are under test.
+        #[test]
+        fn incremental_equals_full(
+            start in 1usize..40,
+            size in prop_oneof![Just(1009u32), Just(2003)],
+            weights in proptest::collection::vec(1u32..6, 120),
+            steps in proptest::collection::vec((0usize..6, 1usize..4), 1..8),
+        ) {
+            let pool: Vec<MaglevBackend> =
+                backends(120).into_iter().zip(weights).map(|(b, w)| MaglevBackend { weight: w, ..b }).collect();
+            let mut set: Vec<MaglevBackend> = pool[..start].to_vec();
+            let mut next = start;
+            let mut table = fill(&set, size, true).unwrap();
+            for (kind, count) in steps {
+                if kind == 0 && set.len() > 1 {
+                    set.remove(count % set.len());
+                    table = fill(&set, size, true).unwrap();
+                    continue;
+                }
+                let wmax = set.iter().map(|b| b.weight).max().unwrap();
+                let added: Vec<MaglevBackend> = pool[next..(next + count).min(pool.len())]
+                    .iter()
+                    .map(|b| MaglevBackend { weight: if kind == 1 { wmax + 1 } else { b.weight.min(wmax) }, ..*b })
+                    .collect();
+                next += added.len();
+                set.extend_from_slice(&added);
+                let full = fill(&set, size, true).unwrap();
+                match table.with_added_within(&added, usize::MAX) {
+                    Some(t) => prop_assert_eq!(&t, &full),
+                    None => prop_assert!(kind == 1 || added.is_empty(), "refused {} added of weight <= {}", count, wmax),
+                }
+                table = full;
+            }
         }
 
         /// The table does not depend on the order backends are given in.
