@@ -4,7 +4,7 @@
 //! record Events. Every appliance programs its dataplane from the same objects, so their Maglev tables agree; when the
 //! API server is unreachable the store keeps the last state and the watchers catch up when it returns.
 
-use super::{current, key, sync, Event, Settings};
+use super::{current, key, Event, Settings};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -130,6 +130,8 @@ struct Controller {
     announced: HashSet<(String, &'static str, String)>,
     /// When the first change of the current batch was seen: the start of the sync lag.
     first_change: Option<std::time::Instant>,
+    /// Maps again only the Services a burst touched.
+    syncer: super::Syncer,
 }
 
 /// A burst of watch events ends when this long passes without one...
@@ -190,6 +192,7 @@ pub async fn run(
         leader: false,
         announced: HashSet::new(),
         first_change: None,
+        syncer: super::Syncer::default(),
     };
     // The holder's writes run in their own task, so a sync never waits for them: it hands over its latest result
     // (an older one not yet taken is replaced) and goes on.
@@ -212,8 +215,9 @@ pub async fn run(
             continue;
         }
         dirty = false;
-        let all_svcs: Vec<Service> = svcs.state().iter().map(|s| (**s).clone()).collect();
-        let all_slices: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+        // The reflectors' own objects, shared, not copied.
+        let all_svcs: Vec<Arc<Service>> = svcs.state();
+        let all_slices: Vec<Arc<EndpointSlice>> = slices.state();
         let out = c.apply(&all_svcs, &all_slices);
         if c.leader {
             to_writer.send_replace(Some(Arc::new((all_svcs, out))));
@@ -223,7 +227,7 @@ pub async fn run(
 }
 
 /// What a sync hands the writer: the Services it saw and what it computed.
-type Synced = Arc<(Vec<Service>, super::Outcome)>;
+type Synced = Arc<(Vec<Arc<Service>>, super::Outcome)>;
 
 /// Status writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 16;
@@ -255,7 +259,7 @@ impl Writer {
         }
     }
 
-    async fn write_back(&mut self, svcs: &[Service], out: &super::Outcome) {
+    async fn write_back(&mut self, svcs: &[Arc<Service>], out: &super::Outcome) {
         let mut todo = Vec::new();
         for svc in svcs.iter().filter(|s| super::ours(s, &self.settings.class, self.settings.classless)) {
             let k = key(svc);
@@ -332,8 +336,8 @@ impl Controller {
 
     /// Sync the objects into services, hand them to the store, update the status the API shows and put new warnings
     /// on the event stream (on every appliance, once each).
-    fn apply(&mut self, svcs: &[Service], slices: &[EndpointSlice]) -> super::Outcome {
-        let out = sync(svcs, slices, &self.settings);
+    fn apply(&mut self, svcs: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> super::Outcome {
+        let out = self.syncer.sync(svcs, slices, &self.settings);
         match self.store.set_kubernetes(out.services.clone()) {
             Ok(a) if a.applied => {
                 info!(version = a.version, services = out.services.len(), "Kubernetes services applied")

@@ -12,6 +12,7 @@ use crate::store::ServiceKey;
 use edgelb_dataplane::model::{BackendSpec, BackendState, Mode, Protocol, ServiceSpec};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -436,36 +437,118 @@ pub fn service_specs(
 
 /// One sync over all objects: allocation, mapping, status and events.
 pub fn sync(services: &[Service], slices: &[EndpointSlice], s: &Settings) -> Outcome {
-    let mine: Vec<&Service> = services.iter().filter(|x| ours(x, &s.class, s.classless)).collect();
-    let mut events = Vec::new();
-    let status = allocate(&mine, s, &mut events);
-    let mut by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
-    for sl in slices {
-        if let Some(name) = sl.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
-            let ns = sl.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-            by_service.entry((ns, name.clone())).or_default().push(sl);
-        }
+    Syncer::default().sync(services, slices, s)
+}
+
+/// Syncs that remember each Service's VIP services with what they were computed from (the Service's and its
+/// EndpointSlices' resource versions, its addresses), so a sync after a burst of watch events maps only the Services
+/// the burst touched; allocation still looks at every Service, as one Service's address depends on the others'.
+/// Objects without a resource version are mapped every time.
+#[derive(Debug, Default)]
+pub struct Syncer {
+    settings: Option<Settings>,
+    cache: HashMap<String, Cached>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    inputs: Inputs,
+    specs: Result<Vec<ServiceSpec>, String>,
+}
+
+/// What a Service's VIP services are computed from, besides the settings.
+#[derive(Debug, PartialEq, Eq)]
+struct Inputs {
+    service: String,
+    /// (name, resource version) of each EndpointSlice, in the order they are read.
+    slices: Vec<(String, String)>,
+    vips: Vec<IpAddr>,
+}
+
+impl Inputs {
+    fn of(svc: &Service, slices: &[&EndpointSlice], vips: &[IpAddr]) -> Option<Self> {
+        let version = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            Some((m.name.clone().unwrap_or_default(), m.resource_version.clone()?))
+        };
+        Some(Inputs {
+            service: svc.metadata.resource_version.clone()?,
+            slices: slices.iter().map(|sl| version(&sl.metadata)).collect::<Option<_>>()?,
+            vips: vips.to_vec(),
+        })
     }
-    let mut out = Vec::new();
-    let mut seen: HashSet<ServiceKey> = HashSet::new();
-    for svc in &mine {
-        let k = key(svc);
-        let Some(vips) = status.get(&k) else { continue };
-        let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let slices = by_service.get(&(ns, name)).cloned().unwrap_or_default();
-        match service_specs(svc, &slices, vips, s.default_mode) {
-            Ok(specs) => {
-                for sp in specs {
-                    if seen.insert(crate::store::key_of(&sp)) {
-                        out.push(sp);
-                    }
+}
+
+impl Syncer {
+    /// [`sync`], mapping again only the Services whose inputs changed since the last call.
+    pub fn sync<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
+        &mut self,
+        services: &[S],
+        slices: &[E],
+        s: &Settings,
+    ) -> Outcome {
+        if self.settings.as_ref() != Some(s) {
+            self.cache.clear();
+            self.settings = Some(s.clone());
+        }
+        let mine: Vec<&Service> =
+            services.iter().map(Borrow::borrow).filter(|x| ours(x, &s.class, s.classless)).collect();
+        let mut events = Vec::new();
+        let status = allocate(&mine, s, &mut events);
+        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for sl in slices.iter().map(Borrow::borrow) {
+            if let Some(name) = sl.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                let ns = sl.metadata.namespace.as_deref().unwrap_or("default");
+                by_service.entry((ns, name.as_str())).or_default().push(sl);
+            }
+        }
+        let mut out = Vec::new();
+        let mut seen: HashSet<ServiceKey> = HashSet::new();
+        let mut live: HashSet<String> = HashSet::with_capacity(mine.len());
+        for svc in &mine {
+            let k = key(svc);
+            let Some(vips) = status.get(&k) else { continue };
+            let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            let slices = by_service.get(&(ns, name)).map(Vec::as_slice).unwrap_or_default();
+            let Some(inputs) = Inputs::of(svc, slices, vips) else {
+                // Not cacheable: mapped every time.
+                let specs = service_specs(svc, slices, vips, s.default_mode);
+                emit(&k, &specs, &mut out, &mut seen, &mut events);
+                continue;
+            };
+            if self.cache.get(&k).is_none_or(|c| c.inputs != inputs) {
+                let specs = service_specs(svc, slices, vips, s.default_mode);
+                self.cache.insert(k.clone(), Cached { inputs, specs });
+            }
+            if let Some(c) = self.cache.get(&k) {
+                emit(&k, &c.specs, &mut out, &mut seen, &mut events);
+            }
+            live.insert(k);
+        }
+        // Services gone, no longer ours or without addresses.
+        self.cache.retain(|k, _| live.contains(k));
+        Outcome { services: out, status, events }
+    }
+}
+
+/// Add one Service's VIP services to `out` (each VIP service once), or its error to `events`.
+fn emit(
+    k: &str,
+    specs: &Result<Vec<ServiceSpec>, String>,
+    out: &mut Vec<ServiceSpec>,
+    seen: &mut HashSet<ServiceKey>,
+    events: &mut Vec<Event>,
+) {
+    match specs {
+        Ok(specs) => {
+            for sp in specs {
+                if seen.insert(crate::store::key_of(sp)) {
+                    out.push(sp.clone());
                 }
             }
-            Err(e) => events.push(ev(&k, "Warning", "InvalidService", e)),
         }
+        Err(e) => events.push(ev(k, "Warning", "InvalidService", e.clone())),
     }
-    Outcome { services: out, status, events }
 }
 
 #[cfg(test)]

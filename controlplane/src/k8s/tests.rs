@@ -193,3 +193,87 @@ fn sync_takes_only_our_class_and_joins_slices_by_label() {
     assert!(sync(std::slice::from_ref(&nocls), &[], &st).status.is_empty());
     assert_eq!(sync(&[nocls], &[], &Settings { classless: true, ..st }).status.len(), 1);
 }
+
+/// A Syncer that remembers mapped Services gives, after every change, the outcome a sync from scratch gives: random
+/// sequences of endpoint, annotation, port and class changes, deletions and re-creations over a few Services, each
+/// change bumping the object's resource version as the API server does.
+mod syncer_matches_sync {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct World {
+        svcs: Vec<Option<Service>>,
+        slices: Vec<Option<EndpointSlice>>,
+        rv: u64,
+    }
+
+    impl World {
+        fn bump(&mut self) -> String {
+            self.rv += 1;
+            self.rv.to_string()
+        }
+
+        fn service(&mut self, i: usize, variant: u8) -> Service {
+            let ports = if variant & 1 == 0 {
+                json!([{"name": "http", "protocol": "TCP", "port": 80}])
+            } else {
+                json!([{"name": "http", "protocol": "TCP", "port": 80}, {"name": "dns", "protocol": "UDP", "port": 53}])
+            };
+            let mode = if variant & 2 == 0 { "nat" } else { "dsr_l2" };
+            let class = if variant & 4 == 0 { "edgelb.io/lb" } else { "other.io/lb" };
+            let rv = self.bump();
+            svc(
+                &format!("s{i}"),
+                json!({"metadata": {"resourceVersion": rv, "annotations": {"edgelb.io/mode": mode}},
+                       "spec": {"ports": ports, "loadBalancerClass": class}}),
+            )
+        }
+
+        fn slice(&mut self, i: usize, variant: u8) -> EndpointSlice {
+            let n = 1 + usize::from(variant % 4);
+            let eps: Vec<serde_json::Value> = (0..n)
+                .map(|e| {
+                    let ready = !(variant & 8 != 0 && e == 0);
+                    json!({"addresses": [format!("198.18.{}.{}", 3 + i, 10 + e)], "conditions": {"ready": ready}})
+                })
+                .collect();
+            let mut sl = slice(&format!("s{i}"), "IPv4", json!(eps));
+            sl.ports = Some(vec![
+                serde_json::from_value(json!({"name": "http", "protocol": "TCP", "port": 8080})).unwrap(),
+                serde_json::from_value(json!({"name": "dns", "protocol": "UDP", "port": 5353})).unwrap(),
+            ]);
+            sl.metadata.resource_version = Some(self.bump());
+            sl
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn after_every_change(steps in proptest::collection::vec((0usize..5, 0u8..5, any::<u8>()), 1..40)) {
+            let st = Settings { pools: vec![settings().pools[1].clone()], ..settings() };
+            let mut w = World { svcs: vec![None; 5], slices: vec![None; 5], rv: 0 };
+            for i in 0..5 {
+                w.svcs[i] = Some(w.service(i, 0));
+                w.slices[i] = Some(w.slice(i, 0));
+            }
+            let mut syncer = Syncer::default();
+            for (i, action, variant) in steps {
+                match action {
+                    0 => w.slices[i] = Some(w.slice(i, variant)),
+                    1 => w.svcs[i] = Some(w.service(i, variant)),
+                    2 => w.svcs[i] = None,
+                    3 => w.slices[i] = None,
+                    _ => {
+                        // An unchanged object seen again (a relist): same resource version, same result.
+                    }
+                }
+                let svcs: Vec<Service> = w.svcs.iter().flatten().cloned().collect();
+                let slices: Vec<EndpointSlice> = w.slices.iter().flatten().cloned().collect();
+                let fresh = sync(&svcs, &slices, &st);
+                let remembered = syncer.sync(&svcs, &slices, &st);
+                prop_assert_eq!(remembered, fresh);
+            }
+        }
+    }
+}
