@@ -256,31 +256,7 @@ impl MaglevTable {
         if added.is_empty() || n > MAX_BACKENDS.min(m) || added.iter().any(|b| b.weight == 0 || b.weight > wmax) {
             return None;
         }
-        let mut add = added.to_vec();
-        add.sort_unstable_by_key(|b| b.key);
-        // Both lists merged in key order; `remap`: old index to new; `is_added` marks the new ones.
-        let mut backends = Vec::with_capacity(n);
-        let mut remap = Vec::with_capacity(self.backends.len());
-        let mut is_added = Vec::with_capacity(n);
-        let (mut i, mut j) = (0, 0);
-        while i < self.backends.len() || j < add.len() {
-            let old_first = j == add.len() || (i < self.backends.len() && self.backends[i].key < add[j].key);
-            if old_first {
-                remap.push(backends.len() as u16);
-                backends.push(self.backends[i]);
-                is_added.push(false);
-                i += 1;
-            } else {
-                if backends.last().is_some_and(|b: &MaglevBackend| b.key == add[j].key)
-                    || self.backends.get(i).is_some_and(|b| b.key == add[j].key)
-                {
-                    return None;
-                }
-                backends.push(add[j]);
-                is_added.push(true);
-                j += 1;
-            }
-        }
+        let (backends, remap, is_added) = merged(&self.backends, added)?;
         let slots: Box<[u16]> = self.slots.iter().map(|&s| remap[usize::from(s)]).collect();
         let mut f = Refill::new(slots, old_rounds.clone(), &backends, budget)?;
         let mut round = 0u32;
@@ -352,6 +328,34 @@ impl MaglevTable {
         }
         c
     }
+}
+
+/// `old` and `added` in one list in key order, with each old backend's new index and which ones are added; `None`
+/// when a key appears twice.
+fn merged(old: &[MaglevBackend], added: &[MaglevBackend]) -> Option<(Vec<MaglevBackend>, Vec<u16>, Vec<bool>)> {
+    let mut add = added.to_vec();
+    add.sort_unstable_by_key(|b| b.key);
+    let n = old.len() + add.len();
+    let (mut backends, mut remap, mut is_added) = (Vec::with_capacity(n), Vec::with_capacity(old.len()), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < add.len() {
+        if j == add.len() || (i < old.len() && old[i].key < add[j].key) {
+            remap.push(backends.len() as u16);
+            backends.push(old[i]);
+            is_added.push(false);
+            i += 1;
+        } else {
+            if backends.last().is_some_and(|b: &MaglevBackend| b.key == add[j].key)
+                || old.get(i).is_some_and(|b| b.key == add[j].key)
+            {
+                return None;
+            }
+            backends.push(add[j]);
+            is_added.push(true);
+            j += 1;
+        }
+    }
+    Some((backends, remap, is_added))
 }
 
 /// A backend's permutation, with the inverse of its step to find a slot's position in it.
