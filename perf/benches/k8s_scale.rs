@@ -90,17 +90,8 @@ async fn until(store: &Store, limit: Duration, done: impl Fn(&DataplaneConfig) -
     t.elapsed()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let bench = args.iter().any(|a| a == "--bench");
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--services")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if bench { 10_000 } else { 200 });
-    let changes = if bench { 1000 } else { 50 }.min(n);
+/// The API server emulator seeded with `n` Services and their slices, on a port of its own.
+fn start_emulator(n: usize) -> (Emulator, u16) {
     let dir = std::env::temp_dir().join(format!("edgelb-k8s-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let seed = dir.join("seed.json");
@@ -118,9 +109,65 @@ async fn main() {
         .expect("python3 runs the emulator");
     let mut ready = String::new();
     let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready);
-    let _emu = Emulator(child);
+    let emu = Emulator(child);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(ready.trim(), "ready", "the emulator did not start");
+
+    (emu, port)
+}
+
+/// Wait (bounded) until every one of the `n` Services has its status written; the time it took.
+async fn all_statuses_written(services: &Api<k8s_openapi::api::core::v1::Service>, n: usize) -> Duration {
+    let t_status = Instant::now();
+    loop {
+        let list = services.list(&Default::default()).await.expect("list Services");
+        let written = list.items.iter().filter(|s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .is_some_and(|i| !i.is_empty())
+        });
+        if written.count() >= n {
+            break;
+        }
+        assert!(t_status.elapsed() < Duration::from_secs(600), "statuses not written in 600 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    t_status.elapsed()
+}
+
+/// One endpoint of `changes` Services replaced, 16 requests in flight; the time the emulator took to answer all.
+async fn send_burst(slices: &Api<EndpointSlice>, n: usize, changes: usize) -> Duration {
+    let t1 = Instant::now();
+    let sent: Vec<Result<EndpointSlice, kube::Error>> = futures::stream::iter(0..changes)
+        .map(|k| {
+            let i = k * (n / changes).max(1);
+            let body = slice(i, &[endpoint(i, 0), endpoint(i, 1), replacement(i)]);
+            let api = slices.clone();
+            async move { api.patch(&format!("s{i}-abc"), &PatchParams::default(), &Patch::Merge(&body)).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let sending = t1.elapsed();
+    let failed = sent.iter().filter(|r| r.is_err()).count();
+    assert_eq!(failed, 0, "endpoint changes refused by the emulator");
+    sending
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--services")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if bench { 10_000 } else { 200 });
+    let changes = if bench { 1000 } else { 50 }.min(n);
+    let (_emu, port) = start_emulator(n);
 
     let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");
@@ -148,40 +195,11 @@ async fn main() {
 
     // Steady state before the burst: every Service's status written by the Lease holder.
     let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
-    let t_status = Instant::now();
-    loop {
-        let list = services.list(&Default::default()).await.expect("list Services");
-        let written = list.items.iter().filter(|s| {
-            s.status
-                .as_ref()
-                .and_then(|st| st.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .is_some_and(|i| !i.is_empty())
-        });
-        if written.count() >= n {
-            break;
-        }
-        assert!(t_status.elapsed() < Duration::from_secs(600), "statuses not written in 600 s");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let statuses = t_status.elapsed() + programmed;
+    let statuses = all_statuses_written(&services, n).await + programmed;
 
     // The burst: one endpoint of `changes` Services replaced, 16 requests in flight.
     let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
-    let t1 = Instant::now();
-    let sent: Vec<Result<EndpointSlice, kube::Error>> = futures::stream::iter(0..changes)
-        .map(|k| {
-            let i = k * (n / changes).max(1);
-            let body = slice(i, &[endpoint(i, 0), endpoint(i, 1), replacement(i)]);
-            let api = slices.clone();
-            async move { api.patch(&format!("s{i}-abc"), &PatchParams::default(), &Patch::Merge(&body)).await }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let sending = t1.elapsed();
-    let failed = sent.iter().filter(|r| r.is_err()).count();
-    assert_eq!(failed, 0, "endpoint changes refused by the emulator");
+    let sending = send_burst(&slices, n, changes).await;
     let after_last = until(&store, Duration::from_secs(120), |c| replaced(c) >= changes).await;
     let in_force = after_last + sending;
     let _ = stop_tx.send(true);
