@@ -119,6 +119,8 @@ pub mod notify {
     pub const CEASE_COLLISION: u8 = 7;
     /// Cease: peer de-configured.
     pub const CEASE_DECONFIGURED: u8 = 3;
+    /// Cease: administrative reset.
+    pub const CEASE_RESET: u8 = 4;
 }
 
 /// Graceful restart as advertised: restart time (seconds), the restarting flag, and per family whether forwarding
@@ -274,6 +276,34 @@ pub fn notification(code: u8, subcode: u8, data: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&data[..data.len().min(MAX_LEN - HEADER - 2)]);
     finish(&mut v, at);
     v
+}
+
+/// Longest shutdown communication (RFC 9003 §2: its length is one octet).
+pub const MAX_SHUTDOWN_COMMUNICATION: usize = 255;
+
+/// Encode a Cease NOTIFICATION with `subcode` (administrative shutdown or reset) carrying `text` as its shutdown
+/// communication (RFC 9003 §2): one length octet, then the UTF-8 text, cut at a character boundary to at most
+/// [`MAX_SHUTDOWN_COMMUNICATION`] octets.
+pub fn cease_with_communication(subcode: u8, text: &str) -> Vec<u8> {
+    let mut end = text.len().min(MAX_SHUTDOWN_COMMUNICATION);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut data = Vec::with_capacity(1 + end);
+    data.push(end as u8);
+    data.extend_from_slice(&text.as_bytes()[..end]);
+    notification(notify::CEASE, subcode, &data)
+}
+
+/// The shutdown communication of a Cease / administrative shutdown or reset NOTIFICATION's data (RFC 9003 §2):
+/// `Some(text)` when the data is a length octet and that much UTF-8 (extra octets after it are ignored, as the RFC
+/// asks), `None` when there is none or it is malformed (a length past the data, invalid UTF-8).
+pub fn shutdown_communication(data: &[u8]) -> Option<&str> {
+    let (&len, rest) = data.split_first()?;
+    if len == 0 {
+        return None;
+    }
+    std::str::from_utf8(rest.get(..usize::from(len))?).ok()
 }
 
 fn prefix_bytes(out: &mut Vec<u8>, (addr, len): &Prefix) {
@@ -448,8 +478,9 @@ pub fn decode(msg: &[u8]) -> Result<Message, Error> {
         kind::NOTIFICATION => Ok(Message::Notification { code: body[0], subcode: body[1], data: body[2..].to_vec() }),
         kind::KEEPALIVE => Ok(Message::Keepalive),
         kind::ROUTE_REFRESH => {
+            // AFI, reserved, SAFI: only unicast (SAFI 1) of a known AFI is a family we may have.
             let afi = u16::from_be_bytes([body[0], body[1]]);
-            Ok(Message::RouteRefresh(Afi::from_number(afi)))
+            Ok(Message::RouteRefresh(Afi::from_number(afi).filter(|_| body[3] == 1)))
         }
         t => Err(err(notify::HEADER, notify::HEADER_TYPE, &[t], format!("message type {t}"))),
     }
@@ -614,6 +645,49 @@ pub fn parse_large_community(s: &str) -> Option<(u32, u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cease_carries_a_length_prefixed_shutdown_communication() {
+        let m = cease_with_communication(notify::CEASE_SHUTDOWN, "edgelb stopping");
+        // Header (19), code, subcode, length octet, 15 octets of text.
+        assert_eq!(m.len(), 19 + 2 + 1 + 15);
+        assert_eq!(u16::from_be_bytes([m[16], m[17]]) as usize, m.len());
+        assert_eq!(&m[19..22], &[notify::CEASE, notify::CEASE_SHUTDOWN, 15]);
+        assert_eq!(&m[22..], b"edgelb stopping");
+        match decode(&m).unwrap() {
+            Message::Notification { code: 6, subcode: 2, data } => {
+                assert_eq!(shutdown_communication(&data), Some("edgelb stopping"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Longer than 255 octets: cut at a character boundary (each 'é' is two octets).
+        let long = "é".repeat(200);
+        let m = cease_with_communication(notify::CEASE_RESET, &long);
+        assert_eq!(m[21], 254);
+        assert_eq!(shutdown_communication(&m[21..]), Some(&long[..254]));
+        // Malformed communications are not text.
+        assert_eq!(shutdown_communication(&[]), None);
+        assert_eq!(shutdown_communication(&[0]), None);
+        assert_eq!(shutdown_communication(&[5, b'a', b'b']), None);
+        assert_eq!(shutdown_communication(&[2, 0xff, 0xfe]), None);
+        assert_eq!(shutdown_communication(b"\x02okextra"), Some("ok"));
+    }
+
+    #[test]
+    fn route_refresh_names_a_family_only_for_unicast() {
+        let rr = |afi: u16, safi: u8| {
+            let mut m = vec![0xff; 16];
+            m.extend_from_slice(&23u16.to_be_bytes());
+            m.push(kind::ROUTE_REFRESH);
+            m.extend_from_slice(&afi.to_be_bytes());
+            m.extend_from_slice(&[0, safi]);
+            decode(&m).unwrap()
+        };
+        assert_eq!(rr(1, 1), Message::RouteRefresh(Some(Afi::Ipv4)));
+        assert_eq!(rr(2, 1), Message::RouteRefresh(Some(Afi::Ipv6)));
+        assert_eq!(rr(1, 128), Message::RouteRefresh(None));
+        assert_eq!(rr(25, 65), Message::RouteRefresh(None));
+    }
 
     #[test]
     fn open_round_trip() {

@@ -29,13 +29,26 @@ fn undecodable(e: wire::Error, what: &str) -> Refusal {
 }
 
 fn their_notification(code: u8, subcode: u8, data: &[u8]) -> Refusal {
-    let text = String::from_utf8_lossy(data);
+    let shutdown = code == wire::notify::CEASE
+        && (subcode == wire::notify::CEASE_SHUTDOWN || subcode == wire::notify::CEASE_RESET);
+    // A shutdown or reset carries its operator's words after a length octet (RFC 9003).
+    let text = match shutdown {
+        true => {
+            wire::shutdown_communication(data).map(|t| format!("\"{}\"", t.escape_debug())).unwrap_or_default().into()
+        }
+        false => String::from_utf8_lossy(data),
+    };
     let reason = if text.is_empty() {
         format!("peer sent NOTIFICATION {code}/{subcode}")
     } else {
         format!("peer sent NOTIFICATION {code}/{subcode} {text}")
     };
     Refusal { notification: None, reason }
+}
+
+/// The Cease NOTIFICATION a stopping session ends with: administrative shutdown, saying why (RFC 9003).
+pub fn goodbye() -> Vec<u8> {
+    wire::cease_with_communication(wire::notify::CEASE_SHUTDOWN, "edgelb stopping")
 }
 
 /// OpenSent: the first message from the peer must be an OPEN from the configured AS with an identifier not ours.
@@ -115,8 +128,8 @@ pub enum Reaction {
         /// Attributes treated as withdraw (RFC 7606).
         treat_as_withdraw: usize,
     },
-    /// ROUTE-REFRESH: send the table again.
-    Refresh,
+    /// ROUTE-REFRESH for one family: send that family's table again (RFC 2918 §4; one we do not have is ignored).
+    Refresh(Afi),
     /// The session ends.
     End(Refusal),
 }
@@ -126,7 +139,9 @@ pub fn on_established(m: Result<Message, wire::Error>) -> Reaction {
     match m {
         Ok(Message::Keepalive) => Reaction::Nothing,
         Ok(Message::Update { announced, treat_as_withdraw, .. }) => Reaction::Received { announced, treat_as_withdraw },
-        Ok(Message::RouteRefresh(_)) => Reaction::Refresh,
+        Ok(Message::RouteRefresh(Some(afi))) => Reaction::Refresh(afi),
+        // A family that is not IPv4 or IPv6 unicast: never advertised, so ignored (RFC 2918 §4).
+        Ok(Message::RouteRefresh(None)) => Reaction::Nothing,
         Ok(Message::Notification { code, subcode, data }) => Reaction::End(their_notification(code, subcode, &data)),
         Ok(Message::Open(_)) => Reaction::End(refuse(wire::notify::FSM, 3, "OPEN in Established")),
         Err(e) => Reaction::End(undecodable(e, "bad message")),
@@ -192,10 +207,15 @@ impl Announcer<'_> {
         }
     }
 
-    /// The whole table (as first sent, and again on ROUTE-REFRESH).
+    /// The whole table, as first sent.
     pub fn table(&self, routes: &Routes) -> Vec<Vec<u8>> {
+        self.families.iter().flat_map(|&afi| self.table_of(routes, afi)).collect()
+    }
+
+    /// The table of one family, as a ROUTE-REFRESH for it asks; nothing when the session does not carry it.
+    pub fn table_of(&self, routes: &Routes, afi: Afi) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        for &afi in self.families {
+        if self.families.contains(&afi) {
             self.announce(&mut out, afi, &self.of(&routes.prefixes, afi), routes.graceful_shutdown);
         }
         out
@@ -297,7 +317,14 @@ mod tests {
     #[test]
     fn established_messages_have_their_reaction() {
         assert_eq!(on_established(Ok(Message::Keepalive)), Reaction::Nothing);
-        assert_eq!(on_established(Ok(Message::RouteRefresh(Some(Afi::Ipv4)))), Reaction::Refresh);
+        assert_eq!(on_established(Ok(Message::RouteRefresh(Some(Afi::Ipv4)))), Reaction::Refresh(Afi::Ipv4));
+        assert_eq!(on_established(Ok(Message::RouteRefresh(None))), Reaction::Nothing);
+        // A Cease with a shutdown communication shows its text, not the length octet.
+        let bye = Message::Notification { code: 6, subcode: 2, data: b"\x0fedgelb stopping".to_vec() };
+        match on_established(Ok(bye)) {
+            Reaction::End(r) => assert_eq!(r.reason, "peer sent NOTIFICATION 6/2 \"edgelb stopping\""),
+            other => panic!("{other:?}"),
+        }
         let upd = Message::Update { announced: 3, withdrawn: 1, treat_as_withdraw: 2, end_of_rib: None };
         assert_eq!(on_established(Ok(upd)), Reaction::Received { announced: 3, treat_as_withdraw: 2 });
         match on_established(Ok(Message::Open(open(65001, [1, 1, 1, 1], 90, vec![])))) {
@@ -338,5 +365,52 @@ mod tests {
         // Nothing changed: nothing sent.
         assert!(a.changes(&now, &now).0.is_empty());
         assert!(matches!(decode(&a.withdraw_all(&now))[..], [Message::Update { withdrawn: 2, .. }]));
+    }
+
+    #[test]
+    fn goodbye_is_a_cease_with_a_length_prefixed_communication() {
+        let m = goodbye();
+        assert_eq!(&m[19..], b"\x06\x02\x0fedgelb stopping");
+    }
+
+    #[test]
+    fn route_refresh_resends_only_the_family_asked() {
+        let c = cfg();
+        let fams = [Afi::Ipv4, Afi::Ipv6];
+        let a = Announcer { cfg: &c, local: "198.18.0.1".parse().unwrap(), families: &fams };
+        let routes = Routes {
+            prefixes: [("198.19.0.1".parse().unwrap(), 32), ("2001:db8:100::1".parse().unwrap(), 128)]
+                .into_iter()
+                .collect(),
+            graceful_shutdown: false,
+        };
+        // Each UPDATE's family: IPv6 travels in MP_REACH (type 14), whose first two octets are the AFI.
+        let family = |m: &[u8]| {
+            let body = &m[19..];
+            let wl = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let attrs = &body[4 + wl..];
+            let mut i = 0;
+            while i + 3 <= attrs.len() {
+                let (flags, kind) = (attrs[i], attrs[i + 1]);
+                let (len, hdr) = if flags & 0x10 != 0 {
+                    (usize::from(u16::from_be_bytes([attrs[i + 2], attrs[i + 3]])), 4)
+                } else {
+                    (usize::from(attrs[i + 2]), 3)
+                };
+                if kind == 14 {
+                    return u16::from_be_bytes([attrs[i + hdr], attrs[i + hdr + 1]]);
+                }
+                i += hdr + len;
+            }
+            1
+        };
+        let all: Vec<u16> = a.table(&routes).iter().map(|m| family(m)).collect();
+        assert_eq!(all, vec![1, 2]);
+        let v6: Vec<u16> = a.table_of(&routes, Afi::Ipv6).iter().map(|m| family(m)).collect();
+        assert_eq!(v6, vec![2]);
+        let v4: Vec<u16> = a.table_of(&routes, Afi::Ipv4).iter().map(|m| family(m)).collect();
+        assert_eq!(v4, vec![1]);
+        let only_v4 = Announcer { families: &fams[..1], ..a };
+        assert!(only_v4.table_of(&routes, Afi::Ipv6).is_empty());
     }
 }

@@ -109,6 +109,29 @@ pub struct Status {
     pub announced: usize,
 }
 
+/// Record state `s` (with error `e`, if any) in `st`; true when it is a transition to report. Established starts a
+/// session afresh: the last error is cleared and the prefixes received count from zero (treat-as-withdraw stays a
+/// running total).
+fn enter(st: &mut Status, s: State, e: Option<String>) -> bool {
+    if st.state == s && e.is_none() {
+        return false;
+    }
+    st.state = s;
+    if e.is_some() {
+        st.last_error = e;
+    }
+    if s == State::Established {
+        st.established_at = Some(SystemTime::now());
+        st.established_count += 1;
+        st.last_error = None;
+        st.prefixes_received = 0;
+    } else {
+        st.established_at = None;
+        st.announced = 0;
+    }
+    true
+}
+
 /// A state change, for events and logs.
 pub type Transition = (String, State, Option<String>);
 
@@ -127,18 +150,7 @@ pub async fn run(
 ) {
     let set = |s: State, e: Option<String>| {
         if let Ok(mut st) = status.lock() {
-            if st.state != s || e.is_some() {
-                st.state = s;
-                if e.is_some() {
-                    st.last_error = e.clone();
-                }
-                if s == State::Established {
-                    st.established_at = Some(SystemTime::now());
-                    st.established_count += 1;
-                } else {
-                    st.established_at = None;
-                    st.announced = 0;
-                }
+            if enter(&mut st, s, e.clone()) {
                 let _ = transitions.send((cfg.name.clone(), s, e));
             }
         }
@@ -163,7 +175,11 @@ pub async fn run(
             },
         };
         let result = match stream {
-            Ok(stream) => session(&cfg, stream, &mut routes, &mut stop, &mut incoming, &status, &set).await,
+            // A connection the peer opened gets the same options as one we open.
+            Ok(stream) => match tune(socket2::SockRef::from(&stream), cfg.address.is_ipv4(), &cfg) {
+                Ok(()) => session(&cfg, stream, &mut routes, &mut stop, &mut incoming, &status, &set).await,
+                Err(e) => Err(format!("socket options: {e}")),
+            },
             Err(e) => Err(e),
         };
         let result = match result {
@@ -190,18 +206,25 @@ pub async fn run(
     }
 }
 
-async fn connect(cfg: &PeerConfig) -> std::io::Result<TcpStream> {
-    let to = SocketAddr::new(cfg.address, cfg.port);
-    let sock =
-        socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+/// The socket options every session's connection gets, whichever side opened it: the TTL (1 for eBGP unless
+/// `multihop_ttl` says more, 64 for iBGP; on a dual-stack socket an IPv4 peer's packets take the IPv4 TTL) and no
+/// Nagle delay, which would hold every second small UPDATE back for the peer's delayed ACK.
+pub(crate) fn tune(sock: socket2::SockRef<'_>, v4: bool, cfg: &PeerConfig) -> std::io::Result<()> {
     let ebgp = cfg.remote_as != cfg.local_as;
     let ttl = u32::from(cfg.ttl.unwrap_or(if ebgp { 1 } else { 64 }));
-    if to.is_ipv4() {
+    if v4 {
         sock.set_ttl(ttl)?;
     } else {
         sock.set_unicast_hops_v6(ttl)?;
     }
-    sock.set_nodelay(true)?;
+    sock.set_nodelay(true)
+}
+
+async fn connect(cfg: &PeerConfig) -> std::io::Result<TcpStream> {
+    let to = SocketAddr::new(cfg.address, cfg.port);
+    let sock =
+        socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    tune(socket2::SockRef::from(&sock), to.is_ipv4(), cfg)?;
     if let Some(pw) = &cfg.password {
         super::md5::set(&sock, to, pw.as_bytes())?;
     }
@@ -451,7 +474,7 @@ impl Link<'_> {
                     for m in announcer.withdraw_all(&sent) {
                         let _ = self.send(&m).await;
                     }
-                    let bye = wire::notification(wire::notify::CEASE, wire::notify::CEASE_SHUTDOWN, b"edgelb stopping");
+                    let bye = fsm::goodbye();
                     let _ = self.send(&bye).await;
                     let _ = self.s.shutdown().await;
                     return Ok(None);
@@ -470,13 +493,61 @@ impl Link<'_> {
                     st.treat_as_withdraw += treat_as_withdraw as u64;
                 }
             }
-            fsm::Reaction::Refresh => {
-                for m in announcer.table(sent) {
+            fsm::Reaction::Refresh(afi) => {
+                for m in announcer.table_of(sent, afi) {
                     self.send(&m).await?;
                 }
             }
             fsm::Reaction::End(r) => return Err(end(&mut self.s, self.status, r).await),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(remote_as: u32, multihop: Option<u32>) -> PeerConfig {
+        let spec = crate::bgp::peer::PeerSpec {
+            address: "127.0.0.1".into(),
+            remote_as,
+            multihop_ttl: multihop,
+            ..Default::default()
+        };
+        crate::bgp::peer::validate(&spec, 65000, Ipv4Addr::new(198, 18, 0, 1)).unwrap()
+    }
+
+    #[test]
+    fn a_new_session_starts_without_the_last_error_or_the_old_counts() {
+        let mut st = Status::default();
+        assert!(enter(&mut st, State::Established, None));
+        st.prefixes_received = 7;
+        st.treat_as_withdraw = 2;
+        assert!(enter(&mut st, State::Active, Some("hold timer expired".into())));
+        assert_eq!(st.last_error.as_deref(), Some("hold timer expired"));
+        assert!(!enter(&mut st, State::Active, None), "no change, nothing to report");
+        assert!(enter(&mut st, State::Established, None));
+        assert_eq!((st.last_error.as_deref(), st.prefixes_received, st.treat_as_withdraw), (None, 0, 2));
+        assert_eq!(st.established_count, 2);
+    }
+
+    /// A connection the peer opened, accepted on the dual-stack listener from an IPv4 address, leaves with the eBGP
+    /// TTL and without Nagle, as one we open does (read back from the kernel).
+    #[tokio::test]
+    async fn accepted_connections_get_the_ttl_and_no_nagle() {
+        let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for (remote_as, multihop, want) in [(65001, None, 1), (65001, Some(3), 3), (65000, None, 64)] {
+            let client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            let cfg = peer(remote_as, multihop);
+            let sock = socket2::SockRef::from(&accepted);
+            assert!(!sock.nodelay().unwrap(), "a fresh accepted socket has Nagle on");
+            tune(socket2::SockRef::from(&accepted), cfg.address.is_ipv4(), &cfg).unwrap();
+            assert!(sock.nodelay().unwrap());
+            assert_eq!(sock.ttl().unwrap(), want, "AS {remote_as}, multihop {multihop:?}");
+            drop(client);
+        }
     }
 }
