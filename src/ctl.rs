@@ -764,17 +764,19 @@ async fn peer(c: &mut Client, op: PeerCmd, json: bool) -> Result<(), Fail> {
                 "name": p.name, "state": p.state, "uptime_s": p.uptime_s, "last_error": p.last_error,
                 "msgs_in": p.msgs_in, "msgs_out": p.msgs_out, "prefixes_received": p.prefixes_received,
                 "announced": p.announced, "established_count": p.established_count,
+                "treat_as_withdraw": p.treat_as_withdraw,
             }))
             .collect::<Vec<_>>()));
     } else {
         for p in &r.peers {
             out!(
-                "{:<20} {:<12} up {:>6}s announced {:>4} received {:>4} msgs in/out {}/{} {}",
+                "{:<20} {:<12} up {:>6}s announced {:>4} received {:>4} treat-as-withdraw {:>3} msgs in/out {}/{} {}",
                 p.name,
                 p.state,
                 p.uptime_s,
                 p.announced,
                 p.prefixes_received,
+                p.treat_as_withdraw,
                 p.msgs_in,
                 p.msgs_out,
                 p.last_error

@@ -498,6 +498,7 @@ impl LoadBalancer for Api {
                 prefixes_received: s.prefixes_received,
                 announced: s.announced as u64,
                 established_count: s.established_count,
+                treat_as_withdraw: s.treat_as_withdraw,
             })
             .collect();
         Ok(Response::new(v1::ListPeersResponse { peers }))
