@@ -90,6 +90,44 @@ fn kubernetes(reg: &mut Registry, k: &crate::store::K8sStatus) {
     gauge(reg, "kubernetes_leader", "1 while this appliance holds the Lease", vec![(none(), i64::from(k.leader))]);
 }
 
+/// Per BGP peer: whether it is Established, sessions it had, messages, prefixes either way, and malformed
+/// attributes handled as treat-as-withdraw (RFC 7606).
+fn bgp(reg: &mut Registry, peers: &[(String, crate::bgp::session::Status)]) {
+    use crate::bgp::session::State;
+    let peer = |n: &str| vec![("peer".to_string(), n.to_string())];
+    let rows = |f: fn(&crate::bgp::session::Status) -> u64| -> Vec<(Labels, u64)> {
+        peers.iter().map(|(n, st)| (peer(n), f(st))).collect()
+    };
+    gauge(
+        reg,
+        "bgp_peer_established",
+        "1 while the session with the peer is Established",
+        peers.iter().map(|(n, st)| (peer(n), i64::from(st.state == State::Established))).collect(),
+    );
+    counter(reg, "bgp_peer_sessions_established", "Times the session came up", rows(|st| st.established_count));
+    counter(
+        reg,
+        "bgp_peer_treat_as_withdraw",
+        "Malformed attributes handled as treat-as-withdraw",
+        rows(|st| st.treat_as_withdraw),
+    );
+    let mut msgs = Vec::new();
+    for (n, st) in peers {
+        for (dir, v) in [("in", st.msgs_in), ("out", st.msgs_out)] {
+            msgs.push((vec![("peer".to_string(), n.clone()), ("direction".to_string(), dir.to_string())], v));
+        }
+    }
+    counter(reg, "bgp_peer_messages", "BGP messages, by peer and direction", msgs);
+    let gauges = |f: fn(&crate::bgp::session::Status) -> u64| rows(f).into_iter().map(|(l, v)| (l, v as i64)).collect();
+    gauge(
+        reg,
+        "bgp_peer_prefixes_received",
+        "Prefixes the peer announces in this session",
+        gauges(|st| st.prefixes_received),
+    );
+    gauge(reg, "bgp_peer_prefixes_announced", "Prefixes announced to the peer now", gauges(|st| st.announced as u64));
+}
+
 /// The metrics text now.
 pub fn render(store: &Store) -> String {
     let s = stats(store);
@@ -151,6 +189,10 @@ pub fn render(store: &Store) -> String {
     if let Some(k) = store.k8s_status() {
         kubernetes(&mut reg, &k);
     }
+    let peers = store.peers();
+    if !peers.is_empty() {
+        bgp(&mut reg, &peers);
+    }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         out.clear();
@@ -201,5 +243,45 @@ pub async fn serve(store: Arc<Store>, addr: SocketAddr, ready: impl FnOnce()) ->
             );
             let _ = s.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bgp::session::{State, Status};
+    use edgelb_dataplane::model::{InterfaceSpec, Model};
+
+    #[test]
+    fn bgp_peers_show_state_and_treat_as_withdraw() {
+        let model = Model {
+            interfaces: vec![InterfaceSpec {
+                port: 0,
+                mac: [2, 0, 0, 0, 1, 0],
+                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+                mtu: 1500,
+            }],
+            ..Model::default()
+        };
+        let store = Store::new(model).unwrap();
+        assert!(!render(&store).contains("edgelb_bgp_"), "no peers, no BGP families");
+        let up = Status {
+            state: State::Established,
+            treat_as_withdraw: 3,
+            prefixes_received: 2,
+            msgs_in: 9,
+            ..Default::default()
+        };
+        store.set_peers(vec![("bird".into(), up), ("frr".into(), Status::default())]);
+        let text = render(&store);
+        for line in [
+            "edgelb_bgp_peer_established{peer=\"bird\"} 1",
+            "edgelb_bgp_peer_established{peer=\"frr\"} 0",
+            "edgelb_bgp_peer_treat_as_withdraw_total{peer=\"bird\"} 3",
+            "edgelb_bgp_peer_prefixes_received{peer=\"bird\"} 2",
+            "edgelb_bgp_peer_messages_total{peer=\"bird\",direction=\"in\"} 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
     }
 }
