@@ -250,20 +250,10 @@ pub async fn serve(store: Arc<Store>, addr: SocketAddr, ready: impl FnOnce()) ->
 mod tests {
     use super::*;
     use crate::bgp::session::{State, Status};
-    use edgelb_dataplane::model::{InterfaceSpec, Model};
 
     #[test]
     fn bgp_peers_show_state_and_treat_as_withdraw() {
-        let model = Model {
-            interfaces: vec![InterfaceSpec {
-                port: 0,
-                mac: [2, 0, 0, 0, 1, 0],
-                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
-                mtu: 1500,
-            }],
-            ..Model::default()
-        };
-        let store = Store::new(model).unwrap();
+        let store = Store::new(edgelb_testkit::models::every_mode(1009)).unwrap();
         assert!(!render(&store).contains("edgelb_bgp_"), "no peers, no BGP families");
         let up = Status {
             state: State::Established,
