@@ -32,11 +32,10 @@ fn their_notification(code: u8, subcode: u8, data: &[u8]) -> Refusal {
     let shutdown = code == wire::notify::CEASE
         && (subcode == wire::notify::CEASE_SHUTDOWN || subcode == wire::notify::CEASE_RESET);
     // A shutdown or reset carries its operator's words after a length octet (RFC 9003).
-    let text = match shutdown {
-        true => {
-            wire::shutdown_communication(data).map(|t| format!("\"{}\"", t.escape_debug())).unwrap_or_default().into()
-        }
-        false => String::from_utf8_lossy(data),
+    let text = if shutdown {
+        wire::shutdown_communication(data).map(|t| format!("\"{}\"", t.escape_debug())).unwrap_or_default().into()
+    } else {
+        String::from_utf8_lossy(data)
     };
     let reason = if text.is_empty() {
         format!("peer sent NOTIFICATION {code}/{subcode}")

@@ -260,15 +260,17 @@ impl MaglevTable {
         let slots: Box<[u16]> = self.slots.iter().map(|&s| remap[usize::from(s)]).collect();
         let mut f = Refill::new(slots, old_rounds.clone(), &backends, budget)?;
         let mut round = 0u32;
+        // The added backends' indices, in key order (so their claims of a round come in fill order).
+        let added_at: Vec<usize> = (0..n).filter(|&k| is_added[k]).collect();
         // Where each added backend's permutation goes on from (its slot after its last claim).
         let mut cursor: Vec<Option<usize>> = vec![None; n];
         while when(round, 0) <= f.end {
-            for k in 0..n {
+            for &k in &added_at {
                 let p = when(round, k as u16);
                 if p > f.end {
                     break;
                 }
-                if !is_added[k] || !claims_in(backends[k].weight, wmax, round) {
+                if !claims_in(backends[k].weight, wmax, round) {
                     continue;
                 }
                 // The added claim takes the first slot of its permutation still free at its turn: one a later
