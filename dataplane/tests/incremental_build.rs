@@ -256,29 +256,31 @@ proptest! {
 
 /// A large service gaining backends (one, then two more with the largest weight) takes the path that follows Maglev's
 /// chains instead of building (900 backends in 65 537 slots keep their rounds); the snapshot is still what a fresh
-/// builder makes, slot for slot.
+/// builder makes, slot for slot. In both families.
 #[test]
 fn a_large_service_gaining_backends_equals_a_full_build() {
-    let backend = |i: u16, weight: u32| BackendSpec {
-        addr: format!("198.18.2.{}", 100 + i % 100).parse().unwrap(),
-        port: 8000 + i / 100,
-        weight,
-        state: BackendState::Active,
-    };
-    let mut model = every_mode(1009);
-    let bs = (0..900).map(|i| backend(i, 1 + u32::from(i % 3))).collect();
-    model.services.push(ServiceSpec::new("198.19.1.200".parse().unwrap(), Protocol::Tcp, Some(80), Mode::Nat, bs));
-    let mut builder = ConfigBuilder::new();
-    builder.build(&model).unwrap();
-    for added in [vec![backend(900, 2)], vec![backend(901, 3), backend(902, 1)]] {
-        model.services.last_mut().unwrap().backends.extend(added);
-        let (cfg, moved) = builder.build(&model).unwrap();
-        let (fresh, _) = ConfigBuilder::new().build(&model).unwrap();
-        let (got, want) = (observed(&cfg), observed(&fresh));
-        let (g, w) = (got.last().unwrap(), want.last().unwrap());
-        assert_eq!(g.size, 65_537);
-        assert_eq!(g.backends, w.backends);
-        assert!(g.slots == w.slots, "Maglev slots differ from a full build");
-        assert_eq!(moved.len(), 1, "only the large service's table changed");
+    for (vip, prefix) in [("198.19.1.200", "198.18.2."), ("2001:db8:100::200", "2001:db8:2::")] {
+        let backend = |i: u16, weight: u32| BackendSpec {
+            addr: format!("{prefix}{}", 100 + i % 100).parse().unwrap(),
+            port: 8000 + i / 100,
+            weight,
+            state: BackendState::Active,
+        };
+        let mut model = every_mode(1009);
+        let bs = (0..900).map(|i| backend(i, 1 + u32::from(i % 3))).collect();
+        model.services.push(ServiceSpec::new(vip.parse().unwrap(), Protocol::Tcp, Some(80), Mode::Nat, bs));
+        let mut builder = ConfigBuilder::new();
+        builder.build(&model).unwrap();
+        for added in [vec![backend(900, 2)], vec![backend(901, 3), backend(902, 1)]] {
+            model.services.last_mut().unwrap().backends.extend(added);
+            let (cfg, moved) = builder.build(&model).unwrap();
+            let (fresh, _) = ConfigBuilder::new().build(&model).unwrap();
+            let (got, want) = (observed(&cfg), observed(&fresh));
+            let (g, w) = (got.last().unwrap(), want.last().unwrap());
+            assert_eq!(g.size, 65_537);
+            assert_eq!(g.backends, w.backends);
+            assert!(g.slots == w.slots, "{vip}: Maglev slots differ from a full build");
+            assert_eq!(moved.len(), 1, "only the large service's table changed");
+        }
     }
 }
