@@ -195,8 +195,9 @@ fn sync_takes_only_our_class_and_joins_slices_by_label() {
 }
 
 /// A Syncer that remembers mapped Services gives, after every change, the outcome a sync from scratch gives: random
-/// sequences of endpoint, annotation, port and class changes, deletions and re-creations over a few Services, each
-/// change bumping the object's resource version as the API server does.
+/// sequences of endpoint (IPv4 and IPv6 slices), annotation, port, class and family changes, deletions and
+/// re-creations over a few dual-stack Services, each change bumping the object's resource version as the API server
+/// does.
 mod syncer_matches_sync {
     use super::*;
     use proptest::prelude::*;
@@ -221,23 +222,31 @@ mod syncer_matches_sync {
             };
             let mode = if variant & 2 == 0 { "nat" } else { "dsr_l2" };
             let class = if variant & 4 == 0 { "edgelb.io/lb" } else { "other.io/lb" };
+            // Dual-stack (an address of each family) unless bit 16 asks for IPv4 only.
+            let families = if variant & 16 == 0 { json!(["IPv4", "IPv6"]) } else { json!(["IPv4"]) };
             let rv = self.bump();
             svc(
                 &format!("s{i}"),
                 json!({"metadata": {"resourceVersion": rv, "annotations": {"edgelb.io/mode": mode}},
-                       "spec": {"ports": ports, "loadBalancerClass": class}}),
+                       "spec": {"ports": ports, "loadBalancerClass": class, "ipFamilies": families}}),
             )
         }
 
-        fn slice(&mut self, i: usize, variant: u8) -> EndpointSlice {
+        /// Service `i`'s EndpointSlice of one family (`v6`), named apart from the other family's.
+        fn slice(&mut self, i: usize, variant: u8, v6: bool) -> EndpointSlice {
             let n = 1 + usize::from(variant % 4);
             let eps: Vec<serde_json::Value> = (0..n)
                 .map(|e| {
                     let ready = !(variant & 8 != 0 && e == 0);
-                    json!({"addresses": [format!("198.18.{}.{}", 3 + i, 10 + e)], "conditions": {"ready": ready}})
+                    let addr =
+                        if v6 { format!("2001:db8:3:{i}::{}", 10 + e) } else { format!("198.18.{}.{}", 3 + i, 10 + e) };
+                    json!({"addresses": [addr], "conditions": {"ready": ready}})
                 })
                 .collect();
-            let mut sl = slice(&format!("s{i}"), "IPv4", json!(eps));
+            let mut sl = slice(&format!("s{i}"), if v6 { "IPv6" } else { "IPv4" }, json!(eps));
+            if v6 {
+                sl.metadata.name = Some(format!("s{i}-v6"));
+            }
             sl.ports = Some(vec![
                 serde_json::from_value(json!({"name": "http", "protocol": "TCP", "port": 8080})).unwrap(),
                 serde_json::from_value(json!({"name": "dns", "protocol": "UDP", "port": 5353})).unwrap(),
@@ -252,18 +261,29 @@ mod syncer_matches_sync {
         #[test]
         fn after_every_change(steps in proptest::collection::vec((0usize..5, 0u8..5, any::<u8>()), 1..40)) {
             let st = Settings { pools: vec![settings().pools[1].clone()], ..settings() };
-            let mut w = World { svcs: vec![None; 5], slices: vec![None; 5], rv: 0 };
+            // Slices 0..5 are the Services' IPv4 ones, 5..10 their IPv6 ones.
+            let mut w = World { svcs: vec![None; 5], slices: vec![None; 10], rv: 0 };
             for i in 0..5 {
                 w.svcs[i] = Some(w.service(i, 0));
-                w.slices[i] = Some(w.slice(i, 0));
+                w.slices[i] = Some(w.slice(i, 0, false));
+                w.slices[5 + i] = Some(w.slice(i, 0, true));
             }
+            let start_svcs: Vec<Service> = w.svcs.iter().flatten().cloned().collect();
+            let start_slices: Vec<EndpointSlice> = w.slices.iter().flatten().cloned().collect();
+            let start = sync(&start_svcs, &start_slices, &st);
+            prop_assert!(
+                start.services.iter().any(|s| s.vip.is_ipv6() && !s.backends.is_empty()),
+                "IPv6 VIP services with backends to begin with: {:?}", start.services
+            );
             let mut syncer = Syncer::default();
             for (i, action, variant) in steps {
+                // Which family's slice a slice action touches.
+                let (j, v6) = if variant & 32 == 0 { (i, false) } else { (5 + i, true) };
                 match action {
-                    0 => w.slices[i] = Some(w.slice(i, variant)),
+                    0 => w.slices[j] = Some(w.slice(i, variant, v6)),
                     1 => w.svcs[i] = Some(w.service(i, variant)),
                     2 => w.svcs[i] = None,
-                    3 => w.slices[i] = None,
+                    3 => w.slices[j] = None,
                     _ => {
                         // An unchanged object seen again (a relist): same resource version, same result.
                     }
