@@ -121,6 +121,8 @@ pub mod notify {
     pub const CEASE_DECONFIGURED: u8 = 3;
     /// Cease: administrative reset.
     pub const CEASE_RESET: u8 = 4;
+    /// Cease subcode: BFD Down (RFC 9384).
+    pub const CEASE_BFD_DOWN: u8 = 10;
 }
 
 /// Graceful restart as advertised: restart time (seconds), the restarting flag, and per family whether forwarding

@@ -2,6 +2,7 @@
 //! veth to the speaker's (198.18.255.0/30, 2001:db8:ff::/64), configured by files written here:
 //! - BIRD 2: the IPv4 and IPv6 VIP routes with our next hops, MED, communities and large communities; a VIP whose
 //!   last backend fails its health is withdrawn and comes back; draining tags GRACEFUL_SHUTDOWN; stopping withdraws.
+//! - BIRD's BFD: a frozen peer drops the session within 0.5 s with BFD, in seconds with the hold timer alone.
 //! - FRR bgpd and GoBGP: the session comes up and both routes are there with next hops and (large) communities.
 
 use edgelb_controlplane::bgp::session::{PeerConfig, State};
@@ -36,6 +37,7 @@ fn peer_config(name: &str) -> PeerConfig {
         large_communities: vec![(65001, 1, 1)],
         graceful_restart: None,
         passive: false,
+        bfd: None,
     }
 }
 
@@ -47,22 +49,34 @@ enum Cmd {
 }
 
 /// A speaker on a runtime of its own inside namespace `ns`; commands reach it over a channel, its peers' status
-/// comes back every 50 ms.
+/// comes back every 50 ms, and each peer state change at once with the time it happened.
 struct Running {
     cmd: std::sync::mpsc::Sender<Cmd>,
     status: std::sync::mpsc::Receiver<Vec<(String, edgelb_controlplane::bgp::session::Status)>>,
+    transitions: std::sync::mpsc::Receiver<(Instant, String, State, Option<String>)>,
     thread: std::thread::JoinHandle<()>,
 }
 
 fn run_speaker(ns: &str, store: Arc<Store>, peer: PeerConfig) -> Running {
+    run_speakers(ns, store, vec![peer])
+}
+
+fn run_speakers(ns: &str, store: Arc<Store>, peers: Vec<PeerConfig>) -> Running {
     let (cmd, cmd_rx) = std::sync::mpsc::channel::<Cmd>();
     let (st_tx, status) = std::sync::mpsc::channel();
+    let (tr_tx, transitions) = std::sync::mpsc::channel();
     let ns = ns.to_string();
     let thread = std::thread::spawn(move || {
         in_netns(&ns, move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let sp = Speaker::start(store, vec![peer], 179);
+                let sp = Speaker::start(store, peers, 179);
+                let mut changes = sp.transitions.subscribe();
+                tokio::spawn(async move {
+                    while let Ok((peer, state, why)) = changes.recv().await {
+                        let _ = tr_tx.send((Instant::now(), peer, state, why));
+                    }
+                });
                 loop {
                     match cmd_rx.try_recv() {
                         Ok(Cmd::Gshut) => sp.graceful_shutdown(true),
@@ -80,7 +94,7 @@ fn run_speaker(ns: &str, store: Arc<Store>, peer: PeerConfig) -> Running {
             })
         })
     });
-    Running { cmd, status, thread }
+    Running { cmd, status, transitions, thread }
 }
 
 /// The speaker's and a router's namespaces, joined by a veth with both families.
@@ -360,6 +374,112 @@ fn hold_timer_expires_when_the_peer_freezes_and_the_session_comes_back() {
     assert!(st.established_count >= 2, "{st:?}");
     run.cmd.send(Cmd::Stop).unwrap();
     run.thread.join().unwrap();
+}
+
+/// BFD against BIRD's `protocol bfd` (100 ms × 3), IPv4 and IPv6, beside a peer on the hold timer alone (3 s):
+/// BIRD freezes (SIGSTOP: its kernel still acknowledges TCP, so only BFD or the hold timer can tell), each BFD
+/// session drops its BGP session within 0.5 s, the hold-timer-only session takes about 3 s; the figures are printed.
+/// Once BIRD runs again every session comes back, BFD Up at both ends.
+#[test]
+fn bfd_drops_the_session_within_half_a_second_where_the_hold_timer_takes_seconds() {
+    require_root();
+    let (_lab, sp, rt) = pair("bgpf");
+    // A second IPv4 subnet on the same link for the peer without BFD (one peer per address).
+    Command::new("ip")
+        .args(["netns", "exec", &sp, "ip", "addr", "add", "198.18.254.1/24", "dev", "sp0"])
+        .status()
+        .unwrap();
+    Command::new("ip")
+        .args(["netns", "exec", &rt, "ip", "addr", "add", "198.18.254.2/24", "dev", "rt0"])
+        .status()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("edgelb-bird-bfd-{}", std::process::id()));
+    let bgp = |name: &str, local: &str, neighbor: &str, family: &str, bfd: &str| {
+        format!(
+            "protocol bgp {name} {{\n  local {local} as 65000;\n  neighbor {neighbor} as 65001;\n  passive on;\n  \
+             hold time 3;\n  error wait time 1, 2;\n  {bfd}\n  {family} {{ import all; export none; }};\n}}\n"
+        )
+    };
+    let conf = [
+        "router id 198.18.255.2;\nprotocol device { }\n".to_string(),
+        "protocol bfd {\n  interface \"rt0\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };\n}\n"
+            .to_string(),
+        bgp("edge4", "198.18.255.2", "198.18.255.1", "ipv4", "bfd on;"),
+        bgp("edge6", "2001:db8:ff::2", "2001:db8:ff::1", "ipv6", "bfd on;"),
+        bgp("slow", "198.18.254.2", "198.18.254.1", "ipv4", ""),
+    ]
+    .concat();
+    let bird = Bird::start(&rt, &dir, &conf);
+    let fast = Some(edgelb_controlplane::ha::bfd::Timers { min_tx_us: 100_000, min_rx_us: 100_000, multiplier: 3 });
+    let peers = vec![
+        PeerConfig { hold_time: 3, bfd: fast, ..peer_config("bfd-v4") },
+        PeerConfig { hold_time: 3, bfd: fast, address: "2001:db8:ff::2".parse().unwrap(), ..peer_config("bfd-v6") },
+        PeerConfig { hold_time: 3, address: "198.18.254.2".parse().unwrap(), ..peer_config("hold-only") },
+    ];
+    let run = run_speakers(&sp, Store::new(model()).unwrap(), peers);
+    // All three Established, both BFD sessions Up at our end and at BIRD's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = Vec::new();
+    loop {
+        s = run.status.try_iter().last().unwrap_or(s);
+        let bfd_up = |i: usize| s[i].1.bfd.as_ref().is_some_and(|b| b.state == edgelb_controlplane::ha::bfd::State::Up);
+        if s.len() == 3 && s.iter().all(|(_, st)| st.state == State::Established) && bfd_up(0) && bfd_up(1) {
+            assert!(s[2].1.bfd.is_none());
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all up: {s:#?}\n{}", bird.show("show bfd sessions"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sessions = wait_output(
+        "both BFD sessions Up at BIRD",
+        10,
+        || bird.show("show bfd sessions"),
+        |o| o.matches(" Up ").count() == 2,
+    );
+    println!("BIRD's BFD sessions:\n{sessions}");
+    let _ = run.transitions.try_iter().count();
+    // Freeze BIRD.
+    let pid: i32 = std::fs::read_to_string(dir.join("bird.pid")).unwrap().trim().parse().unwrap();
+    let frozen = Instant::now();
+    // SAFETY: kill(2) with a pid read from BIRD's pid file and a standard signal.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut down = std::collections::BTreeMap::new();
+    while down.len() < 3 && frozen.elapsed() < Duration::from_secs(10) {
+        if let Ok((at, peer, state, why)) = run.transitions.recv_timeout(Duration::from_millis(100)) {
+            if state != State::Established && !down.contains_key(&peer) {
+                down.insert(peer, (at.duration_since(frozen), why.unwrap_or_default()));
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    for (peer, (after, why)) in &down {
+        println!("{peer}: session dropped {} ms after the peer froze ({why})", after.as_millis());
+    }
+    assert_eq!(down.len(), 3, "{down:?}");
+    for p in ["bfd-v4", "bfd-v6"] {
+        let (after, why) = &down[p];
+        assert!(why.contains("BFD"), "{p}: {why}");
+        assert!(*after <= Duration::from_millis(500), "{p}: BFD took {after:?}");
+    }
+    let (after, why) = &down["hold-only"];
+    assert!(why.contains("hold timer expired"), "{why}");
+    assert!(*after >= Duration::from_secs(1), "{after:?}");
+    // BIRD runs again: every session comes back, the BFD sessions counted one failure and two ups each.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = Vec::new();
+    loop {
+        s = run.status.try_iter().last().unwrap_or(s);
+        let back = |i: usize| s[i].1.bfd.as_ref().is_some_and(|b| b.up_count >= 2 && b.failures == 1);
+        if s.len() == 3 && s.iter().all(|(_, st)| st.state == State::Established) && back(0) && back(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all back: {s:#?}\n{}", bird.show("show bfd sessions"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run.cmd.send(Cmd::Stop).unwrap();
+    run.thread.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -153,6 +153,11 @@ pub(super) fn peer_in(
         large_communities: p.large_communities.clone(),
         graceful_restart: p.graceful_restart,
         passive: p.passive,
+        bfd: p.bfd.as_ref().map(|b| crate::bgp::peer::BfdSpec {
+            min_tx_ms: b.min_tx_ms,
+            min_rx_ms: b.min_rx_ms,
+            multiplier: b.multiplier,
+        }),
     };
     crate::bgp::peer::validate(&spec, asn, router_id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
@@ -499,6 +504,16 @@ impl LoadBalancer for Api {
                 announced: s.announced as u64,
                 established_count: s.established_count,
                 treat_as_withdraw: s.treat_as_withdraw,
+                bfd: s.bfd.map(|b| v1::PeerBfd {
+                    state: format!("{:?}", b.state),
+                    remote_state: format!("{:?}", b.remote_state),
+                    diag: crate::ha::bfd::diag::name(b.diag).into(),
+                    up_count: b.up_count,
+                    failures: b.failures,
+                    detection_ms: b.detection_ms,
+                    packets_in: b.packets_in,
+                    packets_out: b.packets_out,
+                }),
             })
             .collect();
         Ok(Response::new(v1::ListPeersResponse { peers }))

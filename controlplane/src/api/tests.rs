@@ -250,6 +250,22 @@ fn the_file_and_the_api_agree_on_bgp_peers() {
         ("graceful_restart = 5000", v1::PeerConfig { graceful_restart: Some(5000), ..base.clone() }),
         ("graceful_restart = 120", v1::PeerConfig { graceful_restart: Some(120), ..base.clone() }),
         ("port = 70000", v1::PeerConfig { port: Some(70000), ..base.clone() }),
+        ("bfd = {}", v1::PeerConfig { bfd: Some(v1::BfdConfig::default()), ..base.clone() }),
+        (
+            "bfd = { min_tx_ms = 100, min_rx_ms = 50, multiplier = 5 }",
+            v1::PeerConfig {
+                bfd: Some(v1::BfdConfig { min_tx_ms: Some(100), min_rx_ms: Some(50), multiplier: Some(5) }),
+                ..base.clone()
+            },
+        ),
+        (
+            "bfd = { multiplier = 0 }",
+            v1::PeerConfig { bfd: Some(v1::BfdConfig { multiplier: Some(0), ..Default::default() }), ..base.clone() },
+        ),
+        (
+            "bfd = { min_rx_ms = 5 }",
+            v1::PeerConfig { bfd: Some(v1::BfdConfig { min_rx_ms: Some(5), ..Default::default() }), ..base.clone() },
+        ),
         (
             "communities = [\"65000:1\", \"x\"]",
             v1::PeerConfig { communities: vec!["65000:1".into(), "x".into()], ..base.clone() },

@@ -18,6 +18,25 @@ pub const MAX_CONNECT_RETRY: u32 = 3600;
 pub const MAX_GRACEFUL_RESTART: u32 = 4095;
 /// Longest TCP MD5 key (RFC 2385, as Linux's TCP_MD5SIG_MAXKEYLEN).
 pub const MAX_PASSWORD_LEN: usize = 80;
+/// BFD intervals when `bfd = {}` leaves them out, milliseconds (FRR's default; a failure noticed in under a second).
+pub const DEFAULT_BFD_INTERVAL_MS: u32 = 300;
+/// Default BFD detection multiplier.
+pub const DEFAULT_BFD_MULTIPLIER: u32 = 3;
+/// Shortest BFD interval accepted, milliseconds (a control-plane task's timers, not a hardware offload).
+pub const MIN_BFD_INTERVAL_MS: u32 = 10;
+/// Longest BFD interval accepted, milliseconds.
+pub const MAX_BFD_INTERVAL_MS: u32 = 60_000;
+
+/// BFD for a peer before validation (`None`: the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BfdSpec {
+    /// Desired minimum transmit interval once Up, milliseconds.
+    pub min_tx_ms: Option<u32>,
+    /// Required minimum receive interval, milliseconds.
+    pub min_rx_ms: Option<u32>,
+    /// Detection time multiplier.
+    pub multiplier: Option<u32>,
+}
 
 /// A peer before validation. `None` means "not given": the defaults above apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +75,8 @@ pub struct PeerSpec {
     pub graceful_restart: Option<u32>,
     /// Wait for the peer to connect.
     pub passive: bool,
+    /// Run a BFD session with the peer (RFC 5880/5881); its failure drops the BGP session at once.
+    pub bfd: Option<BfdSpec>,
 }
 
 /// What is wrong with a peer, the path relative to the peer (e.g. `communities[1]`): the model's [`ConfigError`],
@@ -100,6 +121,24 @@ fn listed<T>(
                 .ok_or_else(|| ConfigError::new(FieldPath::default().field(field).index(i), format!("{c:?} {what}")))
         })
         .collect()
+}
+
+/// BFD's timers from its spec; errors name `bfd.<field>`.
+fn bfd_timers(b: &BfdSpec) -> Result<crate::ha::bfd::Timers, PeerError> {
+    let field = |f: &'static str, m: String| ConfigError::new(FieldPath::default().field("bfd").field(f), m);
+    let ms = |f: &'static str, v: Option<u32>| match v.unwrap_or(DEFAULT_BFD_INTERVAL_MS) {
+        x @ MIN_BFD_INTERVAL_MS..=MAX_BFD_INTERVAL_MS => Ok(x * 1000),
+        x => Err(field(f, format!("{x}: {MIN_BFD_INTERVAL_MS} to {MAX_BFD_INTERVAL_MS} milliseconds"))),
+    };
+    let multiplier = match b.multiplier.unwrap_or(DEFAULT_BFD_MULTIPLIER) {
+        m @ 1..=255 => m as u8,
+        m => return Err(field("multiplier", format!("{m}: 1 to 255"))),
+    };
+    Ok(crate::ha::bfd::Timers {
+        min_tx_us: ms("min_tx_ms", b.min_tx_ms)?,
+        min_rx_us: ms("min_rx_ms", b.min_rx_ms)?,
+        multiplier,
+    })
 }
 
 /// Validate a peer of the speaker with AS `local_as` and identifier `router_id`.
@@ -161,6 +200,7 @@ pub fn validate(spec: &PeerSpec, local_as: u32, router_id: Ipv4Addr) -> Result<P
         Some(t) if t <= MAX_GRACEFUL_RESTART => Some(t as u16),
         Some(t) => return Err(err("graceful_restart", format!("{t}: at most {MAX_GRACEFUL_RESTART} seconds"))),
     };
+    let bfd = spec.bfd.as_ref().map(bfd_timers).transpose()?;
     Ok(PeerConfig {
         name: spec.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| address.to_string()),
         address,
@@ -181,6 +221,7 @@ pub fn validate(spec: &PeerSpec, local_as: u32, router_id: Ipv4Addr) -> Result<P
         large_communities,
         graceful_restart,
         passive: spec.passive,
+        bfd,
     })
 }
 
@@ -242,5 +283,24 @@ mod tests {
         }
         assert_eq!(check(PeerSpec { password: Some("x".repeat(80)), ..spec() }).unwrap().password.unwrap().len(), 80);
         assert_eq!(check(PeerSpec { graceful_restart: Some(4095), ..spec() }).unwrap().graceful_restart, Some(4095));
+    }
+
+    #[test]
+    fn bfd_defaults_and_rules() {
+        let with = |b: BfdSpec| check(PeerSpec { bfd: Some(b), ..spec() });
+        assert_eq!(check(spec()).unwrap().bfd, None);
+        let t = with(BfdSpec::default()).unwrap().bfd.unwrap();
+        assert_eq!((t.min_tx_us, t.min_rx_us, t.multiplier), (300_000, 300_000, 3));
+        let t =
+            with(BfdSpec { min_tx_ms: Some(100), min_rx_ms: Some(10), multiplier: Some(255) }).unwrap().bfd.unwrap();
+        assert_eq!((t.min_tx_us, t.min_rx_us, t.multiplier), (100_000, 10_000, 255));
+        for (b, field) in [
+            (BfdSpec { min_tx_ms: Some(9), ..Default::default() }, "bfd.min_tx_ms"),
+            (BfdSpec { min_rx_ms: Some(60_001), ..Default::default() }, "bfd.min_rx_ms"),
+            (BfdSpec { multiplier: Some(0), ..Default::default() }, "bfd.multiplier"),
+            (BfdSpec { multiplier: Some(256), ..Default::default() }, "bfd.multiplier"),
+        ] {
+            assert_eq!(with(b).unwrap_err().path.to_string(), field, "{b:?}");
+        }
     }
 }

@@ -66,6 +66,8 @@ pub struct PeerConfig {
     pub graceful_restart: Option<u16>,
     /// Only wait for the peer to connect (no active open).
     pub passive: bool,
+    /// BFD with the peer (`None`: none): its failure drops the session at once.
+    pub bfd: Option<crate::ha::bfd::Timers>,
 }
 
 /// FSM states.
@@ -107,6 +109,8 @@ pub struct Status {
     pub established_count: u64,
     /// Prefixes announced now.
     pub announced: usize,
+    /// The BFD session with the peer, when configured.
+    pub bfd: Option<crate::ha::bfd_link::LinkStatus>,
 }
 
 /// Record state `s` (with error `e`, if any) in `st`; true when it is a transition to report. Established starts a
@@ -140,6 +144,9 @@ pub type Transition = (String, State, Option<String>);
 /// Connections the peer opens to us arrive on `incoming` (from the speaker's listener): in Idle/Connect/Active one is
 /// taken as the session; during an OPEN exchange it is a collision, resolved by BGP identifier (RFC 4271 6.8); in
 /// Established it is refused with Cease / connection collision resolution.
+///
+/// `bfd` counts the failures of the peer's BFD session: each one ends an established session at once, with Cease /
+/// BFD Down (RFC 9384), instead of waiting for the hold timer.
 pub async fn run(
     cfg: PeerConfig,
     mut routes: watch::Receiver<Routes>,
@@ -147,6 +154,7 @@ pub async fn run(
     mut incoming: tokio::sync::mpsc::Receiver<TcpStream>,
     status: Arc<Mutex<Status>>,
     transitions: tokio::sync::broadcast::Sender<Transition>,
+    mut bfd: Option<watch::Receiver<u64>>,
 ) {
     let set = |s: State, e: Option<String>| {
         if let Ok(mut st) = status.lock() {
@@ -177,7 +185,11 @@ pub async fn run(
         let result = match stream {
             // A connection the peer opened gets the same options as one we open.
             Ok(stream) => match tune(socket2::SockRef::from(&stream), cfg.address.is_ipv4(), &cfg) {
-                Ok(()) => session(&cfg, stream, &mut routes, &mut stop, &mut incoming, &status, &set).await,
+                Ok(()) => {
+                    let mut watch =
+                        Watched { routes: &mut routes, stop: &mut stop, incoming: &mut incoming, bfd: bfd.as_mut() };
+                    session(&cfg, stream, &mut watch, &status, &set).await
+                }
                 Err(e) => Err(format!("socket options: {e}")),
             },
             Err(e) => Err(e),
@@ -334,14 +346,20 @@ async fn await_open(
     }
 }
 
+/// What a session waits on besides its connection.
+struct Watched<'a> {
+    routes: &'a mut watch::Receiver<Routes>,
+    stop: &'a mut watch::Receiver<bool>,
+    incoming: &'a mut tokio::sync::mpsc::Receiver<TcpStream>,
+    bfd: Option<&'a mut watch::Receiver<u64>>,
+}
+
 /// One session on `s`. `Ok(Some(other))`: a collision was resolved in favour of `other`, which the caller continues
 /// on; `Ok(None)`: closed cleanly on stop.
 async fn session(
     cfg: &PeerConfig,
     mut s: TcpStream,
-    routes: &mut watch::Receiver<Routes>,
-    stop: &mut watch::Receiver<bool>,
-    incoming: &mut tokio::sync::mpsc::Receiver<TcpStream>,
+    w: &mut Watched<'_>,
     status: &Mutex<Status>,
     set: &(dyn Fn(State, Option<String>) + Sync),
 ) -> Result<Option<TcpStream>, String> {
@@ -353,7 +371,7 @@ async fn session(
     send(&mut s, status, &wire::open(&our_open(cfg, status))).await?;
     set(State::OpenSent, None);
     let mut rd = Reader { buf: Vec::new() };
-    let (m, pending) = await_open(&mut s, &mut rd, incoming).await?;
+    let (m, pending) = await_open(&mut s, &mut rd, w.incoming).await?;
     count_in(status);
     let theirs = match fsm::check_open(cfg, wire::decode(&m)) {
         Ok(o) => o,
@@ -393,8 +411,20 @@ async fn session(
     }
     set(State::Established, None);
     let announcer = fsm::Announcer { cfg, local, families: &agreed.families };
+    // Only failures from now on end this session.
+    if let Some(b) = w.bfd.as_mut() {
+        b.borrow_and_update();
+    }
     let mut link = Link { s, rd, status };
-    link.established(&announcer, &agreed, routes, stop, incoming).await
+    link.established(&announcer, &agreed, w).await
+}
+
+/// The next BFD failure (never, without BFD).
+async fn bfd_failed(b: Option<&mut watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+    match b {
+        Some(b) => b.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// An established session's connection.
@@ -421,10 +451,9 @@ impl Link<'_> {
         &mut self,
         announcer: &fsm::Announcer<'_>,
         agreed: &fsm::Negotiated,
-        routes: &mut watch::Receiver<Routes>,
-        stop: &mut watch::Receiver<bool>,
-        incoming: &mut tokio::sync::mpsc::Receiver<TcpStream>,
+        w: &mut Watched<'_>,
     ) -> Result<Option<TcpStream>, String> {
+        let Watched { routes, stop, incoming, bfd } = w;
         let hold = agreed.hold;
         let hold_d = Duration::from_secs(u64::from(hold));
         let mut sent = announcer.restrict(&routes.borrow_and_update());
@@ -457,6 +486,15 @@ impl Link<'_> {
                     return Err(format!("hold timer expired ({hold} s without a message)"));
                 }
                 _ = keepalive.tick(), if hold > 0 => self.send(&wire::keepalive()).await?,
+                r = bfd_failed(bfd.as_deref_mut()) => {
+                    if r.is_err() {
+                        // The BFD task ended (the peer is being removed): nothing more to watch.
+                        *bfd = None;
+                        continue;
+                    }
+                    let _ = self.send(&wire::notification(wire::notify::CEASE, wire::notify::CEASE_BFD_DOWN, &[])).await;
+                    return Err("BFD session went down: the path to the peer failed".into());
+                }
                 r = routes.changed() => {
                     if r.is_err() {
                         return Err("route source gone".into());

@@ -3,6 +3,7 @@
 //! every route GRACEFUL_SHUTDOWN (RFC 8326) before the withdrawal that stopping brings.
 
 use super::session::{self, PeerConfig, Routes, Status, Transition};
+use crate::ha::bfd_link::{self, Hub, Link};
 use crate::store::Store;
 use edgelb_dataplane::model::BackendState;
 use edgelb_dataplane::snapshot::DataplaneConfig;
@@ -34,6 +35,7 @@ struct PeerTask {
     status: Arc<Mutex<Status>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    bfd: Option<Link>,
 }
 
 /// A running speaker: its peers' tasks and status.
@@ -43,6 +45,8 @@ pub struct Speaker {
     inboxes: Inboxes,
     listener: Option<(Arc<tokio::net::TcpListener>, JoinHandle<()>)>,
     follower: JoinHandle<()>,
+    /// BFD's receiving side, from the first peer with BFD on.
+    bfd_hub: Option<Arc<Hub>>,
     /// Peer state changes.
     pub transitions: broadcast::Sender<Transition>,
 }
@@ -94,7 +98,7 @@ impl Speaker {
                 });
             }
         });
-        let mut sp = Self { routes, peers: Vec::new(), inboxes, listener, follower, transitions };
+        let mut sp = Self { routes, peers: Vec::new(), inboxes, listener, follower, bfd_hub: None, transitions };
         for p in peers {
             if let Err(e) = sp.add_peer(p) {
                 tracing::error!("BGP: {e}");
@@ -106,11 +110,16 @@ impl Speaker {
     /// Start a session with one more peer.
     ///
     /// # Errors
-    /// A peer of that name or address exists already, or its MD5 key cannot be installed on the listener.
+    /// A peer of that name or address exists already, its MD5 key cannot be installed on the listener, or its BFD
+    /// session has no socket (UDP port 3784 taken).
     pub fn add_peer(&mut self, p: PeerConfig) -> Result<(), String> {
         if self.peers.iter().any(|t| t.cfg.name == p.name || t.cfg.address == p.address) {
             return Err(format!("peer {} ({}) exists already", p.name, p.address));
         }
+        let bfd = match p.bfd {
+            Some(timers) => Some(self.bfd_link(&p, timers)?),
+            None => None,
+        };
         if let (Some(k), Some((l, _))) = (&p.password, &self.listener) {
             let a = match p.address {
                 IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
@@ -132,9 +141,29 @@ impl Speaker {
             in_rx,
             status.clone(),
             self.transitions.clone(),
+            bfd.as_ref().map(|l| l.failures.clone()),
         ));
-        self.peers.push(PeerTask { cfg: p, status, stop, task });
+        self.peers.push(PeerTask { cfg: p, status, stop, task, bfd });
         Ok(())
+    }
+
+    /// A BFD session with the peer, the receiving side started with the first.
+    fn bfd_link(&mut self, p: &PeerConfig, timers: crate::ha::bfd::Timers) -> Result<Link, String> {
+        let hub = match &self.bfd_hub {
+            Some(h) => h.clone(),
+            None => {
+                let h = Hub::start(crate::ha::bfd::PORT)
+                    .map_err(|e| format!("BFD for {}: UDP port {}: {e}", p.name, crate::ha::bfd::PORT))?;
+                self.bfd_hub = Some(h.clone());
+                h
+            }
+        };
+        bfd_link::spawn(&hub, p.address, p.source, timers).map_err(|e| format!("BFD for {}: {e}", p.name))
+    }
+
+    /// BFD packets refused so far, by reason (empty without BFD).
+    pub fn bfd_dropped(&self) -> Vec<(&'static str, u64)> {
+        self.bfd_hub.as_ref().map(|h| h.dropped()).unwrap_or_default()
     }
 
     /// End the session with a peer (withdrawing our routes, then a Cease) and forget it.
@@ -149,6 +178,9 @@ impl Speaker {
         }
         let _ = t.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
+        if let Some(l) = t.bfd {
+            l.stop().await;
+        }
         Ok(())
     }
 
@@ -170,7 +202,11 @@ impl Speaker {
     pub fn status(&self) -> Vec<(String, Status)> {
         self.peers
             .iter()
-            .map(|t| (t.cfg.name.clone(), t.status.lock().map(|g| g.clone()).unwrap_or_default()))
+            .map(|t| {
+                let mut st = t.status.lock().map(|g| g.clone()).unwrap_or_default();
+                st.bfd = t.bfd.as_ref().and_then(|l| l.status.lock().ok().map(|g| g.clone()));
+                (t.cfg.name.clone(), st)
+            })
             .collect()
     }
 
@@ -185,6 +221,13 @@ impl Speaker {
         }
         for t in self.peers {
             let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
+            // After the BGP session's Cease: BFD's AdminDown then tells the peer we left on purpose.
+            if let Some(l) = t.bfd {
+                l.stop().await;
+            }
+        }
+        if let Some(h) = self.bfd_hub {
+            h.stop();
         }
     }
 
@@ -197,6 +240,12 @@ impl Speaker {
         }
         for t in self.peers {
             t.task.abort();
+            if let Some(l) = t.bfd {
+                l.abort();
+            }
+        }
+        if let Some(h) = self.bfd_hub {
+            h.stop();
         }
     }
 }

@@ -371,6 +371,20 @@ struct PeerSection {
     graceful_restart: Option<u32>,
     #[serde(default)]
     passive: bool,
+    #[serde(default)]
+    bfd: Option<BfdSection>,
+}
+
+/// `bfd = { min_tx_ms = 100, min_rx_ms = 100, multiplier = 3 }` in a `[[bgp.peer]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BfdSection {
+    #[serde(default)]
+    min_tx_ms: Option<u32>,
+    #[serde(default)]
+    min_rx_ms: Option<u32>,
+    #[serde(default)]
+    multiplier: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -981,6 +995,11 @@ fn bgp(
             large_communities: ps.large_communities.iter().map(|c| c.get_ref().clone()).collect(),
             graceful_restart: ps.graceful_restart,
             passive: ps.passive,
+            bfd: ps.bfd.as_ref().map(|b| crate::bgp::peer::BfdSpec {
+                min_tx_ms: b.min_tx_ms,
+                min_rx_ms: b.min_rx_ms,
+                multiplier: b.multiplier,
+            }),
         };
         let peer = crate::bgp::peer::validate(&spec, bs.local_as, router_id).map_err(|e| {
             // At the line of the value where the file keeps one, else at the peer's table.
