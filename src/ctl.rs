@@ -510,6 +510,18 @@ struct PeerArgs {
     /// Graceful-restart time to advertise, seconds.
     #[arg(long, value_name = "SECONDS")]
     graceful_restart: Option<u32>,
+    /// Run BFD with the peer (300 ms x 3 unless the --bfd-* options say otherwise): a failure drops the session.
+    #[arg(long)]
+    bfd: bool,
+    /// BFD desired minimum transmit interval, milliseconds (implies --bfd).
+    #[arg(long, value_name = "MS")]
+    bfd_min_tx: Option<u32>,
+    /// BFD required minimum receive interval, milliseconds (implies --bfd).
+    #[arg(long, value_name = "MS")]
+    bfd_min_rx: Option<u32>,
+    /// BFD detection multiplier (implies --bfd).
+    #[arg(long, value_name = "N")]
+    bfd_multiplier: Option<u32>,
 }
 
 /// `198.19.0.1:80/tcp`, `[2001:db8::1]:443/udp`, `198.19.0.1:*/tcp`.
@@ -735,6 +747,10 @@ async fn port_list(c: &mut Client, json: bool) -> Result<(), Fail> {
 async fn peer(c: &mut Client, op: PeerCmd, json: bool) -> Result<(), Fail> {
     let r = match op {
         PeerCmd::Add(a) => {
+            let bfd =
+                (a.bfd || a.bfd_min_tx.is_some() || a.bfd_min_rx.is_some() || a.bfd_multiplier.is_some()).then_some(
+                    v1::BfdConfig { min_tx_ms: a.bfd_min_tx, min_rx_ms: a.bfd_min_rx, multiplier: a.bfd_multiplier },
+                );
             let p = v1::PeerConfig {
                 address: a.address,
                 remote_as: a.remote_as,
@@ -749,6 +765,7 @@ async fn peer(c: &mut Client, op: PeerCmd, json: bool) -> Result<(), Fail> {
                 port: a.port,
                 med: a.med,
                 graceful_restart: a.graceful_restart,
+                bfd,
                 ..Default::default()
             };
             c.add_peer(p).await?.into_inner()
@@ -765,12 +782,24 @@ async fn peer(c: &mut Client, op: PeerCmd, json: bool) -> Result<(), Fail> {
                 "msgs_in": p.msgs_in, "msgs_out": p.msgs_out, "prefixes_received": p.prefixes_received,
                 "announced": p.announced, "established_count": p.established_count,
                 "treat_as_withdraw": p.treat_as_withdraw,
+                "bfd": p.bfd.as_ref().map(|b| serde_json::json!({
+                    "state": b.state, "remote_state": b.remote_state, "diag": b.diag, "up_count": b.up_count,
+                    "failures": b.failures, "detection_ms": b.detection_ms, "packets_in": b.packets_in,
+                    "packets_out": b.packets_out,
+                })),
             }))
             .collect::<Vec<_>>()));
     } else {
         for p in &r.peers {
+            let bfd = p.bfd.as_ref().map_or_else(
+                || "-".to_string(),
+                |b| {
+                    let why = if b.state == "Up" { String::new() } else { format!(" ({})", b.diag) };
+                    format!("{} {}ms failures {}{why}", b.state, b.detection_ms, b.failures)
+                },
+            );
             out!(
-                "{:<20} {:<12} up {:>6}s announced {:>4} received {:>4} treat-as-withdraw {:>3} msgs in/out {}/{} {}",
+                "{:<20} {:<12} up {:>6}s announced {:>4} received {:>4} treat-as-withdraw {:>3} msgs in/out {}/{} bfd {} {}",
                 p.name,
                 p.state,
                 p.uptime_s,
@@ -779,6 +808,7 @@ async fn peer(c: &mut Client, op: PeerCmd, json: bool) -> Result<(), Fail> {
                 p.treat_as_withdraw,
                 p.msgs_in,
                 p.msgs_out,
+                bfd,
                 p.last_error
             );
         }

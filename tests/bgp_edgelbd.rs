@@ -1,5 +1,5 @@
 //! `edgelbd` announcing its VIPs to BIRD (root, network namespaces): the routes appear with the configured
-//! attributes, the peer shows in `edgelbctl peer list`, removing and adding the peer through the API withdraws and
+//! attributes, the peer shows in `edgelbctl peer list` with its BFD session Up (from the file and from the API), removing and adding the peer through the API withdraws and
 //! announces, SIGTERM (drain) first tags the routes GRACEFUL_SHUTDOWN, and the exit withdraws them.
 
 use edgelb_testkit::daemon::Edgelbd;
@@ -24,8 +24,10 @@ fn edgelbd_announces_drains_and_withdraws() {
     let bird = Bird::start(
         &rt,
         &dir.join("bird"),
-        "router id 198.18.255.2;\nprotocol device { }\nprotocol bgp edge {\n  local 198.18.255.2 as 65000;\n\
-         neighbor 198.18.255.1 as 65001;\n  passive on;\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
+        "router id 198.18.255.2;\nprotocol device { }\nprotocol bfd {\n  interface \"up1\" { min rx interval 100 ms; \
+         min tx interval 100 ms; };\n}\nprotocol bgp edge {\n  local 198.18.255.2 as 65000;\n\
+         neighbor 198.18.255.1 as 65001;\n  passive on;\n  hold time 9;\n  bfd on;\n  \
+         ipv4 { import all; export none; };\n}\n",
     );
     let cfg = dir.join("edgelbd.toml");
     std::fs::write(
@@ -51,6 +53,7 @@ hold_time = 9
 connect_retry = 1
 communities = ["65001:100"]
 large_communities = ["65001:7:7"]
+bfd = { min_tx_ms = 100, min_rx_ms = 100 }
 
 [[neighbor]]
 address = "198.18.0.10"
@@ -87,8 +90,9 @@ port = 8080
     loop {
         let o = edgelbctl(&["--output", "json", "peer", "list"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        if v[0]["state"] == "Established" && v[0]["announced"] == 1 {
-            assert_eq!(v[0]["name"], "tor");
+        if v[0]["state"] == "Established" && v[0]["announced"] == 1 && v[0]["bfd"]["state"] == "Up" {
+            // Our detection time is BIRD's multiplier (its default, 5) times 100 ms.
+            assert_eq!((&v[0]["name"], &v[0]["bfd"]["detection_ms"]), (&"tor".into(), &500.into()), "{v}");
             break;
         }
         assert!(Instant::now() < deadline, "peer list: {v}");
@@ -115,10 +119,23 @@ port = 8080
         "65001:200",
         "--hold-time",
         "9",
+        "--bfd-min-tx",
+        "100",
     ]);
     assert_eq!(added[0]["name"], "tor-again", "{added}");
     let r = bird.wait_routes("the route from the peer added through the API", 20, |r| r.contains("198.19.0.1/32"));
     assert!(r.contains("(65001,200)"), "{r}");
+    // BFD asked for through the API comes Up too, at both ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = ctl(&["peer", "list"]);
+        if v[0]["bfd"]["state"] == "Up" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "BFD never Up for the API's peer: {v}\n{}", bird.show("show bfd sessions"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(bird.show("show bfd sessions").contains(" Up "), "{}", bird.show("show bfd sessions"));
     let bad = edgelbctl(&["peer", "add", "198.18.255.300", "--as", "1"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("address"), "{}", String::from_utf8_lossy(&bad.stderr));

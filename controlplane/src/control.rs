@@ -188,7 +188,7 @@ async fn peer_ops(speaker: SharedSpeaker, store: Arc<Store>, mut ops: mpsc::Rece
     }
 }
 
-/// The speaker's status into the store every 500 ms (for the API), and the drain's GRACEFUL_SHUTDOWN to the speaker.
+/// The speaker's status (and BFD's drop counts) into the store every 500 ms (for the API and `/metrics`), and the drain's GRACEFUL_SHUTDOWN to the speaker.
 async fn poll_speaker(speaker: SharedSpeaker, store: Arc<Store>, mut graceful_shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -205,6 +205,7 @@ async fn poll_speaker(speaker: SharedSpeaker, store: Arc<Store>, mut graceful_sh
         }
         if let Some(sp) = speaker.lock().await.as_ref() {
             store.set_peers(sp.status());
+            store.set_bfd_dropped(sp.bfd_dropped());
         }
     }
 }

@@ -192,6 +192,7 @@ pub fn render(store: &Store) -> String {
     let peers = store.peers();
     if !peers.is_empty() {
         bgp(&mut reg, &peers);
+        bfd(&mut reg, &peers, &store.bfd_dropped());
     }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
@@ -246,6 +247,41 @@ pub async fn serve(store: Arc<Store>, addr: SocketAddr, ready: impl FnOnce()) ->
     }
 }
 
+/// Per BGP peer with BFD: whether its session is Up, the failures that dropped BGP sessions, the detection time;
+/// and the control packets refused, by reason.
+fn bfd(reg: &mut Registry, peers: &[(String, crate::bgp::session::Status)], dropped: &[(&'static str, u64)]) {
+    use crate::ha::bfd::State;
+    let with: Vec<_> = peers.iter().filter_map(|(n, st)| st.bfd.as_ref().map(|b| (n, b))).collect();
+    if with.is_empty() {
+        return;
+    }
+    let peer = |n: &str| vec![("peer".to_string(), n.to_string())];
+    gauge(
+        reg,
+        "bfd_session_up",
+        "1 while the BFD session with the BGP peer is Up",
+        with.iter().map(|(n, b)| (peer(n), i64::from(b.state == State::Up))).collect(),
+    );
+    counter(
+        reg,
+        "bfd_session_failures",
+        "Times the BFD session went down from Up, not by the peer's choice (each dropped the BGP session)",
+        with.iter().map(|(n, b)| (peer(n), b.failures)).collect(),
+    );
+    gauge(
+        reg,
+        "bfd_detection_time_milliseconds",
+        "The BFD detection time in force",
+        with.iter().map(|(n, b)| (peer(n), b.detection_ms as i64)).collect(),
+    );
+    counter(
+        reg,
+        "bfd_dropped_packets",
+        "BFD control packets refused, by reason",
+        dropped.iter().map(|(r, v)| (vec![("reason".to_string(), (*r).to_string())], *v)).collect(),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +309,31 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
+        assert!(!text.contains("edgelb_bfd_"), "no BFD, no BFD families");
+    }
+
+    #[test]
+    fn bfd_sessions_and_refused_packets() {
+        use crate::ha::bfd::State as Bfd;
+        use crate::ha::bfd_link::LinkStatus;
+        let store = Store::new(edgelb_testkit::models::every_mode(1009)).unwrap();
+        let bfd = |state, failures| Some(LinkStatus { state, failures, detection_ms: 300, ..Default::default() });
+        store.set_peers(vec![
+            ("bird".into(), Status { bfd: bfd(Bfd::Up, 1), ..Default::default() }),
+            ("frr".into(), Status { bfd: bfd(Bfd::Down, 0), ..Default::default() }),
+            ("gobgp".into(), Status::default()),
+        ]);
+        store.set_bfd_dropped(vec![("ttl", 4), ("length", 0)]);
+        let text = render(&store);
+        for line in [
+            "edgelb_bfd_session_up{peer=\"bird\"} 1",
+            "edgelb_bfd_session_up{peer=\"frr\"} 0",
+            "edgelb_bfd_session_failures_total{peer=\"bird\"} 1",
+            "edgelb_bfd_detection_time_milliseconds{peer=\"frr\"} 300",
+            "edgelb_bfd_dropped_packets_total{reason=\"ttl\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("peer=\"gobgp\"} 1") && !text.contains("edgelb_bfd_session_up{peer=\"gobgp\""));
     }
 }

@@ -146,6 +146,7 @@ pub struct Store {
     workers: OnceLock<WorkerView>,
     ports: OnceLock<Vec<(String, String)>>,
     peers: Mutex<Vec<(String, crate::bgp::session::Status)>>,
+    bfd_dropped: Mutex<Vec<(&'static str, u64)>>,
     peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
     k8s_status: Mutex<Option<K8sStatus>>,
 }
@@ -382,6 +383,7 @@ impl Store {
             workers: OnceLock::new(),
             ports: OnceLock::new(),
             peers: Mutex::new(Vec::new()),
+            bfd_dropped: Mutex::new(Vec::new()),
             peer_ops: OnceLock::new(),
             k8s_status: Mutex::new(None),
         }))
@@ -418,6 +420,18 @@ impl Store {
         if let Ok(mut g) = self.peers.lock() {
             *g = p;
         }
+    }
+
+    /// BFD control packets refused, by reason, as the speaker last reported them (empty without BFD).
+    pub fn set_bfd_dropped(&self, d: Vec<(&'static str, u64)>) {
+        if let Ok(mut g) = self.bfd_dropped.lock() {
+            *g = d;
+        }
+    }
+
+    /// BFD control packets refused, by reason.
+    pub fn bfd_dropped(&self) -> Vec<(&'static str, u64)> {
+        self.bfd_dropped.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// Connect the API's peer requests to the running speaker of AS `asn` with `router_id`.
