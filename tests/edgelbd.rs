@@ -278,19 +278,20 @@ fn edgelbd_forwards_reloads_and_stops() {
     assert!(steady.is_ok(), "the connection talking every 100 ms across both reloads: {steady:?}");
 
     // SIGTERM drains: new connections are refused, the long-lived one keeps working, and the daemon stays up while
-    // it does; once it closes and traffic stops, the daemon exits.
+    // it is tracked, silent or not; once it closes, the daemon exits.
     // SAFETY: as above.
     let r = unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
     assert_eq!(r, 0);
-    // The daemon exits after a second with nothing forwarded (its counters seen up to 100 ms late): the sleep and the
-    // refused connect together stay well under that, or the drain ends before the long-lived connection speaks again.
     std::thread::sleep(Duration::from_millis(200));
     let refused = in_netns(&cl, || {
         TcpStream::connect_timeout(&SocketAddr::from(([198, 19, 0, 1], 80)), Duration::from_millis(400)).is_err()
     });
     assert!(refused, "a draining appliance takes no new connection");
-    for _ in 0..15 {
-        assert_eq!(ask(&mut long).unwrap(), "be1", "the long-lived connection keeps working while draining");
+    // Silent for 3 s: the drain waits for the established connection, not for a quiet second.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "edgelbd cut the drain short while a connection was established");
+    for _ in 0..5 {
+        assert_eq!(ask(&mut long).unwrap(), "be1", "the long-lived connection keeps working after 3 s of silence");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(daemon.0.try_wait().unwrap().is_none(), "edgelbd stays up while tracked traffic flows");
@@ -926,6 +927,45 @@ fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
     let log = stop_all(daemon, log, &stop, servers.into_iter().chain(extra));
     assert_eq!(logged(&log, "fragment_too_short") as usize, sent, "each hostile frame is one counted drop:\n{log}");
     assert!(!log.contains("no_route="), "nothing was dropped for want of a neighbour:\n{log}");
+}
+
+/// SIGTERM drain in both families: an IPv4 and an IPv6 connection that stay silent for 3 s keep the daemon up and
+/// keep working; closing the IPv4 one leaves the IPv6 one holding the drain; closing that ends it at once.
+#[test]
+fn sigterm_drain_waits_for_silent_connections_in_both_families() {
+    require_root();
+    let _turn = one_daemon_at_a_time();
+    let (Hosts { lab: _lab, cl, lb, stop, servers }, extra) = hosts_dual("d");
+    let cfg = temp("drain.toml", &config_dual());
+    let (mut daemon, log) = edgelbd_logged(&lb, &cfg);
+    wait_forwarding(&cl);
+    let mut v4 = in_netns(&cl, || connect("198.19.0.1")).unwrap();
+    let mut v6 = in_netns(&cl, || connect("2001:db8:100::1")).unwrap();
+    for s in [&mut v4, &mut v6] {
+        ask(s).unwrap();
+    }
+    signal(&daemon, libc::SIGTERM);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the drain ended while two connections were established");
+    for (name, s) in [("IPv4", &mut v4), ("IPv6", &mut v6)] {
+        let r = ask(s).unwrap_or_else(|e| panic!("the silent {name} connection after 3 s of drain: {e}"));
+        assert!(r == "be1" || r == "be2", "{r}");
+    }
+    drop(v4);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the IPv6 connection alone holds the drain");
+    ask(&mut v6).unwrap();
+    drop(v6);
+    let t = Instant::now();
+    let status = wait_exit(&mut daemon, 5);
+    println!("edgelbd exited {:?} after the last connection closed", t.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    for s in servers.into_iter().chain(extra) {
+        s.join().unwrap();
+    }
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status:?}:\n{log}");
+    assert!(log.contains("drained: no established or UDP flow left"), "{log}");
 }
 
 /// A worker that dies (a fault injected through the test-only hook) ends edgelbd at once with exit code 70, and the

@@ -11,8 +11,8 @@ use crate::lb::conntrack::TableStats;
 use crate::model::PortId;
 use crate::packet::PacketBuf;
 use crate::pipeline::{
-    Counters, DropReason, FlowCursor, FlowFilter, FlowInfo, FlowQuery, ObjCounters, Parsed, Pipeline, TableSizes,
-    Tuple, Verdict,
+    Counters, DropReason, FlowCensus, FlowCursor, FlowFilter, FlowInfo, FlowQuery, ObjCounters, Parsed, Pipeline,
+    TableSizes, Tuple, Verdict,
 };
 use crate::port::{Burst, Port, PortStats, BURST};
 use crate::snapshot::{ConfigHandle, DataplaneConfig};
@@ -198,6 +198,27 @@ impl WorkerView {
         Ok((out, None))
     }
 
+    /// Live tracked flows of every worker, by state: each worker counts its own tables between bursts, a bounded
+    /// slice per request.
+    ///
+    /// # Errors
+    /// [`QueryError`] when a worker does not answer within `timeout`.
+    pub fn census(&self, timeout: Duration) -> Result<FlowCensus, QueryError> {
+        let mut total = FlowCensus::default();
+        for (w, q) in self.queries.iter().enumerate() {
+            let w = w as u16;
+            let mut cursor = Some((false, 0));
+            while let Some(c) = cursor {
+                let (tx, rx) = sync_channel(1);
+                q.push(QueryRequest::Census(c, tx)).map_err(|_| QueryError::Busy(w))?;
+                let (part, next) = rx.recv_timeout(timeout).map_err(|_| QueryError::Timeout(w, timeout))?;
+                total.add(&part);
+                cursor = next;
+            }
+        }
+        Ok(total)
+    }
+
     /// Make worker `w` panic between bursts, as a bug would: for tests of what the daemon does when a worker dies.
     ///
     /// # Errors
@@ -244,6 +265,8 @@ enum QueryRequest {
     Query(Tuple, SyncSender<Option<FlowQuery>>),
     /// A page of tracked flows from a cursor.
     List(FlowCursor, FlowFilter, usize, SyncSender<(Vec<FlowInfo>, Option<FlowCursor>)>),
+    /// Live flows by state, in a slice of the tables from a cursor.
+    Census(FlowCursor, SyncSender<(FlowCensus, Option<FlowCursor>)>),
     /// Panic (fault injection for tests of the daemon's dead-worker handling; see [`WorkerView::inject_fault`]).
     Fault,
 }
@@ -499,6 +522,11 @@ impl<P: Port> Worker<P> {
                     let mut out = Vec::with_capacity(max.min(4096));
                     let next = self.pipeline.list_flows(from, LIST_SCAN_SLOTS, now, &filter, &mut out, max);
                     let _ = reply.try_send((out, next));
+                }
+                Some(QueryRequest::Census(from, reply)) => {
+                    let mut c = FlowCensus::default();
+                    let next = self.pipeline.census(from, LIST_SCAN_SLOTS, now, &mut c);
+                    let _ = reply.try_send((c, next));
                 }
                 None => {}
             }

@@ -1,5 +1,5 @@
 //! Listing tracked flows through running workers: pages cover every flow once, filters by service and backend
-//! partition them, and a query on a listed flow says it is tracked. The workers answer between bursts.
+//! partition them, a query on a listed flow says it is tracked, and the census counts them by state. The workers answer between bursts.
 
 use edgelb_dataplane::model::{BackendSpec, BackendState, InterfaceSpec, Mode, Model, Protocol, ServiceSpec, Timeouts};
 use edgelb_dataplane::pipeline::{FlowFilter, TableSizes, Tuple};
@@ -67,40 +67,43 @@ fn pages_cover_every_tracked_flow_once_and_filters_partition_them() {
         256,
     );
     // 600 SYNs from distinct clients: 500 to the first VIP, 100 to the second, split over both workers' ports.
-    let mut buf = [0u8; 128];
-    let mut sent = 0;
-    for i in 0..600u32 {
-        let vip: IpAddr = if i < 500 { "198.19.0.1" } else { "198.19.0.2" }.parse().unwrap();
-        let seg = Segment {
-            src: IpAddr::V4(Ipv4Addr::from(0xc612_8000 + i)),
-            dst: vip,
-            proto: proto::TCP,
-            sport: 10_000 + i as u16,
-            dport: 80,
-            tcp_flags: flags::SYN,
-            payload: &[],
-            ttl: 64,
-        };
-        let n = frame(&mut buf, PORT_MAC, GW_MAC, &seg).unwrap();
-        let peer = if i % 2 == 0 { &peer0 } else { &peer1 };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !peer.inject_bytes(&buf[..n]) {
-            assert!(Instant::now() < deadline, "port ring stays full");
-            while peer0.collect().is_some() || peer1.collect().is_some() {}
+    let send = |range: std::ops::Range<u32>, tcp_flags: u8| {
+        let mut buf = [0u8; 128];
+        let mut sent = 0;
+        for i in range {
+            let vip: IpAddr = if i < 500 { "198.19.0.1" } else { "198.19.0.2" }.parse().unwrap();
+            let seg = Segment {
+                src: IpAddr::V4(Ipv4Addr::from(0xc612_8000 + i)),
+                dst: vip,
+                proto: proto::TCP,
+                sport: 10_000 + i as u16,
+                dport: 80,
+                tcp_flags,
+                payload: &[],
+                ttl: 64,
+            };
+            let n = frame(&mut buf, PORT_MAC, GW_MAC, &seg).unwrap();
+            let peer = if i % 2 == 0 { &peer0 } else { &peer1 };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !peer.inject_bytes(&buf[..n]) {
+                assert!(Instant::now() < deadline, "port ring stays full");
+                while peer0.collect().is_some() || peer1.collect().is_some() {}
+            }
+            sent += 1;
         }
-        sent += 1;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut out = 0;
-    while out < sent {
-        assert!(Instant::now() < deadline, "only {out} of {sent} SYNs forwarded");
-        while peer0.collect().is_some() {
-            out += 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = 0;
+        while out < sent {
+            assert!(Instant::now() < deadline, "only {out} of {sent} packets forwarded");
+            while peer0.collect().is_some() {
+                out += 1;
+            }
+            while peer1.collect().is_some() {
+                out += 1;
+            }
         }
-        while peer1.collect().is_some() {
-            out += 1;
-        }
-    }
+    };
+    send(0..600, flags::SYN);
     let view = workers.view();
     let t = Duration::from_secs(2);
     // Every flow, 64 a page.
@@ -146,6 +149,13 @@ fn pages_cover_every_tracked_flow_once_and_filters_partition_them() {
         total += n;
     }
     assert_eq!(total, 500);
+    // The census counts by state: all half-open; then 100 clients ACK (established), 50 others FIN (closing).
+    let c = view.census(t).unwrap();
+    assert_eq!((c.half_open, c.established, c.closing, c.in_use()), (600, 0, 0, 0), "{c:?}");
+    send(0..100, flags::ACK);
+    send(100..150, flags::FIN | flags::ACK);
+    let c = view.census(t).unwrap();
+    assert_eq!((c.half_open, c.established, c.closing, c.udp, c.in_use()), (450, 100, 50, 0, 100), "{c:?}");
     let _ = workers.stop();
 }
 

@@ -1,16 +1,18 @@
 //! The SIGTERM drain as a clock-driven state machine: new flows are refused while tracked ones finish; the drain ends
-//! when the workers forwarded nothing for `idle`, or at `timeout` with traffic still flowing.
+//! when the workers' census finds no flow in use (established TCP, UDP or other flows still tracked), or at `timeout`
+//! with some left. A silent connection is waited for as long as it is tracked: the drain never ends on a quiet spell.
 
+use edgelb_dataplane::pipeline::FlowCensus;
 use std::time::{Duration, Instant};
 
 /// Where a drain stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DrainState {
-    /// Traffic still flows (or has been quiet for less than `idle`).
+    /// Flows in use remain (or no census has answered yet).
     Draining,
-    /// Nothing forwarded for `idle`: stop.
+    /// No flow in use: stop.
     Drained,
-    /// `timeout` reached with traffic still flowing: stop anyway.
+    /// `timeout` reached with flows still in use: stop anyway.
     TimedOut,
 }
 
@@ -18,16 +20,14 @@ pub(super) enum DrainState {
 #[derive(Debug, Clone)]
 pub(super) struct Drain {
     started: Instant,
-    last_tx: u64,
-    changed: Instant,
-    idle: Duration,
     timeout: Duration,
+    last: Option<FlowCensus>,
 }
 
 impl Drain {
-    /// A drain starting at `now`, with the workers' transmitted-packet count `tx` then.
-    pub(super) fn start(now: Instant, tx: u64, idle: Duration, timeout: Duration) -> Self {
-        Self { started: now, last_tx: tx, changed: now, idle, timeout }
+    /// A drain starting at `now`.
+    pub(super) fn start(now: Instant, timeout: Duration) -> Self {
+        Self { started: now, timeout, last: None }
     }
 
     /// How long it waits at most.
@@ -35,15 +35,20 @@ impl Drain {
         self.timeout
     }
 
-    /// The drain at `now`, the workers having transmitted `tx` packets in all so far.
-    pub(super) fn observe(&mut self, now: Instant, tx: u64) -> DrainState {
-        if tx != self.last_tx {
-            self.last_tx = tx;
-            self.changed = now;
+    /// The last census that answered.
+    pub(super) fn last(&self) -> Option<FlowCensus> {
+        self.last
+    }
+
+    /// The drain at `now`, given the workers' census (`None`: it did not answer; the drain waits on).
+    pub(super) fn observe(&mut self, now: Instant, census: Option<FlowCensus>) -> DrainState {
+        if let Some(c) = census {
+            self.last = Some(c);
+            if c.in_use() == 0 {
+                return DrainState::Drained;
+            }
         }
-        if now.duration_since(self.changed) >= self.idle {
-            DrainState::Drained
-        } else if now.duration_since(self.started) >= self.timeout {
+        if now.duration_since(self.started) >= self.timeout {
             DrainState::TimedOut
         } else {
             DrainState::Draining
@@ -55,40 +60,39 @@ impl Drain {
 mod tests {
     use super::*;
 
-    const IDLE: Duration = Duration::from_secs(1);
     const TIMEOUT: Duration = Duration::from_secs(30);
 
-    #[test]
-    fn quiet_for_the_idle_time_ends_the_drain() {
-        let t0 = Instant::now();
-        let mut d = Drain::start(t0, 100, IDLE, TIMEOUT);
-        assert_eq!(d.observe(t0 + Duration::from_millis(999), 100), DrainState::Draining);
-        assert_eq!(d.observe(t0 + IDLE, 100), DrainState::Drained);
+    fn established(n: u64) -> Option<FlowCensus> {
+        Some(FlowCensus { established: n, ..Default::default() })
     }
 
     #[test]
-    fn traffic_restarts_the_idle_clock() {
+    fn a_silent_established_flow_holds_the_drain_until_it_ends() {
         let t0 = Instant::now();
-        let mut d = Drain::start(t0, 100, IDLE, TIMEOUT);
-        assert_eq!(d.observe(t0 + Duration::from_millis(900), 101), DrainState::Draining);
-        // 1.1 s after the start but only 200 ms after the last packet.
-        assert_eq!(d.observe(t0 + Duration::from_millis(1100), 101), DrainState::Draining);
-        assert_eq!(d.observe(t0 + Duration::from_millis(1900), 101), DrainState::Drained);
+        let mut d = Drain::start(t0, TIMEOUT);
+        // No packet for 20 s, the flow still tracked: still draining.
+        assert_eq!(d.observe(t0 + Duration::from_secs(20), established(1)), DrainState::Draining);
+        // The connection closed (FIN): closing and half-open flows are not waited for.
+        let closed = FlowCensus { closing: 1, half_open: 3, ..Default::default() };
+        assert_eq!(d.observe(t0 + Duration::from_secs(21), Some(closed)), DrainState::Drained);
+        assert_eq!(d.last(), Some(closed));
     }
 
     #[test]
-    fn steady_traffic_stops_at_the_timeout() {
+    fn udp_flows_are_waited_for_until_they_expire() {
         let t0 = Instant::now();
-        let mut d = Drain::start(t0, 0, IDLE, TIMEOUT);
-        let mut state = DrainState::Draining;
-        let mut tx = 0;
-        let mut t = t0;
-        while state == DrainState::Draining {
-            t += Duration::from_millis(500);
-            tx += 10;
-            state = d.observe(t, tx);
-        }
-        assert_eq!((state, t.duration_since(t0)), (DrainState::TimedOut, TIMEOUT));
+        let mut d = Drain::start(t0, TIMEOUT);
+        let udp = Some(FlowCensus { udp: 2, ..Default::default() });
+        assert_eq!(d.observe(t0 + Duration::from_secs(1), udp), DrainState::Draining);
+        assert_eq!(d.observe(t0 + Duration::from_secs(2), Some(FlowCensus::default())), DrainState::Drained);
+    }
+
+    #[test]
+    fn flows_in_use_or_a_silent_census_stop_at_the_timeout() {
+        let t0 = Instant::now();
+        let mut d = Drain::start(t0, TIMEOUT);
+        assert_eq!(d.observe(t0 + Duration::from_secs(29), None), DrainState::Draining);
+        assert_eq!(d.observe(t0 + TIMEOUT, established(5)), DrainState::TimedOut);
         assert_eq!(d.timeout(), TIMEOUT);
     }
 }

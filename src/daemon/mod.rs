@@ -10,7 +10,8 @@
 //! edgelbd --config FILE [--log-format text|json] [--check] [--drain-timeout SECS]
 //! ```
 //! SIGTERM/SIGINT drain: new flows are refused (counted `draining`), tracked flows keep going, and the daemon exits
-//! once nothing has been forwarded for a second, or after the drain timeout (30 s); a second signal stops at once.
+//! once the workers track no established TCP flow and no UDP or other flow (closing and half-open ones end on their
+//! own), or after the drain timeout (30 s); a second signal stops at once. A silent connection is waited for.
 //! `--check` validates the file and exits. Exit codes: 0 clean stop, 2 usage or config error, 1 runtime failure,
 //! 70 a worker died (a panic anywhere in a worker, or its thread ending): the daemon logs which and exits at once, in
 //! debug and release builds alike, so a supervisor restarts it rather than leaving a black hole.
@@ -407,6 +408,7 @@ where
     let mut learnt = Learnt::new(Instant::now(), Duration::from_millis(20));
     let mut seen_version = store.version();
     let mut drain: Option<Drain> = None;
+    let mut next_census = Instant::now();
     let mut fault = std::env::var("EDGELB_FAULT_KILL_WORKER")
         .ok()
         .and_then(|v| v.parse::<u16>().ok())
@@ -415,8 +417,13 @@ where
     'run: loop {
         let now = Instant::now();
         check_workers(&workers, &view, &mut fault, now);
-        if drain.as_mut().is_some_and(|d| drain_over(d, now, workers.total().tx)) {
-            break 'run;
+        if let Some(d) = drain.as_mut() {
+            if now >= next_census {
+                next_census = now + CENSUS_EVERY;
+                if drain_over(d, now, view.census(CENSUS_WAIT).ok()) {
+                    break 'run;
+                }
+            }
         }
         pump_slow_path(&mut slow, &workers, now, &mut emit);
         learnt.add(slow.take_changes());
@@ -432,8 +439,7 @@ where
             seen_version = version;
             follow_services(&mut slow, &store, &mut emit);
         }
-        let tx = || workers.total().tx;
-        if on_signals(signals.pending(), args, &mut loaded, &store, &gshut_tx, &mut drain, (now, tx)) {
+        if on_signals(signals.pending(), args, &mut loaded, &store, &gshut_tx, &mut drain, now) {
             break 'run;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -479,19 +485,29 @@ where
     }
 }
 
-/// A draining daemon exits once nothing has been forwarded for this long.
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// How often a draining daemon counts the workers' tracked flows.
+const CENSUS_EVERY: Duration = Duration::from_millis(100);
+/// How long a census waits for a worker's answer.
+const CENSUS_WAIT: Duration = Duration::from_millis(500);
 
-/// Whether a drain is over (drained, or timed out with traffic still flowing), logging which.
-fn drain_over(d: &mut Drain, now: Instant, tx: u64) -> bool {
-    match d.observe(now, tx) {
+/// Whether a drain is over (no flow in use, or timed out with some left), logging which.
+fn drain_over(d: &mut Drain, now: Instant, census: Option<edgelb_dataplane::pipeline::FlowCensus>) -> bool {
+    match d.observe(now, census) {
         DrainState::Draining => false,
         DrainState::Drained => {
-            info!("drained: no traffic for {DRAIN_IDLE:?}");
+            let c = d.last().unwrap_or_default();
+            info!(closing = c.closing, half_open = c.half_open, "drained: no established or UDP flow left");
             true
         }
         DrainState::TimedOut => {
-            warn!("drain timeout ({:?}) reached with traffic still flowing", d.timeout());
+            let c = d.last().unwrap_or_default();
+            warn!(
+                established = c.established,
+                udp = c.udp,
+                other = c.other,
+                "drain timeout ({:?}) reached with flows still tracked",
+                d.timeout()
+            );
             true
         }
     }
@@ -506,7 +522,7 @@ fn on_signals(
     store: &Store,
     graceful_shutdown: &tokio::sync::watch::Sender<bool>,
     drain: &mut Option<Drain>,
-    (now, tx): (Instant, impl Fn() -> u64),
+    now: Instant,
 ) -> bool {
     for sig in pending {
         match sig {
@@ -519,7 +535,7 @@ fn on_signals(
                     return true;
                 }
                 info!(timeout = ?args.drain_timeout(), "draining: new flows refused; a second signal stops at once");
-                *drain = Some(Drain::start(now, tx(), DRAIN_IDLE, args.drain_timeout()));
+                *drain = Some(Drain::start(now, args.drain_timeout()));
             }
         }
     }

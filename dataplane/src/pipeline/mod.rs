@@ -36,7 +36,7 @@ mod state;
 pub use counters::{Counters, DropReason, ObjCounters};
 pub use keys::{FamilyKey, FlowTables};
 pub use parse::Parsed;
-pub use query::{FlowCursor, FlowFilter, FlowInfo, FlowQuery, Tuple};
+pub use query::{FlowCensus, FlowCursor, FlowFilter, FlowInfo, FlowQuery, Tuple};
 pub use schedule::owner_of_client;
 pub use state::FlowState;
 

@@ -1,4 +1,5 @@
-//! Introspection for operators: where a flow goes, and the tracked flows page by page. Changes nothing.
+//! Introspection for operators: where a flow goes, the tracked flows page by page, and how many there are in each
+//! state (what a drain waits for). Changes nothing.
 
 use super::*;
 
@@ -59,7 +60,59 @@ pub struct FlowInfo {
 /// Where a flow listing continues: family (false IPv4, true IPv6) and slot.
 pub type FlowCursor = (bool, u32);
 
+/// Live tracked flows by state (both families), counted by [`Pipeline::census`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCensus {
+    /// TCP, handshake completed, no FIN or RST seen.
+    pub established: u64,
+    /// TCP, half-open.
+    pub half_open: u64,
+    /// TCP, a FIN or RST seen.
+    pub closing: u64,
+    /// UDP.
+    pub udp: u64,
+    /// Other protocols with ports.
+    pub other: u64,
+}
+
+impl FlowCensus {
+    /// Add another count.
+    pub fn add(&mut self, o: &FlowCensus) {
+        self.established += o.established;
+        self.half_open += o.half_open;
+        self.closing += o.closing;
+        self.udp += o.udp;
+        self.other += o.other;
+    }
+
+    /// Flows a drain waits for: established TCP and every UDP or other flow still tracked (they have no end but
+    /// their idle timeout). Half-open and closing TCP flows end on their own and are not waited for.
+    pub fn in_use(&self) -> u64 {
+        self.established + self.udp + self.other
+    }
+}
+
 impl Pipeline {
+    /// Count the live flows of up to `scan` slots from `from` into `out`; where to continue (`None`: both tables
+    /// done). Changes nothing.
+    pub fn census(&self, from: FlowCursor, scan: u32, now: u32, out: &mut FlowCensus) -> Option<FlowCursor> {
+        fn visit<K: FamilyKey>(t: &FlowTable<K>, from: u32, scan: u32, now: u32, out: &mut FlowCensus) -> Option<u32> {
+            t.for_each_live_in(from, scan, now, |_, e| match FlowState::from_u8(e.state) {
+                FlowState::Established => out.established += 1,
+                FlowState::Syn => out.half_open += 1,
+                FlowState::Closing => out.closing += 1,
+                FlowState::Udp => out.udp += 1,
+                FlowState::Other => out.other += 1,
+            })
+        }
+        let (v6, slot) = from;
+        if !v6 {
+            Some(visit(&self.ct.v4, slot, scan, now, out).map_or((true, 0), |s| (false, s)))
+        } else {
+            visit(&self.ct.v6, slot, scan, now, out).map(|s| (true, s))
+        }
+    }
+
     /// Append to `out` the live flows matching `filter`, scanning at most `scan` slots from `from`, stopping early once
     /// `out` holds `max`. Returns where to continue (`None`: both tables done). Changes nothing.
     pub fn list_flows(
