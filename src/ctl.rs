@@ -360,6 +360,17 @@ enum Cmd {
     },
     /// Stream the appliance's events (config applied, backend health, Kubernetes, peers) as JSON lines.
     Events,
+    /// Drain the whole appliance, as SIGTERM does: new flows refused, BGP routes tagged GRACEFUL_SHUTDOWN, and
+    /// edgelbd exits once no established TCP, UDP or other flow is tracked (or at the timeout). Follows the drain
+    /// until edgelbd has stopped, printing the flows it waits for.
+    Drain {
+        /// Seconds to wait for tracked flows at most (default: edgelbd's --drain-timeout).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u32>,
+        /// Start the drain and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Print a shell completion script for edgelbctl.
     Completions {
         /// The shell.
@@ -557,6 +568,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Peer(op) => peer(&mut c, op, json).await,
         Cmd::Stats { watch } => stats(&mut c, watch, json).await,
         Cmd::Events => events(&mut c).await,
+        Cmd::Drain { timeout, no_wait } => drain(&mut c, timeout, no_wait, json).await,
         Cmd::Completions { .. } => Ok(()),
     }
 }
@@ -840,6 +852,60 @@ async fn stats(c: &mut Client, every: Option<f64>, json: bool) -> Result<(), Fai
         }
     }
     Ok(())
+}
+
+fn drain_json(d: &v1::DrainStatus) -> serde_json::Value {
+    serde_json::json!({
+        "requested": d.requested, "draining": d.draining, "elapsed_ms": d.elapsed_ms, "timeout_ms": d.timeout_ms,
+        "established": d.established, "udp": d.udp, "other": d.other, "closing": d.closing, "half_open": d.half_open,
+    })
+}
+
+async fn drain(c: &mut Client, timeout: Option<u32>, no_wait: bool, json: bool) -> Result<(), Fail> {
+    let mut d = c.drain(v1::DrainRequest { timeout_s: timeout }).await?.into_inner();
+    if no_wait {
+        if json {
+            print_json(&drain_json(&d));
+        } else {
+            out!("drain asked for");
+        }
+        return Ok(());
+    }
+    let mut shown = None;
+    loop {
+        let line = (d.draining, d.established, d.udp, d.other);
+        if shown != Some(line) && d.draining {
+            if json {
+                out!("{}", drain_json(&d));
+            } else {
+                out!(
+                    "draining {:.1}s of {}s: waiting for {} established, {} UDP, {} other ({} closing, {} half-open not waited for)",
+                    d.elapsed_ms as f64 / 1000.0,
+                    d.timeout_ms / 1000,
+                    d.established,
+                    d.udp,
+                    d.other,
+                    d.closing,
+                    d.half_open
+                );
+            }
+            shown = Some(line);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The API goes away with edgelbd: the drain is over.
+        match c.get_drain(v1::GetDrainRequest {}).await {
+            Ok(r) => d = r.into_inner(),
+            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) => {
+                if json {
+                    out!("{}", serde_json::json!({"stopped": true}));
+                } else {
+                    out!("drained: edgelbd stopped");
+                }
+                return Ok(());
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
 }
 
 async fn events(c: &mut Client) -> Result<(), Fail> {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
+const EDGELBCTL: &str = env!("CARGO_BIN_EXE_edgelbctl");
 
 /// The tests that run edgelbd take turns: its workers poll at full speed, and several daemons on two cores starve
 /// each other's control threads into timeouts.
@@ -929,14 +930,15 @@ fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
     assert!(!log.contains("no_route="), "nothing was dropped for want of a neighbour:\n{log}");
 }
 
-/// SIGTERM drain in both families: an IPv4 and an IPv6 connection that stay silent for 3 s keep the daemon up and
-/// keep working; closing the IPv4 one leaves the IPv6 one holding the drain; closing that ends it at once.
+/// `edgelbctl drain` (the API's drain, the same as SIGTERM's) in both families: an IPv4 and an IPv6 connection that
+/// stay silent for 3 s keep the daemon up and keep working; closing the IPv4 one leaves the IPv6 one holding the
+/// drain; closing that ends it at once, and `edgelbctl drain`, following it, reports the flows it waited for.
 #[test]
-fn sigterm_drain_waits_for_silent_connections_in_both_families() {
+fn api_drain_waits_for_silent_connections_in_both_families() {
     require_root();
     let _turn = one_daemon_at_a_time();
     let (Hosts { lab: _lab, cl, lb, stop, servers }, extra) = hosts_dual("d");
-    let cfg = temp("drain.toml", &config_dual());
+    let cfg = temp("drain.toml", &(config_dual() + "\n[api]\nlisten = \"127.0.0.1:50075\"\n"));
     let (mut daemon, log) = edgelbd_logged(&lb, &cfg);
     wait_forwarding(&cl);
     let mut v4 = in_netns(&cl, || connect("198.19.0.1")).unwrap();
@@ -944,9 +946,17 @@ fn sigterm_drain_waits_for_silent_connections_in_both_families() {
     for s in [&mut v4, &mut v6] {
         ask(s).unwrap();
     }
-    signal(&daemon, libc::SIGTERM);
+    // edgelbctl drain follows the drain until edgelbd stops, one JSON line per change.
+    let ctl = Command::new("ip")
+        .args(["netns", "exec", &lb, EDGELBCTL, "--addr", "http://127.0.0.1:50075", "--output", "json", "drain"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     assert!(daemon.0.try_wait().unwrap().is_none(), "the drain ended while two connections were established");
+    let refused = in_netns(&cl, || connect("198.19.0.1").is_err());
+    assert!(refused, "a draining appliance takes no new connection");
     for (name, s) in [("IPv4", &mut v4), ("IPv6", &mut v6)] {
         let r = ask(s).unwrap_or_else(|e| panic!("the silent {name} connection after 3 s of drain: {e}"));
         assert!(r == "be1" || r == "be2", "{r}");
@@ -959,12 +969,20 @@ fn sigterm_drain_waits_for_silent_connections_in_both_families() {
     let t = Instant::now();
     let status = wait_exit(&mut daemon, 5);
     println!("edgelbd exited {:?} after the last connection closed", t.elapsed());
+    let out = ctl.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(out.status.success(), "edgelbctl drain: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(lines.iter().any(|l| l["established"] == 2), "{lines:?}");
+    assert!(lines.iter().any(|l| l["established"] == 1), "{lines:?}");
+    assert_eq!(lines.last().map(|l| l["stopped"].clone()), Some(true.into()), "{lines:?}");
     stop.store(true, Ordering::Relaxed);
     for s in servers.into_iter().chain(extra) {
         s.join().unwrap();
     }
     let log = log.join().unwrap();
     assert!(status.success(), "exit {status:?}:\n{log}");
+    assert!(log.contains("drain asked for through the API"), "{log}");
     assert!(log.contains("drained: no established or UDP flow left"), "{log}");
 }
 

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// A service's identity: VIP, protocol, port (`None`: all ports).
@@ -138,6 +139,26 @@ struct Inner {
     version: u64,
 }
 
+/// A drain of the whole appliance: asked for, and once the daemon runs it, its progress.
+#[derive(Debug, Clone, Default)]
+pub struct DrainInfo {
+    /// Asked for through the API and not yet taken by the daemon (the timeout asked for, if any).
+    pub requested: Option<Option<Duration>>,
+    /// The running drain.
+    pub progress: Option<DrainProgress>,
+}
+
+/// A running drain as the daemon reports it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DrainProgress {
+    /// Since the drain started.
+    pub elapsed: Duration,
+    /// Its timeout.
+    pub timeout: Duration,
+    /// The last census of tracked flows.
+    pub census: edgelb_dataplane::pipeline::FlowCensus,
+}
+
 /// The model, its version and the published snapshot.
 pub struct Store {
     inner: Mutex<Inner>,
@@ -147,6 +168,7 @@ pub struct Store {
     ports: OnceLock<Vec<(String, String)>>,
     peers: Mutex<Vec<(String, crate::bgp::session::Status)>>,
     bfd_dropped: Mutex<Vec<(&'static str, u64)>>,
+    drain: Mutex<DrainInfo>,
     peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
     k8s_status: Mutex<Option<K8sStatus>>,
 }
@@ -384,6 +406,7 @@ impl Store {
             ports: OnceLock::new(),
             peers: Mutex::new(Vec::new()),
             bfd_dropped: Mutex::new(Vec::new()),
+            drain: Mutex::new(DrainInfo::default()),
             peer_ops: OnceLock::new(),
             k8s_status: Mutex::new(None),
         }))
@@ -420,6 +443,35 @@ impl Store {
         if let Ok(mut g) = self.peers.lock() {
             *g = p;
         }
+    }
+
+    /// Ask the daemon to drain the appliance (at most `timeout`; `None`: its own), as SIGTERM does. False when a
+    /// drain was asked for or runs already.
+    pub fn request_drain(&self, timeout: Option<Duration>) -> bool {
+        let Ok(mut g) = self.drain.lock() else { return false };
+        if g.requested.is_some() || g.progress.is_some() {
+            return false;
+        }
+        g.requested = Some(timeout);
+        true
+    }
+
+    /// The daemon takes a drain request (once), its timeout `None` when the caller gave none.
+    pub fn take_drain_request(&self) -> Option<Option<Duration>> {
+        self.drain.lock().ok().and_then(|mut g| g.requested.take())
+    }
+
+    /// The daemon reports where its drain stands.
+    pub fn set_drain_progress(&self, p: DrainProgress) {
+        if let Ok(mut g) = self.drain.lock() {
+            g.requested = None;
+            g.progress = Some(p);
+        }
+    }
+
+    /// Where a drain stands.
+    pub fn drain(&self) -> DrainInfo {
+        self.drain.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// BFD control packets refused, by reason, as the speaker last reported them (empty without BFD).

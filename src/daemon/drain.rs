@@ -40,6 +40,15 @@ impl Drain {
         self.last
     }
 
+    /// Where it stands at `now`, for the API.
+    pub(super) fn progress(&self, now: Instant) -> edgelb_controlplane::store::DrainProgress {
+        edgelb_controlplane::store::DrainProgress {
+            elapsed: now.duration_since(self.started),
+            timeout: self.timeout,
+            census: self.last.unwrap_or_default(),
+        }
+    }
+
     /// The drain at `now`, given the workers' census (`None`: it did not answer; the drain waits on).
     pub(super) fn observe(&mut self, now: Instant, census: Option<FlowCensus>) -> DrainState {
         if let Some(c) = census {

@@ -417,10 +417,21 @@ where
     'run: loop {
         let now = Instant::now();
         check_workers(&workers, &view, &mut fault, now);
+        if drain.is_none() {
+            if let Some(timeout) = store.take_drain_request() {
+                drain = start_drain(&store, &gshut_tx, now, timeout.unwrap_or(args.drain_timeout()));
+                if drain.is_none() {
+                    break 'run;
+                }
+            }
+        }
         if let Some(d) = drain.as_mut() {
             if now >= next_census {
                 next_census = now + CENSUS_EVERY;
-                if drain_over(d, now, view.census(CENSUS_WAIT).ok()) {
+                let census = view.census(CENSUS_WAIT).ok();
+                let over = drain_over(d, now, census);
+                store.set_drain_progress(d.progress(now));
+                if over {
                     break 'run;
                 }
             }
@@ -513,6 +524,25 @@ fn drain_over(d: &mut Drain, now: Instant, census: Option<edgelb_dataplane::pipe
     }
 }
 
+/// Start a drain (SIGTERM, SIGINT or the API): BGP routes tagged GRACEFUL_SHUTDOWN, new flows refused. `None`: the
+/// draining config could not be published; stop now.
+fn start_drain(
+    store: &Store,
+    graceful_shutdown: &tokio::sync::watch::Sender<bool>,
+    now: Instant,
+    timeout: Duration,
+) -> Option<Drain> {
+    let _ = graceful_shutdown.send(true);
+    if let Err(e) = store.set_draining(true) {
+        error!("cannot publish the draining config ({e}); stopping now");
+        return None;
+    }
+    info!(?timeout, "draining: new flows refused; a second signal stops at once");
+    let d = Drain::start(now, timeout);
+    store.set_drain_progress(d.progress(now));
+    Some(d)
+}
+
 /// SIGHUP reloads the file. The first SIGTERM/SIGINT starts a drain: new flows refused, tracked ones finish, and BGP
 /// peers learn first (GRACEFUL_SHUTDOWN) so they move traffic away meanwhile; a second one stops at once. True: stop.
 fn on_signals(
@@ -529,13 +559,10 @@ fn on_signals(
             SIGHUP => reload(args, loaded, store),
             _ if drain.is_some() => return true,
             _ => {
-                let _ = graceful_shutdown.send(true);
-                if let Err(e) = store.set_draining(true) {
-                    error!("cannot publish the draining config ({e}); stopping now");
+                *drain = start_drain(store, graceful_shutdown, now, args.drain_timeout());
+                if drain.is_none() {
                     return true;
                 }
-                info!(timeout = ?args.drain_timeout(), "draining: new flows refused; a second signal stops at once");
-                *drain = Some(Drain::start(now, args.drain_timeout()));
             }
         }
     }

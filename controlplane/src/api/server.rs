@@ -162,6 +162,21 @@ pub(super) fn peer_in(
     crate::bgp::peer::validate(&spec, asn, router_id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+fn drain_status(d: &crate::store::DrainInfo) -> v1::DrainStatus {
+    let p = d.progress.unwrap_or_default();
+    v1::DrainStatus {
+        requested: d.requested.is_some(),
+        draining: d.progress.is_some(),
+        elapsed_ms: p.elapsed.as_millis() as u64,
+        timeout_ms: p.timeout.as_millis() as u64,
+        established: p.census.established,
+        udp: p.census.udp,
+        other: p.census.other,
+        closing: p.census.closing,
+        half_open: p.census.half_open,
+    }
+}
+
 fn absent(b: &edgelb_dataplane::model::BackendSpec) -> Status {
     Status::not_found(format!("backend {}:{} is not in the service", b.addr, b.port))
 }
@@ -517,6 +532,18 @@ impl LoadBalancer for Api {
             })
             .collect();
         Ok(Response::new(v1::ListPeersResponse { peers }))
+    }
+
+    async fn drain(&self, req: Request<v1::DrainRequest>) -> Result<Response<v1::DrainStatus>, Status> {
+        let timeout = req.get_ref().timeout_s.map(|s| std::time::Duration::from_secs(u64::from(s)));
+        if self.store.request_drain(timeout) {
+            tracing::info!(?timeout, "drain asked for through the API");
+        }
+        Ok(Response::new(drain_status(&self.store.drain())))
+    }
+
+    async fn get_drain(&self, _req: Request<v1::GetDrainRequest>) -> Result<Response<v1::DrainStatus>, Status> {
+        Ok(Response::new(drain_status(&self.store.drain())))
     }
 
     async fn get_stats(&self, _req: Request<v1::GetStatsRequest>) -> Result<Response<v1::Stats>, Status> {
