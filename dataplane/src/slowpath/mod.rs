@@ -22,6 +22,7 @@
 //! unsolicited advertisements announce them.
 
 pub mod neigh;
+pub mod vrrp;
 
 use crate::model::{InterfaceSpec, PortId};
 use crate::snapshot::DataplaneConfig;
