@@ -9,7 +9,7 @@
 //!                 conntrack hit -> same backend; miss -> affinity / Maglev -> insert (reverse entry for NAT modes)
 //!                 act: nat | fullnat | dsr_l2 | ipip | gue, TTL decremented, next-hop MACs
 //! reverse entry:  NAT / full-NAT reply -> restore VIP (and client) -> route to the client
-//! own address or NDP -> SlowPath;   anything else -> Drop(NotForUs)
+//! own address, NDP or VRRP -> SlowPath;   anything else -> Drop(NotForUs)
 //! ```
 //!
 //! **Flow ownership** (one owner per flow, both directions) is a pure function of the packet, see `Pipeline::owner`:
@@ -322,7 +322,7 @@ impl Pipeline {
                 return v;
             }
         }
-        if cfg.is_own(&p.dst) {
+        if cfg.is_own(&p.dst) || (p.proto == crate::slowpath::vrrp::PROTO && crate::slowpath::vrrp::is_group(&p.dst, p.v4)) {
             return Ok(Verdict::SlowPath);
         }
         Err(DropReason::NotForUs)

@@ -5,7 +5,8 @@
 //!   echo for them.
 //! - **VIPs**: ARP requests for a VIP are answered here with the port's MAC (smoltcp interfaces hold at most 8
 //!   addresses; an appliance holds many more VIPs), as are NDP solicitations for IPv6 VIPs. [`SlowPath::announce`]
-//!   sends gratuitous ARP / unsolicited NA for every VIP.
+//!   sends gratuitous ARP / unsolicited NA for every VIP. A VIP of a VRRP virtual router ([`vrrp`], run in
+//!   `ownership`) is answered and announced only while that router is Master here.
 //! - **Neighbours** ([`neigh`]): ARP and NDP for IPv4 and IPv6 alike. Mappings are believed as answers only when the
 //!   appliance asked; claims (requests to our addresses and VIPs, gratuitous ARP, unsolicited NA) never replace a
 //!   confirmed MAC unless the old one stays silent to unicast probes; confirmations age and are renewed by unicast.
@@ -22,7 +23,10 @@
 //! unsolicited advertisements announce them.
 
 pub mod neigh;
+mod ownership;
 pub mod vrrp;
+
+pub use ownership::VrrpStatus;
 
 use crate::model::{InterfaceSpec, PortId};
 use crate::snapshot::DataplaneConfig;
@@ -137,6 +141,12 @@ pub struct SlowPath {
     wanted: Vec<IpAddr>,
     last_request: Option<Instant>,
     epoch: Instant,
+    /// VRRP virtual routers (see [`ownership`]).
+    vrrp: Vec<ownership::Run>,
+    vrrp_refused: [u64; vrrp::Refused::ALL.len()],
+    vrrp_transitions: Vec<(String, vrrp::Transition)>,
+    /// VIPs with at least one active backend (VRRP tracking).
+    healthy_vips: HashSet<IpAddr>,
     /// Counters.
     pub stats: SlowStats,
 }
@@ -172,6 +182,17 @@ fn port_slow(itf: &InterfaceSpec, now: smoltcp::time::Instant) -> PortSlow {
         }
     });
     PortSlow { port: itf.port, mac: itf.mac, addrs: itf.addrs.clone(), iface, dev, sockets: SocketSet::new(vec![]) }
+}
+
+/// Whether a frame is a VRRP advertisement (IP protocol 112 to its group, either family; no IPv6 extension headers).
+fn is_vrrp(frame: &[u8]) -> bool {
+    let Ok(l2) = parse_l2(frame) else { return false };
+    let ip = &frame[l2.l3_offset..];
+    match l2.ethertype {
+        ethertype::IPV4 => ip.len() >= 20 && ip[9] == vrrp::PROTO && ip[16..20] == vrrp::GROUP_V4.octets(),
+        ethertype::IPV6 => ip.len() >= 40 && ip[6] == vrrp::PROTO && ip[24..40] == vrrp::GROUP_V6.octets(),
+        _ => false,
+    }
 }
 
 /// An Ethernet/ARP frame.
@@ -271,6 +292,10 @@ impl SlowPath {
             wanted: Vec::new(),
             last_request: None,
             epoch,
+            vrrp: Vec::new(),
+            vrrp_refused: [0; vrrp::Refused::ALL.len()],
+            vrrp_transitions: Vec::new(),
+            healthy_vips: HashSet::new(),
             stats: SlowStats::default(),
         };
         s.update(cfg);
@@ -286,6 +311,17 @@ impl SlowPath {
             .map(|s| Ipv4Addr::new(s.vip[12], s.vip[13], s.vip[14], s.vip[15]))
             .collect();
         self.vips6 = cfg.services.iter().filter(|s| !s.v4).map(|s| Ipv6Addr::from(s.vip)).collect();
+        self.healthy_vips = cfg
+            .services
+            .iter()
+            .filter(|s| {
+                s.backend_ids
+                    .iter()
+                    .filter_map(|id| cfg.backend(*id))
+                    .any(|b| b.state == crate::model::BackendState::Active)
+            })
+            .map(|s| crate::snapshot::addr_from16(s.vip, s.v4))
+            .collect();
     }
 
     /// Resolve `ip` now (a next hop a held packet waits for), unless it is known or was just asked for.
@@ -419,6 +455,10 @@ impl SlowPath {
             self.stats.unknown_port += 1;
             return;
         };
+        if is_vrrp(frame) {
+            self.vrrp_frame(pi, frame, now);
+            return;
+        }
         if let Ok(l2) = parse_l2(frame) {
             if l2.ethertype == ethertype::ARP {
                 if let Ok(a) = ArpPacket::new_checked(&frame[l2.l3_offset..]) {
@@ -427,7 +467,7 @@ impl SlowPath {
                     self.heard(pi, IpAddr::V4(sender), a.sender_mac(), how, now);
                     self.act(now, out);
                     let target = Ipv4Addr::from(a.target_ip());
-                    if a.operation() == OP_REQUEST && self.vips4.contains(&target) {
+                    if a.operation() == OP_REQUEST && self.vips4.contains(&target) && self.owns(&IpAddr::V4(target)) {
                         let mac = self.ports[pi].mac;
                         let reply = arp_frame(a.sender_mac(), mac, OP_REPLY, (mac, target), (a.sender_mac(), sender));
                         out(port, &reply);
@@ -474,6 +514,7 @@ impl SlowPath {
             }
         }
         self.act(now, out);
+        self.vrrp_poll(now, out);
     }
 
     /// NDP: learn from solicitations aimed at our addresses and VIPs (claims) and advertisements (answers when
@@ -512,7 +553,7 @@ impl SlowPath {
                         self.heard(pi, IpAddr::V6(src), mac, Heard::Claim, now);
                     }
                 }
-                if !self.vips6.contains(&target) {
+                if !self.vips6.contains(&target) || !self.owns(&IpAddr::V6(target)) {
                     return None;
                 }
                 let to_mac = lladdr.unwrap_or_else(|| {
@@ -543,12 +584,12 @@ impl SlowPath {
         }
     }
 
-    /// Gratuitous ARP for every IPv4 VIP and an unsolicited neighbour advertisement for every IPv6 VIP, on every port
-    /// (L2 mode: tell the segment where the VIPs are).
+    /// Gratuitous ARP for every IPv4 VIP and an unsolicited neighbour advertisement for every IPv6 VIP it owns (see
+    /// [`SlowPath::owns`]), on every port (L2 mode: tell the segment where the VIPs are).
     pub fn announce(&mut self, out: &mut impl FnMut(PortId, &[u8])) {
-        let mut vips: Vec<Ipv4Addr> = self.vips4.iter().copied().collect();
+        let mut vips: Vec<Ipv4Addr> = self.vips4.iter().copied().filter(|v| self.owns(&IpAddr::V4(*v))).collect();
         vips.sort_unstable();
-        let mut vips6: Vec<Ipv6Addr> = self.vips6.iter().copied().collect();
+        let mut vips6: Vec<Ipv6Addr> = self.vips6.iter().copied().filter(|v| self.owns(&IpAddr::V6(*v))).collect();
         vips6.sort_unstable();
         let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         for p in &self.ports {
@@ -802,5 +843,74 @@ mod tests {
         assert!(probe.is_some(), "the confirmed MAC is probed by unicast: {out:?}");
         s.handle(0, &reply, t0 + Duration::from_millis(2001), &mut |_, _| {});
         assert_eq!((s.neighbour_stats().conflicts, s.neighbour_stats().refused), (1, 1));
+    }
+
+    /// VRRP ownership: a Backup answers no ARP for its VIP and announces nothing; a higher-priority master's adverts
+    /// keep it so; once they stop it becomes Master after the down interval, advertises, sends its gratuitous ARPs
+    /// and answers ARP. Bad adverts are counted by reason.
+    #[test]
+    fn a_vrrp_backup_answers_nothing_for_its_vip_until_it_is_master() {
+        let mut s = slow();
+        let vip: Ipv4Addr = "198.19.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        let spec = vrrp::RouterSpec {
+            name: "front".into(),
+            port: 0,
+            vrid: 51,
+            priority: 100,
+            interval_cs: 10,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            vips: vec![IpAddr::V4(vip)],
+            garp_count: 2,
+            garp_interval: Duration::from_millis(100),
+            track_penalty: 50,
+        };
+        s.set_vrrp(vec![spec], t0).unwrap();
+        let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
+        let ask = |s: &mut SlowPath, at: Instant| {
+            let mut out = Vec::new();
+            let req = arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], vip));
+            s.handle(0, &req, at, &mut |_, f| out.push(f.to_vec()));
+            out.iter().any(|f| ArpPacket::new_checked(&f[14..]).is_ok_and(|a| a.operation() == OP_REPLY))
+        };
+        assert!(!ask(&mut s, t0), "a Backup does not answer for its VIP");
+        let mut out = Vec::new();
+        s.announce(&mut |_, f| out.push(f.to_vec()));
+        assert!(out.is_empty(), "nor announces it");
+        // A master of priority 200 advertises every 100 ms for a second: we stay Backup.
+        let theirs = vrrp::advert_frame(HOST_MAC, IpAddr::V4(host), 51, 200, 10, &[IpAddr::V4(vip)]);
+        for i in 0..10 {
+            let t = t0 + Duration::from_millis(100 * i);
+            s.handle(0, &theirs, t, &mut |_, _| {});
+            s.poll(t, &mut |_, _| {});
+        }
+        assert_eq!(s.vrrp_status()[0].state, vrrp::State::Backup);
+        assert_eq!(s.vrrp_status()[0].master, Some(IpAddr::V4(host)));
+        // It stops: 3 × 100 ms + 60 ms later we are Master, advertise and announce the VIP.
+        let t = t0 + Duration::from_millis(900 + 360);
+        let mut out = Vec::new();
+        s.poll(t, &mut |_, f| out.push(f.to_vec()));
+        assert_eq!(s.vrrp_status()[0].state, vrrp::State::Master);
+        assert!(out.iter().any(|f| is_vrrp(f)), "an advert");
+        let garp = |f: &Vec<u8>| {
+            ArpPacket::new_checked(&f[14..]).is_ok_and(|a| a.operation() == OP_REQUEST && a.target_ip() == vip.octets())
+        };
+        assert_eq!(out.iter().filter(|f| garp(f)).count(), 1, "the first gratuitous ARP at once");
+        let mut later = Vec::new();
+        s.poll(t + Duration::from_millis(100), &mut |_, f| later.push(f.to_vec()));
+        assert_eq!(later.iter().filter(|f| garp(f)).count(), 1, "the second 100 ms later");
+        assert!(ask(&mut s, t + Duration::from_millis(150)), "the Master answers for its VIP");
+        let t = s.take_vrrp_transitions();
+        assert_eq!(t.iter().map(|(_, t)| t.1).collect::<Vec<_>>(), vec![vrrp::State::Backup, vrrp::State::Master]);
+        // A VRRPv2 advert and one with a bad checksum are counted, not used.
+        let mut v2 = theirs.clone();
+        v2[34] = 0x21;
+        let mut bad = theirs.clone();
+        bad[36] = 1;
+        s.handle(0, &v2, t0, &mut |_, _| {});
+        s.handle(0, &bad, t0, &mut |_, _| {});
+        let refused = s.vrrp_refused();
+        assert!(refused.contains(&("version", 1)) && refused.contains(&("checksum", 1)), "{refused:?}");
     }
 }

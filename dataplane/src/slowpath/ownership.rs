@@ -1,0 +1,249 @@
+//! Which VIPs the appliance answers ARP and NDP for: every VIP, except those of a VRRP virtual router
+//! ([`super::vrrp`]) that is not Master here. The slow path runs the routers: advertisements in ([`SlowPath::handle`]
+//! hands them here), adverts out and the master's gratuitous ARP / unsolicited NA on each poll, priority following
+//! the VIPs' health, and the hand-over when the appliance drains.
+
+use super::vrrp::{self, Refused, Router, RouterSpec, State, Transition};
+use super::{arp_frame, na_frame, SlowPath};
+use crate::model::PortId;
+use crate::wire::arp::OP_REQUEST;
+use crate::wire::ethernet::{ethertype, parse_l2, BROADCAST};
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Instant;
+
+/// A virtual router on one of the slow path's ports.
+#[derive(Debug)]
+pub(super) struct Run {
+    router: Router,
+    /// Index of its port in the slow path.
+    pi: usize,
+    /// The address its adverts come from.
+    src: IpAddr,
+    /// Announcements still to send after becoming Master, and when the next is due.
+    garps: (u8, Instant),
+}
+
+/// A virtual router's state as reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpStatus {
+    /// Its name.
+    pub name: String,
+    /// Virtual router id.
+    pub vrid: u8,
+    /// The port it runs on.
+    pub port: PortId,
+    /// IPv4 (else IPv6).
+    pub v4: bool,
+    /// Its state.
+    pub state: State,
+    /// Configured priority.
+    pub priority: u8,
+    /// The priority it advertises now (tracking, draining).
+    pub effective_priority: u8,
+    /// The master's address as last heard (ours while Master).
+    pub master: Option<IpAddr>,
+    /// Its VIPs.
+    pub vips: Vec<IpAddr>,
+    /// Counters.
+    pub stats: vrrp::RouterStats,
+}
+
+impl SlowPath {
+    /// Run these virtual routers (replacing any), each starting in Backup.
+    ///
+    /// # Errors
+    /// A router names a port the slow path does not have, has no VIP, mixes families, or has no address to advertise
+    /// from (an IPv4 router on a port without an IPv4 address).
+    pub fn set_vrrp(&mut self, specs: Vec<RouterSpec>, now: Instant) -> Result<(), String> {
+        let mut runs = Vec::new();
+        for s in specs {
+            let pi = self.ports.iter().position(|p| p.port == s.port).ok_or(format!("{}: no port {}", s.name, s.port))?;
+            let v4 = s.vips.first().ok_or(format!("{}: no VIP", s.name))?.is_ipv4();
+            if s.vips.iter().any(|a| a.is_ipv4() != v4) {
+                return Err(format!("{}: IPv4 and IPv6 VIPs in one virtual router (VRRPv3 runs one per family)", s.name));
+            }
+            let src = if v4 {
+                self.ports[pi]
+                    .addrs
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .find(IpAddr::is_ipv4)
+                    .ok_or(format!("{}: port {} has no IPv4 address to advertise from", s.name, s.port))?
+            } else {
+                IpAddr::V6(vrrp::link_local(self.ports[pi].mac))
+            };
+            let mut router = Router::new(s, now);
+            if let Some(t) = router.start(now) {
+                self.vrrp_transitions.push((router.spec.name.clone(), t));
+            }
+            runs.push(Run { router, pi, src, garps: (0, now) });
+        }
+        self.vrrp = runs;
+        Ok(())
+    }
+
+    /// Whether the appliance answers for `vip`: yes unless a virtual router holds it and none is Master here.
+    pub fn owns(&self, vip: &IpAddr) -> bool {
+        let mut held = self.vrrp.iter().filter(|r| r.router.spec.vips.contains(vip)).peekable();
+        held.peek().is_none() || held.any(|r| r.router.state() == State::Master)
+    }
+
+    /// An advertisement received on port index `pi` (already known to be IP protocol 112 to the group).
+    pub(super) fn vrrp_frame(&mut self, pi: usize, frame: &[u8], now: Instant) {
+        match self.vrrp_receive(pi, frame, now) {
+            Ok(()) => {}
+            Err(r) => {
+                if let Some(i) = Refused::ALL.iter().position(|x| *x == r) {
+                    self.vrrp_refused[i] += 1;
+                }
+            }
+        }
+    }
+
+    fn vrrp_receive(&mut self, pi: usize, frame: &[u8], now: Instant) -> Result<(), Refused> {
+        let l2 = parse_l2(frame).map_err(|_| Refused::Length)?;
+        let ip = frame.get(l2.l3_offset..).ok_or(Refused::Length)?;
+        let (v4, src, dst, ttl, payload) = match l2.ethertype {
+            ethertype::IPV4 if ip.len() >= 20 => {
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                if ihl < 20 || total < ihl || total > ip.len() || ip[9] != vrrp::PROTO {
+                    return Err(Refused::Length);
+                }
+                let m = |o: usize| std::net::Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]).to_ipv6_mapped();
+                (true, m(12).octets(), m(16).octets(), ip[8], &ip[ihl..total])
+            }
+            ethertype::IPV6 if ip.len() >= 40 => {
+                let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+                if ip[6] != vrrp::PROTO || 40 + len > ip.len() {
+                    return Err(Refused::Length);
+                }
+                let a = |o: usize| <[u8; 16]>::try_from(&ip[o..o + 16]).unwrap_or([0; 16]);
+                (false, a(8), a(24), ip[7], &ip[40..40 + len])
+            }
+            _ => return Err(Refused::Length),
+        };
+        let advert = vrrp::parse(payload, &src, &dst, ttl, v4)?;
+        let from = if v4 {
+            IpAddr::V4(std::net::Ipv4Addr::new(src[12], src[13], src[14], src[15]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(src))
+        };
+        let run = self
+            .vrrp
+            .iter_mut()
+            .find(|r| r.pi == pi && r.router.spec.vrid == advert.vrid && r.src.is_ipv4() == v4)
+            .ok_or(Refused::UnknownRouter)?;
+        if from == run.src {
+            // Our own advert, looped back by the segment.
+            return Ok(());
+        }
+        if let Some(t) = run.router.receive(&advert, from, run.src, now) {
+            self.vrrp_transitions.push((run.router.spec.name.clone(), t));
+        }
+        Ok(())
+    }
+
+    /// The routers' timers: adverts, take-overs with their announcements, priority following the VIPs' health.
+    pub(super) fn vrrp_poll(&mut self, now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
+        for i in 0..self.vrrp.len() {
+            let healthy = self.vrrp[i].router.spec.vips.iter().all(|v| self.healthy_vips.contains(v));
+            let r = &mut self.vrrp[i];
+            r.router.track(healthy);
+            let (t, send) = r.router.poll(now, r.src);
+            if let Some(t) = t {
+                if t.1 == State::Master {
+                    r.garps = (r.router.spec.garp_count, now);
+                }
+                self.vrrp_transitions.push((r.router.spec.name.clone(), t));
+            }
+            if send {
+                let priority = self.vrrp[i].router.priority();
+                self.vrrp_send(i, priority, out);
+            }
+            self.vrrp_announce(i, now, out);
+        }
+    }
+
+    fn vrrp_send(&mut self, i: usize, priority: u8, out: &mut impl FnMut(PortId, &[u8])) {
+        let r = &mut self.vrrp[i];
+        let p = &self.ports[r.pi];
+        let s = &r.router.spec;
+        out(p.port, &vrrp::advert_frame(p.mac, r.src, s.vrid, priority, s.interval_cs, &s.vips));
+        r.router.stats.adverts_out += 1;
+    }
+
+    /// A new Master's gratuitous ARPs / unsolicited NAs, `garp_count` of them `garp_interval` apart.
+    fn vrrp_announce(&mut self, i: usize, now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
+        let r = &mut self.vrrp[i];
+        if r.garps.0 == 0 || now < r.garps.1 || r.router.state() != State::Master {
+            return;
+        }
+        r.garps = (r.garps.0 - 1, now + r.router.spec.garp_interval);
+        let p = &self.ports[r.pi];
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        for vip in &r.router.spec.vips {
+            match vip {
+                IpAddr::V4(v) => out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, *v), ([0; 6], *v))),
+                IpAddr::V6(v) => out(p.port, &na_frame(p.mac, [0x33, 0x33, 0, 0, 0, 1], *v, all_nodes, false)),
+            }
+            self.stats.announcements += 1;
+        }
+    }
+
+    /// Hand every VIP over (the appliance drains): each Master says priority 0 and steps down to Backup at
+    /// priority 1.
+    pub fn vrrp_resign(&mut self, now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
+        for i in 0..self.vrrp.len() {
+            let (t, send) = self.vrrp[i].router.resign(now);
+            if let Some(t) = t {
+                self.vrrp_transitions.push((self.vrrp[i].router.spec.name.clone(), t));
+            }
+            if send {
+                self.vrrp_send(i, 0, out);
+            }
+        }
+    }
+
+    /// Stop every router; a Master's last advert says priority 0 so that the backup takes over at once.
+    pub fn vrrp_stop(&mut self, out: &mut impl FnMut(PortId, &[u8])) {
+        for i in 0..self.vrrp.len() {
+            let (t, send) = self.vrrp[i].router.stop();
+            if let Some(t) = t {
+                self.vrrp_transitions.push((self.vrrp[i].router.spec.name.clone(), t));
+            }
+            if send {
+                self.vrrp_send(i, 0, out);
+            }
+        }
+    }
+
+    /// The routers' states.
+    pub fn vrrp_status(&self) -> Vec<VrrpStatus> {
+        self.vrrp
+            .iter()
+            .map(|r| VrrpStatus {
+                name: r.router.spec.name.clone(),
+                vrid: r.router.spec.vrid,
+                port: r.router.spec.port,
+                v4: r.src.is_ipv4(),
+                state: r.router.state(),
+                priority: r.router.spec.priority,
+                effective_priority: r.router.priority(),
+                master: r.router.master(),
+                vips: r.router.spec.vips.clone(),
+                stats: r.router.stats,
+            })
+            .collect()
+    }
+
+    /// Advertisements refused, by reason.
+    pub fn vrrp_refused(&self) -> Vec<(&'static str, u64)> {
+        Refused::ALL.iter().zip(self.vrrp_refused).map(|(r, n)| (r.as_str(), n)).collect()
+    }
+
+    /// State changes since the last call, by router name.
+    pub fn take_vrrp_transitions(&mut self) -> Vec<(String, Transition)> {
+        std::mem::take(&mut self.vrrp_transitions)
+    }
+}
