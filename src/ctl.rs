@@ -351,6 +351,9 @@ enum Cmd {
     /// BGP peers: list, add, remove.
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// VRRP virtual routers: which VIPs this appliance owns on its segments.
+    #[command(subcommand)]
+    Vrrp(VrrpCmd),
     /// The dataplane's counters: per service and backend (as ipvsadm -Ln --stats), every packet counter, drops by
     /// reason, per worker.
     Stats {
@@ -469,6 +472,12 @@ enum PortCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum VrrpCmd {
+    /// List the virtual routers: state, priority, master, VIPs, advertisements; and refused advertisements.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 enum PeerCmd {
     /// List the peers and their sessions.
     List,
@@ -566,6 +575,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Flow(FlowCmd::List { service, backend, limit }) => flow_list(&mut c, service, backend, limit, json).await,
         Cmd::Port(PortCmd::List) => port_list(&mut c, json).await,
         Cmd::Peer(op) => peer(&mut c, op, json).await,
+        Cmd::Vrrp(VrrpCmd::List) => vrrp_list(&mut c, json).await,
         Cmd::Stats { watch } => stats(&mut c, watch, json).await,
         Cmd::Events => events(&mut c).await,
         Cmd::Drain { timeout, no_wait } => drain(&mut c, timeout, no_wait, json).await,
@@ -717,6 +727,45 @@ async fn flow_list(
                 f.state,
                 f.expires_in_ms / 1000
             );
+        }
+    }
+    Ok(())
+}
+
+async fn vrrp_list(c: &mut Client, json: bool) -> Result<(), Fail> {
+    let r = c.list_vrrp(v1::ListVrrpRequest {}).await?.into_inner();
+    if json {
+        print_json(&serde_json::json!({
+            "routers": r.routers.iter().map(|v| serde_json::json!({
+                "name": v.name, "vrid": v.vrid, "port": v.port, "family": v.family, "state": v.state,
+                "priority": v.priority, "effective_priority": v.effective_priority, "master": v.master,
+                "vips": v.vips, "adverts_in": v.adverts_in, "adverts_out": v.adverts_out,
+                "became_master": v.became_master, "transitions": v.transitions,
+            })).collect::<Vec<_>>(),
+            "refused": r.refused.iter().map(|d| (d.reason.clone(), d.packets)).collect::<std::collections::BTreeMap<_, _>>(),
+        }));
+    } else {
+        for v in &r.routers {
+            out!(
+                "{:<16} vrid {:>3} port {} {} {:<7} priority {}/{} master {} vips [{}] adverts in/out {}/{} master {} times",
+                v.name,
+                v.vrid,
+                v.port,
+                v.family,
+                v.state,
+                v.effective_priority,
+                v.priority,
+                if v.master.is_empty() { "-" } else { &v.master },
+                v.vips.join(" "),
+                v.adverts_in,
+                v.adverts_out,
+                v.became_master
+            );
+        }
+        let refused: Vec<String> =
+            r.refused.iter().filter(|d| d.packets > 0).map(|d| format!("{}={}", d.reason, d.packets)).collect();
+        if !refused.is_empty() {
+            out!("refused adverts: {}", refused.join(" "));
         }
     }
     Ok(())
@@ -926,6 +975,9 @@ async fn events(c: &mut Client) -> Result<(), Fail> {
             }),
             Some(v1::event::Kind::PeerState(p)) => serde_json::json!({
                 "time_ms": e.time_ms, "event": "peer_state", "peer": p.peer, "state": p.state, "reason": p.reason,
+            }),
+            Some(v1::event::Kind::VrrpState(v)) => serde_json::json!({
+                "time_ms": e.time_ms, "event": "vrrp_state", "router": v.router, "state": v.state, "reason": v.reason,
             }),
             None => continue,
         };

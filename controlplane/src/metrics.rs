@@ -194,6 +194,10 @@ pub fn render(store: &Store) -> String {
         bgp(&mut reg, &peers);
         bfd(&mut reg, &peers, &store.bfd_dropped());
     }
+    let (routers, refused) = store.vrrp();
+    if !routers.is_empty() {
+        vrrp(&mut reg, &routers, &refused);
+    }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         out.clear();
@@ -282,6 +286,44 @@ fn bfd(reg: &mut Registry, peers: &[(String, crate::bgp::session::Status)], drop
     );
 }
 
+/// Per VRRP virtual router: Master or not, the priority it advertises, state changes, adverts each way; and the
+/// advertisements refused, by reason.
+fn vrrp(reg: &mut Registry, routers: &[edgelb_dataplane::slowpath::VrrpStatus], refused: &[(&'static str, u64)]) {
+    use edgelb_dataplane::slowpath::vrrp::State;
+    let router = |n: &str| vec![("router".to_string(), n.to_string())];
+    gauge(
+        reg,
+        "vrrp_master",
+        "1 while this appliance is the virtual router's Master (owns its VIPs)",
+        routers.iter().map(|r| (router(&r.name), i64::from(r.state == State::Master))).collect(),
+    );
+    gauge(
+        reg,
+        "vrrp_priority",
+        "The priority advertised now (after health tracking and draining)",
+        routers.iter().map(|r| (router(&r.name), i64::from(r.effective_priority))).collect(),
+    );
+    counter(
+        reg,
+        "vrrp_transitions",
+        "State changes of the virtual router",
+        routers.iter().map(|r| (router(&r.name), r.stats.transitions)).collect(),
+    );
+    let mut adverts = Vec::new();
+    for r in routers {
+        for (dir, v) in [("in", r.stats.adverts_in), ("out", r.stats.adverts_out)] {
+            adverts.push((vec![("router".to_string(), r.name.clone()), ("direction".to_string(), dir.to_string())], v));
+        }
+    }
+    counter(reg, "vrrp_adverts", "VRRP advertisements, by router and direction", adverts);
+    counter(
+        reg,
+        "vrrp_refused_adverts",
+        "VRRP advertisements refused, by reason",
+        refused.iter().map(|(r, v)| (vec![("reason".to_string(), (*r).to_string())], *v)).collect(),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +377,35 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         assert!(!text.contains("peer=\"gobgp\"} 1") && !text.contains("edgelb_bfd_session_up{peer=\"gobgp\""));
+    }
+
+    #[test]
+    fn vrrp_routers_and_refused_adverts() {
+        use edgelb_dataplane::slowpath::{vrrp, VrrpStatus};
+        let store = Store::new(edgelb_testkit::models::every_mode(1009)).unwrap();
+        assert!(!render(&store).contains("edgelb_vrrp_"), "no routers, no VRRP families");
+        let r = VrrpStatus {
+            name: "front".into(),
+            vrid: 51,
+            port: 0,
+            v4: true,
+            state: vrrp::State::Master,
+            priority: 150,
+            effective_priority: 150,
+            master: None,
+            vips: vec![],
+            stats: vrrp::RouterStats { adverts_in: 4, adverts_out: 9, became_master: 1, transitions: 2 },
+        };
+        store.set_vrrp((vec![r], vec![("ttl", 2)]));
+        let text = render(&store);
+        for line in [
+            "edgelb_vrrp_master{router=\"front\"} 1",
+            "edgelb_vrrp_priority{router=\"front\"} 150",
+            "edgelb_vrrp_transitions_total{router=\"front\"} 2",
+            "edgelb_vrrp_adverts_total{router=\"front\",direction=\"out\"} 9",
+            "edgelb_vrrp_refused_adverts_total{reason=\"ttl\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
     }
 }

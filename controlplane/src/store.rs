@@ -123,6 +123,15 @@ pub enum StoreEvent {
         /// The error that caused it, if any.
         reason: String,
     },
+    /// A VRRP virtual router changed state.
+    VrrpState {
+        /// Router name.
+        router: String,
+        /// New state.
+        state: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A backend of a service, as health checking names it.
@@ -138,6 +147,9 @@ struct Inner {
     builder: ConfigBuilder,
     version: u64,
 }
+
+/// The VRRP virtual routers as the daemon last reported them, and the advertisements refused by reason.
+pub type VrrpReport = (Vec<edgelb_dataplane::slowpath::VrrpStatus>, Vec<(&'static str, u64)>);
 
 /// A drain of the whole appliance: asked for, and once the daemon runs it, its progress.
 #[derive(Debug, Clone, Default)]
@@ -169,6 +181,7 @@ pub struct Store {
     peers: Mutex<Vec<(String, crate::bgp::session::Status)>>,
     bfd_dropped: Mutex<Vec<(&'static str, u64)>>,
     drain: Mutex<DrainInfo>,
+    vrrp: Mutex<VrrpReport>,
     peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
     k8s_status: Mutex<Option<K8sStatus>>,
 }
@@ -407,6 +420,7 @@ impl Store {
             peers: Mutex::new(Vec::new()),
             bfd_dropped: Mutex::new(Vec::new()),
             drain: Mutex::new(DrainInfo::default()),
+            vrrp: Mutex::new(VrrpReport::default()),
             peer_ops: OnceLock::new(),
             k8s_status: Mutex::new(None),
         }))
@@ -443,6 +457,18 @@ impl Store {
         if let Ok(mut g) = self.peers.lock() {
             *g = p;
         }
+    }
+
+    /// The daemon reports its VRRP routers.
+    pub fn set_vrrp(&self, r: VrrpReport) {
+        if let Ok(mut g) = self.vrrp.lock() {
+            *g = r;
+        }
+    }
+
+    /// The VRRP routers as last reported.
+    pub fn vrrp(&self) -> VrrpReport {
+        self.vrrp.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// Ask the daemon to drain the appliance (at most `timeout`; `None`: its own), as SIGTERM does. False when a

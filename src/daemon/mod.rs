@@ -20,6 +20,7 @@
 
 mod drain;
 mod learnt;
+mod vrrp;
 
 use drain::{Drain, DrainState};
 use edgelb_controlplane::config::{self, Driver, Loaded};
@@ -43,6 +44,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
+use vrrp::VrrpFollow;
 
 /// `edgelbd`'s command line.
 #[derive(Debug, clap::Parser)]
@@ -404,6 +406,8 @@ where
         }
         None => inject_full += 1,
     };
+    // VRRP first: a VIP of a virtual router is announced only once this appliance is its Master.
+    let mut vrrp = VrrpFollow::start(&mut slow, loaded.vrrp.clone(), &handle.load())?;
     slow.announce(&mut emit);
     let mut learnt = Learnt::new(Instant::now(), Duration::from_millis(20));
     let mut seen_version = store.version();
@@ -437,6 +441,7 @@ where
             }
         }
         pump_slow_path(&mut slow, &workers, now, &mut emit);
+        vrrp.follow(&mut slow, &store, drain.is_some(), now, &mut emit);
         learnt.add(slow.take_changes());
         if let Some(batch) = learnt.due(now) {
             match store.learn(batch) {
@@ -455,6 +460,10 @@ where
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // A Master's last advert says priority 0: the backup takes the VIPs over at once. Worker 0 sends it.
+    slow.vrrp_stop(&mut emit);
+    vrrp.follow(&mut slow, &store, true, Instant::now(), &mut emit);
+    std::thread::sleep(Duration::from_millis(20));
     info!("stopping");
     api.stop();
     let (_ports, total) = workers.stop_with_totals();

@@ -203,6 +203,7 @@ fn event_out(e: StoreEvent) -> v1::Event {
             reason,
         }),
         StoreEvent::PeerState { peer, state, reason } => Kind::PeerState(v1::PeerState { peer, state, reason }),
+        StoreEvent::VrrpState { router, state, reason } => Kind::VrrpState(v1::VrrpState { router, state, reason }),
         StoreEvent::Kubernetes { service, reason, message } => {
             Kind::Kubernetes(v1::KubernetesEvent { service, reason, message })
         }
@@ -540,6 +541,30 @@ impl LoadBalancer for Api {
             tracing::info!(?timeout, "drain asked for through the API");
         }
         Ok(Response::new(drain_status(&self.store.drain())))
+    }
+
+    async fn list_vrrp(&self, _req: Request<v1::ListVrrpRequest>) -> Result<Response<v1::ListVrrpResponse>, Status> {
+        let (routers, refused) = self.store.vrrp();
+        let routers = routers
+            .into_iter()
+            .map(|r| v1::VirtualRouter {
+                name: r.name,
+                vrid: u32::from(r.vrid),
+                port: u32::from(r.port),
+                family: if r.v4 { "ipv4" } else { "ipv6" }.into(),
+                state: format!("{:?}", r.state),
+                priority: u32::from(r.priority),
+                effective_priority: u32::from(r.effective_priority),
+                master: r.master.map(|a| a.to_string()).unwrap_or_default(),
+                vips: r.vips.iter().map(ToString::to_string).collect(),
+                adverts_in: r.stats.adverts_in,
+                adverts_out: r.stats.adverts_out,
+                became_master: r.stats.became_master,
+                transitions: r.stats.transitions,
+            })
+            .collect();
+        let refused = refused.into_iter().map(|(r, n)| v1::DropCount { reason: r.into(), packets: n }).collect();
+        Ok(Response::new(v1::ListVrrpResponse { routers, refused }))
     }
 
     async fn get_drain(&self, _req: Request<v1::GetDrainRequest>) -> Result<Response<v1::DrainStatus>, Status> {

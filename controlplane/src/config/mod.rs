@@ -156,6 +156,8 @@ pub struct Loaded {
     pub kubernetes: Option<KubernetesConfig>,
     /// Timers of the learnt-neighbour table (`[neighbor_table]`).
     pub neighbor_timers: edgelb_dataplane::slowpath::neigh::Timers,
+    /// VRRP virtual routers (`[[vrrp]]`).
+    pub vrrp: Vec<edgelb_dataplane::slowpath::vrrp::RouterSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +191,8 @@ struct File {
     neighbor_table: Option<Spanned<NeighborTableSection>>,
     #[serde(default, rename = "service")]
     services: Vec<Spanned<ServiceSection>>,
+    #[serde(default)]
+    vrrp: Vec<Spanned<vrrp::VrrpSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -662,6 +666,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
     };
     let (api, api_tls, metrics) = listeners(&lines, &file)?;
     let neighbor_timers = neighbor_timers(&lines, file.neighbor_table.as_ref())?;
+    let vrrp = vrrp::routers(&lines, &file)?;
     let kubernetes = file.kubernetes.as_ref().map(|k| kubernetes(&lines, k)).transpose()?;
     let bgp_listen_port = file.bgp.as_ref().map_or(0, |b| b.get_ref().listen_port);
     let (bgp, bgp_peers) = match &file.bgp {
@@ -684,6 +689,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         bgp,
         kubernetes,
         neighbor_timers,
+        vrrp,
     })
 }
 
@@ -1058,3 +1064,4 @@ fn locate(lines: &Lines<'_>, file: &File, e: ConfigError) -> FileError {
 
 #[cfg(test)]
 mod tests;
+mod vrrp;

@@ -212,3 +212,33 @@ fn neighbor_table_timers() {
     let without = EXAMPLE.replace("reachable_ms = 30000", "");
     assert_eq!(parse(&without).unwrap().neighbor_timers.reachable.as_secs(), 30, "defaults fill what is left out");
 }
+
+/// `[[vrrp]]` routers: defaults, and each rule named with the router's index.
+#[test]
+fn vrrp_routers_and_their_rules() {
+    let with = |extra: &str| parse(&format!("{EXAMPLE}\n[[vrrp]]\nport = \"lb0\"\nvrid = 51\n{extra}\n"));
+    let l = with("vips = [\"198.19.0.1\"]\nadvert_interval_ms = 100").unwrap();
+    let r = &l.vrrp[0];
+    assert_eq!((r.name.as_str(), r.port, r.vrid, r.priority, r.interval_cs), ("lb0-51-v4", 0, 51, 100, 10));
+    assert!(r.preempt && r.garp_count == 3 && r.track_penalty == 254);
+    let v6 = with("vips = [\"2001:db8:100::1\"]\nname = \"six\"\npreempt_delay_ms = 2000").unwrap();
+    assert_eq!((v6.vrrp[0].name.as_str(), v6.vrrp[0].preempt_delay.as_millis()), ("six", 2000));
+    for (extra, field) in [
+        ("vips = []", "vrrp[0].vips"),
+        ("vips = [\"198.19.0.1\", \"2001:db8::1\"]", "vrrp[0].vips"),
+        ("vips = [\"x\"]", "vrrp[0].vips[0]"),
+        ("vips = [\"198.19.0.1\"]\npriority = 255", "vrrp[0].priority"),
+        ("vips = [\"198.19.0.1\"]\nadvert_interval_ms = 105", "vrrp[0].advert_interval_ms"),
+        ("vips = [\"198.19.0.1\"]\nadvert_interval_ms = 0", "vrrp[0].advert_interval_ms"),
+        ("vips = [\"198.19.0.1\"]\ngarp_count = 0", "vrrp[0].garp_count"),
+        ("vips = [\"198.19.0.1\"]\ntrack_penalty = 256", "vrrp[0].track_penalty"),
+        ("vips = [\"198.19.0.1\"]\ncolour = 1", "toml"),
+    ] {
+        let e = with(extra).expect_err(extra);
+        assert!(e.field.starts_with(field), "{extra}: {e}");
+    }
+    let e = parse(&format!("{EXAMPLE}\n[[vrrp]]\nport = \"eth9\"\nvrid = 1\nvips = [\"198.19.0.1\"]\n")).unwrap_err();
+    assert_eq!(e.field, "vrrp[0].port", "{e}");
+    let twice = "[[vrrp]]\nport = \"lb0\"\nvrid = 7\nvips = [\"198.19.0.1\"]\n[[vrrp]]\nport = \"lb0\"\nvrid = 7\nvips = [\"198.19.0.2\"]\n";
+    assert_eq!(parse(&format!("{EXAMPLE}\n{twice}")).unwrap_err().field, "vrrp[1].vrid");
+}

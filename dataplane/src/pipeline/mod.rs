@@ -322,7 +322,9 @@ impl Pipeline {
                 return v;
             }
         }
-        if cfg.is_own(&p.dst) || (p.proto == crate::slowpath::vrrp::PROTO && crate::slowpath::vrrp::is_group(&p.dst, p.v4)) {
+        if cfg.is_own(&p.dst)
+            || (p.proto == crate::slowpath::vrrp::PROTO && crate::slowpath::vrrp::is_group(&p.dst, p.v4))
+        {
             return Ok(Verdict::SlowPath);
         }
         Err(DropReason::NotForUs)

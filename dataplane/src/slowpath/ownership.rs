@@ -57,10 +57,14 @@ impl SlowPath {
     pub fn set_vrrp(&mut self, specs: Vec<RouterSpec>, now: Instant) -> Result<(), String> {
         let mut runs = Vec::new();
         for s in specs {
-            let pi = self.ports.iter().position(|p| p.port == s.port).ok_or(format!("{}: no port {}", s.name, s.port))?;
+            let pi =
+                self.ports.iter().position(|p| p.port == s.port).ok_or(format!("{}: no port {}", s.name, s.port))?;
             let v4 = s.vips.first().ok_or(format!("{}: no VIP", s.name))?.is_ipv4();
             if s.vips.iter().any(|a| a.is_ipv4() != v4) {
-                return Err(format!("{}: IPv4 and IPv6 VIPs in one virtual router (VRRPv3 runs one per family)", s.name));
+                return Err(format!(
+                    "{}: IPv4 and IPv6 VIPs in one virtual router (VRRPv3 runs one per family)",
+                    s.name
+                ));
             }
             let src = if v4 {
                 self.ports[pi]

@@ -98,12 +98,7 @@ pub fn parse(vrrp: &[u8], src: &[u8; 16], dst: &[u8; 16], ttl: u8, v4: bool) -> 
     if !checksum_ok(vrrp, src, dst, v4) {
         return Err(Refused::Checksum);
     }
-    Ok(Advert {
-        vrid: vrrp[1],
-        priority: vrrp[2],
-        interval_cs: u16::from_be_bytes([vrrp[4], vrrp[5]]) & 0x0fff,
-        count,
-    })
+    Ok(Advert { vrid: vrrp[1], priority: vrrp[2], interval_cs: u16::from_be_bytes([vrrp[4], vrrp[5]]) & 0x0fff, count })
 }
 
 fn pseudo(src: &[u8; 16], dst: &[u8; 16], len: usize, v4: bool) -> u64 {
@@ -122,24 +117,7 @@ fn checksum_ok(vrrp: &[u8], src: &[u8; 16], dst: &[u8; 16], v4: bool) -> bool {
 
 /// The IPv6 link-local address of a MAC (modified EUI-64, RFC 4291 appendix A).
 pub fn link_local(mac: Mac) -> Ipv6Addr {
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        mac[0] ^ 2,
-        mac[1],
-        mac[2],
-        0xff,
-        0xfe,
-        mac[3],
-        mac[4],
-        mac[5],
-    ])
+    Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]])
 }
 
 fn mapped(a: IpAddr) -> [u8; 16] {
@@ -409,7 +387,11 @@ impl Router {
         if self.resigned {
             return false;
         }
-        let p = if healthy { self.spec.priority } else { self.spec.priority.saturating_sub(self.spec.track_penalty).max(1) };
+        let p = if healthy {
+            self.spec.priority
+        } else {
+            self.spec.priority.saturating_sub(self.spec.track_penalty).max(1)
+        };
         if p == self.priority {
             return false;
         }

@@ -1,0 +1,67 @@
+//! The daemon loop's VRRP side: the slow path runs the virtual routers; this follows the snapshots for their health
+//! tracking, hands them over when a drain starts, and reports their state and transitions to the store (API, events,
+//! `/metrics`).
+
+use super::DaemonError;
+use edgelb_controlplane::store::{Store, StoreEvent};
+use edgelb_dataplane::slowpath::vrrp::RouterSpec;
+use edgelb_dataplane::slowpath::SlowPath;
+use edgelb_dataplane::snapshot::DataplaneConfig;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// The VRRP routers' side of the daemon loop: the slow path learns every new snapshot (for health tracking), hands
+/// its routers over when a drain starts, and reports their state and transitions to the store (API, events,
+/// `/metrics`).
+pub(super) struct VrrpFollow {
+    generation: u64,
+    resigned: bool,
+    next_report: Instant,
+}
+
+impl VrrpFollow {
+    pub(super) fn start(
+        slow: &mut SlowPath,
+        routers: Vec<RouterSpec>,
+        cfg: &DataplaneConfig,
+    ) -> Result<Self, DaemonError> {
+        let n = routers.len();
+        slow.set_vrrp(routers, Instant::now()).map_err(|e| DaemonError::Config(format!("[[vrrp]]: {e}")))?;
+        if n > 0 {
+            info!(routers = n, "VRRP: virtual routers started in Backup");
+        }
+        Ok(Self { generation: cfg.generation, resigned: false, next_report: Instant::now() })
+    }
+
+    pub(super) fn follow(
+        &mut self,
+        slow: &mut SlowPath,
+        store: &Store,
+        draining: bool,
+        now: Instant,
+        emit: &mut impl FnMut(u16, &[u8]),
+    ) {
+        let cfg = store.handle().load();
+        if cfg.generation != self.generation {
+            self.generation = cfg.generation;
+            slow.update(&cfg);
+        }
+        if draining && !self.resigned {
+            self.resigned = true;
+            slow.vrrp_resign(now, emit);
+        }
+        let changes = slow.take_vrrp_transitions();
+        for (router, (from, to, why)) in &changes {
+            info!(router = %router, "VRRP: {from:?} → {to:?} ({why})");
+            store.announce(StoreEvent::VrrpState {
+                router: router.clone(),
+                state: format!("{to:?}"),
+                reason: (*why).to_string(),
+            });
+        }
+        if !changes.is_empty() || now >= self.next_report {
+            self.next_report = now + Duration::from_millis(100);
+            store.set_vrrp((slow.vrrp_status(), slow.vrrp_refused()));
+        }
+    }
+}
