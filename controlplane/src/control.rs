@@ -83,9 +83,15 @@ async fn run(
 ) {
     let health = tokio::spawn(crate::health::run(store.clone()));
     let (k8s_stop, k8s_stop_rx) = watch::channel(false);
+    let mut vip_leases = None;
     let k8s = match s.kubernetes {
         Some(k) => match kube_client(&k).await {
             Ok(c) => {
+                if k.vip_leases {
+                    store.enable_vip_leases();
+                    let (l, st, stop) = (k.lease.clone(), store.clone(), k8s_stop_rx.clone());
+                    vip_leases = Some(tokio::spawn(crate::k8s::vip_leases::run(c.clone(), st, l, stop)));
+                }
                 Some(tokio::spawn(crate::k8s::controller::run(c, store.clone(), k.settings, k.lease, k8s_stop_rx)))
             }
             Err(e) => {
@@ -117,6 +123,10 @@ async fn run(
     let _ = k8s_stop.send(true);
     if let Some(k) = k8s {
         let _ = tokio::time::timeout(Duration::from_secs(2), k).await;
+    }
+    // The VIP Leases held are released (deleted), so another appliance answers for them at once.
+    if let Some(v) = vip_leases {
+        let _ = tokio::time::timeout(Duration::from_secs(2), v).await;
     }
     // Clean stop: withdraw every VIP and close the sessions with a Cease.
     if let Some(sp) = speaker.lock().await.take() {

@@ -182,6 +182,7 @@ pub struct Store {
     bfd_dropped: Mutex<Vec<(&'static str, u64)>>,
     drain: Mutex<DrainInfo>,
     vrrp: Mutex<VrrpReport>,
+    vip_leases: Mutex<Option<std::collections::HashSet<IpAddr>>>,
     peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
     k8s_status: Mutex<Option<K8sStatus>>,
 }
@@ -421,6 +422,7 @@ impl Store {
             bfd_dropped: Mutex::new(Vec::new()),
             drain: Mutex::new(DrainInfo::default()),
             vrrp: Mutex::new(VrrpReport::default()),
+            vip_leases: Mutex::new(None),
             peer_ops: OnceLock::new(),
             k8s_status: Mutex::new(None),
         }))
@@ -457,6 +459,33 @@ impl Store {
         if let Ok(mut g) = self.peers.lock() {
             *g = p;
         }
+    }
+
+    /// Kubernetes VIPs are owned by Lease from now on (`[kubernetes] vip_leases`): none is answered until held.
+    pub fn enable_vip_leases(&self) {
+        if let Ok(mut g) = self.vip_leases.lock() {
+            g.get_or_insert_with(Default::default);
+        }
+    }
+
+    /// The VIP Leases this appliance holds now.
+    pub fn set_vip_leases_held(&self, held: std::collections::HashSet<IpAddr>) {
+        if let Ok(mut g) = self.vip_leases.lock() {
+            if let Some(h) = g.as_mut() {
+                *h = held;
+            }
+        }
+    }
+
+    /// The VIPs of the Kubernetes Services in force.
+    pub fn kubernetes_vips(&self) -> std::collections::HashSet<IpAddr> {
+        self.lock().k8s.iter().map(|s| s.vip).collect()
+    }
+
+    /// With VIP Leases on: the VIPs they govern (every Kubernetes VIP) and those held here. `None`: off.
+    pub fn vip_leases(&self) -> Option<(std::collections::HashSet<IpAddr>, std::collections::HashSet<IpAddr>)> {
+        let held = self.vip_leases.lock().ok()?.clone()?;
+        Some((self.kubernetes_vips(), held))
     }
 
     /// The daemon reports its VRRP routers.

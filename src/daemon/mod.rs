@@ -20,7 +20,7 @@
 
 mod drain;
 mod learnt;
-mod vrrp;
+mod ownership;
 
 use drain::{Drain, DrainState};
 use edgelb_controlplane::config::{self, Driver, Loaded};
@@ -36,6 +36,7 @@ use edgelb_dataplane::port::{buf_pool, Port, BURST};
 use edgelb_dataplane::slowpath::SlowPath;
 use edgelb_dataplane::worker::{WorkerSetup, WorkerView, Workers};
 use learnt::Learnt;
+use ownership::Ownership;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::collections::HashSet;
@@ -44,7 +45,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
-use vrrp::VrrpFollow;
 
 /// `edgelbd`'s command line.
 #[derive(Debug, clap::Parser)]
@@ -407,7 +407,7 @@ where
         None => inject_full += 1,
     };
     // VRRP first: a VIP of a virtual router is announced only once this appliance is its Master.
-    let mut vrrp = VrrpFollow::start(&mut slow, loaded.vrrp.clone(), &handle.load())?;
+    let mut owner = Ownership::start(&mut slow, loaded.vrrp.clone(), &handle.load())?;
     slow.announce(&mut emit);
     let mut learnt = Learnt::new(Instant::now(), Duration::from_millis(20));
     let mut seen_version = store.version();
@@ -441,7 +441,7 @@ where
             }
         }
         pump_slow_path(&mut slow, &workers, now, &mut emit);
-        vrrp.follow(&mut slow, &store, drain.is_some(), now, &mut emit);
+        owner.follow(&mut slow, &store, drain.is_some(), now, &mut emit);
         learnt.add(slow.take_changes());
         if let Some(batch) = learnt.due(now) {
             match store.learn(batch) {
@@ -462,7 +462,7 @@ where
     }
     // A Master's last advert says priority 0: the backup takes the VIPs over at once. Worker 0 sends it.
     slow.vrrp_stop(&mut emit);
-    vrrp.follow(&mut slow, &store, true, Instant::now(), &mut emit);
+    owner.follow(&mut slow, &store, true, Instant::now(), &mut emit);
     std::thread::sleep(Duration::from_millis(20));
     info!("stopping");
     api.stop();
@@ -632,6 +632,8 @@ fn follow_services(slow: &mut SlowPath, store: &Store, emit: &mut impl FnMut(u16
     model.services = store.services().1;
     slow.update(&store.handle().load());
     slow.set_wanted(wanted(&model));
+    // A Kubernetes VIP governed by a Lease is announced by its holder only.
+    ownership::follow_leases(slow, store, Instant::now());
     slow.announce(emit);
 }
 

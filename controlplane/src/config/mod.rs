@@ -410,6 +410,8 @@ struct KubernetesSection {
     lease_name: String,
     #[serde(default = "default_lease_duration")]
     lease_duration: i32,
+    #[serde(default)]
+    vip_leases: bool,
     #[serde(default, rename = "pool")]
     pools: Vec<Spanned<PoolSection>>,
 }
@@ -447,6 +449,8 @@ pub struct KubernetesConfig {
     pub settings: crate::k8s::Settings,
     /// Leader election.
     pub lease: crate::k8s::controller::LeaseSettings,
+    /// L2 ownership of each Kubernetes VIP by a Lease of its own (`vip_leases = true`).
+    pub vip_leases: bool,
 }
 
 fn bgp_port() -> u16 {
@@ -964,6 +968,7 @@ fn kubernetes(lines: &Lines<'_>, k: &Spanned<KubernetesSection>) -> Result<Kuber
             identity,
             duration_s: ks.lease_duration,
         },
+        vip_leases: ks.vip_leases,
     })
 }
 

@@ -191,6 +191,9 @@ fn kubernetes_section() {
         ("edgelb.io/lb", "kube-system", 15)
     );
     assert_eq!(k.settings.pools[0].ranges.len(), 2);
+    assert!(!k.vip_leases, "off unless asked for");
+    let leased = text.replace("identity = \"node-a\"", "identity = \"node-a\"\nvip_leases = true");
+    assert!(parse(&leased).unwrap().kubernetes.unwrap().vip_leases);
     let bad = text.replace("198.19.1.0/24", "198.19.1.0/40");
     let e = parse(&bad).unwrap_err();
     assert_eq!(e.field, "kubernetes.pool[0].addresses", "{e}");

@@ -7,6 +7,7 @@
 //! and leader election that drive it are the rest of the issue.
 
 pub mod controller;
+pub mod vip_leases;
 
 use crate::store::ServiceKey;
 use edgelb_dataplane::model::{BackendSpec, BackendState, Mode, Protocol, ServiceSpec};

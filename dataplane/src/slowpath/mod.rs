@@ -147,6 +147,8 @@ pub struct SlowPath {
     vrrp_transitions: Vec<(String, vrrp::Transition)>,
     /// VIPs with at least one active backend (VRRP tracking).
     healthy_vips: HashSet<IpAddr>,
+    /// VIPs owned by Kubernetes Lease (`None`: not in use).
+    leased: Option<ownership::Leased>,
     /// Counters.
     pub stats: SlowStats,
 }
@@ -296,6 +298,7 @@ impl SlowPath {
             vrrp_refused: [0; vrrp::Refused::ALL.len()],
             vrrp_transitions: Vec::new(),
             healthy_vips: HashSet::new(),
+            leased: None,
             stats: SlowStats::default(),
         };
         s.update(cfg);
@@ -515,6 +518,7 @@ impl SlowPath {
         }
         self.act(now, out);
         self.vrrp_poll(now, out);
+        self.lease_poll(now, out);
     }
 
     /// NDP: learn from solicitations aimed at our addresses and VIPs (claims) and advertisements (answers when
@@ -912,5 +916,39 @@ mod tests {
         s.handle(0, &bad, t0, &mut |_, _| {});
         let refused = s.vrrp_refused();
         assert!(refused.contains(&("version", 1)) && refused.contains(&("checksum", 1)), "{refused:?}");
+    }
+
+    /// Lease ownership: a VIP a Lease governs is answered only while held here; taking it announces it
+    /// `LEASE_GARPS` times; losing it stops the answers.
+    #[test]
+    fn a_vip_governed_by_a_lease_is_answered_only_while_held() {
+        let mut s = slow();
+        let vip: Ipv4Addr = "198.19.0.1".parse().unwrap();
+        let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
+        let t0 = Instant::now();
+        let ask = |s: &mut SlowPath| {
+            let req = arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], vip));
+            collect(s, &req).iter().any(|f| ArpPacket::new_checked(&f[14..]).is_ok_and(|a| a.operation() == OP_REPLY))
+        };
+        assert!(ask(&mut s), "without Leases every VIP is answered");
+        let managed: HashSet<IpAddr> = [IpAddr::V4(vip)].into();
+        s.set_leased(Some((managed.clone(), HashSet::new())), t0);
+        assert!(!ask(&mut s), "governed by a Lease held elsewhere");
+        let mut out = Vec::new();
+        s.announce(&mut |_, f| out.push(f.to_vec()));
+        assert!(out.is_empty());
+        let (gained, _) = s.set_leased(Some((managed.clone(), managed.clone())), t0);
+        assert_eq!(gained, vec![IpAddr::V4(vip)]);
+        assert!(ask(&mut s), "held here");
+        let garps = |s: &mut SlowPath, at: Instant| {
+            let mut out = Vec::new();
+            s.poll(at, &mut |_, f| out.push(f.to_vec()));
+            out.iter().filter(|f| ArpPacket::new_checked(&f[14..]).is_ok_and(|a| a.sender_ip() == vip.octets())).count()
+        };
+        let n: usize = (0..5).map(|i| garps(&mut s, t0 + ownership::LEASE_GARP_EVERY * i)).sum();
+        assert_eq!(n, usize::from(ownership::LEASE_GARPS));
+        let (_, lost) = s.set_leased(Some((managed, HashSet::new())), t0);
+        assert_eq!(lost, vec![IpAddr::V4(vip)]);
+        assert!(!ask(&mut s));
     }
 }

@@ -1,5 +1,7 @@
 //! Which VIPs the appliance answers ARP and NDP for: every VIP, except those of a VRRP virtual router
-//! ([`super::vrrp`]) that is not Master here. The slow path runs the routers: advertisements in ([`SlowPath::handle`]
+//! ([`super::vrrp`]) that is not Master here and those governed by a Kubernetes Lease (one per VIP) that another
+//! appliance holds. A VIP that becomes ours is announced: [`LEASE_GARPS`] gratuitous ARPs / unsolicited NAs
+//! [`LEASE_GARP_EVERY`] apart for a Lease, the router's own count for VRRP. The slow path runs the routers: advertisements in ([`SlowPath::handle`]
 //! hands them here), adverts out and the master's gratuitous ARP / unsolicited NA on each poll, priority following
 //! the VIPs' health, and the hand-over when the appliance drains.
 
@@ -8,8 +10,22 @@ use super::{arp_frame, na_frame, SlowPath};
 use crate::model::PortId;
 use crate::wire::arp::OP_REQUEST;
 use crate::wire::ethernet::{ethertype, parse_l2, BROADCAST};
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv6Addr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Announcements of a VIP whose Lease this appliance took.
+pub const LEASE_GARPS: u8 = 3;
+/// Between them.
+pub const LEASE_GARP_EVERY: Duration = Duration::from_millis(100);
+
+/// VIPs owned by Lease: those the Leases govern, those held here, and the announcements still due.
+#[derive(Debug, Default)]
+pub(super) struct Leased {
+    managed: HashSet<IpAddr>,
+    held: HashSet<IpAddr>,
+    garps: Vec<(IpAddr, u8, Instant)>,
+}
 
 /// A virtual router on one of the slow path's ports.
 #[derive(Debug)]
@@ -86,10 +102,59 @@ impl SlowPath {
         Ok(())
     }
 
-    /// Whether the appliance answers for `vip`: yes unless a virtual router holds it and none is Master here.
+    /// Whether the appliance answers for `vip`: yes unless a virtual router holds it and none is Master here, or a
+    /// Lease governs it and another appliance holds that.
     pub fn owns(&self, vip: &IpAddr) -> bool {
+        if let Some(l) = &self.leased {
+            if l.managed.contains(vip) && !l.held.contains(vip) {
+                return false;
+            }
+        }
         let mut held = self.vrrp.iter().filter(|r| r.router.spec.vips.contains(vip)).peekable();
         held.peek().is_none() || held.any(|r| r.router.state() == State::Master)
+    }
+
+    /// The VIP Leases (`None`: not in use): the VIPs they govern and those held here. A VIP newly held is announced.
+    /// Returns the VIPs gained and lost, for the log.
+    pub fn set_leased(
+        &mut self,
+        leases: Option<(HashSet<IpAddr>, HashSet<IpAddr>)>,
+        now: Instant,
+    ) -> (Vec<IpAddr>, Vec<IpAddr>) {
+        let Some((managed, held)) = leases else {
+            self.leased = None;
+            return (Vec::new(), Vec::new());
+        };
+        let l = self.leased.get_or_insert_with(Leased::default);
+        let mut gained: Vec<IpAddr> = held.difference(&l.held).copied().collect();
+        let mut lost: Vec<IpAddr> = l.held.difference(&held).copied().collect();
+        gained.sort_unstable();
+        lost.sort_unstable();
+        l.garps.retain(|(v, _, _)| held.contains(v));
+        l.garps.extend(gained.iter().map(|v| (*v, LEASE_GARPS, now)));
+        (l.managed, l.held) = (managed, held);
+        (gained, lost)
+    }
+
+    /// The announcements due for VIPs taken by Lease, on every port.
+    pub(super) fn lease_poll(&mut self, now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
+        let Some(l) = self.leased.as_mut() else { return };
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        for (vip, left, next) in &mut l.garps {
+            if *left == 0 || now < *next {
+                continue;
+            }
+            *left -= 1;
+            *next = now + LEASE_GARP_EVERY;
+            for p in &self.ports {
+                match vip {
+                    IpAddr::V4(v) => out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, *v), ([0; 6], *v))),
+                    IpAddr::V6(v) => out(p.port, &na_frame(p.mac, [0x33, 0x33, 0, 0, 0, 1], *v, all_nodes, false)),
+                }
+                self.stats.announcements += 1;
+            }
+        }
+        l.garps.retain(|(_, left, _)| *left > 0);
     }
 
     /// An advertisement received on port index `pi` (already known to be IP protocol 112 to the group).

@@ -1,6 +1,6 @@
-//! The daemon loop's VRRP side: the slow path runs the virtual routers; this follows the snapshots for their health
-//! tracking, hands them over when a drain starts, and reports their state and transitions to the store (API, events,
-//! `/metrics`).
+//! The daemon loop's side of VIP ownership. VRRP: the slow path runs the virtual routers; this follows the snapshots
+//! for their health tracking, hands them over when a drain starts, and reports their state and transitions to the
+//! store (API, events, `/metrics`). Kubernetes VIP Leases: the held set goes from the store to the slow path.
 
 use super::DaemonError;
 use edgelb_controlplane::store::{Store, StoreEvent};
@@ -13,13 +13,13 @@ use tracing::info;
 /// The VRRP routers' side of the daemon loop: the slow path learns every new snapshot (for health tracking), hands
 /// its routers over when a drain starts, and reports their state and transitions to the store (API, events,
 /// `/metrics`).
-pub(super) struct VrrpFollow {
+pub(super) struct Ownership {
     generation: u64,
     resigned: bool,
     next_report: Instant,
 }
 
-impl VrrpFollow {
+impl Ownership {
     pub(super) fn start(
         slow: &mut SlowPath,
         routers: Vec<RouterSpec>,
@@ -45,6 +45,8 @@ impl VrrpFollow {
         if cfg.generation != self.generation {
             self.generation = cfg.generation;
             slow.update(&cfg);
+            // New Kubernetes VIPs are governed by their Lease before any ARP for them is answered.
+            follow_leases(slow, store, now);
         }
         if draining && !self.resigned {
             self.resigned = true;
@@ -62,6 +64,18 @@ impl VrrpFollow {
         if !changes.is_empty() || now >= self.next_report {
             self.next_report = now + Duration::from_millis(100);
             store.set_vrrp((slow.vrrp_status(), slow.vrrp_refused()));
+            follow_leases(slow, store, now);
         }
+    }
+}
+
+/// The VIP Leases held now into the slow path (which announces a VIP newly held), logged.
+pub(super) fn follow_leases(slow: &mut SlowPath, store: &Store, now: Instant) {
+    let (gained, lost) = slow.set_leased(store.vip_leases(), now);
+    for v in gained {
+        info!(vip = %v, "VIP Lease held: answering and announcing the VIP");
+    }
+    for v in lost {
+        info!(vip = %v, "VIP Lease gone: the VIP is answered by its holder");
     }
 }
