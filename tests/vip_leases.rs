@@ -375,6 +375,27 @@ fn killing_the_lease_holder_moves_the_vip_and_connections_resume() {
         assert!(moved[i].is_none_or(|m| m <= bound), "{vip}: moved after {:?}", moved[i]);
     }
     assert!(read(other).contains("VIP Lease held: answering and announcing the VIP"), "{}", read(other));
+    // a comes back as the standby; b drains (SIGTERM): it releases its Leases at once and a takes both VIPs.
+    da = start(&a, "a2", "198.18.254.1", "198.18.0.1", "2001:db8::1");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(VIPS.map(|(_, l)| holder(&mg, &km, l)), ["b", "b"], "b kept both while a started");
+    let drained = Instant::now();
+    // SAFETY: kill(2) on our child (`ip netns exec` execs edgelbd in place), not yet reaped.
+    assert_eq!(unsafe { libc::kill(db.0.id() as i32, libc::SIGTERM) }, 0);
+    for (vip, _) in VIPS {
+        let deadline = drained + Duration::from_secs(LEASE_DURATION);
+        while client_sees(&lab, &cl, vip) != mac_of("a") {
+            assert!(Instant::now() < deadline, "{vip} did not move back to a on b's drain:\nb:\n{}", read("b"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let handed = drained.elapsed();
+    println!("  b drained (SIGTERM): both VIPs answered by a after {handed:?}");
+    assert!(
+        handed < Duration::from_secs(2),
+        "a drain hands the VIPs over at once, not at the Lease's expiry: {handed:?}"
+    );
+    assert!(read("b").contains("draining: VIP Leases released"), "{}", read("b"));
     let _ = db.0.kill();
     let _ = da.0.kill();
     let _ = std::fs::remove_dir_all(&dir);

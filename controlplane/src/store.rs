@@ -701,6 +701,11 @@ impl Store {
         Ok(generation)
     }
 
+    /// Whether the appliance drains.
+    pub fn is_draining(&self) -> bool {
+        self.lock().model.draining
+    }
+
     /// Drain the appliance (refuse new flows) or stop draining.
     ///
     /// # Errors

@@ -3,7 +3,8 @@
 //! VIP of the Kubernetes Services four times a second and renews what it holds every third of the Lease duration,
 //! so when a holder dies another takes its VIPs within the Lease duration and a quarter of a second; the slow path
 //! then announces them (gratuitous ARP / unsolicited NA). The held set goes to the store; the daemon hands it to the
-//! slow path. On stop the Leases held are deleted, so a clean exit hands the VIPs over at once.
+//! slow path. When the appliance drains, and on stop, the Leases held are deleted and no more are taken, so a drain
+//! hands the VIPs over at once (the other appliance takes them on its next try) while tracked flows finish.
 
 use super::controller::{lease_tick, LeaseSettings};
 use crate::store::Store;
@@ -37,6 +38,14 @@ pub async fn run(client: Client, store: Arc<Store>, base: LeaseSettings, mut sto
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
+        if store.is_draining() {
+            if !held.is_empty() {
+                info!(vips = held.len(), "draining: VIP Leases released");
+                store.set_vip_leases_held(Default::default());
+                release(&client, &base.namespace, held.drain().map(|(v, _)| v)).await;
+            }
+            continue;
+        }
         let vips = store.kubernetes_vips();
         held.retain(|v, _| vips.contains(v));
         for vip in vips {
@@ -67,9 +76,14 @@ pub async fn run(client: Client, store: Arc<Store>, base: LeaseSettings, mut sto
         store.set_vip_leases_held(held.keys().copied().collect());
     }
     store.set_vip_leases_held(Default::default());
-    let api: Api<Lease> = Api::namespaced(client, &base.namespace);
-    for vip in held.keys() {
-        if let Err(e) = api.delete(&lease_name(*vip), &DeleteParams::default()).await {
+    release(&client, &base.namespace, held.into_keys()).await;
+}
+
+/// Delete the Leases of these VIPs (ours), so another appliance takes them at once.
+async fn release(client: &Client, namespace: &str, vips: impl Iterator<Item = IpAddr>) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    for vip in vips {
+        if let Err(e) = api.delete(&lease_name(vip), &DeleteParams::default()).await {
             warn!(vip = %vip, "VIP Lease not released: {e}");
         }
     }
