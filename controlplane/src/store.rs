@@ -701,6 +701,21 @@ impl Store {
         Ok(generation)
     }
 
+    /// The VIPs another appliance owns now (VRRP, VIP Leases): their packets are still forwarded, and counted.
+    ///
+    /// # Errors
+    /// Should the model no longer build, the error (nothing changes).
+    pub fn set_unowned(&self, vips: &[IpAddr]) -> Result<u64, StoreError> {
+        let mut g = self.lock();
+        let i = &mut *g;
+        i.builder.set_unowned(vips.iter().copied());
+        let built = build_effective(&mut i.builder, &mut i.model, &i.learned, &i.unhealthy, &i.k8s);
+        let (cfg, _) = built?;
+        let generation = cfg.generation;
+        self.handle.publish(cfg);
+        Ok(generation)
+    }
+
     /// Whether the appliance drains.
     pub fn is_draining(&self) -> bool {
         self.lock().model.draining

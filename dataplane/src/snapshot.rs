@@ -137,6 +137,9 @@ pub struct DataplaneConfig {
     pub service_id_limit: u32,
     /// Refuse new flows (the appliance is draining).
     pub draining: bool,
+    /// VIPs another appliance owns now (VRRP Backup here, or their Lease held elsewhere), 16-byte form: packets that
+    /// reach them anyway are forwarded and counted (`vip_packets_not_owner`).
+    pub unowned_vips: FxHashSet<[u8; 16]>,
 }
 
 /// 16-byte form of an address (IPv4 mapped).
@@ -261,12 +264,19 @@ pub struct ConfigBuilder {
     prev: Option<Arc<DataplaneConfig>>,
     /// The spec each service had in the previous build, by service id (`None`: not in it).
     specs: Vec<Option<ServiceSpec>>,
+    /// VIPs another appliance owns now, given to every snapshot built.
+    unowned: FxHashSet<[u8; 16]>,
 }
 
 impl ConfigBuilder {
     /// A builder with no history.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The VIPs another appliance owns now (see [`DataplaneConfig::unowned_vips`]), for the next builds.
+    pub fn set_unowned(&mut self, vips: impl IntoIterator<Item = IpAddr>) {
+        self.unowned = vips.into_iter().map(addr16).collect();
     }
 
     /// Validate `model` and build the next snapshot, reporting Maglev slot movement for each service whose table was
@@ -289,6 +299,7 @@ impl ConfigBuilder {
 
     fn build_valid(&mut self, model: &Valid<'_>) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
         let mut cfg = base_config(model, self.generation + 1);
+        cfg.unowned_vips.clone_from(&self.unowned);
         let prev = Previous::of(self.prev.as_deref(), &self.specs, &cfg);
         let mut moved = Vec::new();
         cfg.backends = vec![None; self.ids.next_backend as usize];
@@ -587,6 +598,7 @@ fn base_config(model: &Valid<'_>, generation: u64) -> DataplaneConfig {
         backend_id_limit: 0,
         service_id_limit: 0,
         draining: model.draining,
+        unowned_vips: FxHashSet::default(),
     };
     for itf in &model.interfaces {
         for (a, plen) in &itf.addrs {

@@ -17,6 +17,8 @@ pub(super) struct Ownership {
     generation: u64,
     resigned: bool,
     next_report: Instant,
+    /// The VIPs another appliance owns, as the snapshot has them.
+    unowned: Vec<std::net::IpAddr>,
 }
 
 impl Ownership {
@@ -30,7 +32,7 @@ impl Ownership {
         if n > 0 {
             info!(routers = n, "VRRP: virtual routers started in Backup");
         }
-        Ok(Self { generation: cfg.generation, resigned: false, next_report: Instant::now() })
+        Ok(Self { generation: cfg.generation, resigned: false, next_report: Instant::now(), unowned: Vec::new() })
     }
 
     pub(super) fn follow(
@@ -65,6 +67,14 @@ impl Ownership {
             self.next_report = now + Duration::from_millis(100);
             store.set_vrrp((slow.vrrp_status(), slow.vrrp_refused()));
             follow_leases(slow, store, now);
+            // The workers count packets to VIPs owned elsewhere (and still forward them).
+            let unowned = slow.unowned_vips();
+            if unowned != self.unowned {
+                match store.set_unowned(&unowned) {
+                    Ok(_) => self.unowned = unowned,
+                    Err(e) => tracing::error!("the snapshot with the VIPs owned elsewhere did not build: {e}"),
+                }
+            }
         }
     }
 }

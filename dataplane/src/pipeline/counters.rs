@@ -151,6 +151,8 @@ counters! {
     icmp_errors_steered = "icmp_errors_steered", "ICMP errors about tracked flows steered to their backend.";
     icmp_too_big_sent = "icmp_too_big_sent", "Fragmentation-needed / packet-too-big messages sent to senders.";
     fragments_followed = "fragments_followed", "Non-first fragments that followed their first fragment.";
+    not_owner = "vip_packets_not_owner",
+        "Packets to a VIP another appliance owns now (VRRP Backup here, its Lease held elsewhere): forwarded, counted.";
 }
 
 impl Counters {

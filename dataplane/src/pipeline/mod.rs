@@ -310,6 +310,9 @@ impl Pipeline {
             return Err(DropReason::NoService);
         }
         if let Classified::Service(si) = class {
+            if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&p.dst) {
+                self.counters.not_owner += 1;
+            }
             return self.for_service(cfg, &cfg.services[si as usize], in_port, pkt, &p, now, bytes);
         }
         if p.has_ports() {

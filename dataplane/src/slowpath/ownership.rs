@@ -114,6 +114,19 @@ impl SlowPath {
         held.peek().is_none() || held.any(|r| r.router.state() == State::Master)
     }
 
+    /// The VIPs of the snapshot another appliance owns now, sorted.
+    pub fn unowned_vips(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .vips4
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(self.vips6.iter().map(|a| IpAddr::V6(*a)))
+            .filter(|a| !self.owns(a))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The VIP Leases (`None`: not in use): the VIPs they govern and those held here. A VIP newly held is announced.
     /// Returns the VIPs gained and lost, for the log.
     pub fn set_leased(
