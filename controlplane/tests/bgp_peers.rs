@@ -383,7 +383,7 @@ fn hold_timer_expires_when_the_peer_freezes_and_the_session_comes_back() {
 #[test]
 fn bfd_drops_the_session_within_half_a_second_where_the_hold_timer_takes_seconds() {
     require_root();
-    let (_lab, sp, rt) = pair("bgpf");
+    let (_lab, sp, rt) = pair("bfd");
     // A second IPv4 subnet on the same link for the peer without BFD (one peer per address).
     Command::new("ip")
         .args(["netns", "exec", &sp, "ip", "addr", "add", "198.18.254.1/24", "dev", "sp0"])
