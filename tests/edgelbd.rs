@@ -5,6 +5,7 @@
 //! refused, the long-lived one finishing) before it exits.
 
 use edgelb_testkit::daemon::{log_beside, Edgelbd};
+use edgelb_testkit::kube::{self, emulator};
 use edgelb_testkit::netns::{in_netns, interrupt_twice, require_root, Lab, Reaped};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
 const EDGELBCTL: &str = env!("CARGO_BIN_EXE_edgelbctl");
+const APISERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/apiserver.py");
 
 /// The tests that run edgelbd take turns: its workers poll at full speed, and several daemons on two cores starve
 /// each other's control threads into timeouts.
@@ -408,25 +410,8 @@ fn kubernetes_services_drive_the_appliance() {
     let _turn = one_daemon_at_a_time();
     let Hosts { lab: _lab, cl, lb, stop, servers } = hosts("kube");
     // The API server emulator on the appliance namespace's loopback.
-    let mut emu = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &lb, "python3"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/apiserver.py"))
-            .arg("18081")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut ready = String::new();
-    BufReader::new(emu.0.stdout.take().unwrap()).read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
-    let kubeconfig = temp(
-        "kube-e2e.kubeconfig",
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: emu\n  cluster:\n    server: http://127.0.0.1:18081\n\
-         contexts:\n- name: emu\n  context:\n    cluster: emu\n    user: u\n    namespace: default\ncurrent-context: emu\n\
-         users:\n- name: u\n  user: {}\n",
-    );
+    let _emu = emulator(APISERVER, &lb, 18081, None);
+    let kubeconfig = temp("kube-e2e.kubeconfig", &kube::kubeconfig("http://127.0.0.1:18081"));
     let mut cfg_text = config(&[]);
     cfg_text += &format!(
         "\n[api]\nlisten = \"127.0.0.1:50074\"\n\n[kubernetes]\nkubeconfig = \"{}\"\nidentity = \"edge-1\"\nlease_duration = 6\n\n\
@@ -601,28 +586,9 @@ fn the_lease_holder_alone_writes_status_and_hands_over() {
     // Each appliance's dataplane port (no traffic in this test).
     lab.veth(&a, "lb0", &x, "xa");
     lab.veth(&b, "lb0", &x, "xb");
-    let mut emu = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &mg, "python3"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/apiserver.py"))
-            .args(["18082", "--host", "0.0.0.0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut ready = String::new();
-    BufReader::new(emu.0.stdout.take().unwrap()).read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let _emu = emulator(APISERVER, &mg, 18082, Some("0.0.0.0"));
     let kubeconfig = |name: &str, server: &str| {
-        temp(
-            &format!("lease-{name}.kubeconfig"),
-            &format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: emu\n  cluster:\n    server: http://{server}:18082\n\
-                 contexts:\n- name: emu\n  context:\n    cluster: emu\n    user: u\n    namespace: default\n\
-                 current-context: emu\nusers:\n- name: u\n  user: {{}}\n"
-            ),
-        )
+        temp(&format!("lease-{name}.kubeconfig"), &kube::kubeconfig(&format!("http://{server}:18082")))
     };
     let (ka, kb, km) =
         (kubeconfig("a", "198.18.254.1"), kubeconfig("b", "198.18.254.5"), kubeconfig("mg", "127.0.0.1"));
@@ -949,8 +915,8 @@ fn api_drain_waits_for_silent_connections_in_both_families() {
     // edgelbctl drain follows the drain until edgelbd stops, one JSON line per change.
     let ctl = Command::new("ip")
         .args(["netns", "exec", &lb, EDGELBCTL, "--addr", "http://127.0.0.1:50075", "--output", "json", "drain"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));

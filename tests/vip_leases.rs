@@ -6,10 +6,11 @@
 //! mid-flow, the same backend).
 
 use edgelb_testkit::daemon::Edgelbd;
-use edgelb_testkit::netns::{in_netns, mac_text, require_root, Lab, Reaped};
+use edgelb_testkit::kube::emulator;
+use edgelb_testkit::netns::{in_netns, mac_text, require_root, Lab};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -231,29 +232,10 @@ fn killing_the_lease_holder_moves_the_vip_and_connections_resume() {
     let mut threads = backend(&be, stop.clone());
     let dir = std::env::temp_dir().join(format!("edgelb-vipl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut emu = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &mg, "python3"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/apiserver.py"))
-            .args(["18083", "--host", "0.0.0.0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut ready = String::new();
-    BufReader::new(emu.0.stdout.take().unwrap()).read_line(&mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let _emu =
+        emulator(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/apiserver.py"), &mg, 18083, Some("0.0.0.0"));
     let kubeconfig = |name: &str, server: &str| {
-        temp(
-            &dir,
-            &format!("{name}.kubeconfig"),
-            &format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: emu\n  cluster:\n    server: http://{server}:18083\n\
-                 contexts:\n- name: emu\n  context:\n    cluster: emu\n    user: u\n    namespace: default\n\
-                 current-context: emu\nusers:\n- name: u\n  user: {{}}\n"
-            ),
-        )
+        temp(&dir, &format!("{name}.kubeconfig"), &edgelb_testkit::kube::kubeconfig(&format!("http://{server}:18083")))
     };
     let km = kubeconfig("mg", "127.0.0.1");
     let start = |ns: &str, name: &str, server: &str, addr: &str, addr6: &str| {

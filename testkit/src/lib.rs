@@ -3,6 +3,7 @@
 //! - [`netns`]: the one namespace [`netns::Lab`] (namespaces, veth pairs, processes and files removed on drop),
 //!   [`netns::Reaped`], [`netns::in_netns`], [`netns::require_root`].
 //! - [`daemon`]: edgelbd started in a namespace ([`daemon::Edgelbd`]) and a bounded wait for what it logs.
+//! - [`kube`]: the Kubernetes API server emulator in a namespace, and a kubeconfig for it.
 //! - [`peers`]: BIRD as a BGP peer in a namespace. [`kernel_ports`]: frames to and from a kernel-backed port.
 //! - [`packets`]: [`packets::Craft`] builds a frame from every field a hostile sender controls (VLAN tags, IPv4
 //!   options, IPv6 extension headers, fragment fields, a transport message cut anywhere, Ethernet padding) and fixes
@@ -16,6 +17,7 @@
 
 pub mod daemon;
 pub mod kernel_ports;
+pub mod kube;
 pub mod models;
 pub mod netns;
 pub mod packets;
