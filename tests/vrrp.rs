@@ -1,5 +1,6 @@
 //! VRRPv3 between edgelbd and keepalived (Debian `keepalived`, a real peer) on one bridged segment, IPv4 and IPv6 in
-//! one test (root, network namespaces). keepalived (priority 100) owns the VIPs alone; edgelbd (150, preempt) takes
+//! one test (root, network namespaces). On the backends' side edgelbd runs two more virtual routers owning the
+//! gateway addresses the backend routes through, so NAT replies find whichever appliance is Master. keepalived (priority 100) owns the VIPs alone; edgelbd (150, preempt) takes
 //! them; killing edgelbd hands them back within the master down interval; edgelbd returning takes them back; a
 //! SIGTERM drain hands them over at once (priority 0). keepalived's own log says each of its states. A client sends
 //! a UDP probe to each VIP every 10 ms throughout and the longest stall of each step is printed; the one after the
@@ -162,6 +163,23 @@ vrid = 52
 priority = 150
 advert_interval_ms = 100
 vips = ["{VIP6}"]
+
+# The backends' side: the gateway they route through follows the Master (NAT replies come back through it).
+[[vrrp]]
+name = "gw4"
+port = "lb1"
+vrid = 61
+priority = 150
+advert_interval_ms = 100
+vips = ["198.18.2.254"]
+
+[[vrrp]]
+name = "gw6"
+port = "lb1"
+vrid = 62
+priority = 150
+advert_interval_ms = 100
+vips = ["2001:db8:2::fe"]
 "#
     )
 }
@@ -205,10 +223,10 @@ fn wait_edgelbd_master(lb: &str, secs: u64) -> serde_json::Value {
     loop {
         let v = edgelbctl_vrrp(lb);
         let masters = v["routers"].as_array().map_or(0, |r| r.iter().filter(|r| r["state"] == "Master").count());
-        if masters == 2 {
+        if masters == 4 {
             return v;
         }
-        assert!(Instant::now() < deadline, "edgelbd never Master of both routers: {v}");
+        assert!(Instant::now() < deadline, "edgelbd never Master of all four routers: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -239,8 +257,9 @@ fn edgelbd_and_keepalived_share_vips_over_vrrp_in_both_families() {
     lab.ip(&ka, "addr add 2001:db8::2/64 dev ka0 nodad");
     lab.ip(&be, "addr add 198.18.2.10/24 dev be0");
     lab.ip(&be, "addr add 2001:db8:2::10/64 dev be0 nodad");
-    lab.ip(&be, "route add default via 198.18.2.1 dev be0");
-    lab.ip(&be, "-6 route add default via 2001:db8:2::1 dev be0");
+    // The backend routes through the virtual routers' gateway addresses, not an address of edgelbd's own.
+    lab.ip(&be, "route add default via 198.18.2.254 dev be0");
+    lab.ip(&be, "-6 route add default via 2001:db8:2::fe dev be0");
     let stop = Arc::new(AtomicBool::new(false));
     // Dual-stack sockets: one per server answers both families.
     let mut threads = vec![echo(&be, "[::]:5353", "be", stop.clone()), echo(&ka, "[::]:53", "ka", stop.clone())];
@@ -279,6 +298,19 @@ fn edgelbd_and_keepalived_share_vips_over_vrrp_in_both_families() {
     wait_answered_by(&a4, "be", 5, "IPv4 through edgelbd once it is Master");
     wait_answered_by(&a6, "be", 5, "IPv6 through edgelbd once it is Master");
     assert!(v["routers"][0]["master"] == "198.18.0.1" && v["routers"][0]["adverts_out"].as_u64() > Some(0), "{v}");
+    // The backend resolves its gateways afresh, once the gratuitous ARPs / NAs are over (3 within 200 ms of becoming
+    // Master): edgelbd, their Master, answers.
+    std::thread::sleep(Duration::from_secs(1));
+    lab.ip(&be, "-4 neigh flush dev be0");
+    lab.ip(&be, "-6 neigh flush dev be0");
+    std::thread::sleep(Duration::from_millis(300));
+    wait_answered_by(&a4, "be", 5, "IPv4 NAT replies through the gateway resolved afresh");
+    wait_answered_by(&a6, "be", 5, "IPv6 NAT replies through the gateway resolved afresh");
+    let lb1 = edgelb_testkit::netns::mac_text(lab.mac(&lb, "lb1"));
+    for gw in ["198.18.2.254", "2001:db8:2::fe"] {
+        let n = lab.ip(&be, &format!("neigh show {gw}"));
+        assert!(n.contains(&lb1), "the backend resolved its gateway {gw} to edgelbd: {n}");
+    }
 
     // Kill edgelbd (no goodbye): keepalived takes over after its master down interval; clients follow its GARP/NA.
     let killed = Instant::now();

@@ -716,6 +716,20 @@ impl Store {
         Ok(generation)
     }
 
+    /// Addresses of VRRP virtual routers that are not VIPs (gateways): ARP for them reaches the slow path.
+    ///
+    /// # Errors
+    /// Should the model no longer build, the error (nothing changes).
+    pub fn set_virtual_addrs(&self, addrs: &[IpAddr]) -> Result<u64, StoreError> {
+        let mut g = self.lock();
+        let i = &mut *g;
+        i.builder.set_virtual_addrs(addrs.iter().copied());
+        let (cfg, _) = build_effective(&mut i.builder, &mut i.model, &i.learned, &i.unhealthy, &i.k8s)?;
+        let generation = cfg.generation;
+        self.handle.publish(cfg);
+        Ok(generation)
+    }
+
     /// Whether the appliance drains.
     pub fn is_draining(&self) -> bool {
         self.lock().model.draining

@@ -140,6 +140,9 @@ pub struct DataplaneConfig {
     /// VIPs another appliance owns now (VRRP Backup here, or their Lease held elsewhere), 16-byte form: packets that
     /// reach them anyway are forwarded and counted (`vip_packets_not_owner`).
     pub unowned_vips: FxHashSet<[u8; 16]>,
+    /// Addresses of VRRP virtual routers that are not VIPs (the gateway backends route through), 16-byte form: ARP for
+    /// them goes to the slow path, which answers while the router is Master.
+    pub virtual_addrs: FxHashSet<[u8; 16]>,
 }
 
 /// 16-byte form of an address (IPv4 mapped).
@@ -266,12 +269,20 @@ pub struct ConfigBuilder {
     specs: Vec<Option<ServiceSpec>>,
     /// VIPs another appliance owns now, given to every snapshot built.
     unowned: FxHashSet<[u8; 16]>,
+    /// VRRP addresses that are not VIPs, given to every snapshot built.
+    virtual_addrs: FxHashSet<[u8; 16]>,
 }
 
 impl ConfigBuilder {
     /// A builder with no history.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The VRRP virtual routers' addresses that are not VIPs (see [`DataplaneConfig::virtual_addrs`]), for the next
+    /// builds.
+    pub fn set_virtual_addrs(&mut self, addrs: impl IntoIterator<Item = IpAddr>) {
+        self.virtual_addrs = addrs.into_iter().map(addr16).collect();
     }
 
     /// The VIPs another appliance owns now (see [`DataplaneConfig::unowned_vips`]), for the next builds.
@@ -300,6 +311,7 @@ impl ConfigBuilder {
     fn build_valid(&mut self, model: &Valid<'_>) -> Result<(Arc<DataplaneConfig>, Vec<SlotsMoved>), ConfigError> {
         let mut cfg = base_config(model, self.generation + 1);
         cfg.unowned_vips.clone_from(&self.unowned);
+        cfg.virtual_addrs.clone_from(&self.virtual_addrs);
         let prev = Previous::of(self.prev.as_deref(), &self.specs, &cfg);
         let mut moved = Vec::new();
         cfg.backends = vec![None; self.ids.next_backend as usize];
@@ -599,6 +611,7 @@ fn base_config(model: &Valid<'_>, generation: u64) -> DataplaneConfig {
         service_id_limit: 0,
         draining: model.draining,
         unowned_vips: FxHashSet::default(),
+        virtual_addrs: FxHashSet::default(),
     };
     for itf in &model.interfaces {
         for (a, plen) in &itf.addrs {

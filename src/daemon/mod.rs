@@ -407,7 +407,7 @@ where
         None => inject_full += 1,
     };
     // VRRP first: a VIP of a virtual router is announced only once this appliance is its Master.
-    let mut owner = Ownership::start(&mut slow, loaded.vrrp.clone(), &handle.load())?;
+    let mut owner = Ownership::start(&mut slow, &store, loaded.vrrp.clone())?;
     slow.announce(&mut emit);
     let mut learnt = Learnt::new(Instant::now(), Duration::from_millis(20));
     let mut seen_version = store.version();

@@ -6,7 +6,6 @@ use super::DaemonError;
 use edgelb_controlplane::store::{Store, StoreEvent};
 use edgelb_dataplane::slowpath::vrrp::RouterSpec;
 use edgelb_dataplane::slowpath::SlowPath;
-use edgelb_dataplane::snapshot::DataplaneConfig;
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -19,20 +18,37 @@ pub(super) struct Ownership {
     next_report: Instant,
     /// The VIPs another appliance owns, as the snapshot has them.
     unowned: Vec<std::net::IpAddr>,
+    /// The virtual routers' gateway addresses, as the snapshot has them.
+    virtual_addrs: Vec<std::net::IpAddr>,
 }
 
 impl Ownership {
-    pub(super) fn start(
-        slow: &mut SlowPath,
-        routers: Vec<RouterSpec>,
-        cfg: &DataplaneConfig,
-    ) -> Result<Self, DaemonError> {
+    pub(super) fn start(slow: &mut SlowPath, store: &Store, routers: Vec<RouterSpec>) -> Result<Self, DaemonError> {
         let n = routers.len();
         slow.set_vrrp(routers, Instant::now()).map_err(|e| DaemonError::Config(format!("[[vrrp]]: {e}")))?;
         if n > 0 {
             info!(routers = n, "VRRP: virtual routers started in Backup");
         }
-        Ok(Self { generation: cfg.generation, resigned: false, next_report: Instant::now(), unowned: Vec::new() })
+        let mut o = Self {
+            generation: store.handle().load().generation,
+            resigned: false,
+            next_report: Instant::now(),
+            unowned: Vec::new(),
+            virtual_addrs: Vec::new(),
+        };
+        o.follow_virtual(slow, store);
+        Ok(o)
+    }
+
+    /// Gateway addresses of virtual routers into the snapshot, so that ARP for them reaches the slow path.
+    fn follow_virtual(&mut self, slow: &SlowPath, store: &Store) {
+        let v = slow.virtual_addrs();
+        if v != self.virtual_addrs {
+            match store.set_virtual_addrs(&v) {
+                Ok(_) => self.virtual_addrs = v,
+                Err(e) => tracing::error!("the snapshot with the VRRP gateway addresses did not build: {e}"),
+            }
+        }
     }
 
     pub(super) fn follow(
@@ -49,6 +65,7 @@ impl Ownership {
             slow.update(&cfg);
             // New Kubernetes VIPs are governed by their Lease before any ARP for them is answered.
             follow_leases(slow, store, now);
+            self.follow_virtual(slow, store);
         }
         if draining && !self.resigned {
             self.resigned = true;

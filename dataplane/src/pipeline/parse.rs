@@ -207,7 +207,7 @@ impl Pipeline {
             ethertype::ARP => match ArpPacket::new_checked(&data[l3..]) {
                 Ok(arp) => {
                     let t = mapped(arp.target_ip());
-                    Err(if cfg.is_vip(&t) || cfg.is_own(&t) {
+                    Err(if cfg.is_vip(&t) || cfg.is_own(&t) || cfg.virtual_addrs.contains(&t) {
                         Done::Verdict(Verdict::SlowPath)
                     } else {
                         DropReason::NotForUs.into()

@@ -470,7 +470,8 @@ impl SlowPath {
                     self.heard(pi, IpAddr::V4(sender), a.sender_mac(), how, now);
                     self.act(now, out);
                     let target = Ipv4Addr::from(a.target_ip());
-                    if a.operation() == OP_REQUEST && self.vips4.contains(&target) && self.owns(&IpAddr::V4(target)) {
+                    let ours = self.vips4.contains(&target) || self.is_virtual(&IpAddr::V4(target));
+                    if a.operation() == OP_REQUEST && ours && self.owns(&IpAddr::V4(target)) {
                         let mac = self.ports[pi].mac;
                         let reply = arp_frame(a.sender_mac(), mac, OP_REPLY, (mac, target), (a.sender_mac(), sender));
                         out(port, &reply);
@@ -557,7 +558,8 @@ impl SlowPath {
                         self.heard(pi, IpAddr::V6(src), mac, Heard::Claim, now);
                     }
                 }
-                if !self.vips6.contains(&target) || !self.owns(&IpAddr::V6(target)) {
+                let ours = self.vips6.contains(&target) || self.is_virtual(&IpAddr::V6(target));
+                if !ours || !self.owns(&IpAddr::V6(target)) {
                     return None;
                 }
                 let to_mac = lladdr.unwrap_or_else(|| {

@@ -102,6 +102,32 @@ impl SlowPath {
         Ok(())
     }
 
+    /// Whether `a` is an address of a virtual router (a VIP or, on the backends' side, the gateway they route through).
+    pub fn is_virtual(&self, a: &IpAddr) -> bool {
+        self.vrrp.iter().any(|r| r.router.spec.vips.contains(a))
+    }
+
+    /// The virtual routers' addresses that are not VIPs of the snapshot (gateways): ARP for them must reach the slow
+    /// path.
+    pub fn virtual_addrs(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .vrrp
+            .iter()
+            .flat_map(|r| r.router.spec.vips.iter().copied())
+            .filter(|a| !self.is_service_vip(a))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    fn is_service_vip(&self, a: &IpAddr) -> bool {
+        match a {
+            IpAddr::V4(v) => self.vips4.contains(v),
+            IpAddr::V6(v) => self.vips6.contains(v),
+        }
+    }
+
     /// Whether the appliance answers for `vip`: yes unless a virtual router holds it and none is Master here, or a
     /// Lease governs it and another appliance holds that.
     pub fn owns(&self, vip: &IpAddr) -> bool {
@@ -229,7 +255,14 @@ impl SlowPath {
     /// The routers' timers: adverts, take-overs with their announcements, priority following the VIPs' health.
     pub(super) fn vrrp_poll(&mut self, now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
         for i in 0..self.vrrp.len() {
-            let healthy = self.vrrp[i].router.spec.vips.iter().all(|v| self.healthy_vips.contains(v));
+            // Tracking looks at the router's VIPs only: a gateway address has no backends of its own.
+            let healthy = self.vrrp[i]
+                .router
+                .spec
+                .vips
+                .iter()
+                .filter(|v| self.is_service_vip(v))
+                .all(|v| self.healthy_vips.contains(v));
             let r = &mut self.vrrp[i];
             r.router.track(healthy);
             let (t, send) = r.router.poll(now, r.src);
