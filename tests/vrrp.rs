@@ -1,5 +1,6 @@
 //! VRRPv3 between edgelbd and keepalived (Debian `keepalived`, a real peer) on one bridged segment, IPv4 and IPv6 in
-//! one test (root, network namespaces). On the backends' side edgelbd runs two more virtual routers owning the
+//! one test (root, network namespaces). edgelbd answers for the VIPs from the virtual router MACs (keepalived from
+//! its interface's own). On the backends' side edgelbd runs two more virtual routers owning the
 //! gateway addresses the backend routes through, so NAT replies find whichever appliance is Master. keepalived (priority 100) owns the VIPs alone; edgelbd (150, preempt) takes
 //! them; killing edgelbd hands them back within the master down interval; edgelbd returning takes them back; a
 //! SIGTERM drain hands them over at once (priority 0). keepalived's own log says each of its states. A client sends
@@ -155,6 +156,7 @@ vrid = 51
 priority = 150
 advert_interval_ms = 100
 vips = ["{VIP4}"]
+virtual_mac = true
 
 [[vrrp]]
 name = "front6"
@@ -163,6 +165,7 @@ vrid = 52
 priority = 150
 advert_interval_ms = 100
 vips = ["{VIP6}"]
+virtual_mac = true
 
 # The backends' side: the gateway they route through follows the Master (NAT replies come back through it).
 [[vrrp]]
@@ -306,6 +309,11 @@ fn edgelbd_and_keepalived_share_vips_over_vrrp_in_both_families() {
     std::thread::sleep(Duration::from_millis(300));
     wait_answered_by(&a4, "be", 5, "IPv4 NAT replies through the gateway resolved afresh");
     wait_answered_by(&a6, "be", 5, "IPv6 NAT replies through the gateway resolved afresh");
+    // The client side runs with the virtual router MACs (vrid 51 and 52).
+    for (vip, mac) in [(VIP4, "00:00:5e:00:01:33"), (VIP6, "00:00:5e:00:02:34")] {
+        let n = lab.ip(&cl, &format!("neigh show {vip}"));
+        assert!(n.contains(mac), "the client resolved {vip} to the virtual router MAC {mac}: {n}");
+    }
     let lb1 = edgelb_testkit::netns::mac_text(lab.mac(&lb, "lb1"));
     for gw in ["198.18.2.254", "2001:db8:2::fe"] {
         let n = lab.ip(&be, &format!("neigh show {gw}"));

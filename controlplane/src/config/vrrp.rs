@@ -29,6 +29,8 @@ pub(super) struct VrrpSection {
     garp_interval_ms: u32,
     #[serde(default = "default_penalty")]
     track_penalty: u32,
+    #[serde(default)]
+    virtual_mac: bool,
 }
 
 fn default_priority() -> u32 {
@@ -128,6 +130,7 @@ pub(super) fn routers(lines: &Lines<'_>, file: &File) -> Result<Vec<RouterSpec>,
             garp_count: v.garp_count as u8,
             garp_interval: Duration::from_millis(u64::from(v.garp_interval_ms)),
             track_penalty,
+            virtual_mac: v.virtual_mac,
         });
     }
     Ok(out)

@@ -472,7 +472,7 @@ impl SlowPath {
                     let target = Ipv4Addr::from(a.target_ip());
                     let ours = self.vips4.contains(&target) || self.is_virtual(&IpAddr::V4(target));
                     if a.operation() == OP_REQUEST && ours && self.owns(&IpAddr::V4(target)) {
-                        let mac = self.ports[pi].mac;
+                        let mac = self.answer_mac(pi, &IpAddr::V4(target));
                         let reply = arp_frame(a.sender_mac(), mac, OP_REPLY, (mac, target), (a.sender_mac(), sender));
                         out(port, &reply);
                         self.stats.vip_arp_replies += 1;
@@ -572,7 +572,8 @@ impl SlowPath {
                 } else {
                     (src, to_mac)
                 };
-                Some(na_frame(self.ports[pi].mac, dst_mac, target, dst, !src.is_unspecified()))
+                let mac = self.answer_mac(pi, &IpAddr::V6(target));
+                Some(na_frame(mac, dst_mac, target, dst, !src.is_unspecified()))
             }
             136 => {
                 let solicited = icmp[4] & 0x40 != 0;
@@ -871,6 +872,7 @@ mod tests {
             garp_count: 2,
             garp_interval: Duration::from_millis(100),
             track_penalty: 50,
+            virtual_mac: false,
         };
         s.set_vrrp(vec![spec], t0).unwrap();
         let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
@@ -952,5 +954,41 @@ mod tests {
         let (_, lost) = s.set_leased(Some((managed, HashSet::new())), t0);
         assert_eq!(lost, vec![IpAddr::V4(vip)]);
         assert!(!ask(&mut s));
+    }
+
+    /// With `virtual_mac` a Master answers, advertises and announces from 00:00:5e:00:01:VRID.
+    #[test]
+    fn a_master_with_the_virtual_mac_answers_from_it() {
+        let mut s = slow();
+        let vip: Ipv4Addr = "198.19.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        let spec = vrrp::RouterSpec {
+            name: "front".into(),
+            port: 0,
+            vrid: 51,
+            priority: 100,
+            interval_cs: 10,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            vips: vec![IpAddr::V4(vip)],
+            garp_count: 1,
+            garp_interval: Duration::from_millis(100),
+            track_penalty: 50,
+            virtual_mac: true,
+        };
+        s.set_vrrp(vec![spec], t0).unwrap();
+        let vmac = [0, 0, 0x5e, 0, 1, 51];
+        let mut out = Vec::new();
+        s.poll(t0 + Duration::from_secs(1), &mut |_, f| out.push(f.to_vec()));
+        assert_eq!(s.vrrp_status()[0].state, vrrp::State::Master);
+        assert!(out.iter().all(|f| f[6..12] == vmac), "adverts and gratuitous ARPs from the virtual MAC");
+        assert_eq!(out.len(), 2, "one advert, one gratuitous ARP");
+        let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
+        let req = arp_frame(BROADCAST, HOST_MAC, OP_REQUEST, (HOST_MAC, host), ([0; 6], vip));
+        let reply = collect(&mut s, &req)
+            .into_iter()
+            .find(|f| ArpPacket::new_checked(&f[14..]).is_ok_and(|a| a.operation() == OP_REPLY))
+            .expect("answered");
+        assert_eq!(ArpPacket::new_checked(&reply[14..]).unwrap().sender_mac(), vmac);
     }
 }

@@ -9,7 +9,7 @@ use super::vrrp::{self, Refused, Router, RouterSpec, State, Transition};
 use super::{arp_frame, na_frame, SlowPath};
 use crate::model::PortId;
 use crate::wire::arp::OP_REQUEST;
-use crate::wire::ethernet::{ethertype, parse_l2, BROADCAST};
+use crate::wire::ethernet::{ethertype, parse_l2, Mac, BROADCAST};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -100,6 +100,24 @@ impl SlowPath {
         }
         self.vrrp = runs;
         Ok(())
+    }
+
+    /// The MAC an answer for `a` on port index `pi` gives: the virtual router MAC of the Master router holding it
+    /// there with `virtual_mac`, else the port's own.
+    pub(super) fn answer_mac(&self, pi: usize, a: &IpAddr) -> Mac {
+        self.vrrp
+            .iter()
+            .find(|r| r.pi == pi && r.router.state() == State::Master && r.router.spec.vips.contains(a))
+            .map_or(self.ports[pi].mac, |r| self.router_mac(r))
+    }
+
+    /// The MAC a router's frames come from.
+    fn router_mac(&self, r: &Run) -> Mac {
+        if r.router.spec.virtual_mac {
+            vrrp::virtual_mac(r.router.spec.vrid, r.src.is_ipv4())
+        } else {
+            self.ports[r.pi].mac
+        }
     }
 
     /// Whether `a` is an address of a virtual router (a VIP or, on the backends' side, the gateway they route through).
@@ -281,10 +299,10 @@ impl SlowPath {
     }
 
     fn vrrp_send(&mut self, i: usize, priority: u8, out: &mut impl FnMut(PortId, &[u8])) {
+        let mac = self.router_mac(&self.vrrp[i]);
         let r = &mut self.vrrp[i];
-        let p = &self.ports[r.pi];
         let s = &r.router.spec;
-        out(p.port, &vrrp::advert_frame(p.mac, r.src, s.vrid, priority, s.interval_cs, &s.vips));
+        out(self.ports[r.pi].port, &vrrp::advert_frame(mac, r.src, s.vrid, priority, s.interval_cs, &s.vips));
         r.router.stats.adverts_out += 1;
     }
 
@@ -295,12 +313,13 @@ impl SlowPath {
             return;
         }
         r.garps = (r.garps.0 - 1, now + r.router.spec.garp_interval);
-        let p = &self.ports[r.pi];
+        let r = &self.vrrp[i];
+        let (port, mac) = (self.ports[r.pi].port, self.router_mac(r));
         let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         for vip in &r.router.spec.vips {
             match vip {
-                IpAddr::V4(v) => out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, *v), ([0; 6], *v))),
-                IpAddr::V6(v) => out(p.port, &na_frame(p.mac, [0x33, 0x33, 0, 0, 0, 1], *v, all_nodes, false)),
+                IpAddr::V4(v) => out(port, &arp_frame(BROADCAST, mac, OP_REQUEST, (mac, *v), ([0; 6], *v))),
+                IpAddr::V6(v) => out(port, &na_frame(mac, [0x33, 0x33, 0, 0, 0, 1], *v, all_nodes, false)),
             }
             self.stats.announcements += 1;
         }

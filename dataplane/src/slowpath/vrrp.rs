@@ -210,6 +210,15 @@ pub struct RouterSpec {
     pub garp_interval: Duration,
     /// Priority lost while one of its VIPs has no healthy backend (the result is at least 1).
     pub track_penalty: u8,
+    /// Answer and announce from the virtual router MAC (00:00:5e:00:01:VRID for IPv4, 00:00:5e:00:02:VRID for IPv6,
+    /// RFC 5798 section 7.3) instead of the port's own: the clients' neighbour entries need not change on a
+    /// take-over, only the switches' forwarding tables.
+    pub virtual_mac: bool,
+}
+
+/// The virtual router MAC of `vrid` (RFC 5798 section 7.3).
+pub fn virtual_mac(vrid: u8, v4: bool) -> Mac {
+    [0, 0, 0x5e, 0, if v4 { 1 } else { 2 }, vrid]
 }
 
 /// A virtual router's state.
@@ -452,6 +461,7 @@ mod tests {
             garp_count: 3,
             garp_interval: Duration::from_millis(100),
             track_penalty: 100,
+            virtual_mac: false,
         }
     }
 
