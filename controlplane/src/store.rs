@@ -706,14 +706,7 @@ impl Store {
     /// # Errors
     /// Should the model no longer build, the error (nothing changes).
     pub fn set_unowned(&self, vips: &[IpAddr]) -> Result<u64, StoreError> {
-        let mut g = self.lock();
-        let i = &mut *g;
-        i.builder.set_unowned(vips.iter().copied());
-        let built = build_effective(&mut i.builder, &mut i.model, &i.learned, &i.unhealthy, &i.k8s);
-        let (cfg, _) = built?;
-        let generation = cfg.generation;
-        self.handle.publish(cfg);
-        Ok(generation)
+        self.rebuild_with(|b| b.set_unowned(vips.iter().copied()))
     }
 
     /// Addresses of VRRP virtual routers that are not VIPs (gateways): ARP for them reaches the slow path.
@@ -721,9 +714,14 @@ impl Store {
     /// # Errors
     /// Should the model no longer build, the error (nothing changes).
     pub fn set_virtual_addrs(&self, addrs: &[IpAddr]) -> Result<u64, StoreError> {
+        self.rebuild_with(|b| b.set_virtual_addrs(addrs.iter().copied()))
+    }
+
+    /// Change a setting of the builder (one it gives every snapshot), then build and publish.
+    fn rebuild_with(&self, change: impl FnOnce(&mut ConfigBuilder)) -> Result<u64, StoreError> {
         let mut g = self.lock();
         let i = &mut *g;
-        i.builder.set_virtual_addrs(addrs.iter().copied());
+        change(&mut i.builder);
         let (cfg, _) = build_effective(&mut i.builder, &mut i.model, &i.learned, &i.unhealthy, &i.k8s)?;
         let generation = cfg.generation;
         self.handle.publish(cfg);

@@ -852,15 +852,9 @@ mod tests {
         assert_eq!((s.neighbour_stats().conflicts, s.neighbour_stats().refused), (1, 1));
     }
 
-    /// VRRP ownership: a Backup answers no ARP for its VIP and announces nothing; a higher-priority master's adverts
-    /// keep it so; once they stop it becomes Master after the down interval, advertises, sends its gratuitous ARPs
-    /// and answers ARP. Bad adverts are counted by reason.
-    #[test]
-    fn a_vrrp_backup_answers_nothing_for_its_vip_until_it_is_master() {
-        let mut s = slow();
-        let vip: Ipv4Addr = "198.19.0.1".parse().unwrap();
-        let t0 = Instant::now();
-        let spec = vrrp::RouterSpec {
+    /// Virtual router 51 on port 0 for `vip`, priority 100, adverts every 100 ms.
+    fn router(vip: Ipv4Addr, garp_count: u8, virtual_mac: bool) -> vrrp::RouterSpec {
+        vrrp::RouterSpec {
             name: "front".into(),
             port: 0,
             vrid: 51,
@@ -869,12 +863,22 @@ mod tests {
             preempt: true,
             preempt_delay: Duration::ZERO,
             vips: vec![IpAddr::V4(vip)],
-            garp_count: 2,
+            garp_count,
             garp_interval: Duration::from_millis(100),
             track_penalty: 50,
-            virtual_mac: false,
-        };
-        s.set_vrrp(vec![spec], t0).unwrap();
+            virtual_mac,
+        }
+    }
+
+    /// VRRP ownership: a Backup answers no ARP for its VIP and announces nothing; a higher-priority master's adverts
+    /// keep it so; once they stop it becomes Master after the down interval, advertises, sends its gratuitous ARPs
+    /// and answers ARP. Bad adverts are counted by reason.
+    #[test]
+    fn a_vrrp_backup_answers_nothing_for_its_vip_until_it_is_master() {
+        let mut s = slow();
+        let vip: Ipv4Addr = "198.19.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        s.set_vrrp(vec![router(vip, 2, false)], t0).unwrap();
         let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
         let ask = |s: &mut SlowPath, at: Instant| {
             let mut out = Vec::new();
@@ -962,21 +966,7 @@ mod tests {
         let mut s = slow();
         let vip: Ipv4Addr = "198.19.0.1".parse().unwrap();
         let t0 = Instant::now();
-        let spec = vrrp::RouterSpec {
-            name: "front".into(),
-            port: 0,
-            vrid: 51,
-            priority: 100,
-            interval_cs: 10,
-            preempt: true,
-            preempt_delay: Duration::ZERO,
-            vips: vec![IpAddr::V4(vip)],
-            garp_count: 1,
-            garp_interval: Duration::from_millis(100),
-            track_penalty: 50,
-            virtual_mac: true,
-        };
-        s.set_vrrp(vec![spec], t0).unwrap();
+        s.set_vrrp(vec![router(vip, 1, true)], t0).unwrap();
         let vmac = [0, 0, 0x5e, 0, 1, 51];
         let mut out = Vec::new();
         s.poll(t0 + Duration::from_secs(1), &mut |_, f| out.push(f.to_vec()));
