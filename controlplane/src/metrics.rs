@@ -62,6 +62,15 @@ fn worker_gauges(reg: &mut Registry, workers: &[v1::WorkerStats]) {
         }
     }
     gauge(reg, "burst_latency_nanoseconds", "Time to process one burst, by worker (last interval)", lat);
+    gauge(
+        reg,
+        "worker_stats_age_milliseconds",
+        "Since the worker last published its stats (every 100 ms while it advances, busy or idle)",
+        workers
+            .iter()
+            .map(|x| (vec![("worker".into(), x.worker.to_string())], x.stats_age_ms.min(i64::MAX as u64) as i64))
+            .collect(),
+    );
 }
 
 /// The Kubernetes sync's state.
@@ -186,6 +195,12 @@ pub fn render(store: &Store) -> String {
     );
     worker_gauges(&mut reg, &s.workers);
     gauge(&mut reg, "config_version", "Version of the service set in force", vec![(none(), s.version as i64)]);
+    counter(
+        &mut reg,
+        "config_apply_failures",
+        "Configuration changes refused (API batches, file reloads, Kubernetes syncs)",
+        vec![(none(), s.config_apply_failures)],
+    );
     if let Some(k) = store.k8s_status() {
         kubernetes(&mut reg, &k);
     }
@@ -407,5 +422,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
+    }
+
+    /// A refused change counts under `config_apply_failures`; an accepted one does not.
+    #[test]
+    fn refused_changes_are_counted() {
+        let store = Store::new(edgelb_testkit::models::every_mode(1009)).unwrap();
+        let stale = crate::store::Batch { expected_version: 999, ..Default::default() };
+        assert!(store.apply(&stale, "api").is_err());
+        assert!(store.apply(&crate::store::Batch::default(), "api").is_ok());
+        let text = render(&store);
+        assert!(text.lines().any(|l| l == "edgelb_config_apply_failures_total{} 1"), "{text}");
     }
 }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 pub fn stats(store: &Store) -> v1::Stats {
     let cfg = store.snapshot();
     let workers: Vec<WorkerStats> = store.workers().map(|w| w.snapshot()).unwrap_or_default();
-    stats_of(store.version(), &cfg, &workers)
+    v1::Stats { config_apply_failures: store.apply_failures(), ..stats_of(store.version(), &cfg, &workers) }
 }
 
 /// Packets, bytes, new flows and flows tracked now of one service or backend, summed over the workers.
@@ -83,6 +83,7 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
         counters: total.named().map(|(c, value)| v1::Counter { name: c.name.into(), value }).collect(),
         services,
         backends,
+        config_apply_failures: 0,
         workers: workers
             .iter()
             .map(|w| v1::WorkerStats {
@@ -96,6 +97,7 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
                 burst_ns_p50: w.burst_ns.value_at_quantile(0.5),
                 burst_ns_p99: w.burst_ns.value_at_quantile(0.99),
                 burst_ns_max: w.burst_ns.max(),
+                stats_age_ms: w.published.map_or(u64::MAX, |t| t.elapsed().as_millis() as u64),
             })
             .collect(),
     }

@@ -182,6 +182,7 @@ pub struct Store {
     bfd_dropped: Mutex<Vec<(&'static str, u64)>>,
     drain: Mutex<DrainInfo>,
     vrrp: Mutex<VrrpReport>,
+    apply_failures: std::sync::atomic::AtomicU64,
     vip_leases: Mutex<Option<std::collections::HashSet<IpAddr>>>,
     peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
     k8s_status: Mutex<Option<K8sStatus>>,
@@ -422,6 +423,7 @@ impl Store {
             bfd_dropped: Mutex::new(Vec::new()),
             drain: Mutex::new(DrainInfo::default()),
             vrrp: Mutex::new(VrrpReport::default()),
+            apply_failures: std::sync::atomic::AtomicU64::new(0),
             vip_leases: Mutex::new(None),
             peer_ops: OnceLock::new(),
             k8s_status: Mutex::new(None),
@@ -459,6 +461,11 @@ impl Store {
         if let Ok(mut g) = self.peers.lock() {
             *g = p;
         }
+    }
+
+    /// Configuration changes refused so far (API batches, file reloads, Kubernetes syncs).
+    pub fn apply_failures(&self) -> u64 {
+        self.apply_failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Kubernetes VIPs are owned by Lease from now on (`[kubernetes] vip_leases`): none is answered until held.
@@ -604,6 +611,15 @@ impl Store {
     /// # Errors
     /// The combined model's first validation error (e.g. a VIP the file or the API already uses); nothing changes.
     pub fn set_kubernetes(&self, services: Vec<ServiceSpec>) -> Result<Applied, StoreError> {
+        let r = self.set_kubernetes_once(services);
+        if r.is_err() {
+            self.apply_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// [`Store::set_kubernetes`] itself; the wrapper counts failures.
+    fn set_kubernetes_once(&self, services: Vec<ServiceSpec>) -> Result<Applied, StoreError> {
         let mut g = self.lock();
         if g.k8s == services {
             return Ok(Applied { version: g.version, applied: false, moved: Vec::new(), generation: 0 });
@@ -629,6 +645,15 @@ impl Store {
     /// # Errors
     /// [`StoreError`]; nothing is applied.
     pub fn apply(&self, batch: &Batch, source: &'static str) -> Result<Applied, StoreError> {
+        let r = self.apply_once(batch, source);
+        if r.is_err() {
+            self.apply_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// [`Store::apply`] itself; the wrapper counts failures.
+    fn apply_once(&self, batch: &Batch, source: &'static str) -> Result<Applied, StoreError> {
         let mut g = self.lock();
         if batch.expected_version != 0 && batch.expected_version != g.version {
             return Err(StoreError::Stale { expected: batch.expected_version, current: g.version });
@@ -672,7 +697,16 @@ impl Store {
     ///
     /// # Errors
     /// The model's first validation error; nothing changes.
-    pub fn replace(&self, mut model: Model, source: &'static str) -> Result<Applied, StoreError> {
+    pub fn replace(&self, model: Model, source: &'static str) -> Result<Applied, StoreError> {
+        let r = self.replace_once(model, source);
+        if r.is_err() {
+            self.apply_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// [`Store::replace`] itself; the wrapper counts failures.
+    fn replace_once(&self, mut model: Model, source: &'static str) -> Result<Applied, StoreError> {
         let mut g = self.lock();
         model.draining = g.model.draining;
         let i = &mut *g;

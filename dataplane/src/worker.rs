@@ -63,6 +63,9 @@ pub struct WorkerStats {
     pub bursts: u64,
     /// Config generation in use.
     pub generation: u64,
+    /// When the worker last published these (every [`PUBLISH_EVERY`] while it runs, busy or idle): a stale time is a
+    /// worker that stopped advancing.
+    pub published: Option<Instant>,
 }
 
 impl WorkerStats {
@@ -84,6 +87,7 @@ impl WorkerStats {
             burst_ns: new_histogram(),
             bursts: 0,
             generation: 0,
+            published: None,
         }
     }
 }
@@ -699,6 +703,7 @@ impl<P: Port> Worker<P> {
         self.hist.reset();
         s.bursts = self.bursts;
         s.generation = self.generation;
+        s.published = Some(self.last_publish);
     }
 
     /// Start measuring afresh: zero the pipeline counters and the burst histogram (tables keep their flows).
