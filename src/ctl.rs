@@ -170,6 +170,7 @@ fn services_json(list: &v1::ListServicesResponse) -> serde_json::Value {
             "affinity_timeout_s": s.affinity_timeout_s,
             "maglev_size": s.maglev_size,
             "table_size": s.table_size,
+            "source": s.source,
             "backends": s.backends.iter().map(|b| serde_json::json!({
                 "address": b.address, "port": b.port, "weight": b.weight, "state": state_name(b.state),
             })).collect::<Vec<_>>(),
@@ -610,7 +611,13 @@ async fn service_list(c: &mut Client, json: bool) -> Result<(), Fail> {
             let aff =
                 if s.affinity_timeout_s > 0 { format!(" affinity {}s", s.affinity_timeout_s) } else { String::new() };
             let auto = if s.maglev_size == 0 { " (auto)" } else { "" };
-            out!("{} {} maglev {}{auto}{aff}", show_key(&s.vip, s.protocol, s.port), mode_name(s.mode), s.table_size);
+            out!(
+                "{} {} maglev {}{auto}{aff} (from {})",
+                show_key(&s.vip, s.protocol, s.port),
+                mode_name(s.mode),
+                s.table_size,
+                if s.source.is_empty() { "?" } else { &s.source }
+            );
             for b in &s.backends {
                 out!("  -> {}:{} weight {} {}", b.address, b.port, b.weight, state_name(b.state));
             }

@@ -952,6 +952,102 @@ fn api_drain_waits_for_silent_connections_in_both_families() {
     assert!(log.contains("drained: no established or UDP flow left"), "{log}");
 }
 
+/// `edgelbd --state`: a backend and a BGP peer added through the API survive a SIGHUP (the file unchanged; an open
+/// connection to the API's backend keeps working) and a restart; `service list` says the service's source; a
+/// truncated state file is refused at start with a clear error and the previous good state is used.
+#[test]
+fn api_changes_survive_sighup_and_restart_with_a_state_file() {
+    require_root();
+    let _turn = one_daemon_at_a_time();
+    let Hosts { lab: _lab, cl, lb, stop, servers } = hosts("st");
+    let dir = std::env::temp_dir().join(format!("edgelb-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("edgelbd.state");
+    let cfg = temp(
+        "state.toml",
+        &(config(&[("198.18.2.10", "active")])
+            + "\n[api]\nlisten = \"127.0.0.1:50077\"\n\n[bgp]\nlocal_as = 65001\nrouter_id = \"198.18.0.1\"\n"),
+    );
+    let start = |n: u32| {
+        let log = dir.join(format!("edgelbd-{n}.log"));
+        (Edgelbd::new(EDGELBD, &lb, &cfg).args(&["--state", state.to_str().unwrap()]).spawn(&log), log)
+    };
+    let ctl = |args: &[&str]| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let o = Command::new("ip")
+                .args(["netns", "exec", &lb, EDGELBCTL, "--addr", "http://127.0.0.1:50077", "--output", "json"])
+                .args(args)
+                .output()
+                .unwrap();
+            if o.status.success() {
+                return serde_json::from_slice(&o.stdout).unwrap_or_default();
+            }
+            assert!(Instant::now() < deadline, "edgelbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let backends = |v: &serde_json::Value| -> Vec<String> {
+        v["services"][0]["backends"].as_array().unwrap().iter().map(|b| b["address"].as_str().unwrap().into()).collect()
+    };
+    let (mut d, log1) = start(1);
+    wait_forwarding_v4(&cl);
+    ctl(&["backend", "add", "198.19.0.1:80/tcp", "198.18.2.20:8080"]);
+    ctl(&["peer", "add", "198.18.0.99", "--as", "65009", "--name", "extra"]);
+    let v = ctl(&["service", "list"]);
+    assert_eq!(
+        (backends(&v), &v["services"][0]["source"]),
+        (vec!["198.18.2.10".into(), "198.18.2.20".into()], &"api".into())
+    );
+    // A connection on the API's backend.
+    let mut long = loop {
+        let mut c = in_netns(&cl, || connect("198.19.0.1")).unwrap();
+        if ask(&mut c).unwrap() == "be2" {
+            break c;
+        }
+    };
+    // SIGHUP with the file unchanged: the backend stays, the connection keeps working.
+    signal(&d, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log1).unwrap_or_default().contains("config reloaded") {
+        assert!(Instant::now() < deadline, "no reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ask(&mut long).unwrap(), "be2", "the connection on the API's backend survived the SIGHUP");
+    assert_eq!(backends(&ctl(&["service", "list"])).len(), 2);
+    drop(long);
+    // A restart: the backend and the peer are back.
+    interrupt_twice(&mut d, Duration::from_secs(10)).expect("edgelbd stops");
+    let (mut d, _) = start(2);
+    assert_eq!(backends(&ctl(&["service", "list"])).len(), 2, "the API's backend after a restart");
+    let peers = ctl(&["peer", "list"]);
+    assert!(peers.as_array().unwrap().iter().any(|p| p["name"] == "extra"), "the API's peer after a restart: {peers}");
+    // A truncated state file: refused, set aside, the previous good state (the backend, not yet the peer) used.
+    interrupt_twice(&mut d, Duration::from_secs(10)).expect("edgelbd stops");
+    let b = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &b[..b.len() / 2]).unwrap();
+    let (mut d, log3) = start(3);
+    assert_eq!(backends(&ctl(&["service", "list"])).len(), 2, "the previous good state has the backend");
+    let log = std::fs::read_to_string(&log3).unwrap_or_default();
+    assert!(log.contains("state file refused") && log.contains("cut short"), "{log}");
+    assert!(dir.join("edgelbd.state.damaged").exists());
+    interrupt_twice(&mut d, Duration::from_secs(10)).expect("edgelbd stops");
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Wait (bounded) until the IPv4 VIP answers.
+fn wait_forwarding_v4(cl: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_netns(cl, one_request).is_err() {
+        assert!(Instant::now() < deadline, "edgelbd never forwarded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A worker that dies (a fault injected through the test-only hook) ends edgelbd at once with exit code 70, and the
 /// log names the worker.
 #[test]

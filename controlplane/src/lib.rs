@@ -16,5 +16,6 @@ pub mod k8s;
 pub mod metrics;
 pub mod os;
 pub mod sriov;
+pub mod state;
 pub mod stats;
 pub mod store;

@@ -183,6 +183,9 @@ pub struct Store {
     drain: Mutex<DrainInfo>,
     vrrp: Mutex<VrrpReport>,
     apply_failures: std::sync::atomic::AtomicU64,
+    /// The API's changes, laid over the file at every reload, and the state file keeping them for restarts
+    /// (`--state`; none: they last until the process ends).
+    state: Mutex<(Option<std::path::PathBuf>, crate::state::Overlay)>,
     vip_leases: Mutex<Option<std::collections::HashSet<IpAddr>>>,
     peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
     k8s_status: Mutex<Option<K8sStatus>>,
@@ -424,6 +427,7 @@ impl Store {
             drain: Mutex::new(DrainInfo::default()),
             vrrp: Mutex::new(VrrpReport::default()),
             apply_failures: std::sync::atomic::AtomicU64::new(0),
+            state: Mutex::new((None, crate::state::Overlay::default())),
             vip_leases: Mutex::new(None),
             peer_ops: OnceLock::new(),
             k8s_status: Mutex::new(None),
@@ -646,10 +650,74 @@ impl Store {
     /// [`StoreError`]; nothing is applied.
     pub fn apply(&self, batch: &Batch, source: &'static str) -> Result<Applied, StoreError> {
         let r = self.apply_once(batch, source);
-        if r.is_err() {
-            self.apply_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &r {
+            Err(_) => {
+                self.apply_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(a) if a.applied && source == "api" => self.keep(|o| {
+                for u in &batch.upserts {
+                    o.upsert(u);
+                }
+                for d in &batch.deletes {
+                    o.delete(*d);
+                }
+            }),
+            Ok(_) => {}
         }
         r
+    }
+
+    /// Record a change of the API's, and write the state file (if any) before this returns. A failed write leaves
+    /// the change in force (and logged): it is lost only at the next restart.
+    fn keep(&self, change: impl FnOnce(&mut crate::state::Overlay)) {
+        let Ok(mut g) = self.state.lock() else { return };
+        change(&mut g.1);
+        if let Some(path) = &g.0 {
+            if let Err(e) = crate::state::save(path, &g.1) {
+                tracing::error!("the API's change is in force but not kept for restarts: {e}");
+            }
+        }
+    }
+
+    /// Keep the API's changes in `path` from now on, starting from `overlay` (what the file held), and lay them over
+    /// the model in force.
+    ///
+    /// # Errors
+    /// The model with the overlay does not build (the overlay is kept anyway, for the operator to fix).
+    pub fn attach_state(&self, path: std::path::PathBuf, overlay: crate::state::Overlay) -> Result<(), StoreError> {
+        let model = self.model();
+        if let Ok(mut g) = self.state.lock() {
+            *g = (Some(path), overlay);
+        }
+        self.replace(model, "state").map(|_| ())
+    }
+
+    /// The peers the API added and removed (those kept in the state file, at start).
+    pub fn kept_peers(&self) -> (Vec<edgelb_api::v1::PeerConfig>, Vec<String>) {
+        self.state.lock().map(|g| (g.1.peers_added.clone(), g.1.peers_removed.clone())).unwrap_or_default()
+    }
+
+    /// A peer the API added, kept for restarts.
+    pub fn keep_peer_added(&self, p: &edgelb_api::v1::PeerConfig) {
+        self.keep(|o| o.add_peer(p));
+    }
+
+    /// A peer the API removed, kept for restarts.
+    pub fn keep_peer_removed(&self, name: &str) {
+        self.keep(|o| o.remove_peer(name));
+    }
+
+    /// Where each service comes from: `api` (kept in the state), `kubernetes`, or `file`.
+    pub fn source_of(&self, k: &ServiceKey) -> &'static str {
+        if self.lock().k8s.iter().any(|s| key_of(s) == *k) {
+            return "kubernetes";
+        }
+        let api = self.state.lock().ok().is_some_and(|g| g.1.services.iter().any(|(x, s)| x == k && s.is_some()));
+        if api {
+            "api"
+        } else {
+            "file"
+        }
     }
 
     /// [`Store::apply`] itself; the wrapper counts failures.
@@ -657,6 +725,10 @@ impl Store {
         let mut g = self.lock();
         if batch.expected_version != 0 && batch.expected_version != g.version {
             return Err(StoreError::Stale { expected: batch.expected_version, current: g.version });
+        }
+        // Nothing to change: no new version, nothing published.
+        if batch.upserts.is_empty() && batch.deletes.is_empty() {
+            return Ok(Applied { version: g.version, applied: false, moved: Vec::new(), generation: 0 });
         }
         let i = &mut *g;
         let mut merge = merge(&mut i.model, batch)?;
@@ -697,7 +769,11 @@ impl Store {
     ///
     /// # Errors
     /// The model's first validation error; nothing changes.
-    pub fn replace(&self, model: Model, source: &'static str) -> Result<Applied, StoreError> {
+    pub fn replace(&self, mut model: Model, source: &'static str) -> Result<Applied, StoreError> {
+        // The API's kept changes lie over the file's services (see `crate::state` for the precedence).
+        if let Ok(g) = self.state.lock() {
+            g.1.apply_to(&mut model);
+        }
         let r = self.replace_once(model, source);
         if r.is_err() {
             self.apply_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -2,7 +2,7 @@
 //! batches (upserts of known and new services, deletes of known and unknown ones, the same key twice, invalid specs,
 //! dry runs) go to a store and to a plain reference merge; after each, the store's model must be the reference's
 //! when the batch was valid and applied, and exactly what it was (order included) otherwise. A valid batch is
-//! never refused.
+//! never refused; an empty one is accepted and changes nothing.
 
 use edgelb_controlplane::store::{key_of, Batch, ServiceKey, Store};
 use edgelb_dataplane::model::{BackendSpec, BackendState, Mode, Model, Protocol, ServiceSpec};
@@ -88,7 +88,9 @@ proptest! {
             let after = store.model();
             match (&want, &got) {
                 (Some(m), Ok(a)) if !s.dry_run => {
-                    prop_assert!(a.applied);
+                    // An empty batch is a no-op: accepted, not applied (no new version).
+                    let empty = batch.upserts.is_empty() && batch.deletes.is_empty();
+                    prop_assert_eq!(a.applied, !empty);
                     prop_assert_eq!(&after.services, &m.services, "step {}: {:?}", step, s);
                 }
                 (Some(_), Ok(a)) => {

@@ -70,6 +70,10 @@ struct Args {
     /// Seconds a SIGTERM drain waits for tracked flows before stopping.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64))]
     drain_timeout: u64,
+    /// Keep the API's changes (services, peers) in this file, written atomically at each change and laid over the
+    /// config file at start and at every SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -486,6 +490,9 @@ where
     // The one model: the file's now, the API's changes later; the store alone builds snapshots.
     let store =
         Store::new(loaded.model.clone()).map_err(|e| DaemonError::Config(format!("{}: {e}", args.config.display())))?;
+    if let Some(path) = &args.state {
+        attach_state(&store, path)?;
+    }
     for (i, p) in loaded.ports.iter().enumerate() {
         let mac = loaded.model.interfaces[i].mac;
         info!(port = i, interface = %p.name, driver = ?p.driver, mac = %mac.map(|b| format!("{b:02x}")).join(":"), "port open");
@@ -496,7 +503,7 @@ where
         loaded.ports.iter().map(|p| (p.name.clone(), format!("{:?}", p.driver).to_lowercase())).collect(),
     );
     let (gshut_tx, gshut_rx) = tokio::sync::watch::channel(false);
-    match ControlPlane::start(store.clone(), control_settings(loaded, gshut_rx)) {
+    match ControlPlane::start(store.clone(), control_settings(loaded, &store, gshut_rx)) {
         Ok(api) => Ok((store, workers, api, gshut_tx)),
         Err(e) => {
             let _ = workers.stop();
@@ -579,17 +586,69 @@ fn on_signals(
 }
 
 /// The control plane's settings from the loaded file.
-fn control_settings(loaded: &Loaded, graceful_shutdown: tokio::sync::watch::Receiver<bool>) -> ControlSettings {
+fn control_settings(
+    loaded: &Loaded,
+    store: &Store,
+    graceful_shutdown: tokio::sync::watch::Receiver<bool>,
+) -> ControlSettings {
     ControlSettings {
         listen: loaded.api.clone(),
         tls: loaded.api_tls.clone(),
         metrics: loaded.metrics,
-        peers: loaded.bgp_peers.clone(),
+        peers: peers_with_kept(loaded, store),
         bgp_listen_port: loaded.bgp_listen_port,
         bgp: loaded.bgp,
         kubernetes: loaded.kubernetes.clone(),
         graceful_shutdown,
     }
+}
+
+/// The file's BGP peers with the API's kept changes: peers it added (replacing a file peer of the same name), less
+/// those it removed. A kept peer this edgelbd no longer accepts is left out, with an error.
+fn peers_with_kept(loaded: &Loaded, store: &Store) -> Vec<edgelb_controlplane::bgp::session::PeerConfig> {
+    let mut peers = loaded.bgp_peers.clone();
+    let (added, removed) = store.kept_peers();
+    peers.retain(|p| !removed.contains(&p.name));
+    let Some((asn, router_id)) = loaded.bgp else { return peers };
+    for spec in added {
+        match edgelb_controlplane::api::server::peer_in(&spec, asn, router_id) {
+            Ok(p) => {
+                peers.retain(|x| x.name != p.name && x.address != p.address);
+                peers.push(p);
+            }
+            Err(e) => error!(peer = %spec.name, "a kept peer is no longer accepted, left out: {}", e.message()),
+        }
+    }
+    peers
+}
+
+/// Lay the state file's changes over the config file's (see `edgelb_controlplane::state` for the precedence). A
+/// damaged file is set aside and the previous good state used; only an unreadable one stops the start.
+fn attach_state(store: &Store, path: &std::path::Path) -> Result<(), DaemonError> {
+    use edgelb_controlplane::state::{self, Loaded as State};
+    let overlay = match state::load(path).map_err(|e| DaemonError::Config(format!("--state: {e}")))? {
+        State::Empty => {
+            info!(state = %path.display(), "no state file yet: the API's changes will be kept there");
+            Default::default()
+        }
+        State::Good(o) => {
+            info!(state = %path.display(), services = o.services.len(), peers = o.peers_added.len(), "API changes kept from before");
+            o
+        }
+        State::Recovered(o, why) => {
+            error!(
+                state = %path.display(),
+                "state file refused ({why}); set aside as .damaged, using the previous good state ({} services, {} peers)",
+                o.services.len(),
+                o.peers_added.len()
+            );
+            o
+        }
+    };
+    if let Err(e) = store.attach_state(path.to_path_buf(), overlay) {
+        error!("the kept API changes do not fit the config file, running the file alone (the state is kept): {e}");
+    }
+    Ok(())
 }
 
 /// A dead worker ends edgelbd at once with [`EXIT_WORKER_DIED`]; `EDGELB_FAULT_KILL_WORKER` (tests) kills one when
@@ -694,7 +753,7 @@ fn reload(args: &Args, loaded: &mut Loaded, store: &Store) {
                 error!("reload rejected, keeping the running config: {e}");
                 return;
             }
-            // The file is authoritative on reload: its service set replaces what the API changed since.
+            // The file's services, with the API's changes laid over them (they survive a reload).
             match store.replace(new.model.clone(), "file") {
                 Ok(a) => {
                     loaded.model = new.model;

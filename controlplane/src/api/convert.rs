@@ -79,6 +79,16 @@ pub fn key(k: &v1::ServiceKey, at: &FieldPath) -> Result<ServiceKey, StoreError>
     Ok((ip(&k.vip, f("vip"))?, protocol(k.protocol, f("protocol"))?, svc_port(k.port, k.all_ports, &f)?))
 }
 
+/// A service key for the API.
+pub fn key_out(k: &ServiceKey) -> v1::ServiceKey {
+    v1::ServiceKey {
+        vip: k.0.to_string(),
+        protocol: protocol_out(k.1),
+        port: u32::from(k.2.unwrap_or(0)),
+        all_ports: k.2.is_none(),
+    }
+}
+
 /// A backend from the API (`at` names it, e.g. `upserts[0].backends[2]`).
 pub fn backend(b: &v1::Backend, at: &FieldPath) -> Result<BackendSpec, StoreError> {
     let f = |x: &'static str| at.clone().field(x);
@@ -189,6 +199,7 @@ pub fn service_out(s: &ServiceSpec) -> v1::Service {
                 }) as i32,
             })
             .collect(),
+        source: String::new(),
     }
 }
 

@@ -129,7 +129,7 @@ fn find(list: &[edgelb_dataplane::model::BackendSpec], b: &edgelb_dataplane::mod
 }
 
 /// A peer from the API, validated by the file's rules ([`crate::bgp::peer::validate`]); errors name the field.
-pub(super) fn peer_in(
+pub fn peer_in(
     p: &v1::PeerConfig,
     asn: u32,
     router_id: std::net::Ipv4Addr,
@@ -246,7 +246,7 @@ impl LoadBalancer for Api {
         services
             .iter()
             .find(|s| key_of(s) == k)
-            .map(|s| Response::new(convert::service_out(s)))
+            .map(|s| Response::new(v1::Service { source: self.store.source_of(&k).into(), ..convert::service_out(s) }))
             .ok_or_else(|| Status::not_found(format!("no service {}", crate::store::show_key(&k))))
     }
 
@@ -257,7 +257,10 @@ impl LoadBalancer for Api {
         let (version, services) = self.store.services();
         Ok(Response::new(v1::ListServicesResponse {
             version,
-            services: services.iter().map(convert::service_out).collect(),
+            services: services
+                .iter()
+                .map(|s| v1::Service { source: self.store.source_of(&key_of(s)).into(), ..convert::service_out(s) })
+                .collect(),
         }))
     }
 
@@ -481,10 +484,12 @@ impl LoadBalancer for Api {
                 "BGP is not configured: give [bgp] local_as and router_id in the config file",
             ));
         };
-        let p = peer_in(&req.into_inner(), asn, router_id)?;
+        let spec = req.into_inner();
+        let p = peer_in(&spec, asn, router_id)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         ops.send(crate::bgp::PeerOp::Add(p, tx)).await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?;
         rx.await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?.map_err(Status::already_exists)?;
+        self.store.keep_peer_added(&spec);
         self.list_peers(Request::new(v1::ListPeersRequest {})).await
     }
 
@@ -497,10 +502,12 @@ impl LoadBalancer for Api {
             return Err(Status::failed_precondition("BGP is not configured"));
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        ops.send(crate::bgp::PeerOp::Remove(req.into_inner().name, tx))
+        let name = req.into_inner().name;
+        ops.send(crate::bgp::PeerOp::Remove(name.clone(), tx))
             .await
             .map_err(|_| Status::unavailable("the BGP speaker stopped"))?;
         rx.await.map_err(|_| Status::unavailable("the BGP speaker stopped"))?.map_err(Status::not_found)?;
+        self.store.keep_peer_removed(&name);
         self.list_peers(Request::new(v1::ListPeersRequest {})).await
     }
 
