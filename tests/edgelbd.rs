@@ -1020,6 +1020,11 @@ fn api_changes_survive_sighup_and_restart_with_a_state_file() {
     interrupt_twice(&mut d, Duration::from_secs(10)).expect("edgelbd stops");
     let (mut d, _) = start(2);
     assert_eq!(backends(&ctl(&["service", "list"])).len(), 2, "the API's backend after a restart");
+    let text = Command::new("ip")
+        .args(["netns", "exec", &lb, EDGELBCTL, "--addr", "http://127.0.0.1:50077", "service", "list"])
+        .output()
+        .unwrap();
+    println!("after the restart, edgelbctl service list:\n{}", String::from_utf8_lossy(&text.stdout));
     let peers = ctl(&["peer", "list"]);
     assert!(peers.as_array().unwrap().iter().any(|p| p["name"] == "extra"), "the API's peer after a restart: {peers}");
     // A truncated state file: refused, set aside, the previous good state (the backend, not yet the peer) used.
