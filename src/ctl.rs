@@ -364,6 +364,9 @@ enum Cmd {
     },
     /// Stream the appliance's events (config applied, backend health, Kubernetes, peers) as JSON lines.
     Events,
+    /// The running configuration in the config file's own syntax.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Drain the whole appliance, as SIGTERM does: new flows refused, BGP routes tagged GRACEFUL_SHUTDOWN, and
     /// edgelbd exits once no established TCP, UDP or other flow is tracked (or at the timeout). Follows the drain
     /// until edgelbd has stopped, printing the flows it waits for.
@@ -473,6 +476,13 @@ enum PortCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Print the running services as `[[service]]` tables (what `service apply -f` and the config file take), the
+    /// ports as comments, each service's source noted.
+    Export,
+}
+
+#[derive(Debug, Subcommand)]
 enum VrrpCmd {
     /// List the virtual routers: state, priority, master, VIPs, advertisements; and refused advertisements.
     List,
@@ -577,6 +587,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Port(PortCmd::List) => port_list(&mut c, json).await,
         Cmd::Peer(op) => peer(&mut c, op, json).await,
         Cmd::Vrrp(VrrpCmd::List) => vrrp_list(&mut c, json).await,
+        Cmd::Config(ConfigCmd::Export) => config_export(&mut c).await,
         Cmd::Stats { watch } => stats(&mut c, watch, json).await,
         Cmd::Events => events(&mut c).await,
         Cmd::Drain { timeout, no_wait } => drain(&mut c, timeout, no_wait, json).await,
@@ -737,6 +748,75 @@ async fn flow_list(
         }
     }
     Ok(())
+}
+
+async fn config_export(c: &mut Client) -> Result<(), Fail> {
+    let ports = c.list_ports(v1::ListPortsRequest {}).await?.into_inner().ports;
+    let services = c.list_services(v1::ListServicesRequest {}).await?.into_inner();
+    out!("{}", export_toml(&ports, &services));
+    Ok(())
+}
+
+/// The services in the config file's syntax (TOML basic strings: the values are addresses, names and paths).
+fn export_toml(ports: &[v1::Port], list: &v1::ListServicesResponse) -> String {
+    use std::fmt::Write;
+    let mut o = format!(
+        "# edgelbctl config export, version {}: the running services as the config file writes them.\n\
+         # Ports, [bgp], [kubernetes] and the other sections come from edgelbd's file unchanged; its ports now:\n",
+        list.version
+    );
+    for p in ports {
+        let _ = writeln!(o, "#   port {} {} ({}) {} mtu {}", p.index, p.name, p.driver, p.addresses.join(" "), p.mtu);
+    }
+    for s in &list.services {
+        let proto = if s.protocol == v1::Protocol::Udp as i32 { "udp" } else { "tcp" };
+        let _ = write!(o, "\n# from {}\n[[service]]\nvip = {:?}\nprotocol = \"{proto}\"\n", s.source, s.vip);
+        if !s.all_ports {
+            let _ = writeln!(o, "port = {}", s.port);
+        }
+        let _ = writeln!(o, "mode = \"{}\"", mode_name(s.mode));
+        if s.affinity_timeout_s > 0 {
+            let _ = writeln!(o, "affinity_timeout = {}", s.affinity_timeout_s);
+        }
+        if s.maglev_size > 0 {
+            let _ = writeln!(o, "maglev_size = {}", s.maglev_size);
+        }
+        if s.mode == v1::Mode::Gue as i32 && s.gue_port != 0 {
+            let _ = writeln!(o, "gue_port = {}", s.gue_port);
+        }
+        if let Some(h) = &s.health {
+            let kind = if h.r#type == v1::HealthType::Http as i32 { "http" } else { "tcp" };
+            let _ = write!(o, "\n[service.health]\ntype = \"{kind}\"\n");
+            if kind == "http" {
+                let _ = writeln!(o, "path = {:?}", h.path);
+                if h.expect_status != 0 {
+                    let _ = writeln!(o, "expect = {}", h.expect_status);
+                }
+            }
+            for (k, v) in [
+                ("port", h.port),
+                ("interval_ms", h.interval_ms),
+                ("timeout_ms", h.timeout_ms),
+                ("rise", h.rise),
+                ("fall", h.fall),
+            ] {
+                if v != 0 {
+                    let _ = writeln!(o, "{k} = {v}");
+                }
+            }
+            if h.keep_flows {
+                let _ = writeln!(o, "keep_flows = true");
+            }
+        }
+        for b in &s.backends {
+            let _ = write!(o, "\n[[service.backend]]\naddress = {:?}\n", b.address);
+            if b.port != 0 {
+                let _ = writeln!(o, "port = {}", b.port);
+            }
+            let _ = writeln!(o, "weight = {}\nstate = \"{}\"", b.weight, state_name(b.state));
+        }
+    }
+    o
 }
 
 async fn vrrp_list(c: &mut Client, json: bool) -> Result<(), Fail> {
@@ -1026,5 +1106,46 @@ pub fn main_with(args: Vec<String>) -> ExitCode {
             eprintln!("edgelbctl: {:?}: {}", s.code(), s.message());
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgelb_controlplane::api::convert;
+    use edgelb_dataplane::model::{HealthKind, HealthSpec};
+
+    /// What `config export` prints is read back by the config file's own parser as the same services (every mode,
+    /// both families, all ports, affinity, a fixed table size, HTTP health).
+    #[test]
+    fn an_export_reads_back_as_the_same_services() {
+        let mut services = edgelb_testkit::models::every_mode(1009).services;
+        services[0].affinity_timeout_s = Some(600);
+        services[0].maglev_size = Some(2003);
+        services[1].health = Some(HealthSpec {
+            kind: HealthKind::Http { path: "/healthz".into(), expect_status: 204 },
+            port: 9000,
+            interval_ms: 500,
+            timeout_ms: 200,
+            rise: 2,
+            fall: 3,
+            keep_flows: true,
+        });
+        let list = v1::ListServicesResponse {
+            version: 7,
+            services: services
+                .iter()
+                .map(|s| v1::Service { source: "file".into(), ..convert::service_out(s) })
+                .collect(),
+        };
+        let text = export_toml(&[], &list);
+        // The sections full-NAT and the tunnels need come from the appliance's own file.
+        let file = format!(
+            "[[port]]\nname = \"p1\"\ndriver = \"afpacket\"\naddresses = [\"198.18.2.1/24\", \"2001:db8:2::1/64\"]\n\n\
+             [fullnat]\nsources = [\"198.18.2.1\", \"2001:db8:2::1\"]\nports = [20000, 29999]\n\n\
+             [tunnel]\nsources = [\"198.18.3.0/24\", \"2001:db8:3::/120\"]\n\n{text}"
+        );
+        let back = edgelb_controlplane::config::parse(&file).unwrap_or_else(|e| panic!("{e}\n{text}")).model.services;
+        assert_eq!(back, services, "{text}");
     }
 }

@@ -1025,6 +1025,17 @@ fn api_changes_survive_sighup_and_restart_with_a_state_file() {
         .output()
         .unwrap();
     println!("after the restart, edgelbctl service list:\n{}", String::from_utf8_lossy(&text.stdout));
+    // config export: the running services in the file's syntax, which service apply takes back (a dry run).
+    let export = Command::new("ip")
+        .args(["netns", "exec", &lb, EDGELBCTL, "--addr", "http://127.0.0.1:50077", "config", "export"])
+        .output()
+        .unwrap();
+    let exported = dir.join("exported.toml");
+    std::fs::write(&exported, &export.stdout).unwrap();
+    let text = String::from_utf8_lossy(&export.stdout);
+    assert!(text.contains("# from api") && text.contains("address = \"198.18.2.20\""), "{text}");
+    let back = ctl(&["service", "apply", "-f", exported.to_str().unwrap(), "--dry-run"]);
+    assert!(back.is_object(), "the export applies as it is: {back}");
     let peers = ctl(&["peer", "list"]);
     assert!(peers.as_array().unwrap().iter().any(|p| p["name"] == "extra"), "the API's peer after a restart: {peers}");
     // A truncated state file: refused, set aside, the previous good state (the backend, not yet the peer) used.
