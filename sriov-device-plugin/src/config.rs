@@ -1,6 +1,7 @@
-//! The plugin's configuration: the `resourceList` JSON of the common SR-IOV network device plugin. Unknown keys are
-//! errors naming the key, line and column (serde's own message); `selectors` may be one object or a list (first
-//! match wins).
+//! The plugin's configuration: the `resourceList` JSON of the common SR-IOV network device plugin, every key it
+//! defines accepted. Keys nobody defines are errors naming the key, line and column (serde's own message);
+//! `selectors` may be one object or a list (first match wins). Keys that cannot apply here are accepted and named
+//! once, with the reason, by [`warnings`].
 
 use serde::Deserialize;
 
@@ -18,20 +19,25 @@ pub struct Config {
 pub struct Resource {
     /// Name within the prefix, e.g. `sriov_vf`.
     pub resource_name: String,
-    /// Prefix, e.g. `edgelb.io` (default `intel.com`, as the common plugin).
-    #[serde(default = "default_prefix")]
+    /// Prefix, e.g. `edgelb.io` (default: `--resource-prefix`, itself `intel.com` by default, as the common plugin).
+    #[serde(default)]
     pub resource_prefix: String,
-    /// Only `netDevice` is supported.
+    /// `netDevice` is served; `accelerator` and `auxNetDevice` are accepted and not served (see [`warnings`]).
     #[serde(default = "default_type")]
     pub device_type: String,
-    /// Which VFs belong to the pool.
+    /// Which VFs belong to the pool (absent: every VF, as upstream).
     #[serde(default, deserialize_with = "one_or_many")]
     pub selectors: Vec<Selector>,
+    /// Leave the NUMA topology out of the devices listed to the kubelet.
+    #[serde(default)]
+    pub exclude_topology: bool,
+    /// Upstream's extra information per device for the pod; accepted, not passed on here.
+    #[serde(default)]
+    pub additional_info: Option<serde_json::Value>,
 }
 
-fn default_prefix() -> String {
-    "intel.com".into()
-}
+/// The prefix of resources that name none, unless `--resource-prefix` says otherwise.
+pub const DEFAULT_PREFIX: &str = "intel.com";
 fn default_type() -> String {
     "netDevice".into()
 }
@@ -61,6 +67,27 @@ pub struct Selector {
     /// Link types of the PF (`ether`, `infiniband`).
     #[serde(default)]
     pub link_types: Vec<String>,
+    /// Only VFs with an RDMA device.
+    #[serde(default)]
+    pub is_rdma: bool,
+    /// Give the pod /dev/vhost-net and /dev/net/tun with its VFs.
+    #[serde(default)]
+    pub need_vhost_net: bool,
+    /// The PF's ACPI index (`acpi_index` in sysfs).
+    #[serde(default)]
+    pub acpi_indexes: Vec<String>,
+    /// Intel DDP profiles of the PF: accepted, not matched here (see [`warnings`]).
+    #[serde(default)]
+    pub ddp_profiles: Vec<String>,
+    /// vDPA type: accepted, not matched here.
+    #[serde(default)]
+    pub vdpa_type: Option<String>,
+    /// InfiniBand partition keys: accepted, not matched here.
+    #[serde(default)]
+    pub p_keys: Vec<String>,
+    /// Auxiliary device types (`auxNetDevice` resources): accepted, not matched here.
+    #[serde(default)]
+    pub aux_types: Vec<String>,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Selector>, D::Error> {
@@ -88,12 +115,32 @@ pub struct ConfigError(pub String);
 /// Syntax errors and unknown keys (with line and column), unsupported device types, bad names or ranges, duplicate
 /// resources.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    let c: Config = serde_json::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+    parse_with(text, DEFAULT_PREFIX)
+}
+
+/// As [`parse`], resources without a `resourcePrefix` taking `prefix` (upstream's `-resource-prefix`).
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_with(text: &str, prefix: &str) -> Result<Config, ConfigError> {
+    let mut c: Config = serde_json::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+    for r in &mut c.resource_list {
+        if r.resource_prefix.is_empty() {
+            r.resource_prefix = prefix.to_string();
+        }
+        // No selectors selects every device, as upstream.
+        if r.selectors.is_empty() {
+            r.selectors.push(Selector::default());
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, r) in c.resource_list.iter().enumerate() {
         let at = format!("resourceList[{i}]");
-        if r.device_type != "netDevice" {
-            return Err(ConfigError(format!("{at}.deviceType: {:?} is not supported (netDevice only)", r.device_type)));
+        if !matches!(r.device_type.as_str(), "netDevice" | "accelerator" | "auxNetDevice") {
+            return Err(ConfigError(format!(
+                "{at}.deviceType: {:?} is not a device type (netDevice, accelerator, auxNetDevice)",
+                r.device_type
+            )));
         }
         let ok_name = |s: &str| {
             !s.is_empty()
@@ -112,9 +159,6 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         if !seen.insert(full_name(r)) {
             return Err(ConfigError(format!("{at}: {} is listed twice", full_name(r))));
         }
-        if r.selectors.is_empty() {
-            return Err(ConfigError(format!("{at}.selectors: at least one selector")));
-        }
         for (j, s) in r.selectors.iter().enumerate() {
             for (k, p) in s.pf_names.iter().chain(&s.root_devices).enumerate() {
                 if let Some((_, ranges)) = p.split_once('#') {
@@ -125,6 +169,40 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         }
     }
     Ok(c)
+}
+
+/// What the configuration asks for that cannot apply here, one line each with the reason (logged once per load).
+pub fn warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in c.resource_list.iter().enumerate() {
+        let at = format!("resourceList[{i}] ({})", full_name(r));
+        if r.device_type != "netDevice" {
+            out.push(format!(
+                "{at}: deviceType {:?} is not served: this plugin hands out SR-IOV network VFs (netDevice)",
+                r.device_type
+            ));
+            continue;
+        }
+        if r.additional_info.is_some() {
+            out.push(format!("{at}.additionalInfo: not passed to pods by this plugin"));
+        }
+        for (j, s) in r.selectors.iter().enumerate() {
+            let sel = format!("{at}.selectors[{j}]");
+            if !s.ddp_profiles.is_empty() {
+                out.push(format!("{sel}.ddpProfiles: not matched (reading a PF's DDP profile needs Intel's tools)"));
+            }
+            if s.vdpa_type.is_some() {
+                out.push(format!("{sel}.vdpaType: not matched (vDPA devices are not handed out here)"));
+            }
+            if !s.p_keys.is_empty() {
+                out.push(format!("{sel}.pKeys: not matched (InfiniBand partitions are not handed out here)"));
+            }
+            if !s.aux_types.is_empty() {
+                out.push(format!("{sel}.auxTypes: not matched (auxiliary devices are not handed out here)"));
+            }
+        }
+    }
+    out
 }
 
 /// `prefix/name`.
@@ -183,17 +261,14 @@ mod tests {
                 "unknown field `vendor`",
             ),
             (r#"{"resourceList": [{"resourceName": "a", "isRdma": true, "selectors": {}}]}"#, "unknown field `isRdma`"),
-            (
-                r#"{"resourceList": [{"resourceName": "a", "deviceType": "accelerator", "selectors": {}}]}"#,
-                "netDevice only",
-            ),
+            (r#"{"resourceList": [{"resourceName": "a", "deviceType": "gpu", "selectors": {}}]}"#, "not a device type"),
+            (r#"{"resourceList": [{"resourceName": "a", "selectors": {"isRDMA": true}}]}"#, "unknown field `isRDMA`"),
             (r#"{"resourceList": [{"resourceName": "a b", "selectors": {}}]}"#, "resourceName"),
             (r#"{"resourceList": [{"resourceName": "a", "selectors": {"pfNames": ["ens1f0#3-1"]}}]}"#, "backwards"),
             (
                 r#"{"resourceList": [{"resourceName": "a", "selectors": {}}, {"resourceName": "a", "selectors": {}}]}"#,
                 "twice",
             ),
-            (r#"{"resourceList": [{"resourceName": "a", "selectors": []}]}"#, "at least one selector"),
             (r#"{"resourceList": [{"resourceName": "a", "selectors": 7}]}"#, "object or a list"),
             ("{\"resourceList\": [\n  {\"resourceName\": \"a\",, }]}", "line 2"),
         ];

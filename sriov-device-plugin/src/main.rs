@@ -17,9 +17,12 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "sriov-device-plugin", version)]
 struct Args {
-    /// The resource pools (the upstream plugin's JSON format, netDevice resources)
-    #[arg(long, value_name = "FILE")]
+    /// The resource pools (the upstream plugin's JSON format; upstream's `-config-file` is taken too)
+    #[arg(long, visible_alias = "config-file", value_name = "FILE")]
     config: PathBuf,
+    /// Prefix of resources that name none (upstream's `-resource-prefix`)
+    #[arg(long, value_name = "PREFIX", default_value = sriov_device_plugin::config::DEFAULT_PREFIX)]
+    resource_prefix: String,
     /// Where sysfs is mounted (a copy of it in tests)
     #[arg(long, value_name = "DIR", default_value = "/sys")]
     sys_root: PathBuf,
@@ -37,8 +40,25 @@ enum LogFormat {
     Json,
 }
 
+/// Upstream's Go-style flags (`-config-file=F`, `-resource-prefix P`) as ours (`--config-file=F`, ...): one dash
+/// before a long name becomes two.
+fn go_style(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.enumerate()
+        .map(|(i, a)| {
+            let long =
+                a.len() > 2 && a.starts_with('-') && !a.starts_with("--") && a.as_bytes()[1].is_ascii_lowercase();
+            if i > 0 && long && a[1..].split('=').next().is_some_and(|n| n.len() > 1) {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let Args { config, sys_root, plugin_dir, log_format } = Args::parse();
+    let Args { config, resource_prefix, sys_root, plugin_dir, log_format } =
+        Args::parse_from(go_style(std::env::args()));
     let json = log_format == LogFormat::Json;
     let sub = tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr);
     if json {
@@ -47,10 +67,9 @@ fn main() -> ExitCode {
         sub.init();
     }
     // Check the file before anything else: a bad one is a usage error.
-    if let Err(e) = std::fs::read_to_string(&config)
-        .map_err(|e| e.to_string())
-        .and_then(|t| sriov_device_plugin::config::parse(&t).map(|_| ()).map_err(|e| e.to_string()))
-    {
+    if let Err(e) = std::fs::read_to_string(&config).map_err(|e| e.to_string()).and_then(|t| {
+        sriov_device_plugin::config::parse_with(&t, &resource_prefix).map(|_| ()).map_err(|e| e.to_string())
+    }) {
         eprintln!("sriov-device-plugin: {}: {e}", config.display());
         return ExitCode::from(2);
     }
@@ -77,7 +96,7 @@ fn main() -> ExitCode {
                 }
             }
         });
-        plugin::run(config, sys_root, plugin_dir, reload_rx, stop_rx).await
+        plugin::run_with_prefix(config, sys_root, plugin_dir, resource_prefix, reload_rx, stop_rx).await
     });
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,10 @@ pub struct PoolState {
     pub name: String,
     /// Members with their health (`Err(reason)`: unhealthy).
     pub devices: Vec<(Vf, Result<(), String>)>,
+    /// Leave the NUMA topology out of the listing (`excludeTopology`).
+    pub exclude_topology: bool,
+    /// Give pods /dev/vhost-net and /dev/net/tun with their VFs (`needVhostNet`).
+    pub vhost_net: bool,
 }
 
 impl PoolState {
@@ -45,7 +49,10 @@ impl PoolState {
                 .map(|(v, h)| api::Device {
                     id: v.pci.clone(),
                     health: if h.is_ok() { "Healthy" } else { "Unhealthy" }.into(),
-                    topology: v.numa.map(|n| api::TopologyInfo { nodes: vec![api::NumaNode { id: n }] }),
+                    topology: v
+                        .numa
+                        .filter(|_| !self.exclude_topology)
+                        .map(|n| api::TopologyInfo { nodes: vec![api::NumaNode { id: n }] }),
                 })
                 .collect(),
         }
@@ -120,16 +127,26 @@ impl DevicePlugin for Plugin {
                 a.entry(format!("{}/{}", st.prefix, st.name)).or_default().extend(c.devices_ids.iter().cloned());
             }
             info!(resource = %format!("{}/{}", st.prefix, st.name), devices = %c.devices_ids.join(","), "allocated");
+            let mut devices: Vec<api::DeviceSpec> = nodes
+                .into_iter()
+                .map(|n| api::DeviceSpec {
+                    container_path: n.container_path,
+                    host_path: n.host_path,
+                    permissions: "rw".into(),
+                })
+                .collect();
+            if st.vhost_net {
+                for d in ["/dev/vhost-net", "/dev/net/tun"] {
+                    devices.push(api::DeviceSpec {
+                        container_path: d.into(),
+                        host_path: d.into(),
+                        permissions: "rw".into(),
+                    });
+                }
+            }
             container_responses.push(api::ContainerAllocateResponse {
                 envs: envs.into_iter().collect(),
-                devices: nodes
-                    .into_iter()
-                    .map(|n| api::DeviceSpec {
-                        container_path: n.container_path,
-                        host_path: n.host_path,
-                        permissions: "rw".into(),
-                    })
-                    .collect(),
+                devices,
                 ..Default::default()
             });
         }
@@ -258,13 +275,32 @@ pub async fn run(
     config_path: PathBuf,
     sys_root: PathBuf,
     plugin_dir: PathBuf,
+    reload: tokio::sync::mpsc::Receiver<()>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    run_with_prefix(config_path, sys_root, plugin_dir, crate::config::DEFAULT_PREFIX.into(), reload, stop).await
+}
+
+/// As [`run`], resources that name no prefix taking `prefix` (upstream's `-resource-prefix`).
+///
+/// # Errors
+/// The configuration cannot be read at start.
+pub async fn run_with_prefix(
+    config_path: PathBuf,
+    sys_root: PathBuf,
+    plugin_dir: PathBuf,
+    prefix: String,
     mut reload: tokio::sync::mpsc::Receiver<()>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let cfg = read_config(&config_path)?;
+    let cfg = read_config(&config_path, &prefix)?;
+    for w in crate::config::warnings(&cfg) {
+        warn!("{w}");
+    }
     let cfg_stamp = std::fs::metadata(&config_path).and_then(|m| m.modified()).ok();
     let mut m = Manager {
         config_path,
+        prefix,
         sys_root,
         plugin_dir,
         cfg,
@@ -289,14 +325,16 @@ pub async fn run(
     Ok(())
 }
 
-fn read_config(p: &Path) -> Result<Config, String> {
+fn read_config(p: &Path, prefix: &str) -> Result<Config, String> {
     let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    crate::config::parse(&t).map_err(|e| format!("{}: {e}", p.display()))
+    crate::config::parse_with(&t, prefix).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// What the manager keeps between rounds.
 struct Manager {
     config_path: PathBuf,
+    /// Prefix of resources that name none.
+    prefix: String,
     sys_root: PathBuf,
     plugin_dir: PathBuf,
     cfg: Config,
@@ -304,8 +342,9 @@ struct Manager {
     cfg_stamp: Option<std::time::SystemTime>,
     allocated: Allocated,
     running: BTreeMap<String, Running>,
-    /// Each device as first seen in its pool: the reference for health (driver it came with).
-    reference: HashMap<String, Vf>,
+    /// Each device as first seen in a pool (by pool and PCI address): the reference for its health there (the driver
+    /// it came with).
+    reference: HashMap<(String, String), Vf>,
 }
 
 impl Manager {
@@ -326,10 +365,25 @@ impl Manager {
                 info!(resource = %k, "resource removed");
             }
         }
+        // Every device some pool holds this round: a device that moved to another pool is listed there alone.
+        let claimed: HashSet<String> = pools.iter().flatten().map(|v| v.pci.clone()).collect();
         for (i, r) in self.cfg.resource_list.clone().iter().enumerate() {
             let name = full_name(r);
-            let devices = self.devices(&name, &pools[i], &vfs, reloaded);
-            let state = PoolState { prefix: r.resource_prefix.clone(), name: r.resource_name.clone(), devices };
+            if r.device_type != "netDevice" {
+                continue;
+            }
+            let devices = self.devices(&name, &pools[i], &vfs, &claimed, reloaded);
+            // As upstream: a pool that matches no device is not registered (until one appears).
+            if devices.is_empty() && !self.running.contains_key(&name) {
+                continue;
+            }
+            let state = PoolState {
+                prefix: r.resource_prefix.clone(),
+                name: r.resource_name.clone(),
+                devices,
+                exclude_topology: r.exclude_topology,
+                vhost_net: r.selectors.iter().any(|s| s.need_vhost_net),
+            };
             let endpoint = endpoint_of(r);
             let socket_gone = !self.plugin_dir.join(&endpoint).exists();
             match self.running.get_mut(&name) {
@@ -360,10 +414,13 @@ impl Manager {
             return false;
         }
         self.cfg_stamp = stamp;
-        match read_config(&self.config_path) {
+        match read_config(&self.config_path, &self.prefix) {
             Ok(c) if c != self.cfg || self.running.is_empty() => {
                 if !self.running.is_empty() {
                     info!(resources = c.resource_list.len(), "configuration reloaded");
+                    for w in crate::config::warnings(&c) {
+                        warn!("{w}");
+                    }
                 }
                 self.cfg = c;
                 true
@@ -379,23 +436,32 @@ impl Manager {
     /// A pool's devices with their health. Members that vanished from sysfs, or no longer match because their driver
     /// changed, stay listed as unhealthy (until the configuration itself changes membership), so the kubelet learns
     /// of it.
-    fn devices(&mut self, name: &str, pool: &[Vf], vfs: &[Vf], reloaded: bool) -> Vec<(Vf, Result<(), String>)> {
+    fn devices(
+        &mut self,
+        name: &str,
+        pool: &[Vf],
+        vfs: &[Vf],
+        claimed: &HashSet<String>,
+        reloaded: bool,
+    ) -> Vec<(Vf, Result<(), String>)> {
         let mut devices: Vec<(Vf, Result<(), String>)> = pool
             .iter()
             .map(|v| {
-                let first = self.reference.entry(v.pci.clone()).or_insert_with(|| v.clone());
+                let first = self.reference.entry((name.to_string(), v.pci.clone())).or_insert_with(|| v.clone());
                 (v.clone(), sysfs::health(first, Some(v)))
             })
             .collect();
         if let (Some(run), false) = (self.running.get(name), reloaded) {
             for (old, _) in &run.state.borrow().devices {
-                if !devices.iter().any(|(v, _)| v.pci == old.pci) {
-                    let now = vfs.iter().find(|v| v.pci == old.pci);
-                    let why = sysfs::health(self.reference.get(&old.pci).unwrap_or(old), now)
-                        .err()
-                        .unwrap_or_else(|| "no longer selected".into());
-                    devices.push((old.clone(), Err(why)));
+                // A device another pool holds now has moved there: it is no longer listed here. One that vanished
+                // or that no pool selects stays, unhealthy, so the kubelet learns of it.
+                if devices.iter().any(|(v, _)| v.pci == old.pci) || claimed.contains(&old.pci) {
+                    continue;
                 }
+                let now = vfs.iter().find(|v| v.pci == old.pci);
+                let reference = self.reference.get(&(name.to_string(), old.pci.clone())).unwrap_or(old);
+                let why = sysfs::health(reference, now).err().unwrap_or_else(|| "no longer selected".into());
+                devices.push((old.clone(), Err(why)));
             }
             devices.sort_by(|a, b| a.0.pci.cmp(&b.0.pci));
         }

@@ -31,6 +31,10 @@ pub struct Vf {
     pub pf_up: bool,
     /// The PF's link type (`ether` for ARPHRD 1, `infiniband` for 32).
     pub link_type: Option<String>,
+    /// The VF has an RDMA device (`infiniband/` under it).
+    pub rdma: bool,
+    /// The PF's ACPI index (`acpi_index`), if the firmware gives one.
+    pub pf_acpi_index: Option<String>,
 }
 
 fn read(p: &Path) -> Option<String> {
@@ -87,6 +91,8 @@ pub fn discover(root: &Path) -> Vec<Vf> {
             index,
             pf_up,
             link_type,
+            rdma: d.join("infiniband").is_dir(),
+            pf_acpi_index: read(&pfd.join("acpi_index")),
             pci,
         });
     }
@@ -117,6 +123,8 @@ pub fn matches(s: &Selector, v: &Vf) -> bool {
         })
         && any(&s.root_devices, &|x| x.split('#').next() == Some(v.pf.as_str()) && in_ranges(x, v.index))
         && any(&s.link_types, &|x| v.link_type.as_deref() == Some(x.as_str()))
+        && (!s.is_rdma || v.rdma)
+        && any(&s.acpi_indexes, &|x| v.pf_acpi_index.as_deref() == Some(x.as_str()))
 }
 
 /// The VFs of each resource (by index in `resources`): a VF belongs to the first resource with a selector that
@@ -124,7 +132,9 @@ pub fn matches(s: &Selector, v: &Vf) -> bool {
 pub fn assign(resources: &[Resource], vfs: &[Vf]) -> Vec<Vec<Vf>> {
     let mut out = vec![Vec::new(); resources.len()];
     for v in vfs {
-        if let Some(i) = resources.iter().position(|r| r.selectors.iter().any(|s| matches(s, v))) {
+        // Only network VF resources are served (the others are named by `config::warnings`).
+        let served = |r: &Resource| r.device_type == "netDevice";
+        if let Some(i) = resources.iter().position(|r| served(r) && r.selectors.iter().any(|s| matches(s, v))) {
             out[i].push(v.clone());
         }
     }

@@ -19,7 +19,7 @@ fn help_usage_errors_and_a_bad_configuration_exit_as_documented() {
     assert_eq!(bad_format.status.code(), Some(2), "{bad_format:?}");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
-    std::fs::write(&cfg, r#"{"resourceList": [{"resourceName": "vf", "deviceType": "accelerator"}]}"#).unwrap();
+    std::fs::write(&cfg, r#"{"resourceList": [{"resourceName": "vf", "deviceType": "gpu"}]}"#).unwrap();
     let bad = Command::new(BIN).arg("--config").arg(&cfg).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     let err = String::from_utf8_lossy(&bad.stderr);
