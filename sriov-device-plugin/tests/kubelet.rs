@@ -5,47 +5,14 @@
 
 mod common;
 
+use common::kubelet::{start_kubelet, FakeKubelet};
 use common::FakeSysfs;
 use sriov_device_plugin::plugin::{self, unix_channel};
 use sriov_device_plugin::v1beta1 as api;
 use sriov_device_plugin::v1beta1::device_plugin_client::DevicePluginClient;
-use sriov_device_plugin::v1beta1::registration_server::{Registration, RegistrationServer};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
-
-#[derive(Clone, Default)]
-struct FakeKubelet {
-    registered: Arc<Mutex<Vec<api::RegisterRequest>>>,
-}
-
-#[tonic::async_trait]
-impl Registration for FakeKubelet {
-    async fn register(
-        &self,
-        r: tonic::Request<api::RegisterRequest>,
-    ) -> Result<tonic::Response<api::Empty>, tonic::Status> {
-        let r = r.into_inner();
-        if r.version != "v1beta1" {
-            return Err(tonic::Status::invalid_argument("unsupported version"));
-        }
-        self.registered.lock().unwrap().push(r);
-        Ok(tonic::Response::new(api::Empty {}))
-    }
-}
-
-fn start_kubelet(dir: &Path, k: FakeKubelet) -> tokio::task::JoinHandle<()> {
-    let path = dir.join("kubelet.sock");
-    let _ = std::fs::remove_file(&path);
-    let l = tokio::net::UnixListener::bind(&path).unwrap();
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(RegistrationServer::new(k))
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l))
-            .await;
-    })
-}
 
 async fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -5,14 +5,12 @@
 
 mod common;
 
+use common::kubelet::{start_kubelet, FakeKubelet};
 use common::FakeSysfs;
 use sriov_device_plugin::config;
 use sriov_device_plugin::plugin::{self, unix_channel};
 use sriov_device_plugin::v1beta1 as api;
 use sriov_device_plugin::v1beta1::device_plugin_client::DevicePluginClient;
-use sriov_device_plugin::v1beta1::registration_server::{Registration, RegistrationServer};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
@@ -95,32 +93,6 @@ fn upstreams_flags_are_taken() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(124), "ran until the timeout: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-#[derive(Clone, Default)]
-struct FakeKubelet {
-    registered: Arc<Mutex<Vec<api::RegisterRequest>>>,
-}
-
-#[tonic::async_trait]
-impl Registration for FakeKubelet {
-    async fn register(
-        &self,
-        r: tonic::Request<api::RegisterRequest>,
-    ) -> Result<tonic::Response<api::Empty>, tonic::Status> {
-        self.registered.lock().unwrap().push(r.into_inner());
-        Ok(tonic::Response::new(api::Empty {}))
-    }
-}
-
-fn start_kubelet(dir: &Path, k: FakeKubelet) {
-    let l = tokio::net::UnixListener::bind(dir.join("kubelet.sock")).unwrap();
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(RegistrationServer::new(k))
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l))
-            .await;
-    });
 }
 
 /// Two pools by driver on one PF, and one that matches nothing.

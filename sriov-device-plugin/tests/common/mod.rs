@@ -4,6 +4,8 @@
 //! `unbind` files and `drivers_probe`.
 #![allow(dead_code)]
 
+pub mod kubelet;
+
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
