@@ -1,9 +1,14 @@
 //! The SIGTERM drain as a clock-driven state machine: new flows are refused while tracked ones finish; the drain ends
 //! when the workers' census finds no flow in use (established TCP, UDP or other flows still tracked), or at `timeout`
 //! with some left. A silent connection is waited for as long as it is tracked: the drain never ends on a quiet spell.
+//! It lasts at least [`MIN_DRAIN`], even with nothing tracked, so that BGP peers hear GRACEFUL_SHUTDOWN and VRRP
+//! backups take the VIPs over before the exit withdraws them.
 
 use edgelb_dataplane::pipeline::FlowCensus;
 use std::time::{Duration, Instant};
+
+/// The shortest drain: time for the hand-over (GRACEFUL_SHUTDOWN, VRRP priority 0, Leases released) to be heard.
+pub(super) const MIN_DRAIN: Duration = Duration::from_secs(1);
 
 /// Where a drain stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +58,7 @@ impl Drain {
     pub(super) fn observe(&mut self, now: Instant, census: Option<FlowCensus>) -> DrainState {
         if let Some(c) = census {
             self.last = Some(c);
-            if c.in_use() == 0 {
+            if c.in_use() == 0 && now.duration_since(self.started) >= MIN_DRAIN.min(self.timeout) {
                 return DrainState::Drained;
             }
         }
@@ -85,6 +90,15 @@ mod tests {
         let closed = FlowCensus { closing: 1, half_open: 3, ..Default::default() };
         assert_eq!(d.observe(t0 + Duration::from_secs(21), Some(closed)), DrainState::Drained);
         assert_eq!(d.last(), Some(closed));
+    }
+
+    #[test]
+    fn nothing_tracked_still_drains_for_the_minimum_so_peers_hear_of_it() {
+        let t0 = Instant::now();
+        let mut d = Drain::start(t0, TIMEOUT);
+        let none = Some(FlowCensus::default());
+        assert_eq!(d.observe(t0 + Duration::from_millis(100), none), DrainState::Draining);
+        assert_eq!(d.observe(t0 + MIN_DRAIN, none), DrainState::Drained);
     }
 
     #[test]
