@@ -186,14 +186,42 @@ fn port_slow(itf: &InterfaceSpec, now: smoltcp::time::Instant) -> PortSlow {
     PortSlow { port: itf.port, mac: itf.mac, addrs: itf.addrs.clone(), iface, dev, sockets: SocketSet::new(vec![]) }
 }
 
-/// Whether a frame is a VRRP advertisement (IP protocol 112 to its group, either family; no IPv6 extension headers).
-fn is_vrrp(frame: &[u8]) -> bool {
-    let Ok(l2) = parse_l2(frame) else { return false };
+/// The IP layer of a VRRP advertisement: IPv4 (else IPv6), source and destination (16-byte form), TTL or hop limit,
+/// and the VRRP message.
+type VrrpIp<'a> = (bool, [u8; 16], [u8; 16], u8, &'a [u8]);
+
+/// A frame's VRRP advertisement, read once: `None` when it is not one (IP protocol 112 to the family's group; no
+/// IPv6 extension headers), an error when its IP header does not hold together.
+fn vrrp_ip(frame: &[u8]) -> Option<Result<VrrpIp<'_>, vrrp::Refused>> {
+    let l2 = parse_l2(frame).ok()?;
     let ip = &frame[l2.l3_offset..];
+    let a16 = |o: usize| <[u8; 16]>::try_from(&ip[o..o + 16]).unwrap_or([0; 16]);
     match l2.ethertype {
-        ethertype::IPV4 => ip.len() >= 20 && ip[9] == vrrp::PROTO && ip[16..20] == vrrp::GROUP_V4.octets(),
-        ethertype::IPV6 => ip.len() >= 40 && ip[6] == vrrp::PROTO && ip[24..40] == vrrp::GROUP_V6.octets(),
-        _ => false,
+        ethertype::IPV4 if ip.len() >= 20 && ip[9] == vrrp::PROTO && ip[16..20] == vrrp::GROUP_V4.octets() => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            if ihl < 20 || total < ihl || total > ip.len() {
+                return Some(Err(vrrp::Refused::Length));
+            }
+            let m = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]).to_ipv6_mapped().octets();
+            Some(Ok((true, m(12), m(16), ip[8], &ip[ihl..total])))
+        }
+        ethertype::IPV6 if ip.len() >= 40 && ip[6] == vrrp::PROTO && ip[24..40] == vrrp::GROUP_V6.octets() => {
+            let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if 40 + len > ip.len() {
+                return Some(Err(vrrp::Refused::Length));
+            }
+            Some(Ok((false, a16(8), a16(24), ip[7], &ip[40..40 + len])))
+        }
+        _ => None,
+    }
+}
+
+/// A gratuitous ARP (IPv4) or unsolicited neighbour advertisement to all nodes (IPv6) saying `vip` is at `mac`.
+fn announcement(mac: Mac, vip: IpAddr) -> Vec<u8> {
+    match vip {
+        IpAddr::V4(v) => arp_frame(BROADCAST, mac, OP_REQUEST, (mac, v), ([0; 6], v)),
+        IpAddr::V6(v) => na_frame(mac, [0x33, 0x33, 0, 0, 0, 1], v, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), false),
     }
 }
 
@@ -458,8 +486,8 @@ impl SlowPath {
             self.stats.unknown_port += 1;
             return;
         };
-        if is_vrrp(frame) {
-            self.vrrp_frame(pi, frame, now);
+        if let Some(ip) = vrrp_ip(frame) {
+            self.vrrp_frame(pi, ip, now);
             return;
         }
         if let Ok(l2) = parse_l2(frame) {
@@ -598,14 +626,9 @@ impl SlowPath {
         vips.sort_unstable();
         let mut vips6: Vec<Ipv6Addr> = self.vips6.iter().copied().filter(|v| self.owns(&IpAddr::V6(*v))).collect();
         vips6.sort_unstable();
-        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         for p in &self.ports {
-            for &vip in &vips {
-                out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, vip), ([0; 6], vip)));
-                self.stats.announcements += 1;
-            }
-            for &vip in &vips6 {
-                out(p.port, &na_frame(p.mac, [0x33, 0x33, 0, 0, 0, 1], vip, all_nodes, false));
+            for vip in vips.iter().map(|v| IpAddr::V4(*v)).chain(vips6.iter().map(|v| IpAddr::V6(*v))) {
+                out(p.port, &announcement(p.mac, vip));
                 self.stats.announcements += 1;
             }
         }
@@ -904,7 +927,7 @@ mod tests {
         let mut out = Vec::new();
         s.poll(t, &mut |_, f| out.push(f.to_vec()));
         assert_eq!(s.vrrp_status()[0].state, vrrp::State::Master);
-        assert!(out.iter().any(|f| is_vrrp(f)), "an advert");
+        assert!(out.iter().any(|f| vrrp_ip(f).is_some()), "an advert");
         let garp = |f: &Vec<u8>| {
             ArpPacket::new_checked(&f[14..]).is_ok_and(|a| a.operation() == OP_REQUEST && a.target_ip() == vip.octets())
         };

@@ -6,10 +6,9 @@
 //! the VIPs' health, and the hand-over when the appliance drains.
 
 use super::vrrp::{self, Refused, Router, RouterSpec, State, Transition};
-use super::{arp_frame, na_frame, SlowPath};
+use super::{announcement, SlowPath, VrrpIp};
 use crate::model::PortId;
-use crate::wire::arp::OP_REQUEST;
-use crate::wire::ethernet::{ethertype, parse_l2, Mac, BROADCAST};
+use crate::wire::ethernet::Mac;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -196,7 +195,6 @@ impl SlowPath {
     /// The announcements due for VIPs taken by Lease, on every port.
     pub(super) fn lease_poll(&mut self, now: Instant, out: &mut impl FnMut(PortId, &[u8])) {
         let Some(l) = self.leased.as_mut() else { return };
-        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         for (vip, left, next) in &mut l.garps {
             if *left == 0 || now < *next {
                 continue;
@@ -204,19 +202,16 @@ impl SlowPath {
             *left -= 1;
             *next = now + LEASE_GARP_EVERY;
             for p in &self.ports {
-                match vip {
-                    IpAddr::V4(v) => out(p.port, &arp_frame(BROADCAST, p.mac, OP_REQUEST, (p.mac, *v), ([0; 6], *v))),
-                    IpAddr::V6(v) => out(p.port, &na_frame(p.mac, [0x33, 0x33, 0, 0, 0, 1], *v, all_nodes, false)),
-                }
+                out(p.port, &announcement(p.mac, *vip));
                 self.stats.announcements += 1;
             }
         }
         l.garps.retain(|(_, left, _)| *left > 0);
     }
 
-    /// An advertisement received on port index `pi` (already known to be IP protocol 112 to the group).
-    pub(super) fn vrrp_frame(&mut self, pi: usize, frame: &[u8], now: Instant) {
-        match self.vrrp_receive(pi, frame, now) {
+    /// An advertisement received on port index `pi`, its IP layer read by `vrrp_ip`.
+    pub(super) fn vrrp_frame(&mut self, pi: usize, ip: Result<VrrpIp<'_>, Refused>, now: Instant) {
+        match ip.and_then(|ip| self.vrrp_receive(pi, ip, now)) {
             Ok(()) => {}
             Err(r) => {
                 if let Some(i) = Refused::ALL.iter().position(|x| *x == r) {
@@ -226,29 +221,8 @@ impl SlowPath {
         }
     }
 
-    fn vrrp_receive(&mut self, pi: usize, frame: &[u8], now: Instant) -> Result<(), Refused> {
-        let l2 = parse_l2(frame).map_err(|_| Refused::Length)?;
-        let ip = frame.get(l2.l3_offset..).ok_or(Refused::Length)?;
-        let (v4, src, dst, ttl, payload) = match l2.ethertype {
-            ethertype::IPV4 if ip.len() >= 20 => {
-                let ihl = usize::from(ip[0] & 0x0f) * 4;
-                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-                if ihl < 20 || total < ihl || total > ip.len() || ip[9] != vrrp::PROTO {
-                    return Err(Refused::Length);
-                }
-                let m = |o: usize| std::net::Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]).to_ipv6_mapped();
-                (true, m(12).octets(), m(16).octets(), ip[8], &ip[ihl..total])
-            }
-            ethertype::IPV6 if ip.len() >= 40 => {
-                let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-                if ip[6] != vrrp::PROTO || 40 + len > ip.len() {
-                    return Err(Refused::Length);
-                }
-                let a = |o: usize| <[u8; 16]>::try_from(&ip[o..o + 16]).unwrap_or([0; 16]);
-                (false, a(8), a(24), ip[7], &ip[40..40 + len])
-            }
-            _ => return Err(Refused::Length),
-        };
+    fn vrrp_receive(&mut self, pi: usize, ip: VrrpIp<'_>, now: Instant) -> Result<(), Refused> {
+        let (v4, src, dst, ttl, payload) = ip;
         let advert = vrrp::parse(payload, &src, &dst, ttl, v4)?;
         let from = if v4 {
             IpAddr::V4(std::net::Ipv4Addr::new(src[12], src[13], src[14], src[15]))
@@ -315,12 +289,8 @@ impl SlowPath {
         r.garps = (r.garps.0 - 1, now + r.router.spec.garp_interval);
         let r = &self.vrrp[i];
         let (port, mac) = (self.ports[r.pi].port, self.router_mac(r));
-        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         for vip in &r.router.spec.vips {
-            match vip {
-                IpAddr::V4(v) => out(port, &arp_frame(BROADCAST, mac, OP_REQUEST, (mac, *v), ([0; 6], *v))),
-                IpAddr::V6(v) => out(port, &na_frame(mac, [0x33, 0x33, 0, 0, 0, 1], *v, all_nodes, false)),
-            }
+            out(port, &announcement(mac, *vip));
             self.stats.announcements += 1;
         }
     }

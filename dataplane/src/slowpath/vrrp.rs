@@ -120,13 +120,6 @@ pub fn link_local(mac: Mac) -> Ipv6Addr {
     Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]])
 }
 
-fn mapped(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
 /// An Ethernet frame carrying an advertisement for `vips` (all of `src`'s family) from `src` at `mac`.
 pub fn advert_frame(mac: Mac, src: IpAddr, vrid: u8, priority: u8, interval_cs: u16, vips: &[IpAddr]) -> Vec<u8> {
     let v4 = src.is_ipv4();
@@ -144,7 +137,10 @@ pub fn advert_frame(mac: Mac, src: IpAddr, vrid: u8, priority: u8, interval_cs: 
     vrrp.extend_from_slice(&[0, 0]);
     vrrp.extend_from_slice(&addrs);
     let dst = if v4 { IpAddr::V4(GROUP_V4) } else { IpAddr::V6(GROUP_V6) };
-    let c = checksum::finish(checksum::sum(pseudo(&mapped(src), &mapped(dst), vrrp.len(), v4), &vrrp));
+    let c = checksum::finish(checksum::sum(
+        pseudo(&crate::snapshot::addr16(src), &crate::snapshot::addr16(dst), vrrp.len(), v4),
+        &vrrp,
+    ));
     vrrp[6..8].copy_from_slice(&c.to_be_bytes());
     let (ip_len, et, dst_mac) = if v4 {
         (20, ethertype::IPV4, [0x01, 0x00, 0x5e, 0, 0, 0x12])
