@@ -364,10 +364,7 @@ async fn session(
     set: &(dyn Fn(State, Option<String>) + Sync),
 ) -> Result<Option<TcpStream>, String> {
     // An accepted connection on the dual-stack listener has an IPv4-mapped local address: the next hop is IPv4.
-    let local = match s.local_addr().map_err(|e| e.to_string())?.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+    let local = s.local_addr().map_err(|e| e.to_string())?.ip().to_canonical();
     send(&mut s, status, &wire::open(&our_open(cfg, status))).await?;
     set(State::OpenSent, None);
     let mut rd = Reader { buf: Vec::new() };

@@ -265,10 +265,7 @@ fn bind(port: u16) -> std::io::Result<tokio::net::TcpListener> {
 async fn accept(l: Arc<tokio::net::TcpListener>, inboxes: Inboxes) {
     loop {
         let Ok((c, from)) = l.accept().await else { continue };
-        let ip = match from.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = from.ip().to_canonical();
         let tx = inboxes.lock().ok().and_then(|g| g.iter().find(|(a, _)| *a == ip).map(|(_, t)| t.clone()));
         match tx {
             Some(tx) => {

@@ -58,13 +58,6 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-fn unmapped(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 fn rx_socket(v6: bool, port: u16) -> std::io::Result<UdpSocket> {
     let domain = if v6 { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
@@ -132,7 +125,7 @@ impl Hub {
         let r = if ttl != Some(bfd::TTL) {
             Err(Refused::Ttl)
         } else {
-            Packet::parse(bytes).and_then(|p| self.route(unmapped(from), &p).map(|to| (to, p)))
+            Packet::parse(bytes).and_then(|p| self.route(from.to_canonical(), &p).map(|to| (to, p)))
         };
         match r {
             // A session that does not keep up loses the packet; the next one carries the same state.
@@ -222,7 +215,7 @@ fn tx_socket(peer: IpAddr, source: Option<IpAddr>, seed: u32) -> std::io::Result
 /// # Errors
 /// No socket could be bound.
 pub fn spawn(hub: &Arc<Hub>, peer: IpAddr, source: Option<IpAddr>, timers: Timers) -> std::io::Result<Link> {
-    let peer = unmapped(peer);
+    let peer = peer.to_canonical();
     let disc = hub.next_disc.fetch_add(1, Ordering::Relaxed).max(1);
     let sock = tx_socket(peer, source, disc)?;
     let (inbox, rx) = mpsc::channel(16);
