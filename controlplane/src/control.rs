@@ -92,7 +92,14 @@ async fn run(
                     let (l, st, stop) = (k.lease.clone(), store.clone(), k8s_stop_rx.clone());
                     vip_leases = Some(tokio::spawn(crate::k8s::vip_leases::run(c.clone(), st, l, stop)));
                 }
-                Some(tokio::spawn(crate::k8s::controller::run(c, store.clone(), k.settings, k.lease, k8s_stop_rx)))
+                Some(tokio::spawn(crate::k8s::controller::run(
+                    c,
+                    store.clone(),
+                    k.settings,
+                    k.lease,
+                    k.node_labels,
+                    k8s_stop_rx,
+                )))
             }
             Err(e) => {
                 let _ = ready.send(Err(format!("Kubernetes client: {e}")));

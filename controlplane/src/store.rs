@@ -189,7 +189,15 @@ pub struct Store {
     vip_leases: Mutex<Option<std::collections::HashSet<IpAddr>>>,
     peer_ops: OnceLock<(u32, std::net::Ipv4Addr, tokio::sync::mpsc::Sender<crate::bgp::PeerOp>)>,
     k8s_status: Mutex<Option<K8sStatus>>,
+    /// What L2Announcements are checked against: each port's name and whether it has an IPv4 address, and the
+    /// file's virtual routers (set once by the daemon).
+    vrrp_context: OnceLock<VrrpContext>,
+    /// The virtual routers Kubernetes L2Announcements ask for, with a version the daemon follows.
+    k8s_routers: Mutex<(u64, Vec<edgelb_dataplane::slowpath::vrrp::RouterSpec>)>,
 }
+
+/// Ports (name, has an IPv4 address) and the file's virtual routers.
+pub type VrrpContext = (Vec<(String, bool)>, Vec<edgelb_dataplane::slowpath::vrrp::RouterSpec>);
 
 /// What the Kubernetes sync last reported, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -431,6 +439,8 @@ impl Store {
             vip_leases: Mutex::new(None),
             peer_ops: OnceLock::new(),
             k8s_status: Mutex::new(None),
+            vrrp_context: OnceLock::new(),
+            k8s_routers: Mutex::new((0, Vec::new())),
         }))
     }
 
@@ -504,6 +514,30 @@ impl Store {
         if let Ok(mut g) = self.vrrp.lock() {
             *g = r;
         }
+    }
+
+    /// The daemon says what virtual routers from Kubernetes are checked against (once, at start).
+    pub fn set_vrrp_context(&self, c: VrrpContext) {
+        let _ = self.vrrp_context.set(c);
+    }
+
+    /// Ports and the file's routers, once the daemon has said.
+    pub fn vrrp_context(&self) -> Option<&VrrpContext> {
+        self.vrrp_context.get()
+    }
+
+    /// The virtual routers Kubernetes asks for; the version moves only when they change.
+    pub fn set_k8s_routers(&self, r: Vec<edgelb_dataplane::slowpath::vrrp::RouterSpec>) {
+        if let Ok(mut g) = self.k8s_routers.lock() {
+            if g.1 != r {
+                *g = (g.0 + 1, r);
+            }
+        }
+    }
+
+    /// The virtual routers Kubernetes asks for, and their version.
+    pub fn k8s_routers(&self) -> (u64, Vec<edgelb_dataplane::slowpath::vrrp::RouterSpec>) {
+        self.k8s_routers.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// The VRRP routers as last reported.

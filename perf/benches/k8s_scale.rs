@@ -183,13 +183,14 @@ async fn main() {
             ranges: vec![("198.19.0.1".parse().unwrap(), "198.19.255.254".parse().unwrap())],
             namespaces: Vec::new(),
             selector: Default::default(),
+            auto_assign: true,
         }],
     };
     let lease =
         LeaseSettings { namespace: "default".into(), name: "edgelb".into(), identity: "bench".into(), duration_s: 15 };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let t0 = Instant::now();
-    let controller = tokio::spawn(run(client.clone(), store.clone(), settings, lease, stop_rx));
+    let controller = tokio::spawn(run(client.clone(), store.clone(), settings, lease, Default::default(), stop_rx));
     let programmed = until(&store, Duration::from_secs(300), |c| c.services.len() >= n).await;
     let rss_programmed = rss_kib();
 

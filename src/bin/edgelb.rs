@@ -71,6 +71,12 @@ enum Cmd {
     /// The API client, the same as edgelbctl (`edgelb ctl --help`).
     #[command(disable_help_flag = true)]
     Ctl(PassOn),
+    /// Write the custom resource definitions (VIPPool, BGPPeer, L2Announcement) generated from their Rust types.
+    Crds {
+        /// Directory to write them into (absent: print them, separated by `---`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Print a shell completion script for edgelb.
     Completions {
         /// The shell.
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
         Cmd::LabRemove { prefix } => lab_remove(&prefix),
         Cmd::Daemon(p) => edgelb::daemon::run(p.args),
         Cmd::Ctl(p) => edgelb::ctl::main_with(p.args),
+        Cmd::Crds { out } => crds(out.as_deref()),
         Cmd::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "edgelb", &mut script);
@@ -139,6 +146,25 @@ fn main() -> ExitCode {
         Cmd::LabUdpSink(p) => lab_udp_sink(&p.args),
         Cmd::LabUdpBlast(p) => lab_udp_blast(&p.args),
     }
+}
+
+/// `edgelb crds`: the manifests into `out` (one file each), or on stdout.
+fn crds(out: Option<&std::path::Path>) -> ExitCode {
+    let all = edgelb_controlplane::k8s::crd::manifests();
+    let Some(dir) = out else {
+        let texts: Vec<&str> = all.iter().map(|(_, t)| t.as_str()).collect();
+        say!("{}", texts.join("---\n").trim_end());
+        return ExitCode::SUCCESS;
+    };
+    for (name, text) in &all {
+        let path = dir.join(name);
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, text)) {
+            eprintln!("edgelb crds: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        say!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 /// HTTP/1.1 server: every request gets `200 OK` with body `<name> <client address>`.

@@ -411,6 +411,13 @@ where
         None => inject_full += 1,
     };
     // VRRP first: a VIP of a virtual router is announced only once this appliance is its Master.
+    let ports: Vec<(String, bool)> = loaded
+        .ports
+        .iter()
+        .zip(&loaded.model.interfaces)
+        .map(|(p, i)| (p.name.clone(), i.addrs.iter().any(|(a, _)| a.is_ipv4())))
+        .collect();
+    store.set_vrrp_context((ports, loaded.vrrp.clone()));
     let mut owner = Ownership::start(&mut slow, &store, loaded.vrrp.clone())?;
     slow.announce(&mut emit);
     let mut learnt = Learnt::new(Instant::now(), Duration::from_millis(20));

@@ -20,12 +20,16 @@ pub(super) struct Ownership {
     unowned: Vec<std::net::IpAddr>,
     /// The virtual routers' gateway addresses, as the snapshot has them.
     virtual_addrs: Vec<std::net::IpAddr>,
+    /// The file's virtual routers; Kubernetes' (L2Announcements) run beside them.
+    file_routers: Vec<RouterSpec>,
+    /// The version of Kubernetes' routers running.
+    k8s_version: u64,
 }
 
 impl Ownership {
     pub(super) fn start(slow: &mut SlowPath, store: &Store, routers: Vec<RouterSpec>) -> Result<Self, DaemonError> {
         let n = routers.len();
-        slow.set_vrrp(routers, Instant::now()).map_err(|e| DaemonError::Config(format!("[[vrrp]]: {e}")))?;
+        slow.set_vrrp(routers.clone(), Instant::now()).map_err(|e| DaemonError::Config(format!("[[vrrp]]: {e}")))?;
         if n > 0 {
             info!(routers = n, "VRRP: virtual routers started in Backup");
         }
@@ -35,6 +39,8 @@ impl Ownership {
             next_report: Instant::now(),
             unowned: Vec::new(),
             virtual_addrs: Vec::new(),
+            file_routers: routers,
+            k8s_version: 0,
         };
         o.follow_virtual(slow, store);
         Ok(o)
@@ -67,6 +73,7 @@ impl Ownership {
             follow_leases(slow, store, now);
             self.follow_virtual(slow, store);
         }
+        self.follow_kubernetes(slow, store, draining, now, emit);
         if draining && !self.resigned {
             self.resigned = true;
             slow.vrrp_resign(now, emit);
@@ -92,6 +99,34 @@ impl Ownership {
                     Err(e) => tracing::error!("the snapshot with the VIPs owned elsewhere did not build: {e}"),
                 }
             }
+        }
+    }
+}
+
+impl Ownership {
+    /// Kubernetes' virtual routers (L2Announcements) changed: run them beside the file's, an unchanged router
+    /// undisturbed. Not while draining (the routers have resigned).
+    fn follow_kubernetes(
+        &mut self,
+        slow: &mut SlowPath,
+        store: &Store,
+        draining: bool,
+        now: Instant,
+        emit: &mut impl FnMut(u16, &[u8]),
+    ) {
+        let (version, routers) = store.k8s_routers();
+        if version == self.k8s_version || draining {
+            return;
+        }
+        self.k8s_version = version;
+        let n = routers.len();
+        let all: Vec<RouterSpec> = self.file_routers.iter().cloned().chain(routers).collect();
+        match slow.update_vrrp(all, now, emit) {
+            Ok(()) => {
+                info!(routers = n, "VRRP: the virtual routers of Kubernetes L2Announcements run");
+                self.follow_virtual(slow, store);
+            }
+            Err(e) => tracing::error!("VRRP: the L2Announcements' routers were refused, the running ones kept: {e}"),
         }
     }
 }

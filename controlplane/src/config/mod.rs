@@ -414,6 +414,8 @@ struct KubernetesSection {
     vip_leases: bool,
     #[serde(default, rename = "pool")]
     pools: Vec<Spanned<PoolSection>>,
+    #[serde(default)]
+    node_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,6 +427,8 @@ struct PoolSection {
     namespaces: Vec<String>,
     #[serde(default)]
     selector: std::collections::BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    auto_assign: bool,
 }
 
 fn default_class() -> String {
@@ -451,6 +455,8 @@ pub struct KubernetesConfig {
     pub lease: crate::k8s::controller::LeaseSettings,
     /// L2 ownership of each Kubernetes VIP by a Lease of its own (`vip_leases = true`).
     pub vip_leases: bool,
+    /// This appliance's labels, which the `nodeSelector` of a BGPPeer or L2Announcement resource matches.
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 fn bgp_port() -> u16 {
@@ -952,6 +958,7 @@ fn kubernetes(lines: &Lines<'_>, k: &Spanned<KubernetesSection>) -> Result<Kuber
             ranges,
             namespaces: ps.namespaces.clone(),
             selector: ps.selector.clone(),
+            auto_assign: ps.auto_assign,
         });
     }
     let identity = ks.identity.clone().unwrap_or_else(|| {
@@ -969,6 +976,7 @@ fn kubernetes(lines: &Lines<'_>, k: &Spanned<KubernetesSection>) -> Result<Kuber
             duration_s: ks.lease_duration,
         },
         vip_leases: ks.vip_leases,
+        node_labels: ks.node_labels.clone(),
     })
 }
 
@@ -1069,4 +1077,4 @@ fn locate(lines: &Lines<'_>, file: &File, e: ConfigError) -> FileError {
 
 #[cfg(test)]
 mod tests;
-mod vrrp;
+pub mod vrrp;

@@ -4,6 +4,9 @@
 //! record Events. Every appliance programs its dataplane from the same objects, so their Maglev tables agree; when the
 //! API server is unreachable the store keeps the last state and the watchers catch up when it returns.
 
+use super::crd::{BGPPeer, BGPPeerSpec, L2Announcement, ResourceStatus, VIPPool};
+use super::resources::Verdict;
+use super::Pool;
 use super::{current, key, Event, Settings};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
@@ -14,8 +17,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Client;
+use kube::ResourceExt;
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,14 +164,17 @@ pub async fn take_burst<S: futures::Stream<Item = ()> + Unpin>(
     }
 }
 
-/// Run until `stop` fires.
+/// Run until `stop` fires. `labels` are this appliance's, which a resource's `nodeSelector` matches.
 pub async fn run(
     client: Client,
     store: Arc<Store>,
     settings: Settings,
     lease: LeaseSettings,
+    labels: BTreeMap<String, String>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let (res, res_changes) = Resources::watch(&client, settings.pools.clone(), labels);
+    let mut res = res;
     let svc_api: Api<Service> = Api::all(client.clone());
     let es_api: Api<EndpointSlice> = Api::all(client.clone());
     let (svcs, svc_w) = reflector::store();
@@ -178,7 +185,7 @@ pub async fn run(
         .default_backoff()
         .touched_objects()
         .map(|_| ());
-    let mut changes = std::pin::pin!(futures::stream::select(s1, s2));
+    let mut changes = std::pin::pin!(futures::stream::select(futures::stream::select(s1, s2), res_changes));
     // A standby looks every second, so it takes over about one second after the Lease expires.
     let renew_every = Duration::from_secs(u64::try_from(lease.duration_s / 3).unwrap_or(5).max(1));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -210,6 +217,13 @@ pub async fn run(
             }
             _ = tick.tick() => dirty |= c.elect().await,
             _ = stop.changed() => break,
+        }
+        // The custom resources: every round (a second at the most), as a peer's or router's state moves on its own.
+        if res.reconcile(&c.store, &mut c.settings).await {
+            dirty = true;
+        }
+        if c.leader {
+            res.write_status(&c.client).await;
         }
         if !dirty || svcs.is_empty() && slices.is_empty() {
             continue;
@@ -364,5 +378,208 @@ impl Controller {
             }
         }
         out
+    }
+}
+
+/// The custom resources as the controller follows them: reflector stores of the three kinds, what was handed to the
+/// speaker and the store, and each resource's verdict for the status writer.
+struct Resources {
+    pools: reflector::Store<VIPPool>,
+    peers: reflector::Store<BGPPeer>,
+    l2: reflector::Store<L2Announcement>,
+    file_pools: Vec<Pool>,
+    labels: BTreeMap<String, String>,
+    /// Peers from BGPPeers the speaker runs, with the spec they came from.
+    running: BTreeMap<String, BGPPeerSpec>,
+    /// BGPPeers the speaker refused (e.g. an address another peer has), with its reason.
+    refused: BTreeMap<String, String>,
+    /// Verdicts by (kind, name).
+    verdicts: BTreeMap<(&'static str, String), Verdict>,
+}
+
+impl Resources {
+    /// Reflectors for the three kinds; the stream yields on every change. Until the CRDs are installed the
+    /// watchers retry with backoff.
+    fn watch(
+        client: &Client,
+        file_pools: Vec<Pool>,
+        labels: BTreeMap<String, String>,
+    ) -> (Self, impl futures::Stream<Item = ()> + Send + Unpin) {
+        let (pools, w1) = reflector::store();
+        let (peers, w2) = reflector::store();
+        let (l2, w3) = reflector::store();
+        let cfg = watcher::Config::default;
+        let s1 = reflector(w1, watcher(Api::<VIPPool>::all(client.clone()), cfg())).default_backoff();
+        let s2 = reflector(w2, watcher(Api::<BGPPeer>::all(client.clone()), cfg())).default_backoff();
+        let s3 = reflector(w3, watcher(Api::<L2Announcement>::all(client.clone()), cfg())).default_backoff();
+        // A watch error (the CRDs not installed, the API server away) is no change: the watcher retries with
+        // backoff, and nothing is synced for it.
+        let changes = futures::stream::select(
+            futures::stream::select(
+                s1.touched_objects().filter_map(|r| futures::future::ready(r.ok().map(|_| ()))),
+                s2.touched_objects().filter_map(|r| futures::future::ready(r.ok().map(|_| ()))),
+            ),
+            s3.touched_objects().filter_map(|r| futures::future::ready(r.ok().map(|_| ()))),
+        );
+        let r = Resources {
+            pools,
+            peers,
+            l2,
+            file_pools,
+            labels,
+            running: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+        };
+        (r, Box::pin(changes))
+    }
+
+    /// Pools into `settings` (true when they changed), peers to the speaker, routers to the store; the verdicts
+    /// for the status writer.
+    async fn reconcile(&mut self, store: &Store, settings: &mut Settings) -> bool {
+        let mut verdicts = BTreeMap::new();
+        // Pools.
+        let objects = self.pools.state();
+        let (crd_pools, v) =
+            super::resources::pools(&objects.iter().map(AsRef::as_ref).collect::<Vec<_>>(), &self.file_pools);
+        verdicts.extend(v.into_iter().map(|(n, v)| (("VIPPool", n), v)));
+        let pools: Vec<Pool> = self.file_pools.iter().cloned().chain(crd_pools).collect();
+        let pools_changed = settings.pools != pools;
+        if pools_changed {
+            info!(pools = pools.len(), "address pools changed (VIPPool resources)");
+            settings.pools = pools;
+        }
+        // Peers.
+        let objects = self.peers.state();
+        let objs: Vec<&BGPPeer> = objects.iter().map(AsRef::as_ref).collect();
+        let others: Vec<String> =
+            store.peers().into_iter().map(|(n, _)| n).filter(|n| !self.running.contains_key(n)).collect();
+        let speaker = store.speaker().cloned();
+        let (want, v) = super::resources::peers(&objs, &others, speaker.as_ref().map(|s| (s.0, s.1)), &self.labels);
+        verdicts.extend(v.into_iter().map(|(n, v)| (("BGPPeer", n), v)));
+        if let Some((_, _, ops)) = speaker {
+            let sessions: BTreeMap<String, String> =
+                store.peers().into_iter().map(|(n, s)| (n, format!("{:?}", s.state))).collect();
+            self.follow_peers(&ops, &objs, want, &mut verdicts, &sessions).await;
+        }
+        // Virtual routers.
+        if let Some((ports, file)) = store.vrrp_context() {
+            let objects = self.l2.state();
+            let objs: Vec<&L2Announcement> = objects.iter().map(AsRef::as_ref).collect();
+            let (routers, v) = super::resources::routers(&objs, ports, file, &self.labels);
+            store.set_k8s_routers(routers);
+            let running: Vec<String> = store.vrrp().0.into_iter().map(|r| r.name).collect();
+            for (n, mut v) in v {
+                if v.programmed.0 && !running.contains(&n) {
+                    v.programmed = (false, "Pending", "waiting for the slow path to start the router".into());
+                }
+                verdicts.insert(("L2Announcement", n), v);
+            }
+        }
+        self.verdicts = verdicts;
+        pools_changed
+    }
+
+    /// Add, replace and remove the speaker's peers from BGPPeers so it runs `want`; each one's verdict.
+    async fn follow_peers(
+        &mut self,
+        ops: &tokio::sync::mpsc::Sender<crate::bgp::PeerOp>,
+        objs: &[&BGPPeer],
+        want: BTreeMap<String, crate::bgp::session::PeerConfig>,
+        verdicts: &mut BTreeMap<(&'static str, String), Verdict>,
+        sessions: &BTreeMap<String, String>,
+    ) {
+        let spec_of = |n: &str| objs.iter().find(|o| o.name_any() == n).map(|o| o.spec.clone());
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(n, s)| !want.contains_key(*n) || spec_of(n).as_ref() != Some(*s))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in stale {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if ops.send(crate::bgp::PeerOp::Remove(n.clone(), tx)).await.is_ok() && rx.await.is_ok() {
+                info!(peer = %n, "BGP peer removed (BGPPeer resource)");
+            }
+            self.running.remove(&n);
+        }
+        self.refused.retain(|n, _| want.contains_key(n));
+        for (n, cfg) in want {
+            let generation = objs.iter().find(|o| o.name_any() == n).and_then(|o| o.metadata.generation).unwrap_or(0);
+            if !self.running.contains_key(&n) && !self.refused.contains_key(&n) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let r = match ops.send(crate::bgp::PeerOp::Add(cfg, tx)).await {
+                    Ok(()) => rx.await.unwrap_or_else(|_| Err("the BGP speaker stopped".into())),
+                    Err(_) => Err("the BGP speaker stopped".into()),
+                };
+                match r {
+                    Ok(()) => {
+                        info!(peer = %n, "BGP peer added (BGPPeer resource)");
+                        if let Some(s) = spec_of(&n) {
+                            self.running.insert(n.clone(), s);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(peer = %n, "BGPPeer refused by the speaker: {e}");
+                        self.refused.insert(n.clone(), e);
+                    }
+                }
+            }
+            let v = match self.refused.get(&n) {
+                Some(e) => Verdict {
+                    generation,
+                    accepted: (false, "Conflict", e.clone()),
+                    programmed: (false, "NotAccepted", "not programmed: the resource was not accepted".into()),
+                },
+                None => {
+                    let state = sessions.get(&n).map_or_else(
+                        || "the speaker runs the session".to_string(),
+                        |s| format!("the speaker runs the session, now {s}"),
+                    );
+                    Verdict {
+                        generation,
+                        accepted: (true, "Accepted", "valid, no name clash".into()),
+                        programmed: (true, "Configured", state),
+                    }
+                }
+            };
+            verdicts.insert(("BGPPeer", n), v);
+        }
+    }
+
+    /// As leader: each resource's status where it differs from its verdict.
+    async fn write_status(&self, client: &Client) {
+        let now = micro(Utc::now());
+        let pools = self.pools.state();
+        let peers = self.peers.state();
+        let l2 = self.l2.state();
+        for ((kind, name), v) in &self.verdicts {
+            let current: Option<Option<ResourceStatus>> = match *kind {
+                "VIPPool" => pools.iter().find(|o| o.name_any() == *name).map(|o| o.status.clone()),
+                "BGPPeer" => peers.iter().find(|o| o.name_any() == *name).map(|o| o.status.clone()),
+                _ => l2.iter().find(|o| o.name_any() == *name).map(|o| o.status.clone()),
+            };
+            let Some(current) = current else { continue };
+            if v.shown_in(current.as_ref()) {
+                continue;
+            }
+            let patch = json!({"status": v.status(current.as_ref(), &now)});
+            let pp = PatchParams::default();
+            let r = match *kind {
+                "VIPPool" => {
+                    Api::<VIPPool>::all(client.clone()).patch_status(name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+                }
+                "BGPPeer" => {
+                    Api::<BGPPeer>::all(client.clone()).patch_status(name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+                }
+                _ => Api::<L2Announcement>::all(client.clone())
+                    .patch_status(name, &pp, &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = r {
+                warn!(kind, name = %name, "status not written: {e}");
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! and leader election that drive it are the rest of the issue.
 
 pub mod controller;
+pub mod crd;
+pub mod resources;
 pub mod vip_leases;
 
 use crate::store::ServiceKey;
@@ -37,6 +39,8 @@ pub struct Pool {
     pub namespaces: Vec<String>,
     /// Labels a Service must carry (empty: any).
     pub selector: BTreeMap<String, String>,
+    /// Allocate to Services that ask for no address (false: requested addresses only).
+    pub auto_assign: bool,
 }
 
 /// Parse `198.19.0.0/24`, `198.19.0.10-198.19.0.20` or one address into an inclusive range.
@@ -297,8 +301,11 @@ impl Allocation<'_> {
         }
         let fam = if v4 { "IPv4" } else { "IPv6" };
         let s = self.s;
-        let candidates: Vec<&Pool> =
-            s.pools.iter().filter(|p| p.permits(svc) && p.ranges.iter().any(|(lo, _)| lo.is_ipv4() == v4)).collect();
+        let candidates: Vec<&Pool> = s
+            .pools
+            .iter()
+            .filter(|p| p.auto_assign && p.permits(svc) && p.ranges.iter().any(|(lo, _)| lo.is_ipv4() == v4))
+            .collect();
         if candidates.is_empty() {
             let msg = format!("no {fam} pool admits this Service (namespace and labels)");
             self.events.push(ev(k, "Warning", "NoPool", msg));

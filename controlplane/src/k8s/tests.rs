@@ -47,12 +47,14 @@ fn settings() -> Settings {
                 ranges: vec![parse_range("198.19.0.10-198.19.0.11").unwrap()],
                 namespaces: vec!["shop".into()],
                 selector: BTreeMap::new(),
+                auto_assign: true,
             },
             Pool {
                 name: "wide".into(),
                 ranges: vec![parse_range("198.19.1.0/24").unwrap(), parse_range("2001:db8:100::/120").unwrap()],
                 namespaces: vec![],
                 selector: BTreeMap::new(),
+                auto_assign: true,
             },
         ],
     }
@@ -157,6 +159,7 @@ fn allocation_is_stable_honours_requests_and_says_why_not() {
             ranges: vec![parse_range("198.19.9.9").unwrap()],
             namespaces: vec![],
             selector: BTreeMap::new(),
+            auto_assign: true,
         }],
         ..settings()
     };

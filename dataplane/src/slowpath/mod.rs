@@ -949,6 +949,41 @@ mod tests {
         assert!(refused.contains(&("version", 1)) && refused.contains(&("checksum", 1)), "{refused:?}");
     }
 
+    /// Routers changed while running (Kubernetes L2Announcements): an unchanged one keeps its Master state, a
+    /// removed Master says priority 0 once, a new one starts in Backup, and a refused set changes nothing.
+    #[test]
+    fn vrrp_routers_change_while_running_without_disturbing_the_others() {
+        let mut s = slow();
+        let (a, b): (Ipv4Addr, Ipv4Addr) = ("198.19.0.1".parse().unwrap(), "198.19.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        let ra = router(a, 1, false);
+        let mut rb = router(b, 1, false);
+        rb.name = "second".into();
+        rb.vrid = 52;
+        s.set_vrrp(vec![ra.clone()], t0).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        s.poll(t1, &mut |_, _| {});
+        assert_eq!(s.vrrp_status()[0].state, vrrp::State::Master);
+        // Add `second`: `front` stays Master, `second` starts in Backup.
+        let mut out = Vec::new();
+        s.update_vrrp(vec![ra.clone(), rb.clone()], t1, &mut |_, f| out.push(f.to_vec())).unwrap();
+        assert!(out.is_empty(), "nothing sent for an unchanged router");
+        let st = s.vrrp_status();
+        assert_eq!((st[0].state, st[1].state), (vrrp::State::Master, vrrp::State::Backup));
+        // A refused set (no such port) changes nothing.
+        let mut bad = rb.clone();
+        bad.port = 9;
+        assert!(s.update_vrrp(vec![bad], t1, &mut |_, _| {}).is_err());
+        assert_eq!(s.vrrp_status().len(), 2);
+        // Remove `front`: its last advert says priority 0.
+        let mut out = Vec::new();
+        s.update_vrrp(vec![rb], t1, &mut |_, f| out.push(f.to_vec())).unwrap();
+        let adverts: Vec<_> = out.iter().filter_map(|f| vrrp_ip(f)).collect();
+        assert_eq!(adverts.len(), 1, "one advert: {out:?}");
+        assert_eq!(out[0][14 + 20 + 2], 0, "priority 0");
+        assert_eq!(s.vrrp_status().iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["second"]);
+    }
+
     /// Lease ownership: a VIP a Lease governs is answered only while held here; taking it announces it
     /// `LEASE_GARPS` times; losing it stops the answers.
     #[test]

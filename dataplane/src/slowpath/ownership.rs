@@ -70,35 +70,87 @@ impl SlowPath {
     /// A router names a port the slow path does not have, has no VIP, mixes families, or has no address to advertise
     /// from (an IPv4 router on a port without an IPv4 address).
     pub fn set_vrrp(&mut self, specs: Vec<RouterSpec>, now: Instant) -> Result<(), String> {
-        let mut runs = Vec::new();
-        for s in specs {
-            let pi =
-                self.ports.iter().position(|p| p.port == s.port).ok_or(format!("{}: no port {}", s.name, s.port))?;
-            let v4 = s.vips.first().ok_or(format!("{}: no VIP", s.name))?.is_ipv4();
-            if s.vips.iter().any(|a| a.is_ipv4() != v4) {
-                return Err(format!(
-                    "{}: IPv4 and IPv6 VIPs in one virtual router (VRRPv3 runs one per family)",
-                    s.name
-                ));
-            }
-            let src = if v4 {
-                self.ports[pi]
-                    .addrs
-                    .iter()
-                    .map(|(a, _)| *a)
-                    .find(IpAddr::is_ipv4)
-                    .ok_or(format!("{}: port {} has no IPv4 address to advertise from", s.name, s.port))?
-            } else {
-                IpAddr::V6(vrrp::link_local(self.ports[pi].mac))
-            };
-            let mut router = Router::new(s, now);
-            if let Some(t) = router.start(now) {
-                self.vrrp_transitions.push((router.spec.name.clone(), t));
-            }
-            runs.push(Run { router, pi, src, garps: (0, now) });
+        let placed = specs.iter().map(|s| self.vrrp_place(s)).collect::<Result<Vec<_>, _>>()?;
+        self.vrrp = Vec::with_capacity(specs.len());
+        for (s, (pi, src)) in specs.into_iter().zip(placed) {
+            self.vrrp_start(s, pi, src, now);
         }
-        self.vrrp = runs;
         Ok(())
+    }
+
+    /// Change the set of virtual routers while they run: a router whose spec is unchanged keeps its state, a removed
+    /// Master's last advert says priority 0 (the backup takes over at once), a new one starts in Backup. Nothing
+    /// changes when a spec is refused.
+    ///
+    /// # Errors
+    /// As [`SlowPath::set_vrrp`].
+    pub fn update_vrrp(
+        &mut self,
+        specs: Vec<RouterSpec>,
+        now: Instant,
+        out: &mut impl FnMut(PortId, &[u8]),
+    ) -> Result<(), String> {
+        // Every new spec checked before anything changes.
+        let mut plan = Vec::with_capacity(specs.len());
+        for s in specs {
+            match self.vrrp.iter().position(|r| r.router.spec == s) {
+                Some(i) => plan.push((s, Err(i))),
+                None => {
+                    let placed = self.vrrp_place(&s)?;
+                    plan.push((s, Ok(placed)));
+                }
+            }
+        }
+        let kept: Vec<usize> = plan.iter().filter_map(|(_, p)| p.err()).collect();
+        for i in (0..self.vrrp.len()).filter(|i| !kept.contains(i)) {
+            let (t, send) = self.vrrp[i].router.stop();
+            if let Some(t) = t {
+                self.vrrp_transitions.push((self.vrrp[i].router.spec.name.clone(), t));
+            }
+            if send {
+                self.vrrp_send(i, 0, out);
+            }
+        }
+        let mut old: Vec<Option<Run>> = std::mem::take(&mut self.vrrp).into_iter().map(Some).collect();
+        for (s, p) in plan {
+            match p {
+                Err(i) => {
+                    if let Some(run) = old.get_mut(i).and_then(Option::take) {
+                        self.vrrp.push(run);
+                    }
+                }
+                Ok((pi, src)) => self.vrrp_start(s, pi, src, now),
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a router runs: its port index and the address it advertises from.
+    fn vrrp_place(&self, s: &RouterSpec) -> Result<(usize, IpAddr), String> {
+        let pi = self.ports.iter().position(|p| p.port == s.port).ok_or(format!("{}: no port {}", s.name, s.port))?;
+        let v4 = s.vips.first().ok_or(format!("{}: no VIP", s.name))?.is_ipv4();
+        if s.vips.iter().any(|a| a.is_ipv4() != v4) {
+            return Err(format!("{}: IPv4 and IPv6 VIPs in one virtual router (VRRPv3 runs one per family)", s.name));
+        }
+        let src = if v4 {
+            self.ports[pi]
+                .addrs
+                .iter()
+                .map(|(a, _)| *a)
+                .find(IpAddr::is_ipv4)
+                .ok_or(format!("{}: port {} has no IPv4 address to advertise from", s.name, s.port))?
+        } else {
+            IpAddr::V6(vrrp::link_local(self.ports[pi].mac))
+        };
+        Ok((pi, src))
+    }
+
+    fn vrrp_start(&mut self, s: RouterSpec, pi: usize, src: IpAddr, now: Instant) {
+        let mut router = Router::new(s, now);
+        if let Some(t) = router.start(now) {
+            self.vrrp_transitions.push((router.spec.name.clone(), t));
+        }
+        self.vrrp.push(Run { router, pi, src, garps: (0, now) });
     }
 
     /// The MAC an answer for `a` on port index `pi` gives: the virtual router MAC of the Master router holding it
