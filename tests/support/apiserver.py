@@ -1,7 +1,9 @@
 """A Kubernetes API server emulator for edgelb's tests (not shipped).
 
 It serves the real Kubernetes JSON wire format for what edgelb and kubectl use: Services (with the status
-subresource), EndpointSlices, Leases, Events and Namespaces; list and watch with resourceVersion, bookmarks and
+subresource), EndpointSlices, Leases, Events, Namespaces and CustomResourceDefinitions — a CRD, once created, serves
+its resources (each served version, its scope, its status subresource, its printer columns; the schema is neither
+enforced nor defaulted); list and watch with resourceVersion, bookmarks and
 `410 Gone` for expired versions; create, get, replace, delete, merge patch (RFC 7386; kubectl's strategic merge patch
 is applied as a merge patch, which is what it amounts to for the fields used here) and JSON patch; and the discovery
 documents kubectl needs (`/api`, `/apis`, group versions, `/version`). State is in memory.
@@ -27,7 +29,11 @@ RESOURCES = {
     ("discovery.k8s.io", "v1", "endpointslices"): ("EndpointSlice", True, False),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True, False),
     ("events.k8s.io", "v1", "events"): ("Event", True, False),
+    ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): ("CustomResourceDefinition", False, True),
 }
+BUILTIN = set(RESOURCES)
+COLUMNS = {}          # (group, plural) -> additionalPrinterColumns of a custom resource
+SHORT = {("", "services"): ["svc"], ("apiextensions.k8s.io", "customresourcedefinitions"): ["crd", "crds"]}
 
 LOCK = threading.Condition()
 STORE = {}            # (group, plural, namespace, name) -> object
@@ -92,9 +98,68 @@ def json_patch(doc, ops):
     return doc
 
 
-def table(kind, items, rv):
+def group_doc(g):
+    versions = sorted({v for (gg, v, _) in RESOURCES if gg == g})
+    docs = [{"groupVersion": f"{g}/{v}", "version": v} for v in versions]
+    return {"name": g, "versions": docs, "preferredVersion": docs[0]}
+
+
+def served_crd(crd):
+    """Serve a CRD's resources (every served version) and mark it Established, as the API server does."""
+    spec = crd.get("spec", {})
+    group, names = spec.get("group", ""), spec.get("names", {})
+    plural, kind = names.get("plural"), names.get("kind")
+    if not group or not plural or not kind:
+        raise ValueError("spec.group, spec.names.plural and spec.names.kind are required")
+    for (g, v, pl) in list(RESOURCES):
+        if (g, v, pl) not in BUILTIN and g == group and pl == plural:
+            del RESOURCES[(g, v, pl)]
+    for v in spec.get("versions", []):
+        if v.get("served", True):
+            RESOURCES[(group, v["name"], plural)] = (kind, spec.get("scope") == "Namespaced",
+                                                    "status" in (v.get("subresources") or {}))
+            COLUMNS[(group, plural)] = v.get("additionalPrinterColumns") or []
+            SHORT[(group, plural)] = names.get("shortNames") or []
+    crd["status"] = {"acceptedNames": names, "storedVersions": [v["name"] for v in spec.get("versions", [])],
+                     "conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                                     "message": "the initial names have been accepted", "lastTransitionTime": now()},
+                                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+                                     "message": "no conflicts found", "lastTransitionTime": now()}]}
+
+
+def unserve_crd(crd):
+    """Stop serving a deleted CRD's resources; its objects go with it."""
+    spec = crd.get("spec", {})
+    group, plural = spec.get("group", ""), spec.get("names", {}).get("plural")
+    for k in [k for k in RESOURCES if k not in BUILTIN and k[0] == group and k[2] == plural]:
+        del RESOURCES[k]
+    for k in [k for k in STORE if k[0] == group and k[1] == plural]:
+        del STORE[k]
+
+
+def json_path(obj, path):
+    """The part of kubectl's JSONPath printer columns use: `.a.b`, `.a[0]`, `.a[?(@.k=="v")].b`."""
+    import re
+    cur = [obj]
+    for step in re.findall(r'\.([A-Za-z0-9_]+)|\[(\d+)\]|\[\?\(@\.([A-Za-z0-9_]+)==\\?"([^"\\]*)\\?"\)\]', path):
+        key, idx, fkey, fval = step
+        nxt = []
+        for c in cur:
+            if key and isinstance(c, dict) and key in c:
+                nxt.append(c[key])
+            elif idx and isinstance(c, list) and int(idx) < len(c):
+                nxt.append(c[int(idx)])
+            elif fkey and isinstance(c, list):
+                nxt.extend(x for x in c if isinstance(x, dict) and str(x.get(fkey)) == fval)
+        cur = nxt
+    return ",".join(json.dumps(c) if isinstance(c, (list, dict)) else str(c) for c in cur)
+
+
+def table(kind, items, rv, custom=None):
     """A meta.k8s.io/v1 Table, as kubectl asks for: the columns `kubectl get` prints."""
     cols = [("Name", "string")]
+    if custom is not None:
+        cols += [(c["name"], "string") for c in custom]
     if kind == "Service":
         cols += [("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"), ("Port(s)", "string")]
     elif kind == "EndpointSlice":
@@ -112,6 +177,8 @@ def table(kind, items, rv):
             ports = ",".join(str(p.get("port")) for p in o.get("ports") or [])
             eps = ",".join(a for e in o.get("endpoints") or [] for a in e.get("addresses", []))
             cells += [o.get("addressType", ""), ports, eps]
+        elif custom is not None:
+            cells += [json_path(o, c["jsonPath"]) for c in custom]
         rows.append({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                                                 "metadata": o["metadata"]}})
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
@@ -176,22 +243,27 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"kind": "APIVersions", "versions": ["v1"],
                                         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})
         if r[0] == "discovery-apis":
-            groups = sorted({g for (g, _, _) in RESOURCES if g})
-            return self.send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
-                 "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in groups]})
+            with LOCK:
+                groups = sorted({g for (g, _, _) in RESOURCES if g})
+                return self.send_json(200, {"kind": "APIGroupList", "apiVersion": "v1",
+                                            "groups": [group_doc(g) for g in groups]})
         if r[0] == "discovery-group":
-            return self.send_json(200, {"kind": "APIGroup", "apiVersion": "v1", "name": r[1],
-                                        "versions": [{"groupVersion": f"{r[1]}/v1", "version": "v1"}],
-                                        "preferredVersion": {"groupVersion": f"{r[1]}/v1", "version": "v1"}})
+            with LOCK:
+                if not any(g == r[1] for (g, _, _) in RESOURCES):
+                    return self.send_json(404, status(404, "NotFound", f"no group {r[1]}"))
+                doc = group_doc(r[1])
+            doc.update({"kind": "APIGroup", "apiVersion": "v1"})
+            return self.send_json(200, doc)
         if r[0] == "discovery-version":
             group, version = r[1], r[2]
             res = []
-            for (g, v, plural), (kind, namespaced, has_status) in RESOURCES.items():
+            with LOCK:
+                served = list(RESOURCES.items())
+            for (g, v, plural), (kind, namespaced, has_status) in served:
                 if g == group and v == version:
                     res.append({"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
                                 "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-                                "shortNames": ["svc"] if plural == "services" else []})
+                                "shortNames": SHORT.get((g, plural), [])})
                     if has_status:
                         res.append({"name": f"{plural}/status", "singularName": "", "namespaced": namespaced,
                                     "kind": kind, "verbs": ["get", "patch", "update"]})
@@ -209,7 +281,8 @@ class Handler(BaseHTTPRequestHandler):
                     return self.send_json(405, status(405, "MethodNotAllowed", "discovery is read-only"))
                 return self.discovery(r or ("none",))
             _, group, version, ns, plural, name, sub = r
-            spec = RESOURCES.get((group, version, plural))
+            with LOCK:
+                spec = RESOURCES.get((group, version, plural))
             if spec is None:
                 return self.send_json(404, status(404, "NotFound", f"the server could not find the requested resource ({plural})"))
             kind, namespaced, has_status = spec
@@ -269,7 +342,7 @@ class Handler(BaseHTTPRequestHandler):
                      if g == group and pl == plural and (ns is None or n == ns)]
             rv = str(RV[0])
         if "as=Table" in (self.headers.get("Accept") or ""):
-            return self.send_json(200, table(kind, items, rv))
+            return self.send_json(200, table(kind, items, rv, COLUMNS.get((group, plural))))
         self.send_json(200, {"kind": f"{kind}List", "apiVersion": api_version(group, version),
                              "metadata": {"resourceVersion": rv}, "items": items})
 
@@ -279,7 +352,8 @@ class Handler(BaseHTTPRequestHandler):
         if o is None:
             return self.send_json(404, status(404, "NotFound", f'{plural} "{name}" not found'))
         if "as=Table" in (self.headers.get("Accept") or ""):
-            return self.send_json(200, table(kind, [o], o["metadata"].get("resourceVersion", "")))
+            return self.send_json(200, table(kind, [o], o["metadata"].get("resourceVersion", ""),
+                                             COLUMNS.get((group, plural))))
         self.send_json(200, o)
 
     def create(self, group, version, plural, kind, ns, body):
@@ -301,6 +375,8 @@ class Handler(BaseHTTPRequestHandler):
             md.setdefault("generation", 1)
             if kind == "Service":
                 body.setdefault("status", {"loadBalancer": {}})
+            if plural == "customresourcedefinitions":
+                served_crd(body)
             self.stamp(body)
             STORE[(group, plural, ns, name)] = body
             self.record(group, plural, ns, "ADDED", body)
@@ -321,6 +397,10 @@ class Handler(BaseHTTPRequestHandler):
                 if k in cur["metadata"]:
                     merged["metadata"][k] = cur["metadata"][k]
         merged["metadata"]["name"] = name
+        gen = cur["metadata"].get("generation", 1)
+        merged["metadata"]["generation"] = gen + 1 if sub != "status" and merged.get("spec") != cur.get("spec") else gen
+        if plural == "customresourcedefinitions" and sub != "status":
+            served_crd(merged)
         self.stamp(merged)
         STORE[(group, plural, ns, name)] = merged
         self.record(group, plural, ns, "MODIFIED", merged)
@@ -362,6 +442,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(404, status(404, "NotFound", f'{plural} "{name}" not found'))
             self.stamp(cur)
             self.record(group, plural, ns, "DELETED", cur)
+            if plural == "customresourcedefinitions":
+                unserve_crd(cur)
             out = copy.deepcopy(cur)
         self.send_json(200, out)
 
