@@ -28,7 +28,7 @@ use edgelb_controlplane::control::{ControlPlane, ControlSettings};
 use edgelb_controlplane::store::Store;
 use edgelb_dataplane::model::Model;
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
-use edgelb_dataplane::pipeline::{DropReason, TableSizes};
+use edgelb_dataplane::pipeline::DropReason;
 use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::port::afxdp::AfXdpPort;
 use edgelb_dataplane::port::any::AnyPort;
@@ -238,7 +238,7 @@ fn start(args: &Args) -> Result<(), DaemonError> {
                 }
             }
         }
-        setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: TableSizes::default() });
+        setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: loaded.tables });
     }
     serve(args, loaded, setups, |f: &[u8]| Some(MemBuf::from_slice(f)))
 }
@@ -272,7 +272,7 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> Result<
     let mut setups = Vec::new();
     for (w, core) in cores.iter().enumerate() {
         let ports = devices.iter().filter_map(|d| d.queue(w as u16)).collect();
-        setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: TableSizes::default() });
+        setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: loaded.tables });
     }
     let code = serve(args, loaded, setups, move |f: &[u8]| pool.alloc_from(f));
     for d in &devices {

@@ -138,6 +138,8 @@ pub struct Loaded {
     pub ports: Vec<PortSpec>,
     /// Cores to pin one worker each to (empty: one unpinned worker).
     pub cores: Vec<usize>,
+    /// Each worker's table sizes (`[workers] flows_v4`, `flows_v6`; the rest default).
+    pub tables: edgelb_dataplane::pipeline::TableSizes,
     /// EAL settings (defaults when the file has no `[dpdk]`).
     pub dpdk: DpdkSettings,
     /// Where the gRPC API listens (`None`: disabled). Default 127.0.0.1:50051.
@@ -502,7 +504,14 @@ fn yes() -> bool {
 struct WorkersSection {
     #[serde(default)]
     cores: Vec<usize>,
+    #[serde(default)]
+    flows_v4: Option<usize>,
+    #[serde(default)]
+    flows_v6: Option<usize>,
 }
+
+/// The largest flow table a worker may have (entries; a NAT flow takes two).
+const MAX_FLOWS: usize = 1 << 26;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -665,6 +674,20 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             ));
         }
     }
+    let mut tables = edgelb_dataplane::pipeline::TableSizes::default();
+    for (key, given, slot) in [
+        ("flows_v4", file.workers.flows_v4, &mut tables.flows_v4),
+        ("flows_v6", file.workers.flows_v6, &mut tables.flows_v6),
+    ] {
+        match given {
+            Some(n) if !(1024..=MAX_FLOWS).contains(&n) => {
+                let message = format!("{n}: 1024 to {MAX_FLOWS} entries");
+                return Err(FileError { line: None, field: format!("workers.{key}"), message });
+            }
+            Some(n) => *slot = n,
+            None => {}
+        }
+    }
     // The interfaces' MACs may be unknown until the daemon reads them; validation does not look at MACs.
     validate(&model).map_err(|e| locate(&lines, &file, e))?;
     let dpdk = match &file.dpdk {
@@ -690,6 +713,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         model,
         ports,
         cores: file.workers.cores,
+        tables,
         dpdk,
         api,
         api_tls,

@@ -245,3 +245,15 @@ fn vrrp_routers_and_their_rules() {
     let twice = "[[vrrp]]\nport = \"lb0\"\nvrid = 7\nvips = [\"198.19.0.1\"]\n[[vrrp]]\nport = \"lb0\"\nvrid = 7\nvips = [\"198.19.0.2\"]\n";
     assert_eq!(parse(&format!("{EXAMPLE}\n{twice}")).unwrap_err().field, "vrrp[1].vrid");
 }
+
+#[test]
+fn flow_table_sizes_per_worker() {
+    let d = edgelb_dataplane::pipeline::TableSizes::default();
+    assert_eq!(parse(EXAMPLE).unwrap().tables, d);
+    let small = EXAMPLE.replace("cores = [1]", "cores = [1]\nflows_v4 = 4096\nflows_v6 = 2048");
+    let t = parse(&small).unwrap().tables;
+    assert_eq!((t.flows_v4, t.flows_v6, t.affinity), (4096, 2048, d.affinity));
+    let e = parse(&EXAMPLE.replace("cores = [1]", "cores = [1]\nflows_v4 = 100")).unwrap_err();
+    assert_eq!(e.field, "workers.flows_v4");
+    assert!(e.message.contains("1024 to"), "{}", e.message);
+}
