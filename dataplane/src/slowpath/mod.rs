@@ -149,6 +149,8 @@ pub struct SlowPath {
     healthy_vips: HashSet<IpAddr>,
     /// VIPs owned by Kubernetes Lease (`None`: not in use).
     leased: Option<ownership::Leased>,
+    /// Addresses an operator asked about (`edgelbctl doctor`), each with the MAC that last answered and when.
+    probes: HashMap<IpAddr, Option<(Mac, Instant)>>,
     /// Counters.
     pub stats: SlowStats,
 }
@@ -327,6 +329,7 @@ impl SlowPath {
             vrrp_transitions: Vec::new(),
             healthy_vips: HashSet::new(),
             leased: None,
+            probes: HashMap::new(),
             stats: SlowStats::default(),
         };
         s.update(cfg);
@@ -376,6 +379,23 @@ impl SlowPath {
         self.neigh.get(ip)
     }
 
+    /// Ask who has each of `ips` (a broadcast ARP request or a multicast neighbour solicitation), whatever the
+    /// neighbour table holds for them, static entries included: [`SlowPath::probed`] then says which MAC answered,
+    /// so an operator can compare it with the MAC in use. Earlier probes are forgotten.
+    pub fn probe(&mut self, ips: &[IpAddr], out: &mut impl FnMut(PortId, &[u8])) {
+        self.probes = ips.iter().map(|ip| (*ip, None)).collect();
+        for ip in ips {
+            self.solicit(*ip, None, out);
+        }
+    }
+
+    /// The addresses probed, each with the MAC that answered (or claimed it) since, and when.
+    pub fn probed(&self) -> Vec<(IpAddr, Option<(Mac, Instant)>)> {
+        let mut v: Vec<_> = self.probes.iter().map(|(a, m)| (*a, *m)).collect();
+        v.sort_by_key(|(a, _)| *a);
+        v
+    }
+
     /// Counters of the neighbour table.
     pub fn neighbour_stats(&self) -> neigh::NeighStats {
         self.neigh.stats
@@ -423,6 +443,9 @@ impl SlowPath {
     fn heard(&mut self, pi: usize, ip: IpAddr, mac: Mac, how: Heard, now: Instant) {
         if !self.ports[pi].addrs.iter().any(|&p| in_subnet(ip, p)) || self.is_ours(&ip) {
             return;
+        }
+        if let Some(p) = self.probes.get_mut(&ip) {
+            *p = Some((mac, now));
         }
         self.neigh.heard(ip, mac, how, now, &mut self.actions);
     }
@@ -982,6 +1005,25 @@ mod tests {
         assert_eq!(adverts.len(), 1, "one advert: {out:?}");
         assert_eq!(out[0][14 + 20 + 2], 0, "priority 0");
         assert_eq!(s.vrrp_status().iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["second"]);
+    }
+
+    /// A probe asks for an address even when a static entry knows it, and reports who answered: here another MAC
+    /// than the table's, which `edgelbctl doctor` calls a wrong MAC.
+    #[test]
+    fn a_probe_reports_the_mac_that_answers() {
+        let mut s = slow();
+        let host: Ipv4Addr = "198.18.0.10".parse().unwrap();
+        let mut out = Vec::new();
+        s.probe(&[IpAddr::V4(host)], &mut |_, f| out.push(f.to_vec()));
+        let ask = ArpPacket::new_checked(&out[0][14..]).unwrap();
+        assert_eq!((ask.operation(), ask.target_ip()), (OP_REQUEST, host.octets()), "an ARP request for the address");
+        assert_eq!(s.probed(), vec![(IpAddr::V4(host), None)], "no answer yet");
+        let real = [2, 0, 0, 0, 0, 0x42];
+        let our_ip: Ipv4Addr = "198.18.0.1".parse().unwrap();
+        let reply = arp_frame(PORT_MAC, real, OP_REPLY, (real, host), (PORT_MAC, our_ip));
+        let t = Instant::now();
+        s.handle(0, &reply, t, &mut |_, _| {});
+        assert_eq!(s.probed(), vec![(IpAddr::V4(host), Some((real, t)))]);
     }
 
     /// Lease ownership: a VIP a Lease governs is answered only while held here; taking it announces it
