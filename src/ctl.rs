@@ -31,6 +31,8 @@ enum Fail {
     Usage(String),
     Connect(String),
     Server(Box<tonic::Status>),
+    /// `doctor` found this many failing layers.
+    Findings(usize),
 }
 
 impl From<tonic::Status> for Fail {
@@ -378,6 +380,17 @@ enum Cmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Walk a VIP's path (every VIP's when none is given) and judge each layer with its evidence: announcement
+    /// (BGP sessions and what each peer was sent, VRRP, Leases), ARP/ND, the service, its backends (health, weights,
+    /// Maglev share), their next hops (probed with ARP/ND against the MAC in use), the flow table, drops in the last
+    /// minute, the last events. Exits 3 when a layer fails.
+    Doctor {
+        /// The VIP.
+        vip: Option<String>,
+        /// How long to wait for the next hops to answer the probe, ms.
+        #[arg(long, default_value_t = 500, value_name = "MS")]
+        probe_wait: u32,
+    },
     /// Print a shell completion script for edgelbctl.
     Completions {
         /// The shell.
@@ -591,6 +604,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Stats { watch } => stats(&mut c, watch, json).await,
         Cmd::Events => events(&mut c).await,
         Cmd::Drain { timeout, no_wait } => drain(&mut c, timeout, no_wait, json).await,
+        Cmd::Doctor { vip, probe_wait } => doctor(&mut c, vip, probe_wait, json).await,
         Cmd::Completions { .. } => Ok(()),
     }
 }
@@ -817,6 +831,48 @@ fn export_toml(ports: &[v1::Port], list: &v1::ListServicesResponse) -> String {
         }
     }
     o
+}
+
+/// `doctor [VIP]`: each VIP's findings, layer by layer; fails with the count of failing layers.
+async fn doctor(c: &mut Client, vip: Option<String>, probe_wait: u32, json: bool) -> Result<(), Fail> {
+    let vips = match vip {
+        Some(v) => vec![v],
+        None => {
+            let r = c.list_services(v1::ListServicesRequest::default()).await?.into_inner();
+            let mut v: Vec<String> = r.services.iter().map(|s| s.vip.clone()).collect();
+            v.dedup();
+            v
+        }
+    };
+    let mut failing = 0;
+    let mut all = Vec::new();
+    for vip in vips {
+        let d = c.diagnose(v1::DiagnoseRequest { vip, probe_wait_ms: probe_wait }).await?.into_inner();
+        failing += d.findings.iter().filter(|f| f.verdict == "fail").count();
+        if json {
+            all.push(serde_json::json!({
+                "vip": d.vip,
+                "findings": d.findings.iter().map(|f| serde_json::json!({
+                    "layer": f.layer, "verdict": f.verdict, "summary": f.summary, "evidence": f.evidence,
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        out!("{}", d.vip);
+        for f in &d.findings {
+            out!("  {:<13} {:<5} {}", f.layer, f.verdict.to_uppercase(), f.summary);
+            for e in &f.evidence {
+                out!("  {:<13} {:<5}   - {e}", "", "");
+            }
+        }
+    }
+    if json {
+        print_json(&serde_json::json!({ "vips": all }));
+    }
+    if failing > 0 {
+        return Err(Fail::Findings(failing));
+    }
+    Ok(())
 }
 
 async fn vrrp_list(c: &mut Client, json: bool) -> Result<(), Fail> {
@@ -1101,6 +1157,10 @@ pub fn main_with(args: Vec<String>) -> ExitCode {
         Err(Fail::Usage(m)) => {
             eprintln!("edgelbctl: {m}");
             ExitCode::from(2)
+        }
+        Err(Fail::Findings(n)) => {
+            eprintln!("edgelbctl: doctor: {n} layer(s) failing");
+            ExitCode::from(3)
         }
         Err(Fail::Server(s)) => {
             eprintln!("edgelbctl: {:?}: {}", s.code(), s.message());

@@ -115,6 +115,7 @@ async fn run(
         tokio::spawn(peer_ops(speaker.clone(), store.clone(), ops));
     }
     tokio::spawn(poll_speaker(speaker.clone(), store.clone(), s.graceful_shutdown));
+    let sampler = tokio::spawn(sample_drops(store.clone()));
     let metrics = match s.metrics {
         Some(addr) => match start_metrics(&store, addr).await {
             Ok(task) => Some(task),
@@ -127,6 +128,7 @@ async fn run(
     };
     serve_api(store, s.listen, s.tls, stop, ready).await;
     health.abort();
+    sampler.abort();
     let _ = k8s_stop.send(true);
     if let Some(k) = k8s {
         let _ = tokio::time::timeout(Duration::from_secs(2), k).await;
@@ -224,6 +226,19 @@ async fn poll_speaker(speaker: SharedSpeaker, store: Arc<Store>, mut graceful_sh
             store.set_peers(sp.status());
             store.set_bfd_dropped(sp.bfd_dropped());
         }
+    }
+}
+
+/// Every 5 s, the drop counters' totals (and untracked packets, a full flow table's sign) into the store, so
+/// `edgelbctl doctor` can say what was dropped in the last minute.
+async fn sample_drops(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let st = crate::stats::stats(&store);
+        let mut totals: Vec<(String, u64)> = st.drops.iter().map(|d| (d.reason.clone(), d.packets)).collect();
+        totals.extend(st.counters.iter().filter(|c| c.name == "packets_untracked").map(|c| (c.name.clone(), c.value)));
+        store.sample_drops(std::time::Instant::now(), totals);
     }
 }
 

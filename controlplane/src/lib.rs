@@ -10,6 +10,7 @@ pub mod api;
 pub mod bgp;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod ha;
 pub mod health;
 pub mod k8s;

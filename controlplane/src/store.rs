@@ -194,6 +194,27 @@ pub struct Store {
     vrrp_context: OnceLock<VrrpContext>,
     /// The virtual routers Kubernetes L2Announcements ask for, with a version the daemon follows.
     k8s_routers: Mutex<(u64, Vec<edgelb_dataplane::slowpath::vrrp::RouterSpec>)>,
+    /// The last events, newest last, with when they happened (for `edgelbctl doctor`).
+    recent: Mutex<std::collections::VecDeque<(std::time::SystemTime, StoreEvent)>>,
+    /// Neighbour probes: the request the daemon has not taken yet, and the results of the latest one.
+    probes: Mutex<Probes>,
+    /// Drop counters sampled every few seconds over the last minute: when, and each reason's total then.
+    drop_samples: Mutex<std::collections::VecDeque<DropSample>>,
+}
+
+/// Drop counters' totals by reason at one moment.
+pub type DropSample = (std::time::Instant, Vec<(String, u64)>);
+
+/// Events kept for `edgelbctl doctor`.
+const RECENT_EVENTS: usize = 64;
+
+/// A neighbour probe ([`Store::request_probe`]) and what answered it.
+#[derive(Debug, Default)]
+struct Probes {
+    next_id: u64,
+    asked: Option<(u64, Vec<IpAddr>)>,
+    /// The id of the probe the results belong to, and each address with the MAC that answered.
+    results: (u64, Vec<(IpAddr, Option<edgelb_dataplane::wire::ethernet::Mac>)>),
 }
 
 /// Ports (name, has an IPv4 address) and the file's virtual routers.
@@ -441,6 +462,9 @@ impl Store {
             k8s_status: Mutex::new(None),
             vrrp_context: OnceLock::new(),
             k8s_routers: Mutex::new((0, Vec::new())),
+            recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT_EVENTS)),
+            probes: Mutex::new(Probes::default()),
+            drop_samples: Mutex::new(std::collections::VecDeque::new()),
         }))
     }
 
@@ -675,7 +699,67 @@ impl Store {
 
     /// Announce an event (health checks use this).
     pub fn announce(&self, e: StoreEvent) {
+        self.publish(e);
+    }
+
+    /// Send an event to the subscribers and keep it among the recent ones.
+    fn publish(&self, e: StoreEvent) {
+        if let Ok(mut r) = self.recent.lock() {
+            if r.len() == RECENT_EVENTS {
+                r.pop_front();
+            }
+            r.push_back((std::time::SystemTime::now(), e.clone()));
+        }
         let _ = self.events.send(e);
+    }
+
+    /// The last events (at most 64), oldest first.
+    pub fn recent_events(&self) -> Vec<(std::time::SystemTime, StoreEvent)> {
+        self.recent.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Ask the daemon to probe these addresses (ARP / neighbour solicitation, whatever the table holds); returns
+    /// the probe's id for [`Store::probe_results`].
+    pub fn request_probe(&self, addrs: Vec<IpAddr>) -> u64 {
+        let Ok(mut p) = self.probes.lock() else { return 0 };
+        p.next_id += 1;
+        let id = p.next_id;
+        p.asked = Some((id, addrs));
+        id
+    }
+
+    /// The daemon takes the probe asked for.
+    pub fn take_probe_request(&self) -> Option<(u64, Vec<IpAddr>)> {
+        self.probes.lock().ok()?.asked.take()
+    }
+
+    /// The daemon reports what answered probe `id`.
+    pub fn set_probe_results(&self, id: u64, r: Vec<(IpAddr, Option<edgelb_dataplane::wire::ethernet::Mac>)>) {
+        if let Ok(mut p) = self.probes.lock() {
+            p.results = (id, r);
+        }
+    }
+
+    /// What answered probe `id` so far (`None`: the daemon has not sent it yet).
+    pub fn probe_results(&self, id: u64) -> Option<Vec<(IpAddr, Option<edgelb_dataplane::wire::ethernet::Mac>)>> {
+        let p = self.probes.lock().ok()?;
+        (p.results.0 == id).then(|| p.results.1.clone())
+    }
+
+    /// Keep the drop counters' totals now (called every few seconds); samples older than 70 s go.
+    pub fn sample_drops(&self, now: std::time::Instant, totals: Vec<(String, u64)>) {
+        if let Ok(mut d) = self.drop_samples.lock() {
+            while d.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(70)) {
+                d.pop_front();
+            }
+            d.push_back((now, totals));
+        }
+    }
+
+    /// The oldest drop sample at most a minute old: when, and the totals then.
+    pub fn drops_a_minute_ago(&self, now: std::time::Instant) -> Option<DropSample> {
+        let d = self.drop_samples.lock().ok()?;
+        d.iter().find(|(t, _)| now.duration_since(*t) <= Duration::from_secs(60)).cloned()
     }
 
     /// Apply a batch atomically. Field paths in errors name the batch: `upserts[i]...`, `deletes[i]`.
@@ -795,7 +879,7 @@ impl Store {
         g.version += 1;
         let version = g.version;
         drop(g);
-        let _ = self.events.send(StoreEvent::Applied { version, source, moved: moved.clone() });
+        self.publish(StoreEvent::Applied { version, source, moved: moved.clone() });
         Applied { version, applied: true, moved, generation }
     }
 
@@ -906,7 +990,7 @@ impl Store {
                 u.insert(b, keep_flows);
             }
         })?;
-        let _ = self.events.send(StoreEvent::BackendHealth {
+        self.publish(StoreEvent::BackendHealth {
             service: b.0,
             backend: (b.1, b.2),
             healthy,

@@ -429,6 +429,8 @@ where
         .and_then(|v| v.parse::<u16>().ok())
         .map(|w| (w, Instant::now() + Duration::from_millis(300)));
     let view = workers.view();
+    // A neighbour probe `edgelbctl doctor` asked for: its id and until when its answers are reported.
+    let mut probing: Option<(u64, Instant)> = None;
     'run: loop {
         let now = Instant::now();
         check_workers(&workers, &view, &mut fault, now);
@@ -452,6 +454,7 @@ where
             }
         }
         pump_slow_path(&mut slow, &workers, now, &mut emit);
+        follow_probes(&mut slow, &store, &mut probing, now, &mut emit);
         owner.follow(&mut slow, &store, drain.is_some(), now, &mut emit);
         learnt.add(slow.take_changes());
         if let Some(batch) = learnt.due(now) {
@@ -681,6 +684,26 @@ where
 
 /// The workers' packets for the slow path, and the packets they hold for an unresolved next hop (copied into the
 /// slow path's queue, their buffers back to the pool now); then the slow path's timers.
+/// Send the neighbour probe the API asked for (`edgelbctl doctor`), and report what answered it for 3 s.
+fn follow_probes(
+    slow: &mut SlowPath,
+    store: &Store,
+    probing: &mut Option<(u64, Instant)>,
+    now: Instant,
+    emit: &mut impl FnMut(u16, &[u8]),
+) {
+    if let Some((id, addrs)) = store.take_probe_request() {
+        slow.probe(&addrs, emit);
+        *probing = Some((id, now + Duration::from_secs(3)));
+    }
+    if let Some((id, until)) = *probing {
+        store.set_probe_results(id, slow.probed().into_iter().map(|(a, m)| (a, m.map(|(mac, _)| mac))).collect());
+        if now > until {
+            *probing = None;
+        }
+    }
+}
+
 fn pump_slow_path<P: Port>(slow: &mut SlowPath, workers: &Workers<P>, now: Instant, emit: &mut impl FnMut(u16, &[u8])) {
     while let Some((port, b)) = workers.slow.pop() {
         slow.handle(port, b.data(), now, emit);

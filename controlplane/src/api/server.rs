@@ -574,6 +574,23 @@ impl LoadBalancer for Api {
         Ok(Response::new(v1::ListVrrpResponse { routers, refused }))
     }
 
+    async fn diagnose(&self, req: Request<v1::DiagnoseRequest>) -> Result<Response<v1::Diagnosis>, Status> {
+        let r = req.into_inner();
+        let vip: std::net::IpAddr = r
+            .vip
+            .trim()
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("vip: {:?} is not an IP address", r.vip)))?;
+        let vip = vip.to_canonical();
+        let wait = match r.probe_wait_ms {
+            0 => std::time::Duration::from_millis(500),
+            ms @ 1..=5_000 => std::time::Duration::from_millis(u64::from(ms)),
+            ms => return Err(Status::invalid_argument(format!("probe_wait_ms: {ms}: at most 5000"))),
+        };
+        let facts = crate::doctor::gather(&self.store, vip, wait).await;
+        Ok(Response::new(v1::Diagnosis { vip: vip.to_string(), findings: crate::doctor::judge(&facts) }))
+    }
+
     async fn get_drain(&self, _req: Request<v1::GetDrainRequest>) -> Result<Response<v1::DrainStatus>, Status> {
         Ok(Response::new(drain_status(&self.store.drain())))
     }
