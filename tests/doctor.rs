@@ -45,7 +45,7 @@ fn layer<'a>(f: &'a Findings, name: &str) -> &'a (String, String, String, Vec<St
 /// The human form, for the log (and the README).
 fn doctor_text(lb: &str, vip: &str) -> String {
     let o = Command::new("ip").args(["netns", "exec", lb, EDGELBCTL, "--addr", API, "doctor", vip]).output().unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 #[test]
@@ -191,8 +191,16 @@ mode = "nat"
         }
     });
 
-    // Healthy (IPv4): every layer on the appliance's side passes; the announcement fails, as the peer is down.
-    let (code, f, _) = doctor(&lb, "198.19.0.1");
+    // Healthy (IPv4): every layer on the appliance's side passes; the announcement fails, as the peer is down. The
+    // workers publish their counters every 100 ms: wait for the provoked drops to show.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (code, f) = loop {
+        let (code, f, _) = doctor(&lb, "198.19.0.1");
+        if layer(&f, "drops").2.contains("no_service") || Instant::now() > deadline {
+            break (code, f);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     for l in ["arp_nd", "service", "backends", "next_hops", "flow_table"] {
         assert_eq!(layer(&f, l).1, "ok", "{l}: {:?}", layer(&f, l));
     }
@@ -247,4 +255,14 @@ mode = "nat"
     let t = layer(&f, "flow_table");
     assert!(t.2.contains("flow table full"), "{t:?}");
     println!("doctor 198.19.0.3 (flow table full):\n{}", doctor_text(&lb, "198.19.0.3"));
+
+    // Without a VIP: every VIP, each once.
+    let o = Command::new("ip")
+        .args(["netns", "exec", &lb, EDGELBCTL, "--addr", API, "-o", "json", "doctor"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let vips: Vec<&str> = v["vips"].as_array().unwrap().iter().filter_map(|x| x["vip"].as_str()).collect();
+    assert_eq!(vips, ["198.19.0.1", "198.19.0.2", "198.19.0.3", "2001:db8:100::1", "2001:db8:100::2"]);
+    assert_eq!(o.status.code(), Some(3));
 }
