@@ -101,9 +101,7 @@ impl Ownership {
             }
         }
     }
-}
 
-impl Ownership {
     /// Kubernetes' virtual routers (L2Announcements) changed: run them beside the file's, an unchanged router
     /// undisturbed. Not while draining (the routers have resigned).
     fn follow_kubernetes(
