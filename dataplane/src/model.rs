@@ -421,6 +421,9 @@ pub fn validate(m: &Model) -> Result<Valid<'_>, ConfigError> {
 }
 
 /// Interfaces: each port once, an MTU in 576..=9216, prefix lengths in range.
+/// Addresses a port may have: the slow path's IP stack holds eight, one of them the IPv6 link-local address.
+pub const MAX_PORT_ADDRS: usize = 7;
+
 fn validate_interfaces(m: &Model) -> Result<(), ConfigError> {
     let mut ports = FxHashSet::default();
     for (ii, itf) in m.interfaces.iter().enumerate() {
@@ -429,6 +432,13 @@ fn validate_interfaces(m: &Model) -> Result<(), ConfigError> {
         }
         if !(576..=9216).contains(&itf.mtu) {
             return field_err(path!(interfaces[ii].mtu), format!("mtu {} outside 576..=9216", itf.mtu));
+        }
+        if itf.addrs.len() > MAX_PORT_ADDRS {
+            let n = itf.addrs.len();
+            return field_err(
+                path!(interfaces[ii].addrs[MAX_PORT_ADDRS]),
+                format!("{n} addresses: at most {MAX_PORT_ADDRS} per port (the slow path adds an IPv6 link-local one)"),
+            );
         }
         for (ai, (a, plen)) in itf.addrs.iter().enumerate() {
             let max = if a.is_ipv4() { 32 } else { 128 };

@@ -257,3 +257,13 @@ fn flow_table_sizes_per_worker() {
     assert_eq!(e.field, "workers.flows_v4");
     assert!(e.message.contains("1024 to"), "{}", e.message);
 }
+
+#[test]
+fn at_most_seven_addresses_per_port() {
+    let addrs = |n: usize| (1..=n).map(|i| format!("\"198.18.0.{i}/24\"")).collect::<Vec<_>>().join(", ");
+    let seven = EXAMPLE.replace("addresses = [\"198.18.0.1/24\"]", &format!("addresses = [{}]", addrs(7)));
+    assert_eq!(parse(&seven).unwrap().model.interfaces[0].addrs.len(), 7);
+    let eight = EXAMPLE.replace("addresses = [\"198.18.0.1/24\"]", &format!("addresses = [{}]", addrs(8)));
+    let e = parse(&eight).unwrap_err();
+    assert!(e.message.contains("at most 7 per port"), "{e}");
+}

@@ -184,6 +184,15 @@ fn port_slow(itf: &InterfaceSpec, now: smoltcp::time::Instant) -> PortSlow {
         for (ip, l) in &itf.addrs {
             let _ = a.push(IpCidr::new(IpAddress::from(*ip), *l));
         }
+        // A port with IPv6 has its link-local address too: routers solicit from theirs (Linux does, resolving a
+        // global next hop), and the answer goes back on-link only when fe80::/64 is (a BGP next hop on this port
+        // was otherwise never resolved).
+        if itf.addrs.iter().any(|(a, _)| a.is_ipv6()) {
+            let ll = IpAddress::Ipv6(vrrp::link_local(itf.mac));
+            if !itf.addrs.iter().any(|(a, _)| IpAddress::from(*a) == ll) {
+                let _ = a.push(IpCidr::new(ll, 64));
+            }
+        }
     });
     PortSlow { port: itf.port, mac: itf.mac, addrs: itf.addrs.clone(), iface, dev, sockets: SocketSet::new(vec![]) }
 }
@@ -1005,6 +1014,21 @@ mod tests {
         assert_eq!(adverts.len(), 1, "one advert: {out:?}");
         assert_eq!(out[0][14 + 20 + 2], 0, "priority 0");
         assert_eq!(s.vrrp_status().iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["second"]);
+    }
+
+    /// A router resolving the appliance's own IPv6 port address (a BGP next hop) gets a neighbour advertisement.
+    #[test]
+    fn the_own_ipv6_port_address_is_answered() {
+        let mut s = slow_with("2001:db8:100::1", "2001:db8:2::10", [("2001:db8::2", 64), ("2001:db8:2::1", 64)]);
+        let own: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        // Linux solicits from its link-local address.
+        let router: Ipv6Addr = "fe80::1".parse().unwrap();
+        let ns = ns_frame(HOST_MAC, router, own, None);
+        let out = collect(&mut s, &ns);
+        let na = out.iter().find(|f| f.len() > 54 + 24 && f[12..14] == [0x86, 0xdd] && f[54] == 136);
+        let na = na.unwrap_or_else(|| panic!("no NA for the own address: {out:?}"));
+        assert_eq!(&na[54 + 8..54 + 24], &own.octets(), "the NA's target");
+        assert_eq!(&na[0..6], &HOST_MAC, "sent to the router");
     }
 
     /// A probe asks for an address even when a static entry knows it, and reports who answered: here another MAC
