@@ -92,6 +92,8 @@ if [ ${#features[@]} -gt 0 ]; then
 fi
 if [ "$(id -u)" = 0 ]; then
     "$target_dir/release/edgelb" lab --requests 30
+    # The failover drill as a newcomer sees it (BIRD, two appliances, a kill and a return; about 20 s).
+    "$target_dir/release/edgelb" lab --ha
 fi
 
 step "all checks passed"

@@ -113,6 +113,12 @@ struct LabArgs {
     /// Packets per second for --blast (0: as fast as it goes).
     #[arg(long, default_value_t = 0, value_name = "PPS")]
     rate: u64,
+    /// The failover drill instead: a BIRD router with ECMP toward two appliances (BGP with BFD, DSR-L2, IPv4 and
+    /// IPv6), 50 long-lived connections and a new one every 100 ms while a backend drains, appliance A is killed and
+    /// comes back; prints per step the connections broken, the longest stall, the new connections that failed
+    /// (needs BIRD: apt-get install bird2; it installs it when missing).
+    #[arg(long, conflicts_with_all = ["keep", "blast"])]
+    ha: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,6 +151,49 @@ fn main() -> ExitCode {
         Cmd::LabClient(p) => lab_client(&p.args),
         Cmd::LabUdpSink(p) => lab_udp_sink(&p.args),
         Cmd::LabUdpBlast(p) => lab_udp_blast(&p.args),
+    }
+}
+
+/// `edgelb lab --ha`: the failover drill (`edgelb_testkit::drill`) with this program as edgelbd and edgelbctl.
+fn lab_ha() -> ExitCode {
+    let have_bird = || Command::new("bird").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !have_bird() {
+        say!("edgelb lab --ha: installing BIRD (Debian bird2) for the router");
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "bird2"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        if !have_bird() {
+            eprintln!("edgelb lab --ha: BIRD is missing and could not be installed: apt-get install -y bird2");
+            return ExitCode::from(2);
+        }
+    }
+    let me = match std::env::current_exe() {
+        Ok(p) => p.display().to_string(),
+        Err(e) => {
+            eprintln!("edgelb lab --ha: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let p = edgelb_testkit::drill::Programs { edgelbd: (&me, &["daemon"]), edgelbctl: (&me, &["ctl"]) };
+    say!("edgelb lab --ha: a router (BIRD, ECMP) in front of appliances A and B, a client, three backends; 50 long-lived connections (25 per family) and a new one every 100 ms; about 20 s");
+    let mut lab = Lab::new("labha");
+    match edgelb_testkit::drill::run(&mut lab, &p) {
+        Ok(r) => {
+            say!("\n{}", r.routes.trim_end());
+            say!("\n{}", r.table().trim_end());
+            say!("\nWithout flow-state sync between the appliances, a connection on the drained backend (be1) that changes appliance is sent elsewhere by Maglev, which no longer lists be1: those are the 'broken on be1' column.");
+            let broken: usize = r.steps.iter().map(|s| s.broken.0).sum();
+            if broken > 0 {
+                say!("edgelb lab --ha: {broken} connections broke on backends that did not drain");
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edgelb lab --ha: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -385,6 +434,9 @@ fn lab(args: &LabArgs) -> ExitCode {
             );
             return ExitCode::from(2);
         }
+    }
+    if args.ha {
+        return lab_ha();
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod daemon;
+pub mod drill;
 pub mod kernel_ports;
 pub mod kube;
 pub mod models;

@@ -188,7 +188,7 @@ impl Lab {
         self.children.iter_mut().find(|c| c.id() == pid)
     }
 
-    /// A file the lab owns: removed when the lab goes.
+    /// A file or directory the lab owns: removed (a directory with all it holds) when the lab goes.
     pub fn own_file(&mut self, path: PathBuf) {
         self.files.push(path);
     }
@@ -212,7 +212,11 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
         for f in &self.files {
-            let _ = std::fs::remove_file(f);
+            if f.is_dir() {
+                let _ = std::fs::remove_dir_all(f);
+            } else {
+                let _ = std::fs::remove_file(f);
+            }
         }
     }
 }
