@@ -10,6 +10,7 @@
 use crate::lb::conntrack::TableStats;
 use crate::model::PortId;
 use crate::packet::PacketBuf;
+use crate::pipeline::replicate::ReplicaQueue;
 use crate::pipeline::{
     Counters, DropReason, FlowCensus, FlowCursor, FlowFilter, FlowInfo, FlowQuery, ObjCounters, Parsed, Pipeline,
     TableSizes, Tuple, Verdict,
@@ -132,6 +133,8 @@ pub struct Workers<P: Port> {
     pub in_use: Vec<Arc<AtomicU64>>,
     signal: Arc<GenerationSignal>,
     queries: Vec<Arc<ArrayQueue<QueryRequest>>>,
+    /// Per worker: its new flows (out) and the peers' flows for it to install (in); empty without replication.
+    pub replicas: Vec<(ReplicaQueue, ReplicaQueue)>,
 }
 
 /// Wakes whoever waits for the workers to load a generation ([`WorkerView::wait_all_use`]). A worker takes the lock
@@ -326,7 +329,29 @@ where
     /// # Panics
     /// When a thread cannot be spawned (start-up only).
     pub fn spawn(setups: Vec<WorkerSetup<P>>, config: ConfigHandle, handoff_depth: usize, slow_depth: usize) -> Self {
+        Self::spawn_replicating(setups, config, handoff_depth, slow_depth, 0)
+    }
+
+    /// [`Workers::spawn`], each worker with an outbound queue of its new flows and an inbound queue of the peers'
+    /// flows, `replica_depth` records each ([`Workers::replicas`]); 0: no flow replication.
+    ///
+    /// # Panics
+    /// When a thread cannot be spawned (start-up only).
+    pub fn spawn_replicating(
+        setups: Vec<WorkerSetup<P>>,
+        config: ConfigHandle,
+        handoff_depth: usize,
+        slow_depth: usize,
+        replica_depth: usize,
+    ) -> Self {
         let n = setups.len() as u16;
+        let replicas: Vec<(ReplicaQueue, ReplicaQueue)> = if replica_depth == 0 {
+            Vec::new()
+        } else {
+            (0..n)
+                .map(|_| (Arc::new(ArrayQueue::new(replica_depth)), Arc::new(ArrayQueue::new(replica_depth))))
+                .collect()
+        };
         let inboxes: Vec<Arc<ArrayQueue<Handoff<P::Buf>>>> =
             (0..n).map(|_| Arc::new(ArrayQueue::new(handoff_depth.max(BURST)))).collect();
         let slow = Arc::new(ArrayQueue::new(slow_depth.max(1)));
@@ -349,6 +374,7 @@ where
             let held_ring = held.clone();
             let signal = signal.clone();
             let inject = (s.worker == 0).then(|| inject.clone());
+            let rq = replicas.get(usize::from(s.worker)).cloned();
             let t = std::thread::Builder::new()
                 .name(format!("edgelb-w{}", s.worker))
                 .spawn(move || {
@@ -363,13 +389,17 @@ where
                     w.in_use = Some((in_use, signal));
                     w.held = Some(held_ring);
                     w.queries = Some(queries);
+                    if let Some((out, inq)) = rq {
+                        w.pipeline.set_replica_out(Some(out));
+                        w.replicas_in = Some(inq);
+                    }
                     w.run(&cfg, &stop);
                     w.ports
                 })
                 .expect("spawn worker thread");
             threads.push(t);
         }
-        Self { stop, threads, stats, slow, inject, held, in_use: in_use_all, signal, queries: queries_all }
+        Self { stop, threads, stats, slow, inject, held, in_use: in_use_all, signal, queries: queries_all, replicas }
     }
 
     /// A handle on the running workers for the control plane: their stats, their config generations, flow queries.
@@ -443,7 +473,12 @@ pub struct Worker<P: Port> {
     in_use: Option<(Arc<AtomicU64>, Arc<GenerationSignal>)>,
     queries: Option<Arc<ArrayQueue<QueryRequest>>>,
     held: Option<HeldRing<P::Buf>>,
+    /// Flows the peer appliances replicated, to install between bursts.
+    replicas_in: Option<ReplicaQueue>,
 }
+
+/// Replicated flows a worker installs per poll at most (so a peer's bulk send never stalls the packet path long).
+const REPLICAS_PER_POLL: usize = 64;
 
 impl<P: Port> std::fmt::Debug for Worker<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -481,6 +516,7 @@ impl<P: Port> Worker<P> {
             in_use: None,
             queries: None,
             held: None,
+            replicas_in: None,
         }
     }
 
@@ -533,6 +569,12 @@ impl<P: Port> Worker<P> {
                     let _ = reply.try_send((c, next));
                 }
                 None => {}
+            }
+        }
+        if let Some(q) = &self.replicas_in {
+            for _ in 0..REPLICAS_PER_POLL {
+                let Some(r) = q.pop() else { break };
+                let _ = self.pipeline.install_replica(&cfg, &r, now);
             }
         }
         let mut total = 0;

@@ -509,3 +509,80 @@ fn draining_appliance_refuses_new_flows_only() {
     assert_eq!(send(&mut p, &drain, &mut n, 2), Verdict::Drop(DropReason::Draining));
     assert_eq!(p.counters.dropped(DropReason::Draining), 1);
 }
+
+/// Flow replication: appliance A records flows and queues them; B installs them. After a backend drains (on both),
+/// B sends the mid-flow packets of A's flows to the backend A chose — the drained one included — where a B without
+/// the replicas reschedules the drained backend's flows by Maglev, which no longer lists it. Full-NAT flows are
+/// not replicated; a replica for a flow B already tracks leaves B's choice alone.
+#[test]
+fn replicated_flows_keep_their_backend_on_another_appliance() {
+    use edgelb_dataplane::pipeline::replicate::Refused;
+    let mut builder = ConfigBuilder::new();
+    let (cfg, _) = builder.build(&model(Mode::Nat, &active(3), None)).unwrap();
+    let q = Arc::new(crossbeam_queue::ArrayQueue::new(4096));
+    let mut a = pipeline();
+    a.set_replica_out(Some(q.clone()));
+    let mut chosen = HashMap::new();
+    for i in 0..300 {
+        let mut b = tcp(client(i), 1000, VIP.parse().unwrap(), 80, flags::SYN);
+        assert_eq!(send(&mut a, &cfg, &mut b, 1), Verdict::Tx(0));
+        chosen.insert(i, dest(&b).0);
+    }
+    assert_eq!(q.len(), 300, "one record per new flow");
+    assert_eq!(a.counters.replicas_queued, 300);
+    // Backend 0 drains on both appliances.
+    let mut drained = active(3);
+    drained[0].1 = BackendState::Draining;
+    let (cfg2, _) = ConfigBuilder::new().build(&model(Mode::Nat, &drained, None)).unwrap();
+    let mut b_with = pipeline();
+    let mut b_without = pipeline();
+    b_with.sync(&cfg2);
+    while let Some(r) = q.pop() {
+        b_with.install_replica(&cfg2, &r, 2).unwrap();
+    }
+    assert_eq!(b_with.counters.replicas_installed, 300);
+    let (mut kept, mut lost, mut on_drained) = (0, 0, 0);
+    for i in 0..300 {
+        let mut w = tcp(client(i), 1000, VIP.parse().unwrap(), 80, flags::ACK);
+        assert_eq!(send(&mut b_with, &cfg2, &mut w, 3), Verdict::Tx(0));
+        assert_eq!(dest(&w).0, chosen[&i], "flow {i} kept its backend on the other appliance");
+        let mut wo = tcp(client(i), 1000, VIP.parse().unwrap(), 80, flags::ACK);
+        send(&mut b_without, &cfg2, &mut wo, 3);
+        if chosen[&i] == backend(0) {
+            on_drained += 1;
+            if dest(&wo).0 == backend(0) {
+                kept += 1
+            } else {
+                lost += 1
+            }
+        }
+    }
+    assert!(on_drained > 50, "{on_drained} flows on the drained backend");
+    assert_eq!((kept, lost), (0, on_drained), "without replicas every flow of the drained backend moves");
+    assert_eq!(b_with.counters.midflow_pickups, 0, "no pick-up: the flows were known");
+    // A replica of a flow B tracks already is refused; so is one for a service B lacks.
+    let r = edgelb_dataplane::pipeline::replicate::FlowRecord {
+        v4: true,
+        proto: proto::TCP,
+        state: 2,
+        src: addr16(client(0)),
+        dst: addr16(VIP.parse().unwrap()),
+        sport: 1000,
+        dport: 80,
+        backend: addr16(backend(2)),
+        backend_port: 8080,
+    };
+    assert_eq!(b_with.install_replica(&cfg2, &r, 4), Err(Refused::Known));
+    assert_eq!(
+        b_with.install_replica(&cfg2, &edgelb_dataplane::pipeline::replicate::FlowRecord { dport: 81, ..r }, 4),
+        Err(Refused::NoService)
+    );
+    // Full-NAT flows are not replicated.
+    let (fcfg, _) = ConfigBuilder::new().build(&model(Mode::FullNat, &active(3), None)).unwrap();
+    let mut f = pipeline();
+    let fq = Arc::new(crossbeam_queue::ArrayQueue::new(16));
+    f.set_replica_out(Some(fq.clone()));
+    let mut b = tcp(client(7), 1000, VIP.parse().unwrap(), 80, flags::SYN);
+    send(&mut f, &fcfg, &mut b, 1);
+    assert!(fq.is_empty());
+}

@@ -3,3 +3,4 @@
 
 pub mod bfd;
 pub mod bfd_link;
+pub mod replicate;

@@ -151,6 +151,11 @@ counters! {
     icmp_errors_steered = "icmp_errors_steered", "ICMP errors about tracked flows steered to their backend.";
     icmp_too_big_sent = "icmp_too_big_sent", "Fragmentation-needed / packet-too-big messages sent to senders.";
     fragments_followed = "fragments_followed", "Non-first fragments that followed their first fragment.";
+    replicas_queued = "flows_replicas_queued", "New flows queued for the peer appliances (flow replication).";
+    replicas_queue_full = "flows_replicas_queue_full", "New flows not replicated: the outbound queue was full.";
+    replicas_installed = "flows_replicas_installed", "Flows a peer appliance replicated, installed here.";
+    replicas_refused = "flows_replicas_refused",
+        "Replicated flows not installed (no such service or backend here, full-NAT, known already, table full).";
     not_owner = "vip_packets_not_owner",
         "Packets to a VIP another appliance owns now (VRRP Backup here, its Lease held elsewhere): forwarded, counted.";
 }

@@ -29,6 +29,7 @@ mod icmp;
 mod keys;
 mod parse;
 mod query;
+pub mod replicate;
 mod reply;
 mod schedule;
 mod state;
@@ -119,6 +120,8 @@ pub struct Pipeline {
     pub backend_stats: Vec<ObjCounters>,
     /// Per-service counters by stable id.
     pub service_stats: Vec<ObjCounters>,
+    /// New flows go here for the peer appliances (`None`: replication off).
+    replica_out: Option<replicate::ReplicaQueue>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -148,6 +151,7 @@ impl Pipeline {
             resolve: None,
             backend_stats: Vec::new(),
             service_stats: Vec::new(),
+            replica_out: None,
         }
     }
 

@@ -170,8 +170,15 @@ impl Pipeline {
                 let state = FlowState::from_u8(e.state);
                 let new_syn = tcp && state == FlowState::Closing && p.tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN;
                 if ok && !new_syn {
-                    let state = if tcp { state.next_tcp(p.tcp_flags, Direction::FromClient) } else { state };
-                    table.touch(slot, state as u8, now.wrapping_add(state.timeout_ms(cfg)));
+                    let next = if tcp { state.next_tcp(p.tcp_flags, Direction::FromClient) } else { state };
+                    table.touch(slot, next as u8, now.wrapping_add(next.timeout_ms(cfg)));
+                    if next != state && e.flags & F_FULLNAT == 0 {
+                        // A changed state (established, closing) reaches the peers too, with its longer or shorter
+                        // timeout.
+                        if let Some(b) = cfg.backend(e.value) {
+                            self.replicate(&key, b, next);
+                        }
+                    }
                     return Ok((e.value, e.aux));
                 }
                 let old = e;
@@ -234,6 +241,10 @@ impl Pipeline {
         };
         let flags = if fullnat { F_FULLNAT } else { 0 };
         let fwd = Entry::new(expires, bid, snat_port, state as u8, flags);
+        if !fullnat {
+            self.replicate(&key, b, state);
+        }
+        let table = K::table(&mut self.ct);
         match table.insert(key, h, now, fwd, evictable) {
             Ok((slot, displaced)) => {
                 if let Some(d) = displaced {
