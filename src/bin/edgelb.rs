@@ -177,24 +177,36 @@ fn lab_ha() -> ExitCode {
     };
     let p = edgelb_testkit::drill::Programs { edgelbd: (&me, &["daemon"]), edgelbctl: (&me, &["ctl"]) };
     say!("edgelb lab --ha: a router (BIRD, ECMP) in front of appliances A and B, a client, three backends; 50 long-lived connections (25 per family) and a new one every 100 ms; about 20 s");
-    let mut lab = Lab::new("labha");
-    match edgelb_testkit::drill::run(&mut lab, &p) {
-        Ok(r) => {
-            say!("\n{}", r.routes.trim_end());
-            say!("\n{}", r.table().trim_end());
-            say!("\nWithout flow-state sync between the appliances, a connection on the drained backend (be1) that changes appliance is sent elsewhere by Maglev, which no longer lists be1: those are the 'broken on be1' column.");
-            let broken: usize = r.steps.iter().map(|s| s.broken.0).sum();
-            if broken > 0 {
-                say!("edgelb lab --ha: {broken} connections broke on backends that did not drain");
+    let mut broken = 0;
+    for (tag, replication) in [("labha", false), ("labhr", true)] {
+        let mut lab = Lab::new(tag);
+        say!(
+            "\n== flow replication between the appliances {} ==",
+            if replication { "on ([replication])" } else { "off" }
+        );
+        match edgelb_testkit::drill::run(&mut lab, &p, replication) {
+            Ok(r) => {
+                if !replication {
+                    say!("{}", r.routes.trim_end());
+                }
+                say!("{}", r.table().trim_end());
+                broken += r.steps.iter().map(|s| s.broken.0).sum::<usize>();
+                if replication {
+                    broken += r.steps.iter().map(|s| s.broken.1).sum::<usize>();
+                }
+            }
+            Err(e) => {
+                eprintln!("edgelb lab --ha: {e}");
                 return ExitCode::from(1);
             }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("edgelb lab --ha: {e}");
-            ExitCode::from(1)
         }
     }
+    say!("\nWithout replication a connection on the drained backend (be1) that changes appliance is sent elsewhere by Maglev, which no longer lists be1 ('broken on be1'); with it the other appliance knows the flow.");
+    if broken > 0 {
+        say!("edgelb lab --ha: {broken} connections broke that should not have");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 /// `edgelb crds`: the manifests into `out` (one file each), or on stdout.

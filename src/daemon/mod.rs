@@ -21,6 +21,7 @@
 mod drain;
 mod learnt;
 mod ownership;
+mod replicate;
 
 use drain::{Drain, DrainState};
 use edgelb_controlplane::config::{self, Driver, Loaded};
@@ -393,7 +394,7 @@ where
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| DaemonError::Start(format!("cannot install signal handlers: {e}")))?;
     let nworkers = setups.len();
-    let (store, workers, api, gshut_tx) = start_appliance(args, &loaded, setups)?;
+    let (store, workers, api, gshut_tx, mut replicator) = start_appliance(args, &loaded, setups)?;
     let handle = store.handle();
     info!(workers = nworkers, services = loaded.model.services.len(), api = ?loaded.api, "edgelbd forwarding");
     // The slow path: ARP/NDP/ICMP for the appliance itself and its VIPs, neighbour resolution. It runs here, on the
@@ -431,6 +432,7 @@ where
     let view = workers.view();
     // A neighbour probe `edgelbctl doctor` asked for: its id and until when its answers are reported.
     let mut probing: Option<(u64, Instant)> = None;
+
     'run: loop {
         let now = Instant::now();
         check_workers(&workers, &view, &mut fault, now);
@@ -455,6 +457,9 @@ where
         }
         pump_slow_path(&mut slow, &workers, now, &mut emit);
         follow_probes(&mut slow, &store, &mut probing, now, &mut emit);
+        if let Some(r) = replicator.as_mut() {
+            r.pump(&workers.replicas, &view, &store, now);
+        }
         owner.follow(&mut slow, &store, drain.is_some(), now, &mut emit);
         learnt.add(slow.take_changes());
         if let Some(batch) = learnt.due(now) {
@@ -479,6 +484,9 @@ where
     owner.follow(&mut slow, &store, true, Instant::now(), &mut emit);
     std::thread::sleep(Duration::from_millis(20));
     info!("stopping");
+    if let Some(r) = &replicator {
+        info!("flow replication: {}", r.summary());
+    }
     api.stop();
     let (_ports, total) = workers.stop_with_totals();
     log_stopped(&total, &slow, inject_full);
@@ -488,11 +496,12 @@ where
 /// The store on the file's model, the workers on its first snapshot, and the control plane (API, metrics, health
 /// checks, BGP, Kubernetes) on the store. The sender tells BGP to send GRACEFUL_SHUTDOWN when a drain starts.
 #[allow(clippy::type_complexity)]
-fn start_appliance<P>(
-    args: &Args,
-    loaded: &Loaded,
-    setups: Vec<WorkerSetup<P>>,
-) -> Result<(std::sync::Arc<Store>, Workers<P>, ControlPlane, tokio::sync::watch::Sender<bool>), DaemonError>
+/// What [`start_appliance`] started: the store, the workers, the control plane, the drain's GRACEFUL_SHUTDOWN
+/// sender, and flow replication when configured.
+type Started<P> =
+    (std::sync::Arc<Store>, Workers<P>, ControlPlane, tokio::sync::watch::Sender<bool>, Option<replicate::Replicator>);
+
+fn start_appliance<P>(args: &Args, loaded: &Loaded, setups: Vec<WorkerSetup<P>>) -> Result<Started<P>, DaemonError>
 where
     P: Port + 'static,
     P::Buf: 'static,
@@ -507,20 +516,34 @@ where
         let mac = loaded.model.interfaces[i].mac;
         info!(port = i, interface = %p.name, driver = ?p.driver, mac = %mac.map(|b| format!("{b:02x}")).join(":"), "port open");
     }
-    let workers = Workers::spawn(setups, store.handle(), 4096, 1024);
+    let replica_depth = if loaded.replication.is_some() { replicate::QUEUE_DEPTH } else { 0 };
+    let workers = Workers::spawn_replicating(setups, store.handle(), 4096, 1024, replica_depth);
+    // Flow replication: the peers' flows are taken before the control plane announces a VIP, so a flow the router
+    // hands this appliance at once is one it knows.
+    let replicator = match &loaded.replication {
+        Some(c) => {
+            let mut r = replicate::Replicator::start(c).map_err(DaemonError::Start)?;
+            r.sync_before_announcing(&workers.replicas, &workers.view(), &store, REPLICATION_SYNC_WAIT);
+            Some(r)
+        }
+        None => None,
+    };
     store.attach_workers(workers.view());
     store.set_port_names(
         loaded.ports.iter().map(|p| (p.name.clone(), format!("{:?}", p.driver).to_lowercase())).collect(),
     );
     let (gshut_tx, gshut_rx) = tokio::sync::watch::channel(false);
     match ControlPlane::start(store.clone(), control_settings(loaded, &store, gshut_rx)) {
-        Ok(api) => Ok((store, workers, api, gshut_tx)),
+        Ok(api) => Ok((store, workers, api, gshut_tx, replicator)),
         Err(e) => {
             let _ = workers.stop();
             Err(DaemonError::Start(e))
         }
     }
 }
+
+/// How long a starting appliance waits for its peers' flows before it announces its VIPs.
+const REPLICATION_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a draining daemon counts the workers' tracked flows.
 const CENSUS_EVERY: Duration = Duration::from_millis(100);

@@ -51,6 +51,8 @@ pub struct Report {
     pub kill_to_traffic: Duration,
     /// Each broken connection: family, backend, when, why.
     pub broken: Vec<String>,
+    /// The appliances' log lines about replication and BGP sessions.
+    pub log: String,
 }
 
 impl Report {
@@ -103,7 +105,13 @@ fn wait_bird(bird: &Bird, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> R
 const LONG: usize = 25;
 
 /// An appliance's config: its segment addresses (the routes' next hops), its uplink to the router.
-fn config(name: &str, seg: (&str, &str), up: (&str, &str), api: u16) -> String {
+fn config(name: &str, seg: (&str, &str), up: (&str, &str), api: u16, replicate_to: Option<&str>) -> String {
+    let replication = replicate_to.map_or_else(String::new, |peer| {
+        format!(
+            "\n[replication]\nlisten = \"{}:7946\"\npeers = [\"{peer}:7946\"]\nsecret = \"drill-secret-0123456789\"\n",
+            up.0
+        )
+    });
     let backends = |fam6: bool| {
         (1..=3)
             .map(|i| {
@@ -147,7 +155,7 @@ vip = "{VIP6}"
 protocol = "tcp"
 port = 80
 mode = "dsr_l2"
-{b6}"#,
+{b6}{replication}"#,
         s4 = seg.0,
         s6 = seg.1,
         local = up.0,
@@ -372,7 +380,7 @@ impl Programs<'_> {
 /// # Errors
 /// A step that could not be set up or did not happen in time (the routes never converged, a connection never
 /// answered, edgelbctl refused).
-pub fn run(lab: &mut Lab, p: &Programs<'_>) -> Result<Report, String> {
+pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report, String> {
     let (cl, rt, a, b) = (lab.ns("cl"), lab.ns("rt"), lab.ns("a"), lab.ns("b"));
     let bes: Vec<String> = (1..=3).map(|i| lab.ns(&format!("be{i}"))).collect();
     // The router: a leg to the client, a bridge for the segment, an uplink to each appliance.
@@ -408,6 +416,9 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>) -> Result<Report, String> {
     lab.ip(&rt, "addr add 198.18.255.2/30 dev upa");
     lab.ip(&b, "addr add 198.18.255.5/30 dev up0");
     lab.ip(&rt, "addr add 198.18.255.6/30 dev upb");
+    // The appliances reach each other through the router (flow replication).
+    lab.ip(&a, "route add 198.18.255.4/30 via 198.18.255.2");
+    lab.ip(&b, "route add 198.18.255.0/30 via 198.18.255.6");
     for (k, v) in [
         ("net.ipv4.ip_forward", "1"),
         ("net.ipv6.conf.all.forwarding", "1"),
@@ -437,10 +448,28 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>) -> Result<Report, String> {
     let _servers: Vec<_> =
         bes.iter().zip(["be1", "be2", "be3"]).map(|(ns, name)| backend(ns, name, stop.clone())).collect();
     let (cfg_a, cfg_b) = (dir.join("a.toml"), dir.join("b.toml"));
-    std::fs::write(&cfg_a, config("a", ("198.18.0.2", "2001:db8::2"), ("198.18.255.1", "198.18.255.2"), 50093))
-        .unwrap();
-    std::fs::write(&cfg_b, config("b", ("198.18.0.3", "2001:db8::3"), ("198.18.255.5", "198.18.255.6"), 50094))
-        .unwrap();
+    std::fs::write(
+        &cfg_a,
+        config(
+            "a",
+            ("198.18.0.2", "2001:db8::2"),
+            ("198.18.255.1", "198.18.255.2"),
+            50093,
+            replication.then_some("198.18.255.5"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg_b,
+        config(
+            "b",
+            ("198.18.0.3", "2001:db8::3"),
+            ("198.18.255.5", "198.18.255.6"),
+            50094,
+            replication.then_some("198.18.255.1"),
+        ),
+    )
+    .unwrap();
     let state_a = dir.join("a.state");
     let state_a = state_a.to_str().unwrap();
     let mut args_a = p.edgelbd.1.to_vec();
@@ -549,7 +578,16 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>) -> Result<Report, String> {
         }
     }
     let kill_to_traffic = steps[2].stall;
+    let mut log = String::new();
+    for n in ["a", "b"] {
+        for l in std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default().lines() {
+            if l.contains("replication") || l.contains("peer appliance") || l.contains("BGP session established") {
+                log += &format!("{n}: {l}\n");
+            }
+        }
+    }
     Ok(Report {
+        log,
         routes,
         spread,
         rx: (rx_a, rx_b),

@@ -160,6 +160,8 @@ pub struct Loaded {
     pub neighbor_timers: edgelb_dataplane::slowpath::neigh::Timers,
     /// VRRP virtual routers (`[[vrrp]]`).
     pub vrrp: Vec<edgelb_dataplane::slowpath::vrrp::RouterSpec>,
+    /// Flow replication with peer appliances (`[replication]`).
+    pub replication: Option<ReplicationConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +197,81 @@ struct File {
     services: Vec<Spanned<ServiceSection>>,
     #[serde(default)]
     vrrp: Vec<Spanned<vrrp::VrrpSection>>,
+    #[serde(default)]
+    replication: Option<Spanned<ReplicationSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicationSection {
+    listen: Spanned<String>,
+    peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    secret_file: Option<String>,
+    #[serde(default = "default_replication_rate")]
+    rate: u32,
+}
+
+fn default_replication_rate() -> u32 {
+    100_000
+}
+
+/// `[replication]`: new flows sent to the peer appliances, theirs installed here (see
+/// `controlplane::ha::replicate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// UDP address to receive the peers' flows on (and send from).
+    pub listen: std::net::SocketAddr,
+    /// The peer appliances' addresses.
+    pub peers: Vec<std::net::SocketAddr>,
+    /// The shared secret the datagrams are authenticated with (at least 16 bytes).
+    pub secret: Vec<u8>,
+    /// Records sent per second at most.
+    pub rate: u32,
+}
+
+fn replication(lines: &Lines<'_>, r: &Spanned<ReplicationSection>) -> Result<ReplicationConfig, FileError> {
+    let rs = r.get_ref();
+    let sock = |s: &Spanned<String>, field: String| {
+        s.get_ref().trim().parse::<std::net::SocketAddr>().map_err(|_| {
+            lines.err(s, field, format!("{:?} is not ADDRESS:PORT ([2001:db8::1]:7946 for IPv6)", s.get_ref()))
+        })
+    };
+    let listen = sock(&rs.listen, "replication.listen".into())?;
+    let peers = rs
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| sock(p, format!("replication.peers[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if peers.is_empty() {
+        return Err(lines.err(r, "replication.peers".into(), "at least one peer appliance"));
+    }
+    let secret = match (&rs.secret, &rs.secret_file) {
+        (Some(s), None) => s.as_bytes().to_vec(),
+        (None, Some(f)) => std::fs::read(f)
+            .map(|mut b| {
+                while b.last().is_some_and(u8::is_ascii_whitespace) {
+                    b.pop();
+                }
+                b
+            })
+            .map_err(|e| lines.err(r, "replication.secret_file".into(), format!("{f}: {e}")))?,
+        _ => return Err(lines.err(r, "replication.secret".into(), "give secret or secret_file (one of them)")),
+    };
+    if secret.len() < 16 {
+        return Err(lines.err(r, "replication.secret".into(), format!("{} bytes: at least 16", secret.len())));
+    }
+    if !(100..=10_000_000).contains(&rs.rate) {
+        return Err(lines.err(
+            r,
+            "replication.rate".into(),
+            format!("{}: 100 to 10000000 records per second", rs.rate),
+        ));
+    }
+    Ok(ReplicationConfig { listen, peers, secret, rate: rs.rate })
 }
 
 #[derive(Debug, Deserialize)]
@@ -700,6 +777,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
     let (api, api_tls, metrics) = listeners(&lines, &file)?;
     let neighbor_timers = neighbor_timers(&lines, file.neighbor_table.as_ref())?;
     let vrrp = vrrp::routers(&lines, &file)?;
+    let replication = file.replication.as_ref().map(|r| replication(&lines, r)).transpose()?;
     let kubernetes = file.kubernetes.as_ref().map(|k| kubernetes(&lines, k)).transpose()?;
     let bgp_listen_port = file.bgp.as_ref().map_or(0, |b| b.get_ref().listen_port);
     let (bgp, bgp_peers) = match &file.bgp {
@@ -724,6 +802,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         kubernetes,
         neighbor_timers,
         vrrp,
+        replication,
     })
 }
 

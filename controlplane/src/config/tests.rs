@@ -267,3 +267,21 @@ fn at_most_seven_addresses_per_port() {
     let e = parse(&eight).unwrap_err();
     assert!(e.message.contains("at most 7 per port"), "{e}");
 }
+
+#[test]
+fn replication_section() {
+    let with = |t: &str| format!("{EXAMPLE}\n[replication]\n{t}");
+    let r = parse(&with("listen = \"198.18.255.1:7946\"\npeers = [\"198.18.255.5:7946\", \"[2001:db8::5]:7946\"]\nsecret = \"0123456789abcdef\"\n"))
+        .unwrap()
+        .replication
+        .unwrap();
+    assert_eq!((r.peers.len(), r.secret.len(), r.rate), (2, 16, 100_000));
+    let e = parse(&with("listen = \"198.18.255.1:7946\"\npeers = [\"198.18.255.5:7946\"]\nsecret = \"short\"\n"))
+        .unwrap_err();
+    assert_eq!(e.field, "replication.secret");
+    let e = parse(&with("listen = \"198.18.255.1\"\npeers = [\"198.18.255.5:7946\"]\nsecret = \"0123456789abcdef\"\n"))
+        .unwrap_err();
+    assert_eq!(e.field, "replication.listen");
+    let e = parse(&with("listen = \"198.18.255.1:7946\"\npeers = []\nsecret = \"0123456789abcdef\"\n")).unwrap_err();
+    assert_eq!(e.field, "replication.peers");
+}
