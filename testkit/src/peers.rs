@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 /// A BIRD 2 daemon in a namespace, with its control socket; killed and its files removed on drop.
 #[derive(Debug)]
 pub struct Bird {
+    /// Read once BIRD is up: a test that removes its directory first must not leave BIRD running.
+    pid: Option<String>,
     pidfile: PathBuf,
     sock: PathBuf,
     dir: PathBuf,
@@ -30,7 +32,15 @@ impl Bird {
             .output()
             .expect("bird (Debian bird2)");
         assert!(out.status.success(), "bird: {}", String::from_utf8_lossy(&out.stderr));
-        Bird { pidfile, sock, dir: dir.to_path_buf() }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let pid = loop {
+            match std::fs::read_to_string(&pidfile) {
+                Ok(p) if !p.trim().is_empty() => break Some(p.trim().to_string()),
+                _ if Instant::now() > deadline => break None,
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        Bird { pid, pidfile, sock, dir: dir.to_path_buf() }
     }
 
     /// `birdc` output of a command.
@@ -59,7 +69,8 @@ impl Bird {
 
 impl Drop for Bird {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+        let pid = self.pid.clone().or_else(|| std::fs::read_to_string(&self.pidfile).ok());
+        if let Some(pid) = pid {
             let _ = Command::new("kill").arg(pid.trim()).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
