@@ -19,8 +19,13 @@ use std::time::Duration;
 const EDGELBD: &str = env!("CARGO_BIN_EXE_edgelbd");
 const EDGELBCTL: &str = env!("CARGO_BIN_EXE_edgelbctl");
 
+/// One drill at a time: each runs two busy-polling appliances and a hundred client and server threads, and two at
+/// once on a 2-core machine starve BFD and the BGP sessions.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn drill(tag: &str, replication: bool) -> drill::Report {
     require_root();
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut lab = Lab::new(tag);
     let p = Programs { edgelbd: (EDGELBD, &[]), edgelbctl: (EDGELBCTL, &[]) };
     let r = drill::run(&mut lab, &p, replication).unwrap_or_else(|e| panic!("the drill: {e}"));

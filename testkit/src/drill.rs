@@ -1,6 +1,6 @@
 //! The failover drill of `tests/failover.rs` and `edgelb lab --ha`, on network namespaces with BIRD (Debian
 //! `bird2`): a router running BIRD with ECMP (`merge paths`) toward two appliances A and B, each announcing a
-//! dual-stack VIP over BGP with BFD (100 ms × 3); a client behind the router; three backends on the appliances'
+//! dual-stack VIP over BGP with BFD (200 ms × 3); a client behind the router; three backends on the appliances'
 //! segment, each holding the VIPs on its loopback (DSR-L2: replies go from the backends to the router). 50
 //! long-lived TCP connections (25 per family) each send a line every 100 ms and check the answer comes from the
 //! backend they started on; a new connection opens every 100 ms. Steps: (a) both appliances announce; (b) one backend
@@ -142,7 +142,7 @@ hold_time = 9
 connect_retry = 1
 next_hop_v4 = "{s4}"
 next_hop_v6 = "{s6}"
-bfd = {{ min_tx_ms = 100, min_rx_ms = 100, multiplier = 3 }}
+bfd = {{ min_tx_ms = 200, min_rx_ms = 200, multiplier = 3 }}
 
 [[service]]
 vip = "{VIP4}"
@@ -437,8 +437,8 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
         "router id 198.18.255.2;\nprotocol device { }\n\
          protocol kernel k4 { ipv4 { export all; }; merge paths on; }\n\
          protocol kernel k6 { ipv6 { export all; }; merge paths on; }\n\
-         protocol bfd {\n  interface \"upa\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };\n  \
-         interface \"upb\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };\n}\n\
+         protocol bfd {\n  interface \"upa\" { min rx interval 200 ms; min tx interval 200 ms; multiplier 3; };\n  \
+         interface \"upb\" { min rx interval 200 ms; min tx interval 200 ms; multiplier 3; };\n}\n\
          protocol bgp a {\n  local 198.18.255.2 as 65000;\n  neighbor 198.18.255.1 as 65001;\n  passive on;\n  \
          hold time 9;\n  bfd on;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n\
          protocol bgp b {\n  local 198.18.255.6 as 65000;\n  neighbor 198.18.255.5 as 65001;\n  passive on;\n  \
@@ -554,7 +554,17 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
     // (d) A returns (its drain of be1 kept in its state file): the flows that move back keep their backend.
     let t_d = Instant::now();
     let _a_again = start_a();
-    wait_bird(&bird, "A back in ECMP", 30, ecmp)?;
+    if let Err(e) = wait_bird(&bird, "A back in ECMP", 30, ecmp) {
+        let log = std::fs::read_to_string(dir.join("a.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        stop.store(true, Ordering::Relaxed);
+        return Err(format!(
+            "{e}\nBIRD's session with A:\n{}\nA's log (last lines):\n{}",
+            bird.show("show protocols all a"),
+            tail.join("\n")
+        ));
+    }
     let back = t_d.elapsed();
     std::thread::sleep(Duration::from_secs(4));
     let t_end = Instant::now();
