@@ -235,9 +235,7 @@ async fn sample_drops(store: Arc<Store>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        let st = crate::stats::stats(&store);
-        let mut totals: Vec<(String, u64)> = st.drops.iter().map(|d| (d.reason.clone(), d.packets)).collect();
-        totals.extend(st.counters.iter().filter(|c| c.name == "packets_untracked").map(|c| (c.name.clone(), c.value)));
+        let totals = crate::stats::drop_totals(&crate::stats::stats(&store));
         store.sample_drops(std::time::Instant::now(), totals);
     }
 }

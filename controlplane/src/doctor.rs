@@ -386,8 +386,6 @@ pub fn describe(e: &StoreEvent) -> String {
             format!("BGP peer {peer} {state}{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })
         }
         StoreEvent::VrrpState { router, state, reason } => format!("VRRP router {router} {state} ({reason})"),
-        #[allow(unreachable_patterns)]
-        other => format!("{other:?}"),
     }
 }
 
@@ -527,8 +525,7 @@ pub async fn gather(store: &Store, vip: IpAddr, wait: Duration) -> Facts {
                 }
             })
             .collect();
-    let mut totals: Vec<(String, u64)> = stats.drops.iter().map(|d| (d.reason.clone(), d.packets)).collect();
-    totals.extend(stats.counters.iter().filter(|c| c.name == "packets_untracked").map(|c| (c.name.clone(), c.value)));
+    let totals = crate::stats::drop_totals(&stats);
     let t = Instant::now();
     let (since, before) = store.drops_a_minute_ago(t).unwrap_or((t, Vec::new()));
     f.window = t.duration_since(since);

@@ -15,6 +15,14 @@ pub fn stats(store: &Store) -> v1::Stats {
     v1::Stats { config_apply_failures: store.apply_failures(), ..stats_of(store.version(), &cfg, &workers) }
 }
 
+/// Drop totals by reason, and `packets_untracked` (a full flow table's sign): what `edgelbctl doctor` compares over
+/// the last minute, and what the control plane samples for it.
+pub fn drop_totals(st: &v1::Stats) -> Vec<(String, u64)> {
+    let mut t: Vec<(String, u64)> = st.drops.iter().map(|d| (d.reason.clone(), d.packets)).collect();
+    t.extend(st.counters.iter().filter(|c| c.name == "packets_untracked").map(|c| (c.name.clone(), c.value)));
+    t
+}
+
 /// Packets, bytes, new flows and flows tracked now of one service or backend, summed over the workers.
 fn sum<'a>(
     workers: &'a [WorkerStats],

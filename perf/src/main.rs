@@ -211,7 +211,7 @@ fn replicate_out(
     let k = key(b"edgelb-perf replication key");
     let t0 = Instant::now();
     let mut out = Outbox::new(1, 10_000_000, 1 << 20, t0);
-    let (mut datagrams, mut bytes) = (0u64, 0usize);
+    let mut datagrams = 0u64;
     while !done.load(std::sync::atomic::Ordering::Relaxed) {
         let mut any = false;
         for q in queues {
@@ -220,15 +220,11 @@ fn replicate_out(
                 any = true;
             }
         }
-        for d in out.due(Instant::now(), &k) {
-            datagrams += 1;
-            bytes += d.len();
-        }
+        datagrams += out.due(Instant::now(), &k).len() as u64;
         if !any {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
-    let _ = bytes;
     (out.sent, datagrams, thread_cpu_seconds(), t0.elapsed().as_secs_f64())
 }
 

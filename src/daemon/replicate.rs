@@ -37,6 +37,8 @@ pub(super) struct Replicator {
     pub(super) queue_full: u64,
     /// Bulk sends answered (hellos from peers).
     pub(super) bulk: u64,
+    /// Datagrams from addresses that are not peers (dropped unread).
+    strangers: u64,
     buf: Vec<u8>,
 }
 
@@ -59,6 +61,7 @@ impl Replicator {
             received: 0,
             queue_full: 0,
             bulk: 0,
+            strangers: 0,
             buf: vec![0; 2048],
         })
     }
@@ -98,12 +101,11 @@ impl Replicator {
                 Err(_) => break,
             };
             if !self.peers.contains(&from) {
-                // Only the configured peers: anything else is counted with the refused.
-                self.inbox.refused[0] += 1;
+                // Only the configured peers: anything else is counted and dropped unread.
+                self.strangers += 1;
                 continue;
             }
-            let d = self.buf[..n].to_vec();
-            match self.inbox.accept(&d, &self.key) {
+            match self.inbox.accept(&self.buf[..n], &self.key) {
                 Ok((_, Message::Flows(records))) => {
                     for r in records {
                         self.received += 1;
@@ -214,13 +216,14 @@ impl Replicator {
             .map(|(r, n)| format!("{} {n}", r.name()))
             .collect();
         format!(
-            "sent {} flows ({} dropped at the bound), received {} ({} lost to full worker queues), {} datagrams accepted, refused: {}, bulk sends {}",
+            "sent {} flows ({} dropped at the bound), received {} ({} lost to full worker queues), {} datagrams accepted, refused: {}, from strangers {}, bulk sends {}",
             self.outbox.sent,
             self.outbox.dropped,
             self.received,
             self.queue_full,
             self.inbox.accepted,
             if refused.is_empty() { "none".into() } else { refused.join(", ") },
+            self.strangers,
             self.bulk
         )
     }

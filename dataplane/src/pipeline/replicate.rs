@@ -94,10 +94,10 @@ impl Pipeline {
     }
 
     fn install<K: FamilyKey>(&mut self, cfg: &DataplaneConfig, r: &FlowRecord, now: u32) -> Result<(), Refused> {
-        let Classified::Service(si) = cfg.classify(&r.dst, r.proto, r.dport) else {
-            // An all-ports service is found by port 0.
-            let Classified::Service(si) = cfg.classify(&r.dst, r.proto, 0) else { return Err(Refused::NoService) };
-            return self.install_in::<K>(cfg, &cfg.services[si as usize], r, now);
+        // The service on the VIP's port, else an all-ports one (port 0).
+        let si = match (cfg.classify(&r.dst, r.proto, r.dport), cfg.classify(&r.dst, r.proto, 0)) {
+            (Classified::Service(si), _) | (_, Classified::Service(si)) => si,
+            _ => return Err(Refused::NoService),
         };
         self.install_in::<K>(cfg, &cfg.services[si as usize], r, now)
     }
