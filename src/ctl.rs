@@ -684,6 +684,7 @@ async fn flow_query(c: &mut Client, client: SocketAddr, key: v1::ServiceKey, jso
         print_json(&serde_json::json!({
             "matched": r.matched, "backend": r.backend_address, "backend_port": r.backend_port,
             "tracked": r.tracked, "worker": r.worker,
+            "fresh_backend": r.fresh_backend_address, "fresh_backend_port": r.fresh_backend_port,
         }));
     } else if r.matched {
         out!(
@@ -694,6 +695,14 @@ async fn flow_query(c: &mut Client, client: SocketAddr, key: v1::ServiceKey, jso
             if r.tracked { "tracked flow" } else { "new flow: Maglev/affinity would pick it" },
             r.worker
         );
+        if r.tracked && (&r.fresh_backend_address, r.fresh_backend_port) != (&r.backend_address, r.backend_port) {
+            let to = if r.fresh_backend_address.is_empty() {
+                "nowhere (no active backend)".to_string()
+            } else {
+                format!("{}:{}", r.fresh_backend_address, r.fresh_backend_port)
+            };
+            out!("  without this state (another appliance, no flow sync) Maglev would send it to {to}");
+        }
     } else {
         out!("{client} -> {}: no service matches", show_key(&key.vip, key.protocol, key.port));
     }

@@ -232,6 +232,7 @@ port = 8080
     assert_eq!(by_backend.as_array().unwrap().len(), flows.len());
     let q = json(&lb, &["flow", "query", flows[0]["client"].as_str().unwrap(), "198.19.0.1:80/tcp"]);
     assert_eq!((q["tracked"].as_bool(), q["backend"].as_str()), (Some(true), Some("198.18.0.11")), "{q}");
+    assert_eq!(q["fresh_backend"].as_str(), Some("198.18.0.11"), "one backend: Maglev without state picks it too: {q}");
     println!("{}", ok(&lb, &["flow", "list"]));
 
     // Ports: the file's one port, named, with the SYNs counted.

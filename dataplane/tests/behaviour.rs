@@ -143,6 +143,16 @@ fn draining_and_down() {
         let mut n = tcp(client(i), 3000, VIP.parse().unwrap(), 80, flags::SYN);
         send(&mut p, &drain, &mut n, 2);
         assert_eq!(dest(&n).0, backend(1), "a draining backend takes no new flows");
+        // The query names both: the tracked backend, and where Maglev sends the flow without this state (what an
+        // appliance without flow sync does with it after a failover).
+        let t = Tuple { src: client(i), dst: VIP.parse().unwrap(), proto: proto::TCP, sport: 1000, dport: 80 };
+        let q = p.query(&drain, &t, 2).unwrap();
+        let addr = |id: Option<u32>| {
+            let b = drain.backend(id?)?;
+            Some(IpAddr::V4(Ipv4Addr::new(b.addr[12], b.addr[13], b.addr[14], b.addr[15])))
+        };
+        assert!(q.tracked);
+        assert_eq!((addr(Some(q.backend)), addr(q.fresh)), (Some(backend(0)), Some(backend(1))), "{q:?}");
     }
     let (down, _) =
         builder.build(&model(Mode::Nat, &[(0, BackendState::Down), (1, BackendState::Active)], None)).unwrap();

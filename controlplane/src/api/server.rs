@@ -351,14 +351,25 @@ impl LoadBalancer for Api {
                 ..Default::default()
             }));
         };
-        let addr =
-            if b.v4 { IpAddr::from([b.addr[12], b.addr[13], b.addr[14], b.addr[15]]) } else { IpAddr::from(b.addr) };
+        let addr = |b: &edgelb_dataplane::snapshot::Backend| {
+            let a = if b.v4 {
+                IpAddr::from([b.addr[12], b.addr[13], b.addr[14], b.addr[15]])
+            } else {
+                IpAddr::from(b.addr)
+            };
+            (a.to_string(), u32::from(if b.port == 0 { dport } else { b.port }))
+        };
+        let (backend_address, backend_port) = addr(b);
+        let (fresh_backend_address, fresh_backend_port) =
+            q.fresh.and_then(|id| cfg.backend(id)).map(addr).unwrap_or_default();
         Ok(Response::new(v1::QueryFlowResponse {
             matched: true,
-            backend_address: addr.to_string(),
-            backend_port: u32::from(if b.port == 0 { dport } else { b.port }),
+            backend_address,
+            backend_port,
             tracked: q.tracked,
             worker: u32::from(worker),
+            fresh_backend_address,
+            fresh_backend_port,
         }))
     }
 

@@ -25,6 +25,9 @@ pub struct FlowQuery {
     pub backend: u32,
     /// True when the flow is tracked (the answer comes from the flow table), false when Maglev/affinity would decide.
     pub tracked: bool,
+    /// Where Maglev would send it without any state (an appliance that never saw the flow, with no flow sync): the
+    /// backend a failover without replication gives it. `None` when the service has no active backend.
+    pub fresh: Option<u32>,
 }
 
 /// Which tracked flows a listing wants.
@@ -189,18 +192,17 @@ impl Pipeline {
             let k = KeyV6::make(&s, &d, sport, dport, proto);
             (self.ct.v6.peek(&k, now).map(|e| e.value), k.hash())
         };
+        let maglev = |h: u64| svc.maglev.lookup(h).map(|i| svc.maglev_ids[i]);
+        let fresh = maglev(if svc.affinity_ms > 0 { affinity_hash(&s, svc.id) } else { h });
         if let Some(b) = tracked {
-            return Some(FlowQuery { backend: b, tracked: true });
+            return Some(FlowQuery { backend: b, tracked: true, fresh });
         }
-        let idx = if svc.affinity_ms > 0 {
+        if svc.affinity_ms > 0 {
             let k = AffinityKey { client: s, service: svc.id };
             if let Some(e) = self.affinity.peek(&k, now) {
-                return Some(FlowQuery { backend: e.value, tracked: false });
+                return Some(FlowQuery { backend: e.value, tracked: false, fresh });
             }
-            svc.maglev.lookup(affinity_hash(&s, svc.id))?
-        } else {
-            svc.maglev.lookup(h)?
-        };
-        Some(FlowQuery { backend: svc.maglev_ids[idx], tracked: false })
+        }
+        Some(FlowQuery { backend: fresh?, tracked: false, fresh })
     }
 }
