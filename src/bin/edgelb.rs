@@ -16,6 +16,7 @@
 //! lab runs inside namespaces: `edgelb lab-server NAME ADDR...` and `edgelb lab-client ADDR COUNT`.
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use edgelb_testkit::drill::Mode;
 use edgelb_testkit::netns::{is_root, run, Lab};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -176,15 +177,21 @@ fn lab_ha() -> ExitCode {
         }
     };
     let p = edgelb_testkit::drill::Programs { edgelbd: (&me, &["daemon"]), edgelbctl: (&me, &["ctl"]) };
-    say!("edgelb lab --ha: a router (BIRD, ECMP) in front of appliances A and B, a client, three backends; 50 long-lived connections (25 per family) and a new one every 100 ms; about 20 s");
+    say!("edgelb lab --ha: appliances A and B in front of three backends, a client behind a router; 50 long-lived connections (25 per family) and a new one every 100 ms; four drills of about 25 s");
     let mut broken = 0;
-    for (tag, replication) in [("labha", false), ("labhr", true)] {
+    for (tag, mode, replication) in [
+        ("labha", Mode::Dsr, false),
+        ("labhr", Mode::Dsr, true),
+        ("labna", Mode::NatVrrp, false),
+        ("labnr", Mode::NatVrrp, true),
+    ] {
         let mut lab = Lab::new(tag);
         say!(
-            "\n== flow replication between the appliances {} ==",
+            "\n== {}; flow replication between the appliances {} ==",
+            mode.name(),
             if replication { "on ([replication])" } else { "off" }
         );
-        match edgelb_testkit::drill::run(&mut lab, &p, replication) {
+        match edgelb_testkit::drill::run(&mut lab, &p, mode, replication) {
             Ok(r) => {
                 if !replication {
                     say!("{}", r.routes.trim_end());

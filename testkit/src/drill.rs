@@ -1,12 +1,18 @@
-//! The failover drill of `tests/failover.rs` and `edgelb lab --ha`, on network namespaces with BIRD (Debian
-//! `bird2`): a router running BIRD with ECMP (`merge paths`) toward two appliances A and B, each announcing a
-//! dual-stack VIP over BGP with BFD (200 ms × 3); a client behind the router; three backends on the appliances'
-//! segment, each holding the VIPs on its loopback (DSR-L2: replies go from the backends to the router). 50
-//! long-lived TCP connections (25 per family) each send a line every 100 ms and check the answer comes from the
-//! backend they started on; a new connection opens every 100 ms. Steps: (a) both appliances announce; (b) one backend
-//! (be1) drains on both; (c) A is SIGKILLed; (d) A returns (its drain kept in its state file). [`Report`] has each
-//! step's figures: connections broken (apart from those on the drained backend, counted on their own), the longest
-//! stall a client saw, new-connection failures; and the times the router took to drop and take back A's routes.
+//! The failover drill of `tests/failover.rs` and `edgelb lab --ha`, on network namespaces: two appliances A and B in
+//! front of three backends, a client behind a router, and one of two ways to own the VIPs ([`Mode`]):
+//! - **DSR**: the router runs BIRD (Debian `bird2`) with ECMP (`merge paths`) toward A and B, each announcing a
+//!   dual-stack VIP over BGP with BFD (200 ms × 3); the backends share the appliances' segment and hold the VIPs on
+//!   their loopback (DSR-L2: replies go from the backends to the router).
+//! - **NAT with VRRP on both sides**: A (priority 150) and B (100) run four VRRPv3 virtual routers at 100 ms: the
+//!   VIPs on the router's segment and, on a second segment, the gateway addresses the backends route through, so
+//!   requests and NAT replies both pass the Master. The router reaches the VIPs on-link (ARP / NDP answered by the
+//!   Master from the virtual router MAC).
+//!
+//! 50 long-lived TCP connections (25 per family) each send a line every 100 ms and check the answer comes from the
+//! backend they started on; a new connection opens every 100 ms. Steps: (a) both appliances up; (b) one backend (be1)
+//! drains on both; (c) A is SIGKILLed; (d) A returns (its drain kept in its state file). [`Report`] has each step's
+//! figures: connections broken (apart from those on the drained backend, counted on their own), the longest stall a
+//! client saw, new-connection failures; and the times B took to take A's traffic and A to take its share back.
 
 use crate::daemon::Edgelbd;
 use crate::netns::{in_netns, Lab, Reaped};
@@ -30,10 +36,31 @@ pub struct Programs<'a> {
     pub edgelbctl: (&'a str, &'a [&'a str]),
 }
 
+/// How the appliances own the VIPs, and which way the backends' replies go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// BGP (ECMP, BFD) toward both appliances; DSR-L2 backends answer the router directly.
+    Dsr,
+    /// VRRP on the router's side (VIPs) and the backends' side (their gateway); NAT through the Master.
+    NatVrrp,
+}
+
+impl Mode {
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dsr => "DSR-L2, BGP ECMP + BFD",
+            Self::NatVrrp => "NAT, VRRP on both sides",
+        }
+    }
+}
+
 /// What the drill measured.
 #[derive(Debug)]
 pub struct Report {
-    /// The router's routes to the VIPs with both appliances up.
+    /// The mode it ran in.
+    pub mode: Mode,
+    /// How the router reached the VIPs with both appliances up (its ECMP routes; or the virtual routers' states).
     pub routes: String,
     /// Long-lived connections per backend.
     pub spread: std::collections::BTreeMap<String, usize>,
@@ -43,14 +70,19 @@ pub struct Report {
     pub new_to_drained: usize,
     /// The four steps.
     pub steps: [Step; 4],
-    /// From the kill until BIRD dropped A's routes.
+    /// From the kill until B had A's share: BIRD dropped A's routes (DSR), B was Master of all four (NAT).
     pub withdrawn_after: Duration,
-    /// From A's restart until its routes were back in ECMP.
+    /// From A's restart until it had its share again: its routes back in ECMP (DSR), Master again (NAT).
     pub back_after: Duration,
     /// The longest stall after the kill: how long until the flows A carried flowed through B.
     pub kill_to_traffic: Duration,
     /// Each broken connection: family, backend, when, why.
     pub broken: Vec<String>,
+    /// Long-lived connections on a backend that stayed (not be1) which Maglev's table without be1 sends elsewhere:
+    /// each breaks if it changes appliance without its state (B answered `edgelbctl flow query` for each after the
+    /// drain; its `fresh` pick is what an appliance that never saw the flow chooses). Maglev keeps most of a
+    /// remaining backend's slots when one leaves, not all.
+    pub would_move: usize,
     /// The appliances' log lines about replication and BGP sessions.
     pub log: String,
 }
@@ -59,21 +91,26 @@ impl Report {
     /// The figures as a table.
     pub fn table(&self) -> String {
         let mut t = String::from(
-            "step                 broken  broken on be1 (drained)  longest stall  new connections failed\n",
+            "step                 broken  broken on be1 (drained)  broken, moved by Maglev  longest stall  new connections failed\n",
         );
         for s in &self.steps {
             t += &format!(
-                "{:<20} {:>6}  {:>23}  {:>10.0} ms  {:>3} of {}\n",
+                "{:<20} {:>6}  {:>23}  {:>23}  {:>10.0} ms  {:>3} of {}\n",
                 s.name,
                 s.broken.0,
                 s.broken.1,
+                s.moved,
                 s.stall.as_secs_f64() * 1000.0,
                 s.new_failed.0,
                 s.new_failed.1
             );
         }
+        let (gone, back) = match self.mode {
+            Mode::Dsr => ("BIRD dropped its routes", "A back in ECMP"),
+            Mode::NatVrrp => ("B Master of the VIPs and gateways", "A Master again"),
+        };
         t += &format!(
-            "A killed: BIRD dropped its routes after {} ms; traffic through B after at most {} ms; A back in ECMP after {} ms\n",
+            "A killed: {gone} after {} ms; traffic through B after at most {} ms; {back} after {} ms\n",
             self.withdrawn_after.as_millis(),
             self.kill_to_traffic.as_millis(),
             self.back_after.as_millis()
@@ -82,44 +119,90 @@ impl Report {
             "(a) long-lived connections per backend: {:?}; packets received by A {}, by B {}\n",
             self.spread, self.rx.0, self.rx.1
         );
+        t += &format!(
+            "(b) after the drain Maglev sends {} of the connections on be2 and be3 elsewhere ('moved by Maglev' if they change appliance without their state)\n",
+            self.would_move
+        );
         t
-    }
-}
-
-/// Wait (bounded) until BIRD's routes satisfy `ok`.
-fn wait_bird(bird: &Bird, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r = bird.show("show route all");
-        if ok(&r) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("BIRD never showed {what}:\n{r}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Long-lived connections per family.
 const LONG: usize = 25;
 
-/// An appliance's config: its segment addresses (the routes' next hops), its uplink to the router.
-fn config(name: &str, seg: (&str, &str), up: (&str, &str), api: u16, replicate_to: Option<&str>) -> String {
-    let replication = replicate_to.map_or_else(String::new, |peer| {
+/// The `[replication]` table toward `peer` from the uplink address `local`, if any.
+fn replication(local: &str, peer: Option<&str>) -> String {
+    peer.map_or_else(String::new, |peer| {
         format!(
-            "\n[replication]\nlisten = \"{}:7946\"\npeers = [\"{peer}:7946\"]\nsecret = \"drill-secret-0123456789\"\n",
-            up.0
+            "\n[replication]\nlisten = \"{local}:7946\"\npeers = [\"{peer}:7946\"]\nsecret = \"drill-secret-0123456789\"\n"
         )
-    });
-    let backends = |fam6: bool| {
-        (1..=3)
-            .map(|i| {
-                let a = if fam6 { format!("2001:db8::1{i}") } else { format!("198.18.0.1{i}") };
-                format!("\n[[service.backend]]\naddress = \"{a}\"\nport = 80\n")
-            })
-            .collect::<String>()
+    })
+}
+
+/// The three backends of a service, on `net4` and `net6` (prefixes ending before the last number).
+fn backends(net: &str) -> String {
+    (1..=3).map(|i| format!("\n[[service.backend]]\naddress = \"{net}1{i}\"\nport = 80\n")).collect()
+}
+
+/// An appliance's config in NAT mode with VRRP: its front (the router's segment) and back (the backends') addresses,
+/// its VRRP priority, its uplink (flow replication goes over it).
+fn config_nat(front: (&str, &str), back: (&str, &str), priority: u8, up: &str, api: u16, peer: Option<&str>) -> String {
+    let router = |name: &str, port: &str, vrid: u8, vip: &str| {
+        format!(
+            "\n[[vrrp]]\nname = \"{name}\"\nport = \"{port}\"\nvrid = {vrid}\npriority = {priority}\n\
+             advert_interval_ms = 100\nvirtual_mac = true\nvips = [\"{vip}\"]\n"
+        )
     };
+    format!(
+        r#"gateways = ["198.18.0.1", "2001:db8::1"]
+
+[[port]]
+name = "lb0"
+driver = "afpacket"
+addresses = ["{f4}/24", "{f6}/64"]
+frames = 1024
+
+[[port]]
+name = "lb1"
+driver = "afpacket"
+addresses = ["{b4}/24", "{b6}/64"]
+frames = 1024
+
+[api]
+listen = "127.0.0.1:{api}"
+
+[[service]]
+vip = "{VIP4}"
+protocol = "tcp"
+port = 80
+mode = "nat"
+{s4}
+[[service]]
+vip = "{VIP6}"
+protocol = "tcp"
+port = 80
+mode = "nat"
+{s6}{r4}{r6}{g4}{g6}{replication}"#,
+        f4 = front.0,
+        f6 = front.1,
+        b4 = back.0,
+        b6 = back.1,
+        s4 = backends("198.18.2."),
+        s6 = backends("2001:db8:2::"),
+        r4 = router("front4", "lb0", 51, VIP4),
+        r6 = router("front6", "lb0", 52, VIP6),
+        g4 = router("gw4", "lb1", 61, GW4),
+        g6 = router("gw6", "lb1", 62, GW6),
+        replication = replication(up, peer),
+    )
+}
+
+/// The backends' gateway addresses in NAT mode, owned by the VRRP Master.
+const GW4: &str = "198.18.2.254";
+const GW6: &str = "2001:db8:2::fe";
+
+/// An appliance's config in DSR mode: its segment addresses (the routes' next hops), its uplink to the router.
+fn config_dsr(name: &str, seg: (&str, &str), up: (&str, &str), api: u16, peer: Option<&str>) -> String {
     format!(
         r#"[[port]]
 name = "lb0"
@@ -160,8 +243,9 @@ mode = "dsr_l2"
         s6 = seg.1,
         local = up.0,
         peer = up.1,
-        b4 = backends(false),
-        b6 = backends(true),
+        b4 = backends("198.18.0."),
+        b6 = backends("2001:db8::"),
+        replication = replication(up.0, peer),
     )
 }
 
@@ -212,6 +296,10 @@ struct Conn {
     answers: Vec<Instant>,
     /// When it broke, and why (an error, a timeout, another backend answering).
     broken: Option<(Instant, String)>,
+    /// Its client port.
+    port: u16,
+    /// The backend Maglev picks for it without state, once be1 drained (asked of B).
+    fresh: String,
 }
 
 fn vip_addr(fam6: bool) -> SocketAddr {
@@ -252,6 +340,7 @@ fn long_lived(cl: &str, fam6: bool, stop: Arc<AtomicBool>) -> (Arc<Mutex<Conn>>,
         };
         // A stall longer than this is a broken connection.
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.lock().unwrap().port = s.local_addr().map_or(0, |a| a.port());
         let mut s = BufReader::new(s);
         let end = Instant::now() + Duration::from_secs(180);
         let mut n = 0u64;
@@ -311,8 +400,10 @@ fn new_connections(cl: &str, stop: Arc<AtomicBool>) -> (NewConns, std::thread::J
 #[derive(Debug, Clone)]
 pub struct Step {
     pub name: &'static str,
-    /// Long-lived connections broken in the step: on other backends, on the drained one.
+    /// Long-lived connections broken in the step: on other backends (Maglev keeping them there), on the drained one.
     pub broken: (usize, usize),
+    /// Long-lived connections broken in the step on other backends that Maglev without be1 sends elsewhere.
+    pub moved: usize,
     /// The longest gap between two answers on one connection (or from the step's start to its first answer).
     pub stall: Duration,
     /// New connections that failed, of those started.
@@ -328,6 +419,7 @@ fn step(
     drained: &str,
 ) -> Step {
     let mut broken = (0, 0);
+    let mut moved = 0;
     let mut stall = Duration::ZERO;
     for c in conns {
         let c = c.lock().unwrap();
@@ -335,6 +427,8 @@ fn step(
             if *at >= from && *at < to {
                 if c.backend == drained {
                     broken.1 += 1
+                } else if c.fresh != c.backend {
+                    moved += 1
                 } else {
                     broken.0 += 1
                 }
@@ -350,7 +444,7 @@ fn step(
     let news = news.lock().unwrap();
     let in_step: Vec<_> = news.iter().filter(|(at, _, _)| *at >= from && *at < to).collect();
     let failed = in_step.iter().filter(|(_, _, r)| r.is_err()).count();
-    Step { name, broken, stall, new_failed: (failed, in_step.len()) }
+    Step { name, broken, moved, stall, new_failed: (failed, in_step.len()) }
 }
 
 impl Programs<'_> {
@@ -373,17 +467,62 @@ impl Programs<'_> {
             serde_json::from_str(&self.ctl(ns, api, &["-o", "json", "stats"])?).map_err(|e| e.to_string())?;
         Ok(v["rx"].as_u64().unwrap_or(0))
     }
+
+    /// How many of an appliance's virtual routers are Master (`None` while it does not answer).
+    fn masters(&self, ns: &str, api: u16) -> Option<usize> {
+        let v: serde_json::Value =
+            self.ctl(ns, api, &["-o", "json", "vrrp", "list"]).ok().and_then(|t| serde_json::from_str(&t).ok())?;
+        Some(v["routers"].as_array()?.iter().filter(|r| r["state"] == "Master").count())
+    }
 }
 
-/// Run the drill in `lab` (root; BIRD installed); everything it starts stops when it returns.
+/// Wait (bounded) until `ok`; `what` and `detail` (called once, at the timeout) name it in the error.
+fn wait_until(what: &str, secs: u64, ok: impl Fn() -> bool, detail: impl Fn() -> String) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        if Instant::now() > deadline {
+            return Err(format!("never {what} within {secs} s:\n{}", detail()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Run the drill in `lab` in `mode` (root; BIRD installed for DSR); everything it starts stops when it returns.
 ///
 /// # Errors
-/// A step that could not be set up or did not happen in time (the routes never converged, a connection never
-/// answered, edgelbctl refused).
-pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report, String> {
+/// A step that could not be set up or did not happen in time (the routes or the virtual routers never converged, a
+/// connection never answered, edgelbctl refused).
+pub fn run(lab: &mut Lab, p: &Programs<'_>, mode: Mode, replication: bool) -> Result<Report, String> {
+    let dir = std::env::temp_dir().join(format!("edgelb-{}-drill", lab.prefix()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    lab.own_file(dir.clone());
+    drill(lab, p, mode, replication, &dir).map_err(|e| {
+        let mut e = e;
+        for n in ["a", "b"] {
+            let log = std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            e += &format!("\n{}'s log (last lines):\n", n.to_uppercase());
+            for l in tail.into_iter().rev() {
+                e += l;
+                e.push('\n');
+            }
+        }
+        e
+    })
+}
+
+fn drill(
+    lab: &mut Lab,
+    p: &Programs<'_>,
+    mode: Mode,
+    replication: bool,
+    dir: &std::path::Path,
+) -> Result<Report, String> {
     let (cl, rt, a, b) = (lab.ns("cl"), lab.ns("rt"), lab.ns("a"), lab.ns("b"));
     let bes: Vec<String> = (1..=3).map(|i| lab.ns(&format!("be{i}"))).collect();
-    // The router: a leg to the client, a bridge for the segment, an uplink to each appliance.
+    // The router: a leg to the client, a bridge for the appliances' segment (br0), an uplink to each appliance. In
+    // NAT mode a second bridge (br1, no address of the router's) is the backends' segment.
     lab.veth(&cl, "cl0", &rt, "rc0");
     lab.ip(&cl, "addr add 198.18.10.10/24 dev cl0");
     lab.ip(&cl, "addr add 2001:db8:10::10/64 dev cl0 nodad");
@@ -399,16 +538,35 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
         lab.veth(ns, "lb0", &rt, leg);
         lab.ip(&rt, &format!("link set {leg} master br0"));
     }
+    let nat = mode == Mode::NatVrrp;
+    if nat {
+        lab.ip(&rt, "link add br1 type bridge mcast_snooping 0");
+        lab.ip(&rt, "link set br1 up");
+        for (ns, leg) in [(&a, "qa"), (&b, "qb")] {
+            lab.veth(ns, "lb1", &rt, leg);
+            lab.ip(&rt, &format!("link set {leg} master br1"));
+        }
+        // The VIPs are on the appliances' segment: resolved there, answered by the Master.
+        lab.ip(&rt, &format!("route add {VIP4}/32 dev br0"));
+        lab.ip(&rt, &format!("-6 route add {VIP6}/128 dev br0"));
+    }
     for (i, be) in bes.iter().enumerate() {
         let leg = format!("pbe{}", i + 1);
         lab.veth(be, "be0", &rt, &leg);
-        lab.ip(&rt, &format!("link set {leg} master br0"));
-        lab.ip(be, &format!("addr add 198.18.0.1{}/24 dev be0", i + 1));
-        lab.ip(be, &format!("addr add 2001:db8::1{}/64 dev be0 nodad", i + 1));
-        lab.ip(be, &format!("addr add {VIP4}/32 dev lo"));
-        lab.ip(be, &format!("addr add {VIP6}/128 dev lo"));
-        lab.ip(be, "route add default via 198.18.0.1");
-        lab.ip(be, "-6 route add default via 2001:db8::1");
+        lab.ip(&rt, &format!("link set {leg} master {}", if nat { "br1" } else { "br0" }));
+        if nat {
+            lab.ip(be, &format!("addr add 198.18.2.1{}/24 dev be0", i + 1));
+            lab.ip(be, &format!("addr add 2001:db8:2::1{}/64 dev be0 nodad", i + 1));
+            lab.ip(be, &format!("route add default via {GW4}"));
+            lab.ip(be, &format!("-6 route add default via {GW6}"));
+        } else {
+            lab.ip(be, &format!("addr add 198.18.0.1{}/24 dev be0", i + 1));
+            lab.ip(be, &format!("addr add 2001:db8::1{}/64 dev be0 nodad", i + 1));
+            lab.ip(be, &format!("addr add {VIP4}/32 dev lo"));
+            lab.ip(be, &format!("addr add {VIP6}/128 dev lo"));
+            lab.ip(be, "route add default via 198.18.0.1");
+            lab.ip(be, "-6 route add default via 2001:db8::1");
+        }
     }
     lab.veth(&a, "up0", &rt, "upa");
     lab.veth(&b, "up0", &rt, "upb");
@@ -428,48 +586,64 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
     ] {
         lab.sysctl(&rt, k, v);
     }
-    let dir = std::env::temp_dir().join(format!("edgelb-{}-drill", lab.prefix()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    lab.own_file(dir.clone());
-    let bird = Bird::start(
-        &rt,
-        &dir.join("bird"),
-        "router id 198.18.255.2;\nprotocol device { }\n\
-         protocol kernel k4 { ipv4 { export all; }; merge paths on; }\n\
-         protocol kernel k6 { ipv6 { export all; }; merge paths on; }\n\
-         protocol bfd {\n  interface \"upa\" { min rx interval 200 ms; min tx interval 200 ms; multiplier 3; };\n  \
-         interface \"upb\" { min rx interval 200 ms; min tx interval 200 ms; multiplier 3; };\n}\n\
-         protocol bgp a {\n  local 198.18.255.2 as 65000;\n  neighbor 198.18.255.1 as 65001;\n  passive on;\n  \
-         hold time 9;\n  bfd on;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n\
-         protocol bgp b {\n  local 198.18.255.6 as 65000;\n  neighbor 198.18.255.5 as 65001;\n  passive on;\n  \
-         hold time 9;\n  bfd on;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n",
-    );
+    let bird = (!nat).then(|| {
+        Bird::start(
+            &rt,
+            &dir.join("bird"),
+            "router id 198.18.255.2;\nprotocol device { }\n\
+             protocol kernel k4 { ipv4 { export all; }; merge paths on; }\n\
+             protocol kernel k6 { ipv6 { export all; }; merge paths on; }\n\
+             protocol bfd {\n  interface \"upa\" { min rx interval 200 ms; min tx interval 200 ms; multiplier 3; };\n  \
+             interface \"upb\" { min rx interval 200 ms; min tx interval 200 ms; multiplier 3; };\n}\n\
+             protocol bgp a {\n  local 198.18.255.2 as 65000;\n  neighbor 198.18.255.1 as 65001;\n  passive on;\n  \
+             hold time 9;\n  bfd on;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n\
+             protocol bgp b {\n  local 198.18.255.6 as 65000;\n  neighbor 198.18.255.5 as 65001;\n  passive on;\n  \
+             hold time 9;\n  bfd on;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n",
+        )
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let _servers: Vec<_> =
         bes.iter().zip(["be1", "be2", "be3"]).map(|(ns, name)| backend(ns, name, stop.clone())).collect();
     let (cfg_a, cfg_b) = (dir.join("a.toml"), dir.join("b.toml"));
-    std::fs::write(
-        &cfg_a,
-        config(
-            "a",
-            ("198.18.0.2", "2001:db8::2"),
-            ("198.18.255.1", "198.18.255.2"),
-            50093,
-            replication.then_some("198.18.255.5"),
+    let (api_a, api_b) = (50093, 50094);
+    let (text_a, text_b) = match mode {
+        Mode::Dsr => (
+            config_dsr(
+                "a",
+                ("198.18.0.2", "2001:db8::2"),
+                ("198.18.255.1", "198.18.255.2"),
+                api_a,
+                replication.then_some("198.18.255.5"),
+            ),
+            config_dsr(
+                "b",
+                ("198.18.0.3", "2001:db8::3"),
+                ("198.18.255.5", "198.18.255.6"),
+                api_b,
+                replication.then_some("198.18.255.1"),
+            ),
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        &cfg_b,
-        config(
-            "b",
-            ("198.18.0.3", "2001:db8::3"),
-            ("198.18.255.5", "198.18.255.6"),
-            50094,
-            replication.then_some("198.18.255.1"),
+        Mode::NatVrrp => (
+            config_nat(
+                ("198.18.0.2", "2001:db8::2"),
+                ("198.18.2.2", "2001:db8:2::2"),
+                150,
+                "198.18.255.1",
+                api_a,
+                replication.then_some("198.18.255.5"),
+            ),
+            config_nat(
+                ("198.18.0.3", "2001:db8::3"),
+                ("198.18.2.3", "2001:db8:2::3"),
+                100,
+                "198.18.255.5",
+                api_b,
+                replication.then_some("198.18.255.1"),
+            ),
         ),
-    )
-    .unwrap();
+    };
+    std::fs::write(&cfg_a, text_a).map_err(|e| e.to_string())?;
+    std::fs::write(&cfg_b, text_b).map_err(|e| e.to_string())?;
     let state_a = dir.join("a.state");
     let state_a = state_a.to_str().unwrap();
     let mut args_a = p.edgelbd.1.to_vec();
@@ -477,24 +651,36 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
     let start_a = || Edgelbd::new(p.edgelbd.0, &a, &cfg_a).args(&args_a).spawn(&dir.join("a.log"));
     let mut da: Option<Reaped> = Some(start_a());
     let _db = Edgelbd::new(p.edgelbd.0, &b, &cfg_b).args(p.edgelbd.1).spawn(&dir.join("b.log"));
-    let ecmp = |r: &str| {
-        let kernel = Command::new("ip").args(["netns", "exec", &rt, "ip", "route", "show", VIP4]).output().unwrap();
-        let kernel6 =
-            Command::new("ip").args(["netns", "exec", &rt, "ip", "-6", "route", "show", VIP6]).output().unwrap();
-        let (k4, k6) = (String::from_utf8_lossy(&kernel.stdout), String::from_utf8_lossy(&kernel6.stdout));
-        r.contains("198.19.0.1/32") && k4.matches("nexthop").count() == 2 && k6.matches("nexthop").count() == 2
-    };
-    wait_bird(&bird, "both appliances' routes, merged into ECMP", 30, ecmp)?;
     let show = |fam: &str, vip: &str| {
         let o = Command::new("ip").args(["netns", "exec", &rt, "ip", fam, "route", "show", vip]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let routes = format!("{}{}", show("-4", VIP4), show("-6", VIP6));
+    // Who carries the VIPs: with both up, with A gone, with A back (DSR: both in ECMP; NAT: A Master of all four
+    // virtual routers and B of none).
+    let ecmp = || {
+        bird.as_ref().is_some_and(|b| b.show("show route all").contains("198.19.0.1/32"))
+            && show("-4", VIP4).matches("nexthop").count() == 2
+            && show("-6", VIP6).matches("nexthop").count() == 2
+    };
+    let a_leads = || p.masters(&a, api_a) == Some(4) && p.masters(&b, api_b) == Some(0);
+    let both_up = || if nat { a_leads() } else { ecmp() };
+    let a_gone = || if nat { p.masters(&b, api_b) == Some(4) } else { !ecmp() };
+    let state = || match &bird {
+        Some(bird) => bird.show("show route all"),
+        None => format!(
+            "A: {}B: {}",
+            p.ctl(&a, api_a, &["vrrp", "list"]).unwrap_or_else(|e| e),
+            p.ctl(&b, api_b, &["vrrp", "list"]).unwrap_or_else(|e| e)
+        ),
+    };
+    let what_up = if nat { "A Master of the VIPs and gateways, B Backup" } else { "both appliances' routes in ECMP" };
+    wait_until(what_up, 30, both_up, state)?;
+    let routes = if nat { state() } else { format!("{}{}", show("-4", VIP4), show("-6", VIP6)) };
 
-    // (a) Both announce: connections spread over both appliances. New connections start first (the router's first
-    // packets toward each next hop wait for its neighbour resolution); the step starts once every long-lived
-    // connection has had an answer.
-    let (rx_a0, rx_b0) = (p.rx(&a, 50093)?, p.rx(&b, 50094)?);
+    // (a) Both up: connections spread over both appliances (DSR) or pass A (NAT). New connections start first (the
+    // router's first packets toward each next hop wait for its neighbour resolution); the step starts once every
+    // long-lived connection has had an answer.
+    let (rx_a0, rx_b0) = (p.rx(&a, api_a)?, p.rx(&b, api_b)?);
     let (news, news_t) = new_connections(&cl, stop.clone());
     std::thread::sleep(Duration::from_secs(1));
     let mut conns = Vec::new();
@@ -528,15 +714,49 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
         m
     };
     let spread = per_backend(&conns);
-    let (rx_a, rx_b) = (p.rx(&a, 50093)? - rx_a0, p.rx(&b, 50094)? - rx_b0);
+    let (rx_a, rx_b) = (p.rx(&a, api_a)? - rx_a0, p.rx(&b, api_b)? - rx_b0);
 
     // (b) Drain be1 on both appliances (A keeps it in its state file, for its return).
     let t_b = Instant::now();
-    for (ns, api) in [(&a, 50093), (&b, 50094)] {
-        p.ctl(ns, api, &["backend", "drain", &format!("{VIP4}:80/tcp"), "198.18.0.11:80"])?;
-        p.ctl(ns, api, &["backend", "drain", &format!("[{VIP6}]:80/tcp"), "[2001:db8::11]:80"])?;
+    let (be1_4, be1_6) =
+        if nat { ("198.18.2.11:80", "[2001:db8:2::11]:80") } else { ("198.18.0.11:80", "[2001:db8::11]:80") };
+    for (ns, api) in [(&a, api_a), (&b, api_b)] {
+        p.ctl(ns, api, &["backend", "drain", &format!("{VIP4}:80/tcp"), be1_4])?;
+        p.ctl(ns, api, &["backend", "drain", &format!("[{VIP6}]:80/tcp"), be1_6])?;
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // Where each connection goes on an appliance without its state, now that be1 left Maglev's table.
+    std::thread::scope(|sc| -> Result<(), String> {
+        let asked = sc.spawn(|| -> Result<(), String> {
+            for c in &conns {
+                let (fam6, port) = {
+                    let g = c.lock().unwrap();
+                    (g.family == "IPv6", g.port)
+                };
+                let (client, svc) = if fam6 {
+                    (format!("[2001:db8:10::10]:{port}"), format!("[{VIP6}]:80/tcp"))
+                } else {
+                    (format!("198.18.10.10:{port}"), format!("{VIP4}:80/tcp"))
+                };
+                let v: serde_json::Value =
+                    serde_json::from_str(&p.ctl(&b, api_b, &["-o", "json", "flow", "query", &client, &svc])?)
+                        .map_err(|e| e.to_string())?;
+                // be1 .. be3 end in 11 .. 13 in both families.
+                let fresh = v["fresh_backend"].as_str().unwrap_or_default();
+                let d = fresh.chars().last().ok_or(format!("B has no Maglev pick for {client}: {v}"))?;
+                c.lock().unwrap().fresh = format!("be{d}");
+            }
+            Ok(())
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        asked.join().map_err(|_| "the flow queries failed".to_string())?
+    })?;
+    let would_move = conns
+        .iter()
+        .filter(|c| {
+            let c = c.lock().unwrap();
+            c.backend != "be1" && c.fresh != c.backend
+        })
+        .count();
     let after_drain: Vec<_> =
         news.lock().unwrap().iter().filter(|(at, _, _)| *at > t_b + Duration::from_millis(300)).cloned().collect();
     let to_be1 = after_drain.iter().filter(|(_, _, r)| r.as_deref() == Ok("be1")).count();
@@ -547,23 +767,18 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
         let _ = d.0.kill();
         let _ = d.0.wait();
     }
-    wait_bird(&bird, "A's routes gone", 10, |r| !ecmp(r))?;
+    let what_gone = if nat { "B Master of all four virtual routers" } else { "A's routes gone" };
+    wait_until(what_gone, 10, a_gone, state)?;
     let detected = t_c.elapsed();
     std::thread::sleep(Duration::from_secs(4));
 
     // (d) A returns (its drain of be1 kept in its state file): the flows that move back keep their backend.
     let t_d = Instant::now();
     let _a_again = start_a();
-    if let Err(e) = wait_bird(&bird, "A back in ECMP", 30, ecmp) {
-        let log = std::fs::read_to_string(dir.join("a.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(25).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+    if let Err(e) = wait_until(if nat { "A Master again" } else { "A back in ECMP" }, 30, both_up, state) {
         stop.store(true, Ordering::Relaxed);
-        return Err(format!(
-            "{e}\nBIRD's session with A:\n{}\nA's log (last lines):\n{}",
-            bird.show("show protocols all a"),
-            tail.join("\n")
-        ));
+        let session = bird.as_ref().map_or_else(String::new, |b| b.show("show protocols all a"));
+        return Err(format!("{e}\n{session}"));
     }
     let back = t_d.elapsed();
     std::thread::sleep(Duration::from_secs(4));
@@ -575,7 +790,7 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
     let _ = news_t.join();
 
     let steps = [
-        step("(a) both announce", &conns, &news, t_a, t_b, "be1"),
+        step(if nat { "(a) A Master" } else { "(a) both announce" }, &conns, &news, t_a, t_b, "be1"),
         step("(b) be1 drains", &conns, &news, t_b, t_c, "be1"),
         step("(c) A killed", &conns, &news, t_c, t_d, "be1"),
         step("(d) A returns", &conns, &news, t_d, t_end, "be1"),
@@ -584,19 +799,27 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
     for c in &conns {
         let c = c.lock().map_err(|_| "a client thread failed")?;
         if let Some((at, why)) = &c.broken {
-            broken.push(format!("{} on {} at +{} ms: {why}", c.family, c.backend, at.duration_since(t_a).as_millis()));
+            broken.push(format!(
+                "{} :{} on {} (Maglev without state: {}) at +{} ms: {why}",
+                c.family,
+                c.port,
+                c.backend,
+                c.fresh,
+                at.duration_since(t_a).as_millis()
+            ));
         }
     }
     let kill_to_traffic = steps[2].stall;
     let mut log = String::new();
     for n in ["a", "b"] {
         for l in std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default().lines() {
-            if l.contains("replication") || l.contains("peer appliance") || l.contains("BGP session established") {
+            if ["replication", "peer appliance", "BGP session established", "VRRP"].iter().any(|w| l.contains(w)) {
                 log += &format!("{n}: {l}\n");
             }
         }
     }
     Ok(Report {
+        mode,
         log,
         routes,
         spread,
@@ -607,5 +830,6 @@ pub fn run(lab: &mut Lab, p: &Programs<'_>, replication: bool) -> Result<Report,
         back_after: back,
         kill_to_traffic,
         broken,
+        would_move,
     })
 }
