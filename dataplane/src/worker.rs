@@ -617,6 +617,7 @@ impl<P: Port> Worker<P> {
         }
         self.flush();
         self.pipeline.housekeeping(if total == 0 { SWEEP_IDLE } else { SWEEP_BUSY }, now);
+        self.pipeline.refresh_replicas(&cfg, now);
         if self.last_publish.elapsed() >= PUBLISH_EVERY {
             self.pipeline.sum_service_flows(&cfg);
             self.publish();

@@ -571,6 +571,7 @@ fn replicated_flows_keep_their_backend_on_another_appliance() {
     assert_eq!((kept, lost), (0, on_drained), "without replicas every flow of the drained backend moves");
     assert_eq!(b_with.counters.midflow_pickups, 0, "no pick-up: the flows were known");
     // A replica of a flow B tracks already is refused; so is one for a service B lacks.
+    let other = (0..3).map(backend).find(|b| *b != chosen[&0]).unwrap();
     let r = edgelb_dataplane::pipeline::replicate::FlowRecord {
         v4: true,
         proto: proto::TCP,
@@ -579,7 +580,7 @@ fn replicated_flows_keep_their_backend_on_another_appliance() {
         dst: addr16(VIP.parse().unwrap()),
         sport: 1000,
         dport: 80,
-        backend: addr16(backend(2)),
+        backend: addr16(other),
         backend_port: 8080,
     };
     assert_eq!(b_with.install_replica(&cfg2, &r, 4), Err(Refused::Known));
@@ -595,4 +596,66 @@ fn replicated_flows_keep_their_backend_on_another_appliance() {
     let mut b = tcp(client(7), 1000, VIP.parse().unwrap(), 80, flags::SYN);
     send(&mut f, &fcfg, &mut b, 1);
     assert!(fq.is_empty());
+}
+
+/// The periodic re-send: A queues each long-lived flow it tracks again once a third of the shorter timeout has
+/// passed (here 100 s of 300 s UDP and 900 s TCP established), spread over the following 50 s; B renews its copy's
+/// expiry, so a flow that only passes A stays known to B for as long as it runs. A B that took the records once
+/// forgets the flows when their timeout passes.
+#[test]
+fn replicated_flows_are_sent_again_while_they_live() {
+    let (cfg, _) = ConfigBuilder::new().build(&model(Mode::Nat, &active(3), None)).unwrap();
+    let q = Arc::new(crossbeam_queue::ArrayQueue::new(4096));
+    let mut a = pipeline();
+    a.set_replica_out(Some(q.clone()));
+    for i in 0..300 {
+        let mut b = tcp(client(i), 1000, VIP.parse().unwrap(), 80, flags::SYN);
+        assert_eq!(send(&mut a, &cfg, &mut b, 1), Verdict::Tx(0));
+        let mut b = tcp(client(i), 1000, VIP.parse().unwrap(), 80, flags::ACK);
+        assert_eq!(send(&mut a, &cfg, &mut b, 1), Verdict::Tx(0));
+    }
+    // A half-open flow is not sent again (its timeout is short; the peer has its SYN's record).
+    let mut half = tcp(client(999), 1000, VIP.parse().unwrap(), 80, flags::SYN);
+    send(&mut a, &cfg, &mut half, 1);
+    let (mut b_renewed, mut b_once) = (pipeline(), pipeline());
+    b_renewed.sync(&cfg);
+    b_once.sync(&cfg);
+    while let Some(r) = q.pop() {
+        b_renewed.install_replica(&cfg, &r, 2).unwrap();
+        b_once.install_replica(&cfg, &r, 2).unwrap();
+    }
+    // Within the first period nothing is sent again; at its end the pass starts, paced: none at once.
+    for now in [2, 50_000, 99_999, 100_001] {
+        a.refresh_replicas(&cfg, now);
+    }
+    assert_eq!(q.len(), 0, "nothing re-sent before the period or at the pass's first tick");
+    // 10 s into the pass a fifth of the slots is due, at most 1024 a call.
+    a.refresh_replicas(&cfg, 110_001);
+    assert!(a.counters.replicas_refresh_queued <= 1024, "{}", a.counters.replicas_refresh_queued);
+    for _ in 0..200 {
+        a.refresh_replicas(&cfg, 150_002);
+    }
+    assert_eq!(a.counters.replicas_refresh_queued, 300, "each established flow once, the half-open one not");
+    assert_eq!(q.len(), 300);
+    while let Some(r) = q.pop() {
+        b_renewed.install_replica(&cfg, &r, 150_003).unwrap();
+    }
+    assert_eq!(b_renewed.counters.replicas_refreshed, 300);
+    // Past the first records' expiry (tick 2 + 900 s): B renewed still knows every flow, B once none.
+    let now = 2 + 900_000 + 1;
+    let (mut known, mut forgotten) = (0, 0);
+    for i in 0..300 {
+        let t = Tuple { src: client(i), dst: VIP.parse().unwrap(), proto: proto::TCP, sport: 1000, dport: 80 };
+        known += usize::from(b_renewed.query(&cfg, &t, now).unwrap().tracked);
+        forgotten += usize::from(!b_once.query(&cfg, &t, now).unwrap().tracked);
+    }
+    assert_eq!((known, forgotten), (300, 300));
+    // The next pass starts a period after this one did (tick 100 001).
+    a.refresh_replicas(&cfg, 200_000);
+    a.refresh_replicas(&cfg, 200_001);
+    assert_eq!(a.counters.replicas_refresh_queued, 300);
+    for _ in 0..200 {
+        a.refresh_replicas(&cfg, 250_003);
+    }
+    assert_eq!(a.counters.replicas_refresh_queued, 600);
 }

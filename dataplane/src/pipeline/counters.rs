@@ -153,7 +153,11 @@ counters! {
     fragments_followed = "fragments_followed", "Non-first fragments that followed their first fragment.";
     replicas_queued = "flows_replicas_queued", "New flows queued for the peer appliances (flow replication).";
     replicas_queue_full = "flows_replicas_queue_full", "New flows not replicated: the outbound queue was full.";
+    replicas_refresh_queued = "flows_replicas_refresh_queued",
+        "Tracked flows queued again for the peers by the periodic re-send (keeps their copies alive).";
     replicas_installed = "flows_replicas_installed", "Flows a peer appliance replicated, installed here.";
+    replicas_refreshed = "flows_replicas_refreshed",
+        "A peer's flow tracked here already with the same backend and state (its periodic re-send): expiry renewed.";
     replicas_refused = "flows_replicas_refused",
         "Replicated flows not installed (no such service or backend here, full-NAT, known already, table full).";
     not_owner = "vip_packets_not_owner",

@@ -122,6 +122,8 @@ pub struct Pipeline {
     pub service_stats: Vec<ObjCounters>,
     /// New flows go here for the peer appliances (`None`: replication off).
     replica_out: Option<replicate::ReplicaQueue>,
+    /// The periodic re-send of tracked flows to the peers.
+    refresh: replicate::Refresh,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -152,6 +154,7 @@ impl Pipeline {
             backend_stats: Vec::new(),
             service_stats: Vec::new(),
             replica_out: None,
+            refresh: replicate::Refresh::default(),
         }
     }
 

@@ -50,6 +50,20 @@ pub enum Refused {
 /// A worker's outbound queue of new flows.
 pub type ReplicaQueue = Arc<ArrayQueue<FlowRecord>>;
 
+/// Most slots one [`Pipeline::refresh_replicas`] call visits (its cost between two bursts stays small).
+pub const REFRESH_SLOTS: u64 = 1024;
+
+/// Where the periodic re-send of a worker's flows stands.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Refresh {
+    /// Tick the last pass started (the first starts one period after the worker did).
+    started: u32,
+    /// The next slot: (in the IPv6 table, slot).
+    at: (bool, u32),
+    /// A pass is under way.
+    running: bool,
+}
+
 impl Pipeline {
     /// Put every new flow this worker records, and every change of a tracked flow's state, on `q` (`None`:
     /// replication off, the default).
@@ -79,6 +93,80 @@ impl Pipeline {
         }
     }
 
+    /// Re-send the long-lived flows this worker tracks (TCP established, UDP, other protocols; not full-NAT) once
+    /// every third of the shorter of their timeouts, so a peer's copy of a flow that only passes this appliance
+    /// never expires there while the flow runs. A pass over both tables is spread over half that period, at most
+    /// [`REFRESH_SLOTS`] slots a call: call it from the worker's loop (it does nothing without replication).
+    pub fn refresh_replicas(&mut self, cfg: &DataplaneConfig, now: u32) {
+        let Some(q) = &self.replica_out else { return };
+        let t = &cfg.timeouts_ms;
+        let period = (t.tcp_established.min(t.udp) / 3).max(1000);
+        let r = &mut self.refresh;
+        if !r.running {
+            if now.wrapping_sub(r.started) < period {
+                return;
+            }
+            *r = Refresh { started: now, at: (false, 0), running: true };
+        }
+        // Where the pass should be by now: all slots after half the period.
+        let (c4, c6) = (self.ct.v4.capacity() as u64, self.ct.v6.capacity() as u64);
+        let elapsed = u64::from(now.wrapping_sub(r.started));
+        let due = ((c4 + c6) * elapsed / u64::from(period / 2)).min(c4 + c6);
+        let done = if r.at.0 { c4 + u64::from(r.at.1) } else { u64::from(r.at.1) };
+        let scan = due.saturating_sub(done).min(REFRESH_SLOTS) as u32;
+        if scan == 0 {
+            return;
+        }
+        let counters = &mut self.counters;
+        let mut send = |v4: bool, key: ([u8; 16], [u8; 16], u16, u16, u8), e_value: u32, state: u8, flags: u8| {
+            let s = FlowState::from_u8(state);
+            if flags & F_FULLNAT != 0 || matches!(s, FlowState::Syn | FlowState::Closing) {
+                return;
+            }
+            let Some(b) = cfg.backend(e_value) else { return };
+            let rec = FlowRecord {
+                v4,
+                proto: key.4,
+                state,
+                src: key.0,
+                dst: key.1,
+                sport: key.2,
+                dport: key.3,
+                backend: b.addr,
+                backend_port: b.port,
+            };
+            if q.push(rec).is_ok() {
+                counters.replicas_refresh_queued += 1;
+            } else {
+                counters.replicas_queue_full += 1;
+            }
+        };
+        fn visit<K: FamilyKey>(
+            t: &FlowTable<K>,
+            v4: bool,
+            from: u32,
+            scan: u32,
+            now: u32,
+            send: &mut impl FnMut(bool, ([u8; 16], [u8; 16], u16, u16, u8), u32, u8, u8),
+        ) -> Option<u32> {
+            t.for_each_live_in(from, scan, now, |_, e| {
+                let k = &e.key;
+                send(v4, (k.src16(), k.dst16(), k.sport(), k.dport(), k.proto()), e.value, e.state, e.flags)
+            })
+        }
+        r.at = if !r.at.0 {
+            visit(&self.ct.v4, true, r.at.1, scan, now, &mut send).map_or((true, 0), |s| (false, s))
+        } else {
+            match visit(&self.ct.v6, false, r.at.1, scan, now, &mut send) {
+                Some(s) => (true, s),
+                None => {
+                    r.running = false;
+                    (false, 0)
+                }
+            }
+        };
+    }
+
     /// Install a peer's flow as an entry of this worker's table (and its reverse index for NAT), unless the flow is
     /// tracked here already. `now` is the worker's tick.
     ///
@@ -87,13 +175,15 @@ impl Pipeline {
     pub fn install_replica(&mut self, cfg: &DataplaneConfig, r: &FlowRecord, now: u32) -> Result<(), Refused> {
         let res = if r.v4 { self.install::<KeyV4>(cfg, r, now) } else { self.install::<KeyV6>(cfg, r, now) };
         match res {
-            Ok(()) => self.counters.replicas_installed += 1,
+            Ok(true) => self.counters.replicas_installed += 1,
+            Ok(false) => self.counters.replicas_refreshed += 1,
             Err(_) => self.counters.replicas_refused += 1,
         }
-        res
+        res.map(|_| ())
     }
 
-    fn install<K: FamilyKey>(&mut self, cfg: &DataplaneConfig, r: &FlowRecord, now: u32) -> Result<(), Refused> {
+    /// `Ok(true)`: installed, or a known flow's state changed; `Ok(false)`: the same again (its expiry renewed).
+    fn install<K: FamilyKey>(&mut self, cfg: &DataplaneConfig, r: &FlowRecord, now: u32) -> Result<bool, Refused> {
         // The service on the VIP's port, else an all-ports one (port 0).
         let si = match (cfg.classify(&r.dst, r.proto, r.dport), cfg.classify(&r.dst, r.proto, 0)) {
             (Classified::Service(si), _) | (_, Classified::Service(si)) => si,
@@ -108,7 +198,7 @@ impl Pipeline {
         svc: &Service,
         r: &FlowRecord,
         now: u32,
-    ) -> Result<(), Refused> {
+    ) -> Result<bool, Refused> {
         if svc.mode == Mode::FullNat {
             return Err(Refused::FullNat);
         }
@@ -123,11 +213,12 @@ impl Pipeline {
         let state = FlowState::from_u8(r.state);
         let table = K::table(&mut self.ct);
         if let Lookup::Hit(slot, e) = table.lookup(&key, h, now) {
-            // Known here: the same backend's changed state is taken (it established, or closes), any other record
-            // leaves this appliance's choice alone.
-            if e.value == b.id && e.state != state as u8 {
+            // Known here: the same backend's record is taken (a changed state: it established, or closes; the same
+            // state: the periodic re-send, which keeps the entry alive here while the flow runs through the other
+            // appliance), any other record leaves this appliance's choice alone.
+            if e.value == b.id {
                 table.touch(slot, state as u8, now.wrapping_add(state.timeout_ms(cfg)));
-                return Ok(());
+                return Ok(e.state != state as u8);
             }
             return Err(Refused::Known);
         }
@@ -146,6 +237,6 @@ impl Pipeline {
         if let Some(c) = self.backend_stats.get_mut(b.id as usize) {
             c.active_flows += 1;
         }
-        Ok(())
+        Ok(true)
     }
 }
