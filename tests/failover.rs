@@ -68,8 +68,24 @@ fn without_replication(tag: &str, mode: Mode) {
     }
 }
 
+/// A counter's value in B's replication metrics (the sum over its labels).
+fn metric(r: &drill::Report, name: &str) -> u64 {
+    r.replication_metrics
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn with_replication(tag: &str, mode: Mode) {
     let r = drill(tag, mode, true);
+    println!("B's replication metrics:\n{}", r.replication_metrics);
+    assert!(metric(&r, "edgelb_replication_records_sent_total") > 0, "B sent its flows");
+    assert!(metric(&r, "edgelb_replication_records_received_total") > 100, "B received A's flows");
+    assert!(metric(&r, "edgelb_flows_replicas_installed_total") > 100, "B installed A's flows");
+    assert_eq!(metric(&r, "edgelb_replication_peer_synced"), 1, "A sent B its flows when B started");
+    assert_eq!(metric(&r, "edgelb_replication_datagrams_refused_total"), 0, "no datagram refused");
+    assert_eq!(metric(&r, "edgelb_replication_records_lost_total"), 0, "no record lost to a full worker queue");
     for s in &r.steps {
         assert_eq!(s.broken.1, 0, "{}: connections on the drained backend broke despite replication", s.name);
         assert_eq!(s.moved, 0, "{}: connections Maglev moved broke despite replication", s.name);

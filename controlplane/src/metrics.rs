@@ -213,6 +213,9 @@ pub fn render(store: &Store) -> String {
     if !routers.is_empty() {
         vrrp(&mut reg, &routers, &refused);
     }
+    if let Some(r) = store.replication() {
+        replication(&mut reg, &r);
+    }
     let mut out = String::new();
     if encode(&mut out, &reg).is_err() {
         out.clear();
@@ -298,6 +301,50 @@ fn bfd(reg: &mut Registry, peers: &[(String, crate::bgp::session::Status)], drop
         "bfd_dropped_packets",
         "BFD control packets refused, by reason",
         dropped.iter().map(|(r, v)| (vec![("reason".to_string(), (*r).to_string())], *v)).collect(),
+    );
+}
+
+/// Flow replication between appliances: records each way, what was lost where, datagrams refused by reason, and per
+/// peer whether it has sent its flows since this appliance started.
+fn replication(reg: &mut Registry, r: &crate::store::ReplicationStatus) {
+    let none = Vec::new;
+    gauge(
+        reg,
+        "replication_peer_synced",
+        "1 once the peer appliance has sent every flow it tracks since this one started (its bulk send ended)",
+        r.peers.iter().map(|(p, s)| (vec![("peer".to_string(), p.clone())], i64::from(*s))).collect(),
+    );
+    counter(reg, "replication_records_sent", "Flow records sent to the peer appliances", vec![(none(), r.sent)]);
+    counter(
+        reg,
+        "replication_records_dropped",
+        "Flow records dropped before sending: more waiting than the bound while the rate held them back",
+        vec![(none(), r.dropped)],
+    );
+    counter(
+        reg,
+        "replication_records_received",
+        "Flow records received from peers and handed to the workers",
+        vec![(none(), r.received)],
+    );
+    counter(
+        reg,
+        "replication_records_lost",
+        "Received flow records lost to a full worker queue",
+        vec![(none(), r.queue_full)],
+    );
+    counter(reg, "replication_datagrams_accepted", "Replication datagrams accepted", vec![(none(), r.accepted)]);
+    counter(
+        reg,
+        "replication_datagrams_refused",
+        "Replication datagrams refused, by reason (stranger: not from a configured peer)",
+        r.refused.iter().map(|(k, v)| (vec![("reason".to_string(), (*k).to_string())], *v)).collect(),
+    );
+    counter(
+        reg,
+        "replication_bulk_sends",
+        "Times every tracked flow was sent to a peer appliance that started",
+        vec![(none(), r.bulk_sends)],
     );
 }
 
@@ -392,6 +439,37 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
         assert!(!text.contains("peer=\"gobgp\"} 1") && !text.contains("edgelb_bfd_session_up{peer=\"gobgp\""));
+    }
+
+    #[test]
+    fn replication_counters() {
+        let store = Store::new(edgelb_testkit::models::every_mode(1009)).unwrap();
+        assert!(!render(&store).contains("edgelb_replication"), "nothing without replication");
+        store.set_replication(crate::store::ReplicationStatus {
+            peers: vec![("198.18.255.5:7946".into(), true), ("198.18.255.9:7946".into(), false)],
+            sent: 1200,
+            dropped: 3,
+            received: 800,
+            queue_full: 2,
+            accepted: 40,
+            refused: vec![("authentication", 5), ("stranger", 7)],
+            bulk_sends: 1,
+        });
+        let text = render(&store);
+        for line in [
+            "edgelb_replication_peer_synced{peer=\"198.18.255.5:7946\"} 1",
+            "edgelb_replication_peer_synced{peer=\"198.18.255.9:7946\"} 0",
+            "edgelb_replication_records_sent_total{} 1200",
+            "edgelb_replication_records_dropped_total{} 3",
+            "edgelb_replication_records_received_total{} 800",
+            "edgelb_replication_records_lost_total{} 2",
+            "edgelb_replication_datagrams_accepted_total{} 40",
+            "edgelb_replication_datagrams_refused_total{reason=\"authentication\"} 5",
+            "edgelb_replication_datagrams_refused_total{reason=\"stranger\"} 7",
+            "edgelb_replication_bulk_sends_total{} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
     }
 
     #[test]

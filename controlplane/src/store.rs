@@ -172,6 +172,27 @@ pub struct DrainProgress {
 }
 
 /// The model, its version and the published snapshot.
+/// Flow replication between appliances, as the daemon's replicator counts it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationStatus {
+    /// Each peer, and whether it has sent its flows since this appliance started (answering its hello).
+    pub peers: Vec<(String, bool)>,
+    /// Flow records sent to the peers (each datagram goes to every peer).
+    pub sent: u64,
+    /// Records dropped before sending: more waiting than the bound while the rate held them back.
+    pub dropped: u64,
+    /// Records received from peers and handed to the workers.
+    pub received: u64,
+    /// Received records lost to a full worker queue.
+    pub queue_full: u64,
+    /// Datagrams accepted.
+    pub accepted: u64,
+    /// Datagrams refused, by reason (authentication, replay, length, ...; `stranger`: not from a peer).
+    pub refused: Vec<(&'static str, u64)>,
+    /// Bulk sends: every tracked flow sent to a peer that started.
+    pub bulk_sends: u64,
+}
+
 pub struct Store {
     inner: Mutex<Inner>,
     handle: ConfigHandle,
@@ -180,6 +201,7 @@ pub struct Store {
     ports: OnceLock<Vec<(String, String)>>,
     peers: Mutex<Vec<(String, crate::bgp::session::Status)>>,
     bfd_dropped: Mutex<Vec<(&'static str, u64)>>,
+    replication: Mutex<Option<ReplicationStatus>>,
     drain: Mutex<DrainInfo>,
     vrrp: Mutex<VrrpReport>,
     apply_failures: std::sync::atomic::AtomicU64,
@@ -453,6 +475,7 @@ impl Store {
             ports: OnceLock::new(),
             peers: Mutex::new(Vec::new()),
             bfd_dropped: Mutex::new(Vec::new()),
+            replication: Mutex::new(None),
             drain: Mutex::new(DrainInfo::default()),
             vrrp: Mutex::new(VrrpReport::default()),
             apply_failures: std::sync::atomic::AtomicU64::new(0),
@@ -603,6 +626,18 @@ impl Store {
         if let Ok(mut g) = self.bfd_dropped.lock() {
             *g = d;
         }
+    }
+
+    /// Flow replication's counters, as the daemon last reported them (`None`: replication off).
+    pub fn set_replication(&self, r: ReplicationStatus) {
+        if let Ok(mut g) = self.replication.lock() {
+            *g = Some(r);
+        }
+    }
+
+    /// Flow replication's counters (`None`: replication off).
+    pub fn replication(&self) -> Option<ReplicationStatus> {
+        self.replication.lock().ok().and_then(|g| g.clone())
     }
 
     /// BFD control packets refused, by reason.

@@ -32,6 +32,8 @@ pub(super) struct Replicator {
     /// Peers whose bulk send (the answer to our hello) has ended.
     bulk_from: HashSet<SocketAddr>,
     next_hello: Instant,
+    /// When the counters next go to the store (`/metrics`).
+    next_status: Instant,
     /// Flows received, by the worker queue they went to; dropped when that queue was full.
     pub(super) received: u64,
     pub(super) queue_full: u64,
@@ -58,6 +60,7 @@ impl Replicator {
             inbox: Inbox::default(),
             bulk_from: HashSet::new(),
             next_hello: now,
+            next_status: now,
             received: 0,
             queue_full: 0,
             bulk: 0,
@@ -74,6 +77,10 @@ impl Replicator {
         store: &Store,
         now: Instant,
     ) {
+        if now >= self.next_status {
+            self.next_status = now + Duration::from_secs(1);
+            store.set_replication(self.status());
+        }
         if now >= self.next_hello && !self.synced() {
             self.next_hello = now + Duration::from_secs(1);
             let seq = self.outbox.next_seq();
@@ -204,6 +211,23 @@ impl Replicator {
                 waited_ms = wait.as_millis() as u64,
                 "flow replication: not every peer answered (down, or not started yet); announcing anyway"
             );
+        }
+    }
+
+    /// The counters for `/metrics`.
+    pub(super) fn status(&self) -> edgelb_controlplane::store::ReplicationStatus {
+        let mut refused: Vec<(&'static str, u64)> =
+            edgelb_controlplane::ha::replicate::Refused::ALL.iter().map(|r| r.name()).zip(self.inbox.refused).collect();
+        refused.push(("stranger", self.strangers));
+        edgelb_controlplane::store::ReplicationStatus {
+            peers: self.peers.iter().map(|p| (p.to_string(), self.bulk_from.contains(p))).collect(),
+            sent: self.outbox.sent,
+            dropped: self.outbox.dropped,
+            received: self.received,
+            queue_full: self.queue_full,
+            accepted: self.inbox.accepted,
+            refused,
+            bulk_sends: self.bulk,
         }
     }
 

@@ -85,6 +85,8 @@ pub struct Report {
     pub would_move: usize,
     /// The appliances' log lines about replication and BGP sessions.
     pub log: String,
+    /// B's replication lines of `/metrics` at the end (`edgelb_replication_*`, `edgelb_flows_replicas_*`).
+    pub replication_metrics: String,
 }
 
 impl Report {
@@ -783,6 +785,20 @@ fn drill(
     let back = t_d.elapsed();
     std::thread::sleep(Duration::from_secs(4));
     let t_end = Instant::now();
+    // B's replication counters as Prometheus scrapes them (the metrics listener's default, in B's namespace).
+    let replication_metrics = in_netns(&b, || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&"127.0.0.1:9917".parse().unwrap(), Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\n\r\n")?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text)?;
+        Ok(text)
+    })
+    .map_err(|e| format!("B's /metrics: {e}"))?
+    .lines()
+    .filter(|l| l.starts_with("edgelb_replication") || l.starts_with("edgelb_flows_replicas"))
+    .map(|l| format!("{l}\n"))
+    .collect();
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -831,5 +847,6 @@ fn drill(
         kill_to_traffic,
         broken,
         would_move,
+        replication_metrics,
     })
 }
