@@ -65,6 +65,11 @@ pub(crate) struct Args {
     /// Measured seconds (0.1 to 600).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Instead of --seconds: stop after this many packets per worker (a fixed count, for instruction counts under
+    /// callgrind: `valgrind --tool=callgrind --toggle-collect='*measured_polls*' edgelb-perf --packets N` counts the
+    /// measured polls alone, warm-up and set-up excluded).
+    #[arg(long, value_name = "N")]
+    packets: Option<u64>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -163,7 +168,10 @@ fn main() {
         TableSizes { flows_v4: entries, flows_v6: 1024, affinity: 1024, fragments: 1024 }
     };
     let mut threads = Vec::new();
-    let queues: Vec<_> = (0..n).map(|_| Arc::new(crossbeam_queue::ArrayQueue::new(65_536))).collect();
+    // With a fixed packet count the queues hold every record (none lost however the threads are scheduled, as under
+    // callgrind, which runs one thread at a time).
+    let depth = a.packets.map_or(65_536, |p| (p as usize + per_core + per_core / 4).clamp(65_536, 1 << 22));
+    let queues: Vec<_> = (0..n).map(|_| Arc::new(crossbeam_queue::ArrayQueue::new(depth))).collect();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let replicator = a.replicate.then(|| {
         let (q, done) = (queues.clone(), done.clone());
@@ -176,7 +184,7 @@ fn main() {
         threads.push(std::thread::spawn(move || measure(core, handle, inboxes, barrier, w)));
     }
     let results: Vec<CoreResult> = threads.into_iter().filter_map(|t| t.join().ok()).collect();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    done.store(true, std::sync::atomic::Ordering::Release);
     report(&a, &results);
     if let Some(t) = replicator {
         if let Ok((records, datagrams, cpu, secs)) = t.join() {
@@ -201,8 +209,9 @@ fn main() {
 }
 
 /// The daemon's side of flow replication, without the socket: take the workers' records and encode them into
-/// authenticated datagrams, as fast as they come (no rate bound). Returns (records, datagrams, this thread's CPU
-/// seconds, wall seconds).
+/// authenticated datagrams, as fast as they come (no rate bound), until `done` and every queue is empty. Returns
+/// (records, datagrams, this thread's CPU seconds, wall seconds). Not inlined, so callgrind can count it alone.
+#[inline(never)]
 fn replicate_out(
     queues: &[edgelb_dataplane::pipeline::replicate::ReplicaQueue],
     done: &std::sync::atomic::AtomicBool,
@@ -212,7 +221,8 @@ fn replicate_out(
     let t0 = Instant::now();
     let mut out = Outbox::new(1, 10_000_000, 1 << 20, t0);
     let mut datagrams = 0u64;
-    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::Acquire);
         let mut any = false;
         for q in queues {
             while let Some(r) = q.pop() {
@@ -221,9 +231,20 @@ fn replicate_out(
             }
         }
         datagrams += out.due(Instant::now(), &k).len() as u64;
+        if finished && !any {
+            break;
+        }
         if !any {
             std::thread::sleep(Duration::from_micros(50));
         }
+    }
+    // What the rate still held back.
+    loop {
+        let d = out.due(Instant::now(), &k).len() as u64;
+        if d == 0 {
+            break;
+        }
+        datagrams += d;
     }
     (out.sent, datagrams, thread_cpu_seconds(), t0.elapsed().as_secs_f64())
 }
@@ -305,23 +326,38 @@ fn measure(
     worker.ports[0] = port;
     worker.reset_measurement();
     barrier.wait();
-    let deadline = Duration::from_secs_f64(a.seconds);
     let t = Instant::now();
-    let mut packets = 0u64;
-    loop {
-        for _ in 0..64 {
-            packets += worker.poll(&handle) as u64;
-        }
-        if t.elapsed() >= deadline {
-            break;
-        }
-    }
+    let packets = measured_polls(&mut worker, &handle, Duration::from_secs_f64(a.seconds), a.packets);
     let secs = t.elapsed().as_secs_f64();
     worker.publish();
     let stats = published.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
     // Count what was forwarded: with --cross a packet is processed twice (arrival, then its owner).
     let packets = if a.cross { stats.counters.tx } else { packets };
     CoreResult { core: pinned, packets, secs, stats, warmup_secs, table_bytes, backing: backing.to_string() }
+}
+
+/// The measured polls: until `deadline` passed, or (with `count`) until `count` packets went through. Not inlined,
+/// so callgrind can count it alone (`--toggle-collect='*measured_polls*'`).
+#[inline(never)]
+fn measured_polls(worker: &mut Worker<ReplayPort>, handle: &ConfigHandle, deadline: Duration, count: Option<u64>) -> u64 {
+    let t = Instant::now();
+    let mut packets = 0u64;
+    match count {
+        Some(n) => {
+            while packets < n {
+                packets += worker.poll(handle) as u64;
+            }
+        }
+        None => loop {
+            for _ in 0..64 {
+                packets += worker.poll(handle) as u64;
+            }
+            if t.elapsed() >= deadline {
+                break;
+            }
+        },
+    }
+    packets
 }
 
 #[cfg(feature = "dpdk")]
