@@ -133,7 +133,8 @@ fn a_real_prometheus_evaluates_every_dashboard_and_rule_expression() {
     std::fs::write(
         &cfg,
         format!(
-            "[[port]]\nname = \"lb0\"\ndriver = \"afpacket\"\naddresses = [\"198.18.0.1/24\"]\nframes = 256\n\n\
+            "[workers]\npolling = \"adaptive\"\n\n\
+             [[port]]\nname = \"lb0\"\ndriver = \"afpacket\"\naddresses = [\"198.18.0.1/24\"]\nframes = 256\n\n\
              [[port]]\nname = \"lb1\"\ndriver = \"afpacket\"\naddresses = [\"198.18.2.1/24\"]\nframes = 256\n\n\
              [api]\nenabled = false\n\n[metrics]\nlisten = \"127.0.0.1:19100\"\n\n\
              [bgp]\nlocal_as = 65001\nrouter_id = \"198.18.255.1\"\n\n\
@@ -219,6 +220,9 @@ fn a_real_prometheus_evaluates_every_dashboard_and_rule_expression() {
         log(),
         bird.show("show bfd sessions")
     );
+    // The worker polls adaptively here: between the probes it slept, and busy, idle and asleep add up.
+    let slept = query(&lb, "edgelb_worker_sleep_seconds_total > 0");
+    assert!(slept["data"]["result"].as_array().is_some_and(|r| !r.is_empty()), "an adaptive worker sleeps: {slept}");
     for (recording, e) in &rules {
         let v = query(&lb, e);
         assert_eq!(v["status"], "success", "{e}: {v}");

@@ -25,6 +25,14 @@ fn counter(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, u64)>)
     reg.register(name, help, f);
 }
 
+fn counter_f64(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, f64)>) {
+    let f = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).inc_by(v);
+    }
+    reg.register(name, help, f);
+}
+
 fn gauge(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, i64)>) {
     let f = Family::<Labels, Gauge>::default();
     for (l, v) in rows {
@@ -62,6 +70,22 @@ fn worker_gauges(reg: &mut Registry, workers: &[v1::WorkerStats]) {
         }
     }
     gauge(reg, "burst_latency_nanoseconds", "Time to process one burst, by worker (last interval)", lat);
+    let secs = |f: fn(&v1::WorkerStats) -> u64| -> Vec<(Labels, f64)> {
+        workers.iter().map(|x| (vec![("worker".into(), x.worker.to_string())], f(x) as f64 / 1e9)).collect()
+    };
+    counter_f64(reg, "worker_busy_seconds", "Time in polls that found packets, by worker", secs(|x| x.busy_ns));
+    counter_f64(
+        reg,
+        "worker_idle_seconds",
+        "Time in polls that found no packet, sleeps included, by worker",
+        secs(|x| x.idle_ns),
+    );
+    counter_f64(
+        reg,
+        "worker_sleep_seconds",
+        "Time asleep between polls (adaptive polling backing off), by worker",
+        secs(|x| x.sleep_ns),
+    );
     gauge(
         reg,
         "worker_stats_age_milliseconds",

@@ -106,6 +106,9 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
                 burst_ns_p99: w.burst_ns.value_at_quantile(0.99),
                 burst_ns_max: w.burst_ns.max(),
                 stats_age_ms: w.published.map_or(u64::MAX, |t| t.elapsed().as_millis() as u64),
+                busy_ns: w.busy_ns,
+                idle_ns: w.idle_ns,
+                sleep_ns: w.sleep_ns,
             })
             .collect(),
     }

@@ -62,6 +62,12 @@ pub struct WorkerStats {
     pub burst_ns: Histogram<u64>,
     /// Bursts processed.
     pub bursts: u64,
+    /// Nanoseconds in polls that found packets (receive, process, transmit).
+    pub busy_ns: u64,
+    /// Nanoseconds in polls that found none, sleeps included.
+    pub idle_ns: u64,
+    /// Nanoseconds asleep between polls ([`Polling::Adaptive`]), part of `idle_ns`.
+    pub sleep_ns: u64,
     /// Config generation in use.
     pub generation: u64,
     /// When the worker last published these (every [`PUBLISH_EVERY`] while it runs, busy or idle): a stale time is a
@@ -87,6 +93,9 @@ impl WorkerStats {
             ports: Vec::new(),
             burst_ns: new_histogram(),
             bursts: 0,
+            busy_ns: 0,
+            idle_ns: 0,
+            sleep_ns: 0,
             generation: 0,
             published: None,
         }
@@ -108,6 +117,51 @@ pub struct WorkerSetup<P: Port> {
     pub ports: Vec<P>,
     /// Table sizes.
     pub sizes: TableSizes,
+    /// How the worker polls when there is no traffic.
+    pub polling: Polling,
+}
+
+/// How a worker waits for packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polling {
+    /// Poll without pause: the lowest latency, a whole core at 100 % even without traffic.
+    Busy,
+    /// Back off when idle (as VPP's adaptive mode and DPDK's l3fwd-power do): after [`Polling::SPIN_POLLS`] empty
+    /// polls in a row the worker sleeps between polls, [`Polling::FIRST_SLEEP_US`] at first, doubling up to
+    /// `max_sleep_us`; the first packet returns it to busy polling. A packet arriving during a sleep waits for its
+    /// end (at most `max_sleep_us` plus the kernel's timer slack).
+    Adaptive {
+        /// The longest sleep, microseconds.
+        max_sleep_us: u32,
+    },
+}
+
+impl Default for Polling {
+    /// Busy: an appliance's workers own their cores, and a sleeping worker adds its wake-up to the latency (on a
+    /// VM, where an idle vCPU halts, milliseconds: `perf/polling.sh`).
+    fn default() -> Self {
+        Polling::Busy
+    }
+}
+
+impl Polling {
+    /// Empty polls in a row before the first sleep (tens of microseconds of spinning).
+    pub const SPIN_POLLS: u32 = 1024;
+    /// The first sleep, microseconds.
+    pub const FIRST_SLEEP_US: u32 = 10;
+    /// The default longest sleep, microseconds.
+    pub const DEFAULT_MAX_SLEEP_US: u32 = 200;
+
+    /// How long to sleep after `empty` empty polls in a row (`None`: poll again at once).
+    pub fn backoff(self, empty: u32) -> Option<Duration> {
+        let max = match self {
+            Polling::Busy => return None,
+            Polling::Adaptive { max_sleep_us } => max_sleep_us,
+        };
+        let past = empty.checked_sub(Self::SPIN_POLLS)?;
+        let us = Self::FIRST_SLEEP_US.saturating_mul(1u32 << past.min(16)).min(max);
+        Some(Duration::from_micros(u64::from(us)))
+    }
 }
 
 impl<P: Port> std::fmt::Debug for WorkerSetup<P> {
@@ -389,6 +443,7 @@ where
                     w.in_use = Some((in_use, signal));
                     w.held = Some(held_ring);
                     w.queries = Some(queries);
+                    w.polling = s.polling;
                     if let Some((out, inq)) = rq {
                         w.pipeline.set_replica_out(Some(out));
                         w.replicas_in = Some(inq);
@@ -475,6 +530,12 @@ pub struct Worker<P: Port> {
     held: Option<HeldRing<P::Buf>>,
     /// Flows the peer appliances replicated, to install between bursts.
     replicas_in: Option<ReplicaQueue>,
+    /// How [`Worker::run`] waits when idle.
+    pub polling: Polling,
+    /// Time in polls with packets, in polls without (sleeps included), asleep: nanoseconds.
+    busy_ns: u64,
+    idle_ns: u64,
+    sleep_ns: u64,
 }
 
 /// Replicated flows a worker installs per poll at most (so a peer's bulk send never stalls the packet path long).
@@ -517,6 +578,10 @@ impl<P: Port> Worker<P> {
             queries: None,
             held: None,
             replicas_in: None,
+            polling: Polling::Busy,
+            busy_ns: 0,
+            idle_ns: 0,
+            sleep_ns: 0,
         }
     }
 
@@ -527,10 +592,26 @@ impl<P: Port> Worker<P> {
     }
 
     fn run(&mut self, cfg: &ConfigHandle, stop: &AtomicBool) {
+        let mut empty = 0u32;
+        let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let n = self.poll(cfg);
-            if n == 0 {
-                std::hint::spin_loop();
+            let now = Instant::now();
+            let dt = now.duration_since(last).as_nanos() as u64;
+            last = now;
+            if n > 0 {
+                self.busy_ns += dt;
+                empty = 0;
+                continue;
+            }
+            self.idle_ns += dt;
+            empty = empty.saturating_add(1);
+            match self.polling.backoff(empty) {
+                Some(d) => {
+                    std::thread::sleep(d);
+                    self.sleep_ns += last.elapsed().as_nanos() as u64;
+                }
+                None => std::hint::spin_loop(),
             }
         }
         self.pipeline.sum_service_flows(&cfg.load());
@@ -745,6 +826,7 @@ impl<P: Port> Worker<P> {
         let _ = s.burst_ns.add(&self.hist);
         self.hist.reset();
         s.bursts = self.bursts;
+        (s.busy_ns, s.idle_ns, s.sleep_ns) = (self.busy_ns, self.idle_ns, self.sleep_ns);
         s.generation = self.generation;
         s.published = Some(self.last_publish);
     }
@@ -777,5 +859,27 @@ impl<P: Port> Worker<P> {
     /// Take one slow-path packet (tests and the slow-path thread).
     pub fn slow_path_pop(&self) -> Option<Handoff<P::Buf>> {
         self.slow.pop()
+    }
+}
+
+#[cfg(test)]
+mod polling_tests {
+    use super::Polling;
+    use std::time::Duration;
+
+    /// Busy never sleeps; adaptive spins SPIN_POLLS empty polls, then sleeps 10 µs, doubling up to its bound.
+    #[test]
+    fn backoff() {
+        assert_eq!(Polling::Busy.backoff(u32::MAX), None);
+        let a = Polling::Adaptive { max_sleep_us: 200 };
+        assert_eq!(a.backoff(Polling::SPIN_POLLS - 1), None);
+        let us = |n: u32| a.backoff(Polling::SPIN_POLLS + n).map(|d| d.as_micros());
+        assert_eq!(
+            (us(0), us(1), us(2), us(4), us(5), us(1000)),
+            (Some(10), Some(20), Some(40), Some(160), Some(200), Some(200))
+        );
+        assert_eq!(Polling::default().backoff(u32::MAX), None);
+        let d = Polling::Adaptive { max_sleep_us: Polling::DEFAULT_MAX_SLEEP_US };
+        assert_eq!(d.backoff(u32::MAX), Some(Duration::from_micros(200)));
     }
 }

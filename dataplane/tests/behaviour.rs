@@ -11,7 +11,7 @@ use edgelb_dataplane::wire::build::{frame, Segment};
 use edgelb_dataplane::wire::ipv4::Ipv4Packet;
 use edgelb_dataplane::wire::tcp::{flags, TcpPacket};
 use edgelb_dataplane::wire::{checksum, proto};
-use edgelb_dataplane::worker::{WorkerSetup, Workers};
+use edgelb_dataplane::worker::{Polling, WorkerSetup, Workers};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -260,8 +260,8 @@ fn workers_hand_off_across_threads() {
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 64, affinity: 64, fragments: 64 };
     let workers = Workers::spawn(
         vec![
-            WorkerSetup { worker: 0, core: Some(0), ports: vec![p0], sizes },
-            WorkerSetup { worker: 1, core: Some(1), ports: vec![p1], sizes },
+            WorkerSetup { worker: 0, core: Some(0), ports: vec![p0], sizes, polling: Polling::Busy },
+            WorkerSetup { worker: 1, core: Some(1), ports: vec![p1], sizes, polling: Polling::Busy },
         ],
         handle,
         1024,

@@ -11,7 +11,7 @@ use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::dpdk::{DeviceConfig, DpdkDevice, DpdkError, Eal, EalConfig, Mempool, RingPair};
 use edgelb_dataplane::port::mem;
 use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
-use edgelb_dataplane::worker::{self, WorkerSetup, Workers};
+use edgelb_dataplane::worker::{self, Polling, WorkerSetup, Workers};
 use golden_support::{load, model};
 use std::time::{Duration, Instant};
 
@@ -110,7 +110,13 @@ fn start_stop_restart_returns_every_mbuf() {
     for cycle in 0..3 {
         dev.start().unwrap();
         let workers = Workers::spawn(
-            vec![WorkerSetup { worker: 0, core: Some(0), ports: vec![dev.queue(0).unwrap()], sizes: SIZES }],
+            vec![WorkerSetup {
+                worker: 0,
+                core: Some(0),
+                ports: vec![dev.queue(0).unwrap()],
+                sizes: SIZES,
+                polling: Polling::Busy,
+            }],
             handle.clone(),
             256,
             256,
@@ -189,6 +195,7 @@ fn two_workers_own_one_queue_each_of_a_multi_queue_device() {
             core: Some(usize::from(w)),
             ports: vec![dev.queue(w).unwrap()],
             sizes: SIZES,
+            polling: Polling::Busy,
         })
         .collect();
     let workers = Workers::spawn(setups, handle, 256, 256);

@@ -15,7 +15,7 @@ use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use edgelb_dataplane::port::afxdp::AfXdpPort;
 use edgelb_dataplane::port::{buf_pool, BufPool, Port, BURST};
 use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
-use edgelb_dataplane::worker::{WorkerSetup, Workers};
+use edgelb_dataplane::worker::{Polling, WorkerSetup, Workers};
 use edgelb_testkit::netns::{in_netns, require_root, Lab};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -174,8 +174,12 @@ where
     let pool = buf_pool(3 * 2048 + 2 * BURST);
     let ports = in_netns(&lb, move || ["lb0", "lb1", "lb2"].iter().map(|i| open(i, pool.clone())).collect::<Vec<_>>());
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 64, affinity: 64, fragments: 64 };
-    let workers =
-        Workers::spawn(vec![WorkerSetup { worker: 0, core: None, ports, sizes }], ConfigHandle::new(cfg), 64, 64);
+    let workers = Workers::spawn(
+        vec![WorkerSetup { worker: 0, core: None, ports, sizes, polling: Polling::Busy }],
+        ConfigHandle::new(cfg),
+        64,
+        64,
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let (a1, a2) = if dsr { ("198.19.0.1:80", "198.19.0.1:80") } else { ("198.18.2.10:8080", "198.18.2.20:8080") };

@@ -11,7 +11,7 @@ use edgelb_controlplane::store::{Batch, Store};
 use edgelb_dataplane::model::Mode;
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::mem;
-use edgelb_dataplane::worker::{WorkerSetup, Workers};
+use edgelb_dataplane::worker::{Polling, WorkerSetup, Workers};
 use edgelb_perf::Scenario;
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ fn run(workers_n: usize, cores: &[core_affinity::CoreId], applies: usize) {
             peers.push(peer);
             // One worker: the last core, leaving the first to the applying thread. Several: one per core.
             let core = if workers_n == 1 { cores.last() } else { cores.get(w % cores.len().max(1)) }.map(|c| c.id);
-            WorkerSetup { worker: w as u16, core, ports: vec![port], sizes }
+            WorkerSetup { worker: w as u16, core, ports: vec![port], sizes, polling: Polling::Busy }
         })
         .collect();
     let workers = Workers::spawn(setups, store.handle(), 256, 256);

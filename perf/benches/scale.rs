@@ -11,7 +11,7 @@ use edgelb_controlplane::store::{Batch, Store};
 use edgelb_dataplane::model::{BackendSpec, BackendState, Mode, ServiceSpec};
 use edgelb_dataplane::pipeline::TableSizes;
 use edgelb_dataplane::port::mem;
-use edgelb_dataplane::worker::{WorkerSetup, WorkerView, Workers};
+use edgelb_dataplane::worker::{Polling, WorkerSetup, WorkerView, Workers};
 use edgelb_perf::{rss_kib, Scenario};
 use hdrhistogram::Histogram;
 use std::net::{IpAddr, Ipv4Addr};
@@ -97,8 +97,12 @@ fn main() {
     let (port, _peer) = mem::pair("m", 64);
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 1024, affinity: 1024, fragments: 1024 };
     let core = core_affinity::get_core_ids().unwrap_or_default().last().map(|c| c.id);
-    let workers =
-        Workers::spawn(vec![WorkerSetup { worker: 0, core, ports: vec![port], sizes }], store.handle(), 256, 256);
+    let workers = Workers::spawn(
+        vec![WorkerSetup { worker: 0, core, ports: vec![port], sizes, polling: Polling::Busy }],
+        store.handle(),
+        256,
+        256,
+    );
     let view = workers.view();
     store.attach_workers(view.clone());
     let rss_empty = rss_kib();

@@ -339,7 +339,12 @@ fn measure(
 /// The measured polls: until `deadline` passed, or (with `count`) until `count` packets went through. Not inlined,
 /// so callgrind can count it alone (`--toggle-collect='*measured_polls*'`).
 #[inline(never)]
-fn measured_polls(worker: &mut Worker<ReplayPort>, handle: &ConfigHandle, deadline: Duration, count: Option<u64>) -> u64 {
+fn measured_polls(
+    worker: &mut Worker<ReplayPort>,
+    handle: &ConfigHandle,
+    deadline: Duration,
+    count: Option<u64>,
+) -> u64 {
     let t = Instant::now();
     let mut packets = 0u64;
     match count {

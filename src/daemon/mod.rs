@@ -239,7 +239,13 @@ fn start(args: &Args) -> Result<(), DaemonError> {
                 }
             }
         }
-        setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: loaded.tables });
+        setups.push(WorkerSetup {
+            worker: w as u16,
+            core: *core,
+            ports,
+            sizes: loaded.tables,
+            polling: loaded.polling,
+        });
     }
     serve(args, loaded, setups, |f: &[u8]| Some(MemBuf::from_slice(f)))
 }
@@ -273,7 +279,13 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> Result<
     let mut setups = Vec::new();
     for (w, core) in cores.iter().enumerate() {
         let ports = devices.iter().filter_map(|d| d.queue(w as u16)).collect();
-        setups.push(WorkerSetup { worker: w as u16, core: *core, ports, sizes: loaded.tables });
+        setups.push(WorkerSetup {
+            worker: w as u16,
+            core: *core,
+            ports,
+            sizes: loaded.tables,
+            polling: loaded.polling,
+        });
     }
     let code = serve(args, loaded, setups, move |f: &[u8]| pool.alloc_from(f));
     for d in &devices {

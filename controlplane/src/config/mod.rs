@@ -140,6 +140,9 @@ pub struct Loaded {
     pub cores: Vec<usize>,
     /// Each worker's table sizes (`[workers] flows_v4`, `flows_v6`; the rest default).
     pub tables: edgelb_dataplane::pipeline::TableSizes,
+    /// How the workers wait when idle (`[workers] polling`, `max_sleep_us`; default busy; adaptive sleeps up to
+    /// 200 µs unless told).
+    pub polling: edgelb_dataplane::worker::Polling,
     /// EAL settings (defaults when the file has no `[dpdk]`).
     pub dpdk: DpdkSettings,
     /// Where the gRPC API listens (`None`: disabled). Default 127.0.0.1:50051.
@@ -585,6 +588,24 @@ struct WorkersSection {
     flows_v4: Option<usize>,
     #[serde(default)]
     flows_v6: Option<usize>,
+    #[serde(default)]
+    polling: Option<String>,
+    #[serde(default)]
+    max_sleep_us: Option<u32>,
+}
+
+/// `[workers] polling` ("busy", the default, or "adaptive") and `max_sleep_us` (adaptive only, 1 to 10000; 200).
+fn polling(w: &WorkersSection) -> Result<edgelb_dataplane::worker::Polling, FileError> {
+    use edgelb_dataplane::worker::Polling;
+    let err = |field: &str, message: String| FileError { line: None, field: format!("workers.{field}"), message };
+    match (w.polling.as_deref().unwrap_or("busy"), w.max_sleep_us) {
+        ("busy", None) => Ok(Polling::Busy),
+        ("busy", Some(_)) => Err(err("max_sleep_us", "only with polling = \"adaptive\"".into())),
+        ("adaptive", None) => Ok(Polling::Adaptive { max_sleep_us: Polling::DEFAULT_MAX_SLEEP_US }),
+        ("adaptive", Some(us)) if (1..=10_000).contains(&us) => Ok(Polling::Adaptive { max_sleep_us: us }),
+        ("adaptive", Some(us)) => Err(err("max_sleep_us", format!("{us}: 1 to 10000 microseconds"))),
+        (other, _) => Err(err("polling", format!("{other:?}: \"busy\" or \"adaptive\""))),
+    }
 }
 
 /// The largest flow table a worker may have (entries; a NAT flow takes two).
@@ -765,6 +786,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
             None => {}
         }
     }
+    let polling = polling(&file.workers)?;
     // The interfaces' MACs may be unknown until the daemon reads them; validation does not look at MACs.
     validate(&model).map_err(|e| locate(&lines, &file, e))?;
     let dpdk = match &file.dpdk {
@@ -792,6 +814,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         ports,
         cores: file.workers.cores,
         tables,
+        polling,
         dpdk,
         api,
         api_tls,

@@ -285,3 +285,24 @@ fn replication_section() {
     let e = parse(&with("listen = \"198.18.255.1:7946\"\npeers = []\nsecret = \"0123456789abcdef\"\n")).unwrap_err();
     assert_eq!(e.field, "replication.peers");
 }
+
+/// `[workers] polling`: busy by default, adaptive on request, the longest sleep bounded; each error names its key.
+#[test]
+fn worker_polling() {
+    use edgelb_dataplane::worker::Polling;
+    let with = |t: &str| parse(&EXAMPLE.replace("cores = [1]", &format!("cores = [1]\n{t}")));
+    assert_eq!(with("").unwrap().polling, Polling::Busy);
+    assert_eq!(with("polling = \"adaptive\"").unwrap().polling, Polling::Adaptive { max_sleep_us: 200 });
+    assert_eq!(
+        with("polling = \"adaptive\"\nmax_sleep_us = 50").unwrap().polling,
+        Polling::Adaptive { max_sleep_us: 50 }
+    );
+    for (t, field) in [
+        ("polling = \"interrupt\"", "workers.polling"),
+        ("polling = \"busy\"\nmax_sleep_us = 50", "workers.max_sleep_us"),
+        ("max_sleep_us = 0", "workers.max_sleep_us"),
+        ("max_sleep_us = 20000", "workers.max_sleep_us"),
+    ] {
+        assert_eq!(with(t).unwrap_err().field, field, "{t}");
+    }
+}
