@@ -32,7 +32,7 @@ if [ "$(id -u)" = 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip ca-certificates build-essential \
         iproute2 iputils-ping curl dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config bird2 frr gobgpd keepalived \
-        systemd util-linux prometheus
+        systemd util-linux prometheus valgrind
 fi
 features=()
 if pkg-config --exists libdpdk 2>/dev/null; then
@@ -87,12 +87,17 @@ step "release build, once (edgelb, edgelb-perf); the perf harness runs briefly; 
 cargo build --release -p edgelb -p edgelb-perf --bin edgelb --bin edgelb-perf "${features[@]}"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 "$target_dir/release/edgelb-perf" --mode nat --flows 10000 --cores 1 --seconds 0.5
+"$target_dir/release/edgelb-perf" --mode floor --flows 10000 --cores 1 --seconds 0.5
+# Instructions per packet under callgrind, beside the floor (a fixed count: the same figures on any machine).
+if command -v valgrind >/dev/null; then
+    perf/instructions.sh "$target_dir" 50000
+fi
 if [ ${#features[@]} -gt 0 ]; then
     "$target_dir/release/edgelb-perf" --port dpdk --mode nat --flows 10000 --seconds 0.5
 fi
 if [ "$(id -u)" = 0 ]; then
     "$target_dir/release/edgelb" lab --requests 30
-    # The failover drill as a newcomer sees it (BIRD, two appliances, a kill and a return; about 20 s).
+    # The failover drill as a newcomer sees it (BIRD, two appliances, a kill and a return, DSR and NAT; about 70 s).
     "$target_dir/release/edgelb" lab --ha
 fi
 

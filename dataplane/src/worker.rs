@@ -532,6 +532,9 @@ pub struct Worker<P: Port> {
     replicas_in: Option<ReplicaQueue>,
     /// How [`Worker::run`] waits when idle.
     pub polling: Polling,
+    /// The measurement floor (`edgelb-perf --mode floor`): every received packet goes back out of its port with its
+    /// MACs swapped, without parsing or lookup — what receiving and transmitting alone cost. Never set by edgelbd.
+    pub floor: bool,
     /// Time in polls with packets, in polls without (sleeps included), asleep: nanoseconds.
     busy_ns: u64,
     idle_ns: u64,
@@ -579,6 +582,7 @@ impl<P: Port> Worker<P> {
             held: None,
             replicas_in: None,
             polling: Polling::Busy,
+            floor: false,
             busy_ns: 0,
             idle_ns: 0,
             sleep_ns: 0,
@@ -711,6 +715,16 @@ impl<P: Port> Worker<P> {
     /// prefetches its meta lines). A window, rather than prefetching the whole burst at once, keeps the outstanding
     /// misses within what the core can track (issuing 64 meta prefetches back to back lost most of them).
     fn run_burst(&mut self, cfg: &DataplaneConfig, now: u32, pkts: &mut Burst<Option<Handoff<P::Buf>>>) {
+        if self.floor {
+            for (port, mut b) in pkts.iter_mut().filter_map(Option::take) {
+                if let Some(h) = b.data_mut().get_mut(..12) {
+                    let (dst, src) = h.split_at_mut(6);
+                    dst.swap_with_slice(src);
+                }
+                self.dispatch(Verdict::Tx(port), port, b);
+            }
+            return;
+        }
         let n = pkts.len();
         let ahead = AHEAD_META + AHEAD_ENTRIES;
         let mut parsed: Burst<Parsed> = Burst::new();

@@ -116,7 +116,7 @@ impl Rig {
 /// Open the flows untimed, then time established packets for `--seconds`. Returns the figures and the drops by
 /// reason.
 fn measure(a: &Args, eal: &'static Eal) -> Result<(Figures, Vec<String>), String> {
-    let sc = Scenario { mode: a.mode, v6: a.v6, backends: a.backends, size: a.size };
+    let sc = Scenario { mode: a.mode.lb(), v6: a.v6, backends: a.backends, size: a.size };
     let (cfg, _) = ConfigBuilder::new().build(&sc.model()).map_err(|e| format!("scenario config rejected: {e}"))?;
     let pool = Mempool::create(eal, 3 * BATCH as u32, 256, None).map_err(|e| e.to_string())?;
     let ring = RingPair::create(eal, "perf", 2 * BATCH as u32).map_err(|e| e.to_string())?;

@@ -38,9 +38,11 @@ pub(crate) struct Args {
     /// With --port dpdk: a hugetlbfs mount to use (default: no huge pages).
     #[arg(long, value_name = "DIR")]
     huge_dir: Option<String>,
-    /// Forwarding mode: nat, fullnat, dsr_l2, ipip or gue.
-    #[arg(long, default_value = "nat", value_parser = |s: &str| s.parse::<Mode>().map_err(|e| e.to_string()))]
-    mode: Mode,
+    /// Forwarding mode: nat, fullnat, dsr_l2, ipip or gue; or floor: the same worker and replay port receive each
+    /// (NAT-scenario) packet and send it back with its MACs swapped, no parsing or lookup (what the harness and the
+    /// worker loop cost alone, to subtract).
+    #[arg(long, default_value = "nat", value_parser = perf_mode)]
+    mode: PerfMode,
     /// Flows in all (1000 to 10000000), split over the cores.
     #[arg(long, default_value_t = 1_000_000)]
     flows: usize,
@@ -83,6 +85,36 @@ pub(crate) struct Args {
     replicate: bool,
 }
 
+/// A forwarding mode, or the floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PerfMode {
+    Lb(Mode),
+    Floor,
+}
+
+impl PerfMode {
+    /// The dataplane mode the traffic is built for (the floor replays NAT traffic).
+    pub(crate) fn lb(self) -> Mode {
+        match self {
+            PerfMode::Lb(m) => m,
+            PerfMode::Floor => Mode::Nat,
+        }
+    }
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PerfMode::Lb(m) => m.name(),
+            PerfMode::Floor => "floor",
+        }
+    }
+}
+
+fn perf_mode(s: &str) -> Result<PerfMode, String> {
+    if s == "floor" {
+        return Ok(PerfMode::Floor);
+    }
+    s.parse::<Mode>().map(PerfMode::Lb).map_err(|e| format!("{e}, or floor"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum PortKind {
     Mem,
@@ -106,6 +138,9 @@ impl Args {
         }
         if !(1..=400).contains(&self.backends) {
             return Err("--backends must be between 1 and 400".into());
+        }
+        if self.mode == PerfMode::Floor && self.port != PortKind::Mem {
+            return Err("--mode floor runs on the memory replay port only".into());
         }
         if self.cores == 0 || !(0.1..=600.0).contains(&self.seconds) {
             return Err("--cores must be at least 1 and --seconds between 0.1 and 600".into());
@@ -144,7 +179,7 @@ fn main() {
         run_dpdk(&a);
         return;
     }
-    let sc = Scenario { mode: a.mode, v6: a.v6, backends: a.backends, size: a.size };
+    let sc = Scenario { mode: a.mode.lb(), v6: a.v6, backends: a.backends, size: a.size };
     let (cfg, _) = match ConfigBuilder::new().build(&sc.model()) {
         Ok(c) => c,
         Err(e) => {
@@ -325,6 +360,7 @@ fn measure(
     port.skip_pass();
     worker.ports[0] = port;
     worker.reset_measurement();
+    worker.floor = a.mode == PerfMode::Floor;
     barrier.wait();
     let t = Instant::now();
     let packets = measured_polls(&mut worker, &handle, Duration::from_secs_f64(a.seconds), a.packets);
