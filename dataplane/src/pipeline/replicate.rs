@@ -32,6 +32,46 @@ pub struct FlowRecord {
     pub backend_port: u16,
 }
 
+/// Queue the long-lived flows (not full-NAT, not half-open or closing) among `scan` slots of `t` from `from`; where
+/// to continue (`None`: the table's end).
+fn queue_live<K: FamilyKey>(
+    t: &FlowTable<K>,
+    cfg: &DataplaneConfig,
+    q: &ReplicaQueue,
+    counters: &mut Counters,
+    (from, scan, now): (u32, u32, u32),
+) -> Option<u32> {
+    t.for_each_live_in(from, scan, now, |_, e| {
+        let s = FlowState::from_u8(e.state);
+        if e.flags & F_FULLNAT != 0 || matches!(s, FlowState::Syn | FlowState::Closing) {
+            return;
+        }
+        let Some(b) = cfg.backend(e.value) else { return };
+        if q.push(FlowRecord::of(&e.key, b, e.state)).is_ok() {
+            counters.replicas_refresh_queued += 1;
+        } else {
+            counters.replicas_queue_full += 1;
+        }
+    })
+}
+
+impl FlowRecord {
+    /// The record of a tracked flow: its key, its backend, its state (as stored).
+    pub(super) fn of<K: FamilyKey>(key: &K, b: &Backend, state: u8) -> Self {
+        FlowRecord {
+            v4: b.v4,
+            proto: key.proto(),
+            state,
+            src: key.src16(),
+            dst: key.dst16(),
+            sport: key.sport(),
+            dport: key.dport(),
+            backend: b.addr,
+            backend_port: b.port,
+        }
+    }
+}
+
 /// Why a replica was not installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -75,18 +115,7 @@ impl Pipeline {
     #[inline]
     pub(super) fn replicate<K: FamilyKey>(&mut self, key: &K, b: &Backend, state: FlowState) {
         let Some(q) = &self.replica_out else { return };
-        let r = FlowRecord {
-            v4: b.v4,
-            proto: key.proto(),
-            state: state as u8,
-            src: key.src16(),
-            dst: key.dst16(),
-            sport: key.sport(),
-            dport: key.dport(),
-            backend: b.addr,
-            backend_port: b.port,
-        };
-        if q.push(r).is_ok() {
+        if q.push(FlowRecord::of(key, b, state as u8)).is_ok() {
             self.counters.replicas_queued += 1;
         } else {
             self.counters.replicas_queue_full += 1;
@@ -117,47 +146,11 @@ impl Pipeline {
         if scan == 0 {
             return;
         }
-        let counters = &mut self.counters;
-        let mut send = |v4: bool, key: ([u8; 16], [u8; 16], u16, u16, u8), e_value: u32, state: u8, flags: u8| {
-            let s = FlowState::from_u8(state);
-            if flags & F_FULLNAT != 0 || matches!(s, FlowState::Syn | FlowState::Closing) {
-                return;
-            }
-            let Some(b) = cfg.backend(e_value) else { return };
-            let rec = FlowRecord {
-                v4,
-                proto: key.4,
-                state,
-                src: key.0,
-                dst: key.1,
-                sport: key.2,
-                dport: key.3,
-                backend: b.addr,
-                backend_port: b.port,
-            };
-            if q.push(rec).is_ok() {
-                counters.replicas_refresh_queued += 1;
-            } else {
-                counters.replicas_queue_full += 1;
-            }
-        };
-        fn visit<K: FamilyKey>(
-            t: &FlowTable<K>,
-            v4: bool,
-            from: u32,
-            scan: u32,
-            now: u32,
-            send: &mut impl FnMut(bool, ([u8; 16], [u8; 16], u16, u16, u8), u32, u8, u8),
-        ) -> Option<u32> {
-            t.for_each_live_in(from, scan, now, |_, e| {
-                let k = &e.key;
-                send(v4, (k.src16(), k.dst16(), k.sport(), k.dport(), k.proto()), e.value, e.state, e.flags)
-            })
-        }
+        let (ct, counters, at) = (&self.ct, &mut self.counters, (r.at.1, scan, now));
         r.at = if !r.at.0 {
-            visit(&self.ct.v4, true, r.at.1, scan, now, &mut send).map_or((true, 0), |s| (false, s))
+            queue_live(&ct.v4, cfg, q, counters, at).map_or((true, 0), |s| (false, s))
         } else {
-            match visit(&self.ct.v6, false, r.at.1, scan, now, &mut send) {
+            match queue_live(&ct.v6, cfg, q, counters, at) {
                 Some(s) => (true, s),
                 None => {
                     r.running = false;
