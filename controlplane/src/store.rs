@@ -171,7 +171,6 @@ pub struct DrainProgress {
     pub census: edgelb_dataplane::pipeline::FlowCensus,
 }
 
-/// The model, its version and the published snapshot.
 /// Flow replication between appliances, as the daemon's replicator counts it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicationStatus {
@@ -193,6 +192,7 @@ pub struct ReplicationStatus {
     pub bulk_sends: u64,
 }
 
+/// The model, its version and the published snapshot.
 pub struct Store {
     inner: Mutex<Inner>,
     handle: ConfigHandle,

@@ -233,22 +233,17 @@ impl Replicator {
 
     /// A line for the log at stop.
     pub(super) fn summary(&self) -> String {
-        let refused: Vec<String> = edgelb_controlplane::ha::replicate::Refused::ALL
-            .iter()
-            .zip(self.inbox.refused)
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| format!("{} {n}", r.name()))
-            .collect();
+        let st = self.status();
+        let refused: Vec<String> = st.refused.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{r} {n}")).collect();
         format!(
-            "sent {} flows ({} dropped at the bound), received {} ({} lost to full worker queues), {} datagrams accepted, refused: {}, from strangers {}, bulk sends {}",
-            self.outbox.sent,
-            self.outbox.dropped,
-            self.received,
-            self.queue_full,
-            self.inbox.accepted,
+            "sent {} flows ({} dropped at the bound), received {} ({} lost to full worker queues), {} datagrams accepted, refused: {}, bulk sends {}",
+            st.sent,
+            st.dropped,
+            st.received,
+            st.queue_full,
+            st.accepted,
             if refused.is_empty() { "none".into() } else { refused.join(", ") },
-            self.strangers,
-            self.bulk
+            st.bulk_sends
         )
     }
 }
