@@ -84,6 +84,8 @@ fn with_replication(tag: &str, mode: Mode) {
     assert!(metric(&r, "edgelb_replication_records_received_total") > 100, "B received A's flows");
     assert!(metric(&r, "edgelb_flows_replicas_installed_total") > 100, "B installed A's flows");
     assert_eq!(metric(&r, "edgelb_replication_peer_synced"), 1, "A sent B its flows when B started");
+    // Established flows time out after 5 s in the drill: B kept A's flows by renewing them from A's re-sends.
+    assert!(metric(&r, "edgelb_flows_replicas_refreshed_total") > 0, "B renewed A's flows from its re-sends");
     assert_eq!(metric(&r, "edgelb_replication_datagrams_refused_total"), 0, "no datagram refused");
     assert_eq!(metric(&r, "edgelb_replication_records_lost_total"), 0, "no record lost to a full worker queue");
     for s in &r.steps {

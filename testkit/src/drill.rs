@@ -8,6 +8,9 @@
 //!   requests and NAT replies both pass the Master. The router reaches the VIPs on-link (ARP / NDP answered by the
 //!   Master from the virtual router MAC).
 //!
+//! Established flows time out after 5 s here, so a peer's copy of a flow that never passes it lives only by flow
+//! replication's periodic re-send (every third of that).
+//!
 //! 50 long-lived TCP connections (25 per family) each send a line every 100 ms and check the answer comes from the
 //! backend they started on; a new connection opens every 100 ms. Steps: (a) both appliances up; (b) one backend (be1)
 //! drains on both; (c) A is SIGKILLed; (d) A returns (its drain kept in its state file). [`Report`] has each step's
@@ -141,9 +144,17 @@ fn replication(local: &str, peer: Option<&str>) -> String {
     })
 }
 
-/// The three backends of a service, on `net4` and `net6` (prefixes ending before the last number).
-fn backends(net: &str) -> String {
-    (1..=3).map(|i| format!("\n[[service.backend]]\naddress = \"{net}1{i}\"\nport = 80\n")).collect()
+/// The two services (one VIP per family, TCP port 80) in `mode`, each with three backends on `net4` and `net6`
+/// (prefixes the backends' numbers 11 to 13 complete); and established flows that time out after 5 s, so that a peer
+/// appliance's copy of a flow that never passes it lives only by the periodic re-send of flow replication.
+fn services(mode: &str, net4: &str, net6: &str) -> String {
+    let backends = |net: &str| -> String {
+        (1..=3).map(|i| format!("\n[[service.backend]]\naddress = \"{net}1{i}\"\nport = 80\n")).collect()
+    };
+    let service = |vip: &str, net: &str| {
+        format!("\n[[service]]\nvip = \"{vip}\"\nprotocol = \"tcp\"\nport = 80\nmode = \"{mode}\"\n{}", backends(net))
+    };
+    format!("\n[timeouts]\ntcp_established = 5\n{}{}", service(VIP4, net4), service(VIP6, net6))
 }
 
 /// An appliance's config in NAT mode with VRRP: its front (the router's segment) and back (the backends') addresses,
@@ -172,25 +183,12 @@ frames = 1024
 
 [api]
 listen = "127.0.0.1:{api}"
-
-[[service]]
-vip = "{VIP4}"
-protocol = "tcp"
-port = 80
-mode = "nat"
-{s4}
-[[service]]
-vip = "{VIP6}"
-protocol = "tcp"
-port = 80
-mode = "nat"
-{s6}{r4}{r6}{g4}{g6}{replication}"#,
+{services}{r4}{r6}{g4}{g6}{replication}"#,
         f4 = front.0,
         f6 = front.1,
         b4 = back.0,
         b6 = back.1,
-        s4 = backends("198.18.2."),
-        s6 = backends("2001:db8:2::"),
+        services = services("nat", "198.18.2.", "2001:db8:2::"),
         r4 = router("front4", "lb0", 51, VIP4),
         r6 = router("front6", "lb0", 52, VIP6),
         g4 = router("gw4", "lb1", 61, GW4),
@@ -228,25 +226,12 @@ connect_retry = 1
 next_hop_v4 = "{s4}"
 next_hop_v6 = "{s6}"
 bfd = {{ min_tx_ms = 200, min_rx_ms = 200, multiplier = 3 }}
-
-[[service]]
-vip = "{VIP4}"
-protocol = "tcp"
-port = 80
-mode = "dsr_l2"
-{b4}
-[[service]]
-vip = "{VIP6}"
-protocol = "tcp"
-port = 80
-mode = "dsr_l2"
-{b6}{replication}"#,
+{services}{replication}"#,
         s4 = seg.0,
         s6 = seg.1,
         local = up.0,
         peer = up.1,
-        b4 = backends("198.18.0."),
-        b6 = backends("2001:db8::"),
+        services = services("dsr_l2", "198.18.0.", "2001:db8::"),
         replication = replication(up.0, peer),
     )
 }
