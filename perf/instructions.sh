@@ -51,6 +51,7 @@ while read -r args; do
     rm -f "$out"/case.*
 done <<'EOF'
 --mode nat --flows 10000
+--mode nat --flows 10000 --no-fast-path
 --mode nat --flows 10000 --v6
 --mode dsr_l2 --flows 10000
 --mode nat --flows 10000 --new

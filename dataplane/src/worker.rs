@@ -741,7 +741,7 @@ impl<P: Port> Worker<P> {
             if let Some(p) = parsed.get(i + AHEAD_ENTRIES) {
                 self.pipeline.prefetch_entries(p);
             }
-            let (Some((port, mut b)), Some(p)) = (pkts[i].take(), parsed.get(i).copied()) else { continue };
+            let (Some((port, mut b)), Some(p)) = (pkts[i].take(), parsed.get(i)) else { continue };
             let v = self.pipeline.process_parsed(cfg, port, &mut b, now, p);
             self.dispatch(v, port, b);
         }

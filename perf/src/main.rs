@@ -83,6 +83,9 @@ pub(crate) struct Args {
     /// Prints the records encoded per second and that thread's CPU time per record.
     #[arg(long)]
     replicate: bool,
+    /// The established IPv4 fast path off: every packet takes the general path (to compare the two in one run).
+    #[arg(long)]
+    no_fast_path: bool,
 }
 
 /// A forwarding mode, or the floor.
@@ -361,6 +364,7 @@ fn measure(
     worker.ports[0] = port;
     worker.reset_measurement();
     worker.floor = a.mode == PerfMode::Floor;
+    worker.pipeline.set_fast_path(!a.no_fast_path);
     barrier.wait();
     let t = Instant::now();
     let packets = measured_polls(&mut worker, &handle, Duration::from_secs_f64(a.seconds), a.packets);

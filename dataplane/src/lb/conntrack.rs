@@ -397,6 +397,33 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
+    /// A live entry for `key`, read only: nothing reclaimed, nothing counted. The fast path looks first and commits
+    /// with [`FlowTable::count_hit`]; anything else (a miss, an expired match) goes to [`FlowTable::lookup`], which
+    /// then counts it once. Probes as `lookup` does: an expired match in the first bucket ends the search.
+    #[inline(always)]
+    pub fn find_live(&self, key: &K, h: u64, now: u32) -> Option<(u32, Entry<K>)> {
+        let sig = sig_of(h);
+        let b1 = self.bucket_of(h);
+        let b2 = self.alt_bucket_of(h);
+        for bi in [b1, b2] {
+            let m = &self.meta.as_slice()[bi];
+            let b = &self.buckets.as_slice()[bi];
+            if let Some(w) = m.sig.iter().zip(b.slots.iter()).position(|(s, x)| *s == sig && x.key == *key) {
+                return live(m.expires[w], now).then(|| ((bi * WAYS + w) as u32, self.entry_at(bi, w)));
+            }
+            if b2 == b1 {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Count a hit found by [`FlowTable::find_live`] and used.
+    #[inline(always)]
+    pub fn count_hit(&mut self) {
+        self.stats.hits += 1;
+    }
+
     /// The entry in `slot`, if occupied (live or not).
     #[inline]
     pub fn get(&self, slot: u32) -> Option<Entry<K>> {

@@ -61,13 +61,23 @@ impl Pkt {
     }
 }
 
-/// A packet after [`Pipeline::parse`]: its parsed headers, or its verdict already (ARP, malformed packets).
+/// A packet after [`Pipeline::parse`]: what the fast path needs of it, its parsed headers, or its verdict already
+/// (ARP, malformed packets).
 #[derive(Debug, Clone, Copy)]
-pub struct Parsed(pub(super) Result<Pkt, Done>);
+pub struct Parsed(pub(super) Stage1);
+
+/// What stage 1 made of a packet.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stage1 {
+    /// A candidate for the fast path (see [`super::fast`]).
+    Fast(Fast),
+    /// Parsed in full, or decided.
+    Full(Result<Pkt, Done>),
+}
 
 impl Default for Parsed {
     fn default() -> Self {
-        Parsed(Err(Done::Drop(DropReason::UnknownEthertype)))
+        Parsed(Stage1::Full(Err(Done::Drop(DropReason::UnknownEthertype))))
     }
 }
 
@@ -198,9 +208,18 @@ impl Pipeline {
     /// so the burst's cache misses overlap instead of stalling one packet at a time.
     #[inline]
     pub fn parse(&self, cfg: &DataplaneConfig, data: &[u8]) -> Parsed {
+        if let Some(f) = self.parse_fast(cfg, data) {
+            return Parsed(Stage1::Fast(f));
+        }
+        Parsed(Stage1::Full(self.parse_full(cfg, data)))
+    }
+
+    /// Stage 1 of the general path.
+    #[inline(always)]
+    fn parse_full(&self, cfg: &DataplaneConfig, data: &[u8]) -> Result<Pkt, Done> {
         let l2 = match parse_l2(data) {
             Ok(l2) => l2,
-            Err(e) => return Parsed(Err(DropReason::from(e).into())),
+            Err(e) => return Err(DropReason::from(e).into()),
         };
         let l3 = l2.l3_offset;
         let r = match l2.ethertype {
@@ -219,23 +238,23 @@ impl Pipeline {
             ethertype::IPV6 => parse_v6(data, l3).map_err(Done::from),
             _ => Err(DropReason::UnknownEthertype.into()),
         };
-        Parsed(r.map(|mut p| {
+        r.map(|mut p| {
             p.class = cfg.classify(&p.dst, if p.has_ports() { p.proto } else { 0 }, p.dport);
             if p.has_ports() && !matches!(p.frag, Frag::Later(_)) {
                 p.hash = p.tuple_hash();
                 self.ct.prefetch(&p, false);
             }
             p
-        }))
+        })
     }
 
     /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now).
     #[inline]
     pub fn prefetch_entries(&self, parsed: &Parsed) {
-        if let Ok(p) = &parsed.0 {
-            if p.hash != 0 {
-                self.ct.prefetch(p, true);
-            }
+        match &parsed.0 {
+            Stage1::Fast(f) => self.prefetch_fast(f),
+            Stage1::Full(Ok(p)) if p.hash != 0 => self.ct.prefetch(p, true),
+            Stage1::Full(_) => {}
         }
     }
 }

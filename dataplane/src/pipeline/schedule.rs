@@ -8,6 +8,26 @@ pub(super) fn affinity_hash(client: &[u8; 16], service: u32) -> u64 {
     fmix64(u64::from_le_bytes(client[8..16].try_into().unwrap_or([0; 8])) ^ u64::from(service))
 }
 
+/// A SYN alone on a closing TCP entry: the client opens a new flow on the same 5-tuple.
+#[inline(always)]
+pub(super) fn new_syn(state: FlowState, tcp: bool, flags: u8) -> bool {
+    tcp && state == FlowState::Closing && flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN
+}
+
+/// Whether a tracked entry still serves a client packet of service `svc`: `Some(next state)` while its backend is up
+/// and still the service's and the packet does not open a new flow ([`new_syn`]); `None`: schedule it anew.
+#[inline(always)]
+pub(super) fn keeps<K>(cfg: &DataplaneConfig, svc: &Service, e: &Entry<K>, tcp: bool, flags: u8) -> Option<FlowState> {
+    let ok = cfg
+        .backend(e.value)
+        .is_some_and(|b| b.state != BackendState::Down && cfg.services[b.service as usize].id == svc.id);
+    let state = FlowState::from_u8(e.state);
+    if !ok || new_syn(state, tcp, flags) {
+        return None;
+    }
+    Some(if tcp { state.next_tcp(flags, Direction::FromClient) } else { state })
+}
+
 /// The worker (of `nworkers`) that owns the flows of a client address (16-byte form): the rule the pipeline's
 /// hand-off follows, exposed so generators and RSS set-up can agree with it.
 pub fn owner_of_client(a: &[u8; 16], nworkers: u16) -> u16 {
@@ -161,30 +181,15 @@ impl Pipeline {
         let key = K::make(&p.src, &p.dst, p.sport, p.dport, p.proto);
         let h = if p.hash != 0 { p.hash } else { key.hash() };
         let tcp = p.proto == proto::TCP;
-        let table = K::table(&mut self.ct);
-        match table.lookup(&key, h, now) {
+        match K::table(&mut self.ct).lookup(&key, h, now) {
             Lookup::Hit(slot, e) => {
-                let ok = cfg
-                    .backend(e.value)
-                    .is_some_and(|b| b.state != BackendState::Down && cfg.services[b.service as usize].id == svc.id);
-                let state = FlowState::from_u8(e.state);
-                let new_syn = tcp && state == FlowState::Closing && p.tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN;
-                if ok && !new_syn {
-                    let next = if tcp { state.next_tcp(p.tcp_flags, Direction::FromClient) } else { state };
-                    table.touch(slot, next as u8, now.wrapping_add(next.timeout_ms(cfg)));
-                    if next != state && e.flags & F_FULLNAT == 0 {
-                        // A changed state (established, closing) reaches the peers too, with its longer or shorter
-                        // timeout.
-                        if let Some(b) = cfg.backend(e.value) {
-                            self.replicate(&key, b, next);
-                        }
-                    }
+                if let Some(next) = keeps(cfg, svc, &e, tcp, p.tcp_flags) {
+                    self.refresh_tracked(cfg, &key, slot, &e, next, now);
                     return Ok((e.value, e.aux));
                 }
-                let old = e;
-                table.remove_slot(slot);
-                forget(&mut self.backend_stats, old.value);
-                if !new_syn {
+                K::table(&mut self.ct).remove_slot(slot);
+                forget(&mut self.backend_stats, e.value);
+                if !new_syn(FlowState::from_u8(e.state), tcp, p.tcp_flags) {
                     self.counters.rescheduled += 1;
                 }
             }
@@ -213,6 +218,26 @@ impl Pipeline {
         }
         let snat_port = self.record::<K>(cfg, svc, b, key, h, p, now)?;
         Ok((bid, snat_port))
+    }
+
+    /// A client packet on a tracked entry that [`keeps`] it: the entry takes the next state and its timeout, and a
+    /// changed state (established, closing) reaches the peers too, with its longer or shorter timeout.
+    #[inline(always)]
+    pub(super) fn refresh_tracked<K: FamilyKey>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        key: &K,
+        slot: u32,
+        e: &Entry<K>,
+        next: FlowState,
+        now: u32,
+    ) {
+        K::table(&mut self.ct).touch(slot, next as u8, now.wrapping_add(next.timeout_ms(cfg)));
+        if next != FlowState::from_u8(e.state) && e.flags & F_FULLNAT == 0 {
+            if let Some(b) = cfg.backend(e.value) {
+                self.replicate(key, b, next);
+            }
+        }
     }
 
     /// Record a new flow to backend `b` (and, for NAT modes, its reverse index); returns the full-NAT source port.
