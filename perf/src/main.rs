@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "dpdk")]
 mod dpdk;
+mod plot;
 
 /// `edgelb-perf`'s command line.
 #[derive(Debug, Clone, Parser)]
@@ -86,6 +87,17 @@ pub(crate) struct Args {
     /// The established IPv4 fast path off: every packet takes the general path (to compare the two in one run).
     #[arg(long)]
     no_fast_path: bool,
+    /// Run the sweeps and write SVG charts to DIR instead of one measurement: Mpps against tracked flows per mode
+    /// (--plot-flows), against cores, the burst-latency CDF, and the kernel comparison (--kernel-json). --seconds
+    /// and --backends apply to every point.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<String>,
+    /// With --plot: the tracked-flow counts to sweep, comma-separated.
+    #[arg(long, value_name = "LIST", default_value = "1000,10000,100000,1000000,10000000", value_delimiter = ',')]
+    plot_flows: Vec<usize>,
+    /// With --plot: the JSON perf/kernel-compare wrote, drawn as a fourth chart.
+    #[arg(long, value_name = "FILE")]
+    kernel_json: Option<String>,
 }
 
 /// A forwarding mode, or the floor.
@@ -178,6 +190,14 @@ fn main() {
             std::process::exit(2)
         }
     };
+    if let Some(dir) = &a.plot {
+        let base = vec!["--seconds".to_string(), a.seconds.to_string(), "--backends".into(), a.backends.to_string()];
+        if let Err(e) = plot::run(dir, &base, &a.plot_flows, a.kernel_json.as_deref()) {
+            eprintln!("edgelb-perf: --plot: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if a.port == PortKind::Dpdk {
         run_dpdk(&a);
         return;
@@ -429,6 +449,10 @@ fn row(a: &Args, i: usize, r: &CoreResult) -> serde_json::Value {
         .filter(|d| c.dropped(*d) > 0)
         .map(|d| (d.name().to_string(), serde_json::json!(c.dropped(d))))
         .collect();
+    let cdf: Vec<(u64, f64)> = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0]
+        .iter()
+        .map(|&q| (h.value_at_quantile(q), q))
+        .collect();
     serde_json::json!({
         "worker": i,
         "core": r.core,
@@ -438,6 +462,7 @@ fn row(a: &Args, i: usize, r: &CoreResult) -> serde_json::Value {
         "ns_per_packet": r.secs * 1e9 / r.packets.max(1) as f64,
         "burst_ns": {"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99),
                       "p999": h.value_at_quantile(0.999), "max": h.max(), "mean": h.mean()},
+        "burst_cdf": cdf,
         "tracked_entries": t.occupied,
         "table_capacity": if a.v6 { r.stats.capacity.1 } else { r.stats.capacity.0 },
         "table_bytes": r.table_bytes,
