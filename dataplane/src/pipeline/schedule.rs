@@ -343,6 +343,17 @@ impl Pipeline {
         if let Some(v) = self.too_big(pkt, p, encap.map_or(0, |e| tunnel::overhead(e, p.v4)), nh.mtu, in_port)? {
             return Ok(v);
         }
+        if svc.mode == Mode::Nat && p.v4 && p.l4.is_some_and(|h| h.offset() == p.l3 + crate::wire::ipv4::MIN_HEADER_LEN)
+        {
+            // IPv4 without options: TTL, address, port and both checksums in one pass (the same bytes).
+            let d = pkt.data_mut();
+            let a = [b.addr[12], b.addr[13], b.addr[14], b.addr[15]];
+            if !nat::dnat_v4(d, p.l3, p.proto, a, (b.port != 0).then_some(b.port)) {
+                return Err(ParseError::Truncated.into());
+            }
+            set_macs(d, nh.mac, nh.src_mac);
+            return Ok(sent(nh, held));
+        }
         nat::decrement_ttl(pkt.data_mut(), p.l3, p.v4);
         match (svc.mode, encap) {
             (Mode::Nat | Mode::FullNat, _) => {
