@@ -32,7 +32,7 @@ if [ "$(id -u)" = 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip ca-certificates build-essential \
         iproute2 iputils-ping curl dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config bird2 frr gobgpd keepalived \
-        systemd util-linux prometheus valgrind
+        systemd util-linux prometheus valgrind nftables
 fi
 features=()
 if pkg-config --exists libdpdk 2>/dev/null; then
@@ -84,7 +84,7 @@ python3 bgp-codec/fuzz/seed_corpus.py "$out/bgp-corpus"
 step "release build, once (edgelb, edgelb-perf); the perf harness runs briefly; the main command runs"
 # One release build serves every release run below: the feature set stays the same, so nothing compiles twice. Only
 # the two binaries run here are linked (each is a fat-LTO link of its own; edgelb is edgelbd and edgelbctl too).
-cargo build --release -p edgelb -p edgelb-perf --bin edgelb --bin edgelb-perf "${features[@]}"
+cargo build --release -p edgelb -p edgelb-perf --bin edgelb --bin edgelb-perf --bin edgelb-gen "${features[@]}"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 "$target_dir/release/edgelb-perf" --mode nat --flows 10000 --cores 1 --seconds 0.5
 "$target_dir/release/edgelb-perf" --mode floor --flows 10000 --cores 1 --seconds 0.5
@@ -96,6 +96,11 @@ if [ ${#features[@]} -gt 0 ]; then
     "$target_dir/release/edgelb-perf" --port dpdk --mode nat --flows 10000 --seconds 0.5
 fi
 if [ "$(id -u)" = 0 ]; then
+    # The kernel comparison and the charts, briefly (two rate steps; small sweeps): that both still run.
+    KC_RATES="100000 200000" KC_FIXED_RATE=100000 perf/kernel-compare "$target_dir" "$out/kernel-compare.json"
+    "$target_dir/release/edgelb-perf" --plot "$out/plots" --plot-flows 1000,10000 --seconds 0.2 \
+        --kernel-json "$out/kernel-compare.json"
+    ls "$out/plots"
     "$target_dir/release/edgelb" lab --requests 30
     # The failover drill as a newcomer sees it (BIRD, two appliances, a kill and a return, DSR and NAT; about 70 s).
     "$target_dir/release/edgelb" lab --ha
