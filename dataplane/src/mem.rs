@@ -190,3 +190,40 @@ mod tests {
         assert_eq!(big.bytes(), 4 << 20);
     }
 }
+
+/// The lanes of `v` equal to `x`, as a bit mask (bit `i` for lane `i`): the flow table's signature match. One 16-byte
+/// compare on x86_64 (SSE2, part of its baseline), a loop elsewhere.
+#[inline(always)]
+pub fn eq_mask_u16x8(v: &[u16; 8], x: u16) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_cmpeq_epi16, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi16};
+        // SAFETY: `v` is 16 readable bytes; the unaligned load has no alignment requirement; SSE2 is part of the
+        // x86_64 baseline, so the intrinsics are always available.
+        let eq = unsafe {
+            _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_loadu_si128(v.as_ptr().cast::<__m128i>()), _mm_set1_epi16(x as i16)))
+        };
+        // Two mask bits per 16-bit lane: keep the even ones, packed.
+        let m = (eq as u32) & 0x5555;
+        let m = (m | (m >> 1)) & 0x3333;
+        let m = (m | (m >> 2)) & 0x0f0f;
+        (m | (m >> 4)) & 0x00ff
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        v.iter().enumerate().fold(0, |m, (i, s)| m | (u32::from(*s == x) << i))
+    }
+}
+
+#[cfg(test)]
+mod eq_mask_tests {
+    /// Every lane pattern of a probe value among others: the SIMD mask equals the lane-by-lane one.
+    #[test]
+    fn eq_mask_matches_a_loop() {
+        for pattern in 0u32..256 {
+            let v: [u16; 8] = std::array::from_fn(|i| if pattern >> i & 1 == 1 { 0xbeef } else { (i as u16) * 77 + 1 });
+            let want = v.iter().enumerate().fold(0, |m, (i, s)| m | (u32::from(*s == 0xbeef) << i));
+            assert_eq!(super::eq_mask_u16x8(&v, 0xbeef), want, "pattern {pattern:08b}");
+        }
+    }
+}

@@ -169,6 +169,20 @@ fn sig_of(h: u64) -> u16 {
     (h >> 48) as u16 | 1
 }
 
+/// The first way holding `key` among those whose signature is `sig`.
+#[inline(always)]
+fn first_match<K: FlowKey>(sigs: &[u16; WAYS], slots: &[Slot<K>; WAYS], sig: u16, key: &K) -> Option<usize> {
+    let mut hits = crate::mem::eq_mask_u16x8(sigs, sig);
+    while hits != 0 {
+        let w = hits.trailing_zeros() as usize % WAYS;
+        if slots[w].key == *key {
+            return Some(w);
+        }
+        hits &= hits - 1;
+    }
+    None
+}
+
 #[inline(always)]
 fn fp_of(h: u64) -> u32 {
     (h >> 16) as u32 | 1
@@ -291,11 +305,12 @@ impl<K: FlowKey> FlowTable<K> {
         for bi in [self.bucket_of(h), self.alt_bucket_of(h)] {
             let m = &self.meta.as_slice()[bi];
             let b = &self.buckets.as_slice()[bi];
-            for (s, slot) in m.sig.iter().zip(b.slots.iter()) {
-                if *s == sig {
-                    crate::mem::prefetch(&slot.key);
-                    crate::mem::prefetch(&slot.rev);
-                }
+            let mut hits = crate::mem::eq_mask_u16x8(&m.sig, sig);
+            while hits != 0 {
+                let slot = &b.slots[hits.trailing_zeros() as usize % WAYS];
+                hits &= hits - 1;
+                crate::mem::prefetch(&slot.key);
+                crate::mem::prefetch(&slot.rev);
             }
         }
     }
@@ -361,7 +376,7 @@ impl<K: FlowKey> FlowTable<K> {
     fn find_in(&mut self, bi: usize, key: &K, sig: u16, now: u32, expired: &mut Option<Entry<K>>) -> Option<usize> {
         let m = &self.meta.as_slice()[bi];
         let b = &self.buckets.as_slice()[bi];
-        let w = m.sig.iter().zip(b.slots.iter()).position(|(s, x)| *s == sig && x.key == *key)?;
+        let w = first_match(&m.sig, &b.slots, sig, key)?;
         if live(m.expires[w], now) {
             return Some(w);
         }
@@ -408,7 +423,7 @@ impl<K: FlowKey> FlowTable<K> {
         for bi in [b1, b2] {
             let m = &self.meta.as_slice()[bi];
             let b = &self.buckets.as_slice()[bi];
-            if let Some(w) = m.sig.iter().zip(b.slots.iter()).position(|(s, x)| *s == sig && x.key == *key) {
+            if let Some(w) = first_match(&m.sig, &b.slots, sig, key) {
                 return live(m.expires[w], now).then(|| ((bi * WAYS + w) as u32, self.entry_at(bi, w)));
             }
             if b2 == b1 {
