@@ -198,8 +198,9 @@ pub fn eq_mask_u16x8(v: &[u16; 8], x: u16) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{__m128i, _mm_cmpeq_epi16, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi16};
-        // SAFETY: `v` is 16 readable bytes; the unaligned load has no alignment requirement; SSE2 is part of the
-        // x86_64 baseline, so the intrinsics are always available.
+        // SAFETY: `v` is 16 readable bytes and the unaligned load has no alignment requirement; the intrinsics need
+        // SSE2, part of the x86_64 baseline, so they are always available. One block: a load and three lane ops.
+        #[allow(clippy::multiple_unsafe_ops_per_block)]
         let eq = unsafe {
             _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_loadu_si128(v.as_ptr().cast::<__m128i>()), _mm_set1_epi16(x as i16)))
         };
