@@ -95,44 +95,72 @@ fn v4_service_key(a: [u8; 4], proto: u8, port: u16) -> u64 {
     (u64::from(u32::from_be_bytes(a)) << 24) | (u64::from(proto) << 16) | u64::from(port)
 }
 
-/// IPv4 services by [`v4_service_key`]: open addressing with linear probing in a power-of-two array at most half
-/// full, so a probe is a multiply, a shift and (nearly always) one compare; the general map's hashing cost the fast
-/// path a hundred instructions a packet. Keys are never 0 (the port is not), which marks a free slot.
-#[derive(Debug, Clone, Default)]
-struct VipIndexV4 {
-    slots: Vec<(u64, u32)>,
+/// The key of an IPv6 service in [`DataplaneConfig::service_v6`]'s map.
+type V6ServiceKey = ([u8; 16], u8, u16);
+
+/// A service key the fast path's index can place: folded to one word, then multiplied.
+trait VipKey: Copy + Eq {
+    fn fold(&self) -> u64;
+}
+
+impl VipKey for u64 {
+    #[inline(always)]
+    fn fold(&self) -> u64 {
+        *self
+    }
+}
+
+impl VipKey for V6ServiceKey {
+    #[inline(always)]
+    fn fold(&self) -> u64 {
+        let a = u128::from_be_bytes(self.0);
+        (a as u64)
+            ^ ((a >> 64) as u64).rotate_left(29)
+            ^ ((u64::from(self.1) << 16) | u64::from(self.2)).rotate_left(47)
+    }
+}
+
+/// Services with their own port by address, protocol and port: open addressing with linear probing in a
+/// power-of-two array at most half full, so a probe is a multiply, a shift and (nearly always) one compare; the
+/// general map's hashing cost the fast path a hundred instructions a packet.
+#[derive(Debug, Clone)]
+struct VipIndex<K> {
+    slots: Vec<Option<(K, u32)>>,
     shift: u32,
 }
 
-impl VipIndexV4 {
+impl<K> Default for VipIndex<K> {
+    fn default() -> Self {
+        Self { slots: Vec::new(), shift: 63 }
+    }
+}
+
+impl<K: VipKey> VipIndex<K> {
     fn with_room(n: usize) -> Self {
         let size = (2 * n).next_power_of_two().max(2);
-        Self { slots: vec![(0, 0); size], shift: 64 - size.trailing_zeros() }
+        Self { slots: vec![None; size], shift: 64 - size.trailing_zeros() }
     }
     #[inline(always)]
-    fn home(&self, k: u64) -> usize {
-        (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    fn home(&self, k: &K) -> usize {
+        (k.fold().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
-    fn insert(&mut self, k: u64, v: u32) {
+    fn insert(&mut self, k: K, v: u32) {
         let mask = self.slots.len() - 1;
-        let mut i = self.home(k);
+        let mut i = self.home(&k);
         // At most half full: a free or matching slot is always found.
-        while self.slots[i].0 != 0 && self.slots[i].0 != k {
+        while self.slots[i].is_some_and(|(sk, _)| sk != k) {
             i = (i + 1) & mask;
         }
-        self.slots[i] = (k, v);
+        self.slots[i] = Some((k, v));
     }
     #[inline(always)]
-    fn get(&self, k: u64) -> Option<u32> {
+    fn get(&self, k: &K) -> Option<u32> {
         let mask = self.slots.len().wrapping_sub(1);
         let mut i = self.home(k);
         loop {
-            let &(sk, v) = self.slots.get(i)?;
-            if sk == k {
+            let (sk, v) = (*self.slots.get(i)?)?;
+            if sk == *k {
                 return Some(v);
-            }
-            if sk == 0 {
-                return None;
             }
             i = (i + 1) & mask;
         }
@@ -161,7 +189,9 @@ pub struct DataplaneConfig {
     pub backends: Vec<Option<Backend>>,
     vips: FxHashMap<([u8; 16], u8, u16), u32>,
     /// The IPv4 services with their own port: the fast path's one-word probe.
-    vips_v4: VipIndexV4,
+    vips_v4: VipIndex<u64>,
+    /// The IPv6 services with their own port, for the fast path.
+    vips_v6: VipIndex<V6ServiceKey>,
     /// VIP addresses; the value's bit 0 / bit 1 say an all-ports TCP / UDP service exists on the address.
     vip_addrs: FxHashMap<[u8; 16], u8>,
     own_addrs: FxHashSet<[u8; 16]>,
@@ -254,7 +284,12 @@ impl DataplaneConfig {
     /// finds first for such a packet, in one probe of a word-keyed map.
     #[inline(always)]
     pub fn service_v4(&self, dst: [u8; 4], proto: u8, port: u16) -> Option<u32> {
-        self.vips_v4.get(v4_service_key(dst, proto, port))
+        self.vips_v4.get(&v4_service_key(dst, proto, port))
+    }
+    /// The IPv6 service on exactly this address, protocol and port (see [`Self::service_v4`]).
+    #[inline(always)]
+    pub fn service_v6(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<u32> {
+        self.vips_v6.get(&(*dst, proto, port))
     }
     /// True when `a` is a VIP address (of any service).
     #[inline]
@@ -292,13 +327,16 @@ impl DataplaneConfig {
     }
     /// Fill the VIP maps from the services.
     fn index_vips(&mut self) {
-        let exact_v4 = self.services.iter().filter(|s| s.v4 && s.port != 0).count();
-        self.vips_v4 = VipIndexV4::with_room(exact_v4);
+        let exact = |v4: bool| self.services.iter().filter(|s| s.v4 == v4 && s.port != 0).count();
+        self.vips_v4 = VipIndex::with_room(exact(true));
+        self.vips_v6 = VipIndex::with_room(exact(false));
         for (si, s) in self.services.iter().enumerate() {
             self.vips.insert((s.vip, s.proto, s.port), si as u32);
             if s.v4 && s.port != 0 {
                 let a = [s.vip[12], s.vip[13], s.vip[14], s.vip[15]];
                 self.vips_v4.insert(v4_service_key(a, s.proto, s.port), si as u32);
+            } else if s.port != 0 {
+                self.vips_v6.insert((s.vip, s.proto, s.port), si as u32);
             }
             let bit = match (s.port, s.proto) {
                 (0, crate::wire::proto::TCP) => 1,
@@ -413,7 +451,8 @@ impl ConfigBuilder {
         }
         match prev.cfg.filter(|_| same_keys) {
             Some(p) => {
-                (cfg.vips, cfg.vips_v4, cfg.vip_addrs) = (p.vips.clone(), p.vips_v4.clone(), p.vip_addrs.clone());
+                (cfg.vips, cfg.vip_addrs) = (p.vips.clone(), p.vip_addrs.clone());
+                (cfg.vips_v4, cfg.vips_v6) = (p.vips_v4.clone(), p.vips_v6.clone());
             }
             None => cfg.index_vips(),
         }
@@ -660,7 +699,8 @@ fn base_config(model: &Valid<'_>, generation: u64) -> DataplaneConfig {
         services: Vec::with_capacity(model.services.len()),
         backends: Vec::new(),
         vips: FxHashMap::default(),
-        vips_v4: VipIndexV4::default(),
+        vips_v4: VipIndex::default(),
+        vips_v6: VipIndex::default(),
         vip_addrs: FxHashMap::default(),
         own_addrs: FxHashSet::default(),
         interfaces: model.interfaces.clone(),
@@ -748,18 +788,27 @@ mod tests {
     #[test]
     fn vip_index_finds_what_it_holds_only() {
         for n in [0usize, 1, 2, 3, 7, 64, 1000] {
-            let mut ix = VipIndexV4::with_room(n);
+            let mut ix = VipIndex::with_room(n);
+            let mut ix6 = VipIndex::with_room(n);
             let key = |i: usize| v4_service_key([198, 19, (i >> 8) as u8, i as u8], 6, 80 + (i % 3) as u16);
+            let key6 = |i: usize| {
+                let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                a[14..].copy_from_slice(&(i as u16).to_be_bytes());
+                (a, 17u8, 53 + (i % 2) as u16)
+            };
             for i in 0..n {
                 ix.insert(key(i), i as u32);
+                ix6.insert(key6(i), i as u32);
             }
             for i in 0..n {
-                assert_eq!(ix.get(key(i)), Some(i as u32), "n {n} key {i}");
+                assert_eq!(ix.get(&key(i)), Some(i as u32), "n {n} key {i}");
+                assert_eq!(ix6.get(&key6(i)), Some(i as u32), "n {n} IPv6 key {i}");
             }
             for i in n..n + 50 {
-                assert_eq!(ix.get(key(i)), None, "n {n} absent key {i}");
+                assert_eq!(ix.get(&key(i)), None, "n {n} absent key {i}");
+                assert_eq!(ix6.get(&key6(i)), None, "n {n} absent IPv6 key {i}");
             }
         }
-        assert_eq!(VipIndexV4::default().get(v4_service_key([198, 19, 0, 1], 6, 80)), None);
+        assert_eq!(VipIndex::default().get(&v4_service_key([198, 19, 0, 1], 6, 80)), None);
     }
 }

@@ -84,7 +84,7 @@ pub(crate) struct Args {
     /// Prints the records encoded per second and that thread's CPU time per record.
     #[arg(long)]
     replicate: bool,
-    /// The established IPv4 fast path off: every packet takes the general path (to compare the two in one run).
+    /// The established fast path off: every packet takes the general path (to compare the two in one run).
     #[arg(long)]
     no_fast_path: bool,
     /// Run the sweeps and write SVG charts to DIR instead of one measurement: Mpps against tracked flows per mode

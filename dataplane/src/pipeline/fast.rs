@@ -1,28 +1,60 @@
-//! The established IPv4 fast path: most packets an appliance forwards are client packets of flows it already tracks,
-//! and they need little of the general machinery. Stage 1 ([`Pipeline::parse`]) tries [`Pipeline::parse_fast`]
-//! first; stage 3 tries [`Pipeline::finish_fast`], which either forwards the packet or changes nothing and hands it
-//! to the general path ([`Fast::pkt`] builds the general path's view of it without parsing again).
+//! The established fast path, both families: most packets an appliance forwards are client packets of flows it
+//! already tracks, and they need little of the general machinery. Stage 1 ([`Pipeline::parse`]) tries
+//! [`Pipeline::parse_fast`] first; stage 3 tries [`Pipeline::finish_fast`], which either forwards the packet or
+//! changes nothing and hands it to the general path ([`Fast::pkt`] builds the general path's view of it without
+//! parsing again).
 //!
-//! What qualifies, decided from the bytes and the snapshot alone: an untagged IPv4 frame, header without options,
-//! not a fragment, header checksum good, TTL above 1, TCP or UDP with a sound header, to an IPv4 service with its own
-//! port in NAT or DSR-L2 mode, owned by this worker. What finishes fast besides: a live tracked entry that
-//! [`keeps`] the packet, a backend whose next hop is resolved, and a packet that fits that hop's MTU.
+//! What qualifies, decided from the bytes and the snapshot alone: an untagged frame; IPv4 with a header without
+//! options, not a fragment, its header checksum good, or IPv6 with TCP or UDP right after the fixed header; TTL or
+//! hop limit above 1; TCP or UDP with a sound header; to a service with its own port in NAT or DSR-L2 mode, owned by
+//! this worker. What finishes fast besides: a live tracked entry that [`keeps`] the packet, a backend whose next hop
+//! is resolved, and a packet that fits that hop's MTU.
 //!
-//! The result is the general path's, byte for byte and counter for counter: the test
-//! `fast_path_matches_the_general_path` runs the same packets through both and compares buffers, verdicts,
-//! counters, table statistics and the flows listed.
+//! The result is the general path's, byte for byte and counter for counter: the tests in `tests/fast_path.rs` run
+//! the same packets through both and compare buffers, verdicts, counters, table statistics and the flows listed.
 
 use super::*;
 
-/// IPv4 header offset in a fast packet (untagged Ethernet).
+/// IP header offset in a fast packet (untagged Ethernet).
 const L3: usize = crate::wire::ethernet::HEADER_LEN;
-/// Transport header offset (IPv4 without options).
-const L4: usize = L3 + crate::wire::ipv4::MIN_HEADER_LEN;
+
+/// What differs between the families on the fast path.
+pub(super) trait FastFamily: FamilyKey {
+    /// IPv4?
+    const V4: bool;
+    /// Transport header offset (IPv4 without options; IPv6 without extension headers).
+    const L4: usize;
+    /// Offset of the TTL or hop limit.
+    const TTL_AT: usize;
+    /// The NAT rewrite toward backend `b` (TTL or hop limit, destination, port, checksums) in one pass.
+    fn dnat(d: &mut [u8], proto: u8, b: &Backend) -> bool;
+}
+
+impl FastFamily for KeyV4 {
+    const V4: bool = true;
+    const L4: usize = L3 + crate::wire::ipv4::MIN_HEADER_LEN;
+    const TTL_AT: usize = L3 + 8;
+    #[inline(always)]
+    fn dnat(d: &mut [u8], proto: u8, b: &Backend) -> bool {
+        let a = [b.addr[12], b.addr[13], b.addr[14], b.addr[15]];
+        nat::dnat_v4(d, L3, proto, a, (b.port != 0).then_some(b.port))
+    }
+}
+
+impl FastFamily for KeyV6 {
+    const V4: bool = false;
+    const L4: usize = L3 + crate::wire::ipv6::HEADER_LEN;
+    const TTL_AT: usize = L3 + 7;
+    #[inline(always)]
+    fn dnat(d: &mut [u8], proto: u8, b: &Backend) -> bool {
+        nat::dnat_v6(d, L3, proto, &b.addr, (b.port != 0).then_some(b.port))
+    }
+}
 
 /// What stage 1 learnt of a packet the fast path may finish.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Fast {
-    key: KeyV4,
+pub(super) struct Fast<K> {
+    key: K,
     hash: u64,
     /// Index of the service in the snapshot.
     svc: u32,
@@ -32,28 +64,47 @@ pub(super) struct Fast {
     df: bool,
 }
 
-impl Fast {
-    /// The general path's view of the packet, as [`parse_v4`] and [`Pipeline::parse`] make it.
+impl<K: FastFamily> Fast<K> {
+    /// The general path's view of the packet, as [`parse_v4`] or [`parse_v6`] and [`Pipeline::parse`] make it.
     pub(super) fn pkt(&self, data: &[u8]) -> Pkt {
         let end = usize::from(self.end);
+        let proto = self.key.proto();
         Pkt {
             l3: L3,
-            v4: true,
-            l4: L4Header::check(data, L4, end, self.key.proto),
+            v4: K::V4,
+            l4: L4Header::check(data, K::L4, end, proto),
             end,
-            proto: self.key.proto,
-            src: mapped(self.key.src),
-            dst: mapped(self.key.dst),
-            sport: self.key.sport,
-            dport: self.key.dport,
+            proto,
+            src: self.key.src16(),
+            dst: self.key.dst16(),
+            sport: self.key.sport(),
+            dport: self.key.dport(),
             tcp_flags: self.tcp_flags,
             icmp_type: 0,
             frag: Frag::No,
             df: self.df,
-            ttl: data.get(L3 + 8).copied().unwrap_or(0),
+            ttl: data.get(K::TTL_AT).copied().unwrap_or(0),
             hash: self.hash,
             class: Classified::Service(self.svc),
         }
+    }
+}
+
+/// The transport checks of the general parser for a TCP or UDP header at `l4` of a segment `seg` bytes long: the
+/// TCP flags (0 for UDP), or `None` when the general path must look (and count) instead.
+#[inline(always)]
+fn transport(d: &[u8], l4: usize, seg: usize, proto: u8) -> Option<u8> {
+    match proto {
+        proto::TCP => {
+            let t = d.get(l4..l4 + crate::wire::tcp::MIN_HEADER_LEN)?;
+            let hl = usize::from(t[12] >> 4) * 4;
+            (seg >= hl && hl >= crate::wire::tcp::MIN_HEADER_LEN).then_some(t[13])
+        }
+        proto::UDP => {
+            let l = usize::from(get_u16(d.get(l4..l4 + crate::wire::udp::HEADER_LEN)?, 4));
+            (l >= crate::wire::udp::HEADER_LEN && l <= seg).then_some(0)
+        }
+        _ => None,
     }
 }
 
@@ -61,12 +112,22 @@ impl Pipeline {
     /// Stage 1 for a packet the fast path may finish (see the module documentation): its key, hashed, the meta lines
     /// it will read prefetched. `None`: parse it in full.
     #[inline(always)]
-    pub(super) fn parse_fast(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Fast> {
+    pub(super) fn parse_fast(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Stage1> {
         if !self.fast_path {
             return None;
         }
-        let h = d.get(..L4 + crate::wire::udp::HEADER_LEN)?;
-        if get_u16(h, 12) != ethertype::IPV4 || h[L3] != 0x45 {
+        match get_u16(d.get(..L3)?, 12) {
+            ethertype::IPV4 => self.parse_fast_v4(cfg, d).map(Stage1::Fast),
+            ethertype::IPV6 => self.parse_fast_v6(cfg, d).map(Stage1::Fast6),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    fn parse_fast_v4(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Fast<KeyV4>> {
+        const L4: usize = <KeyV4 as FastFamily>::L4;
+        let h = d.get(..L4)?;
+        if h[L3] != 0x45 {
             return None;
         }
         let total = usize::from(get_u16(h, L3 + 2));
@@ -77,62 +138,87 @@ impl Pipeline {
         }
         let seg = total.checked_sub(crate::wire::ipv4::MIN_HEADER_LEN)?;
         let proto = h[L3 + 9];
-        let tcp_flags = match proto {
-            proto::TCP => {
-                let t = d.get(L4..L4 + crate::wire::tcp::MIN_HEADER_LEN)?;
-                let hl = usize::from(t[12] >> 4) * 4;
-                if seg < hl || hl < crate::wire::tcp::MIN_HEADER_LEN {
-                    return None;
-                }
-                t[13]
-            }
-            proto::UDP => {
-                let l = usize::from(get_u16(h, L4 + 4));
-                if l < crate::wire::udp::HEADER_LEN || l > seg {
-                    return None;
-                }
-                0
-            }
-            _ => return None,
-        };
+        let tcp_flags = transport(d, L4, seg, proto)?;
         if checksum::checksum(&h[L3..L4]) != 0 {
             return None;
         }
         let dst = [h[L3 + 16], h[L3 + 17], h[L3 + 18], h[L3 + 19]];
-        let dport = get_u16(h, L4 + 2);
+        let dport = get_u16(d, L4 + 2);
         let si = cfg.service_v4(dst, proto, dport)?;
-        if !matches!(cfg.services.get(si as usize)?.mode, Mode::Nat | Mode::DsrL2) || cfg.snat_v4 == Some(dst) {
+        if cfg.snat_v4 == Some(dst) {
             return None;
         }
-        let src = [h[L3 + 12], h[L3 + 13], h[L3 + 14], h[L3 + 15]];
-        if self.nworkers > 1 && owner_of_client(&mapped(src), self.nworkers) != self.worker {
-            return None;
-        }
-        let key = KeyV4 { src, dst, sport: get_u16(h, L4), dport, proto };
-        let hash = key.hash();
-        self.ct.v4.prefetch_sigs(hash);
+        let key =
+            KeyV4 { src: [h[L3 + 12], h[L3 + 13], h[L3 + 14], h[L3 + 15]], dst, sport: get_u16(d, L4), dport, proto };
         let df = get_u16(h, L3 + 6) & 0x4000 != 0;
+        self.fast_key(cfg, key, si, end, tcp_flags, df)
+    }
+
+    #[inline(always)]
+    fn parse_fast_v6(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Fast<KeyV6>> {
+        const L4: usize = <KeyV6 as FastFamily>::L4;
+        let h = d.get(..L4)?;
+        let seg = usize::from(get_u16(h, L3 + 4));
+        let end = L4 + seg;
+        // Version 6, TCP or UDP right after the fixed header (no extension headers), hop limit above 1.
+        if h[L3] >> 4 != 6 || end > d.len() || h[L3 + 7] <= 1 {
+            return None;
+        }
+        let proto = h[L3 + 6];
+        let tcp_flags = transport(d, L4, seg, proto)?;
+        let mut dst = [0u8; 16];
+        dst.copy_from_slice(&h[L3 + 24..L3 + 40]);
+        let dport = get_u16(d, L4 + 2);
+        let si = cfg.service_v6(&dst, proto, dport)?;
+        if cfg.snat_v6 == Some(dst) {
+            return None;
+        }
+        let mut src = [0u8; 16];
+        src.copy_from_slice(&h[L3 + 8..L3 + 24]);
+        let key = KeyV6 { src, dst, sport: get_u16(d, L4), dport, proto };
+        self.fast_key(cfg, key, si, end, tcp_flags, true)
+    }
+
+    /// The checks both families share once the key is known: the service's mode, the worker that owns the flow;
+    /// then the hash and the prefetch of its meta lines.
+    #[inline(always)]
+    fn fast_key<K: FastFamily>(
+        &self,
+        cfg: &DataplaneConfig,
+        key: K,
+        si: u32,
+        end: usize,
+        tcp_flags: u8,
+        df: bool,
+    ) -> Option<Fast<K>> {
+        if !matches!(cfg.services.get(si as usize)?.mode, Mode::Nat | Mode::DsrL2)
+            || (self.nworkers > 1 && owner_of_client(&key.src16(), self.nworkers) != self.worker)
+        {
+            return None;
+        }
+        let hash = key.hash();
+        K::table_ref(&self.ct).prefetch_sigs(hash);
         Some(Fast { key, hash, svc: si, end: end as u16, tcp_flags, df })
     }
 
     /// Stage 2 of a fast packet.
     #[inline(always)]
-    pub(super) fn prefetch_fast(&self, f: &Fast) {
-        self.ct.v4.prefetch_entries(f.hash);
+    pub(super) fn prefetch_fast<K: FastFamily>(&self, f: &Fast<K>) {
+        K::table_ref(&self.ct).prefetch_entries(f.hash);
     }
 
     /// Stage 3 of a fast packet: forward it, or change nothing and return `None` for the general path.
     #[inline(always)]
-    pub(super) fn finish_fast<B: PacketBuf>(
+    pub(super) fn finish_fast<K: FastFamily, B: PacketBuf>(
         &mut self,
         cfg: &DataplaneConfig,
         pkt: &mut B,
         now: u32,
-        f: &Fast,
+        f: &Fast<K>,
     ) -> Option<Verdict> {
         let svc = cfg.services.get(f.svc as usize)?;
-        let (slot, e) = self.ct.v4.find_live(&f.key, f.hash, now)?;
-        let next = keeps(cfg, svc, &e, f.key.proto == proto::TCP, f.tcp_flags)?;
+        let (slot, e) = K::table_ref(&self.ct).find_live(&f.key, f.hash, now)?;
+        let next = keeps(cfg, svc, &e, f.key.proto() == proto::TCP, f.tcp_flags)?;
         let b = cfg.backend(e.value)?;
         let nh = b.next_hop?;
         let end = usize::from(f.end);
@@ -146,21 +232,18 @@ impl Pipeline {
         }
         let d = pkt.data_mut();
         let done = match svc.mode {
-            Mode::Nat => {
-                let a = [b.addr[12], b.addr[13], b.addr[14], b.addr[15]];
-                nat::dnat_v4(d, L3, f.key.proto, a, (b.port != 0).then_some(b.port))
-            }
-            _ => nat::decrement_ttl(d, L3, true),
+            Mode::Nat => K::dnat(d, f.key.proto(), b),
+            _ => nat::decrement_ttl(d, L3, K::V4),
         };
         if !done {
             // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.
             return Some(Verdict::Drop(ParseError::Truncated.into()));
         }
         set_macs(d, nh.mac, nh.src_mac);
-        self.ct.v4.count_hit();
+        K::table(&mut self.ct).count_hit();
         self.counters.fast_path += 1;
         self.refresh_tracked(cfg, &f.key, slot, &e, next, now);
-        if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&mapped(f.key.dst)) {
+        if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&f.key.dst16()) {
             self.counters.not_owner += 1;
         }
         for c in [self.backend_stats.get_mut(e.value as usize), self.service_stats.get_mut(svc.id as usize)]

@@ -18,6 +18,8 @@ pub trait FamilyKey: FlowKey {
     fn proto(&self) -> u8;
     /// This family's table.
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self>;
+    /// This family's table, to read.
+    fn table_ref(t: &FlowTables) -> &FlowTable<Self>;
 }
 
 /// The flow tables of both families.
@@ -78,6 +80,9 @@ impl FamilyKey for KeyV4 {
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self> {
         &mut t.v4
     }
+    fn table_ref(t: &FlowTables) -> &FlowTable<Self> {
+        &t.v4
+    }
 }
 
 impl FamilyKey for KeyV6 {
@@ -102,5 +107,8 @@ impl FamilyKey for KeyV6 {
     }
     fn table(t: &mut FlowTables) -> &mut FlowTable<Self> {
         &mut t.v6
+    }
+    fn table_ref(t: &FlowTables) -> &FlowTable<Self> {
+        &t.v6
     }
 }

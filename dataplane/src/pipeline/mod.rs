@@ -12,8 +12,8 @@
 //! own address, NDP or VRRP -> SlowPath;   anything else -> Drop(NotForUs)
 //! ```
 //!
-//! **Fast path** (`fast.rs`): an IPv4 client packet of a tracked NAT or DSR-L2 flow is recognised from its bytes in
-//! stage 1 and finished in stage 3 without the general machinery; anything it cannot finish goes down the general
+//! **Fast path** (`fast.rs`): a client packet (IPv4 or IPv6) of a tracked NAT or DSR-L2 flow is recognised from its
+//! bytes in stage 1 and finished in stage 3 without the general machinery; anything it cannot finish goes down the general
 //! path unchanged. Same bytes, verdicts and counters either way (tested packet by packet).
 //!
 //! **Flow ownership** (one owner per flow, both directions) is a pure function of the packet, see `Pipeline::owner`:
@@ -130,7 +130,7 @@ pub struct Pipeline {
     replica_out: Option<replicate::ReplicaQueue>,
     /// The periodic re-send of tracked flows to the peers.
     refresh: replicate::Refresh,
-    /// Whether established IPv4 flows take the fast path (see `fast.rs`); off only to compare against it.
+    /// Whether established flows take the fast path (see `fast.rs`); off only to compare against it.
     fast_path: bool,
 }
 
@@ -167,7 +167,7 @@ impl Pipeline {
         }
     }
 
-    /// Turn the established IPv4 fast path off or on (on by default). Its result is the general path's; this exists
+    /// Turn the established fast path off or on (on by default). Its result is the general path's; this exists
     /// to compare the two (tests, `edgelb-perf --no-fast-path`).
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast_path = on;
@@ -274,6 +274,13 @@ impl Pipeline {
         let v = match &parsed.0 {
             Stage1::Full(Ok(p)) => self.process_inner(cfg, in_port, pkt, now, p).unwrap_or_else(Verdict::Drop),
             Stage1::Fast(f) => match self.finish_fast(cfg, pkt, now, f) {
+                Some(v) => v,
+                None => {
+                    let p = f.pkt(pkt.data());
+                    self.process_inner(cfg, in_port, pkt, now, &p).unwrap_or_else(Verdict::Drop)
+                }
+            },
+            Stage1::Fast6(f) => match self.finish_fast(cfg, pkt, now, f) {
                 Some(v) => v,
                 None => {
                     let p = f.pkt(pkt.data());

@@ -69,8 +69,10 @@ pub struct Parsed(pub(super) Stage1);
 /// What stage 1 made of a packet.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Stage1 {
-    /// A candidate for the fast path (see [`super::fast`]).
-    Fast(Fast),
+    /// An IPv4 candidate for the fast path (see [`super::fast`]).
+    Fast(Fast<KeyV4>),
+    /// An IPv6 candidate for the fast path.
+    Fast6(Fast<KeyV6>),
     /// Parsed in full, or decided.
     Full(Result<Pkt, Done>),
 }
@@ -209,7 +211,7 @@ impl Pipeline {
     #[inline]
     pub fn parse(&self, cfg: &DataplaneConfig, data: &[u8]) -> Parsed {
         if let Some(f) = self.parse_fast(cfg, data) {
-            return Parsed(Stage1::Fast(f));
+            return Parsed(f);
         }
         Parsed(Stage1::Full(self.parse_full(cfg, data)))
     }
@@ -253,6 +255,7 @@ impl Pipeline {
     pub fn prefetch_entries(&self, parsed: &Parsed) {
         match &parsed.0 {
             Stage1::Fast(f) => self.prefetch_fast(f),
+            Stage1::Fast6(f) => self.prefetch_fast(f),
             Stage1::Full(Ok(p)) if p.hash != 0 => self.ct.prefetch(p, true),
             Stage1::Full(_) => {}
         }

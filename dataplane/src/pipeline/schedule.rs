@@ -343,12 +343,18 @@ impl Pipeline {
         if let Some(v) = self.too_big(pkt, p, encap.map_or(0, |e| tunnel::overhead(e, p.v4)), nh.mtu, in_port)? {
             return Ok(v);
         }
-        if svc.mode == Mode::Nat && p.v4 && p.l4.is_some_and(|h| h.offset() == p.l3 + crate::wire::ipv4::MIN_HEADER_LEN)
-        {
-            // IPv4 without options: TTL, address, port and both checksums in one pass (the same bytes).
+        let ip_len = if p.v4 { crate::wire::ipv4::MIN_HEADER_LEN } else { crate::wire::ipv6::HEADER_LEN };
+        if svc.mode == Mode::Nat && p.l4.is_some_and(|h| h.offset() == p.l3 + ip_len) {
+            // IPv4 without options, IPv6 without extension headers: TTL or hop limit, address, port and checksums in
+            // one pass (the same bytes).
             let d = pkt.data_mut();
-            let a = [b.addr[12], b.addr[13], b.addr[14], b.addr[15]];
-            if !nat::dnat_v4(d, p.l3, p.proto, a, (b.port != 0).then_some(b.port)) {
+            let port = (b.port != 0).then_some(b.port);
+            let done = if p.v4 {
+                nat::dnat_v4(d, p.l3, p.proto, [b.addr[12], b.addr[13], b.addr[14], b.addr[15]], port)
+            } else {
+                nat::dnat_v6(d, p.l3, p.proto, &b.addr, port)
+            };
+            if !done {
                 return Err(ParseError::Truncated.into());
             }
             set_macs(d, nh.mac, nh.src_mac);
