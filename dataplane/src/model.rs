@@ -503,6 +503,9 @@ fn validate_service(
             return field_err(f("vip"), "broadcast address");
         }
     }
+    if is_v4_mapped(&s.vip) {
+        return field_err(f("vip"), format!("{} is IPv4-mapped: write the IPv4 address", s.vip));
+    }
     if s.port == Some(0) {
         return field_err(f("port"), "port 0; omit the port for an all-ports service");
     }
@@ -577,6 +580,12 @@ fn validate_health(si: usize, s: &ServiceSpec, h: &HealthSpec) -> Result<(), Con
     Ok(())
 }
 
+/// An IPv6 address in `::ffff:0:0/96`: never on the wire (RFC 6890), and the dataplane's form of IPv4 addresses, so a
+/// VIP or backend written this way would be one of them in disguise.
+fn is_v4_mapped(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v) if v.to_ipv4_mapped().is_some())
+}
+
 /// A service's backends: unicast, of the VIP's family, weights in range, ports the mode allows, each once.
 fn validate_backends(si: usize, s: &ServiceSpec) -> Result<(), ConfigError> {
     let mut bseen = FxHashSet::default();
@@ -584,6 +593,9 @@ fn validate_backends(si: usize, s: &ServiceSpec) -> Result<(), ConfigError> {
         let g = |x: &'static str| path!(services[si].backends[bi]).field(x);
         if b.addr.is_unspecified() || b.addr.is_multicast() {
             return field_err(g("addr"), format!("{} is not a unicast address", b.addr));
+        }
+        if is_v4_mapped(&b.addr) {
+            return field_err(g("addr"), format!("{} is IPv4-mapped: write the IPv4 address", b.addr));
         }
         if b.addr.is_ipv4() != s.vip.is_ipv4() {
             return field_err(g("addr"), format!("{} and VIP {} are of different families", b.addr, s.vip));

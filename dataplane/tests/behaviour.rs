@@ -397,6 +397,14 @@ fn validation_names_the_field() {
         ("services[0].vip", Box::new(|m| m.services[0].vip = "0.0.0.0".parse().unwrap())),
         ("services[0].vip", Box::new(|m| m.services[0].vip = "224.0.0.1".parse().unwrap())),
         ("services[0].vip", Box::new(|m| m.services[0].vip = "198.18.1.1".parse().unwrap())),
+        ("services[0].vip", Box::new(|m| m.services[0].vip = "::ffff:198.19.0.9".parse().unwrap())),
+        (
+            "services[0].backends[0].addr",
+            Box::new(|m| {
+                m.services[0].vip = "2001:db8:100::9".parse().unwrap();
+                m.services[0].backends[0].addr = "::ffff:198.18.2.9".parse().unwrap();
+            }),
+        ),
         ("services[1].vip", Box::new(|m| m.services.push(m.services[0].clone()))),
         ("services[0].backends[0].addr", Box::new(|m| m.services[0].backends[0].addr = "2001:db8::1".parse().unwrap())),
         ("services[0].backends[1].addr", Box::new(|m| m.services[0].backends[1] = m.services[0].backends[0].clone())),

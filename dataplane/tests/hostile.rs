@@ -261,3 +261,21 @@ fn nothing_leaves_bigger_than_the_egress_mtu() {
     }
     assert!(p.counters.icmp_too_big_sent >= 5, "{:?}", p.counters);
 }
+
+/// IPv6 packets from or to IPv4-mapped addresses (`::ffff:0:0/96`, allowed in no datagram by RFC 6890) are dropped
+/// and counted. The tables hold IPv4 addresses in that form, so before the check a SYN to `::ffff:198.19.0.1` passed
+/// for traffic to the IPv4 VIP 198.19.0.1 and went out as IPv6 toward its backend.
+#[test]
+fn ipv6_packets_with_ipv4_mapped_addresses_are_dropped() {
+    let (cfg, mut p) = setup();
+    let cases = [("2001:db8::10", "::ffff:198.19.0.1"), ("::ffff:198.18.0.10", "2001:db8:100::1")];
+    for (src, dst) in cases {
+        let (s, d): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        let f = Craft::new(s, d, proto::TCP, pk::tcp(40000, 80, SYN, b"mapped")).build();
+        let (v, _) = run(&mut p, &cfg, 0, &f);
+        assert_eq!(v, Verdict::Drop(DropReason::MappedAddress), "{src} -> {dst}");
+    }
+    assert_eq!(p.counters.dropped(DropReason::MappedAddress), 2);
+    // Forwarding goes on: an ordinary IPv6 SYN to the same VIP.
+    open(&mut p, &cfg, &SERVICES[8], client(false, 1), 40001);
+}

@@ -124,6 +124,13 @@ pub fn mapped(a: [u8; 4]) -> [u8; 16] {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
 }
 
+/// True for an IPv4-mapped address (`::ffff:0:0/96`): the form the tables give IPv4 addresses, and one RFC 6890
+/// (table 20) allows as neither source nor destination of a datagram.
+#[inline(always)]
+pub fn is_mapped(a: &[u8; 16]) -> bool {
+    a[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

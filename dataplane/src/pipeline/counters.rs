@@ -80,6 +80,8 @@ drop_reasons! {
     TxFull = "tx_full", "The port's transmit ring was full.";
     SlowPathFull = "slowpath_full", "The slow-path ring was full.";
     Draining = "draining", "A new flow while the appliance drains.";
+    MappedAddress = "ipv4_mapped_address",
+        "An IPv6 packet from or to an IPv4-mapped address (::ffff:0:0/96), which RFC 6890 allows in no datagram.";
 }
 
 impl From<ParseError> for DropReason {

@@ -175,6 +175,9 @@ impl Pipeline {
         }
         let mut src = [0u8; 16];
         src.copy_from_slice(&h[L3 + 8..L3 + 24]);
+        if crate::lb::flow::is_mapped(&src) || crate::lb::flow::is_mapped(&dst) {
+            return None; // dropped by the general path
+        }
         let key = KeyV6 { src, dst, sport: get_u16(d, L4), dport, proto };
         self.fast_key(cfg, key, si, end, tcp_flags, true)
     }

@@ -171,6 +171,10 @@ pub(super) fn parse_v4(data: &[u8], l3: usize) -> PResult<Pkt> {
 
 pub(super) fn parse_v6(data: &[u8], l3: usize) -> PResult<Pkt> {
     let ip = Ipv6Packet::new_checked(&data[l3..])?;
+    // The tables hold IPv4 addresses in this form: such an IPv6 packet would otherwise pass for IPv4 traffic.
+    if crate::lb::flow::is_mapped(&ip.src()) || crate::lb::flow::is_mapped(&ip.dst()) {
+        return Err(DropReason::MappedAddress);
+    }
     let up = ip.walk()?;
     let frag = match up.frag {
         None => Frag::No,
