@@ -210,7 +210,24 @@ impl Pipeline {
         K::table_ref(&self.ct).prefetch_entries(f.hash);
     }
 
-    /// Stage 3 of a fast packet: forward it, or change nothing and return `None` for the general path.
+    /// Stage 3 of a fast packet: finished fast, or by the general path from the view [`Fast::pkt`] gives it.
+    #[inline(always)]
+    pub(super) fn fast_or_general<K: FastFamily, B: PacketBuf>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        in_port: PortId,
+        pkt: &mut B,
+        now: u32,
+        f: &Fast<K>,
+    ) -> Verdict {
+        if let Some(v) = self.finish_fast(cfg, pkt, now, f) {
+            return v;
+        }
+        let p = f.pkt(pkt.data());
+        self.process_inner(cfg, in_port, pkt, now, &p).unwrap_or_else(Verdict::Drop)
+    }
+
+    /// Forward a fast packet, or change nothing and return `None` for the general path.
     #[inline(always)]
     pub(super) fn finish_fast<K: FastFamily, B: PacketBuf>(
         &mut self,
@@ -221,8 +238,7 @@ impl Pipeline {
     ) -> Option<Verdict> {
         let svc = cfg.services.get(f.svc as usize)?;
         let (slot, e) = K::table_ref(&self.ct).find_live(&f.key, f.hash, now)?;
-        let next = keeps(cfg, svc, &e, f.key.proto() == proto::TCP, f.tcp_flags)?;
-        let b = cfg.backend(e.value)?;
+        let (next, b) = keeps(cfg, svc, &e, f.key.proto() == proto::TCP, f.tcp_flags)?;
         let nh = b.next_hop?;
         let end = usize::from(f.end);
         if end - L3 > usize::from(nh.mtu) {

@@ -273,20 +273,8 @@ impl Pipeline {
         self.counters.rx += 1;
         let v = match &parsed.0 {
             Stage1::Full(Ok(p)) => self.process_inner(cfg, in_port, pkt, now, p).unwrap_or_else(Verdict::Drop),
-            Stage1::Fast(f) => match self.finish_fast(cfg, pkt, now, f) {
-                Some(v) => v,
-                None => {
-                    let p = f.pkt(pkt.data());
-                    self.process_inner(cfg, in_port, pkt, now, &p).unwrap_or_else(Verdict::Drop)
-                }
-            },
-            Stage1::Fast6(f) => match self.finish_fast(cfg, pkt, now, f) {
-                Some(v) => v,
-                None => {
-                    let p = f.pkt(pkt.data());
-                    self.process_inner(cfg, in_port, pkt, now, &p).unwrap_or_else(Verdict::Drop)
-                }
-            },
+            Stage1::Fast(f) => self.fast_or_general(cfg, in_port, pkt, now, f),
+            Stage1::Fast6(f) => self.fast_or_general(cfg, in_port, pkt, now, f),
             Stage1::Full(Err(Done::Verdict(v))) => *v,
             Stage1::Full(Err(Done::Drop(r))) => Verdict::Drop(*r),
         };

@@ -14,18 +14,25 @@ pub(super) fn new_syn(state: FlowState, tcp: bool, flags: u8) -> bool {
     tcp && state == FlowState::Closing && flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN
 }
 
-/// Whether a tracked entry still serves a client packet of service `svc`: `Some(next state)` while its backend is up
-/// and still the service's and the packet does not open a new flow ([`new_syn`]); `None`: schedule it anew.
+/// Whether a tracked entry still serves a client packet of service `svc`: `Some((next state, its backend))` while
+/// the backend is up and still the service's and the packet does not open a new flow ([`new_syn`]); `None`: schedule
+/// it anew.
 #[inline(always)]
-pub(super) fn keeps<K>(cfg: &DataplaneConfig, svc: &Service, e: &Entry<K>, tcp: bool, flags: u8) -> Option<FlowState> {
-    let ok = cfg
+pub(super) fn keeps<'a, K>(
+    cfg: &'a DataplaneConfig,
+    svc: &Service,
+    e: &Entry<K>,
+    tcp: bool,
+    flags: u8,
+) -> Option<(FlowState, &'a Backend)> {
+    let b = cfg
         .backend(e.value)
-        .is_some_and(|b| b.state != BackendState::Down && cfg.services[b.service as usize].id == svc.id);
+        .filter(|b| b.state != BackendState::Down && cfg.services[b.service as usize].id == svc.id)?;
     let state = FlowState::from_u8(e.state);
-    if !ok || new_syn(state, tcp, flags) {
+    if new_syn(state, tcp, flags) {
         return None;
     }
-    Some(if tcp { state.next_tcp(flags, Direction::FromClient) } else { state })
+    Some((if tcp { state.next_tcp(flags, Direction::FromClient) } else { state }, b))
 }
 
 /// The worker (of `nworkers`) that owns the flows of a client address (16-byte form): the rule the pipeline's
@@ -183,7 +190,7 @@ impl Pipeline {
         let tcp = p.proto == proto::TCP;
         match K::table(&mut self.ct).lookup(&key, h, now) {
             Lookup::Hit(slot, e) => {
-                if let Some(next) = keeps(cfg, svc, &e, tcp, p.tcp_flags) {
+                if let Some((next, _)) = keeps(cfg, svc, &e, tcp, p.tcp_flags) {
                     self.refresh_tracked(cfg, &key, slot, &e, next, now);
                     return Ok((e.value, e.aux));
                 }
