@@ -41,6 +41,10 @@ fn maglev_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("maglev");
     g.sample_size(20);
     g.bench_function("build_n1000_m65537", |b| b.iter(|| maglev::build(black_box(&backends), 65_537).unwrap()));
+    // The same table walked probe by probe, as the paper's pseudocode reads: the baseline in the same run.
+    g.bench_function("build_by_walking_n1000_m65537", |b| {
+        b.iter(|| maglev::build_by_walking(black_box(&backends), 65_537))
+    });
     g.bench_function("build_n100_m65537", |b| b.iter(|| maglev::build(black_box(&backends[..100]), 65_537).unwrap()));
     // One backend added to a thousand: following the chains it starts (`with_added`, the same table) against a
     // build of the 1001, for equal weights and for weights 1 to 4.
