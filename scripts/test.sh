@@ -98,6 +98,7 @@ fi
 if [ "$(id -u)" = 0 ]; then
     # The kernel comparison and the charts, briefly (two rate steps; small sweeps): that both still run.
     KC_RATES="100000 200000" KC_FIXED_RATE=100000 perf/kernel-compare "$target_dir" "$out/kernel-compare.json"
+    KC_FAMILY=6 KC_RATES="100000" KC_FIXED_RATE=100000 perf/kernel-compare "$target_dir" "$out/kernel-compare-v6.json"
     "$target_dir/release/edgelb-perf" --plot "$out/plots" --plot-flows 1000,10000 --seconds 0.2 \
         --kernel-json "$out/kernel-compare.json"
     ls "$out/plots"

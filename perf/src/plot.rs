@@ -287,7 +287,7 @@ pub(crate) fn run(dir: &str, base: &[String], flows: &[usize], kernel_json: Opti
             ),
         ];
         let svg = bars(
-            "edgelb (AF_XDP) against nftables DNAT, one core each",
+            &format!("edgelb (AF_XDP) against nftables DNAT, one core each, IPv{}", j["family"].as_u64().unwrap_or(4)),
             &format!("perf/kernel-compare ({})", j["machine"].as_str().unwrap_or("?")),
             &groups,
         );

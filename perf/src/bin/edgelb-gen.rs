@@ -1,5 +1,5 @@
-//! `edgelb-gen`: a paced batch traffic generator for veth labs (`perf/kernel-compare`). It transmits prebuilt
-//! 60-byte UDP frames, `--flows` source ports round robin, in bursts through an AF_XDP socket on `--iface` (the
+//! `edgelb-gen`: a paced batch traffic generator for veth labs (`perf/kernel-compare`). It transmits prebuilt UDP
+//! frames with 18 bytes of payload (60 bytes over IPv4, 80 over IPv6), `--flows` source ports round robin, in bursts through an AF_XDP socket on `--iface` (the
 //! dataplane's own AF_XDP port, copy mode on veth), at `--rate` packets per second for `--seconds`, pinned to
 //! `--core`. Prints one JSON line: packets handed to the kernel, seconds, the rate achieved and the port's TX
 //! errors. What the kernel then drops is for the caller to read from the interfaces' counters.
@@ -10,7 +10,7 @@ use edgelb_dataplane::port::afxdp::AfXdpPort;
 use edgelb_dataplane::port::{buf_pool, Burst, Port};
 use edgelb_dataplane::wire::build::{frame, Segment};
 use edgelb_dataplane::wire::proto;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
@@ -25,12 +25,12 @@ struct Args {
     /// Source MAC.
     #[arg(long)]
     src_mac: String,
-    /// Source address.
+    /// Source address, IPv4 or IPv6.
     #[arg(long)]
-    src: Ipv4Addr,
-    /// Destination address (the VIP).
+    src: IpAddr,
+    /// Destination address (the VIP), of the source's family.
     #[arg(long)]
-    dst: Ipv4Addr,
+    dst: IpAddr,
     /// Destination UDP port.
     #[arg(long, default_value_t = 80)]
     dport: u16,
@@ -67,13 +67,16 @@ fn run(a: &Args) -> Result<(), String> {
     {
         return Err("--flows 1..60000, --rate 1000..50000000, --seconds 0.1..600".into());
     }
+    if a.src.is_ipv4() != a.dst.is_ipv4() {
+        return Err(format!("--src {} and --dst {} are of different families", a.src, a.dst));
+    }
     let (dst_mac, src_mac) = (mac(&a.dst_mac)?, mac(&a.src_mac)?);
     let frames: Vec<Vec<u8>> = (0..a.flows)
         .map(|i| {
             let mut buf = vec![0u8; 128];
             let seg = Segment {
-                src: a.src.into(),
-                dst: a.dst.into(),
+                src: a.src,
+                dst: a.dst,
                 proto: proto::UDP,
                 sport: 1024 + i,
                 dport: a.dport,
