@@ -23,6 +23,9 @@ pub const PORT_MAC: [[u8; 6]; 1] = [[2, 0, 0, 0, 1, 0]];
 /// The client-side router's MAC.
 pub const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
 
+/// The full-NAT source ports of the scenario's one source address per family.
+pub const FULLNAT_PORTS: (u16, u16) = (1024, 65535);
+
 /// A benchmark scenario.
 #[derive(Debug, Clone, Copy)]
 pub struct Scenario {
@@ -90,7 +93,7 @@ impl Scenario {
             gateways: vec!["198.18.1.254".parse().unwrap(), "2001:db8:1::fe".parse().unwrap()],
             neighbours,
             fullnat_sources: vec!["198.18.2.1".parse().unwrap(), "2001:db8:2::1".parse().unwrap()],
-            fullnat_ports: (1024, 65535),
+            fullnat_ports: FULLNAT_PORTS,
             tunnel_sources: vec![("198.18.4.0".parse().unwrap(), 24), ("2001:db8:3::".parse().unwrap(), 120)],
             timeouts: Timeouts::default(),
             draining: false,

@@ -361,7 +361,19 @@ fn measure(
     // Repeated templates would open far fewer flows; a handful of refused SYNs (counted drops) is traffic.
     // With --cross the flows open in the other worker's table.
     if !a.cross && opened < per_core as u64 - per_core as u64 / 1000 {
-        eprintln!("edgelb-perf: warm-up opened {opened} flows, not {per_core}: the templates repeat flows");
+        let exhausted = worker.pipeline.counters.dropped(DropReason::SnatExhausted);
+        let why = if exhausted > 0 {
+            // One full-NAT source address per family: a reply tuple per backend and source port.
+            format!(
+                "full-NAT source ports ran out ({exhausted} SYNs dropped as snat_exhausted): {} backends × {} ports \
+                 of one source address",
+                a.backends,
+                u32::from(edgelb_perf::FULLNAT_PORTS.1 - edgelb_perf::FULLNAT_PORTS.0) + 1
+            )
+        } else {
+            "the templates repeat flows".to_string()
+        };
+        eprintln!("edgelb-perf: warm-up opened {opened} flows, not {per_core}: {why}");
         std::process::exit(1);
     }
     let c = &worker.pipeline.counters;
