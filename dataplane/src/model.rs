@@ -583,7 +583,7 @@ fn validate_health(si: usize, s: &ServiceSpec, h: &HealthSpec) -> Result<(), Con
 /// An IPv6 address in `::ffff:0:0/96`: never on the wire (RFC 6890), and the dataplane's form of IPv4 addresses, so a
 /// VIP or backend written this way would be one of them in disguise.
 fn is_v4_mapped(a: &IpAddr) -> bool {
-    matches!(a, IpAddr::V6(v) if v.to_ipv4_mapped().is_some())
+    matches!(a, IpAddr::V6(v) if crate::lb::flow::is_mapped(&v.octets()))
 }
 
 /// A service's backends: unicast, of the VIP's family, weights in range, ports the mode allows, each once.

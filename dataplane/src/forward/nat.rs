@@ -232,6 +232,18 @@ pub fn dnat_v6(pkt: &mut [u8], l3: usize, l4proto: u8, dst: &[u8; 16], dport: Op
     true
 }
 
+/// [`dnat_v4`] or [`dnat_v6`] by family, toward `dst` in the tables' 16-byte form (IPv4-mapped for IPv4): the one
+/// place the general and the fast path choose between them.
+#[inline(always)]
+#[must_use]
+pub fn dnat(pkt: &mut [u8], l3: usize, v4: bool, l4proto: u8, dst: &[u8; 16], dport: Option<u16>) -> bool {
+    if v4 {
+        dnat_v4(pkt, l3, l4proto, [dst[12], dst[13], dst[14], dst[15]], dport)
+    } else {
+        dnat_v6(pkt, l3, l4proto, dst, dport)
+    }
+}
+
 /// Decrement TTL / hop limit. Returns false (and changes nothing) when it would reach zero.
 #[inline]
 pub fn decrement_ttl(pkt: &mut [u8], l3: usize, v4: bool) -> bool {

@@ -26,29 +26,18 @@ pub(super) trait FastFamily: FamilyKey {
     const L4: usize;
     /// Offset of the TTL or hop limit.
     const TTL_AT: usize;
-    /// The NAT rewrite toward backend `b` (TTL or hop limit, destination, port, checksums) in one pass.
-    fn dnat(d: &mut [u8], proto: u8, b: &Backend) -> bool;
 }
 
 impl FastFamily for KeyV4 {
     const V4: bool = true;
     const L4: usize = L3 + crate::wire::ipv4::MIN_HEADER_LEN;
     const TTL_AT: usize = L3 + 8;
-    #[inline(always)]
-    fn dnat(d: &mut [u8], proto: u8, b: &Backend) -> bool {
-        let a = [b.addr[12], b.addr[13], b.addr[14], b.addr[15]];
-        nat::dnat_v4(d, L3, proto, a, (b.port != 0).then_some(b.port))
-    }
 }
 
 impl FastFamily for KeyV6 {
     const V4: bool = false;
     const L4: usize = L3 + crate::wire::ipv6::HEADER_LEN;
     const TTL_AT: usize = L3 + 7;
-    #[inline(always)]
-    fn dnat(d: &mut [u8], proto: u8, b: &Backend) -> bool {
-        nat::dnat_v6(d, L3, proto, &b.addr, (b.port != 0).then_some(b.port))
-    }
 }
 
 /// What stage 1 learnt of a packet the fast path may finish.
@@ -251,7 +240,7 @@ impl Pipeline {
         }
         let d = pkt.data_mut();
         let done = match svc.mode {
-            Mode::Nat => K::dnat(d, f.key.proto(), b),
+            Mode::Nat => nat::dnat(d, L3, K::V4, f.key.proto(), &b.addr, (b.port != 0).then_some(b.port)),
             _ => nat::decrement_ttl(d, L3, K::V4),
         };
         if !done {

@@ -355,13 +355,7 @@ impl Pipeline {
             // IPv4 without options, IPv6 without extension headers: TTL or hop limit, address, port and checksums in
             // one pass (the same bytes).
             let d = pkt.data_mut();
-            let port = (b.port != 0).then_some(b.port);
-            let done = if p.v4 {
-                nat::dnat_v4(d, p.l3, p.proto, [b.addr[12], b.addr[13], b.addr[14], b.addr[15]], port)
-            } else {
-                nat::dnat_v6(d, p.l3, p.proto, &b.addr, port)
-            };
-            if !done {
+            if !nat::dnat(d, p.l3, p.v4, p.proto, &b.addr, (b.port != 0).then_some(b.port)) {
                 return Err(ParseError::Truncated.into());
             }
             set_macs(d, nh.mac, nh.src_mac);
