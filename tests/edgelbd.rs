@@ -840,7 +840,8 @@ fn udp_echo(cl: &str, vip: &'static str) -> Result<(), String> {
 /// fragment cut inside its transport header (IPv4 with 40 bytes of options: the 88-byte frame that stopped the
 /// dataplane; IPv6 with a destination-options header), TCP and UDP, padded and not. Each is a counted
 /// `fragment_too_short` drop and the appliance keeps forwarding TCP and UDP in both families; IPv6 echo to the VIP
-/// is answered. No neighbours are configured: IPv6 backends are solicited by the appliance itself.
+/// is answered. No neighbours are configured: IPv6 backends are solicited by the appliance itself. Two IPv6 SYNs from
+/// or to IPv4-mapped addresses are counted `ipv4_mapped_address` drops.
 #[test]
 fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
     use edgelb_testkit::packets::{proto, tcp, udp, Craft};
@@ -874,6 +875,13 @@ fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
     }
     assert_eq!(frames[0].len(), 88, "the reported frame");
     let sent = frames.len();
+    // IPv6 from or to IPv4-mapped addresses (the tables' form of IPv4): a SYN to the IPv4 VIP in that form was once
+    // forwarded as IPv6 toward its backend. Each is a counted `ipv4_mapped_address` drop.
+    for (src, dst) in [("2001:db8::10", "::ffff:198.19.0.1"), ("::ffff:198.18.0.10", "2001:db8:100::1")] {
+        let mut c = Craft::new(src.parse().unwrap(), dst.parse().unwrap(), proto::TCP, tcp(40001, 80, 0x02, b"m"));
+        (c.dst_mac, c.src_mac) = (lb_mac, cl_mac);
+        frames.push(c.build());
+    }
     inject(&cl, frames);
     std::thread::sleep(Duration::from_millis(200));
     assert!(daemon.0.try_wait().unwrap().is_none(), "edgelbd is still running after the hostile frames");
@@ -893,6 +901,7 @@ fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
     assert!(ping.status.success(), "ICMPv6 echo to the VIP: {}", String::from_utf8_lossy(&ping.stdout));
     let log = stop_all(daemon, log, &stop, servers.into_iter().chain(extra));
     assert_eq!(logged(&log, "fragment_too_short") as usize, sent, "each hostile frame is one counted drop:\n{log}");
+    assert_eq!(logged(&log, "ipv4_mapped_address"), 2, "each IPv4-mapped frame is one counted drop:\n{log}");
     assert!(!log.contains("no_route="), "nothing was dropped for want of a neighbour:\n{log}");
 }
 
