@@ -71,15 +71,38 @@ done
 
 step "fuzz targets (packet pipeline: bytes and built packets; BGP decoder): build and a short run"
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+# fuzz CRATE TARGET SUMMARY ARGS...: the run's whole log goes to a file and only the lines matching SUMMARY are
+# printed. A failed run prints the log's telling lines and its end, and every crash input in hex, so the CI log
+# alone is enough to reproduce it.
+fuzz() {
+    local crate=$1 target=$2 summary=$3
+    shift 3
+    local log="$out/fuzz-$target.log"
+    if (cd "$crate" && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$@" >"$log" 2>&1); then
+        grep -E "$summary" "$log" || true
+        return 0
+    fi
+    echo "fuzz target $target failed. The telling lines of its log:"
+    grep -n -E 'panicked|ERROR|SUMMARY|deadly|leak|Test unit written|Base64|Error' "$log" | head -n 40 || true
+    echo "The end of its log:"
+    grep -v -E '^"|# Uses: ' "$log" | tail -n 60
+    local a
+    for a in "$crate/fuzz/artifacts/$target"/*; do
+        [ -f "$a" ] || continue
+        echo "$a ($(stat -c %s "$a") bytes), in hex:"
+        od -An -tx1 -v "$a"
+    done
+    return 1
+}
 corpus="$out/corpus"
 python3 dataplane/fuzz/seed_corpus.py "$corpus"
-(cd dataplane && RUSTC_BOOTSTRAP=1 cargo fuzz run process "$corpus" -- -runs=300000 -print_final_stats=1 2>&1 | tail -n 12)
+fuzz dataplane process 'stat::|^Done' "$corpus" -- -runs=300000 -print_final_stats=1
 # Structure-aware: the input drives a packet builder, so the packets pass the checksum gates and reach fragments,
 # options, extension headers, ICMP errors and replies in every mode; its log line shows the deep paths reached.
 mkdir -p "$out/craft-corpus"
-(cd dataplane && RUSTC_BOOTSTRAP=1 cargo fuzz run craft "$out/craft-corpus" -- -runs=100000 -max_len=256 -print_final_stats=1 2>&1 | grep -E '^craft: 65536|stat::|Done' )
+fuzz dataplane craft '^craft: 65536|stat::|^Done' "$out/craft-corpus" -- -runs=100000 -max_len=256 -print_final_stats=1
 python3 bgp-codec/fuzz/seed_corpus.py "$out/bgp-corpus"
-(cd bgp-codec && RUSTC_BOOTSTRAP=1 cargo fuzz run bgp_decode "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1 2>&1 | tail -n 6)
+fuzz bgp-codec bgp_decode 'stat::|^Done' "$out/bgp-corpus" -- -runs=300000 -max_len=4096 -print_final_stats=1
 
 step "release build, once (edgelb, edgelb-perf); the perf harness runs briefly; the main command runs"
 # One release build serves every release run below: the feature set stays the same, so nothing compiles twice. Only
