@@ -92,6 +92,7 @@ fuzz() {
         echo "$a ($(stat -c %s "$a") bytes), in hex:"
         od -An -tx1 -v "$a"
     done
+    df -h "$crate"
     return 1
 }
 corpus="$out/corpus"
