@@ -279,3 +279,52 @@ fn ipv6_packets_with_ipv4_mapped_addresses_are_dropped() {
     // Forwarding goes on: an ordinary IPv6 SYN to the same VIP.
     open(&mut p, &cfg, &SERVICES[8], client(false, 1), 40001);
 }
+
+/// Set RFC 791's reserved flag (bit 0 of the flags) in an IPv4 frame and make its header checksum right again.
+fn set_reserved_flag(f: &mut [u8]) {
+    let l2 = f.len() - pk::ip_of(f).len();
+    let hl = usize::from(f[l2] & 0xf) * 4;
+    f[l2 + 6] |= 0x80;
+    f[l2 + 10..l2 + 12].fill(0);
+    let c = pk::internet_checksum(&[&f[l2..l2 + hl]]);
+    f[l2 + 10..l2 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// IPv4 packets with the reserved flag set (a whole datagram, a first and a later fragment) to every IPv4 NAT
+/// service: forwarded as any other, the flag carried on and the header checksum right. Found by the `process` fuzz
+/// target: the independent checker rebuilt the header without the flag and called every such checksum wrong.
+#[test]
+fn the_reserved_flag_is_carried_with_a_right_checksum() {
+    let (cfg, mut p) = setup();
+    let mut forwarded = 0;
+    for (i, row) in SERVICES.iter().enumerate() {
+        let (vip, prot, port, mode, _) = *row;
+        let vip: IpAddr = vip.parse().unwrap();
+        if !vip.is_ipv4() || mode != Mode::Nat {
+            continue;
+        }
+        let pr = proto_of(prot);
+        let c = client(true, 400 + i as u16);
+        let l4 = l4_of(pr, 42000, port.unwrap_or(9), SYN, &[0x5a; 64]);
+        let whole = Craft::new(c, vip, pr, l4.clone());
+        let mut first = whole.clone();
+        first.ident = 0x4242;
+        first.frag = Some((0, true));
+        first.keep = Some(32);
+        let mut later = first.clone();
+        later.frag = Some((4, false));
+        later.keep = None;
+        for craft in [&whole, &first, &later] {
+            let mut f = craft.build();
+            set_reserved_flag(&mut f);
+            pk::check_frame(&f).unwrap_or_else(|e| panic!("the input to {vip}: {e}"));
+            let (v, out) = run(&mut p, &cfg, 0, &f);
+            let seen = check_tx(v, &out, &f, c).unwrap_or_else(|| panic!("{vip} {:?}: {v:?}", craft.frag));
+            assert_eq!(seen.fragment, craft.frag.is_some());
+            let l2 = out.len() - pk::ip_of(&out).len();
+            assert_eq!(out[l2 + 6] & 0x80, 0x80, "the reserved flag is carried on");
+            forwarded += 1;
+        }
+    }
+    assert_eq!(forwarded, 9, "three packets to each of the three IPv4 NAT services");
+}

@@ -338,8 +338,10 @@ fn ip_header(p: &SlicedPacket<'_>) -> Result<(IpAddr, IpAddr, bool, usize), Stri
     match &p.net {
         Some(NetSlice::Ipv4(v4)) => {
             let h = v4.header();
-            let hdr = h.to_header();
-            if hdr.calc_header_checksum() != h.header_checksum() {
+            // Over the header's bytes as received (a right header sums to 0), not etherparse's
+            // `calc_header_checksum`: its rebuilt header has no field for RFC 791's reserved flag, so every right
+            // header carrying that bit came out wrong.
+            if internet_checksum(&[h.slice()]) != 0 {
                 return Err(format!("IPv4 header checksum {:#06x} is wrong", h.header_checksum()));
             }
             Ok((
@@ -511,6 +513,16 @@ mod tests {
                     let mut bad = f.clone();
                     bad[l2 + 10] ^= 0x01;
                     assert!(check_frame(&bad).is_err(), "a wrong IPv4 header checksum must fail");
+                    // RFC 791's reserved flag set, the checksum made right again (the sum's high byte gains 0x80,
+                    // so the checksum, its complement, loses it, with the end-around borrow): still a right
+                    // header. Set without the checksum's change, it must fail.
+                    let mut evil = f.clone();
+                    evil[l2 + 6] |= 0x80;
+                    assert!(check_frame(&evil).is_err(), "the reserved flag without the checksum's change must fail");
+                    let c = u16::from_be_bytes([f[l2 + 10], f[l2 + 11]]);
+                    let (d, borrow) = c.overflowing_sub(0x8000);
+                    evil[l2 + 10..l2 + 12].copy_from_slice(&d.wrapping_sub(u16::from(borrow)).to_be_bytes());
+                    check_frame(&evil).unwrap_or_else(|e| panic!("the reserved flag with a right checksum: {e}"));
                 }
                 let mut long = f.clone();
                 long.push(0);
