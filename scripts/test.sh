@@ -72,8 +72,9 @@ done
 step "fuzz targets (packet pipeline: bytes and built packets; BGP decoder): build and a short run"
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 # fuzz CRATE TARGET SUMMARY ARGS...: the run's whole log goes to a file and only the lines matching SUMMARY are
-# printed. A failed run prints the log's telling lines and its end, and every crash input in hex, so the CI log
-# alone is enough to reproduce it.
+# printed. A failed run prints the log's telling lines (libFuzzer's seed among them), the log's end and every crash
+# input in hex. A stateful target's crash input may fail only after the inputs before it, and the same seed need not
+# repeat the campaign: the panic message is what names the fault.
 fuzz() {
     local crate=$1 target=$2 summary=$3
     shift 3
@@ -83,7 +84,7 @@ fuzz() {
         return 0
     fi
     echo "fuzz target $target failed. The telling lines of its log:"
-    grep -n -E 'panicked|ERROR|SUMMARY|deadly|leak|Test unit written|Base64|Error' "$log" | head -n 40 || true
+    grep -n -E 'INFO: Seed:|panicked|ERROR|SUMMARY|deadly|leak|Test unit written|Base64|Error' "$log" | head -n 40 || true
     echo "The end of its log:"
     grep -v -E '^"|# Uses: ' "$log" | tail -n 60
     local a
