@@ -119,6 +119,8 @@ pub struct WorkerSetup<P: Port> {
     pub sizes: TableSizes,
     /// How the worker polls when there is no traffic.
     pub polling: Polling,
+    /// New flows a second the worker admits while saturated (0: no limit; see [`Pipeline::set_new_flow_limit`]).
+    pub new_flow_limit: u32,
 }
 
 /// How a worker waits for packets.
@@ -444,6 +446,7 @@ where
                     w.held = Some(held_ring);
                     w.queries = Some(queries);
                     w.polling = s.polling;
+                    w.pipeline.set_new_flow_limit(s.new_flow_limit);
                     if let Some((out, inq)) = rq {
                         w.pipeline.set_replica_out(Some(out));
                         w.replicas_in = Some(inq);
@@ -687,11 +690,16 @@ impl<P: Port> Worker<P> {
         for (port, b) in injected {
             self.dispatch(Verdict::Tx(port), port, b);
         }
+        // Whether the ports keep the worker saturated (for the new-flow limit): judged on this poll, applied from the
+        // next.
+        let (mut received, mut any_full) = (0, false);
         for pi in 0..self.ports.len() {
             let n = self.ports[pi].rx_burst(&mut self.rx);
             if n == 0 {
                 continue;
             }
+            received += n;
+            any_full |= n >= BURST;
             let t0 = Instant::now();
             let mut pkts: Burst<Option<Handoff<P::Buf>>> = self.rx.drain(..).map(|b| Some((pi as PortId, b))).collect();
             self.run_burst(&cfg, now, &mut pkts);
@@ -701,6 +709,7 @@ impl<P: Port> Worker<P> {
             total += n;
         }
         self.flush();
+        self.pipeline.observe_poll(received, any_full, now);
         self.pipeline.housekeeping(if total == 0 { SWEEP_IDLE } else { SWEEP_BUSY }, now);
         self.pipeline.refresh_replicas(&cfg, now);
         if self.last_publish.elapsed() >= PUBLISH_EVERY {

@@ -260,8 +260,8 @@ fn workers_hand_off_across_threads() {
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 64, affinity: 64, fragments: 64 };
     let workers = Workers::spawn(
         vec![
-            WorkerSetup { worker: 0, core: Some(0), ports: vec![p0], sizes, polling: Polling::Busy },
-            WorkerSetup { worker: 1, core: Some(1), ports: vec![p1], sizes, polling: Polling::Busy },
+            WorkerSetup { worker: 0, core: Some(0), ports: vec![p0], sizes, polling: Polling::Busy, new_flow_limit: 0 },
+            WorkerSetup { worker: 1, core: Some(1), ports: vec![p1], sizes, polling: Polling::Busy, new_flow_limit: 0 },
         ],
         handle,
         1024,

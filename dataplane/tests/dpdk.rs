@@ -116,6 +116,7 @@ fn start_stop_restart_returns_every_mbuf() {
                 ports: vec![dev.queue(0).unwrap()],
                 sizes: SIZES,
                 polling: Polling::Busy,
+                new_flow_limit: 0,
             }],
             handle.clone(),
             256,
@@ -196,6 +197,7 @@ fn two_workers_own_one_queue_each_of_a_multi_queue_device() {
             ports: vec![dev.queue(w).unwrap()],
             sizes: SIZES,
             polling: Polling::Busy,
+            new_flow_limit: 0,
         })
         .collect();
     let workers = Workers::spawn(setups, handle, 256, 256);

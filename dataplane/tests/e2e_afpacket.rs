@@ -175,7 +175,7 @@ where
     let ports = in_netns(&lb, move || ["lb0", "lb1", "lb2"].iter().map(|i| open(i, pool.clone())).collect::<Vec<_>>());
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 64, affinity: 64, fragments: 64 };
     let workers = Workers::spawn(
-        vec![WorkerSetup { worker: 0, core: None, ports, sizes, polling: Polling::Busy }],
+        vec![WorkerSetup { worker: 0, core: None, ports, sizes, polling: Polling::Busy, new_flow_limit: 0 }],
         ConfigHandle::new(cfg),
         64,
         64,

@@ -59,8 +59,8 @@ fn pages_cover_every_tracked_flow_once_and_filters_partition_them() {
     let (p1, peer1) = mem::pair("w1", 1024);
     let workers = Workers::spawn(
         vec![
-            WorkerSetup { worker: 0, core: None, ports: vec![p0], sizes, polling: Polling::Busy },
-            WorkerSetup { worker: 1, core: None, ports: vec![p1], sizes, polling: Polling::Busy },
+            WorkerSetup { worker: 0, core: None, ports: vec![p0], sizes, polling: Polling::Busy, new_flow_limit: 0 },
+            WorkerSetup { worker: 1, core: None, ports: vec![p1], sizes, polling: Polling::Busy, new_flow_limit: 0 },
         ],
         handle,
         1024,
@@ -171,8 +171,8 @@ fn waiting_for_a_generation_wakes_when_every_worker_has_it() {
     let (p1, _peer1) = mem::pair("w1", 64);
     let workers = Workers::spawn(
         vec![
-            WorkerSetup { worker: 0, core: None, ports: vec![p0], sizes, polling: Polling::Busy },
-            WorkerSetup { worker: 1, core: None, ports: vec![p1], sizes, polling: Polling::Busy },
+            WorkerSetup { worker: 0, core: None, ports: vec![p0], sizes, polling: Polling::Busy, new_flow_limit: 0 },
+            WorkerSetup { worker: 1, core: None, ports: vec![p1], sizes, polling: Polling::Busy, new_flow_limit: 0 },
         ],
         handle.clone(),
         64,

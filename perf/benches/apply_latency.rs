@@ -32,7 +32,7 @@ fn run(workers_n: usize, cores: &[core_affinity::CoreId], applies: usize) {
             peers.push(peer);
             // One worker: the last core, leaving the first to the applying thread. Several: one per core.
             let core = if workers_n == 1 { cores.last() } else { cores.get(w % cores.len().max(1)) }.map(|c| c.id);
-            WorkerSetup { worker: w as u16, core, ports: vec![port], sizes, polling: Polling::Busy }
+            WorkerSetup { worker: w as u16, core, ports: vec![port], sizes, polling: Polling::Busy, new_flow_limit: 0 }
         })
         .collect();
     let workers = Workers::spawn(setups, store.handle(), 256, 256);

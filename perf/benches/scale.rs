@@ -98,7 +98,7 @@ fn main() {
     let sizes = TableSizes { flows_v4: 4096, flows_v6: 1024, affinity: 1024, fragments: 1024 };
     let core = core_affinity::get_core_ids().unwrap_or_default().last().map(|c| c.id);
     let workers = Workers::spawn(
-        vec![WorkerSetup { worker: 0, core, ports: vec![port], sizes, polling: Polling::Busy }],
+        vec![WorkerSetup { worker: 0, core, ports: vec![port], sizes, polling: Polling::Busy, new_flow_limit: 0 }],
         store.handle(),
         256,
         256,

@@ -245,6 +245,7 @@ fn start(args: &Args) -> Result<(), DaemonError> {
             ports,
             sizes: loaded.tables,
             polling: loaded.polling,
+            new_flow_limit: loaded.new_flow_limit,
         });
     }
     serve(args, loaded, setups, |f: &[u8]| Some(MemBuf::from_slice(f)))
@@ -285,6 +286,7 @@ fn run_dpdk(args: &Args, mut loaded: Loaded, cores: &[Option<usize>]) -> Result<
             ports,
             sizes: loaded.tables,
             polling: loaded.polling,
+            new_flow_limit: loaded.new_flow_limit,
         });
     }
     let code = serve(args, loaded, setups, move |f: &[u8]| pool.alloc_from(f));

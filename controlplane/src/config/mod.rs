@@ -143,6 +143,8 @@ pub struct Loaded {
     /// How the workers wait when idle (`[workers] polling`, `max_sleep_us`; default busy; adaptive sleeps up to
     /// 200 µs unless told).
     pub polling: edgelb_dataplane::worker::Polling,
+    /// New flows a second each worker admits while saturated (`[workers] new_flow_limit`; 0, the default: no limit).
+    pub new_flow_limit: u32,
     /// EAL settings (defaults when the file has no `[dpdk]`).
     pub dpdk: DpdkSettings,
     /// Where the gRPC API listens (`None`: disabled). Default 127.0.0.1:50051.
@@ -592,6 +594,8 @@ struct WorkersSection {
     polling: Option<String>,
     #[serde(default)]
     max_sleep_us: Option<u32>,
+    #[serde(default)]
+    new_flow_limit: Option<u32>,
 }
 
 /// `[workers] polling` ("busy", the default, or "adaptive") and `max_sleep_us` (adaptive only, 1 to 10000; 200).
@@ -607,6 +611,9 @@ fn polling(w: &WorkersSection) -> Result<edgelb_dataplane::worker::Polling, File
         (other, _) => Err(err("polling", format!("{other:?}: \"busy\" or \"adaptive\""))),
     }
 }
+
+/// The largest `[workers] new_flow_limit`: more new flows a second than one core can record is no limit at all.
+const MAX_NEW_FLOW_LIMIT: u32 = 100_000_000;
 
 /// The largest flow table a worker may have (entries; a NAT flow takes two).
 const MAX_FLOWS: usize = 1 << 26;
@@ -787,6 +794,13 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         }
     }
     let polling = polling(&file.workers)?;
+    let new_flow_limit = match file.workers.new_flow_limit {
+        Some(n) if n > MAX_NEW_FLOW_LIMIT => {
+            let message = format!("{n}: 0 (no limit) to {MAX_NEW_FLOW_LIMIT} new flows a second per worker");
+            return Err(FileError { line: None, field: "workers.new_flow_limit".into(), message });
+        }
+        n => n.unwrap_or(0),
+    };
     // The interfaces' MACs may be unknown until the daemon reads them; validation does not look at MACs.
     validate(&model).map_err(|e| locate(&lines, &file, e))?;
     let dpdk = match &file.dpdk {
@@ -815,6 +829,7 @@ pub fn parse(text: &str) -> Result<Loaded, FileError> {
         cores: file.workers.cores,
         tables,
         polling,
+        new_flow_limit,
         dpdk,
         api,
         api_tls,

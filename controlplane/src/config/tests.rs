@@ -306,3 +306,17 @@ fn worker_polling() {
         assert_eq!(with(t).unwrap_err().field, field, "{t}");
     }
 }
+
+/// `[workers] new_flow_limit`: off (0) by default, taken as given, bounded; a wrong value names its key.
+#[test]
+fn worker_new_flow_limit() {
+    let with = |t: &str| parse(&EXAMPLE.replace("cores = [1]", &format!("cores = [1]\n{t}")));
+    assert_eq!(with("").unwrap().new_flow_limit, 0);
+    assert_eq!(with("new_flow_limit = 200000").unwrap().new_flow_limit, 200_000);
+    assert_eq!(with("new_flow_limit = 0").unwrap().new_flow_limit, 0);
+    assert_eq!(with("new_flow_limit = 100000001").unwrap_err().field, "workers.new_flow_limit");
+    // A value that is no count at all: TOML's error, at the key's line.
+    let text = EXAMPLE.replace("cores = [1]", "cores = [1]\nnew_flow_limit = -1");
+    let line = text.lines().position(|l| l.starts_with("new_flow_limit")).map(|i| i + 1);
+    assert_eq!(parse(&text).unwrap_err().line, line);
+}

@@ -80,6 +80,8 @@ drop_reasons! {
     TxFull = "tx_full", "The port's transmit ring was full.";
     SlowPathFull = "slowpath_full", "The slow-path ring was full.";
     Draining = "draining", "A new flow while the appliance drains.";
+    Overload = "overload",
+        "A new flow refused while the worker was saturated and its new-flow limit spent (`[workers] new_flow_limit`).";
     MappedAddress = "ipv4_mapped_address",
         "An IPv6 packet from or to an IPv4-mapped address (::ffff:0:0/96), which RFC 6890 allows in no datagram.";
 }
@@ -164,6 +166,8 @@ counters! {
         "A peer's flow tracked here already with the same backend and state (its periodic re-send): expiry renewed.";
     replicas_refused = "flows_replicas_refused",
         "Replicated flows not installed (no such service or backend here, full-NAT, known already, table full).";
+    saturated_polls = "polls_saturated",
+        "Polls that found the worker saturated (full receive bursts in a row): new flows are limited meanwhile.";
     not_owner = "vip_packets_not_owner",
         "Packets to a VIP another appliance owns now (VRRP Backup here, its Lease held elsewhere): forwarded, counted.";
 }

@@ -26,18 +26,28 @@ pub(super) trait FastFamily: FamilyKey {
     const L4: usize;
     /// Offset of the TTL or hop limit.
     const TTL_AT: usize;
+    /// Stage 1's record of a fast packet of this family.
+    fn stage1(f: Fast<Self>) -> Stage1
+    where
+        Self: Sized;
 }
 
 impl FastFamily for KeyV4 {
     const V4: bool = true;
     const L4: usize = L3 + crate::wire::ipv4::MIN_HEADER_LEN;
     const TTL_AT: usize = L3 + 8;
+    fn stage1(f: Fast<Self>) -> Stage1 {
+        Stage1::Fast(f)
+    }
 }
 
 impl FastFamily for KeyV6 {
     const V4: bool = false;
     const L4: usize = L3 + crate::wire::ipv6::HEADER_LEN;
     const TTL_AT: usize = L3 + 7;
+    fn stage1(f: Fast<Self>) -> Stage1 {
+        Stage1::Fast6(f)
+    }
 }
 
 /// What stage 1 learnt of a packet the fast path may finish.
@@ -106,14 +116,14 @@ impl Pipeline {
             return None;
         }
         match get_u16(d.get(..L3)?, 12) {
-            ethertype::IPV4 => self.parse_fast_v4(cfg, d).map(Stage1::Fast),
-            ethertype::IPV6 => self.parse_fast_v6(cfg, d).map(Stage1::Fast6),
+            ethertype::IPV4 => self.parse_fast_v4(cfg, d),
+            ethertype::IPV6 => self.parse_fast_v6(cfg, d),
             _ => None,
         }
     }
 
     #[inline(always)]
-    fn parse_fast_v4(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Fast<KeyV4>> {
+    fn parse_fast_v4(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Stage1> {
         const L4: usize = <KeyV4 as FastFamily>::L4;
         let h = d.get(..L4)?;
         if h[L3] != 0x45 {
@@ -144,7 +154,7 @@ impl Pipeline {
     }
 
     #[inline(always)]
-    fn parse_fast_v6(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Fast<KeyV6>> {
+    fn parse_fast_v6(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Stage1> {
         const L4: usize = <KeyV6 as FastFamily>::L4;
         let h = d.get(..L4)?;
         let seg = usize::from(get_u16(h, L3 + 4));
@@ -171,8 +181,9 @@ impl Pipeline {
         self.fast_key(cfg, key, si, end, tcp_flags, true)
     }
 
-    /// The checks both families share once the key is known: the service's mode, the worker that owns the flow;
-    /// then the hash and the prefetch of its meta lines.
+    /// The checks both families share once the key is known: the service's mode, the worker that owns the flow; a SYN
+    /// the saturated worker refuses ([`Pipeline::refuses`]) is dropped here, before its lookup; then the hash and the
+    /// prefetch of its meta lines.
     #[inline(always)]
     fn fast_key<K: FastFamily>(
         &self,
@@ -182,15 +193,18 @@ impl Pipeline {
         end: usize,
         tcp_flags: u8,
         df: bool,
-    ) -> Option<Fast<K>> {
+    ) -> Option<Stage1> {
         if !matches!(cfg.services.get(si as usize)?.mode, Mode::Nat | Mode::DsrL2)
             || (self.nworkers > 1 && owner_of_client(&key.src16(), self.nworkers) != self.worker)
         {
             return None;
         }
+        if self.refuses(key.proto(), tcp_flags) {
+            return Some(Stage1::Full(Err(DropReason::Overload.into())));
+        }
         let hash = key.hash();
         K::table_ref(&self.ct).prefetch_sigs(hash);
-        Some(Fast { key, hash, svc: si, end: end as u16, tcp_flags, df })
+        Some(K::stage1(Fast { key, hash, svc: si, end: end as u16, tcp_flags, df }))
     }
 
     /// Stage 2 of a fast packet.

@@ -28,6 +28,7 @@
 //!
 //! Nothing here allocates, locks or panics on packet contents: every failure is a [`DropReason`] with a counter.
 
+mod admission;
 mod counters;
 mod fast;
 mod icmp;
@@ -39,6 +40,7 @@ mod reply;
 mod schedule;
 mod state;
 
+pub use admission::Admission;
 pub use counters::{Counters, DropReason, ObjCounters};
 pub use keys::{FamilyKey, FlowTables};
 pub use parse::Parsed;
@@ -132,6 +134,8 @@ pub struct Pipeline {
     refresh: replicate::Refresh,
     /// Whether established flows take the fast path (see `fast.rs`); off only to compare against it.
     fast_path: bool,
+    /// New flows while the worker is saturated (see `admission.rs`); the worker reports its bursts to it.
+    pub(crate) admission: Admission,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -164,6 +168,31 @@ impl Pipeline {
             replica_out: None,
             refresh: replicate::Refresh::default(),
             fast_path: true,
+            admission: Admission::default(),
+        }
+    }
+
+    /// New flows a second this worker admits while saturated (0, the default: no limit). See `admission.rs`.
+    pub fn set_new_flow_limit(&mut self, limit: u32) {
+        self.admission = Admission::new(limit);
+    }
+
+    /// The admission guard's state.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// A poll at `now` (ms) of the worker's ports received `received` packets, and `any_full`: some port filled a whole burst (more
+    /// packets were waiting). Full polls in a row make the worker saturated, for [`Pipeline::set_new_flow_limit`].
+    #[inline]
+    pub fn observe_poll(&mut self, received: usize, any_full: bool, now: u32) {
+        if received == 0 {
+            self.admission.idle();
+            return;
+        }
+        self.admission.observe(any_full, now);
+        if self.admission.saturated() {
+            self.counters.saturated_polls += 1;
         }
     }
 
@@ -278,6 +307,20 @@ impl Pipeline {
             Stage1::Full(Err(Done::Verdict(v))) => *v,
             Stage1::Full(Err(Done::Drop(r))) => Verdict::Drop(*r),
         };
+        self.count(v);
+        v
+    }
+
+    /// Stage 3 of a packet whose verdict stage 1 decided ([`Parsed::decided`]): counted as
+    /// [`Pipeline::process_parsed`] counts it, the buffer untouched.
+    #[inline]
+    pub fn finish_decided(&mut self, v: Verdict) {
+        self.counters.rx += 1;
+        self.count(v);
+    }
+
+    #[inline(always)]
+    fn count(&mut self, v: Verdict) {
         match v {
             Verdict::Tx(_) => self.counters.tx += 1,
             Verdict::SlowPath => self.counters.slowpath += 1,
@@ -285,7 +328,6 @@ impl Pipeline {
             Verdict::Handoff(_) => self.counters.handoff += 1,
             Verdict::Resolve(_) => self.counters.held += 1,
         }
-        v
     }
 
     /// Count a drop decided outside `process` (full rings).

@@ -77,6 +77,19 @@ pub(super) enum Stage1 {
     Full(Result<Pkt, Done>),
 }
 
+impl Parsed {
+    /// The verdict, when parsing alone decided the packet (a drop, the slow path): stage 3 only counts it
+    /// ([`Pipeline::finish_decided`]).
+    #[inline(always)]
+    pub fn decided(&self) -> Option<Verdict> {
+        match self.0 {
+            Stage1::Full(Err(Done::Verdict(v))) => Some(v),
+            Stage1::Full(Err(Done::Drop(r))) => Some(Verdict::Drop(r)),
+            _ => None,
+        }
+    }
+}
+
 impl Default for Parsed {
     fn default() -> Self {
         Parsed(Stage1::Full(Err(Done::Drop(DropReason::UnknownEthertype))))
@@ -244,14 +257,25 @@ impl Pipeline {
             ethertype::IPV6 => parse_v6(data, l3).map_err(Done::from),
             _ => Err(DropReason::UnknownEthertype.into()),
         };
-        r.map(|mut p| {
+        r.and_then(|mut p| {
             p.class = cfg.classify(&p.dst, if p.has_ports() { p.proto } else { 0 }, p.dport);
+            if matches!(p.class, Classified::Service(_)) && self.refuses(p.proto, p.tcp_flags) {
+                return Err(DropReason::Overload.into());
+            }
             if p.has_ports() && !matches!(p.frag, Frag::Later(_)) {
                 p.hash = p.tuple_hash();
                 self.ct.prefetch(&p, false);
             }
-            p
+            Ok(p)
         })
+    }
+
+    /// Whether stage 1 drops a packet to a service as [`DropReason::Overload`]: a TCP SYN (without ACK), while the
+    /// worker is saturated and its new-flow limit spent (see `admission.rs`). Dropped before its lookup, it costs
+    /// little more than its parse; a SYN of a flow tracked already is dropped too, and sent again by its client.
+    #[inline(always)]
+    pub(super) fn refuses(&self, proto: u8, tcp_flags: u8) -> bool {
+        self.admission.refusing() && proto == proto::TCP && tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN
     }
 
     /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now).

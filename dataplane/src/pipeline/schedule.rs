@@ -207,6 +207,9 @@ impl Pipeline {
         if cfg.draining {
             return Err(DropReason::Draining);
         }
+        if !self.admission.admit() {
+            return Err(DropReason::Overload);
+        }
         let bid = self.pick(cfg, svc, p, h, now)?;
         let b = cfg.backend(bid).ok_or(DropReason::NoBackend)?;
         self.counters.new_flows += 1;

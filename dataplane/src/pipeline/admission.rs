@@ -1,0 +1,193 @@
+//! Admission of new flows while a worker is saturated, so that a flood of new flows (a SYN flood) cannot take the core
+//! from the flows already tracked.
+//!
+//! Recording a new flow costs several times forwarding a tracked one (a lookup that misses, a Maglev pick, an insert
+//! that may evict, the reverse index: `edgelb-perf --new` against the established figure). On a core the traffic
+//! saturates, every nanosecond spent on one packet is one another packet waits for, so a flood of new flows at line
+//! rate would leave the tracked flows a fraction of their rate, the rest lost at the receive ring without regard to
+//! what it was. A worker is *saturated* while its polls bring full receive bursts ([`SATURATED_AFTER`] polls in a row:
+//! packets are waiting in the ring). While saturated, it admits new flows at up to `limit` a second (a token bucket
+//! [`BUCKET_MS`] deep, refilled on the pipeline's millisecond clock); the rest are dropped before anything is looked
+//! up or recorded beyond the flow lookup, counted under [`super::DropReason::Overload`]. Their clients retry: a TCP SYN is
+//! sent again after a second. Below saturation there is no limit, and a limit of 0 turns the guard off.
+//!
+//! The guard cannot tell a legitimate SYN from a flood's; what it keeps is the flows already tracked, at the cost of
+//! new ones only while the core cannot carry everything.
+
+/// Polls in a row with a full receive burst after which a worker counts as saturated.
+pub const SATURATED_AFTER: u32 = 4;
+
+/// Depth of the token bucket, in milliseconds of the limit.
+pub const BUCKET_MS: u64 = 10;
+
+/// A worker's admission of new flows (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// New flows a second admitted while saturated (0: no limit).
+    limit: u32,
+    /// Polls with a full receive burst in a row.
+    full_streak: u32,
+    /// Whether the worker is saturated now (never with no limit).
+    saturated: bool,
+    /// Tokens, in thousandths of a flow (a flow costs 1000; a millisecond adds `limit`).
+    tokens: u64,
+    /// The pipeline clock (ms) the bucket was last filled at.
+    filled_at: u32,
+}
+
+impl Admission {
+    /// The guard with `limit` new flows a second while saturated (0: off). The bucket starts full.
+    pub fn new(limit: u32) -> Self {
+        Self { limit, tokens: Self::depth(limit), ..Self::default() }
+    }
+
+    fn depth(limit: u32) -> u64 {
+        u64::from(limit) * BUCKET_MS
+    }
+
+    /// The limit (0: off).
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Whether the worker counts as saturated now.
+    pub fn saturated(&self) -> bool {
+        self.saturated
+    }
+
+    /// A poll at `now` (ms) received packets: `full` when some port filled a whole burst (more packets were
+    /// waiting). The bucket fills here, once a poll, so that stage 1 can read it ([`Admission::refusing`]).
+    #[inline]
+    pub fn observe(&mut self, full: bool, now: u32) {
+        self.full_streak = if full { self.full_streak.saturating_add(1) } else { 0 };
+        self.saturated = self.limit > 0 && self.full_streak >= SATURATED_AFTER;
+        let dt = now.wrapping_sub(self.filled_at);
+        if dt > 0 {
+            self.filled_at = now;
+            let add = u64::from(dt.min(BUCKET_MS as u32)) * u64::from(self.limit);
+            self.tokens = (self.tokens + add).min(Self::depth(self.limit));
+        }
+    }
+
+    /// The worker found no packets: not saturated.
+    #[inline]
+    pub fn idle(&mut self) {
+        self.full_streak = 0;
+        self.saturated = false;
+    }
+
+    /// Whether a new flow may be recorded now: always below saturation; while saturated, when a token is left (it is
+    /// spent).
+    #[inline]
+    pub fn admit(&mut self) -> bool {
+        if !self.saturated {
+            return true;
+        }
+        if self.tokens >= 1000 {
+            self.tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether [`Admission::admit`] would refuse a new flow now. Stage 1 asks, to drop a SYN before its lookup.
+    #[inline(always)]
+    pub fn refusing(&self) -> bool {
+        self.saturated && self.tokens < 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saturate(a: &mut Admission, now: u32) {
+        for _ in 0..SATURATED_AFTER {
+            a.observe(true, now);
+        }
+    }
+
+    fn admitted(a: &mut Admission, tries: usize) -> usize {
+        (0..tries).filter(|_| a.admit()).count()
+    }
+
+    #[test]
+    fn unsaturated_admits_everything() {
+        let mut a = Admission::new(1000);
+        for _ in 0..SATURATED_AFTER - 1 {
+            a.observe(true, 5);
+        }
+        assert!(!a.saturated() && !a.refusing());
+        assert_eq!(admitted(&mut a, 100_000), 100_000);
+        // A poll without a full burst ends the streak.
+        a.observe(false, 5);
+        a.observe(true, 5);
+        assert!(!a.saturated());
+    }
+
+    #[test]
+    fn saturated_admits_the_bucket_then_the_rate() {
+        let mut a = Admission::new(2000);
+        saturate(&mut a, 0);
+        assert!(a.saturated() && !a.refusing());
+        // The bucket starts full: 10 ms of 2000/s = 20 flows.
+        assert_eq!(admitted(&mut a, 100), 20);
+        assert!(a.refusing());
+        // Each millisecond brings 2 flows, added once a poll.
+        a.observe(true, 1);
+        assert!(!a.refusing());
+        assert_eq!(admitted(&mut a, 100), 2);
+        a.observe(true, 1);
+        assert_eq!(admitted(&mut a, 100), 0);
+        a.observe(true, 4);
+        assert_eq!(admitted(&mut a, 100), 6);
+        // A long pause refills no more than the bucket's depth.
+        a.observe(true, 60_000);
+        assert_eq!(admitted(&mut a, 100), 20);
+        // Over a second at a steady rate, the bucket empty at its start: the limit.
+        let mut n = 0;
+        for t in 60_001..61_001u32 {
+            a.observe(true, t);
+            n += admitted(&mut a, 50);
+        }
+        assert_eq!(n, 2000);
+        // Idle: no limit again.
+        a.idle();
+        assert!(!a.refusing());
+        assert_eq!(admitted(&mut a, 1000), 1000);
+    }
+
+    #[test]
+    fn a_small_limit_still_admits_its_rate() {
+        let mut a = Admission::new(300);
+        saturate(&mut a, 0);
+        let mut n = admitted(&mut a, 10);
+        assert_eq!(n, 3);
+        for t in 1..=1000u32 {
+            a.observe(true, t);
+            n += admitted(&mut a, 1);
+        }
+        assert_eq!(n, 3 + 300);
+    }
+
+    #[test]
+    fn off_never_saturates() {
+        let mut a = Admission::new(0);
+        for t in 0..100 {
+            a.observe(true, t);
+        }
+        assert!(!a.saturated() && !a.refusing());
+        assert_eq!(admitted(&mut a, 10_000), 10_000);
+    }
+
+    #[test]
+    fn the_clock_wrapping_refills() {
+        let mut a = Admission::new(1000);
+        a.filled_at = u32::MAX - 3;
+        saturate(&mut a, u32::MAX);
+        assert_eq!(admitted(&mut a, 100), 10);
+        a.observe(true, 1);
+        assert_eq!(admitted(&mut a, 100), 2);
+    }
+}
