@@ -719,10 +719,12 @@ impl<P: Port> Worker<P> {
         total
     }
 
-    /// Run a burst through the pipeline with a sliding prefetch window: while packet `i` is finished, packet
-    /// `i + AHEAD_ENTRIES` has its flow entries prefetched and packet `i + AHEAD_ENTRIES + AHEAD_META` is parsed (which
+    /// Run a burst through the pipeline with a sliding prefetch window: while packet `k` is finished, packet
+    /// `k + AHEAD_ENTRIES` has its flow entries prefetched and packet `k + AHEAD_ENTRIES + AHEAD_META` is parsed (which
     /// prefetches its meta lines). A window, rather than prefetching the whole burst at once, keeps the outstanding
-    /// misses within what the core can track (issuing 64 meta prefetches back to back lost most of them).
+    /// misses within what the core can track (issuing 64 meta prefetches back to back lost most of them). A packet
+    /// whose parse alone decides it (a drop, a SYN the new-flow limit refuses, ARP) is finished at once and takes no
+    /// place in the window, so a flood of them does not shorten the look-ahead of the packets that need lookups.
     fn run_burst(&mut self, cfg: &DataplaneConfig, now: u32, pkts: &mut Burst<Option<Handoff<P::Buf>>>) {
         if self.floor {
             for (port, mut b) in pkts.iter_mut().filter_map(Option::take) {
@@ -734,25 +736,54 @@ impl<P: Port> Worker<P> {
             }
             return;
         }
-        let n = pkts.len();
         let ahead = AHEAD_META + AHEAD_ENTRIES;
-        let mut parsed: Burst<Parsed> = Burst::new();
-        for x in pkts.iter().take(ahead).flatten() {
-            parsed.push(self.pipeline.parse(cfg, x.1.data()));
-        }
-        for p in parsed.iter().take(AHEAD_ENTRIES) {
+        // (packet index, what stage 1 made of it) for the packets still to finish, in arrival order.
+        let mut parsed: Burst<(usize, Parsed)> = Burst::new();
+        let mut next = 0;
+        self.stage1(cfg, pkts, &mut next, &mut parsed, ahead);
+        for (_, p) in parsed.iter().take(AHEAD_ENTRIES) {
             self.pipeline.prefetch_entries(p);
         }
-        for i in 0..n {
-            if let Some(Some((_, b))) = pkts.get(i + ahead) {
-                parsed.push(self.pipeline.parse(cfg, b.data()));
-            }
-            if let Some(p) = parsed.get(i + AHEAD_ENTRIES) {
+        let mut k = 0;
+        while k < parsed.len() {
+            self.stage1(cfg, pkts, &mut next, &mut parsed, k + ahead + 1);
+            if let Some((_, p)) = parsed.get(k + AHEAD_ENTRIES) {
                 self.pipeline.prefetch_entries(p);
             }
-            let (Some((port, mut b)), Some(p)) = (pkts[i].take(), parsed.get(i)) else { continue };
+            let (i, p) = &parsed[k];
+            k += 1;
+            let Some((port, mut b)) = pkts[*i].take() else { continue };
             let v = self.pipeline.process_parsed(cfg, port, &mut b, now, p);
             self.dispatch(v, port, b);
+        }
+    }
+
+    /// Stage 1 for the burst's next packets until `parsed` holds `upto` (or the burst ends); packets it decides are
+    /// finished here.
+    #[inline(always)]
+    fn stage1(
+        &mut self,
+        cfg: &DataplaneConfig,
+        pkts: &mut Burst<Option<Handoff<P::Buf>>>,
+        next: &mut usize,
+        parsed: &mut Burst<(usize, Parsed)>,
+        upto: usize,
+    ) {
+        while parsed.len() < upto {
+            let i = *next;
+            let Some(slot) = pkts.get_mut(i) else { return };
+            *next += 1;
+            let Some((_, b)) = slot else { continue };
+            let p = self.pipeline.parse(cfg, b.data());
+            match p.decided() {
+                None => parsed.push((i, p)),
+                Some(v) => {
+                    if let Some((port, b)) = slot.take() {
+                        self.pipeline.finish_decided(v);
+                        self.dispatch(v, port, b);
+                    }
+                }
+            }
         }
     }
 
