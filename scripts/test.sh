@@ -113,6 +113,7 @@ cargo build --release -p edgelb -p edgelb-perf --bin edgelb --bin edgelb-perf --
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 "$target_dir/release/edgelb-perf" --mode nat --flows 10000 --cores 1 --seconds 0.5
 "$target_dir/release/edgelb-perf" --mode floor --flows 10000 --cores 1 --seconds 0.5
+"$target_dir/release/edgelb-perf" --mode nat --flows 10000 --cores 1 --seconds 0.5 --new-percent 50 --new-flow-limit 1000
 # Instructions per packet under callgrind, beside the floor (a fixed count: the same figures on any machine).
 if command -v valgrind >/dev/null; then
     perf/instructions.sh "$target_dir" 50000
