@@ -16,6 +16,10 @@
 //! bytes in stage 1 and finished in stage 3 without the general machinery; anything it cannot finish goes down the general
 //! path unchanged. Same bytes, verdicts and counters either way (tested packet by packet).
 //!
+//! **New-flow limit** (`admission.rs`, off unless set): while the worker's polls come back full, new flows beyond a
+//! rate are dropped as [`DropReason::Overload`], SYNs in stage 1 before their lookup, so a flood of new flows cannot
+//! take the core from the tracked ones.
+//!
 //! **Flow ownership** (one owner per flow, both directions) is a pure function of the packet, see `Pipeline::owner`:
 //! packets to a VIP belong to the worker chosen by a hash of the client (source) address; NAT replies to the worker of
 //! their destination (the client); full-NAT replies to the worker whose source-port range holds their destination
@@ -40,7 +44,7 @@ mod reply;
 mod schedule;
 mod state;
 
-pub use admission::Admission;
+use admission::Admission;
 pub use counters::{Counters, DropReason, ObjCounters};
 pub use keys::{FamilyKey, FlowTables};
 pub use parse::Parsed;
@@ -134,7 +138,7 @@ pub struct Pipeline {
     refresh: replicate::Refresh,
     /// Whether established flows take the fast path (see `fast.rs`); off only to compare against it.
     fast_path: bool,
-    /// New flows while the worker is saturated (see `admission.rs`); the worker reports its bursts to it.
+    /// New flows while the worker is saturated (see `admission.rs`); the worker reports its polls to it.
     pub(crate) admission: Admission,
 }
 
@@ -177,13 +181,9 @@ impl Pipeline {
         self.admission = Admission::new(limit);
     }
 
-    /// The admission guard's state.
-    pub fn admission(&self) -> &Admission {
-        &self.admission
-    }
-
-    /// A poll at `now` (ms) of the worker's ports received `received` packets, and `any_full`: some port filled a whole burst (more
-    /// packets were waiting). Full polls in a row make the worker saturated, for [`Pipeline::set_new_flow_limit`].
+    /// A poll at `now` (ms) of the worker's ports received `received` packets, and `any_full`: some port filled a
+    /// whole burst (more packets were waiting). Full polls in a row make the worker saturated, for
+    /// [`Pipeline::set_new_flow_limit`].
     #[inline]
     pub fn observe_poll(&mut self, received: usize, any_full: bool, now: u32) {
         if received == 0 {
