@@ -9,6 +9,7 @@
 //! the frame, and when the input was valid its IPv4 header and TCP/UDP/ICMP checksums verify; it fits the egress MTU;
 //! it goes only to a backend or gateway (address and MAC) or back to the sender. A NAT or full-NAT reply restores
 //! exactly the client's view: VIP and service port as source, the client's address and port as destination.
+//! Now and then a packet arrives while the pipeline counts as saturated, so the new-flow limit refuses new flows.
 //! Every few million inputs the pipeline's counters are printed: they show which deep paths the run reached.
 #![no_main]
 
@@ -38,6 +39,8 @@ fn state() -> &'static Mutex<State> {
         let mut pipeline =
             Pipeline::new(0, 1, TableSizes { flows_v4: 4096, flows_v6: 4096, affinity: 256, fragments: 256 });
         pipeline.sync(&cfg);
+        // The new-flow limit on, so that inputs that saturate the pipeline (see below) reach its refusals.
+        pipeline.set_new_flow_limit(1);
         let vips = SERVICES.iter().map(|r| r.0.parse().unwrap()).collect();
         Mutex::new(State { vips, cfg, pipeline, now: 1, execs: 0 })
     })
@@ -88,6 +91,15 @@ fuzz_target!(|data: &[u8]| {
     let s = &mut *guard;
     s.execs += 1;
     s.now = s.now.wrapping_add(u32::from(c.u8()) * 13);
+    // One input in 16 arrives while the worker's polls come back full: saturated, with a limit of one new flow a
+    // second, so the flow opened below takes the token and a new flow after it is refused (a SYN in stage 1). The
+    // others arrive after an empty poll, which ends it.
+    let saturated = c.u8() % 16 == 15;
+    if saturated {
+        (0..4).for_each(|_| s.pipeline.observe_poll(32, true, s.now));
+    } else {
+        s.pipeline.observe_poll(0, false, s.now);
+    }
     let si = usize::from(c.u8()) % SERVICES.len();
     let (_, prot, port, mode, _) = SERVICES[si];
     let vip = s.vips[si];

@@ -43,8 +43,10 @@ impl Admission {
         Self { limit, tokens: Self::depth(limit), ..Self::default() }
     }
 
+    /// The bucket's depth in thousandths of a flow: [`BUCKET_MS`] of the limit, and one whole flow at least (below 100
+    /// a second, 10 ms of the limit is less than one, and a bucket that never held a whole token would admit nothing).
     fn depth(limit: u32) -> u64 {
-        u64::from(limit) * BUCKET_MS
+        (u64::from(limit) * BUCKET_MS).max(if limit > 0 { 1000 } else { 0 })
     }
 
     /// Whether the worker counts as saturated now.
@@ -166,6 +168,19 @@ mod tests {
             n += admitted(&mut a, 1);
         }
         assert_eq!(n, 3 + 300);
+    }
+
+    #[test]
+    fn a_limit_below_a_hundred_a_second_still_admits_its_rate() {
+        let mut a = Admission::new(20);
+        saturate(&mut a, 0);
+        let mut n = admitted(&mut a, 10);
+        assert_eq!(n, 1);
+        for t in 1..=1000u32 {
+            a.observe(true, t);
+            n += admitted(&mut a, 1);
+        }
+        assert_eq!(n, 1 + 20);
     }
 
     #[test]
