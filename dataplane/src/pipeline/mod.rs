@@ -139,7 +139,7 @@ pub struct Pipeline {
     /// Whether established flows take the fast path (see `fast.rs`); off only to compare against it.
     fast_path: bool,
     /// New flows while the worker is saturated (see `admission.rs`); the worker reports its polls to it.
-    pub(crate) admission: Admission,
+    admission: Admission,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -304,8 +304,7 @@ impl Pipeline {
             Stage1::Full(Ok(p)) => self.process_inner(cfg, in_port, pkt, now, p).unwrap_or_else(Verdict::Drop),
             Stage1::Fast(f) => self.fast_or_general(cfg, in_port, pkt, now, f),
             Stage1::Fast6(f) => self.fast_or_general(cfg, in_port, pkt, now, f),
-            Stage1::Full(Err(Done::Verdict(v))) => *v,
-            Stage1::Full(Err(Done::Drop(r))) => Verdict::Drop(*r),
+            Stage1::Full(Err(d)) => d.verdict(),
         };
         self.count(v);
         v

@@ -83,8 +83,7 @@ impl Parsed {
     #[inline(always)]
     pub fn decided(&self) -> Option<Verdict> {
         match self.0 {
-            Stage1::Full(Err(Done::Verdict(v))) => Some(v),
-            Stage1::Full(Err(Done::Drop(r))) => Some(Verdict::Drop(r)),
+            Stage1::Full(Err(d)) => Some(d.verdict()),
             _ => None,
         }
     }
@@ -101,6 +100,17 @@ impl Default for Parsed {
 pub(super) enum Done {
     Verdict(Verdict),
     Drop(DropReason),
+}
+
+impl Done {
+    /// The packet's verdict.
+    #[inline(always)]
+    pub(super) fn verdict(self) -> Verdict {
+        match self {
+            Done::Verdict(v) => v,
+            Done::Drop(r) => Verdict::Drop(r),
+        }
+    }
 }
 
 impl From<DropReason> for Done {
