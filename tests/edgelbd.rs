@@ -905,6 +905,111 @@ fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
     assert!(!log.contains("no_route="), "nothing was dropped for want of a neighbour:\n{log}");
 }
 
+/// A value from edgelbd's `/metrics` inside `ns`: the number after `series ` (the name with its labels, as rendered),
+/// 0 when the series is absent (counters appear once they count), with the whole text for messages.
+fn metric(ns: &str, series: &str) -> (u64, String) {
+    let m = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9917/metrics"])
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "curl /metrics: {}", String::from_utf8_lossy(&m.stderr));
+    let text = String::from_utf8_lossy(&m.stdout).into_owned();
+    let prefix = format!("{series} ");
+    let v = text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap());
+    (v, text)
+}
+
+/// TCP SYNs of new flows (source ports from 1024 up, one flow each) from `src` to `vip`:80, onto the client's
+/// segment through an AF_PACKET socket in bursts, from a thread pinned to `core`, for `secs`: the frames handed to
+/// the kernel.
+fn syn_flood(ns: &str, macs: ([u8; 6], [u8; 6]), src: &str, vip: &str, core: usize, secs: f64) -> u64 {
+    use edgelb_dataplane::packet::MemBuf;
+    use edgelb_dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+    use edgelb_dataplane::port::{Burst, Port, BURST};
+    use edgelb_testkit::packets::{proto, tcp, Craft};
+    let frames: Vec<Vec<u8>> = (1024..1024 + 16384)
+        .map(|sport| {
+            let mut c = Craft::new(src.parse().unwrap(), vip.parse().unwrap(), proto::TCP, tcp(sport, 80, 0x02, b""));
+            (c.dst_mac, c.src_mac) = macs;
+            c.build()
+        })
+        .collect();
+    in_netns(ns, move || {
+        // SAFETY: a zeroed cpu_set_t with one core set, for this thread only (pid 0).
+        let r = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(core, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        };
+        assert_eq!(r, 0, "pin to core {core}: {}", std::io::Error::last_os_error());
+        let mut port = AfPacketPort::open("cl0", AfPacketConfig { frames: 1024, ..Default::default() }).unwrap();
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut sent = 0u64;
+        for chunk in frames.chunks(BURST).cycle() {
+            if Instant::now() >= end {
+                break;
+            }
+            let mut out: Burst<MemBuf> = chunk.iter().map(|f| MemBuf::from_slice(f)).collect();
+            sent += port.tx_burst(&mut out) as u64;
+        }
+        sent
+    })
+}
+
+/// `[workers] new_flow_limit` end to end, in both families: a SYN flood sent from the worker's own core fills its
+/// receive ring while the worker waits for the core, so its polls come back full and it counts as saturated. It then
+/// records one new flow a second and counts the other SYNs as `overload` drops, shown in `/metrics` beside
+/// `edgelb_polls_saturated_total`. Once the flood stops, the limit lets go: new TCP connections and UDP exchanges
+/// pass in both families at once. (Sharing the core, the worker gets a ring's worth each time it runs, 256 frames or 8
+/// bursts, and spins on an empty ring for the rest of its turn: the first 4 bursts pass, the rest find it
+/// saturated. About as many SYNs are refused as flows recorded, a few thousand of each per family.)
+#[test]
+fn a_saturated_worker_refuses_new_flows_and_lets_go_in_both_families() {
+    require_root();
+    let _turn = one_daemon_at_a_time();
+    let (Hosts { lab, cl, lb, stop, servers }, extra) = hosts_dual("o");
+    let cfg = temp("overload.toml", &format!("[workers]\ncores = [0]\nnew_flow_limit = 1\n\n{}", config_dual()));
+    let (daemon, log) = edgelbd_logged(&lb, &cfg);
+    wait_forwarding(&cl);
+    let macs = (lab.mac(&lb, "lb0"), lab.mac(&cl, "cl0"));
+    const OVERLOAD: &str = "edgelb_drops_total{reason=\"overload\"}";
+    let (mut refused, text) = metric(&lb, OVERLOAD);
+    assert_eq!(refused, 0, "nothing refused before the flood:\n{text}");
+    for (src, vip) in [("198.18.0.10", "198.19.0.1"), ("2001:db8::10", "2001:db8:100::1")] {
+        // Bounded: at most 6 floods of half a second, until the worker refuses.
+        let mut sent = 0;
+        for _ in 0..6 {
+            sent += syn_flood(&cl, macs, src, vip, 0, 0.5);
+            if metric(&lb, OVERLOAD).0 > refused {
+                break;
+            }
+        }
+        // The worker drains what its ring still holds.
+        std::thread::sleep(Duration::from_millis(200));
+        let (now, text) = metric(&lb, OVERLOAD);
+        assert!(now > refused, "{sent} SYNs to {vip} from the worker's core, none refused:\n{text}");
+        assert!(now - refused < sent, "{} refused of {sent} SYNs to {vip}: some must pass", now - refused);
+        let recorded =
+            metric(&lb, &format!("edgelb_service_flows_new_total{{vip=\"{vip}\",protocol=\"tcp\",port=\"80\"}}")).0;
+        println!("{vip}: {sent} SYNs sent, {} refused as overload, {recorded} flows recorded in all", now - refused);
+        refused = now;
+        for v in ["198.19.0.1", "2001:db8:100::1"] {
+            for i in 0..5 {
+                let a = v.to_string();
+                let r = in_netns(&cl, move || request(&a)).unwrap_or_else(|e| panic!("{v} request {i} after: {e}"));
+                assert!(r == "be1" || r == "be2", "{r}");
+            }
+        }
+        udp_echo(&cl, "198.19.0.1").unwrap_or_else(|e| panic!("UDP through 198.19.0.1 after: {e}"));
+        udp_echo(&cl, "2001:db8:100::1").unwrap_or_else(|e| panic!("UDP through 2001:db8:100::1 after: {e}"));
+    }
+    let (saturated, text) = metric(&lb, "edgelb_polls_saturated_total{}");
+    assert!(saturated > 0, "the worker was saturated:\n{text}");
+    assert_eq!(metric(&lb, OVERLOAD).0, refused, "nothing refused after the floods:\n{text}");
+    let log = stop_all(daemon, log, &stop, servers.into_iter().chain(extra));
+    assert_eq!(logged(&log, "overload"), refused, "the exit log's overload drops are the metric's:\n{log}");
+}
+
 /// `edgelbctl drain` (the API's drain, the same as SIGTERM's) in both families: an IPv4 and an IPv6 connection that
 /// stay silent for 3 s keep the daemon up and keep working; closing the IPv4 one leaves the IPv6 one holding the
 /// drain; closing that ends it at once, and `edgelbctl drain`, following it, reports the flows it waited for.
