@@ -935,13 +935,7 @@ fn syn_flood(ns: &str, macs: ([u8; 6], [u8; 6]), src: &str, vip: &str, core: usi
         })
         .collect();
     in_netns(ns, move || {
-        // SAFETY: a zeroed cpu_set_t with one core set, for this thread only (pid 0).
-        let r = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(core, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-        };
-        assert_eq!(r, 0, "pin to core {core}: {}", std::io::Error::last_os_error());
+        assert!(core_affinity::set_for_current(core_affinity::CoreId { id: core }), "pin to core {core}");
         let mut port = AfPacketPort::open("cl0", AfPacketConfig { frames: 1024, ..Default::default() }).unwrap();
         let end = Instant::now() + Duration::from_secs_f64(secs);
         let mut sent = 0u64;
