@@ -953,7 +953,8 @@ fn syn_flood(ns: &str, macs: ([u8; 6], [u8; 6]), src: &str, vip: &str, core: usi
 /// `[workers] new_flow_limit` end to end, in both families: a SYN flood sent from the worker's own core fills its
 /// receive ring while the worker waits for the core, so its polls come back full and it counts as saturated. It then
 /// records one new flow a second and counts the other SYNs as `overload` drops, shown in `/metrics` beside
-/// `edgelb_polls_saturated_total`. Once the flood stops, the limit lets go: new TCP connections and UDP exchanges
+/// `edgelb_polls_saturated_total`, and by worker (`edgelb_worker_polls_saturated_total`,
+/// `edgelb_worker_overload_drops_total`). Once the flood stops, the limit lets go: new TCP connections and UDP exchanges
 /// pass in both families at once. (Sharing the core, the worker gets a ring's worth each time it runs, 256 frames or 8
 /// bursts, and spins on an empty ring for the rest of its turn: the first 4 bursts pass, the rest find it
 /// saturated. About as many SYNs are refused as flows recorded, a few thousand of each per family.)
@@ -1000,6 +1001,9 @@ fn a_saturated_worker_refuses_new_flows_and_lets_go_in_both_families() {
     let (saturated, text) = metric(&lb, "edgelb_polls_saturated_total{}");
     assert!(saturated > 0, "the worker was saturated:\n{text}");
     assert_eq!(metric(&lb, OVERLOAD).0, refused, "nothing refused after the floods:\n{text}");
+    // The one worker's own series: the same figures, by worker.
+    assert_eq!(metric(&lb, "edgelb_worker_polls_saturated_total{worker=\"0\"}").0, saturated, "{text}");
+    assert_eq!(metric(&lb, "edgelb_worker_overload_drops_total{worker=\"0\"}").0, refused, "{text}");
     let log = stop_all(daemon, log, &stop, servers.into_iter().chain(extra));
     assert_eq!(logged(&log, "overload"), refused, "the exit log's overload drops are the metric's:\n{log}");
 }

@@ -86,6 +86,21 @@ fn worker_gauges(reg: &mut Registry, workers: &[v1::WorkerStats]) {
         "Time asleep between polls (adaptive polling backing off), by worker",
         secs(|x| x.sleep_ns),
     );
+    let per_worker = |f: fn(&v1::WorkerStats) -> u64| -> Vec<(Labels, u64)> {
+        workers.iter().map(|x| (vec![("worker".into(), x.worker.to_string())], f(x))).collect()
+    };
+    counter(
+        reg,
+        "worker_polls_saturated",
+        "Polls that found the worker saturated (full receive bursts in a row), by worker",
+        per_worker(|x| x.polls_saturated),
+    );
+    counter(
+        reg,
+        "worker_overload_drops",
+        "New flows refused while the worker was saturated and its new-flow limit spent, by worker",
+        per_worker(|x| x.overload_drops),
+    );
     gauge(
         reg,
         "worker_stats_age_milliseconds",

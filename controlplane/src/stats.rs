@@ -109,6 +109,8 @@ fn stats_of(version: u64, cfg: &DataplaneConfig, workers: &[WorkerStats]) -> v1:
                 busy_ns: w.busy_ns,
                 idle_ns: w.idle_ns,
                 sleep_ns: w.sleep_ns,
+                polls_saturated: w.counters.saturated_polls,
+                overload_drops: w.counters.dropped(DropReason::Overload),
             })
             .collect(),
     }
