@@ -218,6 +218,7 @@ fn stats_json(s: &v1::Stats) -> serde_json::Value {
         "workers": s.workers.iter().map(|w| serde_json::json!({
             "worker": w.worker, "rx": w.rx, "tx": w.tx, "flows_v4": w.flows_v4, "flows_v6": w.flows_v6,
             "burst_ns_p50": w.burst_ns_p50, "burst_ns_p99": w.burst_ns_p99,
+            "polls_saturated": w.polls_saturated, "overload_drops": w.overload_drops,
         })).collect::<Vec<_>>(),
     })
 }
@@ -285,8 +286,14 @@ fn print_stats(s: &v1::Stats) {
         out!("drops: {}", d.join(", "));
     }
     for w in &s.workers {
+        // Saturation only where it happened: most workers never are.
+        let saturated = if w.polls_saturated > 0 || w.overload_drops > 0 {
+            format!(" saturated polls {} refused new flows {}", w.polls_saturated, w.overload_drops)
+        } else {
+            String::new()
+        };
         out!(
-            "worker {}: rx {} tx {} flows {}+{} burst p50 {} ns p99 {} ns",
+            "worker {}: rx {} tx {} flows {}+{} burst p50 {} ns p99 {} ns{saturated}",
             w.worker,
             w.rx,
             w.tx,

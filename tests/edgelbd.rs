@@ -1004,6 +1004,18 @@ fn a_saturated_worker_refuses_new_flows_and_lets_go_in_both_families() {
     // The one worker's own series: the same figures, by worker.
     assert_eq!(metric(&lb, "edgelb_worker_polls_saturated_total{worker=\"0\"}").0, saturated, "{text}");
     assert_eq!(metric(&lb, "edgelb_worker_overload_drops_total{worker=\"0\"}").0, refused, "{text}");
+    // And in `edgelbctl stats`, as JSON and as text.
+    let ctl = |args: &[&str]| {
+        let o = Command::new("ip").args(["netns", "exec", &lb, EDGELBCTL]).args(args).output().unwrap();
+        assert!(o.status.success(), "edgelbctl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let st: serde_json::Value = serde_json::from_str(&ctl(&["--output", "json", "stats"])).unwrap();
+    assert_eq!(st["workers"][0]["overload_drops"], refused, "{st}");
+    assert_eq!(st["workers"][0]["polls_saturated"], saturated, "{st}");
+    let table = ctl(&["stats"]);
+    let want = format!("saturated polls {saturated} refused new flows {refused}");
+    assert!(table.contains(&want), "{want} missing from edgelbctl stats:\n{table}");
     let log = stop_all(daemon, log, &stop, servers.into_iter().chain(extra));
     assert_eq!(logged(&log, "overload"), refused, "the exit log's overload drops are the metric's:\n{log}");
 }
