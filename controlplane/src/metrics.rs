@@ -70,37 +70,33 @@ fn worker_gauges(reg: &mut Registry, workers: &[v1::WorkerStats]) {
         }
     }
     gauge(reg, "burst_latency_nanoseconds", "Time to process one burst, by worker (last interval)", lat);
-    let secs = |f: fn(&v1::WorkerStats) -> u64| -> Vec<(Labels, f64)> {
-        workers.iter().map(|x| (vec![("worker".into(), x.worker.to_string())], f(x) as f64 / 1e9)).collect()
-    };
-    counter_f64(reg, "worker_busy_seconds", "Time in polls that found packets, by worker", secs(|x| x.busy_ns));
-    counter_f64(
-        reg,
-        "worker_idle_seconds",
-        "Time in polls that found no packet, sleeps included, by worker",
-        secs(|x| x.idle_ns),
-    );
-    counter_f64(
-        reg,
-        "worker_sleep_seconds",
-        "Time asleep between polls (adaptive polling backing off), by worker",
-        secs(|x| x.sleep_ns),
-    );
-    let per_worker = |f: fn(&v1::WorkerStats) -> u64| -> Vec<(Labels, u64)> {
+    let by_worker = |f: fn(&v1::WorkerStats) -> u64| -> Vec<(Labels, u64)> {
         workers.iter().map(|x| (vec![("worker".into(), x.worker.to_string())], f(x))).collect()
     };
-    counter(
-        reg,
-        "worker_polls_saturated",
-        "Polls that found the worker saturated (full receive bursts in a row), by worker",
-        per_worker(|x| x.polls_saturated),
-    );
-    counter(
-        reg,
-        "worker_overload_drops",
-        "New flows refused while the worker was saturated and its new-flow limit spent, by worker",
-        per_worker(|x| x.overload_drops),
-    );
+    type Field = fn(&v1::WorkerStats) -> u64;
+    let times: [(&str, &str, Field); 3] = [
+        ("worker_busy_seconds", "Time in polls that found packets, by worker", |x| x.busy_ns),
+        ("worker_idle_seconds", "Time in polls that found no packet, sleeps included, by worker", |x| x.idle_ns),
+        ("worker_sleep_seconds", "Time asleep between polls (adaptive polling backing off), by worker", |x| x.sleep_ns),
+    ];
+    for (name, help, f) in times {
+        counter_f64(reg, name, help, by_worker(f).into_iter().map(|(l, ns)| (l, ns as f64 / 1e9)).collect());
+    }
+    let counts: [(&str, &str, Field); 2] = [
+        (
+            "worker_polls_saturated",
+            "Polls that found the worker saturated (full receive bursts in a row), by worker",
+            |x| x.polls_saturated,
+        ),
+        (
+            "worker_overload_drops",
+            "New flows refused while the worker was saturated and its new-flow limit spent, by worker",
+            |x| x.overload_drops,
+        ),
+    ];
+    for (name, help, f) in counts {
+        counter(reg, name, help, by_worker(f));
+    }
     gauge(
         reg,
         "worker_stats_age_milliseconds",
