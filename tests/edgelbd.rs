@@ -960,10 +960,21 @@ fn syn_flood(ns: &str, macs: ([u8; 6], [u8; 6]), src: &str, vip: &str, core: usi
 /// saturated. About as many SYNs are refused as flows recorded, a few thousand of each per family.)
 #[test]
 fn a_saturated_worker_refuses_new_flows_and_lets_go_in_both_families() {
+    saturated_worker("busy", "o");
+}
+
+/// The same with adaptive polling: the worker sleeps while its ring is empty, and wakes to full bursts.
+#[test]
+fn a_saturated_adaptive_worker_refuses_new_flows_and_lets_go_in_both_families() {
+    saturated_worker("adaptive", "oa");
+}
+
+fn saturated_worker(polling: &str, tag: &str) {
     require_root();
     let _turn = one_daemon_at_a_time();
-    let (Hosts { lab, cl, lb, stop, servers }, extra) = hosts_dual("o");
-    let cfg = temp("overload.toml", &format!("[workers]\ncores = [0]\nnew_flow_limit = 1\n\n{}", config_dual()));
+    let (Hosts { lab, cl, lb, stop, servers }, extra) = hosts_dual(tag);
+    let workers = format!("[workers]\ncores = [0]\nnew_flow_limit = 1\npolling = \"{polling}\"\n\n");
+    let cfg = temp(&format!("overload-{polling}.toml"), &format!("{workers}{}", config_dual()));
     let (daemon, log) = edgelbd_logged(&lb, &cfg);
     wait_forwarding(&cl);
     let macs = (lab.mac(&lb, "lb0"), lab.mac(&cl, "cl0"));
@@ -986,7 +997,10 @@ fn a_saturated_worker_refuses_new_flows_and_lets_go_in_both_families() {
         assert!(now - refused < sent, "{} refused of {sent} SYNs to {vip}: some must pass", now - refused);
         let recorded =
             metric(&lb, &format!("edgelb_service_flows_new_total{{vip=\"{vip}\",protocol=\"tcp\",port=\"80\"}}")).0;
-        println!("{vip}: {sent} SYNs sent, {} refused as overload, {recorded} flows recorded in all", now - refused);
+        println!(
+            "{polling}, {vip}: {sent} SYNs sent, {} refused as overload, {recorded} flows recorded",
+            now - refused
+        );
         refused = now;
         for v in ["198.19.0.1", "2001:db8:100::1"] {
             for i in 0..5 {
@@ -999,6 +1013,12 @@ fn a_saturated_worker_refuses_new_flows_and_lets_go_in_both_families() {
         udp_echo(&cl, "2001:db8:100::1").unwrap_or_else(|e| panic!("UDP through 2001:db8:100::1 after: {e}"));
     }
     let (saturated, text) = metric(&lb, "edgelb_polls_saturated_total{}");
+    // The polling mode is the one configured: only an adaptive worker sleeps.
+    let slept: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("edgelb_worker_sleep_seconds_total{worker=\"0\"} "))
+        .map_or(0.0, |v| v.trim().parse().unwrap());
+    assert_eq!(slept > 0.0, polling == "adaptive", "{polling} polling slept {slept} s");
     assert!(saturated > 0, "the worker was saturated:\n{text}");
     assert_eq!(metric(&lb, OVERLOAD).0, refused, "nothing refused after the floods:\n{text}");
     // The one worker's own series: the same figures, by worker.
