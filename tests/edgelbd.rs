@@ -1013,12 +1013,20 @@ fn saturated_worker(polling: &str, tag: &str) {
         udp_echo(&cl, "2001:db8:100::1").unwrap_or_else(|e| panic!("UDP through 2001:db8:100::1 after: {e}"));
     }
     let (saturated, text) = metric(&lb, "edgelb_polls_saturated_total{}");
-    // The polling mode is the one configured: only an adaptive worker sleeps.
-    let slept: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("edgelb_worker_sleep_seconds_total{worker=\"0\"} "))
-        .map_or(0.0, |v| v.trim().parse().unwrap());
-    assert_eq!(slept > 0.0, polling == "adaptive", "{polling} polling slept {slept} s");
+    // The polling mode is the one configured: only an adaptive worker sleeps. Its sleeps start once its polls come
+    // back empty 1024 times in a row, so wait for them (bounded): idle, it sleeps a fraction of each second.
+    let slept = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("edgelb_worker_sleep_seconds_total{worker=\"0\"} "))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    };
+    let mut s = slept(&text);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while polling == "adaptive" && s == 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        s = slept(&metric(&lb, OVERLOAD).1);
+    }
+    assert_eq!(s > 0.0, polling == "adaptive", "{polling} polling slept {s} s");
     assert!(saturated > 0, "the worker was saturated:\n{text}");
     assert_eq!(metric(&lb, OVERLOAD).0, refused, "nothing refused after the floods:\n{text}");
     // The one worker's own series: the same figures, by worker.
