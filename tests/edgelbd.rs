@@ -905,18 +905,28 @@ fn hostile_frames_are_counted_drops_and_both_families_keep_forwarding() {
     assert!(!log.contains("no_route="), "nothing was dropped for want of a neighbour:\n{log}");
 }
 
-/// A value from edgelbd's `/metrics` inside `ns`: the number after `series ` (the name with its labels, as rendered),
-/// 0 when the series is absent (counters appear once they count), with the whole text for messages.
-fn metric(ns: &str, series: &str) -> (u64, String) {
+/// edgelbd's `/metrics` text inside `ns`.
+fn metrics_text(ns: &str) -> String {
     let m = Command::new("ip")
         .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9917/metrics"])
         .output()
         .unwrap();
     assert!(m.status.success(), "curl /metrics: {}", String::from_utf8_lossy(&m.stderr));
-    let text = String::from_utf8_lossy(&m.stdout).into_owned();
+    String::from_utf8_lossy(&m.stdout).into_owned()
+}
+
+/// The value of `series` (the name with its labels, as rendered) in a `/metrics` text; `None` when absent.
+fn series<T: std::str::FromStr>(text: &str, series: &str) -> Option<T> {
     let prefix = format!("{series} ");
-    let v = text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap());
-    (v, text)
+    let v = text.lines().find_map(|l| l.strip_prefix(&prefix))?;
+    Some(v.trim().parse().unwrap_or_else(|_| panic!("{series}: {v} is not a number")))
+}
+
+/// A counter from edgelbd's `/metrics` inside `ns`, 0 when the series is absent (counters appear once they count),
+/// with the whole text for messages.
+fn metric(ns: &str, name: &str) -> (u64, String) {
+    let text = metrics_text(ns);
+    (series(&text, name).unwrap_or(0), text)
 }
 
 /// TCP SYNs of new flows (source ports from 1024 up, one flow each) from `src` to `vip`:80, onto the client's
@@ -1015,16 +1025,12 @@ fn saturated_worker(polling: &str, tag: &str) {
     let (saturated, text) = metric(&lb, "edgelb_polls_saturated_total{}");
     // The polling mode is the one configured: only an adaptive worker sleeps. Its sleeps start once its polls come
     // back empty 1024 times in a row, so wait for them (bounded): idle, it sleeps a fraction of each second.
-    let slept = |text: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix("edgelb_worker_sleep_seconds_total{worker=\"0\"} "))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
-    };
+    let slept = |text: &str| series(text, "edgelb_worker_sleep_seconds_total{worker=\"0\"}").unwrap_or(0.0);
     let mut s = slept(&text);
     let deadline = Instant::now() + Duration::from_secs(5);
     while polling == "adaptive" && s == 0.0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        s = slept(&metric(&lb, OVERLOAD).1);
+        s = slept(&metrics_text(&lb));
     }
     assert_eq!(s > 0.0, polling == "adaptive", "{polling} polling slept {s} s");
     assert!(saturated > 0, "the worker was saturated:\n{text}");
