@@ -148,7 +148,7 @@ pub struct FlowTable<K: FlowKey> {
     buckets: HugeArray<Bucket<K>>,
     nbuckets: u64,
     rev: Option<HugeArray<RevBucket>>,
-    rev_mask: usize,
+    nrev: u64,
     stats: TableStats,
     sweep_at: usize,
 }
@@ -218,19 +218,25 @@ impl<K: FlowKey> FlowTable<K> {
             buckets: HugeArray::new(nbuckets, Bucket { slots: [free; WAYS] }),
             nbuckets: nbuckets as u64,
             rev: None,
-            rev_mask: 0,
+            nrev: 0,
             stats: TableStats::default(),
             sweep_at: 0,
         }
     }
 
-    /// The same, with a reverse index of 1 to 2 slots per entry (a power-of-two number of buckets).
+    /// The same, with a reverse index of 9/8 slots per table slot: the index fills to 91 % before its first failure,
+    /// as the table does, so it still takes a link for every slot of a table filled to the last one (test
+    /// `index_outlasts_its_table`).
     pub fn with_reverse(flows: usize) -> Self {
-        let mut t = Self::new(flows);
-        let n = (t.nbuckets as usize).next_power_of_two();
-        t.rev = Some(HugeArray::new(n, RevBucket { fp: [0; WAYS], slot: [0; WAYS] }));
-        t.rev_mask = n - 1;
-        t
+        let t = Self::new(flows);
+        let n = (t.nbuckets as usize * 9).div_ceil(8);
+        t.with_index(n)
+    }
+
+    fn with_index(mut self, n: usize) -> Self {
+        self.rev = Some(HugeArray::new(n, RevBucket { fp: [0; WAYS], slot: [0; WAYS] }));
+        self.nrev = n as u64;
+        self
     }
 
     /// Slots in the table.
@@ -238,7 +244,7 @@ impl<K: FlowKey> FlowTable<K> {
         self.nbuckets as usize * WAYS
     }
 
-    /// Bytes per slot: (meta line share + slot, reverse-index slot). The index has 1 to 2 slots per table slot.
+    /// Bytes per slot: (meta line share + slot, reverse-index slot). The index has 9/8 slots per table slot.
     pub fn bytes_per_slot() -> (usize, usize) {
         (
             (std::mem::size_of::<Meta>() + std::mem::size_of::<Bucket<K>>()) / WAYS,
@@ -271,16 +277,23 @@ impl<K: FlowKey> FlowTable<K> {
         range(remix(h), self.nbuckets)
     }
 
+    /// The first reverse-index bucket of reply hash `rh`, from bits the fingerprint does not use.
     #[inline(always)]
     fn rev_bucket(&self, rh: u64) -> usize {
-        (rh >> 32) as usize & self.rev_mask
+        range(rh.rotate_right(16), self.nrev)
     }
 
     /// The other reverse-index bucket of a fingerprint in bucket `ri` (partial-key cuckoo hashing: computable from
-    /// the index slot alone, so fingerprints can move without their key).
+    /// the index slot alone, so fingerprints can move without their key). `h(fp) - ri` modulo the bucket count is its
+    /// own inverse, so any count works, not only powers of two.
     #[inline(always)]
     fn rev_alt(&self, ri: usize, fp: u32) -> usize {
-        ri ^ (crate::lb::hash::fmix64(u64::from(fp)) as usize & self.rev_mask)
+        let h = range(crate::lb::hash::fmix64(u64::from(fp)), self.nrev);
+        if h >= ri {
+            h - ri
+        } else {
+            h + self.nrev as usize - ri
+        }
     }
 
     #[inline(always)]
@@ -921,6 +934,28 @@ mod fill {
         const EMPTY: Self = K(0);
         fn hash(&self) -> u64 {
             crate::lb::hash::fmix64(self.0)
+        }
+    }
+
+    /// A table kept full by evictions (every insert evicts once the table is full) still has an index slot for every
+    /// entry: the index has 9/8 slots per table slot and fills to 91 % before its first failure. (116 500 flows make
+    /// 16 383 buckets: an index rounded up to a power of two had one slot per table slot there, and failed.)
+    #[test]
+    fn index_outlasts_its_table() {
+        for n in [20_000usize, 116_500, 123_457] {
+            let mut t = FlowTable::<K>::with_reverse(n);
+            let cap = t.capacity() as u64;
+            for i in 1..=3 * cap {
+                let k = K(i);
+                let (slot, _) = t.insert(k, k.hash(), 0, Entry::new(1000, i as u32, 0, 1, 0), |_| true).unwrap();
+                t.link_reverse(slot, !k.hash()).expect("index fits");
+            }
+            let s = t.stats();
+            assert!(s.evicted > cap, "{n}: the table never filled ({} evictions)", s.evicted);
+            assert!(s.occupied * 1000 >= cap * 999, "{n}: {} of {cap} slots occupied", s.occupied);
+            assert_eq!(s.reverse_failed, 0);
+            let (fwd, rev) = (t.meta.bytes() + t.buckets.bytes(), t.rev.as_ref().map_or(0, |r| r.bytes()));
+            println!("{n} flows: {:.1} + {:.1} bytes per flow", fwd as f64 / n as f64, rev as f64 / n as f64);
         }
     }
 
