@@ -3,8 +3,8 @@
 //!
 //! **Forward table.** Set-associative with two choices. A key's 64-bit hash picks two candidate buckets
 //! (multiply-shift range reduction of the hash and of a remix of it) and a 16-bit signature. Each bucket has one
-//! 64-byte *meta* line — the [`WAYS`] slots' signatures, expiry ticks and states — and the slots' keys and values
-//! apart. A lookup reads the meta line (signature and expiry) and then only the slot whose signature matches; an
+//! 64-byte *meta* line — the [`WAYS`] slots' signatures, expiry ticks, states and flags — and the slots' keys and
+//! values apart. A lookup reads the meta line (signature and expiry) and then only the slot whose signature matches; an
 //! insert chooses its victim from the two meta lines alone; the sweep reads meta lines only. Insertion takes a free
 //! slot in the emptier of the two buckets (power of two choices); when both are full, an expired slot, then the
 //! evictable slot that expires soonest, then a depth-1 cuckoo move (one resident moves to its own other bucket).
@@ -68,14 +68,14 @@ impl<K: FlowKey> Entry<K> {
     }
 }
 
-/// What a slot stores besides its meta: the key, the caller's value, and the reverse-index link.
+/// What a slot stores besides its meta: the key, the caller's value and aux, and the reverse-index link. In this
+/// order a 14-byte IPv4 key makes a 24-byte slot and a 38-byte IPv6 key a 48-byte one, without padding.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct Slot<K> {
     key: K,
-    value: u32,
     aux: u16,
-    flags: u8,
+    value: u32,
     rev: u32,
 }
 
@@ -85,13 +85,14 @@ struct Bucket<K> {
     slots: [Slot<K>; WAYS],
 }
 
-/// Signatures (0: free), expiry ticks and states of one bucket's slots: one cache line.
+/// Signatures (0: free), expiry ticks, states and the caller's flags of one bucket's slots: one cache line.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Meta {
     sig: [u16; WAYS],
     expires: [u32; WAYS],
     state: [u8; WAYS],
+    flags: [u8; WAYS],
 }
 
 #[derive(Clone, Copy)]
@@ -212,9 +213,12 @@ impl<K: FlowKey> FlowTable<K> {
     pub fn new(flows: usize) -> Self {
         let want = flows.max(WAYS) + flows / 8;
         let nbuckets = want.div_ceil(WAYS);
-        let free = Slot { key: K::EMPTY, value: 0, aux: 0, flags: 0, rev: NO_REV };
+        let free = Slot { key: K::EMPTY, aux: 0, value: 0, rev: NO_REV };
         Self {
-            meta: HugeArray::new(nbuckets, Meta { sig: [0; WAYS], expires: [0; WAYS], state: [0; WAYS] }),
+            meta: HugeArray::new(
+                nbuckets,
+                Meta { sig: [0; WAYS], expires: [0; WAYS], state: [0; WAYS], flags: [0; WAYS] },
+            ),
             buckets: HugeArray::new(nbuckets, Bucket { slots: [free; WAYS] }),
             nbuckets: nbuckets as u64,
             rev: None,
@@ -300,7 +304,7 @@ impl<K: FlowKey> FlowTable<K> {
     fn entry_at(&self, bi: usize, w: usize) -> Entry<K> {
         let m = &self.meta.as_slice()[bi];
         let s = &self.buckets.as_slice()[bi].slots[w];
-        Entry { key: s.key, expires: m.expires[w], value: s.value, aux: s.aux, state: m.state[w], flags: s.flags }
+        Entry { key: s.key, expires: m.expires[w], value: s.value, aux: s.aux, state: m.state[w], flags: m.flags[w] }
     }
 
     /// Stage 1 of a burst's prefetch for a forward lookup: both candidate meta lines of hash `h`.
@@ -551,12 +555,12 @@ impl<K: FlowKey> FlowTable<K> {
                 Some(self.clear(bi, w))
             }
         };
-        self.buckets.as_mut_slice()[bi].slots[w] =
-            Slot { key, value: e.value, aux: e.aux, flags: e.flags, rev: NO_REV };
+        self.buckets.as_mut_slice()[bi].slots[w] = Slot { key, aux: e.aux, value: e.value, rev: NO_REV };
         let m = &mut self.meta.as_mut_slice()[bi];
         m.sig[w] = sig_of(h);
         m.expires[w] = e.expires;
         m.state[w] = e.state;
+        m.flags[w] = e.flags;
         self.stats.inserts += 1;
         Ok(((bi * WAYS + w) as u32, displaced))
     }
@@ -579,6 +583,7 @@ impl<K: FlowKey> FlowTable<K> {
             om.sig[ow] = m.sig[w];
             om.expires[ow] = m.expires[w];
             om.state[ow] = m.state[w];
+            om.flags[ow] = m.flags[w];
             if x.rev != NO_REV {
                 if let Some(rb) = self.rev.as_mut().and_then(|r| r.as_mut_slice().get_mut(x.rev as usize / WAYS)) {
                     rb.slot[x.rev as usize % WAYS] = (other * WAYS + ow) as u32;
