@@ -18,6 +18,12 @@
 //! index position, so whatever frees an entry (expiry, eviction, removal, sweep) unlinks it, and a cuckoo move of
 //! either side rewrites the link: the only holder of a slot number across packets is the index, and it stays right.
 //!
+//! **Shared addresses.** An IPv6 key's destination is a VIP, one of few that many flows share: a slot names it by a
+//! 16-bit number in the table's list of them ([`FlowKey::shared`]), so an IPv6 slot stores 24 bytes of key instead
+//! of 38. A lookup finds the number first (a destination without one is in no slot); an insert takes one, counted
+//! per slot; entries come back with their whole key. At most [`FlowTable::shared_capacity`] destinations are named at
+//! once; a new flow to one more is refused and counted.
+//!
 //! Time is a `u32` tick of milliseconds since the worker started, compared with wrapping arithmetic; the worker's
 //! incremental [`FlowTable::sweep`] visits every bucket far more often than the 24-day wrap, and timeouts are
 //! limited to [`MAX_TIMEOUT_MS`].
@@ -41,6 +47,166 @@ pub trait FlowKey: Copy + Eq + std::fmt::Debug {
     const EMPTY: Self;
     /// Stable 64-bit hash of the key.
     fn hash(&self) -> u64;
+    /// The key as a slot stores it: the key itself, or (see [`FlowKey::shared`]) the key with its shared address
+    /// replaced by its number in the table's list of shared addresses.
+    type Stored: Copy + Eq + std::fmt::Debug;
+    /// The stored form of a free slot.
+    const STORED_EMPTY: Self::Stored;
+    /// The 16-byte address that many keys share (an IPv6 flow's VIP), kept once in the table and named in the slot
+    /// by a 16-bit number; `None` for a key stored whole.
+    fn shared(&self) -> Option<&[u8; 16]>;
+    /// The stored form, `id` being the shared address's number (ignored for a key stored whole).
+    fn store(&self, id: u16) -> Self::Stored;
+    /// The shared address's number in a stored key.
+    fn stored_id(s: &Self::Stored) -> Option<u16>;
+    /// The key back from its stored form and the shared address.
+    fn load(s: &Self::Stored, addr: &[u8; 16]) -> Self;
+}
+
+/// The stored-form items of [`FlowKey`] for a key a slot stores whole (no shared address).
+#[macro_export]
+macro_rules! stored_whole {
+    () => {
+        type Stored = Self;
+        const STORED_EMPTY: Self = Self::EMPTY;
+        #[inline(always)]
+        fn shared(&self) -> Option<&[u8; 16]> {
+            None
+        }
+        #[inline(always)]
+        fn store(&self, _id: u16) -> Self {
+            *self
+        }
+        #[inline(always)]
+        fn stored_id(_s: &Self) -> Option<u16> {
+            None
+        }
+        #[inline(always)]
+        fn load(s: &Self, _addr: &[u8; 16]) -> Self {
+            *s
+        }
+    };
+}
+
+/// The keys' shared addresses of one table, each with the number of slots naming it: fixed arrays allocated with the
+/// table (none for keys stored whole), an open-addressing index at most half full, and no allocation afterwards.
+/// An address no slot names any more keeps its number until the numbers run out; then the index is rebuilt over the
+/// named ones and the others' numbers are reused.
+struct Addresses {
+    addrs: Vec<[u8; 16]>,
+    refs: Vec<u32>,
+    /// Number + 1 of the address at each position, 0 for none.
+    index: Vec<u16>,
+    shift: u32,
+    /// Numbers handed out so far (below it: in `addrs`), and numbers free for reuse.
+    used: usize,
+    free: Vec<u16>,
+}
+
+/// Most shared addresses a table names at once (see [`FlowTable::shared_capacity`]).
+pub const MAX_SHARED: usize = 65_535;
+
+impl Addresses {
+    fn new(cap: usize) -> Self {
+        let cap = cap.min(MAX_SHARED);
+        let size = if cap == 0 { 0 } else { (2 * cap).next_power_of_two() };
+        Addresses {
+            addrs: vec![[0; 16]; cap],
+            refs: vec![0; cap],
+            index: vec![0; size],
+            shift: 64 - size.max(1).trailing_zeros(),
+            used: 0,
+            free: Vec::with_capacity(cap),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.addrs.len() * 16 + self.refs.len() * 4 + self.index.len() * 2 + self.free.capacity() * 2
+    }
+
+    #[inline(always)]
+    fn home(&self, a: &[u8; 16]) -> usize {
+        let x = u128::from_ne_bytes(*a);
+        let f = (x as u64) ^ ((x >> 64) as u64).rotate_left(29);
+        (f.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    /// The number of `a`, if some slot may name it.
+    #[inline(always)]
+    fn find(&self, a: &[u8; 16]) -> Option<u16> {
+        let mask = self.index.len().checked_sub(1)?;
+        let mut i = self.home(a);
+        loop {
+            let n = *self.index.get(i)?;
+            if n == 0 {
+                return None;
+            }
+            if self.addrs.get(usize::from(n - 1)) == Some(a) {
+                return Some(n - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline(always)]
+    fn addr(&self, id: u16) -> &[u8; 16] {
+        self.addrs.get(usize::from(id)).unwrap_or(&[0; 16])
+    }
+
+    /// Name `a` once more: its number, a new one if needed; `None` when every number is named.
+    fn acquire(&mut self, a: &[u8; 16]) -> Option<u16> {
+        let id = match self.find(a) {
+            Some(id) => id,
+            None => {
+                if self.used == self.addrs.len() && self.free.is_empty() {
+                    self.rebuild();
+                }
+                let id = match self.free.pop() {
+                    Some(id) => id,
+                    None if self.used < self.addrs.len() => {
+                        self.used += 1;
+                        (self.used - 1) as u16
+                    }
+                    None => return None,
+                };
+                self.addrs[usize::from(id)] = *a;
+                self.place(id);
+                id
+            }
+        };
+        self.refs[usize::from(id)] += 1;
+        Some(id)
+    }
+
+    fn place(&mut self, id: u16) {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(&self.addrs[usize::from(id)]);
+        while self.index[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = id + 1;
+    }
+
+    /// One slot less names `id`.
+    #[inline]
+    fn release(&mut self, id: u16) {
+        if let Some(r) = self.refs.get_mut(usize::from(id)) {
+            *r = r.saturating_sub(1);
+        }
+    }
+
+    /// Index the named addresses only; the others' numbers become free.
+    fn rebuild(&mut self) {
+        self.index.fill(0);
+        self.free.clear();
+        for id in (0..self.used).rev() {
+            if self.refs[id] == 0 {
+                self.free.push(id as u16);
+            } else {
+                self.place(id as u16);
+            }
+        }
+    }
 }
 
 /// One entry, as the caller sees it (a copy). `value`, `aux`, `state` and `flags` are the caller's; `state` 0 is
@@ -72,8 +238,8 @@ impl<K: FlowKey> Entry<K> {
 /// order a 14-byte IPv4 key makes a 24-byte slot and a 38-byte IPv6 key a 48-byte one, without padding.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
-struct Slot<K> {
-    key: K,
+struct Slot<S> {
+    key: S,
     aux: u16,
     value: u32,
     rev: u32,
@@ -81,8 +247,8 @@ struct Slot<K> {
 
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
-struct Bucket<K> {
-    slots: [Slot<K>; WAYS],
+struct Bucket<S> {
+    slots: [Slot<S>; WAYS],
 }
 
 /// Signatures (0: free), expiry ticks, states and the caller's flags of one bucket's slots: one cache line.
@@ -125,6 +291,8 @@ pub struct TableStats {
     pub reverse_failed: u64,
     /// Entries or index fingerprints moved to their other bucket to make room.
     pub moved: u64,
+    /// Inserts refused because the table already names all the shared addresses (IPv6 VIPs) it can.
+    pub addresses_full: u64,
 }
 
 /// Why an insert failed.
@@ -132,6 +300,8 @@ pub struct TableStats {
 pub enum InsertError {
     /// The buckets hold only live protected entries.
     BucketFull,
+    /// The table already names all the shared addresses it can and this key's is another.
+    AddressesFull,
 }
 
 /// Result of [`FlowTable::lookup`].
@@ -146,7 +316,8 @@ pub enum Lookup<K> {
 /// A fixed-capacity flow table.
 pub struct FlowTable<K: FlowKey> {
     meta: HugeArray<Meta>,
-    buckets: HugeArray<Bucket<K>>,
+    buckets: HugeArray<Bucket<K::Stored>>,
+    addrs: Addresses,
     nbuckets: u64,
     rev: Option<HugeArray<RevBucket>>,
     nrev: u64,
@@ -172,7 +343,7 @@ fn sig_of(h: u64) -> u16 {
 
 /// The first way holding `key` among those whose signature is `sig`.
 #[inline(always)]
-fn first_match<K: FlowKey>(sigs: &[u16; WAYS], slots: &[Slot<K>; WAYS], sig: u16, key: &K) -> Option<usize> {
+fn first_match<S: PartialEq>(sigs: &[u16; WAYS], slots: &[Slot<S>; WAYS], sig: u16, key: &S) -> Option<usize> {
     let mut hits = crate::mem::eq_mask_u16x8(sigs, sig);
     while hits != 0 {
         let w = hits.trailing_zeros() as usize % WAYS;
@@ -213,13 +384,19 @@ impl<K: FlowKey> FlowTable<K> {
     pub fn new(flows: usize) -> Self {
         let want = flows.max(WAYS) + flows / 8;
         let nbuckets = want.div_ceil(WAYS);
-        let free = Slot { key: K::EMPTY, aux: 0, value: 0, rev: NO_REV };
+        let free = Slot { key: K::STORED_EMPTY, aux: 0, value: 0, rev: NO_REV };
+        // Destinations are VIPs, far fewer than flows: one number for every 8 slots, at least 256 (a small table: one
+        // more than its slots, as an insert names its address before it evicts the entry whose place it takes), at
+        // most MAX_SHARED.
+        let slots = nbuckets * WAYS;
+        let shared = if K::EMPTY.shared().is_some() { (slots / WAYS).max(256).min(slots + 1) } else { 0 };
         Self {
             meta: HugeArray::new(
                 nbuckets,
                 Meta { sig: [0; WAYS], expires: [0; WAYS], state: [0; WAYS], flags: [0; WAYS] },
             ),
             buckets: HugeArray::new(nbuckets, Bucket { slots: [free; WAYS] }),
+            addrs: Addresses::new(shared),
             nbuckets: nbuckets as u64,
             rev: None,
             nrev: 0,
@@ -248,17 +425,39 @@ impl<K: FlowKey> FlowTable<K> {
         self.nbuckets as usize * WAYS
     }
 
+    /// Shared addresses (IPv6 VIPs) the table names at once: one for every 8 slots, at least 256 (or one more than
+    /// the slots), at most [`MAX_SHARED`]; 0 for keys stored whole. A new flow to one more is refused and counted in
+    /// [`TableStats::addresses_full`].
+    pub fn shared_capacity(&self) -> usize {
+        self.addrs.addrs.len()
+    }
+
     /// Bytes per slot: (meta line share + slot, reverse-index slot). The index has 9/8 slots per table slot.
     pub fn bytes_per_slot() -> (usize, usize) {
         (
-            (std::mem::size_of::<Meta>() + std::mem::size_of::<Bucket<K>>()) / WAYS,
+            (std::mem::size_of::<Meta>() + std::mem::size_of::<Bucket<K::Stored>>()) / WAYS,
             std::mem::size_of::<RevBucket>() / WAYS,
         )
     }
 
-    /// Total bytes allocated (index included).
+    /// Total bytes allocated (index and shared addresses included).
     pub fn bytes(&self) -> usize {
-        self.meta.bytes() + self.buckets.bytes() + self.rev.as_ref().map_or(0, |r| r.bytes())
+        self.meta.bytes() + self.buckets.bytes() + self.rev.as_ref().map_or(0, |r| r.bytes()) + self.addrs.bytes()
+    }
+
+    /// The stored form of `key` for a lookup: `None` when its shared address is named by no slot (so no slot holds
+    /// it).
+    #[inline(always)]
+    fn stored(&self, key: &K) -> Option<K::Stored> {
+        match key.shared() {
+            None => Some(key.store(0)),
+            Some(a) => self.addrs.find(a).map(|id| key.store(id)),
+        }
+    }
+
+    #[inline(always)]
+    fn load(&self, s: &K::Stored) -> K {
+        K::load(s, K::stored_id(s).map_or(&[0; 16], |id| self.addrs.addr(id)))
     }
 
     /// What memory backs the table.
@@ -304,7 +503,14 @@ impl<K: FlowKey> FlowTable<K> {
     fn entry_at(&self, bi: usize, w: usize) -> Entry<K> {
         let m = &self.meta.as_slice()[bi];
         let s = &self.buckets.as_slice()[bi].slots[w];
-        Entry { key: s.key, expires: m.expires[w], value: s.value, aux: s.aux, state: m.state[w], flags: m.flags[w] }
+        Entry {
+            key: self.load(&s.key),
+            expires: m.expires[w],
+            value: s.value,
+            aux: s.aux,
+            state: m.state[w],
+            flags: m.flags[w],
+        }
     }
 
     /// Stage 1 of a burst's prefetch for a forward lookup: both candidate meta lines of hash `h`.
@@ -380,6 +586,9 @@ impl<K: FlowKey> FlowTable<K> {
     fn clear(&mut self, bi: usize, w: usize) -> Entry<K> {
         let old = self.entry_at(bi, w);
         let rev = self.buckets.as_slice()[bi].slots[w].rev;
+        if let Some(id) = K::stored_id(&self.buckets.as_slice()[bi].slots[w].key) {
+            self.addrs.release(id);
+        }
         let m = &mut self.meta.as_mut_slice()[bi];
         m.sig[w] = 0;
         m.state[w] = 0;
@@ -390,7 +599,14 @@ impl<K: FlowKey> FlowTable<K> {
 
     /// Search one bucket; an expired match is reclaimed into `expired`.
     #[inline(always)]
-    fn find_in(&mut self, bi: usize, key: &K, sig: u16, now: u32, expired: &mut Option<Entry<K>>) -> Option<usize> {
+    fn find_in(
+        &mut self,
+        bi: usize,
+        key: &K::Stored,
+        sig: u16,
+        now: u32,
+        expired: &mut Option<Entry<K>>,
+    ) -> Option<usize> {
         let m = &self.meta.as_slice()[bi];
         let b = &self.buckets.as_slice()[bi];
         let w = first_match(&m.sig, &b.slots, sig, key)?;
@@ -409,12 +625,15 @@ impl<K: FlowKey> FlowTable<K> {
     pub fn lookup(&mut self, key: &K, h: u64, now: u32) -> Lookup<K> {
         let sig = sig_of(h);
         let mut expired = None;
-        let b1 = self.bucket_of(h);
-        let mut hit = self.find_in(b1, key, sig, now, &mut expired).map(|w| (b1, w));
-        if hit.is_none() && expired.is_none() {
-            let b2 = self.alt_bucket_of(h);
-            if b2 != b1 {
-                hit = self.find_in(b2, key, sig, now, &mut expired).map(|w| (b2, w));
+        let mut hit = None;
+        if let Some(key) = self.stored(key) {
+            let b1 = self.bucket_of(h);
+            hit = self.find_in(b1, &key, sig, now, &mut expired).map(|w| (b1, w));
+            if hit.is_none() && expired.is_none() {
+                let b2 = self.alt_bucket_of(h);
+                if b2 != b1 {
+                    hit = self.find_in(b2, &key, sig, now, &mut expired).map(|w| (b2, w));
+                }
             }
         }
         match hit {
@@ -434,6 +653,7 @@ impl<K: FlowKey> FlowTable<K> {
     /// then counts it once. Probes as `lookup` does: an expired match in the first bucket ends the search.
     #[inline(always)]
     pub fn find_live(&self, key: &K, h: u64, now: u32) -> Option<(u32, Entry<K>)> {
+        let key = &self.stored(key)?;
         let sig = sig_of(h);
         let b1 = self.bucket_of(h);
         let b2 = self.alt_bucket_of(h);
@@ -501,6 +721,17 @@ impl<K: FlowKey> FlowTable<K> {
         evictable: impl Fn(u8) -> bool,
     ) -> Result<(u32, Option<Entry<K>>), InsertError> {
         debug_assert!(e.state != 0);
+        let id = match key.shared() {
+            None => 0,
+            Some(a) => match self.addrs.acquire(a) {
+                Some(id) => id,
+                None => {
+                    self.stats.insert_failed += 1;
+                    self.stats.addresses_full += 1;
+                    return Err(InsertError::AddressesFull);
+                }
+            },
+        };
         let b1 = self.bucket_of(h);
         let b2 = self.alt_bucket_of(h);
         let free = |t: &Self, bi: usize| t.meta.as_slice()[bi].sig.iter().filter(|&&x| x == 0).count();
@@ -538,6 +769,9 @@ impl<K: FlowKey> FlowTable<K> {
             pick = self.make_room(b1).or_else(|| self.make_room(b2)).map(|(bi, w)| (bi, w, 3));
         }
         let Some((bi, w, rank)) = pick else {
+            if key.shared().is_some() {
+                self.addrs.release(id);
+            }
             self.stats.insert_failed += 1;
             return Err(InsertError::BucketFull);
         };
@@ -555,7 +789,7 @@ impl<K: FlowKey> FlowTable<K> {
                 Some(self.clear(bi, w))
             }
         };
-        self.buckets.as_mut_slice()[bi].slots[w] = Slot { key, aux: e.aux, value: e.value, rev: NO_REV };
+        self.buckets.as_mut_slice()[bi].slots[w] = Slot { key: key.store(id), aux: e.aux, value: e.value, rev: NO_REV };
         let m = &mut self.meta.as_mut_slice()[bi];
         m.sig[w] = sig_of(h);
         m.expires[w] = e.expires;
@@ -570,7 +804,7 @@ impl<K: FlowKey> FlowTable<K> {
     fn make_room(&mut self, bi: usize) -> Option<(usize, usize)> {
         for w in 0..WAYS {
             let x = self.buckets.as_slice()[bi].slots[w];
-            let hx = x.key.hash();
+            let hx = self.load(&x.key).hash();
             let (p, a) = (self.bucket_of(hx), self.alt_bucket_of(hx));
             let other = if p == bi { a } else { p };
             if other == bi {
@@ -765,6 +999,7 @@ impl<K: FlowKey> FlowTable<K> {
     /// Read-only lookup without touching counters or reclaiming (for "is this flow tracked?" queries).
     pub fn peek(&self, key: &K, now: u32) -> Option<Entry<K>> {
         let h = key.hash();
+        let key = &self.stored(key)?;
         let sig = sig_of(h);
         [self.bucket_of(h), self.alt_bucket_of(h)].into_iter().find_map(|bi| {
             let m = &self.meta.as_slice()[bi];
@@ -785,6 +1020,7 @@ mod tests {
     struct K(u64);
     impl FlowKey for K {
         const EMPTY: Self = K(0);
+        crate::stored_whole!();
         fn hash(&self) -> u64 {
             crate::lb::hash::fmix64(self.0 ^ 0x1234_5678)
         }
@@ -937,6 +1173,7 @@ mod fill {
     struct K(u64);
     impl FlowKey for K {
         const EMPTY: Self = K(0);
+        crate::stored_whole!();
         fn hash(&self) -> u64 {
             crate::lb::hash::fmix64(self.0)
         }
