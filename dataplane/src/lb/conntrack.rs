@@ -89,9 +89,9 @@ macro_rules! stored_whole {
 }
 
 /// The keys' shared addresses of one table, each with the number of slots naming it: fixed arrays allocated with the
-/// table (none for keys stored whole), an open-addressing index at most half full, and no allocation afterwards.
-/// An address no slot names any more keeps its number until the numbers run out; then the index is rebuilt over the
-/// named ones and the others' numbers are reused.
+/// table (none for keys stored whole), an open-addressing index (linear probing) at most half full, and no allocation
+/// afterwards. An address the last slot stops naming leaves the index at once (backward-shift deletion) and its number
+/// goes back to the free ones: every operation costs a probe sequence, never a pass over the whole list.
 struct Addresses {
     addrs: Vec<[u8; 16]>,
     refs: Vec<u32>,
@@ -100,6 +100,8 @@ struct Addresses {
     shift: u32,
     /// Numbers handed out so far (below it: in `addrs`), and numbers free for reuse.
     used: usize,
+    /// Entries in the index.
+    placed: usize,
     free: Vec<u16>,
 }
 
@@ -116,6 +118,7 @@ impl Addresses {
             index: vec![0; size],
             shift: 64 - size.max(1).trailing_zeros(),
             used: 0,
+            placed: 0,
             free: Vec::with_capacity(cap),
         }
     }
@@ -158,9 +161,6 @@ impl Addresses {
         let id = match self.find(a) {
             Some(id) => id,
             None => {
-                if self.used == self.addrs.len() && self.free.is_empty() {
-                    self.rebuild();
-                }
                 let id = match self.free.pop() {
                     Some(id) => id,
                     None if self.used < self.addrs.len() => {
@@ -170,7 +170,10 @@ impl Addresses {
                     None => return None,
                 };
                 self.addrs[usize::from(id)] = *a;
-                self.place(id);
+                if !self.place(id) {
+                    self.free.push(id);
+                    return None;
+                }
                 id
             }
         };
@@ -178,32 +181,62 @@ impl Addresses {
         Some(id)
     }
 
-    fn place(&mut self, id: u16) {
+    /// Put `id` in the index; `false` (never, while every number is placed once) when the index would be more
+    /// than half full, so that every probe meets an empty position.
+    fn place(&mut self, id: u16) -> bool {
+        if 2 * (self.placed + 1) > self.index.len() {
+            return false;
+        }
         let mask = self.index.len() - 1;
         let mut i = self.home(&self.addrs[usize::from(id)]);
         while self.index[i] != 0 {
             i = (i + 1) & mask;
         }
         self.index[i] = id + 1;
+        self.placed += 1;
+        true
     }
 
-    /// One slot less names `id`.
+    /// One slot less names `id`; named by none, it leaves the index and its number is free.
     #[inline]
     fn release(&mut self, id: u16) {
-        if let Some(r) = self.refs.get_mut(usize::from(id)) {
-            *r = r.saturating_sub(1);
+        let Some(r) = self.refs.get_mut(usize::from(id)) else { return };
+        if *r == 0 {
+            return;
+        }
+        *r -= 1;
+        if *r == 0 {
+            self.unplace(id);
+            self.free.push(id);
         }
     }
 
-    /// Index the named addresses only; the others' numbers become free.
-    fn rebuild(&mut self) {
-        self.index.fill(0);
-        self.free.clear();
-        for id in (0..self.used).rev() {
-            if self.refs[id] == 0 {
-                self.free.push(id as u16);
-            } else {
-                self.place(id as u16);
+    /// Take `id` out of the index, moving back the entries after it that its place kept from their home.
+    fn unplace(&mut self, id: u16) {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(&self.addrs[usize::from(id)]);
+        while self.index[i] != id + 1 {
+            if self.index[i] == 0 {
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+        self.index[i] = 0;
+        self.placed -= 1;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let n = self.index[j];
+            if n == 0 {
+                return;
+            }
+            // The entry at j may fill the hole at i unless its home lies cyclically in (i, j].
+            let h = self.home(&self.addrs[usize::from(n - 1)]);
+            let stays = if i <= j { i < h && h <= j } else { i < h || h <= j };
+            if !stays {
+                self.index[i] = n;
+                self.index[j] = 0;
+                i = j;
             }
         }
     }
