@@ -134,7 +134,7 @@ impl Addresses {
         (f.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
-    /// The number of `a`, if some slot may name it.
+    /// The number of `a`, if some slot names it.
     #[inline(always)]
     fn find(&self, a: &[u8; 16]) -> Option<u16> {
         let mask = self.index.len().checked_sub(1)?;
