@@ -422,7 +422,7 @@ impl<K: FlowKey> FlowTable<K> {
         // more than its slots, as an insert names its address before it evicts the entry whose place it takes), at
         // most MAX_SHARED.
         let slots = nbuckets * WAYS;
-        let shared = if K::EMPTY.shared().is_some() { (slots / WAYS).max(256).min(slots + 1) } else { 0 };
+        let shared = if K::EMPTY.shared().is_some() { (slots / 8).max(256).min(slots + 1) } else { 0 };
         Self {
             meta: HugeArray::new(
                 nbuckets,
@@ -754,10 +754,11 @@ impl<K: FlowKey> FlowTable<K> {
         evictable: impl Fn(u8) -> bool,
     ) -> Result<(u32, Option<Entry<K>>), InsertError> {
         debug_assert!(e.state != 0);
-        let id = match key.shared() {
-            None => 0,
+        // The destination's number, taken before the slot is chosen (and given back if none is).
+        let held = match key.shared() {
+            None => None,
             Some(a) => match self.addrs.acquire(a) {
-                Some(id) => id,
+                Some(id) => Some(id),
                 None => {
                     self.stats.insert_failed += 1;
                     self.stats.addresses_full += 1;
@@ -802,7 +803,7 @@ impl<K: FlowKey> FlowTable<K> {
             pick = self.make_room(b1).or_else(|| self.make_room(b2)).map(|(bi, w)| (bi, w, 3));
         }
         let Some((bi, w, rank)) = pick else {
-            if key.shared().is_some() {
+            if let Some(id) = held {
                 self.addrs.release(id);
             }
             self.stats.insert_failed += 1;
@@ -822,7 +823,8 @@ impl<K: FlowKey> FlowTable<K> {
                 Some(self.clear(bi, w))
             }
         };
-        self.buckets.as_mut_slice()[bi].slots[w] = Slot { key: key.store(id), aux: e.aux, value: e.value, rev: NO_REV };
+        self.buckets.as_mut_slice()[bi].slots[w] =
+            Slot { key: key.store(held.unwrap_or(0)), aux: e.aux, value: e.value, rev: NO_REV };
         let m = &mut self.meta.as_mut_slice()[bi];
         m.sig[w] = sig_of(h);
         m.expires[w] = e.expires;
