@@ -209,8 +209,8 @@ mod tests {
     }
 
     /// An IPv6 table keeps each destination once: every key comes back whole (from lookups, listings and after cuckoo
-    /// moves), keys that differ only in their destination stay apart, and a destination no slot names any more gives
-    /// its number to the next one.
+    /// moves, which rehash a resident from its stored form), and keys that differ only in their destination stay
+    /// apart.
     #[test]
     fn ipv6_destinations_are_shared_and_come_back_whole() {
         use crate::lb::conntrack::{Entry, FlowTable, Lookup};
@@ -219,7 +219,7 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             t.insert(*k, k.hash(), 0, Entry::new(1000, i as u32, 0, 2, 0), |_| false).unwrap();
         }
-        assert!(t.stats().moved > 0 || t.stats().inserts == 1000);
+        assert!(t.stats().moved > 0, "no cuckoo move: {:?}", t.stats());
         for (i, k) in keys.iter().enumerate() {
             let Lookup::Hit(_, e) = t.lookup(k, k.hash(), 1) else { panic!("{k:?} lost") };
             assert_eq!((e.key, e.value), (*k, i as u32));
@@ -281,6 +281,39 @@ mod tests {
             live += 1;
         });
         assert_eq!(live, model.values().filter(|(exp, _)| now < *exp).count());
+    }
+
+    /// An insert that finds no slot gives back the number it took for a new destination: a full table refuses flows
+    /// to ever more destinations as full (not as out of numbers), and takes one again once a slot is free.
+    #[test]
+    fn ipv6_refused_inserts_give_their_destination_back() {
+        use crate::lb::conntrack::{Entry, FlowTable, InsertError, Lookup};
+        let mut t = FlowTable::<KeyV6>::new(8);
+        let mut slots = vec![];
+        let mut refused = 0;
+        for p in 0..1000 {
+            let k = v6(1, 0, p);
+            match t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false) {
+                Ok((slot, _)) => slots.push(slot),
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!(slots.len(), t.capacity(), "the table filled up");
+        for d in 1..1000u16 {
+            for p in 0..16 {
+                let k = v6(1, d, p);
+                match t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false) {
+                    Ok(_) => panic!("{k:?} found room in a full table"),
+                    Err(e) => assert_eq!(e, InsertError::BucketFull, "{k:?}"),
+                }
+                refused += 1;
+            }
+        }
+        assert_eq!((t.stats().insert_failed, t.stats().addresses_full), (refused, 0));
+        t.remove_slot(slots[0]);
+        let k = v6(1, 2000, 0);
+        t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(matches!(t.lookup(&k, k.hash(), 1), Lookup::Hit(_, e) if e.key == k));
     }
 
     /// A table names a bounded number of destinations at once (65 535 for 600 000 flows and more): the next is
