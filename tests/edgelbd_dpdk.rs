@@ -96,7 +96,21 @@ fn edgelbd_on_dpdk_af_xdp_vdevs_serves_http() {
     procs.push(Edgelbd::new(EDGELBD, &lb, &cfg).spawn(&log_path));
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    // Bounded wait for the first answer (EAL start, XDP program load, backend servers binding).
+    // Bounded wait for both backend servers to listen, asked inside their own namespace. A first answer through the
+    // appliance proves only one of them: a request Maglev sends to the other before its server has bound is refused
+    // by the backend's kernel (curl: "Couldn't connect ... after 0 ms"), which says nothing about edgelbd.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (addr, name) in [("198.18.2.10", "be1"), ("198.18.2.11", "be2")] {
+        loop {
+            match curl(&be, &format!("http://{addr}:8080/who")) {
+                Ok(body) if body == name => break,
+                Ok(body) => panic!("backend {addr} answered {body:?}, not {name:?}"),
+                Err(e) if Instant::now() > deadline => panic!("backend {addr} never listened: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+    // Bounded wait for the first answer through the appliance (EAL start, XDP program load).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match curl(&cl, "http://198.19.0.1/who") {
