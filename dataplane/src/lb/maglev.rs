@@ -36,8 +36,9 @@ pub fn size_for(backends: usize) -> u32 {
     AUTO_SIZES.iter().copied().find(|&m| m as usize >= want).unwrap_or(DEFAULT_TABLE_SIZE)
 }
 
-/// Tables of at most this many slots per backend keep the round each slot was claimed in (4 bytes a slot), so
-/// backends can be added by [`MaglevTable::with_added`]. The chains an added backend starts grow with the slots per
+/// Tables of at most this many slots per backend keep the round each slot was claimed in (2 bytes a slot; a fill of
+/// more than 65 536 rounds, which only weights far apart take, keeps none), so backends can be added by
+/// [`MaglevTable::with_added`]. The chains an added backend starts grow with the slots per
 /// backend, and so does their cost: adding one backend to 1000 in 65 537 slots (65 a backend) costs about a third of
 /// a build (0.33 against 1.10 ms, `cargo bench -p edgelb-perf --bench dataplane -- maglev`); adding one to 100
 /// (655 a backend) cost about eighteen builds of the plain walk.
@@ -95,7 +96,7 @@ pub struct MaglevTable {
     slots: Box<[u16]>,
     backends: Vec<MaglevBackend>,
     /// The round each slot was claimed in, for tables that [`keeps_rounds`] allows.
-    rounds: Option<Box<[u32]>>,
+    rounds: Option<Box<[u16]>>,
 }
 
 /// True when `n` is prime (trial division; used at configuration time only).
@@ -161,7 +162,7 @@ fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<Magl
     let wmax = sorted.iter().map(|b| b.weight).max().unwrap_or(1);
     let mut credit = vec![0u32; n];
     let mut slots = vec![EMPTY; m].into_boxed_slice();
-    let mut rounds = keep_rounds.then(|| vec![0u32; m].into_boxed_slice());
+    let mut rounds = keep_rounds.then(|| vec![0u16; m].into_boxed_slice());
     let mut free = m;
     let mut tail: Option<Tail> = None;
     let mut round = 0u32;
@@ -177,7 +178,7 @@ fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<Magl
                 };
                 slots[c] = i as u16;
                 if let Some(r) = rounds.as_mut() {
-                    r[c] = round;
+                    r[c] = round as u16;
                 }
                 free -= 1;
                 if free == 0 {
@@ -186,6 +187,10 @@ fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<Magl
             }
         }
         round += 1;
+        if round > u32::from(u16::MAX) {
+            // Only weights far apart take this many rounds; such a table keeps none, and adding to it builds.
+            rounds = None;
+        }
     }
     Ok(MaglevTable { slots, backends: sorted, rounds })
 }
@@ -516,7 +521,7 @@ impl Perm {
 /// A full table being changed claim by claim: every slot holds the claim (round, backend) that took it.
 struct Refill<'a> {
     slots: Box<[u16]>,
-    rounds: Box<[u32]>,
+    rounds: Box<[u16]>,
     backends: &'a [MaglevBackend],
     perms: Vec<Option<Perm>>,
     /// The last claim of the fill.
@@ -530,7 +535,7 @@ struct Refill<'a> {
 }
 
 impl<'a> Refill<'a> {
-    fn new(slots: Box<[u16]>, rounds: Box<[u32]>, backends: &'a [MaglevBackend], budget: usize) -> Option<Self> {
+    fn new(slots: Box<[u16]>, rounds: Box<[u16]>, backends: &'a [MaglevBackend], budget: usize) -> Option<Self> {
         let m = slots.len();
         let last_round = *rounds.iter().max()?;
         let mut per_round = vec![0usize; last_round as usize + 1];
@@ -550,7 +555,7 @@ impl<'a> Refill<'a> {
         let mut late: Vec<(u64, u32)> = Vec::with_capacity(count + 64);
         for (z, (&s, &r)) in slots.iter().zip(rounds.iter()).enumerate() {
             if r >= from_round {
-                late.push((when(r, s), z as u32));
+                late.push((when(r.into(), s), z as u32));
             }
         }
         late.sort_unstable();
@@ -562,13 +567,13 @@ impl<'a> Refill<'a> {
             perms: vec![None; backends.len()],
             end,
             late,
-            late_from: when(from_round, 0),
+            late_from: when(from_round.into(), 0),
             budget,
         })
     }
 
     fn time(&self, z: usize) -> u64 {
-        when(self.rounds[z], self.slots[z])
+        when(self.rounds[z].into(), self.slots[z])
     }
 
     fn perm(&mut self, b: usize) -> Perm {
@@ -578,7 +583,8 @@ impl<'a> Refill<'a> {
 
     /// Slot `z` now belongs to claim `t`.
     fn set(&mut self, z: usize, t: u64) {
-        (self.slots[z], self.rounds[z]) = ((t & 0xffff) as u16, (t >> 16) as u32);
+        // A refill's claims come no later than the old fill's last, so their rounds fit as the old ones did.
+        (self.slots[z], self.rounds[z]) = ((t & 0xffff) as u16, (t >> 16) as u16);
         if t >= self.late_from {
             match self.late.binary_search_by_key(&t, |e| e.0) {
                 Ok(i) => self.late[i].1 = z as u32,
@@ -701,6 +707,28 @@ mod tests {
         let b = backends(1001);
         let t = build(&b[..1000], DEFAULT_TABLE_SIZE).unwrap();
         assert_eq!(t.with_added(&b[1000..]), Some(build(&b, DEFAULT_TABLE_SIZE).unwrap()));
+    }
+
+    /// Rounds are kept in 16 bits. A fill of more rounds than that (one backend far heavier than the rest) keeps
+    /// none, so adding to it builds; its slots are the plain walk's all the same.
+    #[test]
+    fn a_fill_of_more_rounds_than_fit_keeps_none() {
+        let mut b = backends(101);
+        b[0].weight = MAX_WEIGHT;
+        // Every round claims one slot for the heavy backend and one in 65 535 rounds for each light one: about
+        // 69 900 rounds fill 70 001 slots.
+        let t = fill(&b[..100], 70_001, true).unwrap();
+        assert!(t.rounds.is_none(), "69 900 rounds do not fit 16 bits");
+        assert_eq!(t.slots(), &build_by_walking(&b[..100], 70_001)[..]);
+        assert_eq!(t.with_added(&b[100..]), None);
+        // Light backends that together weigh as much as the heavy one: half the rounds, kept, and followed.
+        for x in &mut b[1..] {
+            x.weight = 662;
+        }
+        let t = fill(&b[..100], 70_001, true).unwrap();
+        let last = t.rounds.as_ref().map(|r| r.iter().copied().max().unwrap_or(0));
+        assert!(last.is_some_and(|r| r > 30_000), "{last:?}");
+        assert_eq!(t.with_added_within(&b[100..], usize::MAX), Some(fill(&b, 70_001, true).unwrap()));
     }
 
     #[test]
