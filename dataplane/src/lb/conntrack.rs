@@ -777,27 +777,32 @@ impl<K: FlowKey> FlowTable<K> {
             pick = self.meta.as_slice()[bi].sig.iter().position(|&x| x == 0).map(|w| (bi, w, 0));
         }
         if pick.is_none() {
-            let mut best: Option<(usize, usize, u8, u32)> = None;
-            for bi in [b1, b2] {
+            // Every slot of both buckets is taken. One score a slot, the least wins: expired 0; evictable 2³² plus
+            // its time left (below 2³¹ while live, so the soonest to expire wins); protected 2³⁴, never taken. The
+            // slot's place (4 bits) breaks ties, so the first of equals wins. Scores without branches: this scan
+            // runs for every new flow while the table is full (a flood), where a compare and branch a slot cost
+            // about 250 instructions a flow.
+            const PROTECTED: u64 = 1 << 34;
+            const _: () = assert!(2 * WAYS <= 16);
+            let mut best = u64::MAX;
+            for (k, bi) in [b1, b2].into_iter().enumerate() {
                 let m = &self.meta.as_slice()[bi];
                 for w in 0..WAYS {
-                    let cand = if !live(m.expires[w], now) {
-                        (1u8, 0u32)
+                    let left = m.expires[w].wrapping_sub(now);
+                    let score = if left as i32 <= 0 {
+                        0
                     } else if evictable(m.state[w]) {
-                        (2, m.expires[w])
+                        1 << 32 | u64::from(left)
                     } else {
-                        continue;
+                        PROTECTED
                     };
-                    let better = match best {
-                        None => true,
-                        Some((_, _, r, x)) => cand.0 < r || (cand.0 == r && (cand.1.wrapping_sub(x) as i32) < 0),
-                    };
-                    if better {
-                        best = Some((bi, w, cand.0, cand.1));
-                    }
+                    best = best.min(score << 4 | (k * WAYS + w) as u64);
                 }
             }
-            pick = best.map(|(bi, w, r, _)| (bi, w, r));
+            if best >> 4 != PROTECTED {
+                let at = (best & 15) as usize;
+                pick = Some((if at < WAYS { b1 } else { b2 }, at % WAYS, if best >> 4 == 0 { 1 } else { 2 }));
+            }
         }
         if pick.is_none() {
             pick = self.make_room(b1).or_else(|| self.make_room(b2)).map(|(bi, w)| (bi, w, 3));
@@ -1164,6 +1169,42 @@ mod tests {
         t.insert(k, k.hash(), 12, e(SYN, 100, 0), half_open).unwrap();
         let s = t.stats();
         assert_eq!(s.evicted, before, "an expired slot was available");
+    }
+
+    /// A full table gives up the evictable entry of the new key's buckets that expires soonest, never a protected
+    /// one, also when the clock and the expiries wrap past zero.
+    #[test]
+    fn eviction_takes_what_expires_soonest() {
+        for now in [5u32, u32::MAX - 100] {
+            let mut t = FlowTable::<K>::new(16);
+            // Keys whose two buckets are the first two: every insert sees the same 16 slots.
+            let pair = |k: &K| {
+                let (a, b) = (t.bucket_of(k.hash()), t.alt_bucket_of(k.hash()));
+                (a.min(b), a.max(b)) == (0, 1)
+            };
+            let both: Vec<K> = (1..100_000).map(K).filter(pair).take(32).collect();
+            assert_eq!(both.len(), 32);
+            let mut keys = both.into_iter();
+            // Expiries now+5 .. now+80 in a scrambled order; the soonest of all is protected (established).
+            let order: Vec<u32> = (0..16).map(|i| (i * 7) % 16 + 1).collect();
+            for (i, &o) in order.iter().enumerate() {
+                let k = keys.next().unwrap();
+                let state = if o == 1 { EST } else { SYN };
+                t.insert(k, k.hash(), now, e(state, now.wrapping_add(5 * o), i as u32), half_open).unwrap();
+            }
+            assert_eq!(t.stats().evicted, 0);
+            let mut evicted = Vec::new();
+            for _ in 0..15 {
+                let k = keys.next().unwrap();
+                let (_, out) = t.insert(k, k.hash(), now, e(EST, now.wrapping_add(1000), 99), half_open).unwrap();
+                evicted.push(out.map(|x| order[x.value as usize]));
+            }
+            // Soonest first, the protected one (1) skipped; then only protected entries are left.
+            assert_eq!(evicted, (2..=16).map(Some).collect::<Vec<_>>(), "now {now}");
+            let k = keys.next().unwrap();
+            let refused = t.insert(k, k.hash(), now, e(SYN, now.wrapping_add(5), 0), half_open);
+            assert_eq!(refused.err(), Some(InsertError::BucketFull));
+        }
     }
 
     proptest! {
