@@ -216,6 +216,34 @@ pub fn eq_mask_u16x8(v: &[u16; 8], x: u16) -> u32 {
     }
 }
 
+/// The lanes of `v` equal to `x`, as a bit mask (bit `i` for lane `i`): the reverse index's free slots. Two 16-byte
+/// compares on x86_64 (SSE2), a loop elsewhere.
+#[inline(always)]
+pub fn eq_mask_u32x8(v: &[u32; 8], x: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_loadu_si128, _mm_movemask_ps, _mm_set1_epi32,
+        };
+        let p = v.as_ptr().cast::<__m128i>();
+        // SAFETY: `v` is 32 readable bytes, so `p` and `p + 1` each start 16 of them; unaligned loads have no
+        // alignment requirement; the intrinsics need SSE2, part of the x86_64 baseline. One 4-bit mask a half.
+        #[allow(clippy::multiple_unsafe_ops_per_block)]
+        let (lo, hi) = unsafe {
+            let k = _mm_set1_epi32(x as i32);
+            (
+                _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_loadu_si128(p), k))),
+                _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(_mm_loadu_si128(p.add(1)), k))),
+            )
+        };
+        (lo as u32) | (hi as u32) << 4
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        v.iter().enumerate().fold(0, |m, (i, s)| m | (u32::from(*s == x) << i))
+    }
+}
+
 #[cfg(test)]
 mod eq_mask_tests {
     /// Every lane pattern of a probe value among others: the SIMD mask equals the lane-by-lane one.
@@ -225,6 +253,9 @@ mod eq_mask_tests {
             let v: [u16; 8] = std::array::from_fn(|i| if pattern >> i & 1 == 1 { 0xbeef } else { (i as u16) * 77 + 1 });
             let want = v.iter().enumerate().fold(0, |m, (i, s)| m | (u32::from(*s == 0xbeef) << i));
             assert_eq!(super::eq_mask_u16x8(&v, 0xbeef), want, "pattern {pattern:08b}");
+            let v: [u32; 8] = std::array::from_fn(|i| if pattern >> i & 1 == 1 { 0 } else { (i as u32) << 29 | 7 });
+            let want = v.iter().enumerate().fold(0, |m, (i, s)| m | (u32::from(*s == 0) << i));
+            assert_eq!(super::eq_mask_u32x8(&v, 0), want, "u32 pattern {pattern:08b}");
         }
     }
 }

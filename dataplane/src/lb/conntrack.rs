@@ -768,13 +768,14 @@ impl<K: FlowKey> FlowTable<K> {
         };
         let b1 = self.bucket_of(h);
         let b2 = self.alt_bucket_of(h);
-        let free = |t: &Self, bi: usize| t.meta.as_slice()[bi].sig.iter().filter(|&&x| x == 0).count();
-        let (f1, f2) = (free(self, b1), if b2 == b1 { 0 } else { free(self, b2) });
+        // Free slots as masks: the emptier bucket takes the entry, in its first free slot.
+        let free = |t: &Self, bi: usize| crate::mem::eq_mask_u16x8(&t.meta.as_slice()[bi].sig, 0);
+        let (m1, m2) = (free(self, b1), if b2 == b1 { 0 } else { free(self, b2) });
         // rank: 0 free, 1 expired, 2 evictable (soonest expiry first), 3 freed by a cuckoo move.
         let mut pick: Option<(usize, usize, u8)> = None;
-        if f1 > 0 || f2 > 0 {
-            let bi = if f2 > f1 { b2 } else { b1 };
-            pick = self.meta.as_slice()[bi].sig.iter().position(|&x| x == 0).map(|w| (bi, w, 0));
+        if m1 | m2 != 0 {
+            let (bi, m) = if m2.count_ones() > m1.count_ones() { (b2, m2) } else { (b1, m1) };
+            pick = Some((bi, m.trailing_zeros() as usize, 0));
         }
         if pick.is_none() {
             // Every slot of both buckets is taken. One score a slot, the least wins: expired 0; evictable 2³² plus
@@ -888,14 +889,15 @@ impl<K: FlowKey> FlowTable<K> {
         let fp = fp_of(rh);
         let r1 = self.rev_bucket(rh);
         let r2 = self.rev_alt(r1, fp);
+        // Free index slots as masks: the emptier bucket takes the link, in its first free slot.
         let free =
-            |t: &Self, ri: usize| t.rev.as_ref().map_or(0, |r| r.as_slice()[ri].fp.iter().filter(|&&f| f == 0).count());
-        let (f1, f2) = (free(self, r1), free(self, r2));
-        let target = if f1 == 0 && f2 == 0 {
+            |t: &Self, ri: usize| t.rev.as_ref().map_or(0, |r| crate::mem::eq_mask_u32x8(&r.as_slice()[ri].fp, 0));
+        let (m1, m2) = (free(self, r1), free(self, r2));
+        let target = if m1 | m2 == 0 {
             self.rev_make_room(r1).or_else(|| self.rev_make_room(r2))
         } else {
-            let ri = if f2 > f1 { r2 } else { r1 };
-            self.rev.as_ref().and_then(|r| r.as_slice()[ri].fp.iter().position(|&f| f == 0)).map(|rw| (ri, rw))
+            let (ri, m) = if m2.count_ones() > m1.count_ones() { (r2, m2) } else { (r1, m1) };
+            Some((ri, m.trailing_zeros() as usize))
         };
         let Some((ri, rw)) = target else {
             self.stats.reverse_failed += 1;
