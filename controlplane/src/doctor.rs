@@ -3,6 +3,7 @@
 //! the daemon's slow path) and judged by pure functions ([`judge`]), so each named failure — backend down, peer
 //! down, VIP without backends, flow table full, wrong MAC — has a unit test beside the end-to-end one.
 
+use crate::stats::UNTRACKED;
 use crate::store::{Store, StoreEvent};
 use edgelb_api::v1;
 use edgelb_dataplane::model::BackendState;
@@ -331,10 +332,21 @@ fn flow_table(f: &Facts) -> v1::Finding {
             format!("worker {w}: {n} of {cap} {fam} entries ({:.1} %)", *n as f64 * 100.0 / (*cap).max(1) as f64)
         })
         .collect();
-    let untracked = f.drops.iter().find(|(r, _)| r == "packets_untracked").map_or(0, |(_, n)| *n);
+    let count = |name: &str| f.drops.iter().find(|(r, _)| r == name).map_or(0, |(_, n)| *n);
+    let (untracked, destinations) = (count(UNTRACKED[0]), count(UNTRACKED[1]));
     let mut ev = ev;
     if untracked > 0 {
         ev.push(format!("{untracked} packets forwarded untracked in the last {:.1} s", f.window.as_secs_f64()));
+    }
+    if destinations > 0 {
+        // Not a full table: the IPv6 table names one destination (VIP) for every 8 of its slots.
+        ev.push(format!("{destinations} of them new IPv6 flows to more VIPs than the IPv6 flow table can name"));
+        return finding(
+            "flow_table",
+            "fail",
+            "IPv6 flow table names its most destinations: more IPv6 VIPs with flows than one per 8 slots".into(),
+            ev,
+        );
     }
     let Some(&(w, n, cap)) =
         f.tables.iter().max_by(|a, b| (a.1 as f64 / a.2.max(1) as f64).total_cmp(&(b.1 as f64 / b.2.max(1) as f64)))
@@ -353,7 +365,8 @@ fn flow_table(f: &Facts) -> v1::Finding {
 }
 
 fn drops(f: &Facts) -> v1::Finding {
-    let mut d: Vec<&(String, u64)> = f.drops.iter().filter(|(r, n)| *n > 0 && r != "packets_untracked").collect();
+    let mut d: Vec<&(String, u64)> =
+        f.drops.iter().filter(|(r, n)| *n > 0 && !UNTRACKED.contains(&r.as_str())).collect();
     d.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let secs = format!("{:.1}", f.window.as_secs_f64());
     let ev: Vec<String> = d.iter().take(5).map(|(r, n)| format!("{r}: {n}")).collect();
@@ -616,6 +629,13 @@ mod tests {
         assert_eq!(judge(&f)[5].verdict, "warn");
         f.drops = vec![("packets_untracked".into(), 5)];
         assert!(judge(&f)[5].summary.contains("flow table full"));
+        // Untracked for want of IPv6 destination numbers, the table far from full: that cause, not a full table.
+        f.tables = vec![(0, 100, 1000)];
+        f.drops = vec![("packets_untracked".into(), 5), ("packets_untracked_ipv6_destinations".into(), 3)];
+        let t = judge(&f)[5].clone();
+        assert_eq!(t.verdict, "fail");
+        assert!(t.summary.contains("names its most destinations") && t.evidence.iter().any(|e| e.starts_with("3 of")));
+        assert_eq!(judge(&f)[6].verdict, "ok", "not drops: {:?}", judge(&f)[6]);
         // Peer down.
         f.peers = Some(vec![PeerFacts {
             name: "tor".into(),

@@ -15,11 +15,15 @@ pub fn stats(store: &Store) -> v1::Stats {
     v1::Stats { config_apply_failures: store.apply_failures(), ..stats_of(store.version(), &cfg, &workers) }
 }
 
-/// Drop totals by reason, and `packets_untracked` (a full flow table's sign): what `edgelbctl doctor` compares over
-/// the last minute, and what the control plane samples for it.
+/// Counters sampled beside the drops: packets forwarded untracked (a full flow table's sign), and those of them that
+/// found the IPv6 table naming its most destinations.
+pub const UNTRACKED: [&str; 2] = ["packets_untracked", "packets_untracked_ipv6_destinations"];
+
+/// Drop totals by reason, and the [`UNTRACKED`] counters: what `edgelbctl doctor` compares over the last minute, and
+/// what the control plane samples for it.
 pub fn drop_totals(st: &v1::Stats) -> Vec<(String, u64)> {
     let mut t: Vec<(String, u64)> = st.drops.iter().map(|d| (d.reason.clone(), d.packets)).collect();
-    t.extend(st.counters.iter().filter(|c| c.name == "packets_untracked").map(|c| (c.name.clone(), c.value)));
+    t.extend(st.counters.iter().filter(|c| UNTRACKED.contains(&c.name.as_str())).map(|c| (c.name.clone(), c.value)));
     t
 }
 

@@ -13,7 +13,7 @@ use edgelb_dataplane::wire::tcp::{flags, TcpPacket};
 use edgelb_dataplane::wire::{checksum, proto};
 use edgelb_dataplane::worker::{Polling, WorkerSetup, Workers};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -339,6 +339,55 @@ fn syn_flood_spares_established_flows() {
     assert_eq!(p.counters.new_flows, new_before, "established flows were evicted by the flood");
     assert_eq!(p.counters.untracked, after.insert_failed);
     assert_eq!(p.counters.dropped_total(), 0);
+}
+
+/// More IPv6 VIPs with live flows than the IPv6 flow table can name (one destination for every 8 of its slots, at
+/// least 256): a new flow to one more is still forwarded, untracked, and counted as such apart from a full table.
+/// Flows to the VIPs it names stay tracked, and once their flows are gone the table names new VIPs again.
+#[test]
+fn ipv6_destinations_beyond_the_table_are_counted() {
+    let mut m = model(Mode::Nat, &active(1), None);
+    let be: IpAddr = "2001:db8:2::10".parse().unwrap();
+    m.interfaces[0].addrs.push(("2001:db8:2::1".parse().unwrap(), 64));
+    m.neighbours.push((be, [2, 0, 0, 3, 0, 1]));
+    let vip = |i: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, i + 1));
+    let spec = BackendSpec { addr: be, port: 8080, weight: 1, state: BackendState::Active };
+    m.services =
+        (0..300).map(|i| ServiceSpec::new(vip(i), Protocol::Tcp, Some(80), Mode::Nat, vec![spec.clone()])).collect();
+    m.timeouts = Timeouts { tcp_syn: 2, tcp_established: 5, tcp_closing: 1, udp: 5, fragment: 1 };
+    let (cfg, _) = ConfigBuilder::new().build(&m).unwrap();
+    let mut p = Pipeline::new(0, 1, TableSizes { flows_v4: 64, flows_v6: 1024, affinity: 64, fragments: 64 });
+    p.sync(&cfg);
+    assert!(p.table_capacity().1 >= 1024, "room for every flow: only the destinations run out");
+    // One client, a source port per flow: replies from the one backend tell the flows apart by it.
+    let cl: IpAddr = "2001:db8:1::5".parse().unwrap();
+    let mut tracked = 0;
+    for i in 0..300 {
+        let mut b = tcp(cl, 1000 + i, vip(i), 80, flags::SYN);
+        assert_eq!(p.process(&cfg, 0, &mut b, 1), Verdict::Tx(0), "flow to VIP {i} forwarded");
+        if p.counters.untracked_destinations == 0 {
+            tracked += 1;
+        }
+    }
+    let v6 = p.table_stats().1;
+    assert!((256..300).contains(&tracked), "{tracked} VIPs named: {v6:?}, capacity {:?}", p.table_capacity());
+    assert_eq!(v6.inserts, tracked, "{v6:?}");
+    assert_eq!(p.counters.untracked_destinations, 300 - tracked);
+    assert_eq!((p.counters.untracked, v6.addresses_full), (300 - tracked, 300 - tracked));
+    assert_eq!(p.counters.dropped_total(), 0);
+    // A named VIP's flow is still tracked: its next packet is no new flow.
+    let new_flows = p.counters.new_flows;
+    let mut b = tcp(cl, 1000, vip(0), 80, flags::ACK);
+    assert_eq!(p.process(&cfg, 0, &mut b, 2), Verdict::Tx(0));
+    assert_eq!(p.counters.new_flows, new_flows);
+    // Once the flows expire and the sweep forgets them, the table names the last VIP.
+    let later = 10_000;
+    p.housekeeping(usize::MAX, later);
+    assert_eq!(p.table_stats().1.occupied, 0);
+    let mut b = tcp(cl, 1299, vip(299), 80, flags::SYN);
+    assert_eq!(p.process(&cfg, 0, &mut b, later), Verdict::Tx(0));
+    assert_eq!(p.counters.untracked_destinations, 300 - tracked, "VIP 299 is named now");
+    assert_eq!(p.table_stats().1.inserts, tracked + 1);
 }
 
 /// A flow that times out is forgotten: the sweep reclaims it and corrects the backend's active-flow count; its next

@@ -301,8 +301,11 @@ impl Pipeline {
                     }
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 self.counters.untracked += 1;
+                if e == InsertError::AddressesFull {
+                    self.counters.untracked_destinations += 1;
+                }
                 if fullnat {
                     // A full-NAT flow without state would get a different source port on its next packet.
                     return Err(DropReason::SnatExhausted);
