@@ -38,10 +38,10 @@ pub fn size_for(backends: usize) -> u32 {
 
 /// Tables of at most this many slots per backend keep the round each slot was claimed in (2 bytes a slot; a fill of
 /// more than 65 536 rounds, which only weights far apart take, keeps none), so backends can be added by
-/// [`MaglevTable::with_added`]. The chains an added backend starts grow with the slots per
-/// backend, and so does their cost: adding one backend to 1000 in 65 537 slots (65 a backend) costs about a third of
-/// a build (0.33 against 1.10 ms, `cargo bench -p edgelb-perf --bench dataplane -- maglev`); adding one to 100
-/// (655 a backend) cost about eighteen builds of the plain walk.
+/// [`MaglevTable::with_added`]. The chains an added backend starts grow with the slots per backend, and so does
+/// their cost: adding one backend to 1000 in 65 537 slots (65 a backend) costs about a third of a build (0.32 against
+/// 1.07 ms, `cargo bench -p edgelb-perf --bench dataplane -- maglev`); adding one to 100 (655 a backend) cost about
+/// eighteen builds of the plain walk.
 /// The automatic sizes give 100 to 200 slots a backend up to 655 backends, so only larger sets and explicit sizes
 /// keep rounds.
 pub const INCREMENTAL_MAX_SLOTS_PER_BACKEND: usize = 80;

@@ -151,10 +151,11 @@ counters! {
     rescheduled = "flows_rescheduled", "Tracked flows whose backend went down or away, scheduled again.";
     midflow_pickups = "flows_midflow_pickups", "Non-SYN TCP packets without state, picked up as half-open flows.";
     untracked = "packets_untracked",
-        "Packets forwarded without tracking (a bucket full of protected flows, a RST without state, or the next).";
+        "Packets forwarded without tracking (a bucket full of protected flows, a RST without state, or an IPv6 \
+        destination the table cannot name: packets_untracked_ipv6_destinations).";
     untracked_destinations = "packets_untracked_ipv6_destinations",
-        "New IPv6 flows forwarded without tracking because the IPv6 flow table names as many destinations (VIPs) as it \
-        can, one for every 8 slots (at least 256, at most 65 535): a larger IPv6 flow table names more.";
+        "Packets of new IPv6 flows forwarded without tracking: the IPv6 flow table names as many destinations (VIPs) \
+        as it can, one for every 8 slots (at least 256, at most 65 535); a larger IPv6 flow table names more.";
     replies = "replies", "Reply packets (NAT, full-NAT) rewritten back to clients.";
     icmp_echo = "icmp_echo_replies", "Echo requests to VIPs answered.";
     icmp_errors_steered = "icmp_errors_steered", "ICMP errors about tracked flows steered to their backend.";
