@@ -197,18 +197,20 @@ mod tests {
 pub fn eq_mask_u16x8(v: &[u16; 8], x: u16) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{__m128i, _mm_cmpeq_epi16, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi16};
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi16, _mm_loadu_si128, _mm_movemask_epi8, _mm_packs_epi16, _mm_set1_epi16,
+            _mm_setzero_si128,
+        };
         // SAFETY: `v` is 16 readable bytes and the unaligned load has no alignment requirement; the intrinsics need
-        // SSE2, part of the x86_64 baseline, so they are always available. One block: a load and three lane ops.
+        // SSE2, part of the x86_64 baseline, so they are always available. One block: a load and four lane ops.
+        // Each equal 16-bit lane is all ones (-1), which the signed pack keeps as one byte of all ones, so the byte
+        // mask of the packed low half is the lane mask (the zero high half adds no bits).
         #[allow(clippy::multiple_unsafe_ops_per_block)]
         let eq = unsafe {
-            _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_loadu_si128(v.as_ptr().cast::<__m128i>()), _mm_set1_epi16(x as i16)))
+            let eq = _mm_cmpeq_epi16(_mm_loadu_si128(v.as_ptr().cast::<__m128i>()), _mm_set1_epi16(x as i16));
+            _mm_movemask_epi8(_mm_packs_epi16(eq, _mm_setzero_si128()))
         };
-        // Two mask bits per 16-bit lane: keep the even ones, packed.
-        let m = (eq as u32) & 0x5555;
-        let m = (m | (m >> 1)) & 0x3333;
-        let m = (m | (m >> 2)) & 0x0f0f;
-        (m | (m >> 4)) & 0x00ff
+        eq as u32
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
