@@ -138,7 +138,7 @@ impl Pipeline {
         let seg = total.checked_sub(crate::wire::ipv4::MIN_HEADER_LEN)?;
         let proto = h[L3 + 9];
         let tcp_flags = transport(d, L4, seg, proto)?;
-        if checksum::checksum(&h[L3..L4]) != 0 {
+        if !checksum::header_ok_v4(h[L3..L4].try_into().ok()?) {
             return None;
         }
         let dst = [h[L3 + 16], h[L3 + 17], h[L3 + 18], h[L3 + 19]];
