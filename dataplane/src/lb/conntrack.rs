@@ -546,21 +546,42 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
+    /// The two candidate buckets of hash `h` (equal when both choices fall on one): computed once a packet, in
+    /// stage 1, and handed to [`FlowTable::prefetch_entries_in`] and [`FlowTable::find_live_in`].
+    #[inline(always)]
+    pub fn buckets_of(&self, h: u64) -> [usize; 2] {
+        [self.bucket_of(h), self.alt_bucket_of(h)]
+    }
+
     /// Stage 1 of a burst's prefetch for a forward lookup: both candidate meta lines of hash `h`.
     #[inline(always)]
     pub fn prefetch_sigs(&self, h: u64) {
-        crate::mem::prefetch(&self.meta.as_slice()[self.bucket_of(h)]);
-        crate::mem::prefetch(&self.meta.as_slice()[self.alt_bucket_of(h)]);
+        self.prefetch_sigs_in(self.buckets_of(h));
+    }
+
+    /// [`FlowTable::prefetch_sigs`] for the buckets [`FlowTable::buckets_of`] gave.
+    #[inline(always)]
+    pub fn prefetch_sigs_in(&self, b: [usize; 2]) {
+        for bi in b {
+            if let Some(m) = self.meta.as_slice().get(bi) {
+                crate::mem::prefetch(m);
+            }
+        }
     }
 
     /// Stage 2 for a forward lookup: read the (now cached) meta lines and prefetch the slots whose signature
     /// matches.
     #[inline(always)]
     pub fn prefetch_entries(&self, h: u64) {
+        self.prefetch_entries_in(h, self.buckets_of(h));
+    }
+
+    /// [`FlowTable::prefetch_entries`] for hash `h` in the buckets [`FlowTable::buckets_of`] gave for it.
+    #[inline(always)]
+    pub fn prefetch_entries_in(&self, h: u64, b: [usize; 2]) {
         let sig = sig_of(h);
-        for bi in [self.bucket_of(h), self.alt_bucket_of(h)] {
-            let m = &self.meta.as_slice()[bi];
-            let b = &self.buckets.as_slice()[bi];
+        for bi in b {
+            let (Some(m), Some(b)) = (self.meta.as_slice().get(bi), self.buckets.as_slice().get(bi)) else { continue };
             let mut hits = crate::mem::eq_mask_u16x8(&m.sig, sig);
             while hits != 0 {
                 let slot = &b.slots[hits.trailing_zeros() as usize % WAYS];
@@ -686,13 +707,16 @@ impl<K: FlowKey> FlowTable<K> {
     /// then counts it once. Probes as `lookup` does: an expired match in the first bucket ends the search.
     #[inline(always)]
     pub fn find_live(&self, key: &K, h: u64, now: u32) -> Option<(u32, Entry<K>)> {
+        self.find_live_in(key, h, self.buckets_of(h), now)
+    }
+
+    /// [`FlowTable::find_live`] in the buckets [`FlowTable::buckets_of`] gave for `h`.
+    #[inline(always)]
+    pub fn find_live_in(&self, key: &K, h: u64, [b1, b2]: [usize; 2], now: u32) -> Option<(u32, Entry<K>)> {
         let key = &self.stored(key)?;
         let sig = sig_of(h);
-        let b1 = self.bucket_of(h);
-        let b2 = self.alt_bucket_of(h);
         for bi in [b1, b2] {
-            let m = &self.meta.as_slice()[bi];
-            let b = &self.buckets.as_slice()[bi];
+            let (Some(m), Some(b)) = (self.meta.as_slice().get(bi), self.buckets.as_slice().get(bi)) else { break };
             if let Some(w) = first_match(&m.sig, &b.slots, sig, key) {
                 return live(m.expires[w], now).then(|| ((bi * WAYS + w) as u32, self.entry_at(bi, w)));
             }

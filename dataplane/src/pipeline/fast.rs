@@ -55,6 +55,8 @@ impl FastFamily for KeyV6 {
 pub(super) struct Fast<K> {
     key: K,
     hash: u64,
+    /// The flow table's two candidate buckets for `hash` ([`FlowTable::buckets_of`]), computed once.
+    buckets: [usize; 2],
     /// Index of the service in the snapshot.
     svc: u32,
     /// End of the IP packet in the buffer.
@@ -203,14 +205,16 @@ impl Pipeline {
             return Some(Stage1::Full(Err(DropReason::Overload.into())));
         }
         let hash = key.hash();
-        K::table_ref(&self.ct).prefetch_sigs(hash);
-        Some(K::stage1(Fast { key, hash, svc: si, end: end as u16, tcp_flags, df }))
+        let t = K::table_ref(&self.ct);
+        let buckets = t.buckets_of(hash);
+        t.prefetch_sigs_in(buckets);
+        Some(K::stage1(Fast { key, hash, buckets, svc: si, end: end as u16, tcp_flags, df }))
     }
 
     /// Stage 2 of a fast packet.
     #[inline(always)]
     pub(super) fn prefetch_fast<K: FastFamily>(&self, f: &Fast<K>) {
-        K::table_ref(&self.ct).prefetch_entries(f.hash);
+        K::table_ref(&self.ct).prefetch_entries_in(f.hash, f.buckets);
     }
 
     /// Stage 3 of a fast packet: finished fast, or by the general path from the view [`Fast::pkt`] gives it.
@@ -240,7 +244,7 @@ impl Pipeline {
         f: &Fast<K>,
     ) -> Option<Verdict> {
         let svc = cfg.services.get(f.svc as usize)?;
-        let (slot, e) = K::table_ref(&self.ct).find_live(&f.key, f.hash, now)?;
+        let (slot, e) = K::table_ref(&self.ct).find_live_in(&f.key, f.hash, f.buckets, now)?;
         let (next, b) = keeps(cfg, svc, &e, f.key.proto() == proto::TCP, f.tcp_flags)?;
         let nh = b.next_hop?;
         let end = usize::from(f.end);
