@@ -289,7 +289,7 @@ impl Pipeline {
     }
 
     /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now).
-    #[inline]
+    #[inline(always)]
     pub fn prefetch_entries(&self, parsed: &Parsed) {
         match &parsed.0 {
             Stage1::Fast(f) => self.prefetch_fast(f),
