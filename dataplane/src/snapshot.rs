@@ -301,6 +301,17 @@ impl DataplaneConfig {
     pub fn is_own(&self, a: &[u8; 16]) -> bool {
         self.own_addrs.contains(a)
     }
+    /// The service at an index of `services` (what the VIP table and a backend's `service` hold). In range by the
+    /// snapshot's construction; `None` rather than a panic if a builder bug ever broke that.
+    #[inline]
+    pub fn service(&self, si: u32) -> Option<&Service> {
+        self.services.get(si as usize)
+    }
+    /// Whether a backend belongs to the service with stable id `id`.
+    #[inline]
+    pub fn serves(&self, b: &Backend, id: u32) -> bool {
+        self.service(b.service).is_some_and(|s| s.id == id)
+    }
     /// The backend with a stable id.
     #[inline]
     pub fn backend(&self, id: u32) -> Option<&Backend> {

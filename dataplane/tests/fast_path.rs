@@ -280,3 +280,47 @@ fn every_established_packet_takes_the_fast_path() {
         );
     }
 }
+
+/// A snapshot whose service indices are out of range (a snapshot-builder bug; no packet can cause it) costs counted
+/// drops or a new choice of backend, never a worker panic, on the fast and the general path alike, in both families.
+#[test]
+fn a_broken_service_index_is_not_a_panic() {
+    let (cfg, _) = ConfigBuilder::new().build(&model_for(0)).unwrap();
+    let mut no_services = (*cfg).clone();
+    no_services.services.clear();
+    let mut foreign = (*cfg).clone();
+    for b in foreign.backends.iter_mut().flatten() {
+        b.service = u32::MAX;
+    }
+    for vip in ["198.19.0.1", "198.19.0.3", "2001:db8:100::1", "2001:db8:100::3"] {
+        let vip: IpAddr = vip.parse().unwrap();
+        let client: IpAddr = if vip.is_ipv4() { "198.18.0.7".parse().unwrap() } else { "2001:db8::7".parse().unwrap() };
+        let send = |p: &mut Pipeline, c: &DataplaneConfig, sport: u16, flags: u8, now: u32| {
+            let f = Craft::new(client, vip, proto::TCP, pk::tcp(sport, 80, flags, b"x")).build();
+            p.process(c, 0, &mut MemBuf::from_slice(&f), now)
+        };
+        let (mut fast, mut general) = pipelines(0, 1, &cfg);
+        for p in [&mut fast, &mut general] {
+            for flags in [0x02, 0x10] {
+                let v = send(p, &cfg, 40000, flags, 1);
+                assert!(matches!(v, edgelb_dataplane::pipeline::Verdict::Tx(_)), "{vip}: opening: {v:?}");
+            }
+            // The established flow and a new one, against a snapshot without its services: dropped as no service.
+            for sport in [40000, 40001] {
+                let v = send(p, &no_services, sport, 0x18, 2);
+                assert!(
+                    v == edgelb_dataplane::pipeline::Verdict::Drop(edgelb_dataplane::pipeline::DropReason::NoService),
+                    "{vip} port {sport}: {v:?}"
+                );
+            }
+        }
+        // Backends that name no service: the tracked flow's backend no longer serves it, and both paths agree on
+        // what happens instead.
+        for sport in [40000, 40002] {
+            let a = send(&mut fast, &foreign, sport, 0x18, 3);
+            let b = send(&mut general, &foreign, sport, 0x18, 3);
+            assert_eq!(a, b, "{vip} port {sport}");
+        }
+        same_state(&fast, &general, 3, 0);
+    }
+}

@@ -82,7 +82,7 @@ impl Pipeline {
         let e = embedded(pkt.data(), l4.offset() + 8, p.end, p.v4).ok_or(DropReason::IcmpErrorNoFlow)?;
         // The embedded packet went VIP -> client: the flow is client -> VIP.
         let si = cfg.service_for(&e.src, e.proto, e.sport).ok_or(DropReason::IcmpErrorNoFlow)?;
-        let svc = &cfg.services[si as usize];
+        let svc = cfg.service(si).ok_or(DropReason::IcmpErrorNoFlow)?;
         let (bid, snat_port, tracked) =
             if p.v4 { self.find_flow::<KeyV4>(svc, &e, now) } else { self.find_flow::<KeyV6>(svc, &e, now) }
                 .ok_or(DropReason::IcmpErrorNoFlow)?;

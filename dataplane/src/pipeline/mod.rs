@@ -376,7 +376,8 @@ impl Pipeline {
             if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&p.dst) {
                 self.counters.not_owner += 1;
             }
-            return self.for_service(cfg, &cfg.services[si as usize], in_port, pkt, &p, now, bytes);
+            let svc = cfg.service(si).ok_or(DropReason::NoService)?;
+            return self.for_service(cfg, svc, in_port, pkt, &p, now, bytes);
         }
         if p.has_ports() {
             let r = if p.v4 {

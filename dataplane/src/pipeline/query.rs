@@ -184,7 +184,7 @@ impl Pipeline {
         let Tuple { src, dst, proto, sport, dport } = *t;
         let (s, d) = (crate::snapshot::addr16(src), crate::snapshot::addr16(dst));
         let si = cfg.service_for(&d, proto, dport)?;
-        let svc = &cfg.services[si as usize];
+        let svc = cfg.service(si)?;
         let (tracked, h) = if src.is_ipv4() {
             let k = KeyV4::make(&s, &d, sport, dport, proto);
             (self.ct.v4.peek(&k, now).map(|e| e.value), k.hash())

@@ -182,7 +182,7 @@ impl Pipeline {
             (Classified::Service(si), _) | (_, Classified::Service(si)) => si,
             _ => return Err(Refused::NoService),
         };
-        self.install_in::<K>(cfg, &cfg.services[si as usize], r, now)
+        self.install_in::<K>(cfg, cfg.service(si).ok_or(Refused::NoService)?, r, now)
     }
 
     fn install_in<K: FamilyKey>(

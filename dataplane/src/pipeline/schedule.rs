@@ -25,9 +25,7 @@ pub(super) fn keeps<'a, K>(
     tcp: bool,
     flags: u8,
 ) -> Option<(FlowState, &'a Backend)> {
-    let b = cfg
-        .backend(e.value)
-        .filter(|b| b.state != BackendState::Down && cfg.services[b.service as usize].id == svc.id)?;
+    let b = cfg.backend(e.value).filter(|b| b.state != BackendState::Down && cfg.serves(b, svc.id))?;
     let state = FlowState::from_u8(e.state);
     if new_syn(state, tcp, flags) {
         return None;
@@ -321,10 +319,7 @@ impl Pipeline {
             let k = AffinityKey { client: p.src, service: svc.id };
             let ah = k.hash();
             if let Lookup::Hit(slot, e) = self.affinity.lookup(&k, ah, now) {
-                if cfg
-                    .backend(e.value)
-                    .is_some_and(|b| b.state == BackendState::Active && cfg.services[b.service as usize].id == svc.id)
-                {
+                if cfg.backend(e.value).is_some_and(|b| b.state == BackendState::Active && cfg.serves(b, svc.id)) {
                     self.affinity.touch(slot, e.state, now.wrapping_add(svc.affinity_ms));
                     return Ok(e.value);
                 }
