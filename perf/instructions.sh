@@ -56,6 +56,9 @@ done <<'EOF'
 --mode dsr_l2 --flows 10000
 --mode nat --flows 10000 --new
 --mode dsr_l2 --flows 10000 --new
+--mode nat --flows 10000 --replies
+--mode nat --flows 10000 --replies --no-fast-path
+--mode fullnat --flows 10000 --replies
 --mode nat --flows 10000 --new --replicate
 --mode nat --flows 10000 --replicate
 EOF

@@ -180,6 +180,51 @@ impl Scenario {
         }
         (syn, ack)
     }
+
+    /// The backends' replies (ACKs) to the flows whose translated packets `sent` holds, as the worker transmitted
+    /// them toward the backends: addresses and ports swapped, so each reply belongs to the tracked flow its packet
+    /// opened. Packets that are not IP with TCP are skipped.
+    pub fn replies(&self, sent: &Templates) -> Templates {
+        let headers = 14 + if self.v6 { 60 } else { 40 };
+        let frame_len = self.size.max(headers);
+        let mut out = Templates::new(sent.len(), frame_len);
+        let payload = vec![0u8; frame_len - headers];
+        let mut buf = vec![0u8; 2048];
+        for i in 0..sent.len() {
+            let f = sent.get(i);
+            let (src, dst, proto, l4) = match u16::from_be_bytes([f[12], f[13]]) {
+                0x0800 => {
+                    let a = |o: usize| IpAddr::V4(Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]));
+                    (a(26), a(30), f[23], 14 + usize::from(f[14] & 0x0f) * 4)
+                }
+                0x86dd => {
+                    let a = |o: usize| {
+                        let mut b = [0u8; 16];
+                        b.copy_from_slice(&f[o..o + 16]);
+                        IpAddr::V6(Ipv6Addr::from(b))
+                    };
+                    (a(22), a(38), f[20], 54)
+                }
+                _ => continue,
+            };
+            if proto != proto::TCP || l4 + 4 > f.len() {
+                continue;
+            }
+            let seg = Segment {
+                src: dst,
+                dst: src,
+                proto: proto::TCP,
+                sport: u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]),
+                dport: u16::from_be_bytes([f[l4], f[l4 + 1]]),
+                tcp_flags: flags::ACK,
+                payload: &payload,
+                ttl: 64,
+            };
+            let n = frame(&mut buf, PORT_MAC[0], GW_MAC, &seg).expect("template fits");
+            out.push(&buf[..n]);
+        }
+        out
+    }
 }
 
 /// Pre-built packets, [`STRIDE`] bytes of headers each, all of one frame length.
@@ -250,6 +295,8 @@ pub struct ReplayPort {
     /// flow never seen before.
     pub new_flows: bool,
     pass: u16,
+    /// Set with [`ReplayPort::capture`]: the headers of the first transmitted packets, up to its capacity.
+    captured: Option<(Templates, usize)>,
 }
 
 impl ReplayPort {
@@ -259,7 +306,17 @@ impl ReplayPort {
         let n = templates.len();
         let order: Vec<u32> = (0..n as u32).collect();
         let pool = (0..256).map(|_| MemBuf::new()).collect();
-        Self { templates, order, next: 0, pool, stats: PortStats::default(), new_flows: false, pass: 0 }
+        Self { templates, order, next: 0, pool, stats: PortStats::default(), new_flows: false, pass: 0, captured: None }
+    }
+
+    /// Keep the headers of the next `n` packets the worker transmits (what [`ReplayPort::captured`] returns).
+    pub fn capture(&mut self, n: usize) {
+        self.captured = Some((Templates::new(n, self.templates.frame_len), n));
+    }
+
+    /// The transmitted packets kept since [`ReplayPort::capture`].
+    pub fn captured(&mut self) -> Option<Templates> {
+        self.captured.take().map(|(t, _)| t)
     }
 
     /// A template set taking `new_percent` % of its templates from `syn` and the rest from `ack`. Replayed with
@@ -322,6 +379,9 @@ impl Port for ReplayPort {
         let n = pkts.len();
         for b in pkts.drain(..) {
             self.stats.tx_bytes += b.data().len() as u64;
+            if let Some((c, _)) = self.captured.as_mut().filter(|(c, n)| c.len() < *n) {
+                c.push(b.data());
+            }
             self.pool.push(b);
         }
         self.stats.tx_packets += n as u64;

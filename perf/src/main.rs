@@ -64,6 +64,11 @@ pub(crate) struct Args {
     /// saturated throughout the measured pass, as under a flood at line rate.
     #[arg(long, default_value_t = 0, value_name = "N")]
     new_flow_limit: u32,
+    /// The backends' replies instead of the clients' packets: every measured packet an ACK from a backend to its
+    /// client, on a flow the warm-up opened (nat and fullnat, whose replies return through the appliance). The flow
+    /// tables are sized for twice --flows, so that the warm-up evicts none of the flows replied to.
+    #[arg(long, conflicts_with_all = ["new", "new_percent", "cross"])]
+    replies: bool,
     /// IPv6 flows.
     #[arg(long)]
     v6: bool,
@@ -159,6 +164,10 @@ impl Args {
         if !(1..=400).contains(&self.backends) {
             return Err("--backends must be between 1 and 400".into());
         }
+        if self.replies && (!matches!(self.mode, PerfMode::Lb(Mode::Nat | Mode::FullNat)) || self.port != PortKind::Mem)
+        {
+            return Err("--replies measures nat or fullnat on the memory replay port".into());
+        }
         if self.mode == PerfMode::Floor && self.port != PortKind::Mem {
             return Err("--mode floor runs on the memory replay port only".into());
         }
@@ -224,7 +233,9 @@ fn main() {
     let n = a.cores as u16;
     let inboxes: Vec<_> = (0..n).map(|_| Arc::new(crossbeam_queue::ArrayQueue::new(1024))).collect();
     let barrier = Arc::new(Barrier::new(a.cores));
-    let entries = per_core;
+    // A reply to a flow the warm-up evicted has nothing to return to: with --replies the tables have room for twice
+    // the flows, so the warm-up evicts none.
+    let entries = if a.replies { per_core * 2 } else { per_core };
     let sizes = if a.v6 {
         TableSizes { flows_v4: 1024, flows_v6: entries, affinity: 1024, fragments: 1024 }
     } else {
@@ -355,6 +366,10 @@ fn measure(
     let slow = Arc::new(crossbeam_queue::ArrayQueue::new(1024));
     let port = ReplayPort::new(syn);
     let mut worker = Worker::new(w as u16, n, sizes, vec![port], inboxes, slow, published.clone());
+    if a.replies {
+        // The translated SYNs tell which backend (and, in full-NAT, which source port) each flow has.
+        worker.ports[0].capture(per_core);
+    }
     if let Some(q) = &m_replicas {
         worker.pipeline.set_replica_out(Some(q.clone()));
     }
@@ -399,7 +414,18 @@ fn measure(
             t.reverse_failed
         );
     }
-    let mut port = ReplayPort::new(ReplayPort::mix(&syn_copy, &ack, a.new_percent));
+    let traffic = match worker.ports[0].captured() {
+        Some(sent) => {
+            let replies = sc.replies(&sent);
+            if replies.len() < per_core - per_core / 1000 {
+                eprintln!("edgelb-perf: worker {w}: {} replies built for {per_core} flows", replies.len());
+                std::process::exit(1);
+            }
+            replies
+        }
+        None => ReplayPort::mix(&syn_copy, &ack, a.new_percent),
+    };
+    let mut port = ReplayPort::new(traffic);
     port.new_flows = true;
     // The measured pass is the port's second: pass 0 would replay the flows just opened.
     port.skip_pass();
@@ -510,7 +536,7 @@ fn report(a: &Args, rs: &[CoreResult]) {
     let secs = rs.iter().map(|r| r.secs).fold(0.0, f64::max);
     let summary = serde_json::json!({
         "mode": a.mode.name(), "family": if a.v6 {"ipv6"} else {"ipv4"}, "flows": a.flows, "cores": a.cores,
-        "size": a.size, "new_percent": a.new_percent, "cross": a.cross, "backends": a.backends,
+        "size": a.size, "new_percent": a.new_percent, "replies": a.replies, "cross": a.cross, "backends": a.backends,
         "total_mpps": total_pkts as f64 / secs / 1e6, "workers": rows,
     });
     if a.json {
@@ -522,7 +548,13 @@ fn report(a: &Args, rs: &[CoreResult]) {
         a.mode.name(),
         if a.v6 { "IPv6" } else { "IPv4" },
         a.flows,
-        if a.new_percent == 0 { "established".to_string() } else { format!("{}% new-flow (SYN)", a.new_percent) },
+        if a.replies {
+            "backends' reply".to_string()
+        } else if a.new_percent == 0 {
+            "established".to_string()
+        } else {
+            format!("{}% new-flow (SYN)", a.new_percent)
+        },
         a.size,
         a.backends,
         a.cores,
