@@ -324,3 +324,114 @@ fn a_broken_service_index_is_not_a_panic() {
         same_state(&fast, &general, 3, 0);
     }
 }
+
+/// The addresses and ports of an untagged IPv4 or IPv6 frame with TCP or UDP: (src, dst, sport, dport).
+fn tuple_of(f: &[u8]) -> (IpAddr, IpAddr, u16, u16) {
+    let (src, dst, l4): (IpAddr, IpAddr, usize) = if f[12..14] == [0x08, 0x00] {
+        let a = |o: usize| IpAddr::from([f[o], f[o + 1], f[o + 2], f[o + 3]]);
+        (a(26), a(30), 14 + usize::from(f[14] & 0x0f) * 4)
+    } else {
+        let a = |o: usize| IpAddr::from(<[u8; 16]>::try_from(&f[o..o + 16]).unwrap());
+        (a(22), a(38), 54)
+    };
+    (src, dst, u16::from_be_bytes([f[l4], f[l4 + 1]]), u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]))
+}
+
+/// The replies to `flows` flows of each NAT and full-NAT service in the list (TCP and UDP, both families), opened on
+/// worker `worker` of `nworkers`, through a pipeline with the fast path and one without: verdicts and bytes must
+/// agree for every packet, and counters, table statistics and flows after each service. The replies are built from
+/// the translated packets the pipeline sent, so each names its flow exactly (a full-NAT reply goes to the source
+/// address and port the flow was given). Returns, per service, the replies forwarded and those that took the fast
+/// path.
+fn replies(worker: u16, nworkers: u16, flows: u16) -> Vec<(String, u64, u64)> {
+    use edgelb_dataplane::pipeline::Verdict;
+    let (cfg, _) = ConfigBuilder::new().build(&model_for(0)).unwrap();
+    let mut out = Vec::new();
+    for (vip_s, p, port) in [
+        ("198.19.0.1", proto::TCP, 80),
+        ("198.19.0.2", proto::TCP, 80),
+        ("198.19.0.8", proto::UDP, 53),
+        ("2001:db8:100::1", proto::TCP, 80),
+        ("2001:db8:100::2", proto::TCP, 80),
+        ("2001:db8:100::6", proto::UDP, 53),
+    ] {
+        let (mut fast, mut general) = pipelines(worker, nworkers, &cfg);
+        let nat = SERVICES.iter().any(|s| s.0 == vip_s && s.3 == Mode::Nat);
+        let vip: IpAddr = vip_s.parse().unwrap();
+        let client = |i: u16| -> IpAddr {
+            if vip.is_ipv4() {
+                IpAddr::from([198, 18, 8 + (i >> 8) as u8, i as u8])
+            } else {
+                format!("2001:db8::1:{i:x}").parse().unwrap()
+            }
+        };
+        let l4 = |sp: u16, dp: u16, flags: u8| {
+            if p == proto::TCP {
+                pk::tcp(sp, dp, flags, b"x")
+            } else {
+                pk::udp(sp, dp, b"x")
+            }
+        };
+        let both = |fast: &mut Pipeline, general: &mut Pipeline, f: &[u8], port: u16, now: u32, what: &str| {
+            let (mut a, mut b) = (MemBuf::from_slice(f), MemBuf::from_slice(f));
+            let va = fast.process(&cfg, port, &mut a, now);
+            let vb = general.process(&cfg, port, &mut b, now);
+            assert_eq!(va, vb, "{what}");
+            assert_eq!(a.data(), b.data(), "{what}: bytes");
+            (va, a.data().to_vec())
+        };
+        let mut sent_replies = Vec::new();
+        for i in 0..flows {
+            let what = format!("{vip} flow {i}");
+            let f = Craft::new(client(i), vip, p, l4(30000 + i, port, 0x02)).build();
+            let (v, sent) = both(&mut fast, &mut general, &f, 0, 1, &what);
+            if !matches!(v, Verdict::Tx(_)) {
+                assert!(matches!(v, Verdict::Handoff(_)) && nworkers > 1, "{what}: {v:?}");
+                continue;
+            }
+            let (s, d, sp, dp) = tuple_of(&sent);
+            // NAT keeps the client's address; full-NAT sends from the appliance's source address.
+            assert_eq!(s == client(i), nat, "{what}: source {s}");
+            sent_replies.push((i, Craft::new(d, s, p, l4(dp, sp, 0x12)).build()));
+        }
+        let before = fast.counters.fast_path;
+        let mut forwarded = 0;
+        for (i, f) in &sent_replies {
+            let what = format!("{vip} reply {i}");
+            let (v, out) = both(&mut fast, &mut general, f, 1, 2, &what);
+            match v {
+                Verdict::Tx(_) => {
+                    forwarded += 1;
+                    assert_eq!(tuple_of(&out), (vip, client(*i), port, 30000 + i), "{what}");
+                }
+                // A full-NAT reply belongs to the worker that owns its source port, not the client's.
+                v => assert!(matches!(v, Verdict::Handoff(_)) && nworkers > 1 && !nat, "{what}: {v:?}"),
+            }
+        }
+        assert_eq!(fast.counters.replies, forwarded, "{vip}: replies counted");
+        same_state(&fast, &general, 2, 0);
+        out.push((vip_s.to_string(), forwarded, fast.counters.fast_path - before));
+    }
+    out
+}
+
+/// Every backend reply of a tracked NAT or full-NAT flow takes the fast reply path: its counter grows by exactly one
+/// a reply. The comparisons cannot see a fast path that misses, because the general path then gives the same result.
+#[test]
+fn every_reply_takes_the_fast_path() {
+    for (vip, forwarded, fast) in replies(0, 1, 500) {
+        assert_eq!((forwarded, fast), (500, 500), "{vip}: replies forwarded, and of them on the fast path");
+    }
+}
+
+/// With two workers, each takes the replies it owns on the fast path (NAT: the client's worker; full-NAT: the worker
+/// of the source port the flow was given) and hands the rest off, as the general path does.
+#[test]
+fn every_owned_reply_takes_the_fast_path_with_two_workers() {
+    for worker in 0..2 {
+        for (vip, forwarded, fast) in replies(worker, 2, 400) {
+            assert!(forwarded > 0, "worker {worker}, {vip}: no reply forwarded");
+            assert_eq!(fast, forwarded, "worker {worker}, {vip}: replies forwarded, and of them on the fast path");
+        }
+    }
+}

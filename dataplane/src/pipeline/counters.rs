@@ -146,7 +146,8 @@ counters! {
     handoff = "handoff_packets", "Packets handed to the worker that owns their flow.";
     held = "packets_held", "Packets held by the slow path until their next hop resolves.";
     fast_path = "packets_fast_path",
-        "Packets forwarded by the established fast path (NAT and DSR-L2 client packets of tracked flows, both families).";
+        "Packets forwarded by the established fast path (NAT and DSR-L2 client packets of tracked flows, and NAT and \
+        full-NAT replies, both families).";
     new_flows = "flows_new", "Flows scheduled to a backend.";
     rescheduled = "flows_rescheduled", "Tracked flows whose backend went down or away, scheduled again.";
     midflow_pickups = "flows_midflow_pickups", "Non-SYN TCP packets without state, picked up as half-open flows.";

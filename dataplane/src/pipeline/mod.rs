@@ -304,6 +304,8 @@ impl Pipeline {
             Stage1::Full(Ok(p)) => self.process_inner(cfg, in_port, pkt, now, p).unwrap_or_else(Verdict::Drop),
             Stage1::Fast(f) => self.fast_or_general(cfg, in_port, pkt, now, f),
             Stage1::Fast6(f) => self.fast_or_general(cfg, in_port, pkt, now, f),
+            Stage1::Reply(f) => self.reply_or_general(cfg, in_port, pkt, now, f),
+            Stage1::Reply6(f) => self.reply_or_general(cfg, in_port, pkt, now, f),
             Stage1::Full(Err(d)) => d.verdict(),
         };
         self.count(v);

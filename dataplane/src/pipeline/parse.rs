@@ -73,6 +73,10 @@ pub(super) enum Stage1 {
     Fast(Fast<KeyV4>),
     /// An IPv6 candidate for the fast path.
     Fast6(Fast<KeyV6>),
+    /// An IPv4 candidate for the fast reply path: to no VIP, so perhaps a backend's NAT or full-NAT reply.
+    Reply(Fast<KeyV4>),
+    /// An IPv6 candidate for the fast reply path.
+    Reply6(Fast<KeyV6>),
     /// Parsed in full, or decided.
     Full(Result<Pkt, Done>),
 }
@@ -294,6 +298,8 @@ impl Pipeline {
         match &parsed.0 {
             Stage1::Fast(f) => self.prefetch_fast(f),
             Stage1::Fast6(f) => self.prefetch_fast(f),
+            Stage1::Reply(f) => self.prefetch_reply(f),
+            Stage1::Reply6(f) => self.prefetch_reply(f),
             Stage1::Full(Ok(p)) if p.hash != 0 => self.ct.prefetch(p, true),
             Stage1::Full(_) => {}
         }
