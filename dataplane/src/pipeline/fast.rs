@@ -241,7 +241,8 @@ impl Pipeline {
         K::table_ref(&self.ct).prefetch_entries_in(f.hash, f.buckets);
     }
 
-    /// Stage 3 of a fast packet: finished fast, or by the general path from the view [`Fast::pkt`] gives it.
+    /// Stage 3 of a fast packet (`reply` false) or a reply candidate (`reply` true, a constant at each call site):
+    /// finished fast, or by the general path from the view [`Fast::pkt`] gives it.
     #[inline(always)]
     pub(super) fn fast_or_general<K: FastFamily, B: PacketBuf>(
         &mut self,
@@ -250,11 +251,13 @@ impl Pipeline {
         pkt: &mut B,
         now: u32,
         f: &Fast<K>,
+        reply: bool,
     ) -> Verdict {
-        if let Some(v) = self.finish_fast(cfg, pkt, now, f) {
+        let done = if reply { self.finish_reply(cfg, pkt, now, f) } else { self.finish_fast(cfg, pkt, now, f) };
+        if let Some(v) = done {
             return v;
         }
-        let p = f.pkt(pkt.data(), Classified::Service(f.svc));
+        let p = f.pkt(pkt.data(), if reply { Classified::NotVip } else { Classified::Service(f.svc) });
         self.process_inner(cfg, in_port, pkt, now, &p).unwrap_or_else(Verdict::Drop)
     }
 
@@ -341,23 +344,6 @@ impl Pipeline {
     #[inline(always)]
     pub(super) fn prefetch_reply<K: FastFamily>(&self, f: &Fast<K>) {
         K::table_ref(&self.ct).prefetch_reverse_entries(f.hash);
-    }
-
-    /// Stage 3 of a reply candidate: a reply finished fast, or the packet finished by the general path.
-    #[inline(always)]
-    pub(super) fn reply_or_general<K: FastFamily, B: PacketBuf>(
-        &mut self,
-        cfg: &DataplaneConfig,
-        in_port: PortId,
-        pkt: &mut B,
-        now: u32,
-        f: &Fast<K>,
-    ) -> Verdict {
-        if let Some(v) = self.finish_reply(cfg, pkt, now, f) {
-            return v;
-        }
-        let p = f.pkt(pkt.data(), Classified::NotVip);
-        self.process_inner(cfg, in_port, pkt, now, &p).unwrap_or_else(Verdict::Drop)
     }
 
     /// Translate a backend's reply back to its client, as [`Pipeline::reply`] does, when its flow is tracked, the

@@ -302,10 +302,10 @@ impl Pipeline {
         self.counters.rx += 1;
         let v = match &parsed.0 {
             Stage1::Full(Ok(p)) => self.process_inner(cfg, in_port, pkt, now, p).unwrap_or_else(Verdict::Drop),
-            Stage1::Fast(f) => self.fast_or_general(cfg, in_port, pkt, now, f),
-            Stage1::Fast6(f) => self.fast_or_general(cfg, in_port, pkt, now, f),
-            Stage1::Reply(f) => self.reply_or_general(cfg, in_port, pkt, now, f),
-            Stage1::Reply6(f) => self.reply_or_general(cfg, in_port, pkt, now, f),
+            Stage1::Fast(f) => self.fast_or_general(cfg, in_port, pkt, now, f, false),
+            Stage1::Fast6(f) => self.fast_or_general(cfg, in_port, pkt, now, f, false),
+            Stage1::Reply(f) => self.fast_or_general(cfg, in_port, pkt, now, f, true),
+            Stage1::Reply6(f) => self.fast_or_general(cfg, in_port, pkt, now, f, true),
             Stage1::Full(Err(d)) => d.verdict(),
         };
         self.count(v);
