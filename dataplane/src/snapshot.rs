@@ -244,13 +244,11 @@ pub fn addr_from16(a: [u8; 16], v4: bool) -> IpAddr {
     }
 }
 
+/// Whether `a` lies in the prefix `p`/`plen16` (IPv4 as mapped addresses, `plen16` = 96 + the IPv4 length): one
+/// masked 128-bit compare. A length past 128 asks for the whole address.
 fn prefix_match(a: &[u8; 16], p: &[u8; 16], plen16: u8) -> bool {
-    let full = usize::from(plen16 / 8);
-    if a[..full] != p[..full] {
-        return false;
-    }
-    let rem = plen16 % 8;
-    rem == 0 || (a[full] ^ p[full]) & (0xffu8 << (8 - rem)) == 0
+    let mask = u128::MAX.checked_shl(128u32.saturating_sub(u32::from(plen16))).unwrap_or(0);
+    (u128::from_be_bytes(*a) ^ u128::from_be_bytes(*p)) & mask == 0
 }
 
 impl DataplaneConfig {
@@ -794,6 +792,23 @@ impl ConfigHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An address that differs from the prefix in bit `k` alone (0 the most significant) is inside it exactly when
+    /// `k` is at or past the length, for every length 0 to 128; past 128 only the address itself is.
+    #[test]
+    fn prefix_match_is_bit_exact() {
+        let bases =
+            [[0u8; 16], [0xff; 16], addr16("198.18.2.1".parse().unwrap()), addr16("2001:db8::5".parse().unwrap())];
+        for p in bases {
+            for plen in 0..=255u8 {
+                assert!(prefix_match(&p, &p, plen), "{p:?}/{plen}: itself");
+                for k in 0..128u32 {
+                    let a = (u128::from_be_bytes(p) ^ (1u128 << (127 - k))).to_be_bytes();
+                    assert_eq!(prefix_match(&a, &p, plen), k >= u32::from(plen.min(128)), "{p:?}/{plen}, bit {k}");
+                }
+            }
+        }
+    }
 
     /// Every key inserted is found with its value, at every fill up to the planned size; keys never inserted are not.
     #[test]
