@@ -370,22 +370,14 @@ impl Pipeline {
             pkt.set_len(end);
         }
         let proto = f.key.proto();
-        let state = FlowState::from_u8(e.state);
-        let state = if proto == proto::TCP { state.next_tcp(f.tcp_flags, Direction::FromBackend) } else { state };
-        K::table(&mut self.ct).touch(slot, state as u8, now.wrapping_add(state.timeout_ms(cfg)));
-        let fullnat = e.flags & F_FULLNAT != 0;
+        let (state, expires) = reply_state(cfg, &e, proto, f.tcp_flags, now);
+        K::table(&mut self.ct).touch(slot, state, expires);
         let vip = e.key.dst16();
         let at = if K::V4 { 12 } else { 0 };
         let d = pkt.data_mut();
         nat::decrement_ttl(d, L3, K::V4);
         let l4 = L4Header::check(d, K::L4, end, proto);
-        let rw = Rewrite {
-            src: Some(&vip[at..]),
-            sport: Some(e.key.dport()),
-            dst: if fullnat { Some(&client[at..]) } else { None },
-            dport: if fullnat { Some(e.key.sport()) } else { None },
-        };
-        if !nat::apply(d, L3, l4, K::V4, &rw) {
+        if !nat::apply(d, L3, l4, K::V4, &reply_rewrite(&e, &vip[at..], &client[at..])) {
             // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.
             return Some(Verdict::Drop(ParseError::Truncated.into()));
         }

@@ -25,6 +25,34 @@ pub(super) fn reply_matches<K: FamilyKey>(
     }
 }
 
+/// What a reply does to its forward entry `f`: the flow's state as the backend's packet moves it (TCP) and the
+/// expiry that state gives, for [`FlowTable::touch`].
+#[inline(always)]
+pub(super) fn reply_state<K: FamilyKey>(
+    cfg: &DataplaneConfig,
+    f: &Entry<K>,
+    proto: u8,
+    tcp_flags: u8,
+    now: u32,
+) -> (u8, u32) {
+    let state = FlowState::from_u8(f.state);
+    let state = if proto == proto::TCP { state.next_tcp(tcp_flags, Direction::FromBackend) } else { state };
+    (state as u8, now.wrapping_add(state.timeout_ms(cfg)))
+}
+
+/// The rewrite that turns a reply to the forward entry `f` back into the client's view: from the VIP and its port,
+/// and for full-NAT to the client's address and port. `vip` and `client` in the packet's family (4 or 16 bytes).
+#[inline(always)]
+pub(super) fn reply_rewrite<'a, K: FamilyKey>(f: &Entry<K>, vip: &'a [u8], client: &'a [u8]) -> Rewrite<'a> {
+    let fullnat = f.flags & F_FULLNAT != 0;
+    Rewrite {
+        src: Some(vip),
+        sport: Some(f.key.dport()),
+        dst: fullnat.then_some(client),
+        dport: fullnat.then(|| f.key.sport()),
+    }
+}
+
 impl Pipeline {
     /// A NAT or full-NAT reply from a backend: `None` when no reverse entry matches.
     pub(super) fn reply<K: FamilyKey, B: PacketBuf>(
@@ -42,13 +70,10 @@ impl Pipeline {
         if p.ttl <= 1 {
             return Some(Err(DropReason::TtlExpired));
         }
-        let fullnat = f.flags & F_FULLNAT != 0;
-        let state = FlowState::from_u8(f.state);
-        let state = if p.proto == proto::TCP { state.next_tcp(p.tcp_flags, Direction::FromBackend) } else { state };
-        table.touch(slot, state as u8, now.wrapping_add(state.timeout_ms(cfg)));
-        let fkey = f.key;
-        let vip = fkey.dst16();
-        let client = fkey.src16();
+        let (state, expires) = reply_state(cfg, &f, p.proto, p.tcp_flags, now);
+        table.touch(slot, state, expires);
+        let vip = f.key.dst16();
+        let client = f.key.src16();
         let (nh, held) = match self.next_hop(cfg, &client, p.v4) {
             Ok(x) => x,
             Err(r) => return Some(Err(r)),
@@ -60,13 +85,7 @@ impl Pipeline {
         }
         let d = pkt.data_mut();
         nat::decrement_ttl(d, p.l3, p.v4);
-        let rw = Rewrite {
-            src: Some(p.addr(&vip)),
-            sport: Some(fkey.dport()),
-            dst: if fullnat { Some(p.addr(&client)) } else { None },
-            dport: if fullnat { Some(fkey.sport()) } else { None },
-        };
-        if !nat::apply(d, p.l3, p.l4, p.v4, &rw) {
+        if !nat::apply(d, p.l3, p.l4, p.v4, &reply_rewrite(&f, p.addr(&vip), p.addr(&client))) {
             return Some(Err(ParseError::Truncated.into()));
         }
         set_macs(d, nh.mac, nh.src_mac);
