@@ -200,6 +200,10 @@ pub struct DataplaneConfig {
     connected: Vec<([u8; 16], u8, PortId)>,
     gateway_v4: Option<[u8; 16]>,
     gateway_v6: Option<[u8; 16]>,
+    /// The next hop through each family's gateway (IPv4, IPv6), resolved once when the snapshot is built: what
+    /// [`Self::route`] gives for a destination in no connected subnet. `None` where the gateway is unset, off-link or
+    /// its MAC unknown.
+    gateway_hops: [Option<NextHop>; 2],
     neighbours: FxHashMap<[u8; 16], Mac>,
     /// Full-NAT IPv4 source.
     pub snat_v4: Option<[u8; 4]>,
@@ -315,12 +319,31 @@ impl DataplaneConfig {
     pub fn backend(&self, id: u32) -> Option<&Backend> {
         self.backends.get(id as usize).and_then(Option::as_ref)
     }
-    /// Next hop toward `dst` at packet time: on-link neighbour, else the gateway of its family.
+    /// Next hop toward `dst` at packet time: on-link neighbour, else the gateway of its family (resolved when the
+    /// snapshot was built).
     pub fn route(&self, dst: &[u8; 16], v4: bool) -> Option<NextHop> {
-        let (port, via) = self.route_via(dst, v4)?;
-        let mac = *self.neighbours.get(&via)?;
+        match self.connected.iter().find(|(p, l, _)| prefix_match(dst, p, *l)) {
+            Some(&(_, _, port)) => self.hop(port, dst),
+            None => self.gateway_hops[usize::from(!v4)],
+        }
+    }
+    /// The next hop out of `port` to the neighbour `via`, when its MAC is known.
+    fn hop(&self, port: PortId, via: &[u8; 16]) -> Option<NextHop> {
+        let mac = *self.neighbours.get(via)?;
         let itf = self.interfaces.iter().find(|i| i.port == port)?;
         Some(NextHop { port, mac, src_mac: itf.mac, mtu: itf.mtu })
+    }
+    /// Resolve the gateways' next hops ([`Self::gateway_hops`]) from the addressing.
+    fn resolve_gateways(&mut self) {
+        for (i, v4) in [(0, true), (1, false)] {
+            self.gateway_hops[i] =
+                (if v4 { self.gateway_v4 } else { self.gateway_v6 }).and_then(|gw| self.on_link_hop(&gw));
+        }
+    }
+    /// The next hop to `a` when it lies in a connected subnet.
+    fn on_link_hop(&self, a: &[u8; 16]) -> Option<NextHop> {
+        let &(_, _, port) = self.connected.iter().find(|(p, l, _)| prefix_match(a, p, *l))?;
+        self.hop(port, a)
     }
     /// The egress port toward `dst` and the address whose MAC the frame needs (`dst` itself when on-link, else the
     /// family's gateway), whether that MAC is known or not.
@@ -716,6 +739,7 @@ fn base_config(model: &Valid<'_>, generation: u64) -> DataplaneConfig {
         connected: Vec::new(),
         gateway_v4: None,
         gateway_v6: None,
+        gateway_hops: [None; 2],
         neighbours: model.neighbours.iter().map(|(a, m)| (addr16(*a), *m)).collect(),
         snat_v4: None,
         snat_v6: None,
@@ -742,6 +766,7 @@ fn base_config(model: &Valid<'_>, generation: u64) -> DataplaneConfig {
             IpAddr::V6(_) => cfg.gateway_v6 = Some(addr16(*g)),
         }
     }
+    cfg.resolve_gateways();
     for s in &model.fullnat_sources {
         match s {
             IpAddr::V4(a) => cfg.snat_v4 = Some(a.octets()),
@@ -808,6 +833,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `route` with the gateways' hops resolved once gives what the full scan gives at packet time: the on-link
+    /// neighbour, else the family's gateway through the port of its subnet, for gateways on and off link, with and
+    /// without their MAC, both families.
+    #[test]
+    fn route_gives_what_the_scan_of_the_addressing_gives() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let (gw4, gw6) = (ip("198.18.1.254"), ip("2001:db8:1::fe"));
+        let dsts = [
+            "198.18.0.7",
+            "198.18.1.254",
+            "198.18.1.9",
+            "198.19.5.5",
+            "2001:db8:0::7",
+            "2001:db8:1::fe",
+            "2001:db8:1::9",
+            "2001:db8:ff::1",
+        ];
+        let mut routed = [0usize; 2];
+        for (gateways, known) in [
+            (vec![gw4, gw6], vec![gw4, gw6]),
+            (vec![gw4, gw6], vec![]),
+            (vec![ip("198.19.9.1"), ip("2001:db8:9::1")], vec![ip("198.19.9.1"), ip("2001:db8:9::1")]),
+            (vec![], vec![]),
+        ] {
+            let mut neighbours: Vec<(IpAddr, Mac)> =
+                vec![(ip("198.18.0.7"), [2, 0, 0, 0, 0, 7]), (ip("2001:db8::7"), [2, 0, 0, 0, 6, 7])];
+            neighbours.extend(known.iter().enumerate().map(|(i, a)| (*a, [2, 0, 0, 0, 1, i as u8])));
+            let model = Model {
+                interfaces: vec![
+                    InterfaceSpec {
+                        port: 0,
+                        mac: [2, 0, 0, 0, 0, 1],
+                        addrs: vec![(ip("198.18.0.1"), 24), (ip("2001:db8::1"), 64)],
+                        mtu: 1500,
+                    },
+                    InterfaceSpec {
+                        port: 1,
+                        mac: [2, 0, 0, 0, 0, 2],
+                        addrs: vec![(ip("198.18.1.1"), 24), (ip("2001:db8:1::1"), 64)],
+                        mtu: 9000,
+                    },
+                ],
+                gateways,
+                neighbours,
+                ..Model::default()
+            };
+            let cfg = base_config(&crate::model::validate(&model).unwrap(), 1);
+            for d in dsts {
+                let (a, v4) = (addr16(ip(d)), ip(d).is_ipv4());
+                let want = cfg.route_via(&a, v4).and_then(|(port, via)| {
+                    let mac = *cfg.neighbours.get(&via)?;
+                    let itf = cfg.interfaces.iter().find(|i| i.port == port)?;
+                    Some(NextHop { port, mac, src_mac: itf.mac, mtu: itf.mtu })
+                });
+                assert_eq!(cfg.route(&a, v4), want, "{d} with gateways {:?}, known {known:?}", model.gateways);
+                if let Some(h) = want {
+                    routed[usize::from(h.port)] += 1;
+                }
+            }
+        }
+        // Both ports carried routes: on-link to port 0, through the gateway to port 1.
+        assert!(routed[0] >= 4 && routed[1] >= 4, "{routed:?}");
     }
 
     /// Every key inserted is found with its value, at every fill up to the planned size; keys never inserted are not.
