@@ -151,14 +151,13 @@ fn apply_any(pkt: &mut [u8], l3: usize, l4: Option<usize>, v4: bool, l4proto: u8
     }
 }
 
-/// An established IPv4 packet's whole rewrite toward a NAT backend in one pass: TTL decremented, destination address
-/// (and port, when `dport` is given) replaced, each checksum updated once. The same bytes as [`decrement_ttl`] then
-/// [`apply`] (tested against them; one's-complement deltas add in any order). `false`, nothing changed, unless the
-/// buffer holds an IPv4 header without options at `l3`, a TTL above 1, and the fixed TCP or UDP header (`l4proto`)
-/// right after it.
+/// A forwarded IPv4 packet's whole rewrite in one pass: TTL decremented, `rw` applied, each checksum updated once.
+/// The same bytes as [`decrement_ttl`] then [`apply`] (tested against them; one's-complement deltas add in any
+/// order). `false`, nothing changed, unless the buffer holds an IPv4 header without options at `l3`, a TTL above 1,
+/// and the fixed TCP or UDP header (`l4proto`) right after it, and every address in `rw` is 4 bytes.
 #[inline(always)]
 #[must_use]
-pub fn dnat_v4(pkt: &mut [u8], l3: usize, l4proto: u8, dst: [u8; 4], dport: Option<u16>) -> bool {
+pub fn translate_v4(pkt: &mut [u8], l3: usize, l4proto: u8, rw: &Rewrite<'_>) -> bool {
     let csum_off = match l4proto {
         proto::TCP if pkt.len() >= l3 + ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN => tcp::CHECKSUM_OFFSET,
         proto::UDP => udp::CHECKSUM_OFFSET,
@@ -168,6 +167,7 @@ pub fn dnat_v4(pkt: &mut [u8], l3: usize, l4proto: u8, dst: [u8; 4], dport: Opti
         return false;
     };
     let (Ok(ip), Some(l4)) = (<&mut [u8; 20]>::try_from(ip), l4.get_mut(..csum_off + 2)) else { return false };
+    let (Ok(src), Ok(dst)) = (sized::<4>(rw.src), sized::<4>(rw.dst)) else { return false };
     if ip[0] != 0x45 || ip[8] <= 1 {
         return false;
     }
@@ -175,16 +175,17 @@ pub fn dnat_v4(pkt: &mut [u8], l3: usize, l4proto: u8, dst: [u8; 4], dport: Opti
     // TTL and protocol share a word: one less TTL is 0x100 less.
     let old_ttl = word(ip, 8);
     ip[8] -= 1;
-    let old = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let addr = delta32(old, u32::from_be_bytes(dst));
-    ip[16..20].copy_from_slice(&dst);
+    let mut addr = 0u64;
+    for (at, new) in [(ipv4::SRC_OFFSET, src), (ipv4::DST_OFFSET, dst)] {
+        if let Some(n) = new {
+            addr += delta32(u32::from_be_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]), u32::from_be_bytes(*n));
+            ip[at..at + 4].copy_from_slice(n);
+        }
+    }
     let c = apply_delta(word(ip, 10), u64::from(!old_ttl) + u64::from(old_ttl - 0x100) + addr);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut delta = addr;
-    if let Some(n) = dport {
-        delta += u64::from(!word(l4, 2)) + u64::from(n);
-        l4[2..4].copy_from_slice(&n.to_be_bytes());
-    }
+    // `l4` reaches the checksum, past the ports: the chunk is always there.
+    let delta = addr + l4.first_chunk_mut().map_or(0, |ports| ports_delta(ports, rw));
     let c = word(l4, csum_off);
     if l4proto == proto::UDP && c == 0 {
         return true; // no UDP checksum was sent (RFC 768)
@@ -195,13 +196,47 @@ pub fn dnat_v4(pkt: &mut [u8], l3: usize, l4proto: u8, dst: [u8; 4], dport: Opti
     true
 }
 
-/// [`dnat_v4`] for IPv6: hop limit decremented, destination address (and port) replaced, the TCP or UDP checksum
-/// updated once (IPv6 has no header checksum, and a UDP checksum is never left out, RFC 8200 §8.1). The same bytes
-/// as [`decrement_ttl`] then [`apply`] (tested against them). `false`, nothing changed, unless the buffer holds an
-/// IPv6 header at `l3` with a hop limit above 1 and the fixed TCP or UDP header (`l4proto`) right after it.
+/// An address of `rw` as an array of its family's length: `Err` when it has another length.
+#[inline(always)]
+fn sized<const N: usize>(a: Option<&[u8]>) -> Result<Option<&[u8; N]>, core::array::TryFromSliceError> {
+    a.map(<&[u8; N]>::try_from).transpose()
+}
+
+/// Replace the ports `rw` names in the first four bytes of a transport header, `ports`: the checksum delta.
+#[inline(always)]
+fn ports_delta(ports: &mut [u8; 4], rw: &Rewrite<'_>) -> u64 {
+    let mut delta = 0u64;
+    if let Some(n) = rw.sport {
+        delta += swap(ports, 0, &n.to_be_bytes());
+    }
+    if let Some(n) = rw.dport {
+        delta += swap(ports, 2, &n.to_be_bytes());
+    }
+    delta
+}
+
+/// Replace the `N` bytes at `at` in `b` (`N` even) with `new`: the one's-complement delta of the change (RFC 1624).
+#[inline(always)]
+fn swap<const N: usize>(b: &mut [u8], at: usize, new: &[u8; N]) -> u64 {
+    let mut delta = 0u64;
+    if let Some(old) = b.get_mut(at..at + N) {
+        for i in (0..N).step_by(2) {
+            delta += u64::from(!u16::from_be_bytes([old[i], old[i + 1]]))
+                + u64::from(u16::from_be_bytes([new[i], new[i + 1]]));
+        }
+        old.copy_from_slice(new);
+    }
+    delta
+}
+
+/// [`translate_v4`] for IPv6: hop limit decremented, `rw` applied, the TCP or UDP checksum updated once (IPv6 has no
+/// header checksum, and a UDP checksum is never left out, RFC 8200 §8.1). The same bytes as [`decrement_ttl`] then
+/// [`apply`] (tested against them). `false`, nothing changed, unless the buffer holds an IPv6 header at `l3` with a
+/// hop limit above 1 and the fixed TCP or UDP header (`l4proto`) right after it, and every address in `rw` is 16
+/// bytes.
 #[inline(always)]
 #[must_use]
-pub fn dnat_v6(pkt: &mut [u8], l3: usize, l4proto: u8, dst: &[u8; 16], dport: Option<u16>) -> bool {
+pub fn translate_v6(pkt: &mut [u8], l3: usize, l4proto: u8, rw: &Rewrite<'_>) -> bool {
     let csum_off = match l4proto {
         proto::TCP if pkt.len() >= l3 + ipv6::HEADER_LEN + tcp::MIN_HEADER_LEN => tcp::CHECKSUM_OFFSET,
         proto::UDP => udp::CHECKSUM_OFFSET,
@@ -211,25 +246,50 @@ pub fn dnat_v6(pkt: &mut [u8], l3: usize, l4proto: u8, dst: &[u8; 16], dport: Op
         return false;
     };
     let (Ok(ip), Some(l4)) = (<&mut [u8; 40]>::try_from(ip), l4.get_mut(..csum_off + 2)) else { return false };
+    let (Ok(src), Ok(dst)) = (sized::<16>(rw.src), sized::<16>(rw.dst)) else { return false };
     if ip[0] >> 4 != 6 || ip[7] <= 1 {
         return false;
     }
     let word = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
     ip[7] -= 1;
-    let at = ipv6::DST_OFFSET;
     let mut delta = 0u64;
-    for i in (0..16).step_by(2) {
-        delta += u64::from(!word(ip, at + i)) + u64::from(word(dst, i));
+    if let Some(n) = src {
+        delta += swap(ip, ipv6::SRC_OFFSET, n);
     }
-    ip[at..at + 16].copy_from_slice(dst);
-    if let Some(n) = dport {
-        delta += u64::from(!word(l4, 2)) + u64::from(n);
-        l4[2..4].copy_from_slice(&n.to_be_bytes());
+    if let Some(n) = dst {
+        delta += swap(ip, ipv6::DST_OFFSET, n);
     }
+    delta += l4.first_chunk_mut().map_or(0, |ports| ports_delta(ports, rw));
     let c = apply_delta(word(l4, csum_off), delta);
     let c = if l4proto == proto::UDP { udp_nonzero(c) } else { c };
     l4[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
     true
+}
+
+/// [`translate_v4`] or [`translate_v6`] by family: a forwarded packet's one-pass rewrite, addresses in `rw` in the
+/// packet's family (4 or 16 bytes).
+#[inline(always)]
+#[must_use]
+pub fn translate(pkt: &mut [u8], l3: usize, v4: bool, l4proto: u8, rw: &Rewrite<'_>) -> bool {
+    if v4 {
+        translate_v4(pkt, l3, l4proto, rw)
+    } else {
+        translate_v6(pkt, l3, l4proto, rw)
+    }
+}
+
+/// An established IPv4 packet's rewrite toward a NAT backend: [`translate_v4`] to `dst` (and `dport`, when given).
+#[inline(always)]
+#[must_use]
+pub fn dnat_v4(pkt: &mut [u8], l3: usize, l4proto: u8, dst: [u8; 4], dport: Option<u16>) -> bool {
+    translate_v4(pkt, l3, l4proto, &Rewrite { dst: Some(&dst), dport, ..Rewrite::default() })
+}
+
+/// [`dnat_v4`] for IPv6 ([`translate_v6`]).
+#[inline(always)]
+#[must_use]
+pub fn dnat_v6(pkt: &mut [u8], l3: usize, l4proto: u8, dst: &[u8; 16], dport: Option<u16>) -> bool {
+    translate_v6(pkt, l3, l4proto, &Rewrite { dst: Some(dst), dport, ..Rewrite::default() })
 }
 
 /// [`dnat_v4`] or [`dnat_v6`] by family, toward `dst` in the tables' 16-byte form (IPv4-mapped for IPv4): the one
@@ -322,10 +382,10 @@ mod tests {
         }
     }
 
-    /// `dnat_v4` against `decrement_ttl` + `apply` over many addresses, ports and checksums, TCP and UDP (UDP's zero
-    /// checksum included): byte for byte the same.
+    /// `dnat_v4`, and `translate_v4` with any rewrite, against `decrement_ttl` + `apply` over many addresses, ports
+    /// and checksums, TCP and UDP (UDP's zero checksum included): byte for byte the same.
     #[test]
-    fn one_pass_dnat_matches_the_general_rewrite() {
+    fn one_pass_rewrite_matches_the_general_rewrite() {
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for i in 0..20_000 {
             let mut p = tcp_v4();
@@ -350,10 +410,29 @@ mod tests {
             assert!(decrement_ttl(&mut want, 0, true));
             let rw = Rewrite { dst: Some(&dst), dport, ..Default::default() };
             let h = L4Header::check(&want, 20, 44, l4proto);
+            let mut general = want.clone();
             assert!(apply(&mut want, 0, h, true, &rw));
-            assert!(dnat_v4(&mut p, 0, l4proto, dst, dport));
-            assert_eq!(p, want, "case {i}");
+            let mut one = p.clone();
+            assert!(dnat_v4(&mut one, 0, l4proto, dst, dport));
+            assert_eq!(one, want, "case {i}");
+            // Any rewrite, as a reply's (source to the VIP and its port, for full-NAT the destination too).
+            let src = (next() as u32).to_be_bytes();
+            let r = next();
+            let rw = Rewrite {
+                src: (r & 1 != 0).then_some(&src[..]),
+                dst: (r & 2 != 0).then_some(&dst[..]),
+                sport: (r & 4 != 0).then_some((r >> 8) as u16),
+                dport: (r & 8 != 0).then_some((r >> 24) as u16),
+            };
+            assert!(apply(&mut general, 0, h, true, &rw));
+            assert!(translate_v4(&mut p, 0, l4proto, &rw));
+            assert_eq!(p, general, "case {i}, {rw:?}");
         }
+        let mut p = tcp_v4();
+        let before = p.clone();
+        let long = Rewrite { src: Some(&[1; 16]), ..Default::default() };
+        assert!(!translate_v4(&mut p, 0, proto::TCP, &long), "an address of the wrong length");
+        assert_eq!(p, before);
         let mut short = tcp_v4();
         short.truncate(39);
         assert!(!dnat_v4(&mut short, 0, proto::TCP, [1, 2, 3, 4], None));
@@ -364,9 +443,10 @@ mod tests {
         assert_eq!(ttl1, before);
     }
 
-    /// `dnat_v6` against `decrement_ttl` + `apply`, TCP and UDP (a zero UDP checksum included: IPv6 updates it).
+    /// `dnat_v6`, and `translate_v6` with any rewrite, against `decrement_ttl` + `apply`, TCP and UDP (a zero UDP
+    /// checksum included: IPv6 updates it).
     #[test]
-    fn one_pass_dnat_v6_matches_the_general_rewrite() {
+    fn one_pass_rewrite_v6_matches_the_general_rewrite() {
         let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         for i in 0..20_000 {
             let udp = i % 2 == 1;
@@ -391,10 +471,31 @@ mod tests {
             assert!(decrement_ttl(&mut want, 0, false));
             let rw = Rewrite { dst: Some(&dst), dport, ..Default::default() };
             let h = L4Header::check(&want, 40, 64, l4proto);
+            let mut general = want.clone();
             assert!(apply(&mut want, 0, h, false, &rw));
-            assert!(dnat_v6(&mut p, 0, l4proto, &dst, dport));
-            assert_eq!(p, want, "case {i}");
+            let mut one = p.clone();
+            assert!(dnat_v6(&mut one, 0, l4proto, &dst, dport));
+            assert_eq!(one, want, "case {i}");
+            let mut src = [0u8; 16];
+            src[..8].copy_from_slice(&next().to_be_bytes());
+            src[8..].copy_from_slice(&next().to_be_bytes());
+            let r = next();
+            let rw = Rewrite {
+                src: (r & 1 != 0).then_some(&src[..]),
+                dst: (r & 2 != 0).then_some(&dst[..]),
+                sport: (r & 4 != 0).then_some((r >> 8) as u16),
+                dport: (r & 8 != 0).then_some((r >> 24) as u16),
+            };
+            assert!(apply(&mut general, 0, h, false, &rw));
+            assert!(translate_v6(&mut p, 0, l4proto, &rw));
+            assert_eq!(p, general, "case {i}, {rw:?}");
         }
+        let mut p = vec![0x60u8; 64];
+        p[6] = proto::TCP;
+        let before = p.clone();
+        let short = Rewrite { dst: Some(&[1; 4]), ..Default::default() };
+        assert!(!translate_v6(&mut p, 0, proto::TCP, &short), "an address of the wrong length");
+        assert_eq!(p, before);
         let mut short = vec![0x60u8; 59];
         assert!(!dnat_v6(&mut short, 0, proto::TCP, &[1; 16], None));
     }

@@ -375,9 +375,7 @@ impl Pipeline {
         let vip = e.key.dst16();
         let at = if K::V4 { 12 } else { 0 };
         let d = pkt.data_mut();
-        nat::decrement_ttl(d, L3, K::V4);
-        let l4 = L4Header::check(d, K::L4, end, proto);
-        if !nat::apply(d, L3, l4, K::V4, &reply_rewrite(&e, &vip[at..], &client[at..])) {
+        if !nat::translate(d, L3, K::V4, proto, &reply_rewrite(&e, &vip[at..], &client[at..])) {
             // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.
             return Some(Verdict::Drop(ParseError::Truncated.into()));
         }
