@@ -299,13 +299,7 @@ impl Pipeline {
         if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&f.key.dst16()) {
             self.counters.not_owner += 1;
         }
-        for c in [self.backend_stats.get_mut(e.value as usize), self.service_stats.get_mut(svc.id as usize)]
-            .into_iter()
-            .flatten()
-        {
-            c.packets += 1;
-            c.bytes += bytes;
-        }
+        self.count_forwarded(e.value, svc.id, bytes);
         Some(Verdict::Tx(nh.port))
     }
 

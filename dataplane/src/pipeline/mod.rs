@@ -459,14 +459,20 @@ impl Pipeline {
         let (bid, snat_port) =
             if p.v4 { self.schedule::<KeyV4>(cfg, svc, p, now)? } else { self.schedule::<KeyV6>(cfg, svc, p, now)? };
         let b = cfg.backend(bid).ok_or(DropReason::NoBackend)?;
+        self.count_forwarded(bid, svc.id, bytes);
+        self.act(cfg, svc, b, snat_port, in_port, pkt, p)
+    }
+
+    /// A client packet of `bytes` forwarded to backend `bid` of service `svc_id`: their packet and byte counters.
+    #[inline(always)]
+    fn count_forwarded(&mut self, bid: u32, svc_id: u32, bytes: u64) {
         if let Some(c) = self.backend_stats.get_mut(bid as usize) {
             c.packets += 1;
             c.bytes += bytes;
         }
-        if let Some(c) = self.service_stats.get_mut(svc.id as usize) {
+        if let Some(c) = self.service_stats.get_mut(svc_id as usize) {
             c.packets += 1;
             c.bytes += bytes;
         }
-        self.act(cfg, svc, b, snat_port, in_port, pkt, p)
     }
 }
