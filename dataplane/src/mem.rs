@@ -246,6 +246,108 @@ pub fn eq_mask_u32x8(v: &[u32; 8], x: u32) -> u32 {
     }
 }
 
+/// The lanes of `v` equal to `x`, as a bit mask (bit `i` for lane `i`): a meta line's states of one kind. One 8-byte
+/// compare on x86_64 (SSE2), a loop elsewhere.
+#[inline(always)]
+pub fn eq_mask_u8x8(v: &[u8; 8], x: u8) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_cvtsi64_si128, _mm_movemask_epi8, _mm_set1_epi8};
+        // SAFETY: no memory is read (the 8 bytes come in a register); the intrinsics need SSE2, part of the x86_64
+        // baseline. The high half of the vector is zero, so it matches only when `x` is 0: masked off below.
+        #[allow(clippy::multiple_unsafe_ops_per_block)]
+        let eq = unsafe {
+            _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_cvtsi64_si128(i64::from_ne_bytes(*v)), _mm_set1_epi8(x as i8)))
+        };
+        eq as u32 & 0xff
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        v.iter().enumerate().fold(0, |m, (i, s)| m | (u32::from(*s == x) << i))
+    }
+}
+
+/// The lanes of `v` that are due at `now` on a wrapping millisecond clock: bit `i` when `v[i] - now`, as i32, is 0
+/// or less (the flow table's expired entries). Two 16-byte compares on x86_64 (SSE2), a loop elsewhere.
+#[inline(always)]
+pub fn due_mask_u32x8(v: &[u32; 8], now: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_castsi128_ps, _mm_cmpgt_epi32, _mm_loadu_si128, _mm_movemask_ps, _mm_set1_epi32,
+            _mm_setzero_si128, _mm_sub_epi32,
+        };
+        let p = v.as_ptr().cast::<__m128i>();
+        // SAFETY: `v` is 32 readable bytes, so `p` and `p + 1` each start 16 of them; unaligned loads have no
+        // alignment requirement; the intrinsics need SSE2. A lane still to come has `v - now` above 0.
+        #[allow(clippy::multiple_unsafe_ops_per_block)]
+        let (lo, hi) = unsafe {
+            let (n, z) = (_mm_set1_epi32(now as i32), _mm_setzero_si128());
+            let live = |q: *const __m128i| {
+                _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(_mm_sub_epi32(_mm_loadu_si128(q), n), z)))
+            };
+            (live(p), live(p.add(1)))
+        };
+        !((lo as u32) | (hi as u32) << 4) & 0xff
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        v.iter().enumerate().fold(0, |m, (i, e)| m | (u32::from(e.wrapping_sub(now) as i32 <= 0) << i))
+    }
+}
+
+/// Among the lanes in `lanes` of the sixteen times `a` then `b`, the one whose `t - now`, as i32, is least: the first
+/// such lane when several are equal; `None` when `lanes` is empty. The flow table's eviction choice (the live entry
+/// that expires soonest). Branch-free on x86_64 (SSE2): four 4-lane minima, a horizontal one, then the first lane
+/// equal to it; a loop elsewhere.
+#[inline(always)]
+pub fn soonest_lane_u32x16(a: &[u32; 8], b: &[u32; 8], now: u32, lanes: u32) -> Option<usize> {
+    let lanes = lanes & 0xffff;
+    if lanes == 0 {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_and_si128, _mm_andnot_si128, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_cmpgt_epi32,
+            _mm_loadu_si128, _mm_movemask_ps, _mm_or_si128, _mm_set1_epi32, _mm_set_epi32, _mm_shuffle_epi32,
+            _mm_sub_epi32,
+        };
+        let (pa, pb) = (a.as_ptr().cast::<__m128i>(), b.as_ptr().cast::<__m128i>());
+        // SAFETY: `a` and `b` are 32 readable bytes each, so `pa`, `pa + 1`, `pb` and `pb + 1` each start 16 of
+        // them; unaligned loads have no alignment requirement; the intrinsics need SSE2. Lanes outside `lanes` read
+        // as i32::MAX, which loses every comparison but a tie, and ties are settled by `lanes` at the end.
+        #[allow(clippy::multiple_unsafe_ops_per_block)]
+        let eq = unsafe {
+            let n = _mm_set1_epi32(now as i32);
+            let (all, max) = (_mm_set1_epi32(lanes as i32), _mm_set1_epi32(i32::MAX));
+            let left = |q: *const __m128i, first: i32| {
+                let bit = _mm_set_epi32(8 << first, 4 << first, 2 << first, 1 << first);
+                let take = _mm_cmpeq_epi32(_mm_and_si128(all, bit), bit);
+                let t = _mm_sub_epi32(_mm_loadu_si128(q), n);
+                _mm_or_si128(_mm_and_si128(take, t), _mm_andnot_si128(take, max))
+            };
+            let min = |x: __m128i, y: __m128i| {
+                let gt = _mm_cmpgt_epi32(x, y);
+                _mm_or_si128(_mm_and_si128(gt, y), _mm_andnot_si128(gt, x))
+            };
+            let v = [left(pa, 0), left(pa.add(1), 4), left(pb, 8), left(pb.add(1), 12)];
+            let m = min(min(v[0], v[1]), min(v[2], v[3]));
+            let m = min(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+            let m = min(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+            let at = |x: __m128i| _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(x, m))) as u32;
+            at(v[0]) | at(v[1]) << 4 | at(v[2]) << 8 | at(v[3]) << 12
+        };
+        Some((eq & lanes).trailing_zeros() as usize)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        (0..16)
+            .filter(|i| lanes >> i & 1 == 1)
+            .min_by_key(|&i| (if i < 8 { a[i] } else { b[i - 8] }).wrapping_sub(now) as i32)
+    }
+}
+
 #[cfg(test)]
 mod eq_mask_tests {
     /// Every lane pattern of a probe value among others: the SIMD mask equals the lane-by-lane one.
@@ -258,6 +360,64 @@ mod eq_mask_tests {
             let v: [u32; 8] = std::array::from_fn(|i| if pattern >> i & 1 == 1 { 0 } else { (i as u32) << 29 | 7 });
             let want = v.iter().enumerate().fold(0, |m, (i, s)| m | (u32::from(*s == 0) << i));
             assert_eq!(super::eq_mask_u32x8(&v, 0), want, "u32 pattern {pattern:08b}");
+            for x in [0u8, 1, 3, 0xff] {
+                let v: [u8; 8] = std::array::from_fn(|i| if pattern >> i & 1 == 1 { x } else { x ^ (1 + i as u8) });
+                assert_eq!(super::eq_mask_u8x8(&v, x), pattern, "u8 pattern {pattern:08b}, {x}");
+            }
         }
+    }
+
+    /// A deterministic xorshift64 stream.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// Times around `now` (wrapping the clock, far past and far ahead, equal ones): the due mask and the soonest lane
+    /// equal a lane-by-lane loop, for every kind of lane set.
+    #[test]
+    fn due_and_soonest_match_a_loop() {
+        let mut next = xorshift(0x51f1_5eed_0bad_cafe);
+        for case in 0..20_000 {
+            let now = match case % 4 {
+                0 => 0,
+                1 => u32::MAX - (next() as u32 % 64),
+                _ => next() as u32,
+            };
+            let mut time = || match next() % 6 {
+                0 => now,
+                1 => now.wrapping_add(1 + (next() as u32 % 8)),
+                2 => now.wrapping_sub(next() as u32 % 8),
+                3 => now.wrapping_add(i32::MAX as u32),
+                4 => now.wrapping_add(i32::MAX as u32 + 1),
+                _ => next() as u32,
+            };
+            let a: [u32; 8] = std::array::from_fn(|_| time());
+            let b: [u32; 8] = std::array::from_fn(|_| time());
+            let due = |v: &[u32; 8]| {
+                v.iter().enumerate().fold(0, |m, (i, e)| m | (u32::from(e.wrapping_sub(now) as i32 <= 0) << i))
+            };
+            assert_eq!(super::due_mask_u32x8(&a, now), due(&a), "case {case}: {a:?} at {now}");
+            let lanes = match case % 3 {
+                0 => 0xffff,
+                1 => next() as u32 & 0xffff,
+                _ => 1 << (next() % 16),
+            } | (next() as u32) << 16;
+            let want = (0..16)
+                .filter(|i| lanes >> i & 1 == 1)
+                .map(|i| ((if i < 8 { a[i] } else { b[i - 8] }).wrapping_sub(now) as i32, i))
+                .min()
+                .map(|(_, i)| i);
+            assert_eq!(
+                super::soonest_lane_u32x16(&a, &b, now, lanes),
+                want,
+                "case {case}: {a:?} {b:?} at {now}, lanes {lanes:#x}"
+            );
+        }
+        assert_eq!(super::soonest_lane_u32x16(&[0; 8], &[0; 8], 0, 0xffff_0000), None);
     }
 }

@@ -91,7 +91,7 @@ fn conntrack(c: &mut Criterion) {
     let mut t = FlowTable::<KeyV4>::with_reverse(n as usize);
     for i in 0..n {
         let k = key(i);
-        t.insert(k, k.hash(), 0, Entry::new(1 << 30, i, 0, 2, 0), |_| false).unwrap();
+        t.insert(k, k.hash(), 0, Entry::new(1 << 30, i, 0, 2, 0), |_| 0).unwrap();
     }
     let mut g = c.benchmark_group("conntrack_1M");
     g.throughput(Throughput::Elements(1));
@@ -114,7 +114,7 @@ fn conntrack(c: &mut Criterion) {
         b.iter(|| {
             i = i.wrapping_add(1);
             let k = key(n + (i % 100_000));
-            if let Ok((slot, _)) = t.insert(k, k.hash(), 1, Entry::new(1 << 30, 0, 0, 1, 0), |_| false) {
+            if let Ok((slot, _)) = t.insert(k, k.hash(), 1, Entry::new(1 << 30, 0, 0, 1, 0), |_| 0) {
                 t.remove_slot(slot);
             }
         })

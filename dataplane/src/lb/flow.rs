@@ -217,7 +217,7 @@ mod tests {
         let mut t = FlowTable::<KeyV6>::new(1000);
         let keys: Vec<KeyV6> = (0..1000u16).map(|i| v6(1, i % 7, 1000 + i / 7)).collect();
         for (i, k) in keys.iter().enumerate() {
-            t.insert(*k, k.hash(), 0, Entry::new(1000, i as u32, 0, 2, 0), |_| false).unwrap();
+            t.insert(*k, k.hash(), 0, Entry::new(1000, i as u32, 0, 2, 0), |_| 0).unwrap();
         }
         assert!(t.stats().moved > 0, "no cuckoo move: {:?}", t.stats());
         for (i, k) in keys.iter().enumerate() {
@@ -267,7 +267,9 @@ mod tests {
             assert_eq!(found, want, "{k:?} at {now}");
             if found.is_none() {
                 let exp = now + 1 + (x >> 40) as u32 % 40;
-                let (_, displaced) = t.insert(k, k.hash(), now, Entry::new(exp, i, 0, 2, 0), |_| true).unwrap();
+                let (_, displaced) = t
+                    .insert(k, k.hash(), now, Entry::new(exp, i, 0, 2, 0), |_| super::super::conntrack::EVERY_SLOT)
+                    .unwrap();
                 if let Some(d) = displaced {
                     model.remove(&id(&d.key));
                 }
@@ -293,7 +295,7 @@ mod tests {
         let mut refused = 0;
         for p in 0..1000 {
             let k = v6(1, 0, p);
-            match t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false) {
+            match t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| 0) {
                 Ok((slot, _)) => slots.push(slot),
                 Err(_) => refused += 1,
             }
@@ -302,7 +304,7 @@ mod tests {
         for d in 1..1000u16 {
             for p in 0..16 {
                 let k = v6(1, d, p);
-                match t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false) {
+                match t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| 0) {
                     Ok(_) => panic!("{k:?} found room in a full table"),
                     Err(e) => assert_eq!(e, InsertError::BucketFull, "{k:?}"),
                 }
@@ -312,7 +314,7 @@ mod tests {
         assert_eq!((t.stats().insert_failed, t.stats().addresses_full), (refused, 0));
         t.remove_slot(slots[0]);
         let k = v6(1, 2000, 0);
-        t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false).unwrap_or_else(|e| panic!("{e:?}"));
+        t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| 0).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(matches!(t.lookup(&k, k.hash(), 1), Lookup::Hit(_, e) if e.key == k));
     }
 
@@ -334,16 +336,16 @@ mod tests {
         let mut slots = vec![];
         for i in 0..MAX_SHARED {
             let k = key(i);
-            slots.push(t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false).unwrap().0);
+            slots.push(t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| 0).unwrap().0);
         }
         let k = key(MAX_SHARED);
-        assert_eq!(t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false), Err(InsertError::AddressesFull));
+        assert_eq!(t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| 0), Err(InsertError::AddressesFull));
         assert_eq!((t.stats().addresses_full, t.stats().insert_failed), (1, 1));
         // Another flow to a destination already named takes no new number.
         let same = KeyV6 { sport: 2, ..key(7) };
-        t.insert(same, same.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false).unwrap();
+        t.insert(same, same.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| 0).unwrap();
         t.remove_slot(slots[3]);
-        t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| false).unwrap();
+        t.insert(k, k.hash(), 0, Entry::new(1000, 0, 0, 2, 0), |_| 0).unwrap();
         assert!(matches!(t.lookup(&k, k.hash(), 1), Lookup::Hit(_, e) if e.key == k));
         assert!(matches!(t.lookup(&key(3), key(3).hash(), 1), Lookup::Miss(None)));
         assert!(matches!(t.lookup(&key(4), key(4).hash(), 1), Lookup::Hit(_, e) if e.key == key(4)));

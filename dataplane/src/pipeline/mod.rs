@@ -416,7 +416,7 @@ impl Pipeline {
                         self.frags.touch(slot, 1, e.expires);
                     }
                     Lookup::Miss(_) => {
-                        let _ = self.frags.insert(k, h, now, e, |_| true);
+                        let _ = self.frags.insert(k, h, now, e, |_| crate::lb::conntrack::EVERY_SLOT);
                     }
                 }
             }

@@ -327,7 +327,7 @@ impl Pipeline {
             let idx = svc.maglev.lookup(affinity_hash(&p.src, svc.id)).ok_or(DropReason::NoBackend)?;
             let bid = svc.maglev_ids[idx];
             let e = Entry::new(now.wrapping_add(svc.affinity_ms), bid, 0, 1, 0);
-            let _ = self.affinity.insert(k, ah, now, e, |_| true);
+            let _ = self.affinity.insert(k, ah, now, e, |_| crate::lb::conntrack::EVERY_SLOT);
             return Ok(bid);
         }
         let idx = svc.maglev.lookup(h).ok_or(DropReason::NoBackend)?;

@@ -77,9 +77,13 @@ impl FlowState {
         }
     }
 
-    /// Whether a full bucket may give this entry up for a new flow (half-open and closing flows only).
-    pub(super) fn evictable(self) -> bool {
-        matches!(self, Self::Syn | Self::Closing)
+    /// The states a full bucket may give up for a new flow: half-open and closing flows only.
+    const EVICTABLE: [Self; 2] = [Self::Syn, Self::Closing];
+
+    /// Whether a full bucket may give this entry up for a new flow ([`Self::EVICTABLE`]).
+    #[cfg(test)]
+    fn evictable(self) -> bool {
+        Self::EVICTABLE.contains(&self)
     }
 
     /// How long an entry in this state lives without traffic.
@@ -97,9 +101,11 @@ impl FlowState {
 /// Entry flag: a full-NAT flow (its reverse entry matches on the SNAT address and port).
 pub(super) const F_FULLNAT: u8 = 1;
 
-/// For the flow table's eviction callback, which sees the stored byte.
-pub(super) fn evictable(state: u8) -> bool {
-    FlowState::from_u8(state).evictable()
+/// For the flow table's eviction callback, which sees a bucket's stored state bytes: the slots whose state is
+/// evictable ([`FlowState::EVICTABLE`]), as a mask.
+#[inline(always)]
+pub(super) fn evictable(states: &[u8; crate::lb::conntrack::WAYS]) -> u32 {
+    FlowState::EVICTABLE.iter().fold(0, |m, &s| m | crate::mem::eq_mask_u8x8(states, s as u8))
 }
 
 #[cfg(test)]
@@ -126,6 +132,22 @@ mod tests {
             }
         }
         assert_eq!(FlowState::Closing.next_tcp(ack, FromClient), FlowState::Closing);
+    }
+
+    /// The eviction callback's mask marks exactly the slots whose stored byte reads as an evictable state, for every
+    /// byte value in every slot.
+    #[test]
+    fn evictable_mask_reads_each_stored_byte() {
+        for v in 0..=255u8 {
+            for w in 0..8 {
+                let mut states = [FlowState::Established as u8; 8];
+                states[w] = v;
+                let want = u32::from(FlowState::from_u8(v).evictable()) << w;
+                assert_eq!(evictable(&states), want, "byte {v} in slot {w}");
+            }
+        }
+        let mixed = [1, 2, 3, 4, 5, 0, 3, 1];
+        assert_eq!(evictable(&mixed), 0b1100_0101);
     }
 
     #[test]
