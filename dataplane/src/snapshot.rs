@@ -197,7 +197,7 @@ pub struct DataplaneConfig {
     own_addrs: FxHashSet<[u8; 16]>,
     /// Interfaces.
     pub interfaces: Vec<InterfaceSpec>,
-    connected: Vec<([u8; 16], u8, PortId)>,
+    connected: Vec<Subnet>,
     gateway_v4: Option<[u8; 16]>,
     gateway_v6: Option<[u8; 16]>,
     /// The next hop through each family's gateway (IPv4, IPv6), resolved once when the snapshot is built: what
@@ -248,11 +248,38 @@ pub fn addr_from16(a: [u8; 16], v4: bool) -> IpAddr {
     }
 }
 
-/// Whether `a` lies in the prefix `p`/`plen16` (IPv4 as mapped addresses, `plen16` = 96 + the IPv4 length): one
-/// masked 128-bit compare. A length past 128 asks for the whole address.
+/// The mask of a prefix `plen16` bits long (IPv4 as mapped addresses, `plen16` = 96 + the IPv4 length). A length
+/// past 128 asks for the whole address.
+fn prefix_mask(plen16: u8) -> u128 {
+    u128::MAX.checked_shl(128u32.saturating_sub(u32::from(plen16))).unwrap_or(0)
+}
+
+/// Whether `a` lies in the prefix `p`/`plen16`: one masked 128-bit compare.
+#[cfg(test)]
 fn prefix_match(a: &[u8; 16], p: &[u8; 16], plen16: u8) -> bool {
-    let mask = u128::MAX.checked_shl(128u32.saturating_sub(u32::from(plen16))).unwrap_or(0);
-    (u128::from_be_bytes(*a) ^ u128::from_be_bytes(*p)) & mask == 0
+    Subnet::new(p, plen16, 0).holds(a)
+}
+
+/// A connected subnet, its mask computed once: a route's test is one masked compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Subnet {
+    /// The network's address (its host bits clear).
+    net: u128,
+    mask: u128,
+    /// The port it is on.
+    port: PortId,
+}
+
+impl Subnet {
+    fn new(addr: &[u8; 16], plen16: u8, port: PortId) -> Self {
+        let mask = prefix_mask(plen16);
+        Subnet { net: u128::from_be_bytes(*addr) & mask, mask, port }
+    }
+    /// Whether `a` lies in it.
+    #[inline]
+    fn holds(&self, a: &[u8; 16]) -> bool {
+        u128::from_be_bytes(*a) & self.mask == self.net
+    }
 }
 
 impl DataplaneConfig {
@@ -322,8 +349,8 @@ impl DataplaneConfig {
     /// Next hop toward `dst` at packet time: on-link neighbour, else the gateway of its family (resolved when the
     /// snapshot was built).
     pub fn route(&self, dst: &[u8; 16], v4: bool) -> Option<NextHop> {
-        match self.connected.iter().find(|(p, l, _)| prefix_match(dst, p, *l)) {
-            Some(&(_, _, port)) => self.hop(port, dst),
+        match self.connected.iter().find(|n| n.holds(dst)) {
+            Some(n) => self.hop(n.port, dst),
             None => self.gateway_hops[usize::from(!v4)],
         }
     }
@@ -342,17 +369,17 @@ impl DataplaneConfig {
     }
     /// The next hop to `a` when it lies in a connected subnet.
     fn on_link_hop(&self, a: &[u8; 16]) -> Option<NextHop> {
-        let &(_, _, port) = self.connected.iter().find(|(p, l, _)| prefix_match(a, p, *l))?;
+        let port = self.connected.iter().find(|n| n.holds(a))?.port;
         self.hop(port, a)
     }
     /// The egress port toward `dst` and the address whose MAC the frame needs (`dst` itself when on-link, else the
     /// family's gateway), whether that MAC is known or not.
     pub fn route_via(&self, dst: &[u8; 16], v4: bool) -> Option<(PortId, [u8; 16])> {
-        match self.connected.iter().find(|(p, l, _)| prefix_match(dst, p, *l)) {
-            Some(&(_, _, port)) => Some((port, *dst)),
+        match self.connected.iter().find(|n| n.holds(dst)) {
+            Some(n) => Some((n.port, *dst)),
             None => {
                 let gw = if v4 { self.gateway_v4 } else { self.gateway_v6 }?;
-                let port = self.connected.iter().find(|(p, l, _)| prefix_match(&gw, p, *l))?.2;
+                let port = self.connected.iter().find(|n| n.holds(&gw))?.port;
                 Some((port, gw))
             }
         }
@@ -380,7 +407,7 @@ impl DataplaneConfig {
     }
     /// True when `a` lies in a connected subnet.
     pub fn is_on_link(&self, a: &[u8; 16]) -> bool {
-        self.connected.iter().any(|(p, l, _)| prefix_match(a, p, *l))
+        self.connected.iter().any(|n| n.holds(a))
     }
     /// MAC and MTU of a port.
     pub fn interface(&self, port: PortId) -> Option<&InterfaceSpec> {
@@ -757,7 +784,7 @@ fn base_config(model: &Valid<'_>, generation: u64) -> DataplaneConfig {
         for (a, plen) in &itf.addrs {
             cfg.own_addrs.insert(addr16(*a));
             let plen16 = if a.is_ipv4() { plen + 96 } else { *plen };
-            cfg.connected.push((addr16(*a), plen16, itf.port));
+            cfg.connected.push(Subnet::new(&addr16(*a), plen16, itf.port));
         }
     }
     for g in &model.gateways {
