@@ -110,6 +110,13 @@ impl VipKey for u64 {
     }
 }
 
+impl VipKey for u128 {
+    #[inline(always)]
+    fn fold(&self) -> u64 {
+        (*self as u64) ^ ((*self >> 64) as u64).rotate_left(29)
+    }
+}
+
 impl VipKey for V6ServiceKey {
     #[inline(always)]
     fn fold(&self) -> u64 {
@@ -192,8 +199,9 @@ pub struct DataplaneConfig {
     vips_v4: VipIndex<u64>,
     /// The IPv6 services with their own port, for the fast path.
     vips_v6: VipIndex<V6ServiceKey>,
-    /// VIP addresses; the value's bit 0 / bit 1 say an all-ports TCP / UDP service exists on the address.
-    vip_addrs: FxHashMap<[u8; 16], u8>,
+    /// VIP addresses (16-byte form as one number); the value's bit 0 / bit 1 say an all-ports TCP / UDP service
+    /// exists on the address.
+    vip_addrs: VipIndex<u128>,
     own_addrs: FxHashSet<[u8; 16]>,
     /// Interfaces.
     pub interfaces: Vec<InterfaceSpec>,
@@ -298,7 +306,7 @@ impl DataplaneConfig {
         if let Some(&s) = self.vips.get(&(*dst, proto, port)) {
             return Classified::Service(s);
         }
-        let Some(&all) = self.vip_addrs.get(dst) else { return Classified::NotVip };
+        let Some(all) = self.vip_addrs.get(&u128::from_be_bytes(*dst)) else { return Classified::NotVip };
         let bit = match proto {
             crate::wire::proto::TCP => 1,
             crate::wire::proto::UDP => 2,
@@ -323,7 +331,7 @@ impl DataplaneConfig {
     /// True when `a` is a VIP address (of any service).
     #[inline]
     pub fn is_vip(&self, a: &[u8; 16]) -> bool {
-        self.vip_addrs.contains_key(a)
+        self.vip_addrs.get(&u128::from_be_bytes(*a)).is_some()
     }
     /// True when `a` is one of the appliance's own addresses.
     #[inline]
@@ -389,6 +397,7 @@ impl DataplaneConfig {
         let exact = |v4: bool| self.services.iter().filter(|s| s.v4 == v4 && s.port != 0).count();
         self.vips_v4 = VipIndex::with_room(exact(true));
         self.vips_v6 = VipIndex::with_room(exact(false));
+        let mut addrs: FxHashMap<[u8; 16], u32> = FxHashMap::default();
         for (si, s) in self.services.iter().enumerate() {
             self.vips.insert((s.vip, s.proto, s.port), si as u32);
             if s.v4 && s.port != 0 {
@@ -402,7 +411,11 @@ impl DataplaneConfig {
                 (0, crate::wire::proto::UDP) => 2,
                 _ => 0,
             };
-            *self.vip_addrs.entry(s.vip).or_insert(0) |= bit;
+            *addrs.entry(s.vip).or_insert(0) |= bit;
+        }
+        self.vip_addrs = VipIndex::with_room(addrs.len());
+        for (a, bits) in addrs {
+            self.vip_addrs.insert(u128::from_be_bytes(a), bits);
         }
     }
     /// True when `a` lies in a connected subnet.
@@ -760,7 +773,7 @@ fn base_config(model: &Valid<'_>, generation: u64) -> DataplaneConfig {
         vips: FxHashMap::default(),
         vips_v4: VipIndex::default(),
         vips_v6: VipIndex::default(),
-        vip_addrs: FxHashMap::default(),
+        vip_addrs: VipIndex::default(),
         own_addrs: FxHashSet::default(),
         interfaces: model.interfaces.clone(),
         connected: Vec::new(),
@@ -938,19 +951,33 @@ mod tests {
                 a[14..].copy_from_slice(&(i as u16).to_be_bytes());
                 (a, 17u8, 53 + (i % 2) as u16)
             };
+            // Addresses, IPv4-mapped and IPv6 alternately (the VIP-address index).
+            let mut ixa = VipIndex::with_room(n);
+            let addr = |i: usize| -> u128 {
+                let a = if i.is_multiple_of(2) {
+                    format!("198.19.{}.{}", i >> 8 & 0xff, i & 0xff)
+                } else {
+                    format!("2001:db8::{i:x}")
+                };
+                u128::from_be_bytes(addr16(a.parse().unwrap()))
+            };
             for i in 0..n {
                 ix.insert(key(i), i as u32);
                 ix6.insert(key6(i), i as u32);
+                ixa.insert(addr(i), i as u32);
             }
             for i in 0..n {
                 assert_eq!(ix.get(&key(i)), Some(i as u32), "n {n} key {i}");
                 assert_eq!(ix6.get(&key6(i)), Some(i as u32), "n {n} IPv6 key {i}");
+                assert_eq!(ixa.get(&addr(i)), Some(i as u32), "n {n} address {i}");
             }
             for i in n..n + 50 {
                 assert_eq!(ix.get(&key(i)), None, "n {n} absent key {i}");
                 assert_eq!(ix6.get(&key6(i)), None, "n {n} absent IPv6 key {i}");
+                assert_eq!(ixa.get(&addr(i)), None, "n {n} absent address {i}");
             }
         }
         assert_eq!(VipIndex::default().get(&v4_service_key([198, 19, 0, 1], 6, 80)), None);
+        assert_eq!(VipIndex::<u128>::default().get(&0), None);
     }
 }
