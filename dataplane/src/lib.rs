@@ -18,3 +18,14 @@ pub mod slowpath;
 pub mod snapshot;
 pub mod wire;
 pub mod worker;
+
+/// A deterministic xorshift64 stream for the crate's randomised tests (the same cases every run).
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

@@ -367,21 +367,11 @@ mod eq_mask_tests {
         }
     }
 
-    /// A deterministic xorshift64 stream.
-    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
-        move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        }
-    }
-
     /// Times around `now` (wrapping the clock, far past and far ahead, equal ones): the due mask and the soonest lane
     /// equal a lane-by-lane loop, for every kind of lane set.
     #[test]
     fn due_and_soonest_match_a_loop() {
-        let mut next = xorshift(0x51f1_5eed_0bad_cafe);
+        let mut next = crate::xorshift(0x51f1_5eed_0bad_cafe);
         for case in 0..20_000 {
             let now = match case % 4 {
                 0 => 0,

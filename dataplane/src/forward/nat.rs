@@ -372,13 +372,14 @@ mod tests {
         assert_eq!(p[8], 63);
     }
 
-    /// A deterministic xorshift64 stream for the rewrite comparisons.
-    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
-        move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
+    /// A rewrite of any shape drawn from `r`: each field set or left alone, as a reply's (source to the VIP and its
+    /// port, for full-NAT the destination too) or a client packet's.
+    fn any_rewrite<'a>(r: u64, src: &'a [u8], dst: &'a [u8]) -> Rewrite<'a> {
+        Rewrite {
+            src: (r & 1 != 0).then_some(src),
+            dst: (r & 2 != 0).then_some(dst),
+            sport: (r & 4 != 0).then_some((r >> 8) as u16),
+            dport: (r & 8 != 0).then_some((r >> 24) as u16),
         }
     }
 
@@ -386,7 +387,7 @@ mod tests {
     /// and checksums, TCP and UDP (UDP's zero checksum included): byte for byte the same.
     #[test]
     fn one_pass_rewrite_matches_the_general_rewrite() {
-        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15u64);
         for i in 0..20_000 {
             let mut p = tcp_v4();
             let r = next();
@@ -415,15 +416,8 @@ mod tests {
             let mut one = p.clone();
             assert!(dnat_v4(&mut one, 0, l4proto, dst, dport));
             assert_eq!(one, want, "case {i}");
-            // Any rewrite, as a reply's (source to the VIP and its port, for full-NAT the destination too).
             let src = (next() as u32).to_be_bytes();
-            let r = next();
-            let rw = Rewrite {
-                src: (r & 1 != 0).then_some(&src[..]),
-                dst: (r & 2 != 0).then_some(&dst[..]),
-                sport: (r & 4 != 0).then_some((r >> 8) as u16),
-                dport: (r & 8 != 0).then_some((r >> 24) as u16),
-            };
+            let rw = any_rewrite(next(), &src, &dst);
             assert!(apply(&mut general, 0, h, true, &rw));
             assert!(translate_v4(&mut p, 0, l4proto, &rw));
             assert_eq!(p, general, "case {i}, {rw:?}");
@@ -447,7 +441,7 @@ mod tests {
     /// checksum included: IPv6 updates it).
     #[test]
     fn one_pass_rewrite_v6_matches_the_general_rewrite() {
-        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
+        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1du64);
         for i in 0..20_000 {
             let udp = i % 2 == 1;
             let l4proto = if udp { proto::UDP } else { proto::TCP };
@@ -479,13 +473,7 @@ mod tests {
             let mut src = [0u8; 16];
             src[..8].copy_from_slice(&next().to_be_bytes());
             src[8..].copy_from_slice(&next().to_be_bytes());
-            let r = next();
-            let rw = Rewrite {
-                src: (r & 1 != 0).then_some(&src[..]),
-                dst: (r & 2 != 0).then_some(&dst[..]),
-                sport: (r & 4 != 0).then_some((r >> 8) as u16),
-                dport: (r & 8 != 0).then_some((r >> 24) as u16),
-            };
+            let rw = any_rewrite(next(), &src, &dst);
             assert!(apply(&mut general, 0, h, false, &rw));
             assert!(translate_v6(&mut p, 0, l4proto, &rw));
             assert_eq!(p, general, "case {i}, {rw:?}");
