@@ -59,6 +59,7 @@ done <<'EOF'
 --mode nat --flows 10000 --replies
 --mode nat --flows 10000 --replies --no-fast-path
 --mode fullnat --flows 10000 --replies
+--mode nat --flows 10000 --replies --v6
 --mode nat --flows 10000 --new --replicate
 --mode nat --flows 10000 --replicate
 EOF
