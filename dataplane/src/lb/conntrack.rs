@@ -966,10 +966,10 @@ impl<K: FlowKey> FlowTable<K> {
         let r2 = self.rev_alt(r1, fp);
         for ri in [r1, r2] {
             let r = &rev.as_slice()[ri];
-            for rw in 0..WAYS {
-                if r.fp[rw] != fp {
-                    continue;
-                }
+            let mut hits = crate::mem::eq_mask_u32x8(&r.fp, fp);
+            while hits != 0 {
+                let rw = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
                 let slot = r.slot[rw];
                 let (bi, w) = split(slot);
                 let (Some(m), Some(b)) = (self.meta.as_slice().get(bi), self.buckets.as_slice().get(bi)) else {
@@ -1140,6 +1140,26 @@ mod tests {
         t.link_reverse(slot2, rh).unwrap();
         t.remove_slot(slot2);
         assert_eq!(t.lookup_reverse(rh, 210, |_| true), None);
+    }
+
+    /// Entries whose replies share a hash (so a fingerprint and a bucket) are told apart by the caller's check alone:
+    /// each is found, whichever place in the index it holds, in both of its candidate buckets.
+    #[test]
+    fn reverse_lookup_examines_every_matching_fingerprint() {
+        let mut t = FlowTable::<K>::with_reverse(1000);
+        let rh = 0x0123_4567_89ab_cdef;
+        let slots: Vec<u32> = (0..12u32)
+            .map(|i| {
+                let k = K(100 + u64::from(i));
+                let (slot, _) = t.insert(k, k.hash(), 0, e(EST, 100, i), half_open).unwrap();
+                t.link_reverse(slot, rh).unwrap();
+                slot
+            })
+            .collect();
+        for (i, &slot) in slots.iter().enumerate() {
+            assert_eq!(t.lookup_reverse(rh, 10, |x| x.value == i as u32).map(|(s, _)| s), Some(slot), "entry {i}");
+        }
+        assert_eq!(t.lookup_reverse(rh, 10, |x| x.value == 99), None);
     }
 
     #[test]
