@@ -768,7 +768,8 @@ impl<K: FlowKey> FlowTable<K> {
     }
 
     /// Insert a new entry for `key` (the caller has just missed on it). `evictable(states)` says which live entries of
-    /// a bucket may be evicted to make room, as a mask of its slots (bit `w` for slot `w`) from their states. Returns the slot and the entry displaced (expired or evicted), if any.
+    /// a bucket may be evicted to make room, as a mask of its slots (bit `w` for slot `w`) from their states. Returns
+    /// the slot and the entry displaced (expired or evicted), if any.
     ///
     /// # Errors
     /// [`InsertError::BucketFull`] when every slot of both buckets is live and protected and no resident can move.
