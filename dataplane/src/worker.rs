@@ -31,10 +31,29 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 pub const AHEAD_META: usize = 4;
 /// Packets between entry prefetch and processing.
 pub const AHEAD_ENTRIES: usize = 4;
+/// Stage-1 records a burst keeps at once: a power of two above the window (`AHEAD_META + AHEAD_ENTRIES`) plus the
+/// packet being finished. A ring this size stays in a few cache lines, and no record is copied once stored.
+const WINDOW: usize = 16;
+const _: () = assert!(WINDOW.is_power_of_two() && WINDOW > AHEAD_META + AHEAD_ENTRIES);
 /// Flow-table buckets swept per busy burst (per table).
 pub const SWEEP_BUSY: usize = 2;
 /// Flow-table buckets swept per idle poll (per table).
 pub const SWEEP_IDLE: usize = 256;
+
+/// The stage-1 records of a burst's window (see [`Worker::run_burst`]): `n` written so far, record `j` at
+/// `recs[j % WINDOW]`.
+#[derive(Default)]
+struct Window {
+    recs: [(usize, Parsed); WINDOW],
+    n: usize,
+}
+
+impl Window {
+    #[inline(always)]
+    fn at(&self, j: usize) -> &(usize, Parsed) {
+        &self.recs[j % WINDOW]
+    }
+}
 
 /// A packet moving between workers or to the slow path, with the port it arrived on.
 pub type Handoff<B> = (PortId, B);
@@ -737,20 +756,21 @@ impl<P: Port> Worker<P> {
             return;
         }
         let ahead = AHEAD_META + AHEAD_ENTRIES;
-        // (packet index, what stage 1 made of it) for the packets still to finish, in arrival order.
-        let mut parsed: Burst<(usize, Parsed)> = Burst::new();
+        // The packets still to finish, in arrival order: records `k..n` of the ring (packet index, what stage 1
+        // made of it), record `j` at `j % WINDOW`.
+        let mut ring = Window::default();
         let mut next = 0;
-        self.stage1(cfg, pkts, &mut next, &mut parsed, ahead);
-        for (_, p) in parsed.iter().take(AHEAD_ENTRIES) {
-            self.pipeline.prefetch_entries(p);
+        self.stage1(cfg, pkts, &mut next, &mut ring, ahead);
+        for j in 0..ring.n.min(AHEAD_ENTRIES) {
+            self.pipeline.prefetch_entries(&ring.at(j).1);
         }
         let mut k = 0;
-        while k < parsed.len() {
-            self.stage1(cfg, pkts, &mut next, &mut parsed, k + ahead + 1);
-            if let Some((_, p)) = parsed.get(k + AHEAD_ENTRIES) {
-                self.pipeline.prefetch_entries(p);
+        while k < ring.n {
+            self.stage1(cfg, pkts, &mut next, &mut ring, k + ahead + 1);
+            if k + AHEAD_ENTRIES < ring.n {
+                self.pipeline.prefetch_entries(&ring.at(k + AHEAD_ENTRIES).1);
             }
-            let (i, p) = &parsed[k];
+            let (i, p) = ring.at(k);
             k += 1;
             let Some((port, mut b)) = pkts[*i].take() else { continue };
             let v = self.pipeline.process_parsed(cfg, port, &mut b, now, p);
@@ -758,25 +778,29 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// Stage 1 for the burst's next packets until `parsed` holds `upto` (or the burst ends); packets it decides are
-    /// finished here.
+    /// Stage 1 for the burst's next packets until `ring` holds `upto` records (or the burst ends); packets it decides
+    /// are finished here.
     #[inline(always)]
     fn stage1(
         &mut self,
         cfg: &DataplaneConfig,
         pkts: &mut Burst<Option<Handoff<P::Buf>>>,
         next: &mut usize,
-        parsed: &mut Burst<(usize, Parsed)>,
+        ring: &mut Window,
         upto: usize,
     ) {
-        while parsed.len() < upto {
+        while ring.n < upto {
             let i = *next;
             let Some(slot) = pkts.get_mut(i) else { return };
             *next += 1;
             let Some((_, b)) = slot else { continue };
-            let p = self.pipeline.parse(cfg, b.data());
-            match p.decided() {
-                None => parsed.push((i, p)),
+            let r = &mut ring.recs[ring.n % WINDOW];
+            self.pipeline.parse_into(cfg, b.data(), &mut r.1);
+            match r.1.decided() {
+                None => {
+                    r.0 = i;
+                    ring.n += 1;
+                }
                 Some(v) => {
                     if let Some((port, b)) = slot.take() {
                         self.pipeline.finish_decided(v);

@@ -31,12 +31,12 @@ pub(super) trait FastFamily: FamilyKey {
     const L4: usize;
     /// Offset of the TTL or hop limit.
     const TTL_AT: usize;
-    /// Stage 1's record of a fast packet of this family.
-    fn stage1(f: Fast<Self>) -> Stage1
+    /// Write stage 1's record of a fast packet of this family to `out` (in place: a record is never copied).
+    fn stage1(out: &mut Stage1, f: Fast<Self>)
     where
         Self: Sized;
-    /// Stage 1's record of a fast reply candidate of this family.
-    fn reply_stage1(f: Fast<Self>) -> Stage1
+    /// Write stage 1's record of a fast reply candidate of this family to `out`.
+    fn reply_stage1(out: &mut Stage1, f: Fast<Self>)
     where
         Self: Sized;
 }
@@ -45,11 +45,13 @@ impl FastFamily for KeyV4 {
     const V4: bool = true;
     const L4: usize = L3 + crate::wire::ipv4::MIN_HEADER_LEN;
     const TTL_AT: usize = L3 + 8;
-    fn stage1(f: Fast<Self>) -> Stage1 {
-        Stage1::Fast(f)
+    #[inline(always)]
+    fn stage1(out: &mut Stage1, f: Fast<Self>) {
+        *out = Stage1::Fast(f);
     }
-    fn reply_stage1(f: Fast<Self>) -> Stage1 {
-        Stage1::Reply(f)
+    #[inline(always)]
+    fn reply_stage1(out: &mut Stage1, f: Fast<Self>) {
+        *out = Stage1::Reply(f);
     }
 }
 
@@ -57,11 +59,13 @@ impl FastFamily for KeyV6 {
     const V4: bool = false;
     const L4: usize = L3 + crate::wire::ipv6::HEADER_LEN;
     const TTL_AT: usize = L3 + 7;
-    fn stage1(f: Fast<Self>) -> Stage1 {
-        Stage1::Fast6(f)
+    #[inline(always)]
+    fn stage1(out: &mut Stage1, f: Fast<Self>) {
+        *out = Stage1::Fast6(f);
     }
-    fn reply_stage1(f: Fast<Self>) -> Stage1 {
-        Stage1::Reply6(f)
+    #[inline(always)]
+    fn reply_stage1(out: &mut Stage1, f: Fast<Self>) {
+        *out = Stage1::Reply6(f);
     }
 }
 
@@ -130,19 +134,19 @@ impl Pipeline {
     /// Stage 1 for a packet the fast path may finish (see the module documentation): its key, hashed, the meta lines
     /// it will read prefetched. `None`: parse it in full.
     #[inline(always)]
-    pub(super) fn parse_fast(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Stage1> {
+    pub(super) fn parse_fast(&self, cfg: &DataplaneConfig, d: &[u8], out: &mut Stage1) -> Option<()> {
         if !self.fast_path {
             return None;
         }
         match get_u16(d.get(..L3)?, 12) {
-            ethertype::IPV4 => self.parse_fast_v4(cfg, d),
-            ethertype::IPV6 => self.parse_fast_v6(cfg, d),
+            ethertype::IPV4 => self.parse_fast_v4(cfg, d, out),
+            ethertype::IPV6 => self.parse_fast_v6(cfg, d, out),
             _ => None,
         }
     }
 
     #[inline(always)]
-    fn parse_fast_v4(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Stage1> {
+    fn parse_fast_v4(&self, cfg: &DataplaneConfig, d: &[u8], out: &mut Stage1) -> Option<()> {
         const L4: usize = <KeyV4 as FastFamily>::L4;
         let h = d.get(..L4)?;
         if h[L3] != 0x45 {
@@ -166,16 +170,16 @@ impl Pipeline {
             KeyV4 { src: [h[L3 + 12], h[L3 + 13], h[L3 + 14], h[L3 + 15]], dst, sport: get_u16(d, L4), dport, proto };
         let df = get_u16(h, L3 + 6) & 0x4000 != 0;
         let Some(si) = cfg.service_v4(dst, proto, dport) else {
-            return self.reply_key(cfg, key, end, tcp_flags, df);
+            return self.reply_key(cfg, key, end, tcp_flags, df, out);
         };
         if cfg.snat_v4 == Some(dst) {
             return None;
         }
-        self.fast_key(cfg, key, si, end, tcp_flags, df)
+        self.fast_key(cfg, key, si, end, tcp_flags, df, out)
     }
 
     #[inline(always)]
-    fn parse_fast_v6(&self, cfg: &DataplaneConfig, d: &[u8]) -> Option<Stage1> {
+    fn parse_fast_v6(&self, cfg: &DataplaneConfig, d: &[u8], out: &mut Stage1) -> Option<()> {
         const L4: usize = <KeyV6 as FastFamily>::L4;
         let h = d.get(..L4)?;
         let seg = usize::from(get_u16(h, L3 + 4));
@@ -195,7 +199,8 @@ impl Pipeline {
             if crate::lb::flow::is_mapped(&src) || crate::lb::flow::is_mapped(&dst) {
                 return None; // dropped by the general path
             }
-            return self.reply_key(cfg, KeyV6 { src, dst, sport: get_u16(d, L4), dport, proto }, end, tcp_flags, true);
+            let key = KeyV6 { src, dst, sport: get_u16(d, L4), dport, proto };
+            return self.reply_key(cfg, key, end, tcp_flags, true, out);
         };
         if cfg.snat_v6 == Some(dst) {
             return None;
@@ -204,13 +209,14 @@ impl Pipeline {
             return None; // dropped by the general path
         }
         let key = KeyV6 { src, dst, sport: get_u16(d, L4), dport, proto };
-        self.fast_key(cfg, key, si, end, tcp_flags, true)
+        self.fast_key(cfg, key, si, end, tcp_flags, true, out)
     }
 
     /// The checks both families share once the key is known: the service's mode, the worker that owns the flow; a SYN
     /// the saturated worker refuses ([`Pipeline::refuses`]) is dropped here, before its lookup; then the hash and the
     /// prefetch of its meta lines.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn fast_key<K: FastFamily>(
         &self,
         cfg: &DataplaneConfig,
@@ -219,20 +225,23 @@ impl Pipeline {
         end: usize,
         tcp_flags: u8,
         df: bool,
-    ) -> Option<Stage1> {
+        out: &mut Stage1,
+    ) -> Option<()> {
         if !matches!(cfg.services.get(si as usize)?.mode, Mode::Nat | Mode::DsrL2)
             || (self.nworkers > 1 && owner_of_client(&key.src16(), self.nworkers) != self.worker)
         {
             return None;
         }
         if self.refuses(key.proto(), tcp_flags) {
-            return Some(Stage1::Full(Err(DropReason::Overload.into())));
+            *out = Stage1::Full(Err(DropReason::Overload.into()));
+            return Some(());
         }
         let hash = key.hash();
         let t = K::table_ref(&self.ct);
         let buckets = t.buckets_of(hash);
         t.prefetch_sigs_in(buckets);
-        Some(K::stage1(Fast { key, hash, buckets, svc: si, end: end as u16, tcp_flags, df }))
+        K::stage1(out, Fast { key, hash, buckets, svc: si, end: end as u16, tcp_flags, df });
+        Some(())
     }
 
     /// Stage 2 of a fast packet.
@@ -314,7 +323,8 @@ impl Pipeline {
         end: usize,
         tcp_flags: u8,
         df: bool,
-    ) -> Option<Stage1> {
+        out: &mut Stage1,
+    ) -> Option<()> {
         let dst = key.dst16();
         if cfg.is_vip(&dst) {
             return None;
@@ -331,7 +341,8 @@ impl Pipeline {
         }
         let hash = key.hash();
         K::table_ref(&self.ct).prefetch_reverse(hash);
-        Some(K::reply_stage1(Fast { key, hash, buckets: [0; 2], svc: u32::MAX, end: end as u16, tcp_flags, df }))
+        K::reply_stage1(out, Fast { key, hash, buckets: [0; 2], svc: u32::MAX, end: end as u16, tcp_flags, df });
+        Some(())
     }
 
     /// Stage 2 of a reply candidate: the forward entries its reverse-index bucket points to.

@@ -241,10 +241,18 @@ impl Pipeline {
     /// so the burst's cache misses overlap instead of stalling one packet at a time.
     #[inline]
     pub fn parse(&self, cfg: &DataplaneConfig, data: &[u8]) -> Parsed {
-        if let Some(f) = self.parse_fast(cfg, data) {
-            return Parsed(f);
+        let mut p = Parsed::default();
+        self.parse_into(cfg, data, &mut p);
+        p
+    }
+
+    /// [`Pipeline::parse`] into `out`, where the record is to stay (a burst's window): written in place, never
+    /// copied.
+    #[inline(always)]
+    pub fn parse_into(&self, cfg: &DataplaneConfig, data: &[u8], out: &mut Parsed) {
+        if self.parse_fast(cfg, data, &mut out.0).is_none() {
+            out.0 = Stage1::Full(self.parse_full(cfg, data));
         }
-        Parsed(Stage1::Full(self.parse_full(cfg, data)))
     }
 
     /// Stage 1 of the general path.
