@@ -508,3 +508,51 @@ fn bursts_through_a_worker_match_one_packet_at_a_time() {
     assert!(one.counters.tx > one.counters.fast_path + packets as u64 / 10, "general path: {}", one.counters.tx);
     assert!(one.counters.drops.iter().sum::<u64>() > packets as u64 / 10, "drops: {:?}", one.counters.drops);
 }
+
+/// What a worker cannot send is counted, never lost silently: packets routed to a port the worker does not have
+/// (the model has two, the worker one) are dropped as `no_route`, and packets its port refuses (the peer's transmit
+/// ring full, never collected) as `tx_full`. Everything received is sent or counted, and the port sends what the
+/// same packets through a pipeline send to it, up to the ring's depth.
+#[test]
+fn a_worker_counts_what_it_cannot_send() {
+    use edgelb_dataplane::pipeline::{DropReason, Verdict};
+    let mut r = Rng(0x5e9d_0000_7a11_0001);
+    let (cfg, _) = ConfigBuilder::new().build(&model_for(0)).unwrap();
+    let sizes = TableSizes { flows_v4: 2048, flows_v6: 2048, affinity: 256, fragments: 256 };
+    let mut one = Pipeline::new(0, 1, sizes);
+    one.sync(&cfg);
+    let depth = BURST;
+    let (p0, peer0) = mem::pair("p0", depth);
+    let published = Arc::new(Mutex::new(WorkerStats::new_for(0)));
+    let inbox = Arc::new(crossbeam_queue::ArrayQueue::new(64));
+    let slow = Arc::new(crossbeam_queue::ArrayQueue::new(64 * BURST));
+    let mut w = Worker::new(0, 1, sizes, vec![p0], vec![inbox], slow, published.clone());
+    let handle = ConfigHandle::new(cfg.clone());
+    let (mut to_port0, mut to_port1) = (Vec::new(), 0u64);
+    for _ in 0..80 {
+        for _ in 0..BURST {
+            // All in on port 0; the clients' packets leave by port 1, the replies by port 0.
+            let (f, _) = frame(&mut r, 24, None);
+            let mut b = MemBuf::from_slice(&f);
+            match one.process(&cfg, 0, &mut b, 0) {
+                Verdict::Tx(0) => to_port0.push(b.data().to_vec()),
+                Verdict::Tx(_) => to_port1 += 1,
+                _ => {}
+            }
+            assert!(peer0.inject_bytes(&f), "receive ring full");
+        }
+        while w.poll(&handle) > 0 {}
+    }
+    w.publish();
+    let c = published.lock().unwrap().counters.clone();
+    let mut sent = Vec::new();
+    while let Some(b) = peer0.collect() {
+        sent.push(b.data().to_vec());
+    }
+    assert!(to_port1 > 100 && to_port0.len() > depth, "the mix must reach both ports: {to_port1}, {}", to_port0.len());
+    assert_eq!(sent, to_port0[..depth], "port 0 sends the first packets for it until its ring is full");
+    let drops = |d: DropReason| c.drops[d.index()] - one.counters.drops[d.index()];
+    assert_eq!(drops(DropReason::NoRoute), to_port1, "packets for the port the worker lacks");
+    assert_eq!(drops(DropReason::TxFull), (to_port0.len() - depth) as u64, "packets the full ring refused");
+    assert_eq!(c.rx, one.counters.rx);
+}
