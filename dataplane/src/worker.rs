@@ -811,24 +811,39 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    #[inline]
+    /// Act on a packet's verdict. A packet to transmit joins its port's outgoing burst here, inlined into the burst
+    /// loop; the rest, and a full outgoing burst, take [`Worker::dispatch_rest`].
+    #[inline(always)]
     fn dispatch(&mut self, v: Verdict, in_port: PortId, b: P::Buf) {
+        if let Verdict::Tx(p) = v {
+            if let Some(out) = self.out.get_mut(usize::from(p)) {
+                if let Err(e) = out.try_push(b) {
+                    self.transmit_full(usize::from(p), e.element());
+                }
+                return;
+            }
+        }
+        self.dispatch_rest(v, in_port, b);
+    }
+
+    /// A packet for port `pi`, whose outgoing burst is full: the burst is sent first.
+    #[inline(never)]
+    fn transmit_full(&mut self, pi: usize, b: P::Buf) {
+        self.flush_port(pi);
+        // After a flush the burst has room, or the port refused everything and the rest was freed.
+        if let Err(e) = self.out[pi].try_push(b) {
+            self.pipeline.count_drop(DropReason::TxFull);
+            self.ports[pi].free(e.element());
+        }
+    }
+
+    /// [`Worker::dispatch`] of every verdict but a transmit to a port the worker has.
+    #[inline(never)]
+    fn dispatch_rest(&mut self, v: Verdict, in_port: PortId, b: P::Buf) {
         match v {
-            Verdict::Tx(p) => {
-                let pi = usize::from(p);
-                if pi >= self.out.len() {
-                    self.pipeline.count_drop(DropReason::NoRoute);
-                    self.ports[usize::from(in_port)].free(b);
-                    return;
-                }
-                if self.out[pi].is_full() {
-                    self.flush_port(pi);
-                }
-                // After a flush the burst has room, or the port refused everything and the rest was freed.
-                if let Err(e) = self.out[pi].try_push(b) {
-                    self.pipeline.count_drop(DropReason::TxFull);
-                    self.ports[pi].free(e.element());
-                }
+            Verdict::Tx(_) => {
+                self.pipeline.count_drop(DropReason::NoRoute);
+                self.ports[usize::from(in_port)].free(b);
             }
             Verdict::Drop(_) => self.ports[usize::from(in_port)].free(b),
             Verdict::Resolve(port) => {
