@@ -440,11 +440,11 @@ fn every_owned_reply_takes_the_fast_path_with_two_workers() {
     }
 }
 
-/// A worker finishes a burst's packets from records kept in a ring while the packets ahead of them are parsed (stage
-/// 1) and have their entries prefetched (stage 2); packets stage 1 decides (drops) take no place in it. The hostile
-/// mix of [`frame`], both families, is sent to a worker in full bursts, and one packet at a time through a pipeline in
-/// the worker's order (each poll a burst from port 0, then one from port 1): each port must send the same packets,
-/// byte for byte and in the same order, and the counters must agree.
+/// A worker finishes a burst's packets from records kept in a ring while the packets ahead of them are parsed in
+/// stage 1 and have their entries prefetched in stage 2; packets stage 1 decides (drops) take no place in it. The
+/// hostile mix of [`frame`], both families, is sent to a worker in full bursts, and one packet at a time through a
+/// pipeline in the worker's order (each poll a burst from port 0, then one from port 1): each port must send the same
+/// packets, byte for byte and in the same order, and the counters must agree.
 #[test]
 fn bursts_through_a_worker_match_one_packet_at_a_time() {
     let mut r = Rng(0xb0b5_7ac0_0000_0001);
