@@ -440,6 +440,24 @@ fn every_owned_reply_takes_the_fast_path_with_two_workers() {
     }
 }
 
+/// The table sizes of the worker tests below.
+const WORKER_SIZES: TableSizes = TableSizes { flows_v4: 2048, flows_v6: 2048, affinity: 256, fragments: 256 };
+
+/// The snapshot of the worker tests, a pipeline on it to compare with, and worker 0 of 1 on `ports` with the stats it
+/// publishes.
+fn worker_and_reference(
+    ports: Vec<mem::MemPort>,
+) -> (Arc<DataplaneConfig>, Pipeline, Worker<mem::MemPort>, Arc<Mutex<WorkerStats>>) {
+    let (cfg, _) = ConfigBuilder::new().build(&model_for(0)).unwrap();
+    let mut one = Pipeline::new(0, 1, WORKER_SIZES);
+    one.sync(&cfg);
+    let published = Arc::new(Mutex::new(WorkerStats::new_for(0)));
+    let inbox = Arc::new(crossbeam_queue::ArrayQueue::new(64));
+    let slow = Arc::new(crossbeam_queue::ArrayQueue::new(64 * BURST));
+    let w = Worker::new(0, 1, WORKER_SIZES, ports, vec![inbox], slow, published.clone());
+    (cfg, one, w, published)
+}
+
 /// A worker finishes a burst's packets from records kept in a ring while the packets ahead of them are parsed in
 /// stage 1 and have their entries prefetched in stage 2; packets stage 1 decides (drops) take no place in it. The
 /// hostile mix of [`frame`], both families, is sent to a worker in full bursts, and one packet at a time through a
@@ -448,13 +466,10 @@ fn every_owned_reply_takes_the_fast_path_with_two_workers() {
 #[test]
 fn bursts_through_a_worker_match_one_packet_at_a_time() {
     let mut r = Rng(0xb0b5_7ac0_0000_0001);
-    let (cfg, _) = ConfigBuilder::new().build(&model_for(0)).unwrap();
-    let sizes = TableSizes { flows_v4: 2048, flows_v6: 2048, affinity: 256, fragments: 256 };
-    let mut one = Pipeline::new(0, 1, sizes);
-    one.sync(&cfg);
     let packets = BURST * 120;
     let (p0, peer0) = mem::pair("p0", packets);
     let (p1, peer1) = mem::pair("p1", packets);
+    let (cfg, mut one, mut w, published) = worker_and_reference(vec![p0, p1]);
     let mut arriving: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..packets {
         let (f, port) = frame(&mut r, 24, None);
@@ -479,10 +494,6 @@ fn bursts_through_a_worker_match_one_packet_at_a_time() {
             assert!(peer.inject_bytes(f), "ring full");
         }
     }
-    let published = Arc::new(Mutex::new(WorkerStats::new_for(0)));
-    let inbox = Arc::new(crossbeam_queue::ArrayQueue::new(64));
-    let slow = Arc::new(crossbeam_queue::ArrayQueue::new(packets));
-    let mut w = Worker::new(0, 1, sizes, vec![p0, p1], vec![inbox], slow, published.clone());
     let handle = ConfigHandle::new(cfg);
     let mut polled = 0;
     while polled < packets {
@@ -517,16 +528,9 @@ fn bursts_through_a_worker_match_one_packet_at_a_time() {
 fn a_worker_counts_what_it_cannot_send() {
     use edgelb_dataplane::pipeline::{DropReason, Verdict};
     let mut r = Rng(0x5e9d_0000_7a11_0001);
-    let (cfg, _) = ConfigBuilder::new().build(&model_for(0)).unwrap();
-    let sizes = TableSizes { flows_v4: 2048, flows_v6: 2048, affinity: 256, fragments: 256 };
-    let mut one = Pipeline::new(0, 1, sizes);
-    one.sync(&cfg);
     let depth = BURST;
     let (p0, peer0) = mem::pair("p0", depth);
-    let published = Arc::new(Mutex::new(WorkerStats::new_for(0)));
-    let inbox = Arc::new(crossbeam_queue::ArrayQueue::new(64));
-    let slow = Arc::new(crossbeam_queue::ArrayQueue::new(64 * BURST));
-    let mut w = Worker::new(0, 1, sizes, vec![p0], vec![inbox], slow, published.clone());
+    let (cfg, mut one, mut w, published) = worker_and_reference(vec![p0]);
     let handle = ConfigHandle::new(cfg.clone());
     let (mut to_port0, mut to_port1) = (Vec::new(), 0u64);
     for _ in 0..80 {
