@@ -815,16 +815,26 @@ impl<P: Port> Worker<P> {
     }
 
     /// Act on a packet's verdict. A packet to transmit joins its port's outgoing burst here, inlined into the burst
-    /// loop; the rest, and a full outgoing burst, take [`Worker::dispatch_rest`].
+    /// loop, and a dropped one goes back to its port; the rest, and a full outgoing burst, take
+    /// [`Worker::dispatch_rest`].
     #[inline(always)]
     fn dispatch(&mut self, v: Verdict, in_port: PortId, b: P::Buf) {
-        if let Verdict::Tx(p) = v {
-            if let Some(out) = self.out.get_mut(usize::from(p)) {
-                if let Err(e) = out.try_push(b) {
-                    self.transmit_full(usize::from(p), e.element());
+        match v {
+            Verdict::Tx(p) => {
+                if let Some(out) = self.out.get_mut(usize::from(p)) {
+                    if let Err(e) = out.try_push(b) {
+                        self.transmit_full(usize::from(p), e.element());
+                    }
+                    return;
                 }
-                return;
             }
+            Verdict::Drop(_) => {
+                if let Some(port) = self.ports.get_mut(usize::from(in_port)) {
+                    port.free(b);
+                    return;
+                }
+            }
+            _ => {}
         }
         self.dispatch_rest(v, in_port, b);
     }
@@ -840,7 +850,7 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// [`Worker::dispatch`] of every verdict but a transmit to a port the worker has.
+    /// [`Worker::dispatch`] of every verdict but a transmit to a port the worker has and a drop.
     #[inline(never)]
     fn dispatch_rest(&mut self, v: Verdict, in_port: PortId, b: P::Buf) {
         match v {
