@@ -357,7 +357,7 @@ impl DataplaneConfig {
     /// Next hop toward `dst` at packet time: on-link neighbour, else the gateway of its family (resolved when the
     /// snapshot was built).
     pub fn route(&self, dst: &[u8; 16], v4: bool) -> Option<NextHop> {
-        match self.connected.iter().find(|n| n.holds(dst)) {
+        match self.subnet_of(dst) {
             Some(n) => self.hop(n.port, dst),
             None => self.gateway_hops[usize::from(!v4)],
         }
@@ -377,17 +377,21 @@ impl DataplaneConfig {
     }
     /// The next hop to `a` when it lies in a connected subnet.
     fn on_link_hop(&self, a: &[u8; 16]) -> Option<NextHop> {
-        let port = self.connected.iter().find(|n| n.holds(a))?.port;
-        self.hop(port, a)
+        self.hop(self.subnet_of(a)?.port, a)
+    }
+    /// The connected subnet `a` lies in (the first of the interfaces' order).
+    #[inline]
+    fn subnet_of(&self, a: &[u8; 16]) -> Option<&Subnet> {
+        self.connected.iter().find(|n| n.holds(a))
     }
     /// The egress port toward `dst` and the address whose MAC the frame needs (`dst` itself when on-link, else the
     /// family's gateway), whether that MAC is known or not.
     pub fn route_via(&self, dst: &[u8; 16], v4: bool) -> Option<(PortId, [u8; 16])> {
-        match self.connected.iter().find(|n| n.holds(dst)) {
+        match self.subnet_of(dst) {
             Some(n) => Some((n.port, *dst)),
             None => {
                 let gw = if v4 { self.gateway_v4 } else { self.gateway_v6 }?;
-                let port = self.connected.iter().find(|n| n.holds(&gw))?.port;
+                let port = self.subnet_of(&gw)?.port;
                 Some((port, gw))
             }
         }
@@ -420,7 +424,7 @@ impl DataplaneConfig {
     }
     /// True when `a` lies in a connected subnet.
     pub fn is_on_link(&self, a: &[u8; 16]) -> bool {
-        self.connected.iter().any(|n| n.holds(a))
+        self.subnet_of(a).is_some()
     }
     /// MAC and MTU of a port.
     pub fn interface(&self, port: PortId) -> Option<&InterfaceSpec> {

@@ -56,6 +56,10 @@ impl Window {
     fn at(&self, j: usize) -> &(usize, Parsed) {
         &self.recs[j % WINDOW]
     }
+    #[inline(always)]
+    fn at_mut(&mut self, j: usize) -> &mut (usize, Parsed) {
+        &mut self.recs[j % WINDOW]
+    }
 }
 
 /// A packet moving between workers or to the slow path, with the port it arrived on.
@@ -797,7 +801,7 @@ impl<P: Port> Worker<P> {
             let Some(slot) = pkts.get_mut(i) else { return };
             *next += 1;
             let Some((_, b)) = slot else { continue };
-            let r = &mut ring.recs[ring.n % WINDOW];
+            let r = ring.at_mut(ring.n);
             self.pipeline.parse_into(cfg, b.data(), &mut r.1);
             match r.1.decided() {
                 None => {
@@ -850,7 +854,8 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// [`Worker::dispatch`] of every verdict but a transmit to a port the worker has and a drop.
+    /// [`Worker::dispatch`] of every verdict but a transmit to a port the worker has and a drop of a packet from one
+    /// (every worker has all the ports, so a handed-off packet's port is one too).
     #[inline(never)]
     fn dispatch_rest(&mut self, v: Verdict, in_port: PortId, b: P::Buf) {
         match v {

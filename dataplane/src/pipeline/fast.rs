@@ -132,7 +132,7 @@ fn transport(d: &[u8], l4: usize, seg: usize, proto: u8) -> Option<u8> {
 
 impl Pipeline {
     /// Stage 1 for a packet the fast path may finish (see the module documentation): its key, hashed, the meta lines
-    /// it will read prefetched. `None`: parse it in full.
+    /// it will read prefetched, its record written to `out`. `None`: `out` untouched, parse it in full.
     #[inline(always)]
     pub(super) fn parse_fast(&self, cfg: &DataplaneConfig, d: &[u8], out: &mut Stage1) -> Option<()> {
         if !self.fast_path {
@@ -314,7 +314,8 @@ impl Pipeline {
 
     /// Stage 1 of a packet to no VIP that may be a backend's reply: to an address that is no VIP's at all, owned by
     /// this worker as the general path decides ([`Pipeline::owner`]: the full-NAT source port's worker, or the
-    /// client's). The 5-tuple's hash is the reverse index's key; its bucket is prefetched. `None`: parse it in full.
+    /// client's). The 5-tuple's hash is the reverse index's key; its bucket is prefetched and the record written to
+    /// `out`. `None`: `out` untouched, parse it in full.
     #[inline(never)]
     fn reply_key<K: FastFamily>(
         &self,
