@@ -151,16 +151,15 @@ fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<Magl
         return Ok(MaglevTable { slots: Box::new([]), backends: sorted, rounds: None });
     }
     let n = sorted.len();
-    let mut pos = Vec::with_capacity(n);
-    let mut steps = Vec::with_capacity(n);
-    for b in &sorted {
-        let (offset, skip) = permutation(&b.key, size);
-        pos.push(offset);
-        let times = |t: u64| (skip as u64 * t % m as u64) as usize;
-        steps.push([0, skip, times(2), times(3), times(4)]);
-    }
+    let mut walks: Vec<Walk> = sorted
+        .iter()
+        .map(|b| {
+            let (offset, skip) = permutation(&b.key, size);
+            let times = |t: u64| (skip as u64 * t % m as u64) as usize;
+            Walk { pos: offset, steps: [0, skip, times(2), times(3), times(4)], credit: 0, weight: b.weight }
+        })
+        .collect();
     let wmax = sorted.iter().map(|b| b.weight).max().unwrap_or(1);
-    let mut credit = vec![0u32; n];
     let mut slots = vec![0u16; m].into_boxed_slice();
     let mut taken = Taken::new(m);
     let mut rounds = keep_rounds.then(|| vec![0u16; m].into_boxed_slice());
@@ -168,14 +167,14 @@ fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<Magl
     let mut tail: Option<Tail> = None;
     let mut round = 0u32;
     'fill: loop {
-        for i in 0..n {
-            credit[i] += sorted[i].weight;
-            while credit[i] >= wmax {
-                credit[i] -= wmax;
+        for (i, w) in walks.iter_mut().enumerate() {
+            w.credit += w.weight;
+            while w.credit >= wmax {
+                w.credit -= wmax;
                 let c = if free > TAIL_FREE {
-                    next_free(&taken, &mut pos[i], &steps[i])
+                    next_free(&taken, &mut w.pos, &w.steps)
                 } else {
-                    tail.get_or_insert_with(|| Tail::new(&taken, n)).claim(i, &mut pos[i], steps[i][1])
+                    tail.get_or_insert_with(|| Tail::new(&taken, n)).claim(i, &mut w.pos, w.steps[1])
                 };
                 slots[c] = i as u16;
                 taken.take(c);
@@ -195,6 +194,15 @@ fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<Magl
         }
     }
     Ok(MaglevTable { slots, backends: sorted, rounds })
+}
+
+/// One backend's place in a fill: where its permutation goes on from, its step times 0 to 4 (modulo the size, for
+/// [`next_free`]), and its credit of turns.
+struct Walk {
+    pos: usize,
+    steps: [usize; 5],
+    credit: u32,
+    weight: u32,
 }
 
 /// Below this many free slots a claim's slot is found among the free ones ([`Tail`]) instead of by walking the
