@@ -164,6 +164,8 @@ fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<Magl
     let mut taken = Taken::new(m);
     let mut rounds = keep_rounds.then(|| vec![0u16; m].into_boxed_slice());
     let mut free = m;
+    // (Never in the tail: its list of free slots would miss the claim.)
+    let early = (m - m / 4).max(TAIL_FREE);
     let mut tail: Option<Tail> = None;
     let mut round = 0u32;
     'fill: loop {
@@ -171,7 +173,13 @@ fn fill(backends: &[MaglevBackend], size: u32, keep_rounds: bool) -> Result<Magl
             w.credit += w.weight;
             while w.credit >= wmax {
                 w.credit -= wmax;
-                let c = if free > TAIL_FREE {
+                // While at most a quarter of the slots are taken, a permutation's next slot is free three times in
+                // four or more: it is tested alone first, a branch the processor mostly predicts, before a group.
+                let c = if free > early && taken.free(w.pos) == 1 {
+                    let c = w.pos;
+                    w.pos = add_mod(c, w.steps[1], m);
+                    c
+                } else if free > TAIL_FREE {
                     next_free(&taken, &mut w.pos, &w.steps)
                 } else {
                     tail.get_or_insert_with(|| Tail::new(&taken, n)).claim(i, &mut w.pos, w.steps[1])
