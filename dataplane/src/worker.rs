@@ -559,7 +559,7 @@ pub struct Worker<P: Port> {
     held: Option<HeldRing<P::Buf>>,
     /// Flows the peer appliances replicated, to install between bursts.
     replicas_in: Option<ReplicaQueue>,
-    /// How [`Worker::run`] waits when idle.
+    /// How the worker waits when a poll finds no packets (see [`Polling`]).
     pub polling: Polling,
     /// The measurement floor (`edgelb-perf --mode floor`): every received packet goes back out of its port with its
     /// MACs swapped, without parsing or lookup — what receiving and transmitting alone cost. Never set by edgelbd.

@@ -16,8 +16,9 @@
 //! round each slot was claimed in ([`keeps_rounds`]: large sets, where it pays); the result is the table [`build`]
 //! gives for the larger set, slot for slot.
 //!
-//! The fill walks each permutation four slots at a time over a bitmap of taken slots (`Taken`). For the last free slots (fewer than `TAIL_FREE`) it finds
-//! each claim's slot by its place in the claiming backend's permutation instead of walking to it.
+//! The fill walks each permutation over a bitmap of taken slots (`Taken`): one slot at a time while at most a quarter
+//! are taken, then four at a time. For the last free slots (fewer than `TAIL_FREE`) it finds each claim's slot by its
+//! place in the claiming backend's permutation instead of walking to it.
 //! [`build_by_walking`] is the plain walk it is tested against.
 
 use super::hash::hash_bytes;
@@ -39,9 +40,10 @@ pub fn size_for(backends: usize) -> u32 {
 /// Tables of at most this many slots per backend keep the round each slot was claimed in (2 bytes a slot; a fill of
 /// more than 65 536 rounds, which only weights far apart take, keeps none), so backends can be added by
 /// [`MaglevTable::with_added`]. The chains an added backend starts grow with the slots per backend, and so does
-/// their cost: adding one backend to 1000 in 65 537 slots (65 a backend) costs about a third of a build (0.32 against
-/// 1.07 ms, `cargo bench -p edgelb-perf --bench dataplane -- maglev`); adding one to 100 (655 a backend) cost about
-/// eighteen builds of the plain walk.
+/// their cost: adding one backend to 1000 in 65 537 slots (65 a backend) costs about two fifths of a build with equal
+/// weights and a quarter with weights 1 to 4 (0.34 against 0.88 ms, 0.21 against 0.94 ms on the AMD EPYC VM,
+/// `cargo bench -p edgelb-perf --bench dataplane -- maglev`); adding one to 100 (655 a backend) cost about eighteen
+/// builds of the plain walk.
 /// The automatic sizes give 100 to 200 slots a backend up to 655 backends, so only larger sets and explicit sizes
 /// keep rounds.
 pub const INCREMENTAL_MAX_SLOTS_PER_BACKEND: usize = 80;
