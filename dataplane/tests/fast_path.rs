@@ -446,17 +446,19 @@ const WORKER_SIZES: TableSizes = TableSizes { flows_v4: 2048, flows_v6: 2048, af
 
 /// The snapshot of the worker tests, a pipeline on it to compare with, and worker 0 of 1 on `ports` with the stats it
 /// publishes.
+type Inbox = Arc<crossbeam_queue::ArrayQueue<(u16, MemBuf)>>;
+
 fn worker_and_reference(
     ports: Vec<mem::MemPort>,
-) -> (Arc<DataplaneConfig>, Pipeline, Worker<mem::MemPort>, Arc<Mutex<WorkerStats>>) {
+) -> (Arc<DataplaneConfig>, Pipeline, Worker<mem::MemPort>, Arc<Mutex<WorkerStats>>, Inbox) {
     let (cfg, _) = ConfigBuilder::new().build(&model_for(0)).unwrap();
     let mut one = Pipeline::new(0, 1, WORKER_SIZES);
     one.sync(&cfg);
     let published = Arc::new(Mutex::new(WorkerStats::new_for(0)));
     let inbox = Arc::new(crossbeam_queue::ArrayQueue::new(64));
     let slow = Arc::new(crossbeam_queue::ArrayQueue::new(64 * BURST));
-    let w = Worker::new(0, 1, WORKER_SIZES, ports, vec![inbox], slow, published.clone());
-    (cfg, one, w, published)
+    let w = Worker::new(0, 1, WORKER_SIZES, ports, vec![inbox.clone()], slow, published.clone());
+    (cfg, one, w, published, inbox)
 }
 
 /// A worker finishes a burst's packets from records kept in a ring while the packets ahead of them are parsed in
@@ -470,7 +472,7 @@ fn bursts_through_a_worker_match_one_packet_at_a_time() {
     let packets = BURST * 120;
     let (p0, peer0) = mem::pair("p0", packets);
     let (p1, peer1) = mem::pair("p1", packets);
-    let (cfg, mut one, mut w, published) = worker_and_reference(vec![p0, p1]);
+    let (cfg, mut one, mut w, published, _) = worker_and_reference(vec![p0, p1]);
     let mut arriving: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..packets {
         let (f, port) = frame(&mut r, 24, None);
@@ -533,7 +535,7 @@ fn a_worker_counts_what_it_cannot_send() {
     let mut r = Rng(0x5e9d_0000_7a11_0001);
     let depth = BURST;
     let (p0, peer0) = mem::pair("p0", depth);
-    let (cfg, mut one, mut w, published) = worker_and_reference(vec![p0]);
+    let (cfg, mut one, mut w, published, _) = worker_and_reference(vec![p0]);
     let handle = ConfigHandle::new(cfg.clone());
     let (mut to_port0, mut to_port1) = (Vec::new(), 0u64);
     for _ in 0..80 {
@@ -562,4 +564,50 @@ fn a_worker_counts_what_it_cannot_send() {
     assert_eq!(drops(DropReason::NoRoute), to_port1, "packets for the port the worker lacks");
     assert_eq!(drops(DropReason::TxFull), (to_port0.len() - depth) as u64, "packets the full ring refused");
     assert_eq!(c.rx, one.counters.rx);
+}
+
+/// A worker's outgoing burst for a port holds one receive burst: a poll that first finishes a burst of hand-offs for a
+/// port and then a port's burst for the same one fills it before the first flush. The full burst is sent, and the
+/// packet that found it full joins the next one: every packet leaves, in order, and nothing is counted as refused.
+#[test]
+fn a_full_outgoing_burst_is_sent_before_the_next_packet_joins_it() {
+    use edgelb_dataplane::pipeline::{DropReason, Verdict};
+    let (p0, peer0) = mem::pair("p0", 4 * BURST);
+    let (p1, peer1) = mem::pair("p1", 4 * BURST);
+    let (cfg, mut one, mut w, published, inbox) = worker_and_reference(vec![p0, p1]);
+    // SYNs of new flows from clients (port 0) to the IPv4 NAT service, which leave towards its backends by port 1.
+    let (vip, _, port, mode, _) = SERVICES[0];
+    assert_eq!(mode, Mode::Nat);
+    let syn = |k: usize| {
+        let client = IpAddr::from([198, 18, 0, 10 + (k % 100) as u8]);
+        Craft::new(client, vip.parse().unwrap(), proto::TCP, pk::tcp(40000 + k as u16, port.unwrap(), 0x02, &[]))
+            .build()
+    };
+    let frames: Vec<Vec<u8>> = (0..2 * BURST).map(syn).collect();
+    // The first burst arrives handed off from another worker, the second on port 0.
+    let mut want = Vec::new();
+    for (k, f) in frames.iter().enumerate() {
+        let mut b = MemBuf::from_slice(f);
+        assert_eq!(one.process(&cfg, 0, &mut b, 0), Verdict::Tx(1), "reference, packet {k}");
+        want.push(b.data().to_vec());
+        if k < BURST {
+            assert!(inbox.push((0, MemBuf::from_slice(f))).is_ok(), "inbox full");
+        } else {
+            assert!(peer0.inject_bytes(f), "receive ring full");
+        }
+    }
+    let handle = ConfigHandle::new(cfg);
+    assert_eq!(w.poll(&handle), 2 * BURST, "one poll takes the hand-offs and the port's burst");
+    let mut sent = Vec::new();
+    while let Some(b) = peer1.collect() {
+        sent.push(b.data().to_vec());
+    }
+    assert_eq!(sent.len(), want.len(), "packets sent by port 1");
+    for (k, (a, b)) in sent.iter().zip(&want).enumerate() {
+        assert_eq!(a, b, "packet {k} sent by port 1");
+    }
+    w.publish();
+    let c = published.lock().unwrap().counters.clone();
+    assert_eq!(c.drops[DropReason::TxFull.index()], 0, "nothing refused");
+    assert_eq!(c, one.counters, "counters");
 }
