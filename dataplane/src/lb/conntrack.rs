@@ -373,9 +373,12 @@ fn live(expires: u32, now: u32) -> bool {
     (expires.wrapping_sub(now) as i32) > 0
 }
 
+/// A slot's signature: the hash's low 16 bits (0 marks a free slot). The buckets come from its high bits (`range`),
+/// so the signature must not: from bits 48 to 63, every entry whose first bucket is this one shared it once a table
+/// had 2^16 buckets (half a million flows), and a lookup compared the full keys of about half a bucket.
 #[inline(always)]
 fn sig_of(h: u64) -> u16 {
-    (h >> 48) as u16 | 1
+    h as u16 | 1
 }
 
 /// The first way holding `key` among those whose signature is `sig`.
@@ -1093,6 +1096,23 @@ mod tests {
     /// The slots of a bucket whose state is `SYN`: the tests' evictable entries.
     fn half_open(s: &[u8; WAYS]) -> u32 {
         s.iter().enumerate().fold(0, |m, (w, &x)| m | u32::from(x == SYN) << w)
+    }
+
+    /// Keys that share a first bucket must not share a signature more often than chance (1 in 2^15), in a table of
+    /// any size: a table of 2^17 buckets (about a million flows) has its buckets from the hash's top 17 bits.
+    #[test]
+    fn signatures_do_not_repeat_the_bucket() {
+        let n = 1u64 << 17;
+        let mut same = 0;
+        for i in 0..100_000u64 {
+            let h = crate::lb::hash::fmix64(i);
+            // Another hash in the same first bucket: the same top 17 bits, the rest from another key.
+            let h2 = (h & !((1u64 << 47) - 1)) | (crate::lb::hash::fmix64(i ^ 0xdead_beef) & ((1u64 << 47) - 1));
+            assert_eq!(range(h, n), range(h2, n));
+            same += u32::from(sig_of(h) == sig_of(h2));
+        }
+        // Chance gives about 3 of 100 000.
+        assert!(same < 100, "{same} of 100 000 pairs in one bucket share a signature");
     }
 
     #[test]
