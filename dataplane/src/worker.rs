@@ -769,13 +769,13 @@ impl<P: Port> Worker<P> {
         let mut next = 0;
         self.stage1(cfg, pkts, &mut next, &mut ring, ahead);
         for j in 0..ring.n.min(AHEAD_ENTRIES) {
-            self.pipeline.prefetch_entries(&ring.at(j).1);
+            self.pipeline.prefetch_entries(cfg, &ring.at(j).1);
         }
         let mut k = 0;
         while k < ring.n {
             self.stage1(cfg, pkts, &mut next, &mut ring, k + ahead + 1);
             if k + AHEAD_ENTRIES < ring.n {
-                self.pipeline.prefetch_entries(&ring.at(k + AHEAD_ENTRIES).1);
+                self.pipeline.prefetch_entries(cfg, &ring.at(k + AHEAD_ENTRIES).1);
             }
             let (i, p) = ring.at(k);
             k += 1;

@@ -246,8 +246,28 @@ impl Pipeline {
 
     /// Stage 2 of a fast packet.
     #[inline(always)]
-    pub(super) fn prefetch_fast<K: FastFamily>(&self, f: &Fast<K>) {
-        K::table_ref(&self.ct).prefetch_entries_in(f.hash, f.buckets);
+    pub(super) fn prefetch_fast<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &Fast<K>) {
+        let t = K::table_ref(&self.ct);
+        if !t.prefetch_entries_in(f.hash, f.buckets) && t.beyond_cache() {
+            self.prefetch_new_nat(cfg, f);
+        }
+    }
+
+    /// Stage 2 of a fast packet whose lookup will miss, a new flow: to a NAT service, its reply is linked in the
+    /// reverse index once Maglev has chosen the backend. The same choice made now fetches the index buckets the link
+    /// will write. (Full-NAT's reply key needs the source port the flow is given later; affinity's choice reads a
+    /// table of its own.) Only a hint: a wrong guess costs two lines.
+    #[inline(never)]
+    fn prefetch_new_nat<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &Fast<K>) {
+        let Some(svc) = cfg.services.get(f.svc as usize) else { return };
+        if svc.mode != Mode::Nat || svc.affinity_ms > 0 {
+            return;
+        }
+        let Some(b) = svc.maglev.lookup(f.hash).and_then(|i| svc.maglev_ids.get(i)).and_then(|&id| cfg.backend(id))
+        else {
+            return;
+        };
+        K::table_ref(&self.ct).prefetch_reverse(reverse_key::<K>(cfg, svc, b, &f.key, 0).hash());
     }
 
     /// Stage 3 of a fast packet (`reply` false) or a reply candidate (`reply` true, a constant at each call site):

@@ -300,12 +300,13 @@ impl Pipeline {
         self.admission.refusing() && proto == proto::TCP && tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN
     }
 
-    /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now).
+    /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now); for a
+    /// fast packet whose lookup will miss, what recording it as a new flow will read instead.
     #[inline(always)]
-    pub fn prefetch_entries(&self, parsed: &Parsed) {
+    pub fn prefetch_entries(&self, cfg: &DataplaneConfig, parsed: &Parsed) {
         match &parsed.0 {
-            Stage1::Fast(f) => self.prefetch_fast(f),
-            Stage1::Fast6(f) => self.prefetch_fast(f),
+            Stage1::Fast(f) => self.prefetch_fast(cfg, f),
+            Stage1::Fast6(f) => self.prefetch_fast(cfg, f),
             Stage1::Reply(f) => self.prefetch_reply(f),
             Stage1::Reply6(f) => self.prefetch_reply(f),
             Stage1::Full(Ok(p)) if p.hash != 0 => self.ct.prefetch(p, true),
