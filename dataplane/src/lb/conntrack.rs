@@ -487,8 +487,8 @@ impl<K: FlowKey> FlowTable<K> {
 
     /// Whether the table is too large to stay in a core's cache, so that prefetching what recording a new flow
     /// reads pays for computing it: above 1 MiB of buckets. New flows with that prefetch against without it
-    /// (`edgelb-perf --mode nat --new`, AMD EPYC VM, 1 MiB of level-2 cache): 13 % slower at 10 000 flows (0.36 MiB),
-    /// even at 30 000 (1.1 MiB), 20 % faster at 100 000, 33 % at 1 000 000.
+    /// (`edgelb-perf --mode nat --new`, AMD EPYC VM, 1 MiB of level-2 cache): 16 % slower at 10 000 flows (0.36 MiB),
+    /// even at 30 000 (1.1 MiB), 20 % faster at 100 000, 39 % at 1 000 000.
     #[inline(always)]
     pub fn beyond_cache(&self) -> bool {
         self.nbuckets as usize * (std::mem::size_of::<Meta>() + std::mem::size_of::<Bucket<K::Stored>>()) > 1 << 20
