@@ -441,8 +441,9 @@ fn every_owned_reply_takes_the_fast_path_with_two_workers() {
     }
 }
 
-/// The table sizes of the worker tests below.
-const WORKER_SIZES: TableSizes = TableSizes { flows_v4: 2048, flows_v6: 2048, affinity: 256, fragments: 256 };
+/// The table sizes of the worker tests below: flow tables beyond the cache (`FlowTable::beyond_cache`), so that stage 2
+/// prefetches for new flows too.
+const WORKER_SIZES: TableSizes = TableSizes { flows_v4: 40_000, flows_v6: 40_000, affinity: 256, fragments: 256 };
 
 /// The snapshot of the worker tests, a pipeline on it to compare with, and worker 0 of 1 on `ports` with the stats it
 /// publishes.
