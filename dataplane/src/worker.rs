@@ -618,10 +618,17 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    /// Milliseconds since the worker started (the flow tables' clock).
+    /// Milliseconds since the worker started, or since the instant [`Worker::set_epoch`] gave (0 before it): the flow
+    /// tables' clock.
     #[inline]
     pub fn now_ms(&self) -> u32 {
         self.epoch.elapsed().as_millis() as u32
+    }
+
+    /// Count the flow tables' clock from `epoch` instead of the worker's start. A test sets it ahead of now to hold the
+    /// clock at 0, as the pipeline it compares the worker with is driven.
+    pub fn set_epoch(&mut self, epoch: Instant) {
+        self.epoch = epoch;
     }
 
     fn run(&mut self, cfg: &ConfigHandle, stop: &AtomicBool) {
