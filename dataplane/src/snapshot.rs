@@ -74,6 +74,14 @@ pub struct Service {
     pub backend_ids: Arc<[u32]>,
 }
 
+impl Service {
+    /// The backend Maglev gives flow hash `h` (its id); `None` when the table is empty.
+    #[inline(always)]
+    pub fn maglev_backend(&self, h: u64) -> Option<u32> {
+        self.maglev.lookup(h).and_then(|i| self.maglev_ids.get(i).copied())
+    }
+}
+
 /// Maglev slots that moved for one service in a build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotsMoved {

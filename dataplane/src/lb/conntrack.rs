@@ -602,7 +602,7 @@ impl<K: FlowKey> FlowTable<K> {
         let hits = [crate::mem::eq_mask_u16x8(&m1.sig, sig), crate::mem::eq_mask_u16x8(&m2.sig, sig)];
         if hits[0] | hits[1] == 0 {
             if self.beyond_cache() {
-                self.prefetch_victim(b);
+                self.prefetch_victim(b, [m1, m2]);
             }
             return false;
         }
@@ -618,12 +618,12 @@ impl<K: FlowKey> FlowTable<K> {
         true
     }
 
-    /// A lookup that will miss: where [`FlowTable::insert`] would put a new flow if both buckets are full (the entry
-    /// that expires soonest, protection from eviction aside), so that reading the entry it displaces does not wait
-    /// for memory. A free slot is only written: nothing to fetch.
+    /// A lookup that will miss in buckets `b1`, `b2` (meta lines `ma`, `mb`): where [`FlowTable::insert`] would put
+    /// a new flow if both are full (the entry that expires soonest; insert's protection from eviction and its
+    /// preference for the first expired slot aside), so that reading the entry it displaces does not wait for
+    /// memory. A free slot is only written: nothing to fetch.
     #[inline(never)]
-    fn prefetch_victim(&self, [b1, b2]: [usize; 2]) {
-        let (Some(ma), Some(mb)) = (self.meta.as_slice().get(b1), self.meta.as_slice().get(b2)) else { return };
+    fn prefetch_victim(&self, [b1, b2]: [usize; 2], [ma, mb]: [&Meta; 2]) {
         if crate::mem::eq_mask_u16x8(&ma.sig, 0) | crate::mem::eq_mask_u16x8(&mb.sig, 0) != 0 {
             return;
         }

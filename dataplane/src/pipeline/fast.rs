@@ -263,10 +263,7 @@ impl Pipeline {
         if svc.mode != Mode::Nat || svc.affinity_ms > 0 {
             return;
         }
-        let Some(b) = svc.maglev.lookup(f.hash).and_then(|i| svc.maglev_ids.get(i)).and_then(|&id| cfg.backend(id))
-        else {
-            return;
-        };
+        let Some(b) = svc.maglev_backend(f.hash).and_then(|id| cfg.backend(id)) else { return };
         K::table_ref(&self.ct).prefetch_reverse(reverse_key::<K>(cfg, svc, b, &f.key, 0).hash());
     }
 

@@ -135,7 +135,6 @@ impl Pipeline {
         if let Lookup::Hit(_, x) = table.lookup(&key, h, now) {
             return Some((x.value, x.aux, true));
         }
-        let idx = svc.maglev.lookup(h)?;
-        Some((svc.maglev_ids[idx], 0, false))
+        Some((svc.maglev_backend(h)?, 0, false))
     }
 }

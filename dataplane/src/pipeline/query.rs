@@ -192,8 +192,7 @@ impl Pipeline {
             let k = KeyV6::make(&s, &d, sport, dport, proto);
             (self.ct.v6.peek(&k, now).map(|e| e.value), k.hash())
         };
-        let maglev = |h: u64| svc.maglev.lookup(h).map(|i| svc.maglev_ids[i]);
-        let fresh = maglev(if svc.affinity_ms > 0 { affinity_hash(&s, svc.id) } else { h });
+        let fresh = svc.maglev_backend(if svc.affinity_ms > 0 { affinity_hash(&s, svc.id) } else { h });
         if let Some(b) = tracked {
             return Some(FlowQuery { backend: b, tracked: true, fresh });
         }

@@ -324,14 +324,12 @@ impl Pipeline {
                     return Ok(e.value);
                 }
             }
-            let idx = svc.maglev.lookup(affinity_hash(&p.src, svc.id)).ok_or(DropReason::NoBackend)?;
-            let bid = svc.maglev_ids[idx];
+            let bid = svc.maglev_backend(affinity_hash(&p.src, svc.id)).ok_or(DropReason::NoBackend)?;
             let e = Entry::new(now.wrapping_add(svc.affinity_ms), bid, 0, 1, 0);
             let _ = self.affinity.insert(k, ah, now, e, |_| crate::lb::conntrack::EVERY_SLOT);
             return Ok(bid);
         }
-        let idx = svc.maglev.lookup(h).ok_or(DropReason::NoBackend)?;
-        Ok(svc.maglev_ids[idx])
+        svc.maglev_backend(h).ok_or(DropReason::NoBackend)
     }
 
     /// Rewrite and address a VIP packet toward its backend.
