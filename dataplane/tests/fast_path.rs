@@ -3,13 +3,14 @@
 //! the same counters, table statistics, per-object counters and flow listings throughout. The traffic is built
 //! valid (every mode, both families, TCP flag sequences, replies) and then varied where the fast path decides: TTL,
 //! DF and size against the MTU, padding, VLAN tags, IP options, fragments, header bytes flipped, unknown ports,
-//! backends down, draining, unresolved next hops, expiry, and two workers (hand-offs). The same traffic through a
+//! backends down, draining, unresolved next hops, expiry, a saturated worker's new-flow limit, and two workers
+//! (hand-offs). New flows are recorded on either path. The same traffic through a
 //! worker, in full bursts, must give what one packet at a time gives: the burst's stage-1 records are kept in a small
 //! ring while the packets ahead are parsed and prefetched.
 
 use edgelb_dataplane::model::{BackendState, Mode, Model, Protocol};
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
-use edgelb_dataplane::pipeline::{FlowFilter, FlowInfo, Pipeline, TableSizes};
+use edgelb_dataplane::pipeline::{Counters, DropReason, FlowFilter, FlowInfo, Pipeline, TableSizes};
 use edgelb_dataplane::port::{mem, BURST};
 use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle, DataplaneConfig};
 use edgelb_dataplane::wire::ParseError;
@@ -168,10 +169,26 @@ fn frame(r: &mut Rng, clients: u64, family: Option<bool>) -> (Vec<u8>, u16) {
 }
 
 fn run(seed: u64, worker: u16, nworkers: u16, packets: usize, family: Option<bool>) -> u64 {
+    run_counted(seed, worker, nworkers, packets, family, 0).0
+}
+
+/// [`run`] with a new-flow limit of `limit` a second (0: none) on both pipelines, and every poll full, so that both
+/// are saturated from the fifth packet on and admit or refuse new flows from the same tokens. Returns what took the
+/// fast path and the fast pipeline's counters.
+fn run_counted(
+    seed: u64,
+    worker: u16,
+    nworkers: u16,
+    packets: usize,
+    family: Option<bool>,
+    limit: u32,
+) -> (u64, Counters) {
     let mut r = Rng(seed);
     let mut builder = ConfigBuilder::new();
     let mut cfg: Arc<DataplaneConfig> = builder.build(&model_for(0)).unwrap().0;
     let (mut fast, mut general) = pipelines(worker, nworkers, &cfg);
+    fast.set_new_flow_limit(limit);
+    general.set_new_flow_limit(limit);
     let mut now = 1u32;
     for step in 0..packets {
         if step % 2000 == 1999 {
@@ -192,6 +209,10 @@ fn run(seed: u64, worker: u16, nworkers: u16, packets: usize, family: Option<boo
             fast.housekeeping(64, now);
             general.housekeeping(64, now);
         }
+        if limit > 0 {
+            fast.observe_poll(1, true, now);
+            general.observe_poll(1, true, now);
+        }
         let (f, port) = frame(&mut r, 24, family);
         let (mut a, mut b) = (MemBuf::from_slice(&f), MemBuf::from_slice(&f));
         let va = fast.process(&cfg, port, &mut a, now);
@@ -205,7 +226,7 @@ fn run(seed: u64, worker: u16, nworkers: u16, packets: usize, family: Option<boo
     }
     same_state(&fast, &general, now, packets);
     assert_eq!(general.counters.fast_path, 0, "the general pipeline never takes the fast path");
-    fast.counters.fast_path
+    (fast.counters.fast_path, fast.counters.clone())
 }
 
 #[test]
@@ -222,6 +243,21 @@ fn fast_path_matches_the_general_path_with_two_workers() {
     for worker in 0..2 {
         let took = run(0x0123_4567_89ab_cdef ^ u64::from(worker), worker, 2, 12_000, None);
         assert!(took > 400, "worker {worker}: only {took} packets took the fast path");
+    }
+}
+
+/// A saturated worker with a new-flow limit admits and refuses the same new flows on either path (the fast path asks
+/// the limit once, when nothing else can send the packet to the general path).
+#[test]
+fn fast_path_matches_the_general_path_under_a_new_flow_limit() {
+    let n = 12_000;
+    for (seed, limit) in [(0x11f1_a7ed, 20), (0x22f2_b8ee, 50)] {
+        let (took, c) = run_counted(seed, 0, 1, n, None, limit);
+        assert!(took > n as u64 / 10, "limit {limit}: only {took} of {n} packets took the fast path");
+        // Both outcomes happen, or the comparison proves nothing about the limit.
+        let refused = c.dropped(DropReason::Overload);
+        assert!(refused > 100 && c.new_flows > 20, "limit {limit}: {refused} refused, {} admitted", c.new_flows);
+        eprintln!("limit {limit}: {refused} new flows refused, {} admitted, {took} fast", c.new_flows);
     }
 }
 
@@ -264,7 +300,7 @@ fn every_established_packet_takes_the_fast_path() {
             let mut b = MemBuf::from_slice(&f);
             p.process(&cfg, 0, &mut b, now)
         };
-        // Opened: a SYN, then the client's ACK.
+        // Opened: a SYN (a new flow, recorded on the fast path too), then the client's ACK.
         for i in 0..flows {
             for flags in [0x02, 0x10] {
                 let v = send(&mut fast, i, flags, 1);
@@ -273,6 +309,8 @@ fn every_established_packet_takes_the_fast_path() {
         }
         let tracked = if vip.is_ipv4() { fast.table_stats().0 } else { fast.table_stats().1 };
         assert_eq!(tracked.occupied, u64::from(flows), "{vip}: every flow tracked");
+        assert_eq!(fast.counters.new_flows, u64::from(flows), "{vip}: new flows");
+        assert_eq!(fast.counters.fast_path, 2 * u64::from(flows), "{vip} {mode:?}: opening packets on the fast path");
         let before = fast.counters.fast_path;
         for i in 0..flows {
             let v = send(&mut fast, i, 0x18, 2);

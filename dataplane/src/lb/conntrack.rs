@@ -350,6 +350,17 @@ pub enum Lookup<K> {
     Miss(Option<Entry<K>>),
 }
 
+/// Result of [`FlowTable::probe_in`].
+#[derive(Debug, Clone, Copy)]
+pub enum Probe<K> {
+    /// A live entry (a copy) and its slot.
+    Live(u32, Entry<K>),
+    /// The key's entry has expired (or the buckets given are not the table's): [`FlowTable::lookup`] decides.
+    Expired,
+    /// No entry for the key: a lookup would miss and reclaim nothing.
+    Absent,
+}
+
 /// A fixed-capacity flow table.
 pub struct FlowTable<K: FlowKey> {
     meta: HugeArray<Meta>,
@@ -759,19 +770,42 @@ impl<K: FlowKey> FlowTable<K> {
 
     /// [`FlowTable::find_live`] in the buckets [`FlowTable::buckets_of`] gave for `h`.
     #[inline(always)]
-    pub fn find_live_in(&self, key: &K, h: u64, [b1, b2]: [usize; 2], now: u32) -> Option<(u32, Entry<K>)> {
-        let key = &self.stored(key)?;
+    pub fn find_live_in(&self, key: &K, h: u64, b: [usize; 2], now: u32) -> Option<(u32, Entry<K>)> {
+        match self.probe_in(key, h, b, now) {
+            Probe::Live(slot, e) => Some((slot, e)),
+            Probe::Expired | Probe::Absent => None,
+        }
+    }
+
+    /// What [`FlowTable::lookup`] would find for `key` in the buckets [`FlowTable::buckets_of`] gave for `h`, read
+    /// only: nothing reclaimed, nothing counted. [`Probe::Absent`] is the miss that reclaims nothing, after which
+    /// [`FlowTable::count_miss`] and [`FlowTable::insert`] do what `lookup` and `insert` would.
+    #[inline(always)]
+    pub fn probe_in(&self, key: &K, h: u64, [b1, b2]: [usize; 2], now: u32) -> Probe<K> {
+        // A key that cannot be stored (its shared address has no number) is in no slot.
+        let Some(key) = &self.stored(key) else { return Probe::Absent };
         let sig = sig_of(h);
         for bi in [b1, b2] {
-            let (Some(m), Some(b)) = (self.meta.as_slice().get(bi), self.buckets.as_slice().get(bi)) else { break };
+            let (Some(m), Some(b)) = (self.meta.as_slice().get(bi), self.buckets.as_slice().get(bi)) else {
+                return Probe::Expired;
+            };
             if let Some(w) = first_match(&m.sig, &b.slots, sig, key) {
-                return live(m.expires[w], now).then(|| ((bi * WAYS + w) as u32, self.entry_at(bi, w)));
+                if live(m.expires[w], now) {
+                    return Probe::Live((bi * WAYS + w) as u32, self.entry_at(bi, w));
+                }
+                return Probe::Expired;
             }
             if b2 == b1 {
                 break;
             }
         }
-        None
+        Probe::Absent
+    }
+
+    /// Count a miss found by [`FlowTable::probe_in`] ([`Probe::Absent`]) and acted on.
+    #[inline(always)]
+    pub fn count_miss(&mut self) {
+        self.stats.misses += 1;
     }
 
     /// Count a hit found by [`FlowTable::find_live`] and used.

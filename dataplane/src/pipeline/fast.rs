@@ -8,7 +8,9 @@
 //! options, not a fragment, its header checksum good, or IPv6 with TCP or UDP right after the fixed header; TTL or
 //! hop limit above 1; TCP or UDP with a sound header; to a service with its own port in NAT or DSR-L2 mode, owned by
 //! this worker. What finishes fast besides: a live tracked entry that [`keeps`] the packet, a backend whose next hop
-//! is resolved, and a packet that fits that hop's MTU.
+//! is resolved, and a packet that fits that hop's MTU. A packet whose key is in no slot opens a new flow there too
+//! ([`Pipeline::finish_new`]: no source affinity, not draining, no TCP reset); an expired entry, a backend gone and
+//! a SYN on a closing flow are the general path's.
 //!
 //! Replies take a fast path of their own: a packet that qualifies as above but goes to no VIP address at all, owned
 //! by this worker, is a reply candidate ([`Pipeline::reply_key`]); its 5-tuple's reverse-index bucket is prefetched in
@@ -297,7 +299,9 @@ impl Pipeline {
         f: &Fast<K>,
     ) -> Option<Verdict> {
         let svc = cfg.services.get(f.svc as usize)?;
-        let (slot, e) = K::table_ref(&self.ct).find_live_in(&f.key, f.hash, f.buckets, now)?;
+        let Some((slot, e)) = K::table_ref(&self.ct).find_live_in(&f.key, f.hash, f.buckets, now) else {
+            return self.finish_new(cfg, svc, pkt, now, f);
+        };
         let (next, b) = keeps(cfg, svc, &e, f.key.proto() == proto::TCP, f.tcp_flags)?;
         let nh = b.next_hop?;
         let end = usize::from(f.end);
@@ -326,6 +330,66 @@ impl Pipeline {
             self.counters.not_owner += 1;
         }
         self.count_forwarded(e.value, svc.id, bytes);
+        Some(Verdict::Tx(nh.port))
+    }
+
+    /// Record and forward the first packet of a new flow of a fast packet (its key in no slot), as the general path
+    /// would: a NAT or DSR-L2 service without source affinity, not draining, the packet no TCP reset, Maglev's backend
+    /// resolved and the packet within its next hop's MTU. Otherwise change nothing and return `None`. The new-flow
+    /// limit is asked last, once nothing else can send the packet to the general path, so a token is spent once.
+    #[inline(never)]
+    fn finish_new<K: FastFamily, B: PacketBuf>(
+        &mut self,
+        cfg: &DataplaneConfig,
+        svc: &Service,
+        pkt: &mut B,
+        now: u32,
+        f: &Fast<K>,
+    ) -> Option<Verdict> {
+        if !matches!(K::table_ref(&self.ct).probe_in(&f.key, f.hash, f.buckets, now), Probe::Absent) {
+            return None;
+        }
+        let proto = f.key.proto();
+        let tcp = proto == proto::TCP;
+        if svc.affinity_ms > 0 || cfg.draining || (tcp && f.tcp_flags & tcpf::RST != 0) {
+            return None;
+        }
+        let b = cfg.backend(svc.maglev_backend(f.hash)?)?;
+        let nh = b.next_hop?;
+        let end = usize::from(f.end);
+        if end - L3 > usize::from(nh.mtu) {
+            return None;
+        }
+        // Committed: from here the packet is the general path's new flow, counted as it counts one.
+        let bytes = pkt.data().len() as u64;
+        if end < pkt.data().len() {
+            pkt.set_len(end);
+        }
+        K::table(&mut self.ct).count_miss();
+        if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&f.key.dst16()) {
+            self.counters.not_owner += 1;
+        }
+        if !self.admission.admit() {
+            return Some(Verdict::Drop(DropReason::Overload));
+        }
+        self.count_new_flow(b.id, svc.id);
+        if tcp && f.tcp_flags & (tcpf::SYN | tcpf::ACK) != tcpf::SYN {
+            self.counters.midflow_pickups += 1;
+        }
+        // NAT and DSR-L2 flows are forwarded even when the table cannot hold them (counted as untracked).
+        let _ = self.record::<K>(cfg, svc, b, f.key, f.hash, proto, f.tcp_flags, now);
+        self.count_forwarded(b.id, svc.id, bytes);
+        let d = pkt.data_mut();
+        let done = match svc.mode {
+            Mode::Nat => nat::dnat(d, L3, K::V4, proto, &b.addr, (b.port != 0).then_some(b.port)),
+            _ => nat::decrement_ttl(d, L3, K::V4),
+        };
+        if !done {
+            // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.
+            return Some(Verdict::Drop(ParseError::Truncated.into()));
+        }
+        set_macs(d, nh.mac, nh.src_mac);
+        self.counters.fast_path += 1;
         Some(Verdict::Tx(nh.port))
     }
 

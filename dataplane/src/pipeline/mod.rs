@@ -12,9 +12,9 @@
 //! own address, NDP or VRRP -> SlowPath;   anything else -> Drop(NotForUs)
 //! ```
 //!
-//! **Fast path** (`fast.rs`): a client packet (IPv4 or IPv6) of a tracked NAT or DSR-L2 flow is recognised from its
-//! bytes in stage 1 and finished in stage 3 without the general machinery; anything it cannot finish goes down the general
-//! path unchanged. Same bytes, verdicts and counters either way (tested packet by packet).
+//! **Fast path** (`fast.rs`): a client packet (IPv4 or IPv6) of a tracked NAT or DSR-L2 flow, or the first packet of
+//! a new one, is recognised from its bytes in stage 1 and finished in stage 3 without the general machinery; anything
+//! it cannot finish goes down the general path unchanged. Same bytes, verdicts and counters either way (tested packet by packet).
 //!
 //! **New-flow limit** (`admission.rs`, off unless set): while the worker's polls come back full, new flows beyond a
 //! rate are dropped as [`DropReason::Overload`], SYNs in stage 1 before their lookup, so a flood of new flows cannot
@@ -64,7 +64,7 @@ use crate::forward::l2::set_macs;
 use crate::forward::nat::{self, Rewrite};
 use crate::forward::tunnel::{self, Encap};
 use crate::forward::L4Header;
-use crate::lb::conntrack::{Entry, FlowKey, FlowTable, InsertError, Lookup, TableStats};
+use crate::lb::conntrack::{Entry, FlowKey, FlowTable, InsertError, Lookup, Probe, TableStats};
 use crate::lb::flow::{mapped, AffinityKey, FragKey, KeyV4, KeyV6};
 use crate::lb::hash::fmix64;
 use crate::model::{BackendState, Mode, PortId};

@@ -210,13 +210,7 @@ impl Pipeline {
         }
         let bid = self.pick(cfg, svc, p, h, now)?;
         let b = cfg.backend(bid).ok_or(DropReason::NoBackend)?;
-        self.counters.new_flows += 1;
-        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
-            c.new_flows += 1;
-        }
-        if let Some(c) = self.service_stats.get_mut(svc.id as usize) {
-            c.new_flows += 1;
-        }
+        self.count_new_flow(bid, svc.id);
         if tcp && p.tcp_flags & tcpf::RST != 0 {
             self.counters.untracked += 1;
             return if svc.mode == Mode::FullNat { Err(DropReason::FullNatNoState) } else { Ok((bid, 0)) };
@@ -224,8 +218,20 @@ impl Pipeline {
         if tcp && p.tcp_flags & (tcpf::SYN | tcpf::ACK) != tcpf::SYN {
             self.counters.midflow_pickups += 1;
         }
-        let snat_port = self.record::<K>(cfg, svc, b, key, h, p, now)?;
+        let snat_port = self.record::<K>(cfg, svc, b, key, h, p.proto, p.tcp_flags, now)?;
         Ok((bid, snat_port))
+    }
+
+    /// A new flow of service `svc_id` scheduled to backend `bid`: the new-flow counters.
+    #[inline(always)]
+    pub(super) fn count_new_flow(&mut self, bid: u32, svc_id: u32) {
+        self.counters.new_flows += 1;
+        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+            c.new_flows += 1;
+        }
+        if let Some(c) = self.service_stats.get_mut(svc_id as usize) {
+            c.new_flows += 1;
+        }
     }
 
     /// A client packet on a tracked entry that [`keeps`] it: the entry takes the next state and its timeout, and a
@@ -252,18 +258,19 @@ impl Pipeline {
     /// A flow the table cannot hold is forwarded untracked, except in full-NAT, which needs its state.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn record<K: FamilyKey>(
+    pub(super) fn record<K: FamilyKey>(
         &mut self,
         cfg: &DataplaneConfig,
         svc: &Service,
         b: &Backend,
         key: K,
         h: u64,
-        p: &Pkt,
+        proto: u8,
+        tcp_flags: u8,
         now: u32,
     ) -> PResult<u16> {
         let bid = b.id;
-        let state = FlowState::first(p.proto, p.tcp_flags);
+        let state = FlowState::first(proto, tcp_flags);
         let expires = now.wrapping_add(state.timeout_ms(cfg));
         let fullnat = svc.mode == Mode::FullNat;
         let table = K::table(&mut self.ct);
