@@ -93,11 +93,12 @@ fn flood(vip: &str, fast_path: bool, limit: u32) -> (usize, usize, u64, u64) {
     let c = &lab.worker.pipeline.counters;
     assert_eq!((c.new_flows, c.dropped(DropReason::Overload), c.saturated_polls), (u64::from(FLOWS), 0, 0));
     // The flood: every burst half ACKs of the tracked flows, half SYNs of new ones, interleaved.
+    let half = BURST as u16 / 2;
     let mut frames = Vec::new();
     for r in 0..ROUNDS {
-        for j in 0..(BURST as u16 / 2) {
-            frames.push(lab.frame(10_000 + (r * 16 + j) % FLOWS, ACK));
-            frames.push(lab.frame(30_000 + r * 16 + j, SYN));
+        for j in 0..half {
+            frames.push(lab.frame(10_000 + (r * half + j) % FLOWS, ACK));
+            frames.push(lab.frame(30_000 + r * half + j, SYN));
         }
     }
     lab.inject(&frames);
@@ -111,14 +112,14 @@ fn flood(vip: &str, fast_path: bool, limit: u32) -> (usize, usize, u64, u64) {
     assert_eq!(c.new_flows, u64::from(FLOWS) + syns as u64, "{vip}: no established packet became a new flow");
     assert_eq!((c.rescheduled, c.midflow_pickups), (0, 0), "{vip}");
     let refused = c.dropped(DropReason::Overload);
-    assert_eq!(syns as u64 + refused, u64::from(ROUNDS) * 16, "{vip}: every SYN forwarded or counted");
+    assert_eq!(syns as u64 + refused, u64::from(ROUNDS * half), "{vip}: every SYN forwarded or counted");
     assert_eq!(c.dropped_total(), refused, "{vip}: no other drop");
     if limit > 0 {
         assert!(c.saturated_polls > 0, "{vip}: the flood saturated the worker");
     }
-    // Before the worker counts as saturated (4 full polls, judged after each) its SYNs pass: 4 × 16; then the bucket
-    // (10 ms of the limit) and a token a millisecond, the clock read before and after.
-    let bound = 4 * 16 + u64::from(limit) / 100 + (ms + 1) * u64::from(limit) / 1000;
+    // Before the worker counts as saturated (4 full polls, judged after each) its SYNs pass: 4 × half a burst; then
+    // the bucket (10 ms of the limit) and a token a millisecond, the clock read before and after.
+    let bound = 4 * u64::from(half) + u64::from(limit) / 100 + (ms + 1) * u64::from(limit) / 1000;
     // Once the worker keeps up again, new flows pass without limit.
     let after: Vec<_> = (0..8).map(|i| lab.frame(50_000 + i, SYN)).collect();
     lab.inject(&after);
@@ -133,7 +134,7 @@ fn a_flood_of_new_flows_is_limited_and_established_flows_keep_going() {
         for fast_path in [true, false] {
             let (acks, syns, refused, bound) = flood(vip, fast_path, LIMIT);
             let what = format!("{vip}, fast path {fast_path}");
-            assert_eq!(acks, usize::from(ROUNDS) * 16, "{what}: every established packet forwarded");
+            assert_eq!(acks, usize::from(ROUNDS) * BURST / 2, "{what}: every established packet forwarded");
             assert!(refused > 0, "{what}: the limit refused new flows");
             assert!(syns as u64 <= bound, "{what}: {syns} SYNs admitted, at most {bound} allowed");
         }
@@ -144,6 +145,10 @@ fn a_flood_of_new_flows_is_limited_and_established_flows_keep_going() {
 fn without_a_limit_every_new_flow_is_recorded() {
     for vip in ["198.19.0.1", "2001:db8:100::1"] {
         let (acks, syns, refused, _) = flood(vip, true, 0);
-        assert_eq!((acks, syns, refused), (usize::from(ROUNDS) * 16, usize::from(ROUNDS) * 16, 0), "{vip}");
+        assert_eq!(
+            (acks, syns, refused),
+            (usize::from(ROUNDS) * BURST / 2, usize::from(ROUNDS) * BURST / 2, 0),
+            "{vip}"
+        );
     }
 }

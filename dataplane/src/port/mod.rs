@@ -16,8 +16,12 @@ pub mod pcap;
 use crate::packet::PacketBuf;
 use arrayvec::ArrayVec;
 
-/// Packets per burst.
-pub const BURST: usize = 32;
+/// Packets per burst: what one receive call takes at most, and what the worker runs through its pipeline at once.
+/// A poll's own costs (the clock, the publish check, housekeeping, the transmit call) are shared by a burst's
+/// packets: at 64 rather than 32, established NAT ran 12 % faster with 1 M flows and 4 % with 10 000
+/// (`edgelb-perf --mode nat`, interleaved runs on the AMD EPYC VM), at the cost of twice the time a full burst
+/// waits for its last packet (about 5 µs there).
+pub const BURST: usize = 64;
 
 /// A burst of packets: fixed capacity, never allocates.
 pub type Burst<B> = ArrayVec<B, BURST>;
