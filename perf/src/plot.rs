@@ -257,7 +257,7 @@ pub(crate) fn run(dir: &str, base: &[String], flows: &[usize], kernel_json: Opti
     );
     std::fs::write(format!("{dir}/mpps-by-cores.svg"), svg).map_err(|e| e.to_string())?;
     let svg = lines(
-        "Per-burst latency (64 packets), NAT, 1 M flows",
+        &format!("Per-burst latency ({} packets), NAT, 1 M flows", edgelb_dataplane::port::BURST),
         "ns per burst (log scale)",
         "% of bursts at or below",
         &note("edgelb-perf --mode nat --flows 1000000"),

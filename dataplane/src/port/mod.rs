@@ -20,7 +20,7 @@ use arrayvec::ArrayVec;
 /// A poll's own costs (the clock, the publish check, housekeeping, the transmit call) are shared by a burst's
 /// packets: at 64 rather than 32, established NAT ran 12 % faster with 1 M flows and 4 % with 10 000
 /// (`edgelb-perf --mode nat`, interleaved runs on the AMD EPYC VM), at the cost of twice the time a full burst
-/// waits for its last packet (about 5 µs there).
+/// waits for its last packet (a burst's median 5.5 µs against 2.4 µs there, 1 M flows).
 pub const BURST: usize = 64;
 
 /// A burst of packets: fixed capacity, never allocates.
