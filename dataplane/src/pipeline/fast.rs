@@ -132,6 +132,31 @@ fn transport(d: &[u8], l4: usize, seg: usize, proto: u8) -> Option<u8> {
     }
 }
 
+/// Trim a committed fast packet's buffer to the end of its IP packet (Ethernet padding must not travel into a longer
+/// rewrite); the buffer's length before, for the byte counters.
+#[inline(always)]
+fn trim_to<B: PacketBuf>(pkt: &mut B, end: usize) -> u64 {
+    let bytes = pkt.data().len();
+    if end < bytes {
+        pkt.set_len(end);
+    }
+    bytes as u64
+}
+
+/// The rewrite of a committed fast packet of a NAT or DSR-L2 service toward backend `b` by next hop `nh`: address,
+/// port, checksums and TTL (NAT) or TTL alone (DSR-L2), then the MACs. False for a buffer too short for it.
+#[inline(always)]
+fn rewrite_to<K: FastFamily>(d: &mut [u8], mode: Mode, proto: u8, b: &Backend, nh: &NextHop) -> bool {
+    let done = match mode {
+        Mode::Nat => nat::dnat(d, L3, K::V4, proto, &b.addr, (b.port != 0).then_some(b.port)),
+        _ => nat::decrement_ttl(d, L3, K::V4),
+    };
+    if done {
+        set_macs(d, nh.mac, nh.src_mac);
+    }
+    done
+}
+
 impl Pipeline {
     /// Stage 1 for a packet the fast path may finish (see the module documentation): its key, hashed, the meta lines
     /// it will read prefetched, its record written to `out`. `None`: `out` untouched, parse it in full.
@@ -309,28 +334,25 @@ impl Pipeline {
             return None;
         }
         // Committed: from here the packet is forwarded, as the general path would.
-        let bytes = pkt.data().len() as u64;
-        if end < pkt.data().len() {
-            pkt.set_len(end);
-        }
-        let d = pkt.data_mut();
-        let done = match svc.mode {
-            Mode::Nat => nat::dnat(d, L3, K::V4, f.key.proto(), &b.addr, (b.port != 0).then_some(b.port)),
-            _ => nat::decrement_ttl(d, L3, K::V4),
-        };
-        if !done {
+        let bytes = trim_to(pkt, end);
+        if !rewrite_to::<K>(pkt.data_mut(), svc.mode, f.key.proto(), b, &nh) {
             // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.
             return Some(Verdict::Drop(ParseError::Truncated.into()));
         }
-        set_macs(d, nh.mac, nh.src_mac);
         K::table(&mut self.ct).count_hit();
         self.counters.fast_path += 1;
         self.refresh_tracked(cfg, &f.key, slot, &e, next, now);
-        if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&f.key.dst16()) {
-            self.counters.not_owner += 1;
-        }
+        self.count_unowned(cfg, &f.key);
         self.count_forwarded(e.value, svc.id, bytes);
         Some(Verdict::Tx(nh.port))
+    }
+
+    /// A packet to a VIP that another appliance owns (VRRP backup) is forwarded all the same, and counted.
+    #[inline(always)]
+    fn count_unowned<K: FastFamily>(&mut self, cfg: &DataplaneConfig, key: &K) {
+        if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&key.dst16()) {
+            self.counters.not_owner += 1;
+        }
     }
 
     /// Record and forward the first packet of a new flow of a fast packet (its key in no slot), as the general path
@@ -361,14 +383,9 @@ impl Pipeline {
             return None;
         }
         // Committed: from here the packet is the general path's new flow, counted as it counts one.
-        let bytes = pkt.data().len() as u64;
-        if end < pkt.data().len() {
-            pkt.set_len(end);
-        }
+        let bytes = trim_to(pkt, end);
         K::table(&mut self.ct).count_miss();
-        if !cfg.unowned_vips.is_empty() && cfg.unowned_vips.contains(&f.key.dst16()) {
-            self.counters.not_owner += 1;
-        }
+        self.count_unowned(cfg, &f.key);
         if !self.admission.admit() {
             return Some(Verdict::Drop(DropReason::Overload));
         }
@@ -379,16 +396,10 @@ impl Pipeline {
         // NAT and DSR-L2 flows are forwarded even when the table cannot hold them (counted as untracked).
         let _ = self.record::<K>(cfg, svc, b, f.key, f.hash, proto, f.tcp_flags, now);
         self.count_forwarded(b.id, svc.id, bytes);
-        let d = pkt.data_mut();
-        let done = match svc.mode {
-            Mode::Nat => nat::dnat(d, L3, K::V4, proto, &b.addr, (b.port != 0).then_some(b.port)),
-            _ => nat::decrement_ttl(d, L3, K::V4),
-        };
-        if !done {
+        if !rewrite_to::<K>(pkt.data_mut(), svc.mode, proto, b, &nh) {
             // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.
             return Some(Verdict::Drop(ParseError::Truncated.into()));
         }
-        set_macs(d, nh.mac, nh.src_mac);
         self.counters.fast_path += 1;
         Some(Verdict::Tx(nh.port))
     }
