@@ -805,6 +805,19 @@ impl<K: FlowKey> FlowTable<K> {
         Probe::Absent
     }
 
+    /// Whether [`FlowTable::probe_in`] would answer [`Probe::Absent`]: when neither bucket holds the key's signature,
+    /// the common case of a new flow, the meta lines alone answer.
+    #[inline(always)]
+    pub fn absent_in(&self, key: &K, h: u64, b: [usize; 2], now: u32) -> bool {
+        let sig = sig_of(h);
+        let meta = self.meta.as_slice();
+        let (Some(m1), Some(m2)) = (meta.get(b[0]), meta.get(b[1])) else { return false };
+        if crate::mem::eq_mask_u16x8(&m1.sig, sig) | crate::mem::eq_mask_u16x8(&m2.sig, sig) == 0 {
+            return true;
+        }
+        matches!(self.probe_in(key, h, b, now), Probe::Absent)
+    }
+
     /// Count a miss found by [`FlowTable::probe_in`] ([`Probe::Absent`]) and acted on.
     #[inline(always)]
     pub fn count_miss(&mut self) {
@@ -862,7 +875,29 @@ impl<K: FlowKey> FlowTable<K> {
         e: Entry<K>,
         evictable: impl Fn(&[u8; WAYS]) -> u32,
     ) -> Result<(u32, Option<Entry<K>>), InsertError> {
+        self.insert_in(key, h, self.buckets_of(h), now, e, evictable)
+    }
+
+    /// [`FlowTable::insert`] in the buckets [`FlowTable::buckets_of`] gave for `h`.
+    ///
+    /// # Errors
+    /// As [`FlowTable::insert`].
+    #[inline]
+    pub fn insert_in(
+        &mut self,
+        key: K,
+        h: u64,
+        [b1, b2]: [usize; 2],
+        now: u32,
+        e: Entry<K>,
+        evictable: impl Fn(&[u8; WAYS]) -> u32,
+    ) -> Result<(u32, Option<Entry<K>>), InsertError> {
         debug_assert!(e.state != 0);
+        if b1.max(b2) >= self.nbuckets as usize {
+            // Not buckets of this table (a caller's bug): refused, as a table with no room refuses.
+            self.stats.insert_failed += 1;
+            return Err(InsertError::BucketFull);
+        }
         // The destination's number, taken before the slot is chosen (and given back if none is).
         let held = match key.shared() {
             None => None,
@@ -875,8 +910,6 @@ impl<K: FlowKey> FlowTable<K> {
                 }
             },
         };
-        let b1 = self.bucket_of(h);
-        let b2 = self.alt_bucket_of(h);
         // Free slots as masks: the emptier bucket takes the entry, in its first free slot.
         let free = |t: &Self, bi: usize| crate::mem::eq_mask_u16x8(&t.meta.as_slice()[bi].sig, 0);
         let (m1, m2) = (free(self, b1), if b2 == b1 { 0 } else { free(self, b2) });
@@ -1434,6 +1467,23 @@ mod fill {
             let (fwd, rev) = (t.meta.bytes() + t.buckets.bytes(), t.rev.as_ref().map_or(0, |r| r.bytes()));
             println!("{n} flows: {:.1} + {:.1} bytes per flow", fwd as f64 / n as f64, rev as f64 / n as f64);
         }
+    }
+
+    /// Buckets that are not the table's (a caller's bug) refuse the insert and count it, never index out of range;
+    /// the table's own buckets take it.
+    #[test]
+    fn insert_in_foreign_buckets_is_refused() {
+        let mut t = FlowTable::<K>::with_reverse(1000);
+        let n = t.nbuckets as usize;
+        let k = K(7);
+        let e = Entry::new(1000, 1, 0, 1, 0);
+        for b in [[n, 0], [0, n], [usize::MAX, usize::MAX]] {
+            assert_eq!(t.insert_in(k, k.hash(), b, 0, e, |_| EVERY_SLOT).unwrap_err(), InsertError::BucketFull);
+        }
+        assert_eq!(t.stats().insert_failed, 3);
+        assert_eq!(t.stats().occupied, 0);
+        let (slot, _) = t.insert_in(k, k.hash(), t.buckets_of(k.hash()), 0, e, |_| EVERY_SLOT).unwrap();
+        assert_eq!(t.find_live(&k, k.hash(), 0).map(|(s, _)| s), Some(slot));
     }
 
     /// A table made for N flows takes N protected (never evictable) entries without a failure, thanks to two

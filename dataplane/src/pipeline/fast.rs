@@ -368,7 +368,7 @@ impl Pipeline {
         now: u32,
         f: &Fast<K>,
     ) -> Option<Verdict> {
-        if !matches!(K::table_ref(&self.ct).probe_in(&f.key, f.hash, f.buckets, now), Probe::Absent) {
+        if !K::table_ref(&self.ct).absent_in(&f.key, f.hash, f.buckets, now) {
             return None;
         }
         let proto = f.key.proto();
@@ -394,7 +394,7 @@ impl Pipeline {
             self.counters.midflow_pickups += 1;
         }
         // NAT and DSR-L2 flows are forwarded even when the table cannot hold them (counted as untracked).
-        let _ = self.record::<K>(cfg, svc, b, f.key, f.hash, proto, f.tcp_flags, now);
+        let _ = self.record::<K>(cfg, svc, b, f.key, f.hash, f.buckets, proto, f.tcp_flags, now);
         self.count_forwarded(b.id, svc.id, bytes);
         if !rewrite_to::<K>(pkt.data_mut(), svc.mode, proto, b, &nh) {
             // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.

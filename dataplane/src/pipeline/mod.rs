@@ -64,7 +64,7 @@ use crate::forward::l2::set_macs;
 use crate::forward::nat::{self, Rewrite};
 use crate::forward::tunnel::{self, Encap};
 use crate::forward::L4Header;
-use crate::lb::conntrack::{Entry, FlowKey, FlowTable, InsertError, Lookup, Probe, TableStats};
+use crate::lb::conntrack::{Entry, FlowKey, FlowTable, InsertError, Lookup, TableStats};
 use crate::lb::flow::{mapped, AffinityKey, FragKey, KeyV4, KeyV6};
 use crate::lb::hash::fmix64;
 use crate::model::{BackendState, Mode, PortId};

@@ -218,7 +218,8 @@ impl Pipeline {
         if tcp && p.tcp_flags & (tcpf::SYN | tcpf::ACK) != tcpf::SYN {
             self.counters.midflow_pickups += 1;
         }
-        let snat_port = self.record::<K>(cfg, svc, b, key, h, p.proto, p.tcp_flags, now)?;
+        let buckets = K::table_ref(&self.ct).buckets_of(h);
+        let snat_port = self.record::<K>(cfg, svc, b, key, h, buckets, p.proto, p.tcp_flags, now)?;
         Ok((bid, snat_port))
     }
 
@@ -265,6 +266,7 @@ impl Pipeline {
         b: &Backend,
         key: K,
         h: u64,
+        buckets: [usize; 2],
         proto: u8,
         tcp_flags: u8,
         now: u32,
@@ -285,7 +287,7 @@ impl Pipeline {
             self.replicate(&key, b, state);
         }
         let table = K::table(&mut self.ct);
-        match table.insert(key, h, now, fwd, evictable) {
+        match table.insert_in(key, h, buckets, now, fwd, evictable) {
             Ok((slot, displaced)) => {
                 if let Some(d) = displaced {
                     forget(&mut self.backend_stats, d.value);
