@@ -622,7 +622,13 @@ impl<P: Port> Worker<P> {
     /// tables' clock.
     #[inline]
     pub fn now_ms(&self) -> u32 {
-        self.epoch.elapsed().as_millis() as u32
+        self.ms_at(Instant::now())
+    }
+
+    /// The flow tables' clock at instant `t` (0 for any instant before the epoch).
+    #[inline(always)]
+    fn ms_at(&self, t: Instant) -> u32 {
+        t.saturating_duration_since(self.epoch).as_millis() as u32
     }
 
     /// Count the flow tables' clock from `epoch` instead of the worker's start. A test sets it ahead of now to hold the
@@ -665,7 +671,7 @@ impl<P: Port> Worker<P> {
         // One reading of the clock (about 24 ns on the AMD EPYC VM) serves the flow tables' clock, the publish check
         // and, when nothing came before the ports, the first burst's start; each burst's end is the next one's start.
         let start = Instant::now();
-        let now = start.saturating_duration_since(self.epoch).as_millis() as u32;
+        let now = self.ms_at(start);
         let mut quiet = true;
         if self.generation != cfg.generation {
             self.generation = cfg.generation;
