@@ -677,3 +677,33 @@ fn a_full_outgoing_burst_is_sent_before_the_next_packet_joins_it() {
     assert_eq!(c.drops[DropReason::TxFull.index()], 0, "nothing refused");
     assert_eq!(c, one.counters, "counters");
 }
+
+/// The flow tables' clock runs from the worker's epoch: flows a worker opens, in both families, are live at that
+/// clock's present and expire within their state's timeout of it. (A clock that stood still would record them as
+/// expiring near the epoch.)
+#[test]
+fn a_worker_records_flows_on_its_own_clock() {
+    let (p0, peer0) = mem::pair("p0", 4 * BURST);
+    let (p1, _peer1) = mem::pair("p1", 4 * BURST);
+    let (cfg, _, mut w, _, _) = worker_and_reference(vec![p0, p1]);
+    let epoch = std::time::Instant::now() - std::time::Duration::from_secs(1000);
+    w.set_epoch(epoch);
+    let nat: Vec<_> = SERVICES.iter().filter(|s| s.3 == Mode::Nat && s.1 == Protocol::Tcp && s.2.is_some()).collect();
+    for (vip, _, port, _, _) in &nat {
+        let vip: IpAddr = vip.parse().unwrap();
+        let client: IpAddr = if vip.is_ipv4() { "198.18.0.10" } else { "2001:db8::10" }.parse().unwrap();
+        assert!(
+            peer0.inject_bytes(&Craft::new(client, vip, proto::TCP, pk::tcp(40000, port.unwrap(), 0x02, &[])).build())
+        );
+    }
+    let handle = ConfigHandle::new(cfg);
+    assert_eq!(w.poll(&handle), nat.len());
+    let now = epoch.elapsed().as_millis() as u32;
+    let listed = flows(&w.pipeline, now);
+    assert_eq!(listed.len(), nat.len(), "flows live at the worker's clock: {listed:?}");
+    assert!(listed.iter().any(|f| f.client.is_ipv4()) && listed.iter().any(|f| f.client.is_ipv6()), "both families");
+    for f in &listed {
+        // A SYN's half-open timeout is seconds, far below the 1000 s the clock has run.
+        assert!(f.expires_in_ms > 0 && f.expires_in_ms < 600_000, "{f:?}");
+    }
+}
