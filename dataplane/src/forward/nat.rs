@@ -307,26 +307,28 @@ pub fn dnat(pkt: &mut [u8], l3: usize, v4: bool, l4proto: u8, dst: &[u8; 16], dp
 }
 
 /// Decrement TTL / hop limit. Returns false (and changes nothing) when it would reach zero.
-#[inline]
+///
+/// IPv4's header checksum follows RFC 1624 (eqn. 3, HC' = ~(~HC + ~m + m')) for the word holding the TTL, which
+/// falls by 0x0100: ~m + m' is 0xfeff whatever the protocol byte beside it, so the sum is at most 0x1fefe and one
+/// fold is exact. The same bytes as [`update16`] with the old and new word (tested over every TTL and checksum).
+#[inline(always)]
 pub fn decrement_ttl(pkt: &mut [u8], l3: usize, v4: bool) -> bool {
-    if pkt.len() < l3 + if v4 { ipv4::MIN_HEADER_LEN } else { ipv6::HEADER_LEN } {
-        return false;
-    }
     if v4 {
-        let ttl = pkt[l3 + 8];
+        let Some(ip) = pkt.get_mut(l3..l3 + ipv4::MIN_HEADER_LEN) else { return false };
+        let ttl = ip[8];
         if ttl <= 1 {
             return false;
         }
-        let old = get_u16(pkt, l3 + 8);
-        pkt[l3 + 8] = ttl - 1;
-        let c = update16(get_u16(pkt, l3 + ipv4::CHECKSUM_OFFSET), old, get_u16(pkt, l3 + 8));
-        set_u16(pkt, l3 + ipv4::CHECKSUM_OFFSET, c);
+        ip[8] = ttl - 1;
+        let acc = u32::from(!get_u16(ip, ipv4::CHECKSUM_OFFSET)) + 0xfeff;
+        set_u16(ip, ipv4::CHECKSUM_OFFSET, !(((acc & 0xffff) + (acc >> 16)) as u16));
     } else {
-        let hl = pkt[l3 + 7];
+        let Some(ip) = pkt.get_mut(l3..l3 + ipv6::HEADER_LEN) else { return false };
+        let hl = ip[7];
         if hl <= 1 {
             return false;
         }
-        pkt[l3 + 7] = hl - 1;
+        ip[7] = hl - 1;
     }
     true
 }
@@ -556,6 +558,36 @@ mod tests {
         let rw = Rewrite { dst: Some(&[198, 18, 2]), ..Default::default() };
         assert!(!apply(&mut p, 0, Some(tok), true, &rw), "a 3-byte IPv4 address");
         assert_eq!(p, full);
+    }
+
+    /// The one-fold TTL update against the general RFC 1624 update of the same word, for every TTL that is
+    /// decremented, protocol bytes of each kind and header checksums of every carry: byte for byte the same.
+    #[test]
+    fn ttl_update_matches_the_general_update() {
+        let mut p = tcp_v4();
+        // Every checksum for a few TTLs, and for every TTL a spread of checksums with the carry's edges.
+        let edges = [0u16, 1, 0x00ff, 0x0100, 0x01ff, 0xfefe, 0xfeff, 0xff00, 0xfffe, 0xffff];
+        let cases = [2u8, 3, 64, 128, 255]
+            .into_iter()
+            .flat_map(|ttl| (0..=u16::MAX).map(move |c| (ttl, c)))
+            .chain((2..=255u8).flat_map(|ttl| (0..=u16::MAX).step_by(251).chain(edges).map(move |c| (ttl, c))));
+        for (ttl, csum) in cases {
+            for proto_ in [0u8, 6, 17, 0xff] {
+                p[8] = ttl;
+                p[9] = proto_;
+                set_u16(&mut p, 10, csum);
+                let old = get_u16(&p, 8);
+                assert!(decrement_ttl(&mut p, 0, true));
+                assert_eq!(p[8], ttl - 1);
+                assert_eq!(p[9], proto_);
+                let want = update16(csum, old, old - 0x100);
+                assert_eq!(get_u16(&p, 10), want, "ttl {ttl} proto {proto_} checksum {csum:#06x}");
+            }
+        }
+        let mut short = tcp_v4()[..19].to_vec();
+        let before = short.clone();
+        assert!(!decrement_ttl(&mut short, 0, true), "a header shorter than 20 bytes");
+        assert_eq!(short, before);
     }
 
     #[test]
