@@ -300,6 +300,12 @@ impl Pipeline {
         parsed: &Parsed,
     ) -> Verdict {
         self.counters.rx += 1;
+        // The common record first, with a test of its own rather than a jump through the match's table.
+        if let Stage1::Fast(f) = &parsed.0 {
+            let v = self.fast_or_general(cfg, in_port, pkt, now, f, false);
+            self.count(v);
+            return v;
+        }
         let v = match &parsed.0 {
             Stage1::Full(Ok(p)) => self.process_inner(cfg, in_port, pkt, now, p).unwrap_or_else(Verdict::Drop),
             Stage1::Fast(f) => self.fast_or_general(cfg, in_port, pkt, now, f, false),

@@ -248,7 +248,8 @@ impl Pipeline {
         now: u32,
     ) {
         K::table(&mut self.ct).touch(slot, next as u8, now.wrapping_add(next.timeout_ms(cfg)));
-        if next != FlowState::from_u8(e.state) && e.flags & F_FULLNAT == 0 {
+        // Stored state bytes are always a state's own value (every write is `state as u8`).
+        if next as u8 != e.state && e.flags & F_FULLNAT == 0 {
             if let Some(b) = cfg.backend(e.value) {
                 self.replicate(key, b, next);
             }
