@@ -13,7 +13,7 @@ use crate::packet::PacketBuf;
 use crate::pipeline::replicate::ReplicaQueue;
 use crate::pipeline::{
     Counters, DropReason, FlowCensus, FlowCursor, FlowFilter, FlowInfo, FlowQuery, ObjCounters, Parsed, Pipeline,
-    TableSizes, Tuple, Verdict,
+    TableSizes, Tuple, Verdict, Victim,
 };
 use crate::port::{Burst, Port, PortStats, BURST};
 use crate::snapshot::{ConfigHandle, DataplaneConfig};
@@ -33,6 +33,10 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 pub const AHEAD_META: usize = 6;
 /// Packets between entry prefetch and processing.
 pub const AHEAD_ENTRIES: usize = 4;
+/// Packets between the prefetch of the reverse-index line a new flow's displaced entry links to (its slot read
+/// [`AHEAD_ENTRIES`]` - AHEAD_LINK` packets after stage 2 prefetched it) and processing.
+pub const AHEAD_LINK: usize = 2;
+const _: () = assert!(AHEAD_LINK < AHEAD_ENTRIES);
 /// Stage-1 records a burst keeps at once: a power of two above the window (`AHEAD_META + AHEAD_ENTRIES`) plus the
 /// packet being finished. Records are written in place ([`Pipeline::parse_into`]) and never copied; the ring (16 of
 /// 120 bytes) stays in L1.
@@ -48,6 +52,8 @@ pub const SWEEP_IDLE: usize = 256;
 #[derive(Default)]
 struct Window {
     recs: [(usize, Parsed); WINDOW],
+    /// What stage 2 answered for record `j`, at `victims[j % WINDOW]` ([`Pipeline::prefetch_link`]).
+    victims: [Victim; WINDOW],
     n: usize,
 }
 
@@ -795,13 +801,17 @@ impl<P: Port> Worker<P> {
         let mut next = 0;
         self.stage1(cfg, pkts, &mut next, &mut ring, ahead);
         for j in 0..ring.n.min(AHEAD_ENTRIES) {
-            self.pipeline.prefetch_entries(cfg, &ring.at(j).1);
+            ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &ring.at(j).1);
         }
         let mut k = 0;
         while k < ring.n {
             self.stage1(cfg, pkts, &mut next, &mut ring, k + ahead + 1);
-            if k + AHEAD_ENTRIES < ring.n {
-                self.pipeline.prefetch_entries(cfg, &ring.at(k + AHEAD_ENTRIES).1);
+            let j = k + AHEAD_ENTRIES;
+            if j < ring.n {
+                ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &ring.at(j).1);
+            }
+            if k + AHEAD_LINK < ring.n {
+                self.pipeline.prefetch_link(ring.victims[(k + AHEAD_LINK) % WINDOW]);
             }
             let (i, p) = ring.at(k);
             k += 1;

@@ -44,6 +44,17 @@ pub const EVERY_SLOT: u32 = (1 << WAYS) - 1;
 /// Longest timeout the tick arithmetic supports safely (7 days).
 pub const MAX_TIMEOUT_MS: u32 = 7 * 24 * 3600 * 1000;
 const NO_REV: u32 = u32::MAX;
+/// No slot: what [`Ahead::Miss`] holds when no entry will be displaced (or none was looked for).
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// What stage 2 of a forward lookup found in the meta lines ([`FlowTable::prefetch_entries_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ahead {
+    /// A signature matches: its entries are prefetched.
+    Match,
+    /// None does, the lookup will miss: the slot a new flow's insert is expected to displace, or [`NO_SLOT`].
+    Miss(u32),
+}
 
 /// A flow-table key: fixed size, comparable, hashable with the stable hash.
 pub trait FlowKey: Copy + Eq + std::fmt::Debug {
@@ -606,19 +617,18 @@ impl<K: FlowKey> FlowTable<K> {
         let _ = self.prefetch_entries_in(h, self.buckets_of(h));
     }
 
-    /// [`FlowTable::prefetch_entries`] for hash `h` in the buckets [`FlowTable::buckets_of`] gave for it. False when
-    /// no signature matches: the lookup will miss (then the entry an insert would displace is prefetched instead).
+    /// [`FlowTable::prefetch_entries`] for hash `h` in the buckets [`FlowTable::buckets_of`] gave for it.
+    /// [`Ahead::Miss`] when no signature matches: the lookup will miss, and in a table beyond the cache the entry an
+    /// insert would displace is prefetched instead (its slot in the answer, for [`FlowTable::prefetch_victim_link`]).
     #[inline(always)]
-    pub fn prefetch_entries_in(&self, h: u64, b: [usize; 2]) -> bool {
+    pub fn prefetch_entries_in(&self, h: u64, b: [usize; 2]) -> Ahead {
         let sig = sig_of(h);
         let meta = self.meta.as_slice();
-        let (Some(m1), Some(m2)) = (meta.get(b[0]), meta.get(b[1])) else { return true };
+        let (Some(m1), Some(m2)) = (meta.get(b[0]), meta.get(b[1])) else { return Ahead::Match };
         let hits = [crate::mem::eq_mask_u16x8(&m1.sig, sig), crate::mem::eq_mask_u16x8(&m2.sig, sig)];
         if hits[0] | hits[1] == 0 {
-            if self.beyond_cache() {
-                self.prefetch_victim(b, [m1, m2]);
-            }
-            return false;
+            let victim = if self.beyond_cache() { self.prefetch_victim(b, [m1, m2]) } else { NO_SLOT };
+            return Ahead::Miss(victim);
         }
         for (bi, mut hits) in b.into_iter().zip(hits) {
             let Some(b) = self.buckets.as_slice().get(bi) else { continue };
@@ -629,27 +639,44 @@ impl<K: FlowKey> FlowTable<K> {
                 crate::mem::prefetch(&slot.rev);
             }
         }
-        true
+        Ahead::Match
     }
 
     /// A lookup that will miss in buckets `b1`, `b2` (meta lines `ma`, `mb`): where [`FlowTable::insert`] would put
     /// a new flow if both are full (the entry that expires soonest; insert's protection from eviction and its
     /// preference for the first expired slot aside), so that reading the entry it displaces does not wait for
-    /// memory. A free slot is only written: nothing to fetch.
+    /// memory; that slot, or [`NO_SLOT`]. A free slot is only written: nothing to fetch.
     #[inline(never)]
-    fn prefetch_victim(&self, [b1, b2]: [usize; 2], [ma, mb]: [&Meta; 2]) {
+    fn prefetch_victim(&self, [b1, b2]: [usize; 2], [ma, mb]: [&Meta; 2]) -> u32 {
         if crate::mem::eq_mask_u16x8(&ma.sig, 0) | crate::mem::eq_mask_u16x8(&mb.sig, 0) != 0 {
-            return;
+            return NO_SLOT;
         }
         // Live entries expire within MAX_TIMEOUT_MS (< 2^30) of now, as does this one: a reference 2^30 before it
         // orders them as now would.
         let r = ma.expires[0].wrapping_sub(1 << 30);
-        let Some(at) = crate::mem::soonest_lane_u32x16(&ma.expires, &mb.expires, r, u32::MAX) else { return };
+        let Some(at) = crate::mem::soonest_lane_u32x16(&ma.expires, &mb.expires, r, u32::MAX) else { return NO_SLOT };
         let bi = if at < WAYS { b1 } else { b2 };
-        if let Some(b) = self.buckets.as_slice().get(bi) {
-            let slot = &b.slots[at % WAYS];
-            crate::mem::prefetch(&slot.key);
-            crate::mem::prefetch(&slot.rev);
+        let Some(b) = self.buckets.as_slice().get(bi) else { return NO_SLOT };
+        let slot = &b.slots[at % WAYS];
+        crate::mem::prefetch(&slot.key);
+        crate::mem::prefetch(&slot.rev);
+        (bi * WAYS + at % WAYS) as u32
+    }
+
+    /// Between stage 2 and stage 3 of a new flow whose insert will displace the entry in `victim` (what
+    /// [`FlowTable::prefetch_entries_in`] answered; [`NO_SLOT`] for none): that entry's reverse-index line, which the
+    /// insert clears. Its slot was prefetched at stage 2, so reading its link should not wait for memory. Only a
+    /// hint: a wrong slot costs a line.
+    #[inline(always)]
+    pub fn prefetch_victim_link(&self, victim: u32) {
+        let (bi, w) = (victim as usize / WAYS, victim as usize % WAYS);
+        let Some(b) = self.buckets.as_slice().get(bi) else { return };
+        let pos = b.slots[w].rev;
+        if pos == NO_REV {
+            return;
+        }
+        if let Some(line) = self.rev.as_ref().and_then(|r| r.as_slice().get(pos as usize / WAYS)) {
+            crate::mem::prefetch(line);
         }
     }
 
@@ -1241,10 +1268,41 @@ mod tests {
         }
         assert!(held.len() * 20 > t.capacity() * 19, "{} of {} slots taken", held.len(), t.capacity());
         for k in &held {
-            assert!(t.prefetch_entries_in(k.hash(), t.buckets_of(k.hash())), "{k:?} is held");
+            assert_eq!(t.prefetch_entries_in(k.hash(), t.buckets_of(k.hash())), Ahead::Match, "{k:?} is held");
         }
-        let absent = (100_000..110_000u64).map(K).filter(|k| t.prefetch_entries_in(k.hash(), t.buckets_of(k.hash())));
+        let ahead = |t: &FlowTable<K>, k: &K| t.prefetch_entries_in(k.hash(), t.buckets_of(k.hash()));
+        let absent = (100_000..110_000u64).map(K).filter(|k| ahead(&t, k) == Ahead::Match);
         assert!(absent.count() < 100, "absent keys taken for held ones");
+        // The slot a miss names is the one the insert then displaces (every slot evictable, no entry expired, all
+        // expiries distinct): the reverse-index line prefetched for it is the one the insert clears.
+        let (mut named, mut full) = (0, 0);
+        for i in 200_000..201_000u64 {
+            let k = K(i);
+            let Ahead::Miss(victim) = ahead(&t, &k) else { continue };
+            let (slot, displaced) = t.insert(k, k.hash(), 0, e(EST, 100_000 + i as u32, 1), |_| EVERY_SLOT).unwrap();
+            if displaced.is_some() {
+                full += 1;
+                assert_eq!(victim, slot, "{k:?}: stage 2 named slot {victim}, the insert displaced slot {slot}");
+                named += 1;
+            } else {
+                assert_eq!(victim, NO_SLOT, "{k:?}: a free slot, yet stage 2 named one to displace");
+            }
+        }
+        assert!(full > 500 && named == full, "{named} of {full} displacing inserts named at stage 2");
+    }
+
+    /// The link prefetch takes any slot number stage 2 might hand it, in range or not, linked or not.
+    #[test]
+    fn victim_link_prefetch_takes_any_slot() {
+        let mut t = FlowTable::<K>::with_reverse(1000);
+        let k = K(7);
+        let (slot, _) = t.insert(k, k.hash(), 0, e(EST, 100, 1), half_open).unwrap();
+        t.link_reverse(slot, 12345).unwrap();
+        let cap = t.capacity() as u32;
+        for v in [slot, slot + 1, 0, cap - 1, cap, cap + 1, NO_SLOT - 1, NO_SLOT] {
+            t.prefetch_victim_link(v);
+        }
+        assert_eq!(t.stats().inserts, 1);
     }
 
     #[test]

@@ -71,6 +71,40 @@ impl FastFamily for KeyV6 {
     }
 }
 
+/// The flow-table slot a new flow's insert is expected to displace, found at stage 2 ([`Pipeline::prefetch_entries`])
+/// and kept by the worker's window until [`Pipeline::prefetch_link`]: a slot number and its family in one word
+/// (the top bit set for IPv6), or [`Victim::NONE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Victim(u32);
+
+impl Victim {
+    /// No displaced entry expected (or none worth fetching).
+    pub const NONE: Victim = Victim(u32::MAX);
+    const V6: u32 = 1 << 31;
+
+    /// Slot `slot` of family `K`'s table. A slot number the 31 low bits cannot hold is no victim, nor is the
+    /// largest they can (with the IPv6 bit it would read as `NONE`).
+    #[inline(always)]
+    fn of<K: FastFamily>(slot: u32) -> Victim {
+        if slot >= Self::V6 - 1 {
+            return Self::NONE;
+        }
+        Victim(if K::V4 { slot } else { slot | Self::V6 })
+    }
+
+    /// The slot and whether it is IPv4's.
+    #[inline(always)]
+    pub(super) fn get(self) -> Option<(u32, bool)> {
+        (self != Self::NONE).then_some((self.0 & !Self::V6, self.0 & Self::V6 == 0))
+    }
+}
+
+impl Default for Victim {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
 /// What stage 1 learnt of a packet the fast path may finish.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Fast<K> {
@@ -271,12 +305,14 @@ impl Pipeline {
         Some(())
     }
 
-    /// Stage 2 of a fast packet.
+    /// Stage 2 of a fast packet: the entries its signature matches, or, for a lookup that will miss in a table
+    /// beyond the cache, what recording the new flow will touch (see [`Pipeline::prefetch_new_nat`]).
     #[inline(always)]
-    pub(super) fn prefetch_fast<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &Fast<K>) {
+    pub(super) fn prefetch_fast<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &Fast<K>) -> Victim {
         let t = K::table_ref(&self.ct);
-        if !t.prefetch_entries_in(f.hash, f.buckets) && t.beyond_cache() {
-            self.prefetch_new_nat(cfg, f);
+        match t.prefetch_entries_in(f.hash, f.buckets) {
+            Ahead::Miss(victim) if t.beyond_cache() => self.prefetch_new_nat(cfg, f, victim),
+            _ => Victim::NONE,
         }
     }
 
@@ -284,14 +320,21 @@ impl Pipeline {
     /// reverse index once Maglev has chosen the backend. The same choice made now fetches the index buckets the link
     /// will write. (Full-NAT's reply key needs the source port the flow is given later; affinity's choice reads a
     /// table of its own.) Only a hint: a wrong guess costs two lines.
+    ///
+    /// The entry the insert will displace (`victim`, whose slot the table prefetched) is the answer: its reverse
+    /// link, which the insert clears, is fetched two packets later ([`Pipeline::prefetch_link`]). Only for a new NAT
+    /// flow: where services are DSR-L2, displaced entries have no link, and reading the slot to learn that would
+    /// only wait for memory.
     #[inline(never)]
-    fn prefetch_new_nat<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &Fast<K>) {
-        let Some(svc) = cfg.services.get(f.svc as usize) else { return };
+    fn prefetch_new_nat<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &Fast<K>, victim: u32) -> Victim {
+        let Some(svc) = cfg.services.get(f.svc as usize) else { return Victim::NONE };
         if svc.mode != Mode::Nat || svc.affinity_ms > 0 {
-            return;
+            return Victim::NONE;
         }
-        let Some(b) = svc.maglev_backend(f.hash).and_then(|id| cfg.backend(id)) else { return };
-        K::table_ref(&self.ct).prefetch_reverse(reverse_key::<K>(cfg, svc, b, &f.key, 0).hash());
+        if let Some(b) = svc.maglev_backend(f.hash).and_then(|id| cfg.backend(id)) {
+            K::table_ref(&self.ct).prefetch_reverse(reverse_key::<K>(cfg, svc, b, &f.key, 0).hash());
+        }
+        Victim::of::<K>(victim)
     }
 
     /// Stage 3 of a fast packet (`reply` false) or a reply candidate (`reply` true, a constant at each call site):
@@ -481,5 +524,26 @@ impl Pipeline {
         self.counters.replies += 1;
         self.counters.fast_path += 1;
         Some(Verdict::Tx(nh.port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lb::conntrack::NO_SLOT;
+
+    /// A victim keeps its slot and family through the window's word; a slot the family bit would hide is none.
+    #[test]
+    fn a_victim_keeps_slot_and_family() {
+        for slot in [0u32, 1, 7, 12_345, (1 << 31) - 2] {
+            assert_eq!(Victim::of::<KeyV4>(slot).get(), Some((slot, true)));
+            assert_eq!(Victim::of::<KeyV6>(slot).get(), Some((slot, false)));
+        }
+        for slot in [(1u32 << 31) - 1, 1 << 31, NO_SLOT - 1, NO_SLOT] {
+            assert_eq!(Victim::of::<KeyV4>(slot), Victim::NONE);
+            assert_eq!(Victim::of::<KeyV6>(slot), Victim::NONE);
+        }
+        assert_eq!(Victim::NONE.get(), None);
+        assert_eq!(Victim::default(), Victim::NONE);
     }
 }

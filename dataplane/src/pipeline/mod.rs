@@ -46,6 +46,7 @@ mod state;
 
 use admission::Admission;
 pub use counters::{Counters, DropReason, ObjCounters};
+pub use fast::Victim;
 pub use keys::{FamilyKey, FlowTables};
 pub use parse::Parsed;
 pub use query::{FlowCensus, FlowCursor, FlowFilter, FlowInfo, FlowQuery, Tuple};
@@ -64,7 +65,7 @@ use crate::forward::l2::set_macs;
 use crate::forward::nat::{self, Rewrite};
 use crate::forward::tunnel::{self, Encap};
 use crate::forward::L4Header;
-use crate::lb::conntrack::{Entry, FlowKey, FlowTable, InsertError, Lookup, TableStats};
+use crate::lb::conntrack::{Ahead, Entry, FlowKey, FlowTable, InsertError, Lookup, TableStats};
 use crate::lb::flow::{mapped, AffinityKey, FragKey, KeyV4, KeyV6};
 use crate::lb::hash::fmix64;
 use crate::model::{BackendState, Mode, PortId};

@@ -301,16 +301,31 @@ impl Pipeline {
     }
 
     /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now); for a
-    /// fast packet whose lookup will miss, what recording it as a new flow will read instead.
+    /// fast packet whose lookup will miss, what recording it as a new flow will read instead. The answer is the entry
+    /// that insert is expected to displace, for [`Pipeline::prefetch_link`] two packets ahead of stage 3.
     #[inline(always)]
-    pub fn prefetch_entries(&self, cfg: &DataplaneConfig, parsed: &Parsed) {
+    pub fn prefetch_entries(&self, cfg: &DataplaneConfig, parsed: &Parsed) -> Victim {
         match &parsed.0 {
-            Stage1::Fast(f) => self.prefetch_fast(cfg, f),
-            Stage1::Fast6(f) => self.prefetch_fast(cfg, f),
+            Stage1::Fast(f) => return self.prefetch_fast(cfg, f),
+            Stage1::Fast6(f) => return self.prefetch_fast(cfg, f),
             Stage1::Reply(f) => self.prefetch_reply(f),
             Stage1::Reply6(f) => self.prefetch_reply(f),
             Stage1::Full(Ok(p)) if p.hash != 0 => self.ct.prefetch(p, true),
             Stage1::Full(_) => {}
+        }
+        Victim::NONE
+    }
+
+    /// Between stages 2 and 3: the reverse-index line of the entry a new flow's insert will displace (what
+    /// [`Pipeline::prefetch_entries`] answered), which the insert clears. Its slot was prefetched at stage 2.
+    #[inline(always)]
+    pub fn prefetch_link(&self, v: Victim) {
+        if let Some((slot, v4)) = v.get() {
+            if v4 {
+                self.ct.v4.prefetch_victim_link(slot);
+            } else {
+                self.ct.v6.prefetch_victim_link(slot);
+            }
         }
     }
 }
