@@ -810,7 +810,7 @@ impl<P: Port> Worker<P> {
             if j < ring.n {
                 ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &ring.at(j).1);
             }
-            if k + AHEAD_LINK < ring.n {
+            if k + AHEAD_LINK < ring.n && ring.victims[(k + AHEAD_LINK) % WINDOW] != Victim::NONE {
                 self.pipeline.prefetch_link(ring.victims[(k + AHEAD_LINK) % WINDOW]);
             }
             let (i, p) = ring.at(k);

@@ -317,8 +317,9 @@ impl Pipeline {
     }
 
     /// Between stages 2 and 3: the reverse-index line of the entry a new flow's insert will displace (what
-    /// [`Pipeline::prefetch_entries`] answered), which the insert clears. Its slot was prefetched at stage 2.
-    #[inline(always)]
+    /// [`Pipeline::prefetch_entries`] answered), which the insert clears. Its slot was prefetched at stage 2. Out of
+    /// line: the burst loop calls it only for a victim, and inlined it cost established packets 16 instructions.
+    #[inline(never)]
     pub fn prefetch_link(&self, v: Victim) {
         if let Some((slot, v4)) = v.get() {
             if v4 {
