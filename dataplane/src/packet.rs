@@ -13,6 +13,11 @@ pub trait PacketBuf {
     fn data(&self) -> &[u8];
     /// The packet bytes, mutably.
     fn data_mut(&mut self) -> &mut [u8];
+    /// How many bytes [`PacketBuf::data`] holds (a buffer that knows it without building the slice says so).
+    #[inline]
+    fn data_len(&self) -> usize {
+        self.data().len()
+    }
     /// Grow the packet at the front by `n` bytes (contents unspecified). False when there is not enough headroom.
     fn prepend(&mut self, n: usize) -> bool;
     /// Remove `n` bytes from the front. False when the packet is shorter.
@@ -75,6 +80,10 @@ impl PacketBuf for MemBuf {
         &mut self.buf[usize::from(self.head)..usize::from(self.head) + usize::from(self.len)]
     }
     #[inline]
+    fn data_len(&self) -> usize {
+        usize::from(self.len)
+    }
+    #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         if n > usize::from(self.head) {
             return false;
@@ -112,18 +121,27 @@ mod tests {
 
     #[test]
     fn room_accounting() {
+        // `data_len` is the slice's length after every change of room.
+        let same = |b: &MemBuf| assert_eq!(b.data_len(), b.data().len());
         let mut b = MemBuf::from_slice(&[1, 2, 3]);
         assert_eq!(b.data(), &[1, 2, 3]);
+        same(&b);
         assert!(b.prepend(HEADROOM));
+        same(&b);
         assert!(!b.prepend(1));
         assert!(b.adj(HEADROOM));
         assert_eq!(b.data(), &[1, 2, 3]);
+        same(&b);
         assert!(!b.adj(4));
         assert_eq!(b.tailroom(), DATA_ROOM - 3);
         assert!(b.set_len(DATA_ROOM));
+        same(&b);
         assert!(!b.set_len(DATA_ROOM + 1));
+        same(&b);
         let mut big = MemBuf::new();
         big.fill(&[0u8; DATA_ROOM + 10]);
         assert_eq!(big.data().len(), DATA_ROOM);
+        same(&big);
+        same(&MemBuf::new());
     }
 }

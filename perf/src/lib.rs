@@ -378,7 +378,7 @@ impl Port for ReplayPort {
     fn tx_burst(&mut self, pkts: &mut Burst<MemBuf>) -> usize {
         let n = pkts.len();
         for b in pkts.drain(..) {
-            self.stats.tx_bytes += b.data().len() as u64;
+            self.stats.tx_bytes += b.data_len() as u64;
             if let Some((c, _)) = self.captured.as_mut().filter(|(c, n)| c.len() < *n) {
                 c.push(b.data());
             }

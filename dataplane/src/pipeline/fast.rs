@@ -170,7 +170,7 @@ fn transport(d: &[u8], l4: usize, seg: usize, proto: u8) -> Option<u8> {
 /// rewrite); the buffer's length before, for the byte counters.
 #[inline(always)]
 fn trim_to<B: PacketBuf>(pkt: &mut B, end: usize) -> u64 {
-    let bytes = pkt.data().len();
+    let bytes = pkt.data_len();
     if end < bytes {
         pkt.set_len(end);
     }
@@ -507,7 +507,7 @@ impl Pipeline {
             return None;
         }
         // Committed: from here the reply is forwarded, as the general path would.
-        if end < pkt.data().len() {
+        if end < pkt.data_len() {
             pkt.set_len(end);
         }
         let proto = f.key.proto();

@@ -307,7 +307,7 @@ impl Port for AfPacketPort {
                         self.csum_completed += 1;
                     }
                     self.stats.rx_packets += 1;
-                    self.stats.rx_bytes += b.data().len() as u64;
+                    self.stats.rx_bytes += b.data_len() as u64;
                     out.push(b);
                     n += 1;
                 }

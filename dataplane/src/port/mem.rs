@@ -59,7 +59,7 @@ impl Port for MemPort {
         while !out.is_full() {
             let Some(b) = self.rx.pop() else { break };
             self.stats.rx_packets += 1;
-            self.stats.rx_bytes += b.data().len() as u64;
+            self.stats.rx_bytes += b.data_len() as u64;
             out.push(b);
             n += 1;
         }
@@ -72,7 +72,7 @@ impl Port for MemPort {
         let sent = room.min(pkts.len());
         for b in pkts.drain(..sent) {
             self.stats.tx_packets += 1;
-            self.stats.tx_bytes += b.data().len() as u64;
+            self.stats.tx_bytes += b.data_len() as u64;
             if let Err(b) = self.tx.push(b) {
                 self.stats.tx_dropped += 1;
                 drop(b);
