@@ -534,21 +534,86 @@ fn bursts_through_a_worker_with_full_tables_match_one_packet_at_a_time() {
     assert!(v4.evicted > 20 && v6.evicted > 20, "evictions: {} and {}", v4.evicted, v6.evicted);
 }
 
+/// New NAT flows in tables beyond the cache and full, so that stage 2 names the entry each new flow displaces and the
+/// worker prefetches that entry's reverse-index line two packets before the insert clears it (a table of 1 MiB or
+/// less takes no such prefetch): SYNs of distinct clients to the NAT services with a port and no affinity, IPv4 and
+/// IPv6 in turn, an eighth more than the tables hold, and backends' replies to flows opened a while before. What the
+/// worker sends and counts must be what one packet at a time gives.
+#[test]
+fn bursts_through_a_worker_with_large_full_tables_match_one_packet_at_a_time() {
+    let sizes = TableSizes { flows_v4: 36_000, flows_v6: 36_000, affinity: 16, fragments: 16 };
+    // 198.19.0.7 is the service with affinity, whose new flows take the general path.
+    let nat = |v4: bool| -> Vec<&models::ServiceRow> {
+        SERVICES
+            .iter()
+            .filter(|s| s.2.is_some() && s.3 == Mode::Nat && s.0 != "198.19.0.7" && v4 != s.0.contains(':'))
+            .collect()
+    };
+    let (nat4, nat6) = (nat(true), nat(false));
+    assert!(!nat4.is_empty() && !nat6.is_empty(), "NAT services with a port in both families");
+    // Clients from 198.19.64.0 and 2001:db8:5::, which the model gives nothing else.
+    let client = |i: u32, v4: bool| -> IpAddr {
+        if v4 {
+            IpAddr::from([198, 19, 64 + (i >> 8) as u8, i as u8])
+        } else {
+            format!("2001:db8:5::{i:x}").parse().unwrap()
+        }
+    };
+    // A service row's protocol, its port, and a transport header of it.
+    let l4 = |row: &models::ServiceRow, sp: u16, dp: u16, flags: u8| -> (u8, Vec<u8>) {
+        if row.1 == Protocol::Tcp {
+            (proto::TCP, pk::tcp(sp, dp, flags, &[]))
+        } else {
+            (proto::UDP, pk::udp(sp, dp, &[]))
+        }
+    };
+    let mut arriving: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    let mut r = Rng(0x1a49_e7ab_1e00_0001);
+    for i in 0..46_000u32 {
+        for v4 in [true, false] {
+            let rows = if v4 { &nat4 } else { &nat6 };
+            let row = rows[i as usize % rows.len()];
+            let vport = row.2.unwrap_or(80);
+            let (p, seg) = l4(row, 40000, vport, 0x02);
+            arriving[0].push(Craft::new(client(i, v4), row.0.parse().unwrap(), p, seg).build());
+            if i % 16 == 15 {
+                // A backend's reply to a flow opened a while before (displaced since, or not): the reverse index.
+                // On port 0 too, in line with the SYNs (the worker takes a burst from each port in turn).
+                let back = i - 1 - r.below(u64::from(i.min(3000))) as u32;
+                let row = rows[back as usize % rows.len()];
+                let (b, bp) = row.4[r.below(row.4.len() as u64) as usize];
+                let bp = if bp == 0 { row.2.unwrap_or(80) } else { bp };
+                let (p, seg) = l4(row, bp, 40000, 0x12);
+                arriving[0].push(Craft::new(b.parse().unwrap(), client(back, v4), p, seg).build());
+            }
+        }
+    }
+    let one = bursts_of_against_one_at_a_time(&arriving, sizes);
+    let (v4, v6) = one.table_stats();
+    assert!(v4.evicted > 3_000 && v6.evicted > 3_000, "evictions: {} and {}", v4.evicted, v6.evicted);
+    assert!(one.counters.replies > 3_000, "replies translated: {}", one.counters.replies);
+}
+
 /// The hostile mix of [`frame`] from `clients` clients, both families, through a worker with tables of `sizes` in
 /// full bursts, its clock held at 0, and through a pipeline one packet at a time in the worker's order, at 0: the same
 /// packets out of each port, byte for byte and in order, and the same counters. Returns the pipeline.
 fn bursts_against_one_at_a_time(seed: u64, sizes: TableSizes, clients: u64) -> Pipeline {
     let mut r = Rng(seed);
-    let packets = BURST * 120;
+    let mut arriving: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..BURST * 120 {
+        let (f, port) = frame(&mut r, clients, None);
+        arriving[usize::from(port)].push(f);
+    }
+    bursts_of_against_one_at_a_time(&arriving, sizes)
+}
+
+/// [`bursts_against_one_at_a_time`] of the frames `arriving` on ports 0 and 1.
+fn bursts_of_against_one_at_a_time(arriving: &[Vec<Vec<u8>>; 2], sizes: TableSizes) -> Pipeline {
+    let packets = arriving[0].len() + arriving[1].len();
     let (p0, peer0) = mem::pair("p0", packets);
     let (p1, peer1) = mem::pair("p1", packets);
     let (cfg, mut one, mut w, published, _) = worker_and_reference_sized(vec![p0, p1], sizes);
     w.set_epoch(std::time::Instant::now() + std::time::Duration::from_secs(3600));
-    let mut arriving: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..packets {
-        let (f, port) = frame(&mut r, clients, None);
-        arriving[usize::from(port)].push(f);
-    }
     // One packet at a time, in the worker's order: each poll takes a burst from port 0, then one from port 1.
     let mut sent: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
     let bursts = packets.div_ceil(BURST);
