@@ -33,8 +33,8 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 pub const AHEAD_META: usize = 6;
 /// Packets between entry prefetch and processing.
 pub const AHEAD_ENTRIES: usize = 4;
-/// Packets between the prefetch of the reverse-index line a new flow's displaced entry links to (its slot read
-/// [`AHEAD_ENTRIES`]` - AHEAD_LINK` packets after stage 2 prefetched it) and processing.
+/// Packets between the prefetch of the reverse-index line a new flow's displaced entry links to and processing. The
+/// displaced slot, which stage 2 prefetched, is read `AHEAD_ENTRIES - AHEAD_LINK` packets after that prefetch.
 pub const AHEAD_LINK: usize = 2;
 const _: () = assert!(AHEAD_LINK < AHEAD_ENTRIES);
 /// Stage-1 records a burst keeps at once: a power of two above the window (`AHEAD_META + AHEAD_ENTRIES`) plus the
@@ -810,8 +810,9 @@ impl<P: Port> Worker<P> {
             if j < ring.n {
                 ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &ring.at(j).1);
             }
-            if k + AHEAD_LINK < ring.n && ring.victims[(k + AHEAD_LINK) % WINDOW] != Victim::NONE {
-                self.pipeline.prefetch_link(ring.victims[(k + AHEAD_LINK) % WINDOW]);
+            let v = ring.victims[(k + AHEAD_LINK) % WINDOW];
+            if k + AHEAD_LINK < ring.n && v != Victim::NONE {
+                self.pipeline.prefetch_link(v);
             }
             let (i, p) = ring.at(k);
             k += 1;

@@ -309,6 +309,7 @@ impl Pipeline {
         }
         let v = match &parsed.0 {
             Stage1::Full(Ok(p)) => self.process_inner(cfg, in_port, pkt, now, p).unwrap_or_else(Verdict::Drop),
+            // Taken above; the match must still name it.
             Stage1::Fast(f) => self.fast_or_general(cfg, in_port, pkt, now, f, false),
             Stage1::Fast6(f) => self.fast_or_general(cfg, in_port, pkt, now, f, false),
             Stage1::Reply(f) => self.fast_or_general(cfg, in_port, pkt, now, f, true),
