@@ -590,6 +590,25 @@ mod tests {
         assert_eq!(short, before);
     }
 
+    /// IPv6: the hop limit falls by one and nothing else changes; a hop limit of 1, or a header shorter than 40
+    /// bytes, is refused unchanged.
+    #[test]
+    fn hop_limit_decrement() {
+        let mut h = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].repeat(8));
+        let before = h.clone();
+        assert!(decrement_ttl(&mut h, 0, false));
+        assert_eq!(h[7], 63);
+        assert_eq!((&h[..7], &h[8..]), (&before[..7], &before[8..]));
+        h[7] = 1;
+        let one = h.clone();
+        assert!(!decrement_ttl(&mut h, 0, false));
+        assert_eq!(h, one);
+        let mut short = before[..39].to_vec();
+        assert!(!decrement_ttl(&mut short, 0, false));
+        assert_eq!(short, before[..39]);
+    }
+
     #[test]
     fn ttl_one_is_not_forwarded() {
         let mut p = tcp_v4();
