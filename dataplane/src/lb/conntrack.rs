@@ -50,8 +50,9 @@ pub const NO_SLOT: u32 = u32::MAX;
 /// What stage 2 of a forward lookup found in the meta lines ([`FlowTable::prefetch_entries_in`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ahead {
-    /// A signature matches: its entries are prefetched.
-    Match,
+    /// A signature matches: its entries are prefetched. The first matching slot (the first bucket's before the
+    /// second's), where the key most likely is ([`FlowTable::live_at`]), or [`NO_SLOT`].
+    Match(u32),
     /// None does, the lookup will miss: the slot a new flow's insert is expected to displace, or [`NO_SLOT`].
     Miss(u32),
 }
@@ -624,12 +625,14 @@ impl<K: FlowKey> FlowTable<K> {
     pub fn prefetch_entries_in(&self, h: u64, b: [usize; 2]) -> Ahead {
         let sig = sig_of(h);
         let meta = self.meta.as_slice();
-        let (Some(m1), Some(m2)) = (meta.get(b[0]), meta.get(b[1])) else { return Ahead::Match };
+        let (Some(m1), Some(m2)) = (meta.get(b[0]), meta.get(b[1])) else { return Ahead::Match(NO_SLOT) };
         let hits = [crate::mem::eq_mask_u16x8(&m1.sig, sig), crate::mem::eq_mask_u16x8(&m2.sig, sig)];
         if hits[0] | hits[1] == 0 {
             let victim = if self.beyond_cache() { self.prefetch_victim(b, [m1, m2]) } else { NO_SLOT };
             return Ahead::Miss(victim);
         }
+        let first = if hits[0] != 0 { (b[0], hits[0]) } else { (b[1], hits[1]) };
+        let first = (first.0 * WAYS + first.1.trailing_zeros() as usize % WAYS) as u32;
         for (bi, mut hits) in b.into_iter().zip(hits) {
             let Some(b) = self.buckets.as_slice().get(bi) else { continue };
             while hits != 0 {
@@ -639,7 +642,7 @@ impl<K: FlowKey> FlowTable<K> {
                 crate::mem::prefetch(&slot.rev);
             }
         }
-        Ahead::Match
+        Ahead::Match(first)
     }
 
     /// A lookup that will miss in buckets `b1`, `b2` (meta lines `ma`, `mb`): where [`FlowTable::insert`] would put
@@ -805,6 +808,22 @@ impl<K: FlowKey> FlowTable<K> {
             Probe::Live(slot, e) => Some((slot, e)),
             Probe::Expired | Probe::Absent => None,
         }
+    }
+
+    /// The live entry for `key` if it is in `slot` (the slot [`Ahead::Match`] named), read only: then what
+    /// [`FlowTable::find_live_in`] would answer, since a key is in one slot at most (every insert follows a miss, and a
+    /// cuckoo move takes its entry along). `None` says nothing: the key may be elsewhere, or expired, so ask
+    /// [`FlowTable::find_live_in`]. Any slot number is safe ([`NO_SLOT`], one out of range: `None`). `h` must be
+    /// `key.hash()`.
+    #[inline(always)]
+    pub fn live_at(&self, key: &K, h: u64, slot: u32, now: u32) -> Option<(u32, Entry<K>)> {
+        let (bi, w) = split(slot);
+        let (m, b) = (self.meta.as_slice().get(bi)?, self.buckets.as_slice().get(bi)?);
+        // A free slot's signature is 0, never a hash's (`sig_of` sets the low bit).
+        if m.sig[w] != sig_of(h) || b.slots[w].key != self.stored(key)? || !live(m.expires[w], now) {
+            return None;
+        }
+        Some((slot, self.entry_at(bi, w)))
     }
 
     /// What [`FlowTable::lookup`] would find for `key` in the buckets [`FlowTable::buckets_of`] gave for `h`, read
@@ -1267,11 +1286,18 @@ mod tests {
             }
         }
         assert!(held.len() * 20 > t.capacity() * 19, "{} of {} slots taken", held.len(), t.capacity());
+        // A held key's match names its own slot (where a lookup finds it now: cuckoo moves shift entries) unless a
+        // signature shared by chance comes first in its buckets.
+        let mut own = 0;
         for k in &held {
-            assert_eq!(t.prefetch_entries_in(k.hash(), t.buckets_of(k.hash())), Ahead::Match, "{k:?} is held");
+            let Ahead::Match(named) = t.prefetch_entries_in(k.hash(), t.buckets_of(k.hash())) else {
+                panic!("{k:?} is held, stage 2 says a miss");
+            };
+            own += usize::from(Some(named) == t.find_live(k, k.hash(), 0).map(|(slot, _)| slot));
         }
+        assert!(own * 100 > held.len() * 99, "{own} of {} held keys' own slots named", held.len());
         let ahead = |t: &FlowTable<K>, k: &K| t.prefetch_entries_in(k.hash(), t.buckets_of(k.hash()));
-        let absent = (100_000..110_000u64).map(K).filter(|k| ahead(&t, k) == Ahead::Match);
+        let absent = (100_000..110_000u64).map(K).filter(|k| matches!(ahead(&t, k), Ahead::Match(_)));
         assert!(absent.count() < 100, "absent keys taken for held ones");
         // The slot a miss names is the one the insert then displaces (every slot evictable, no entry expired, all
         // expiries distinct): the reverse-index line prefetched for it is the one the insert clears.
@@ -1289,6 +1315,41 @@ mod tests {
             }
         }
         assert!(full > 500 && named == full, "{named} of {full} displacing inserts named at stage 2");
+    }
+
+    /// `live_at` answers only what `find_live_in` would: asked for a key at every slot of its two buckets and at slots
+    /// out of range, it finds the key at its own slot while the entry is live, and nowhere else.
+    #[test]
+    fn live_at_agrees_with_find_live() {
+        let mut t = FlowTable::<K>::new(2000);
+        let mut keys = Vec::new();
+        for i in 1..3000u64 {
+            let k = K(i);
+            if t.insert(k, k.hash(), 0, e(EST, 100 + (i % 50) as u32, 1), |_| 0).is_ok() {
+                keys.push(k);
+            }
+        }
+        keys.extend([K(10_000), K(10_001)]);
+        let (now, cap) = (125, t.capacity() as u32);
+        let (mut found, mut expired) = (0, 0);
+        for k in &keys {
+            let h = k.hash();
+            let b = t.buckets_of(h);
+            let want = t.find_live_in(k, h, b, now);
+            let mut slots: Vec<u32> = b.iter().flat_map(|&bi| (0..WAYS).map(move |w| (bi * WAYS + w) as u32)).collect();
+            slots.extend([cap - 1, cap, cap + 7, NO_SLOT]);
+            for s in slots {
+                if let Some(got) = t.live_at(k, h, s, now) {
+                    assert_eq!(Some(got), want, "{k:?} at slot {s}");
+                    found += 1;
+                }
+            }
+            match want {
+                Some((s, _)) => assert!(t.live_at(k, h, s, now).is_some(), "{k:?} live in slot {s}, not found there"),
+                None => expired += 1,
+            }
+        }
+        assert!(found > 1000 && expired > 1000, "{found} found, {expired} expired or absent");
     }
 
     /// The link prefetch takes any slot number stage 2 might hand it, in range or not, linked or not.
