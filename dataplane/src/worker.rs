@@ -801,14 +801,14 @@ impl<P: Port> Worker<P> {
         let mut next = 0;
         self.stage1(cfg, pkts, &mut next, &mut ring, ahead);
         for j in 0..ring.n.min(AHEAD_ENTRIES) {
-            ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &ring.at(j).1);
+            ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &mut ring.at_mut(j).1);
         }
         let mut k = 0;
         while k < ring.n {
             self.stage1(cfg, pkts, &mut next, &mut ring, k + ahead + 1);
             let j = k + AHEAD_ENTRIES;
             if j < ring.n {
-                ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &ring.at(j).1);
+                ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &mut ring.at_mut(j).1);
             }
             let v = ring.victims[(k + AHEAD_LINK) % WINDOW];
             if k + AHEAD_LINK < ring.n && v != Victim::NONE {

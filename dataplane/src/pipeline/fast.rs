@@ -21,6 +21,12 @@
 //! the same packets through both and compare buffers, verdicts, counters, table statistics and the flows listed.
 
 use super::*;
+use crate::lb::conntrack::NO_SLOT;
+
+/// [`Fast::slot`] of a packet whose signature stage 2 found in neither bucket: a new flow, unless an earlier packet
+/// of the burst recorded it since, which [`FlowTable::absent_in`] tells before the lookup is skipped. No table has
+/// this many slots.
+const MISSED: u32 = NO_SLOT - 1;
 
 /// IP header offset in a fast packet (untagged Ethernet).
 const L3: usize = crate::wire::ethernet::HEADER_LEN;
@@ -115,6 +121,9 @@ pub(super) struct Fast<K> {
     buckets: [usize; 2],
     /// Index of the service in the snapshot (unused by a reply candidate).
     svc: u32,
+    /// What stage 2 saw: the first slot whose signature matched ([`Ahead::Match`]), where stage 3 looks first
+    /// ([`FlowTable::live_at`]), or [`MISSED`] when none did; [`NO_SLOT`] until then, and for a reply candidate.
+    slot: u32,
     /// End of the IP packet in the buffer.
     end: u16,
     tcp_flags: u8,
@@ -301,18 +310,29 @@ impl Pipeline {
         let t = K::table_ref(&self.ct);
         let buckets = t.buckets_of(hash);
         t.prefetch_sigs_in(buckets);
-        K::stage1(out, Fast { key, hash, buckets, svc: si, end: end as u16, tcp_flags, df });
+        K::stage1(out, Fast { key, hash, buckets, svc: si, slot: NO_SLOT, end: end as u16, tcp_flags, df });
         Some(())
     }
 
-    /// Stage 2 of a fast packet: the entries its signature matches, or, for a lookup that will miss in a table
-    /// beyond the cache, what recording the new flow will touch (see [`Pipeline::prefetch_new_nat`]).
+    /// Stage 2 of a fast packet: the entries its signature matches (the first one's slot kept in its record), or,
+    /// for a lookup that will miss in a table beyond the cache, what recording the new flow will touch (see
+    /// [`Pipeline::prefetch_new_nat`]).
     #[inline(always)]
-    pub(super) fn prefetch_fast<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &Fast<K>) -> Victim {
+    pub(super) fn prefetch_fast<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &mut Fast<K>) -> Victim {
         let t = K::table_ref(&self.ct);
         match t.prefetch_entries_in(f.hash, f.buckets) {
-            Ahead::Miss(victim) if t.beyond_cache() => self.prefetch_new_nat(cfg, f, victim),
-            _ => Victim::NONE,
+            Ahead::Match(slot) => {
+                f.slot = slot;
+                Victim::NONE
+            }
+            Ahead::Miss(victim) => {
+                f.slot = MISSED;
+                if t.beyond_cache() {
+                    self.prefetch_new_nat(cfg, f, victim)
+                } else {
+                    Victim::NONE
+                }
+            }
         }
     }
 
@@ -357,7 +377,8 @@ impl Pipeline {
         self.process_inner(cfg, in_port, pkt, now, &p).unwrap_or_else(Verdict::Drop)
     }
 
-    /// Forward a fast packet, or change nothing and return `None` for the general path.
+    /// Forward a fast packet, or change nothing and return `None` for the general path. The entry is looked for
+    /// first in the slot stage 2 saw its signature in, then in its buckets.
     #[inline(always)]
     pub(super) fn finish_fast<K: FastFamily, B: PacketBuf>(
         &mut self,
@@ -367,8 +388,16 @@ impl Pipeline {
         f: &Fast<K>,
     ) -> Option<Verdict> {
         let svc = cfg.services.get(f.svc as usize)?;
-        let Some((slot, e)) = K::table_ref(&self.ct).find_live_in(&f.key, f.hash, f.buckets, now) else {
-            return self.finish_new(cfg, svc, pkt, now, f);
+        let t = K::table_ref(&self.ct);
+        let mut found = t.live_at(&f.key, f.hash, f.slot, now);
+        if found.is_none() {
+            if f.slot == MISSED && t.absent_in(&f.key, f.hash, f.buckets, now) {
+                return self.finish_new(cfg, svc, pkt, now, f, true);
+            }
+            found = t.find_live_in(&f.key, f.hash, f.buckets, now);
+        }
+        let Some((slot, e)) = found else {
+            return self.finish_new(cfg, svc, pkt, now, f, false);
         };
         let (next, b) = keeps(cfg, svc, &e, f.key.proto() == proto::TCP, f.tcp_flags)?;
         let nh = b.next_hop?;
@@ -402,6 +431,7 @@ impl Pipeline {
     /// would: a NAT or DSR-L2 service without source affinity, not draining, the packet no TCP reset, Maglev's backend
     /// resolved and the packet within its next hop's MTU. Otherwise change nothing and return `None`. The new-flow
     /// limit is asked last, once nothing else can send the packet to the general path, so a token is spent once.
+    /// `absent`: the caller has just seen [`FlowTable::absent_in`] answer true.
     #[inline(never)]
     fn finish_new<K: FastFamily, B: PacketBuf>(
         &mut self,
@@ -410,8 +440,9 @@ impl Pipeline {
         pkt: &mut B,
         now: u32,
         f: &Fast<K>,
+        absent: bool,
     ) -> Option<Verdict> {
-        if !K::table_ref(&self.ct).absent_in(&f.key, f.hash, f.buckets, now) {
+        if !absent && !K::table_ref(&self.ct).absent_in(&f.key, f.hash, f.buckets, now) {
             return None;
         }
         let proto = f.key.proto();
@@ -477,7 +508,8 @@ impl Pipeline {
         }
         let hash = key.hash();
         K::table_ref(&self.ct).prefetch_reverse(hash);
-        K::reply_stage1(out, Fast { key, hash, buckets: [0; 2], svc: u32::MAX, end: end as u16, tcp_flags, df });
+        let f = Fast { key, hash, buckets: [0; 2], svc: u32::MAX, slot: NO_SLOT, end: end as u16, tcp_flags, df };
+        K::reply_stage1(out, f);
         Some(())
     }
 
@@ -530,7 +562,6 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lb::conntrack::NO_SLOT;
 
     /// A victim keeps its slot and family through the window's word; a slot the family bit would hide is none.
     #[test]

@@ -300,12 +300,13 @@ impl Pipeline {
         self.admission.refusing() && proto == proto::TCP && tcp_flags & (tcpf::SYN | tcpf::ACK) == tcpf::SYN
     }
 
-    /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now); for a
-    /// fast packet whose lookup will miss, what recording it as a new flow will read instead. The answer is the entry
-    /// that insert is expected to displace, for [`Pipeline::prefetch_link`] two packets ahead of stage 3.
+    /// Stage 2: prefetch the flow-table entries whose signatures match (the meta lines are in cache by now), and keep
+    /// in a fast packet's record the slot stage 3 looks in first, or that none matched; for a fast packet whose
+    /// lookup will miss, what recording it as a new flow will read instead. The answer is the entry that insert is
+    /// expected to displace, for [`Pipeline::prefetch_link`] two packets ahead of stage 3.
     #[inline(always)]
-    pub fn prefetch_entries(&self, cfg: &DataplaneConfig, parsed: &Parsed) -> Victim {
-        match &parsed.0 {
+    pub fn prefetch_entries(&self, cfg: &DataplaneConfig, parsed: &mut Parsed) -> Victim {
+        match &mut parsed.0 {
             Stage1::Fast(f) => return self.prefetch_fast(cfg, f),
             Stage1::Fast6(f) => return self.prefetch_fast(cfg, f),
             Stage1::Reply(f) => self.prefetch_reply(f),
