@@ -52,14 +52,20 @@ pub fn apply(pkt: &mut [u8], l3: usize, l4: Option<L4Header>, v4: bool, rw: &Rew
 
 /// One's-complement sum of `!old + new` over a 32-bit field: the RFC 1624 delta of changing it.
 #[inline(always)]
-fn delta32(old: u32, new: u32) -> u64 {
-    u64::from(!old >> 16) + u64::from(!old & 0xffff) + u64::from(new >> 16) + u64::from(new & 0xffff)
+fn delta32(old: u32, new: u32) -> u32 {
+    (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
 }
 
-/// Add a delta to a checksum field value (RFC 1624 eqn. 3: `HC' = ~(~HC + delta)`).
+/// Add a delta to a checksum field value (RFC 1624 eqn. 3: `HC' = ~(~HC + delta)`). A delta is a sum of 16-bit
+/// words, a few dozen at most (two IPv6 addresses and two ports make 36), so it and `~HC` fit 32 bits with room to
+/// spare, and two folds take any 32-bit sum to 16 bits exactly: the first leaves at most 0x1fffe, the second at most
+/// 0xffff.
 #[inline(always)]
-fn apply_delta(csum: u16, delta: u64) -> u16 {
-    crate::wire::checksum::finish(u64::from(!csum) + delta)
+fn apply_delta(csum: u16, delta: u32) -> u16 {
+    let acc = u32::from(!csum) + delta;
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    !(acc as u16)
 }
 
 /// IPv4 fast path: the address changes make one delta for both the IP header and the pseudo-header, the port
@@ -67,7 +73,7 @@ fn apply_delta(csum: u16, delta: u64) -> u16 {
 #[inline(always)]
 fn apply_v4(pkt: &mut [u8], l3: usize, l4: Option<usize>, l4proto: u8, rw: &Rewrite<'_>) {
     let rd = |p: &[u8], at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
-    let mut addr_delta = 0u64;
+    let mut addr_delta = 0u32;
     for (off, new) in [(l3 + ipv4::SRC_OFFSET, rw.src), (l3 + ipv4::DST_OFFSET, rw.dst)] {
         if let Some(new) = new {
             let n = u32::from_be_bytes([new[0], new[1], new[2], new[3]]);
@@ -89,7 +95,7 @@ fn apply_v4(pkt: &mut [u8], l3: usize, l4: Option<usize>, l4proto: u8, rw: &Rewr
     for (pat, new) in [(o, rw.sport), (o + 2, rw.dport)] {
         if let Some(n) = new {
             let old = get_u16(pkt, pat);
-            delta += u64::from(!old) + u64::from(n);
+            delta += u32::from(!old) + u32::from(n);
             set_u16(pkt, pat, n);
         }
     }
@@ -177,14 +183,14 @@ pub fn translate_v4(pkt: &mut [u8], l3: usize, l4proto: u8, rw: &Rewrite<'_>) ->
     ip[8] -= 1;
     // One 32-bit delta an address, shared by both checksums ([`swap`], as IPv6 uses, measured a few instructions
     // more on the established path).
-    let mut addr = 0u64;
+    let mut addr = 0u32;
     for (at, new) in [(ipv4::SRC_OFFSET, src), (ipv4::DST_OFFSET, dst)] {
         if let Some(n) = new {
             addr += delta32(u32::from_be_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]), u32::from_be_bytes(*n));
             ip[at..at + 4].copy_from_slice(n);
         }
     }
-    let c = apply_delta(word(ip, 10), u64::from(!old_ttl) + u64::from(old_ttl - 0x100) + addr);
+    let c = apply_delta(word(ip, 10), u32::from(!old_ttl) + u32::from(old_ttl - 0x100) + addr);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     // `l4` reaches the checksum, past the ports: the chunk is always there.
     let delta = addr + l4.first_chunk_mut().map_or(0, |ports| ports_delta(ports, rw));
@@ -206,8 +212,8 @@ fn sized<const N: usize>(a: Option<&[u8]>) -> Result<Option<&[u8; N]>, core::arr
 
 /// Replace the ports `rw` names in the first four bytes of a transport header, `ports`: the checksum delta.
 #[inline(always)]
-fn ports_delta(ports: &mut [u8; 4], rw: &Rewrite<'_>) -> u64 {
-    let mut delta = 0u64;
+fn ports_delta(ports: &mut [u8; 4], rw: &Rewrite<'_>) -> u32 {
+    let mut delta = 0u32;
     if let Some(n) = rw.sport {
         delta += swap(ports, 0, &n.to_be_bytes());
     }
@@ -219,12 +225,12 @@ fn ports_delta(ports: &mut [u8; 4], rw: &Rewrite<'_>) -> u64 {
 
 /// Replace the `N` bytes at `at` in `b` (`N` even) with `new`: the one's-complement delta of the change (RFC 1624).
 #[inline(always)]
-fn swap<const N: usize>(b: &mut [u8], at: usize, new: &[u8; N]) -> u64 {
-    let mut delta = 0u64;
+fn swap<const N: usize>(b: &mut [u8], at: usize, new: &[u8; N]) -> u32 {
+    let mut delta = 0u32;
     if let Some(old) = b.get_mut(at..at + N) {
         for i in (0..N).step_by(2) {
-            delta += u64::from(!u16::from_be_bytes([old[i], old[i + 1]]))
-                + u64::from(u16::from_be_bytes([new[i], new[i + 1]]));
+            delta += u32::from(!u16::from_be_bytes([old[i], old[i + 1]]))
+                + u32::from(u16::from_be_bytes([new[i], new[i + 1]]));
         }
         old.copy_from_slice(new);
     }
@@ -254,7 +260,7 @@ pub fn translate_v6(pkt: &mut [u8], l3: usize, l4proto: u8, rw: &Rewrite<'_>) ->
     }
     let word = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
     ip[7] -= 1;
-    let mut delta = 0u64;
+    let mut delta = 0u32;
     if let Some(n) = src {
         delta += swap(ip, ipv6::SRC_OFFSET, n);
     }
