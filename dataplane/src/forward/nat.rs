@@ -164,15 +164,21 @@ fn apply_any(pkt: &mut [u8], l3: usize, l4: Option<usize>, v4: bool, l4proto: u8
 #[inline(always)]
 #[must_use]
 pub fn translate_v4(pkt: &mut [u8], l3: usize, l4proto: u8, rw: &Rewrite<'_>) -> bool {
-    let csum_off = match l4proto {
-        proto::TCP if pkt.len() >= l3 + ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN => tcp::CHECKSUM_OFFSET,
-        proto::UDP => udp::CHECKSUM_OFFSET,
-        _ => return false,
-    };
-    let Some((ip, l4)) = pkt.get_mut(l3..).and_then(|p| p.split_at_mut_checked(ipv4::MIN_HEADER_LEN)) else {
+    match l4proto {
+        proto::TCP => translate_v4_in::<{ tcp::MIN_HEADER_LEN }, { tcp::CHECKSUM_OFFSET }>(pkt, l3, false, rw),
+        proto::UDP => translate_v4_in::<{ udp::HEADER_LEN }, { udp::CHECKSUM_OFFSET }>(pkt, l3, true, rw),
+        _ => false,
+    }
+}
+
+/// [`translate_v4`] for a transport header of at least `L4` bytes with its checksum at `CSUM`: the headers as arrays
+/// of their lengths, taken once, so that no byte written needs a bounds check of its own.
+#[inline(always)]
+fn translate_v4_in<const L4: usize, const CSUM: usize>(pkt: &mut [u8], l3: usize, udp: bool, rw: &Rewrite<'_>) -> bool {
+    let Some((ip, l4)) = pkt.get_mut(l3..).and_then(|p| p.split_first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()) else {
         return false;
     };
-    let (Ok(ip), Some(l4)) = (<&mut [u8; 20]>::try_from(ip), l4.get_mut(..csum_off + 2)) else { return false };
+    let Some(l4) = l4.first_chunk_mut::<L4>() else { return false };
     let (Ok(src), Ok(dst)) = (sized::<4>(rw.src), sized::<4>(rw.dst)) else { return false };
     if ip[0] != 0x45 || ip[8] <= 1 {
         return false;
@@ -194,13 +200,13 @@ pub fn translate_v4(pkt: &mut [u8], l3: usize, l4proto: u8, rw: &Rewrite<'_>) ->
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     // `l4` reaches the checksum, past the ports: the chunk is always there.
     let delta = addr + l4.first_chunk_mut().map_or(0, |ports| ports_delta(ports, rw));
-    let c = word(l4, csum_off);
-    if l4proto == proto::UDP && c == 0 {
+    let c = word(l4, CSUM);
+    if udp && c == 0 {
         return true; // no UDP checksum was sent (RFC 768)
     }
     let c = apply_delta(c, delta);
-    let c = if l4proto == proto::UDP { udp_nonzero(c) } else { c };
-    l4[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
+    let c = if udp { udp_nonzero(c) } else { c };
+    l4[CSUM..CSUM + 2].copy_from_slice(&c.to_be_bytes());
     true
 }
 
