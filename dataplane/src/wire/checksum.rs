@@ -41,12 +41,17 @@ pub fn checksum(data: &[u8]) -> u16 {
 }
 
 /// Whether an IPv4 header without options carries a correct checksum: [`checksum`] of it is zero. The fast path's
-/// check, in five native-endian loads: a one's-complement sum is independent of byte order (RFC 1071 §2(B)), its
-/// byte-swapped form is its complement's byte swap, and zero is zero either way.
+/// check, in five native-endian loads and no folding. [`checksum`] is zero when the header's one's-complement sum
+/// folds to 0xffff, that is when the plain sum `s` of its 16-bit words is a non-zero multiple of 0xffff (folding
+/// keeps a sum's remainder mod 0xffff, and gives 0xffff, not 0, for a non-zero multiple). Mod 0xffff, 2^16 is 1, so
+/// a 32-bit word counts as its two halves, and a byte-swapped 16-bit word as 256 times itself: with 256 prime to
+/// 0xffff, the native-endian sum is a multiple exactly when the big-endian one is, and it is zero only when every
+/// byte is.
 #[inline(always)]
 pub fn header_ok_v4(h: &[u8; 20]) -> bool {
     let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-    finish(w(0) + w(4) + w(8) + w(12) + w(16)) == 0
+    let s = w(0) + w(4) + w(8) + w(12) + w(16);
+    s != 0 && s % 0xffff == 0
 }
 
 /// Accumulator of the IPv4 pseudo-header (RFC 9293 §3.1).
@@ -183,9 +188,20 @@ mod tests {
                 seen[usize::from(ok)] += 1;
             }
         }
-        for v in [[0u8; 20], [0xff; 20]] {
-            assert_eq!(header_ok_v4(&v), checksum(&v) == 0, "{v:02x?}");
+        // All zero (a sum of 0, no multiple that counts), all ones (ten times 0xffff), and a header whose words sum
+        // to 0xffff with its checksum field 0 or 0xffff (the two forms of one's-complement zero).
+        let mut edge = vec![[0u8; 20], [0xff; 20]];
+        for c in [0u16, 0xffff] {
+            let mut v = [0u8; 20];
+            v[0] = 0x45;
+            v[10..12].copy_from_slice(&c.to_be_bytes());
+            v[18..20].copy_from_slice(&(0xffff_u16 - 0x4500).to_be_bytes());
+            edge.push(v);
         }
+        for v in &edge {
+            assert_eq!(header_ok_v4(v), checksum(v) == 0, "{v:02x?}");
+        }
+        assert!(edge[2..].iter().all(header_ok_v4), "either form of a zero checksum field is right");
         assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
     }
 
