@@ -40,20 +40,16 @@ def costs(path):
     """Self cost per instruction address of the objects that are not shared libraries, from a callgrind file
     written with --dump-instr=yes (positions: instr line; subpositions compressed as +n, -n or *)."""
     out, fns = collections.Counter(), {}
-    names, fnames, ob, fn, addr, call = {}, {}, None, "??", 0, False
+    # Compressed names: `ob=(3) /usr/lib/...` the first time, `ob=(3)` after.
+    names, cur, addr, call = {"ob": {}, "fn": {}}, {"ob": "", "fn": "??"}, 0, False
     with open(path) as f:
         for line in f:
-            m = re.match(r"^ob=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+            m = re.match(r"^(ob|fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
             if m:
-                if m.group(2):
-                    names[m.group(1)] = m.group(2)
-                ob = names.get(m.group(1), "")
-                continue
-            m = re.match(r"^fn=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
-            if m:
-                if m.group(2):
-                    fnames[m.group(1)] = m.group(2)
-                fn = fnames.get(m.group(1), "??")
+                kind, num, name = m.groups()
+                if name:
+                    names[kind][num] = name
+                cur[kind] = names[kind].get(num, "??" if kind == "fn" else "")
                 continue
             if line.startswith("calls="):
                 call = True  # the next cost line is the call's inclusive cost
@@ -71,9 +67,9 @@ def costs(path):
             if call:
                 call = False
                 continue
-            if ".so" not in ob and len(parts) >= 3:
+            if ".so" not in cur["ob"] and len(parts) >= 3:
                 out[addr] += int(parts[2])
-                fns[addr] = fn
+                fns[addr] = cur["fn"]
     return out, fns
 
 
