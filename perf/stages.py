@@ -126,7 +126,7 @@ def main():
     for a, n in c.items():
         node = tree
         path = ch.get(a) or ["??"]
-        for i, fn in enumerate(path[: o.depth + 1]):
+        for fn in path[: o.depth + 1]:
             ent = node.setdefault(fn, [0, {}])
             ent[0] += n
             node = ent[1]

@@ -188,8 +188,8 @@ mod tests {
                 seen[usize::from(ok)] += 1;
             }
         }
-        // All zero (a sum of 0, no multiple that counts), all ones (ten times 0xffff), and a header whose words sum
-        // to 0xffff with its checksum field 0 or 0xffff (the two forms of one's-complement zero).
+        // All zero (a sum of 0, no multiple that counts), all ones (ten times 0xffff), and a header whose
+        // one's-complement sum is 0xffff with its checksum field 0 or 0xffff (the two forms of one's-complement zero).
         let mut edge = vec![[0u8; 20], [0xff; 20]];
         for c in [0u16, 0xffff] {
             let mut v = [0u8; 20];
