@@ -139,7 +139,11 @@ fn enter(st: &mut Status, s: State, e: Option<String>) -> bool {
 /// A state change, for events and logs.
 pub type Transition = (String, State, Option<String>);
 
-/// Run one peer forever (until `stop` turns true: then withdraw, say goodbye, return).
+/// How long a stopping session waits for the peer to close the connection after our Cease (the speaker waits 3 s for
+/// the whole task).
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Run one peer forever (until `stop` turns true: then withdraw, say goodbye, wait for the peer to close, return).
 ///
 /// Connections the peer opens to us arrive on `incoming` (from the speaker's listener): in Idle/Connect/Active one is
 /// taken as the session; during an OPEN exchange it is a collision, resolved by BGP identifier (RFC 4271 6.8); in
@@ -512,10 +516,21 @@ impl Link<'_> {
                     let bye = fsm::goodbye();
                     let _ = self.send(&bye).await;
                     let _ = self.s.shutdown().await;
+                    self.wait_for_close().await;
                     return Ok(None);
                 }
             }
         }
+    }
+
+    /// After our Cease: wait, at most [`CLOSE_WAIT`], for the peer to close its side, which it does once it has
+    /// handled the Cease. Whatever the speaker does next (BFD's AdminDown to the peer) then reaches a peer whose session
+    /// is already down. BIRD 2.0 reads BFD in a thread of its own: an AdminDown it hears before it has read the Cease
+    /// ends the Established session as a BFD failure, and it then refuses the peer for a minute ("error wait").
+    async fn wait_for_close(&mut self) {
+        let mut buf = [0u8; 4096];
+        let drain = async { while matches!(self.s.read(&mut buf).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
     }
 
     /// A message in Established: count what it carries, answer a route refresh with the table, end on an error.
@@ -565,6 +580,84 @@ mod tests {
         assert!(enter(&mut st, State::Established, None));
         assert_eq!((st.last_error.as_deref(), st.prefixes_received, st.treat_as_withdraw), (None, 0, 2));
         assert_eq!(st.established_count, 2);
+    }
+
+    /// Reads whole BGP messages from a scripted peer's side of the connection.
+    async fn next_message(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<wire::Message> {
+        loop {
+            if let Ok(Some(n)) = wire::frame(buf) {
+                let m = wire::decode(&buf[..n]).ok();
+                buf.drain(..n);
+                return m;
+            }
+            let mut chunk = [0u8; 4096];
+            match c.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Stopping an Established session ends with the Cease, then waits for the peer to close the connection before
+    /// the task returns (the speaker sends BFD's AdminDown only after that), and no longer than [`CLOSE_WAIT`] for a
+    /// peer that never closes. A scripted peer on loopback.
+    #[tokio::test]
+    async fn stopping_waits_for_the_peer_to_close_after_the_cease() {
+        for peer_closes in [true, false] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut cfg = peer(65001, None);
+            cfg.port = l.local_addr().unwrap().port();
+            let (_routes_tx, routes) = watch::channel(Routes::default());
+            let (stop_tx, stop) = watch::channel(false);
+            let (_in_tx, incoming) = tokio::sync::mpsc::channel(1);
+            let status = Arc::new(Mutex::new(Status::default()));
+            let transitions = tokio::sync::broadcast::channel(16).0;
+            let task = tokio::spawn(run(cfg, routes, stop, incoming, status.clone(), transitions, None));
+            let (mut c, _) = tokio::time::timeout(Duration::from_secs(5), l.accept()).await.unwrap().unwrap();
+            let mut buf = Vec::new();
+            let theirs = next_message(&mut c, &mut buf).await;
+            assert!(matches!(theirs, Some(wire::Message::Open(_))), "{theirs:?}");
+            let open = Open {
+                asn: 65001,
+                hold_time: 9,
+                bgp_id: Ipv4Addr::new(198, 18, 0, 2),
+                caps: Capabilities { families: vec![Afi::Ipv4], as4: Some(65001), ..Default::default() },
+            };
+            c.write_all(&wire::open(&open)).await.unwrap();
+            c.write_all(&wire::keepalive()).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while status.lock().unwrap().state != State::Established {
+                assert!(Instant::now() < deadline, "never Established: {:?}", status.lock().unwrap());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let stopped = Instant::now();
+            stop_tx.send(true).unwrap();
+            loop {
+                match next_message(&mut c, &mut buf).await {
+                    Some(wire::Message::Notification { code, .. }) => {
+                        assert_eq!(code, wire::notify::CEASE);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => panic!("the connection ended without a Cease"),
+                }
+            }
+            // The peer takes its time to handle the Cease: the session must still be waiting for it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!task.is_finished(), "the session ended before the peer closed the connection");
+            if peer_closes {
+                let closed = Instant::now();
+                drop(c);
+                tokio::time::timeout(Duration::from_secs(1), task).await.unwrap().unwrap();
+                assert!(closed.elapsed() < Duration::from_millis(500), "{:?} after the close", closed.elapsed());
+            } else {
+                tokio::time::timeout(CLOSE_WAIT * 2, task).await.unwrap().unwrap();
+                let took = stopped.elapsed();
+                assert!(took >= CLOSE_WAIT && took < CLOSE_WAIT + Duration::from_secs(1), "{took:?}");
+                drop(c);
+            }
+            assert_eq!(status.lock().unwrap().state, State::Idle);
+        }
     }
 
     /// A connection the peer opened, accepted on the dual-stack listener from an IPv4 address, leaves with the eBGP

@@ -178,6 +178,7 @@ impl Speaker {
         }
         let _ = t.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
+        // As in `stop`: the AdminDown after the peer has closed the BGP connection.
         if let Some(l) = t.bfd {
             l.stop().await;
         }
@@ -221,7 +222,8 @@ impl Speaker {
         }
         for t in self.peers {
             let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
-            // After the BGP session's Cease: BFD's AdminDown then tells the peer we left on purpose.
+            // After the BGP session's Cease and the peer's close: BFD's AdminDown then tells the peer we left on
+            // purpose, and cannot overtake the Cease (see `session::CLOSE_WAIT`).
             if let Some(l) = t.bfd {
                 l.stop().await;
             }
