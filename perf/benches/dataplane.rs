@@ -1,11 +1,13 @@
-//! Criterion micro-benchmarks: parsing, Maglev build and lookup, flow-table hit / miss / insert, and the whole
+//! Criterion micro-benchmarks: parsing, Maglev build and lookup, flow-table hit / miss / insert, bursts of lookups
+//! through the worker's prefetch pipeline against the memory system's allowance for their lines, and the whole
 //! pipeline per mode on an established flow (hot cache: the per-packet work without DRAM misses; `edgelb-perf`
 //! measures the cold, many-flow case).
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use edgelb_dataplane::lb::conntrack::{Entry, FlowKey, FlowTable, Lookup};
+use edgelb_dataplane::lb::conntrack::{Ahead, Entry, FlowKey, FlowTable, Lookup, NO_SLOT};
 use edgelb_dataplane::lb::flow::KeyV4;
 use edgelb_dataplane::lb::maglev::{self, backend_key, MaglevBackend};
+use edgelb_dataplane::mem::{prefetch, HugeArray};
 use edgelb_dataplane::model::Mode;
 use edgelb_dataplane::packet::{MemBuf, PacketBuf};
 use edgelb_dataplane::pipeline::{Pipeline, TableSizes, Verdict};
@@ -13,7 +15,8 @@ use edgelb_dataplane::snapshot::ConfigBuilder;
 use edgelb_dataplane::wire::ethernet::parse_l2;
 use edgelb_dataplane::wire::ipv4::Ipv4Packet;
 use edgelb_dataplane::wire::tcp::TcpPacket;
-use edgelb_perf::Scenario;
+use edgelb_dataplane::worker::{AHEAD_ENTRIES, AHEAD_META};
+use edgelb_perf::{Scenario, STRIDE};
 use std::net::{IpAddr, Ipv4Addr};
 
 fn parse(c: &mut Criterion) {
@@ -119,6 +122,126 @@ fn conntrack(c: &mut Criterion) {
             }
         })
     });
+    g.finish();
+    burst_lookups(c, "burst_lookup_1M", &t, n);
+    let small = 10_000u32;
+    let mut t = FlowTable::<KeyV4>::with_reverse(small as usize);
+    for i in 0..small {
+        let k = key(i);
+        t.insert(k, k.hash(), 0, Entry::new(1 << 30, i, 0, 2, 0), |_| 0).unwrap();
+    }
+    burst_lookups(c, "burst_lookup_10k", &t, small);
+}
+
+/// A line of memory, for [`burst_lookups`]' model of the table.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
+/// What the memory system allows the established lookup, against what the table takes: bursts of 64 random keys of
+/// `n` held, through the worker's pipeline (stage 1 [`AHEAD_META`] + [`AHEAD_ENTRIES`] packets ahead, stage 2
+/// [`AHEAD_ENTRIES`] ahead), as
+/// - `table`: the table's own stages (`prefetch_sigs_in`, `prefetch_entries_in`, `live_at`), every key a hit;
+/// - `lines_3`: the same random lines and no work on them, in a region the table's size: both candidate meta lines at
+///   stage 1, a slot line chosen from what they hold at stage 2, read at stage 3 (the table's layout);
+/// - `lines_2`: both candidate buckets at stage 1, nothing at stage 2, each bucket one line with its keys beside their
+///   metadata (what that layout would read: a 32-byte IPv4 slot, meta included, makes the same region).
+///
+/// Each also `+packets`: every burst first reads 96 bytes a packet in order from `n` × [`STRIDE`] bytes, as the replay
+/// port copies its templates (a NIC's packets, where they come from memory). Criterion's throughput is in packets.
+fn burst_lookups(c: &mut Criterion, group: &str, t: &FlowTable<KeyV4>, n: u32) {
+    const B: usize = 64;
+    let (per_slot, _) = FlowTable::<KeyV4>::bytes_per_slot();
+    let lines = t.capacity() * per_slot / 64;
+    // Meta lines first, then three slot lines a bucket (8 slots of 24 bytes), as the table lays them out.
+    let nbuckets = lines / 4;
+    let mut region = HugeArray::new(lines, Line([0; 8]));
+    for (i, l) in region.as_mut_slice().iter_mut().enumerate() {
+        l.0[0] = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    let region = region.as_slice();
+    let packets = vec![Line([1; 8]); n as usize * STRIDE / 64];
+    let mut at = 0;
+    // The burst's packet data, read once before its lookups.
+    let mut receive = |on: bool| {
+        let mut x = 0u64;
+        for _ in 0..if on { B * STRIDE / 64 } else { 0 } {
+            x = x.wrapping_add(packets[at].0[0]);
+            at = (at + 1) % packets.len();
+        }
+        black_box(x);
+    };
+    let range = |h: u64, m: usize| ((u128::from(h) * m as u128) >> 64) as usize;
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(B as u64));
+    let mut i = 0u32;
+    let mut next_key = move || {
+        i = i.wrapping_mul(1_664_525).wrapping_add(1_013_904_223) % n;
+        key(i)
+    };
+    let (s1, s2) = (AHEAD_META + AHEAD_ENTRIES, AHEAD_ENTRIES);
+    for with in [false, true] {
+        g.bench_function(if with { "table+packets" } else { "table" }, |b| {
+            let mut keys = [(key(0), 0u64, [0usize; 2], Ahead::Match(NO_SLOT)); B];
+            b.iter(|| {
+                receive(with);
+                let mut hits = 0u32;
+                for k in 0..B + s1 {
+                    if k < B {
+                        let key = next_key();
+                        let h = key.hash();
+                        let bk = t.buckets_of(h);
+                        t.prefetch_sigs_in(bk);
+                        keys[k] = (key, h, bk, Ahead::Match(NO_SLOT));
+                    }
+                    if let Some(j) = (k + s2).checked_sub(s1).filter(|j| *j < B) {
+                        let (_, h, bk, _) = keys[j];
+                        keys[j].3 = t.prefetch_entries_in(h, bk);
+                    }
+                    if let Some(j) = k.checked_sub(s1) {
+                        let (key, h, bk, ahead) = keys[j];
+                        let slot = if let Ahead::Match(s) = ahead { s } else { NO_SLOT };
+                        let found = t.live_at(&key, h, slot, 1).or_else(|| t.find_live_in(&key, h, bk, 1));
+                        hits += u32::from(found.is_some());
+                    }
+                }
+                assert_eq!(hits, B as u32);
+            })
+        });
+        for three in [true, false] {
+            let name = format!("lines_{}{}", if three { 3 } else { 2 }, if with { "+packets" } else { "" });
+            g.bench_function(name, |b| {
+                let mut pending = [(0u64, [0usize; 2], 0usize); B];
+                b.iter(|| {
+                    receive(with);
+                    let mut sum = 0u64;
+                    for k in 0..B + s1 {
+                        if k < B {
+                            let h = next_key().hash();
+                            let m = if three { nbuckets } else { lines };
+                            let bk = [range(h, m), range(h.rotate_left(32).wrapping_mul(0x9e37_79b9_7f4a_7c15), m)];
+                            bk.iter().for_each(|l| prefetch(&region[*l]));
+                            pending[k] = (h, bk, 0);
+                        }
+                        if let Some(j) = (k + s2).checked_sub(s1).filter(|j| *j < B && three) {
+                            // The slot line depends on what both meta lines hold, as the signature match does.
+                            let (h, bk, _) = pending[j];
+                            let x = region[bk[0]].0[0] ^ region[bk[1]].0[0] ^ h;
+                            let at = nbuckets + bk[(x & 1) as usize] * 3 + (x >> 1) as usize % 3;
+                            prefetch(&region[at]);
+                            pending[j].2 = at;
+                        }
+                        if let Some(j) = k.checked_sub(s1) {
+                            let (_, bk, at) = pending[j];
+                            let read = if three { region[at].0[0] } else { region[bk[0]].0[0] ^ region[bk[1]].0[0] };
+                            sum = sum.wrapping_add(read);
+                        }
+                    }
+                    black_box(sum)
+                })
+            });
+        }
+    }
     g.finish();
 }
 
