@@ -524,9 +524,10 @@ impl Link<'_> {
     }
 
     /// After our Cease: wait, at most [`CLOSE_WAIT`], for the peer to close its side, which it does once it has
-    /// handled the Cease. Whatever the speaker does next (BFD's AdminDown to the peer) then reaches a peer whose session
-    /// is already down. BIRD 2.0 reads BFD in a thread of its own: an AdminDown it hears before it has read the Cease
-    /// ends the Established session as a BFD failure, and it then refuses the peer for a minute ("error wait").
+    /// handled the Cease. Whatever the speaker does next (BFD's AdminDown to the peer) then reaches a peer whose
+    /// session is already down. BIRD 2.0 reads BFD in a thread of its own: an AdminDown it hears before it has read
+    /// the Cease ends the Established session as a BFD failure, and it then refuses the peer for a minute ("error
+    /// wait").
     async fn wait_for_close(&mut self) {
         let mut buf = [0u8; 4096];
         let drain = async { while matches!(self.s.read(&mut buf).await, Ok(n) if n > 0) {} };
