@@ -1625,8 +1625,6 @@ mod fill {
         assert_eq!(t.find_live(&k, k.hash(), 0).map(|(s, _)| s), Some(slot));
     }
 
-    /// A table made for N flows takes N protected (never evictable) entries without a failure, thanks to two
-    /// choices plus cuckoo moves; and moved entries stay reachable through their reverse index.
     /// A table made for N flows holds N evictable (half-open) ones without evicting any: below its nominal size an
     /// insert moves an entry to make room before it evicts one. Beyond N, as under a flood, it evicts and moves no
     /// more.
@@ -1657,6 +1655,8 @@ mod fill {
         assert_eq!(t.stats().moved, moved, "beyond its nominal size the table evicts instead of moving");
     }
 
+    /// A table made for N flows takes N protected (never evictable) entries without a failure, thanks to two
+    /// choices plus cuckoo moves; and moved entries stay reachable through their reverse index.
     #[test]
     fn nominal_size_fits() {
         let n = 200_000usize;
