@@ -583,30 +583,15 @@ mod tests {
         assert_eq!(st.established_count, 2);
     }
 
-    /// Reads whole BGP messages from a scripted peer's side of the connection.
-    async fn next_message(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<wire::Message> {
-        loop {
-            if let Ok(Some(n)) = wire::frame(buf) {
-                let m = wire::decode(&buf[..n]).ok();
-                buf.drain(..n);
-                return m;
-            }
-            let mut chunk = [0u8; 4096];
-            match c.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
     /// Stopping an Established session ends with the Cease, then waits for the peer to close the connection before
     /// the task returns (the speaker sends BFD's AdminDown only after that), and no longer than [`CLOSE_WAIT`] for a
-    /// peer that never closes. A scripted peer on loopback.
+    /// peer that never closes. A scripted peer on loopback, over IPv4 and IPv6.
     #[tokio::test]
     async fn stopping_waits_for_the_peer_to_close_after_the_cease() {
-        for peer_closes in [true, false] {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        for (addr, peer_closes) in [("127.0.0.1", true), ("127.0.0.1", false), ("::1", true)] {
+            let l = tokio::net::TcpListener::bind((addr, 0)).await.unwrap();
             let mut cfg = peer(65001, None);
+            cfg.address = addr.parse().unwrap();
             cfg.port = l.local_addr().unwrap().port();
             let (_routes_tx, routes) = watch::channel(Routes::default());
             let (stop_tx, stop) = watch::channel(false);
@@ -615,8 +600,10 @@ mod tests {
             let transitions = tokio::sync::broadcast::channel(16).0;
             let task = tokio::spawn(run(cfg, routes, stop, incoming, status.clone(), transitions, None));
             let (mut c, _) = tokio::time::timeout(Duration::from_secs(5), l.accept()).await.unwrap().unwrap();
-            let mut buf = Vec::new();
-            let theirs = next_message(&mut c, &mut buf).await;
+            // The session's own reader, on the scripted peer's side.
+            let mut rd = Reader { buf: Vec::new() };
+            let mut next = async |c: &mut TcpStream| rd.next(c).await.ok().and_then(|m| wire::decode(&m).ok());
+            let theirs = next(&mut c).await;
             assert!(matches!(theirs, Some(wire::Message::Open(_))), "{theirs:?}");
             let open = Open {
                 asn: 65001,
@@ -634,7 +621,7 @@ mod tests {
             let stopped = Instant::now();
             stop_tx.send(true).unwrap();
             loop {
-                match next_message(&mut c, &mut buf).await {
+                match next(&mut c).await {
                     Some(wire::Message::Notification { code, .. }) => {
                         assert_eq!(code, wire::notify::CEASE);
                         break;
