@@ -976,11 +976,9 @@ impl<K: FlowKey> FlowTable<K> {
         // a full-NAT flow loses its reply's way). Beyond N (a flood), eviction comes first: a move hashes the
         // residents' keys and reads their other buckets.
         let below = self.stats.occupied < self.nominal;
-        let soonest = |t: &Self| {
-            // Masks and minima without branches: this runs for every new flow while the table is full (a flood),
-            // where a compare and branch a slot cost about 250 instructions a flow, and a branch-free score a slot
-            // about 190.
-            let (ma, mb) = (&t.meta.as_slice()[b1], &t.meta.as_slice()[b2]);
+        // Masks and minima without branches: this runs for every new flow while the table is full (a flood), where a
+        // compare and branch a slot cost about 250 instructions a flow, and a branch-free score a slot about 190.
+        let soonest = |ma: &Meta, mb: &Meta| {
             let lanes = evictable(&ma.state) | evictable(&mb.state) << WAYS;
             crate::mem::soonest_lane_u32x16(&ma.expires, &mb.expires, now, lanes)
                 .map(|at| (if at < WAYS { b1 } else { b2 }, at % WAYS, 2))
@@ -995,14 +993,14 @@ impl<K: FlowKey> FlowTable<K> {
             } else if below {
                 None
             } else {
-                soonest(self)
+                soonest(ma, mb)
             };
         }
         if pick.is_none() {
             pick = self.make_room(b1).or_else(|| self.make_room(b2)).map(|(bi, w)| (bi, w, 3));
         }
         if pick.is_none() && below {
-            pick = soonest(self);
+            pick = soonest(&self.meta.as_slice()[b1], &self.meta.as_slice()[b2]);
         }
         let Some((bi, w, rank)) = pick else {
             if let Some(id) = held {
