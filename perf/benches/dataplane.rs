@@ -172,7 +172,6 @@ fn burst_lookups(c: &mut Criterion, group: &str, t: &FlowTable<KeyV4>, n: u32) {
         }
         black_box(x);
     };
-    let range = |h: u64, m: usize| ((u128::from(h) * m as u128) >> 64) as usize;
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(B as u64));
     let mut i = 0u32;
@@ -219,9 +218,14 @@ fn burst_lookups(c: &mut Criterion, group: &str, t: &FlowTable<KeyV4>, n: u32) {
                     let mut sum = 0u64;
                     for k in 0..B + s1 {
                         if k < B {
+                            // The table's own two buckets; in the two-line layout, a line of each bucket's four.
                             let h = next_key().hash();
-                            let m = if three { nbuckets } else { lines };
-                            let bk = [range(h, m), range(h.rotate_left(32).wrapping_mul(0x9e37_79b9_7f4a_7c15), m)];
+                            let bk = t.buckets_of(h);
+                            let bk = if three {
+                                bk
+                            } else {
+                                [bk[0] * 4 + (h >> 8) as usize % 4, bk[1] * 4 + (h >> 10) as usize % 4]
+                            };
                             bk.iter().for_each(|l| prefetch(&region[*l]));
                             pending[k] = (h, bk, 0);
                         }
