@@ -284,7 +284,7 @@ impl Templates {
 /// A port that receives its templates in order, forever, and takes back what the worker transmits or drops.
 /// [`ReplayPort::new`] shuffles the templates physically once, so flows arrive in random order while the port reads
 /// its template memory sequentially, as a NIC would write fresh packets into buffers already in cache. That holds
-/// while the templates fit the cache: at 1 M flows they are 96 MB, read from memory, and the floor costs 8.6 ns a
+/// while the templates fit the cache: at 1 M flows they are 96 MB, read from memory, and the floor costs about 8 ns a
 /// packet more than at 10 k (perf/README.md, "What the memory system allows the established lookup"). Prefetching
 /// each next burst's templates was measured and not kept: it takes only 4 of that from the 1 M rows, and would move
 /// them against every earlier series.
