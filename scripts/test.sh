@@ -32,7 +32,7 @@ if [ "$(id -u)" = 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends python3 python3-venv python3-pip ca-certificates build-essential \
         iproute2 iputils-ping curl dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config bird2 frr gobgpd keepalived \
-        systemd util-linux prometheus valgrind nftables
+        systemd util-linux prometheus valgrind nftables qemu-user
 fi
 features=()
 if pkg-config --exists libdpdk 2>/dev/null; then

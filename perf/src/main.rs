@@ -8,7 +8,7 @@
 //! with `dpdk-testpmd` on the same core (see `dpdk.rs`).
 //! The flows are opened first (SYNs, untimed). Then `--new-percent P` of the measured packets are SYNs of flows never
 //! seen before and the rest are established-flow packets (ACKs); `--new` is `--new-percent 100`, the default is 0.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use clap::{Parser, ValueEnum};
 use edgelb_dataplane::model::Mode;
@@ -187,6 +187,8 @@ struct CoreResult {
     table_bytes: usize,
     backing: String,
 }
+
+edgelb_cpu::check_before_main!();
 
 fn main() {
     let a = match Args::try_parse() {

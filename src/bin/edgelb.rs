@@ -128,6 +128,8 @@ enum LabDriver {
     Afpacket,
 }
 
+edgelb_cpu::check_before_main!();
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,

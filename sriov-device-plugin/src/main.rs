@@ -56,6 +56,8 @@ fn go_style(args: impl Iterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
+edgelb_cpu::check_before_main!();
+
 fn main() -> ExitCode {
     let Args { config, resource_prefix, sys_root, plugin_dir, log_format } =
         Args::parse_from(go_style(std::env::args()));
