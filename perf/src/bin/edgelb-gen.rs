@@ -3,7 +3,7 @@
 //! dataplane's own AF_XDP port, copy mode on veth), at `--rate` packets per second for `--seconds`, pinned to
 //! `--core`. Prints one JSON line: packets handed to the kernel, seconds, the rate achieved and the port's TX
 //! errors. What the kernel then drops is for the caller to read from the interfaces' counters.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use clap::Parser;
 use edgelb_dataplane::port::afxdp::AfXdpPort;
@@ -53,6 +53,8 @@ fn mac(s: &str) -> Result<[u8; 6], String> {
         s.split(':').map(|x| u8::from_str_radix(x, 16)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
     v.try_into().map_err(|_| format!("{s}: not a MAC"))
 }
+
+edgelb_cpu::check_before_main!();
 
 fn main() {
     let a = Args::parse();
