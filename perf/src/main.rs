@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 use clap::{Parser, ValueEnum};
+use edgelb_dataplane::lb::conntrack::TableStats;
 use edgelb_dataplane::model::Mode;
 use edgelb_dataplane::pipeline::{DropReason, TableSizes};
 use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle};
@@ -183,6 +184,8 @@ struct CoreResult {
     packets: u64,
     secs: f64,
     stats: WorkerStats,
+    /// The flow table's counters at the start of the measured pass (the warm-up's), to report the pass alone.
+    table_before: TableStats,
     warmup_secs: f64,
     table_bytes: usize,
     backing: String,
@@ -437,6 +440,7 @@ fn measure(
     worker.pipeline.set_fast_path(!a.no_fast_path);
     // After the warm-up, which opens every flow at full bursts too.
     worker.pipeline.set_new_flow_limit(a.new_flow_limit);
+    let table_before = if a.v6 { worker.pipeline.table_stats().1 } else { worker.pipeline.table_stats().0 };
     barrier.wait();
     let t = Instant::now();
     let packets = measured_polls(&mut worker, &handle, Duration::from_secs_f64(a.seconds), a.packets);
@@ -445,7 +449,16 @@ fn measure(
     let stats = published.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
     // Count what was forwarded: with --cross a packet is processed twice (arrival, then its owner).
     let packets = if a.cross { stats.counters.tx } else { packets };
-    CoreResult { core: pinned, packets, secs, stats, warmup_secs, table_bytes, backing: backing.to_string() }
+    CoreResult {
+        core: pinned,
+        packets,
+        secs,
+        stats,
+        table_before,
+        warmup_secs,
+        table_bytes,
+        backing: backing.to_string(),
+    }
 }
 
 /// The measured polls: until `deadline` passed, or (with `count`) until `count` packets went through. Not inlined,
@@ -497,6 +510,9 @@ fn row(a: &Args, i: usize, r: &CoreResult) -> serde_json::Value {
     let h = &r.stats.burst_ns;
     let c = &r.stats.counters;
     let t = if a.v6 { r.stats.tables.1 } else { r.stats.tables.0 };
+    // The table's counters of the measured pass alone (the warm-up opened the flows).
+    let b = &r.table_before;
+    let pass = |now: u64, before: u64| now.saturating_sub(before);
     let drops: serde_json::Map<String, serde_json::Value> = DropReason::all()
         .filter(|d| c.dropped(*d) > 0)
         .map(|d| (d.name().to_string(), serde_json::json!(c.dropped(d))))
@@ -519,9 +535,10 @@ fn row(a: &Args, i: usize, r: &CoreResult) -> serde_json::Value {
         "table_capacity": if a.v6 { r.stats.capacity.1 } else { r.stats.capacity.0 },
         "table_bytes": r.table_bytes,
         "table_memory": r.backing,
-        "inserts": t.inserts,
-        "evicted": t.evicted,
-        "insert_failed": t.insert_failed,
+        "inserts": pass(t.inserts, b.inserts),
+        "evicted": pass(t.evicted, b.evicted),
+        "moved": pass(t.moved, b.moved),
+        "insert_failed": pass(t.insert_failed, b.insert_failed),
         "new_flows": c.new_flows,
         "tx": c.tx,
         // Forwarded packets of tracked flows: all but the new flows' first packets.
@@ -563,14 +580,25 @@ fn report(a: &Args, rs: &[CoreResult]) {
         secs
     );
     println!(
-        "{:>6} {:>5} {:>9} {:>8} {:>10} {:>10} {:>10} {:>11} {:>9} {:>9}",
-        "worker", "core", "Mpps", "ns/pkt", "burst p50", "burst p99", "p99.9", "tracked", "evicted", "ins.fail"
+        "{:>6} {:>5} {:>9} {:>8} {:>10} {:>10} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9}",
+        "worker",
+        "core",
+        "Mpps",
+        "ns/pkt",
+        "burst p50",
+        "burst p99",
+        "p99.9",
+        "tracked",
+        "new",
+        "evicted",
+        "moved",
+        "ins.fail"
     );
     // JSON numbers ignore a width; the table's columns need plain integers.
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     for r in &rows {
         println!(
-            "{:>6} {:>5} {:>9.2} {:>8.1} {:>8}ns {:>8}ns {:>8}ns {:>11} {:>9} {:>9}",
+            "{:>6} {:>5} {:>9.2} {:>8.1} {:>8}ns {:>8}ns {:>8}ns {:>11} {:>9} {:>9} {:>9} {:>9}",
             n(&r["worker"]),
             r["core"].as_u64().map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             r["mpps"].as_f64().unwrap_or(0.0),
@@ -579,8 +607,19 @@ fn report(a: &Args, rs: &[CoreResult]) {
             n(&r["burst_ns"]["p99"]),
             n(&r["burst_ns"]["p999"]),
             n(&r["tracked_entries"]),
+            n(&r["new_flows"]),
             n(&r["evicted"]),
+            n(&r["moved"]),
             n(&r["insert_failed"]),
+        );
+    }
+    println!("(new, evicted, moved, ins.fail: flows and flow-table entries of the measured pass alone)");
+    let recorded: u64 = rows.iter().map(|r| n(&r["new_flows"])).sum();
+    if a.new_percent == 0 && !a.replies && a.mode != PerfMode::Floor && recorded > 0 {
+        // Every measured packet belongs to a flow the warm-up opened: a new flow here is one whose entry was lost.
+        eprintln!(
+            "edgelb-perf: {recorded} packets of established flows were recorded as new flows in the measured pass: \
+             the entries the warm-up made for them were lost (evicted or refused), so these figures include new-flow work"
         );
     }
     println!("total: {:.2} Mpps", summary["total_mpps"].as_f64().unwrap_or(0.0));
