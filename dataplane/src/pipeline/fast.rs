@@ -128,6 +128,10 @@ pub(super) struct Fast<K> {
     end: u16,
     tcp_flags: u8,
     df: bool,
+    /// The hash of a new NAT flow's reply key, as stage 2 found it for a table beyond the cache
+    /// ([`Pipeline::prefetch_new_nat`]), so that stage 3 computes it once; 0 when stage 2 did not (or the hash is 0,
+    /// which stage 3 then computes again).
+    reply_hash: u64,
 }
 
 impl<K: FastFamily> Fast<K> {
@@ -310,7 +314,8 @@ impl Pipeline {
         let t = K::table_ref(&self.ct);
         let buckets = t.buckets_of(hash);
         t.prefetch_sigs_in(buckets);
-        K::stage1(out, Fast { key, hash, buckets, svc: si, slot: NO_SLOT, end: end as u16, tcp_flags, df });
+        let f = Fast { key, hash, buckets, svc: si, slot: NO_SLOT, end: end as u16, tcp_flags, df, reply_hash: 0 };
+        K::stage1(out, f);
         Some(())
     }
 
@@ -339,20 +344,22 @@ impl Pipeline {
     /// Stage 2 of a fast packet whose lookup will miss, a new flow: to a NAT service, its reply is linked in the
     /// reverse index once Maglev has chosen the backend. The same choice made now fetches the index buckets the link
     /// will write. (Full-NAT's reply key needs the source port the flow is given later; affinity's choice reads a
-    /// table of its own.) Only a hint: a wrong guess costs two lines.
+    /// table of its own.) The reply key's hash is kept in the record ([`Fast::reply_hash`]): stage 3 runs in the same
+    /// burst, under the same snapshot, and would only compute it again.
     ///
     /// The entry the insert will displace (`victim`, whose slot the table prefetched) is the answer: its reverse
     /// link, which the insert clears, is fetched two packets later ([`Pipeline::prefetch_link`]). Only for a new NAT
     /// flow: where services are DSR-L2, displaced entries have no link, and reading the slot to learn that would
     /// only wait for memory.
     #[inline(never)]
-    fn prefetch_new_nat<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &Fast<K>, victim: u32) -> Victim {
+    fn prefetch_new_nat<K: FastFamily>(&self, cfg: &DataplaneConfig, f: &mut Fast<K>, victim: u32) -> Victim {
         let Some(svc) = cfg.services.get(f.svc as usize) else { return Victim::NONE };
         if svc.mode != Mode::Nat || svc.affinity_ms > 0 {
             return Victim::NONE;
         }
         if let Some(b) = svc.maglev_backend(f.hash).and_then(|id| cfg.backend(id)) {
-            K::table_ref(&self.ct).prefetch_reverse(reverse_key::<K>(cfg, svc, b, &f.key, 0).hash());
+            f.reply_hash = reverse_key::<K>(cfg, svc, b, &f.key, 0).hash();
+            K::table_ref(&self.ct).prefetch_reverse(f.reply_hash);
         }
         Victim::of::<K>(victim)
     }
@@ -468,7 +475,7 @@ impl Pipeline {
             self.counters.midflow_pickups += 1;
         }
         // NAT and DSR-L2 flows are forwarded even when the table cannot hold them (counted as untracked).
-        let _ = self.record::<K>(cfg, svc, b, f.key, f.hash, f.buckets, proto, f.tcp_flags, now);
+        let _ = self.record::<K>(cfg, svc, b, f.key, f.hash, f.buckets, f.reply_hash, proto, f.tcp_flags, now);
         self.count_forwarded(b.id, svc.id, bytes);
         if !rewrite_to::<K>(pkt.data_mut(), svc.mode, proto, b, &nh) {
             // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.
@@ -508,7 +515,8 @@ impl Pipeline {
         }
         let hash = key.hash();
         K::table_ref(&self.ct).prefetch_reverse(hash);
-        let f = Fast { key, hash, buckets: [0; 2], svc: u32::MAX, slot: NO_SLOT, end: end as u16, tcp_flags, df };
+        let (svc, slot) = (u32::MAX, NO_SLOT);
+        let f = Fast { key, hash, buckets: [0; 2], svc, slot, end: end as u16, tcp_flags, df, reply_hash: 0 };
         K::reply_stage1(out, f);
         Some(())
     }

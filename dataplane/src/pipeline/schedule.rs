@@ -219,7 +219,7 @@ impl Pipeline {
             self.counters.midflow_pickups += 1;
         }
         let buckets = K::table_ref(&self.ct).buckets_of(h);
-        let snat_port = self.record::<K>(cfg, svc, b, key, h, buckets, p.proto, p.tcp_flags, now)?;
+        let snat_port = self.record::<K>(cfg, svc, b, key, h, buckets, 0, p.proto, p.tcp_flags, now)?;
         Ok((bid, snat_port))
     }
 
@@ -257,7 +257,8 @@ impl Pipeline {
     }
 
     /// Record a new flow to backend `b` (and, for NAT modes, its reverse index); returns the full-NAT source port.
-    /// A flow the table cannot hold is forwarded untracked, except in full-NAT, which needs its state.
+    /// A flow the table cannot hold is forwarded untracked, except in full-NAT, which needs its state. `reply_hash`:
+    /// the reply key's hash when the caller has it already (a NAT flow: no full-NAT source port goes into it), or 0.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) fn record<K: FamilyKey>(
@@ -268,6 +269,7 @@ impl Pipeline {
         key: K,
         h: u64,
         buckets: [usize; 2],
+        reply_hash: u64,
         proto: u8,
         tcp_flags: u8,
         now: u32,
@@ -297,8 +299,11 @@ impl Pipeline {
                     c.active_flows += 1;
                 }
                 if svc.mode.is_nat() {
-                    let rk = reverse_key::<K>(cfg, svc, b, &key, snat_port);
-                    if table.link_reverse(slot, rk.hash()).is_err() {
+                    let rh = match reply_hash {
+                        0 => reverse_key::<K>(cfg, svc, b, &key, snat_port).hash(),
+                        rh => rh,
+                    };
+                    if table.link_reverse(slot, rh).is_err() {
                         // Without its reverse index the flow cannot get replies: undo, forward untracked.
                         table.remove_slot(slot);
                         forget(&mut self.backend_stats, bid);
