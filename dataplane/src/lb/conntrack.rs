@@ -1069,14 +1069,37 @@ impl<K: FlowKey> FlowTable<K> {
     }
 
     /// Index the entry in `slot` under the reply-direction hash `rh`: a free slot in the emptier of its two index
-    /// buckets, else after moving one resident fingerprint to its other bucket.
+    /// buckets, else after moving one resident fingerprint to its other bucket. A link the slot had is removed.
     ///
     /// # Errors
     /// [`InsertError::BucketFull`] when both index buckets are full (or the table has no index, or `slot` is free).
     pub fn link_reverse(&mut self, slot: u32, rh: u64) -> Result<(), InsertError> {
         let (bi, w) = split(slot);
         let occupied = self.meta.as_slice().get(bi).is_some_and(|m| m.sig[w] != 0);
-        if self.rev.is_none() || !occupied {
+        if !occupied {
+            self.stats.reverse_failed += 1;
+            return Err(InsertError::BucketFull);
+        }
+        let old = self.buckets.as_slice()[bi].slots[w].rev;
+        self.link_in(bi, w, rh, old)
+    }
+
+    /// [`FlowTable::link_reverse`] for the slot [`FlowTable::insert_in`] has just returned: occupied, and linked to
+    /// nothing yet (an insert writes [`NO_REV`]), so neither is looked at again.
+    ///
+    /// # Errors
+    /// As [`FlowTable::link_reverse`].
+    #[inline]
+    pub fn link_inserted(&mut self, slot: u32, rh: u64) -> Result<(), InsertError> {
+        let (bi, w) = split(slot);
+        debug_assert!(self.meta.as_slice()[bi].sig[w] != 0 && self.buckets.as_slice()[bi].slots[w].rev == NO_REV);
+        self.link_in(bi, w, rh, NO_REV)
+    }
+
+    /// Link occupied slot (`bi`, `w`) under `rh`, then unlink `old`, the index slot it had ([`NO_REV`]: none).
+    #[inline(always)]
+    fn link_in(&mut self, bi: usize, w: usize, rh: u64, old: u32) -> Result<(), InsertError> {
+        if self.rev.is_none() {
             self.stats.reverse_failed += 1;
             return Err(InsertError::BucketFull);
         }
@@ -1097,12 +1120,11 @@ impl<K: FlowKey> FlowTable<K> {
             self.stats.reverse_failed += 1;
             return Err(InsertError::BucketFull);
         };
-        let old = self.buckets.as_slice()[bi].slots[w].rev;
         self.unlink(old);
         if let Some(r) = self.rev.as_mut() {
             let b = &mut r.as_mut_slice()[ri];
             b.fp[rw] = fp;
-            b.slot[rw] = slot;
+            b.slot[rw] = (bi * WAYS + w) as u32;
         }
         self.buckets.as_mut_slice()[bi].slots[w].rev = (ri * WAYS + rw) as u32;
         Ok(())

@@ -222,7 +222,7 @@ impl Pipeline {
         }
         if svc.mode.is_nat() {
             let rk = reverse_key::<K>(cfg, svc, b, &key, 0);
-            if table.link_reverse(slot, rk.hash()).is_err() {
+            if table.link_inserted(slot, rk.hash()).is_err() {
                 table.remove_slot(slot);
                 return Err(Refused::Full);
             }

@@ -303,7 +303,7 @@ impl Pipeline {
                         0 => reverse_key::<K>(cfg, svc, b, &key, snat_port).hash(),
                         rh => rh,
                     };
-                    if table.link_reverse(slot, rh).is_err() {
+                    if table.link_inserted(slot, rh).is_err() {
                         // Without its reverse index the flow cannot get replies: undo, forward untracked.
                         table.remove_slot(slot);
                         forget(&mut self.backend_stats, bid);
