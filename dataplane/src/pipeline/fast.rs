@@ -470,13 +470,12 @@ impl Pipeline {
         if !self.admission.admit() {
             return Some(Verdict::Drop(DropReason::Overload));
         }
-        self.count_new_flow(b.id, svc.id);
+        self.count_new_forwarded(b.id, svc.id, bytes);
         if tcp && f.tcp_flags & (tcpf::SYN | tcpf::ACK) != tcpf::SYN {
             self.counters.midflow_pickups += 1;
         }
         // NAT and DSR-L2 flows are forwarded even when the table cannot hold them (counted as untracked).
         let _ = self.record::<K>(cfg, svc, b, f.key, f.hash, f.buckets, f.reply_hash, proto, f.tcp_flags, now);
-        self.count_forwarded(b.id, svc.id, bytes);
         if !rewrite_to::<K>(pkt.data_mut(), svc.mode, proto, b, &nh) {
             // Unreachable for a buffer stage 1 accepted; counted as the general path counts a short buffer.
             return Some(Verdict::Drop(ParseError::Truncated.into()));

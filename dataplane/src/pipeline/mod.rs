@@ -483,4 +483,21 @@ impl Pipeline {
             c.bytes += bytes;
         }
     }
+
+    /// [`Pipeline::count_new_flow`] and [`Pipeline::count_forwarded`] in one, each object's counters found once: the
+    /// first packet of a new flow to backend `bid` of service `svc_id`, forwarded.
+    #[inline(always)]
+    fn count_new_forwarded(&mut self, bid: u32, svc_id: u32, bytes: u64) {
+        self.counters.new_flows += 1;
+        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+            c.new_flows += 1;
+            c.packets += 1;
+            c.bytes += bytes;
+        }
+        if let Some(c) = self.service_stats.get_mut(svc_id as usize) {
+            c.new_flows += 1;
+            c.packets += 1;
+            c.bytes += bytes;
+        }
+    }
 }
