@@ -414,6 +414,32 @@ fn expiry_and_active_flow_accounting() {
     assert_eq!(p.counters.new_flows, 101);
 }
 
+/// A backend's active-flow count follows the table when new flows displace entries: a flow the insert evicts or
+/// finds expired leaves its backend's count, the one recorded joins its own. Through a table of a few hundred slots,
+/// rounds of SYNs from new clients fill it and evict half-open flows, then, past the SYN timeout, reclaim expired
+/// ones. After each round the counts summed over the backends equal the table's occupied slots.
+#[test]
+fn active_flows_follow_displaced_entries() {
+    let mut m = model(Mode::Nat, &active(4), None);
+    m.timeouts = Timeouts { tcp_syn: 2, ..Timeouts::default() };
+    let (cfg, _) = ConfigBuilder::new().build(&m).unwrap();
+    let mut p = Pipeline::new(0, 1, TableSizes { flows_v4: 256, flows_v6: 64, affinity: 64, fragments: 64 });
+    p.sync(&cfg);
+    let mut next = 0u32;
+    for (round, now) in [1u32, 2, 5_000, 5_001].into_iter().enumerate() {
+        for _ in 0..1000 {
+            let mut b = tcp(client(next), 1000, VIP.parse().unwrap(), 80, flags::SYN);
+            assert_eq!(p.process(&cfg, 0, &mut b, now), Verdict::Tx(0), "round {round}, client {next}");
+            next += 1;
+        }
+        let t = p.table_stats().0;
+        let active: i64 = p.backend_stats.iter().map(|c| c.active_flows).sum();
+        assert_eq!(active, t.occupied as i64, "round {round}: {t:?}");
+    }
+    let t = p.table_stats().0;
+    assert!(t.evicted > 0 && t.expired > 0, "the rounds should both evict and reclaim: {t:?}");
+}
+
 /// Full-NAT gives each flow its own source port from the worker's range; replies to an unknown port are not
 /// translated.
 #[test]
