@@ -289,12 +289,9 @@ impl Pipeline {
         if !fullnat {
             self.replicate(&key, b, state);
         }
-        let table = K::table(&mut self.ct);
-        match table.insert_in(key, h, buckets, now, fwd, evictable) {
-            Ok((slot, displaced)) => {
-                if let Some(d) = displaced {
-                    forget(&mut self.backend_stats, d.value);
-                }
+        let (table, stats) = (K::table(&mut self.ct), &mut self.backend_stats);
+        match table.insert_with(key, h, buckets, now, fwd, evictable, |d| forget(stats, d.value)) {
+            Ok(slot) => {
                 if let Some(c) = self.backend_stats.get_mut(bid as usize) {
                     c.active_flows += 1;
                 }
