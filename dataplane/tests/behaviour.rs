@@ -415,29 +415,44 @@ fn expiry_and_active_flow_accounting() {
 }
 
 /// A backend's active-flow count follows the table when new flows displace entries: a flow the insert evicts or
-/// finds expired leaves its backend's count, the one recorded joins its own. Through a table of a few hundred slots,
-/// rounds of SYNs from new clients fill it and evict half-open flows, then, past the SYN timeout, reclaim expired
-/// ones. After each round the counts summed over the backends equal the table's occupied slots.
+/// finds expired leaves its backend's count, the one recorded joins its own. In each family, through a table of a
+/// few hundred slots, rounds of SYNs from new clients fill it and evict half-open flows, then, past the SYN timeout,
+/// reclaim expired ones. After each round the counts summed over the backends equal the table's occupied slots.
 #[test]
 fn active_flows_follow_displaced_entries() {
     let mut m = model(Mode::Nat, &active(4), None);
     m.timeouts = Timeouts { tcp_syn: 2, ..Timeouts::default() };
+    let be6 = |i: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10 + i));
+    m.interfaces[0].addrs.push(("2001:db8:2::1".parse().unwrap(), 64));
+    m.neighbours.extend((0..4).map(|i| (be6(i), [2, 0, 0, 3, 0, i as u8])));
+    let vip6: IpAddr = "2001:db8:100::1".parse().unwrap();
+    let backends = (0..4).map(|i| BackendSpec { addr: be6(i), port: 8080, weight: 1, state: BackendState::Active });
+    m.services.push(ServiceSpec::new(vip6, Protocol::Tcp, Some(80), Mode::Nat, backends.collect()));
     let (cfg, _) = ConfigBuilder::new().build(&m).unwrap();
-    let mut p = Pipeline::new(0, 1, TableSizes { flows_v4: 256, flows_v6: 64, affinity: 64, fragments: 64 });
-    p.sync(&cfg);
-    let mut next = 0u32;
-    for (round, now) in [1u32, 2, 5_000, 5_001].into_iter().enumerate() {
-        for _ in 0..1000 {
-            let mut b = tcp(client(next), 1000, VIP.parse().unwrap(), 80, flags::SYN);
-            assert_eq!(p.process(&cfg, 0, &mut b, now), Verdict::Tx(0), "round {round}, client {next}");
-            next += 1;
+    for v6 in [false, true] {
+        let sizes = TableSizes { flows_v4: 256, flows_v6: 256, affinity: 64, fragments: 64 };
+        let mut p = Pipeline::new(0, 1, sizes);
+        p.sync(&cfg);
+        let vip = if v6 { vip6 } else { VIP.parse().unwrap() };
+        let from = |i: u32| match v6 {
+            true => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (i >> 16) as u16, i as u16)),
+            false => client(i),
+        };
+        let table = |p: &Pipeline| if v6 { p.table_stats().1 } else { p.table_stats().0 };
+        let mut next = 0u32;
+        for (round, now) in [1u32, 2, 5_000, 5_001].into_iter().enumerate() {
+            for _ in 0..1000 {
+                let mut b = tcp(from(next), 1000, vip, 80, flags::SYN);
+                assert_eq!(p.process(&cfg, 0, &mut b, now), Verdict::Tx(0), "IPv6 {v6}, round {round}, client {next}");
+                next += 1;
+            }
+            let t = table(&p);
+            let active: i64 = p.backend_stats.iter().map(|c| c.active_flows).sum();
+            assert_eq!(active, t.occupied as i64, "IPv6 {v6}, round {round}: {t:?}");
         }
-        let t = p.table_stats().0;
-        let active: i64 = p.backend_stats.iter().map(|c| c.active_flows).sum();
-        assert_eq!(active, t.occupied as i64, "round {round}: {t:?}");
+        let t = table(&p);
+        assert!(t.evicted > 0 && t.expired > 0, "IPv6 {v6}: the rounds should both evict and reclaim: {t:?}");
     }
-    let t = p.table_stats().0;
-    assert!(t.evicted > 0 && t.expired > 0, "the rounds should both evict and reclaim: {t:?}");
 }
 
 /// Full-NAT gives each flow its own source port from the worker's range; replies to an unknown port are not
