@@ -474,14 +474,10 @@ impl Pipeline {
     /// A client packet of `bytes` forwarded to backend `bid` of service `svc_id`: their packet and byte counters.
     #[inline(always)]
     fn count_forwarded(&mut self, bid: u32, svc_id: u32, bytes: u64) {
-        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+        self.count_objects(bid, svc_id, |c| {
             c.packets += 1;
             c.bytes += bytes;
-        }
-        if let Some(c) = self.service_stats.get_mut(svc_id as usize) {
-            c.packets += 1;
-            c.bytes += bytes;
-        }
+        });
     }
 
     /// [`Pipeline::count_new_flow`] and [`Pipeline::count_forwarded`] in one, each object's counters found once: the
@@ -489,15 +485,21 @@ impl Pipeline {
     #[inline(always)]
     fn count_new_forwarded(&mut self, bid: u32, svc_id: u32, bytes: u64) {
         self.counters.new_flows += 1;
-        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+        self.count_objects(bid, svc_id, |c| {
             c.new_flows += 1;
             c.packets += 1;
             c.bytes += bytes;
+        });
+    }
+
+    /// `count` applied to the counters of backend `bid` and of service `svc_id` (those that exist).
+    #[inline(always)]
+    fn count_objects(&mut self, bid: u32, svc_id: u32, count: impl Fn(&mut ObjCounters)) {
+        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
+            count(c);
         }
         if let Some(c) = self.service_stats.get_mut(svc_id as usize) {
-            c.new_flows += 1;
-            c.packets += 1;
-            c.bytes += bytes;
+            count(c);
         }
     }
 }

@@ -227,12 +227,7 @@ impl Pipeline {
     #[inline(always)]
     pub(super) fn count_new_flow(&mut self, bid: u32, svc_id: u32) {
         self.counters.new_flows += 1;
-        if let Some(c) = self.backend_stats.get_mut(bid as usize) {
-            c.new_flows += 1;
-        }
-        if let Some(c) = self.service_stats.get_mut(svc_id as usize) {
-            c.new_flows += 1;
-        }
+        self.count_objects(bid, svc_id, |c| c.new_flows += 1);
     }
 
     /// A client packet on a tracked entry that [`keeps`] it: the entry takes the next state and its timeout, and a
