@@ -7,6 +7,7 @@
 //! Services and backends keep **stable ids** across builds (keyed by VIP/protocol/port and backend address/port), so
 //! a flow tracked under one snapshot finds its backend in the next. Ids are never reused within a process.
 
+use crate::forward::nat::Dnat;
 use crate::lb::maglev::{self, MaglevBackend, MaglevTable};
 use crate::model::*;
 use crate::wire::ethernet::Mac;
@@ -45,6 +46,9 @@ pub struct Backend {
     pub state: BackendState,
     /// Resolved next hop; `None` until the neighbour is known.
     pub next_hop: Option<NextHop>,
+    /// A NAT service's rewrite toward this backend, its checksum deltas worked out once (the fast path's); `None`
+    /// for other modes, and where the deltas wait for the packet (see [`Dnat::new`]).
+    pub dnat: Option<Dnat>,
 }
 
 /// A service in the snapshot.
@@ -695,9 +699,12 @@ fn build_service(
         }
         let next_hop = cfg.route(&a16, b.addr.is_ipv4());
         let v4 = b.addr.is_ipv4();
+        let dnat = (s.mode == Mode::Nat && v4 == s.vip.is_ipv4())
+            .then(|| Dnat::new(v4, &addr16(s.vip), s.port.unwrap_or(0), &a16, (b.port != 0).then_some(b.port)))
+            .flatten();
         put(
             &mut cfg.backends,
-            Backend { id: bid, service: si as u32, addr: a16, v4, port: b.port, state: b.state, next_hop },
+            Backend { id: bid, service: si as u32, addr: a16, v4, port: b.port, state: b.state, next_hop, dnat },
         );
         if b.state == BackendState::Active {
             active.push((MaglevBackend { key, weight: b.weight }, bid));

@@ -318,6 +318,145 @@ pub fn dnat(pkt: &mut [u8], l3: usize, v4: bool, l4proto: u8, dst: &[u8; 16], dp
     }
 }
 
+/// A NAT backend's rewrite, worked out once when the snapshot is built: its service's VIP and port become the
+/// backend's address and port, and the checksum deltas of that change (RFC 1624) are known before any packet. Each
+/// delta is a sum of 16-bit words folded to 16 bits (zero only when the sum is), which leaves a checksum's update
+/// exactly as the unfolded sum does: folding keeps the sum mod 0xffff and whether it is zero, and those decide the
+/// update. So [`dnat_by`] writes the bytes [`dnat`] writes, with one fold a checksum and no word of the old address
+/// read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dnat {
+    v4: bool,
+    /// The old address (16-byte form): the packet's destination must be this for the deltas to hold.
+    vip: [u8; 16],
+    /// The new address.
+    dst: [u8; 16],
+    /// The old port (the service's), looked at only when the port changes.
+    vport: u16,
+    /// The new port, `None` to keep it.
+    dport: Option<u16>,
+    /// IPv4's header checksum: the TTL's word one less (0xfeff, see [`decrement_ttl`]) and the address.
+    ip: u16,
+    /// The transport checksum: the address (in the pseudo-header) and the port.
+    l4: u16,
+}
+
+impl Dnat {
+    /// The rewrite of `vip` and `vport` to `dst` and `dport` (`None`: the port stays), addresses in the tables'
+    /// 16-byte form, both of family `v4`. `None` when its deltas cannot be known before the packet: a changed port
+    /// of a service of every port (`vport` 0).
+    pub fn new(v4: bool, vip: &[u8; 16], vport: u16, dst: &[u8; 16], dport: Option<u16>) -> Option<Self> {
+        let at = if v4 { 12 } else { 0 };
+        let mut addr = 0u32;
+        for (o, n) in vip[at..].chunks_exact(2).zip(dst[at..].chunks_exact(2)) {
+            addr += u32::from(!u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([n[0], n[1]]));
+        }
+        let port = match dport {
+            Some(_) if vport == 0 => return None,
+            Some(p) => u32::from(!vport) + u32::from(p),
+            None => 0,
+        };
+        Some(Dnat { v4, vip: *vip, dst: *dst, vport, dport, ip: fold(0xfeff + addr), l4: fold(addr + port) })
+    }
+}
+
+/// A sum of 16-bit words folded to 16 bits: the same mod 0xffff, zero only when the sum is (two folds take any sum
+/// below 2^32 there; see [`apply_delta`]).
+fn fold(x: u32) -> u16 {
+    let x = (x & 0xffff) + (x >> 16);
+    ((x & 0xffff) + (x >> 16)) as u16
+}
+
+/// [`apply_delta`] for a delta folded to 16 bits: `!csum + delta` is at most 0x1fffe, and one fold takes it to 16
+/// bits exactly.
+#[inline(always)]
+fn apply_folded(csum: u16, delta: u16) -> u16 {
+    let acc = u32::from(!csum) + u32::from(delta);
+    !(((acc & 0xffff) + (acc >> 16)) as u16)
+}
+
+/// The rewrite `d` of a forwarded packet of family `v4` (TTL or hop limit decremented, as [`dnat`]): the bytes
+/// [`dnat`] writes toward `d`'s address and port, and its refusals. A packet whose destination (or, when the port
+/// changes, whose port) is not the one `d` was worked out from, or of the other family, takes [`dnat`] itself.
+#[inline(always)]
+#[must_use]
+pub fn dnat_by(pkt: &mut [u8], l3: usize, v4: bool, l4proto: u8, d: &Dnat) -> bool {
+    let done = match (v4 && d.v4, !v4 && !d.v4, l4proto) {
+        (true, _, proto::TCP) => dnat_v4_by::<{ tcp::MIN_HEADER_LEN }, { tcp::CHECKSUM_OFFSET }>(pkt, l3, false, d),
+        (true, _, proto::UDP) => dnat_v4_by::<{ udp::HEADER_LEN }, { udp::CHECKSUM_OFFSET }>(pkt, l3, true, d),
+        (_, true, proto::TCP) => dnat_v6_by::<{ tcp::MIN_HEADER_LEN }, { tcp::CHECKSUM_OFFSET }>(pkt, l3, false, d),
+        (_, true, proto::UDP) => dnat_v6_by::<{ udp::HEADER_LEN }, { udp::CHECKSUM_OFFSET }>(pkt, l3, true, d),
+        _ => None,
+    };
+    done.unwrap_or_else(|| dnat(pkt, l3, v4, l4proto, &d.dst, d.dport))
+}
+
+/// Whether a transport header's ports (destination second) hold the one `d` changes from, when `d` changes it.
+#[inline(always)]
+fn port_is(ports: &[u8; 4], d: &Dnat) -> bool {
+    d.dport.is_none() || u16::from_be_bytes([ports[2], ports[3]]) == d.vport
+}
+
+/// [`dnat_by`] for IPv4 and a transport header of `L4` bytes with its checksum at `CSUM` (as [`translate_v4_in`]):
+/// `Some(false)` where [`dnat_v4`] refuses, `None` for a packet `d` was not worked out for.
+#[inline(always)]
+fn dnat_v4_by<const L4: usize, const CSUM: usize>(pkt: &mut [u8], l3: usize, udp: bool, d: &Dnat) -> Option<bool> {
+    let Some((ip, l4)) = pkt.get_mut(l3..).and_then(|p| p.split_first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()) else {
+        return Some(false);
+    };
+    let Some(l4) = l4.first_chunk_mut::<L4>() else { return Some(false) };
+    if ip[0] != 0x45 || ip[8] <= 1 {
+        return Some(false);
+    }
+    let (ports, _) = l4.split_first_chunk_mut::<4>()?;
+    let at = ipv4::DST_OFFSET;
+    if ip[at..at + 4] != d.vip[12..] || !port_is(ports, d) {
+        return None;
+    }
+    ip[8] -= 1;
+    ip[at..at + 4].copy_from_slice(&d.dst[12..]);
+    let c = apply_folded(u16::from_be_bytes([ip[10], ip[11]]), d.ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    if let Some(p) = d.dport {
+        ports[2..].copy_from_slice(&p.to_be_bytes());
+    }
+    let c = u16::from_be_bytes([l4[CSUM], l4[CSUM + 1]]);
+    if udp && c == 0 {
+        return Some(true); // no UDP checksum was sent (RFC 768)
+    }
+    let c = apply_folded(c, d.l4);
+    let c = if udp { udp_nonzero(c) } else { c };
+    l4[CSUM..CSUM + 2].copy_from_slice(&c.to_be_bytes());
+    Some(true)
+}
+
+/// [`dnat_by`] for IPv6 (as [`translate_v6`], whose UDP checksum is never left out): `Some(false)` where
+/// [`dnat_v6`] refuses, `None` for a packet `d` was not worked out for.
+#[inline(always)]
+fn dnat_v6_by<const L4: usize, const CSUM: usize>(pkt: &mut [u8], l3: usize, udp: bool, d: &Dnat) -> Option<bool> {
+    let Some((ip, l4)) = pkt.get_mut(l3..).and_then(|p| p.split_first_chunk_mut::<{ ipv6::HEADER_LEN }>()) else {
+        return Some(false);
+    };
+    let Some(l4) = l4.first_chunk_mut::<L4>() else { return Some(false) };
+    if ip[0] >> 4 != 6 || ip[7] <= 1 {
+        return Some(false);
+    }
+    let (ports, _) = l4.split_first_chunk_mut::<4>()?;
+    let at = ipv6::DST_OFFSET;
+    if ip[at..at + 16] != d.vip || !port_is(ports, d) {
+        return None;
+    }
+    ip[7] -= 1;
+    ip[at..at + 16].copy_from_slice(&d.dst);
+    if let Some(p) = d.dport {
+        ports[2..].copy_from_slice(&p.to_be_bytes());
+    }
+    let c = apply_folded(u16::from_be_bytes([l4[CSUM], l4[CSUM + 1]]), d.l4);
+    let c = if udp { udp_nonzero(c) } else { c };
+    l4[CSUM..CSUM + 2].copy_from_slice(&c.to_be_bytes());
+    Some(true)
+}
+
 /// Decrement TTL / hop limit. Returns false (and changes nothing) when it would reach zero.
 ///
 /// IPv4's header checksum follows RFC 1624 (eqn. 3, HC' = ~(~HC + ~m + m')) for the word holding the TTL, which
@@ -502,6 +641,101 @@ mod tests {
         assert_eq!(p, before);
         let mut short = vec![0x60u8; 59];
         assert!(!dnat_v6(&mut short, 0, proto::TCP, &[1; 16], None));
+    }
+
+    /// A random packet of family `v4` and `l4proto` (checksums as `next` gives them: not necessarily right, as
+    /// the rewrite updates whatever is there), to `dst` and `dport`.
+    fn any_packet(next: &mut impl FnMut() -> u64, v4: bool, l4proto: u8, dst: &[u8; 16], dport: u16) -> Vec<u8> {
+        let (l4, at) = if v4 { (20, 12) } else { (40, 0) };
+        let mut p = vec![0u8; l4 + 24];
+        for c in p.chunks_mut(8) {
+            c.copy_from_slice(&next().to_be_bytes()[..c.len()]);
+        }
+        if v4 {
+            p[0] = 0x45;
+            p[8] = 2 + (p[8] % 250);
+            p[9] = l4proto;
+            p[16..20].copy_from_slice(&dst[12..]);
+        } else {
+            p[0] = 0x60;
+            p[6] = l4proto;
+            p[7] = 2 + (p[7] % 250);
+            p[24..40].copy_from_slice(&dst[at..]);
+        }
+        p[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    /// `dnat_by` against `dnat`, byte for byte and refusal for refusal, both families, TCP and UDP: addresses and
+    /// checksums at the one's-complement edges (0, 0xffff, and a checksum that updates to zero), a UDP-over-IPv4
+    /// checksum of zero, ports kept and changed, and packets `Dnat` was not worked out for (another destination or
+    /// port, the other family, a wrong version, TTL 1, short buffers), which take `dnat` itself.
+    #[test]
+    fn rewrite_by_worked_out_deltas_matches_dnat() {
+        let mut next = crate::xorshift(0x6a09_e667_f3bc_c908u64);
+        let mut counts = [0usize; 3];
+        for i in 0..40_000u64 {
+            let v4 = i % 2 == 0;
+            let l4proto = if i % 4 < 2 { proto::TCP } else { proto::UDP };
+            let at = if v4 { 12 } else { 0 };
+            let addr = |next: &mut dyn FnMut() -> u64, kind: u64| {
+                let mut a = [0u8; 16];
+                match kind % 8 {
+                    0 => a[at..].fill(0xff),
+                    1 => {}
+                    _ => {
+                        a[..8].copy_from_slice(&next().to_be_bytes());
+                        a[8..].copy_from_slice(&next().to_be_bytes());
+                    }
+                }
+                if v4 {
+                    a[..12].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+                }
+                a
+            };
+            let vip = addr(&mut next, i / 4);
+            let dst = addr(&mut next, i / 32 + 3);
+            let vport = if i % 97 == 0 { 0 } else { next() as u16 };
+            let dport = (i % 3 != 0).then(|| next() as u16);
+            let Some(d) = Dnat::new(v4, &vip, vport, &dst, dport) else {
+                assert!(vport == 0 && dport.is_some(), "case {i}");
+                counts[0] += 1;
+                continue;
+            };
+            // Mostly packets `d` was worked out for; some to another address or port.
+            let to = if i % 11 == 5 { addr(&mut next, 2) } else { vip };
+            let mut p = any_packet(&mut next, v4, l4proto, &to, if i % 11 == 6 { vport ^ 1 } else { vport });
+            let (l4, ip_csum) = (if v4 { 20 } else { 40 }, 10);
+            let csum_at = l4 + if l4proto == proto::UDP { 6 } else { 16 };
+            let c = match i % 7 {
+                0 => 0,
+                1 => 0xffff,
+                2 => d.l4,
+                _ => next() as u16,
+            };
+            p[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+            if v4 && i % 5 == 0 {
+                p[ip_csum..ip_csum + 2].copy_from_slice(&d.ip.to_be_bytes());
+            }
+            match i % 53 {
+                0 => p[0] ^= 0x10,
+                1 => p[if v4 { 8 } else { 7 }] = 1,
+                2 => p.truncate(l4 + 7),
+                _ => {}
+            }
+            let mut want = p.clone();
+            let ok = dnat(&mut want, 0, v4, l4proto, &dst, dport);
+            let mut got = p.clone();
+            assert_eq!(dnat_by(&mut got, 0, v4, l4proto, &d), ok, "case {i}");
+            assert_eq!(got, want, "case {i}");
+            // The other family's packet, to the same words: `dnat` for it.
+            let mut q = p.clone();
+            let mut want = p.clone();
+            assert_eq!(dnat_by(&mut q, 0, !v4, l4proto, &d), dnat(&mut want, 0, !v4, l4proto, &dst, dport), "case {i}");
+            assert_eq!(q, want, "case {i}, the other family");
+            counts[1 + usize::from(ok)] += 1;
+        }
+        assert!(counts.iter().all(|&n| n > 100), "{counts:?}");
     }
 
     #[test]

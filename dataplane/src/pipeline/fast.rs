@@ -194,8 +194,9 @@ fn trim_to<B: PacketBuf>(pkt: &mut B, end: usize) -> u64 {
 /// port, checksums and TTL (NAT) or TTL alone (DSR-L2), then the MACs. False for a buffer too short for it.
 #[inline(always)]
 fn rewrite_to<K: FastFamily>(d: &mut [u8], mode: Mode, proto: u8, b: &Backend, nh: &NextHop) -> bool {
-    let done = match mode {
-        Mode::Nat => nat::dnat(d, L3, K::V4, proto, &b.addr, (b.port != 0).then_some(b.port)),
+    let done = match (mode, &b.dnat) {
+        (Mode::Nat, Some(r)) => nat::dnat_by(d, L3, K::V4, proto, r),
+        (Mode::Nat, None) => nat::dnat(d, L3, K::V4, proto, &b.addr, (b.port != 0).then_some(b.port)),
         _ => nat::decrement_ttl(d, L3, K::V4),
     };
     if done {
