@@ -1119,17 +1119,17 @@ impl<K: FlowKey> FlowTable<K> {
     /// Link occupied slot (`bi`, `w`) under `rh`, then unlink `old`, the index slot it had ([`NO_REV`]: none).
     #[inline(always)]
     fn link_in(&mut self, bi: usize, w: usize, rh: u64, old: u32) -> Result<(), InsertError> {
-        if self.rev.is_none() {
+        let Some(rev) = self.rev.as_ref() else {
             self.stats.reverse_failed += 1;
             return Err(InsertError::BucketFull);
-        }
+        };
         let fp = fp_of(rh);
         let r1 = self.rev_bucket(rh);
         let r2 = self.rev_alt(r1, fp);
-        // Free index slots as masks: the emptier bucket takes the link, in its first free slot.
-        let free =
-            |t: &Self, ri: usize| t.rev.as_ref().map_or(0, |r| crate::mem::eq_mask_u32x8(&r.as_slice()[ri].fp, 0));
-        let (m1, m2) = (free(self, r1), free(self, r2));
+        // Free index slots as masks: the emptier bucket takes the link, in its first free slot. (Through `rev`, not
+        // `Option::map_or` on it: that closure was compiled out of line, a call for each bucket.)
+        let free = |ri: usize| crate::mem::eq_mask_u32x8(&rev.as_slice()[ri].fp, 0);
+        let (m1, m2) = (free(r1), free(r2));
         let target = if m1 | m2 == 0 {
             self.rev_make_room(r1).or_else(|| self.rev_make_room(r2))
         } else {
