@@ -322,8 +322,8 @@ pub fn dnat(pkt: &mut [u8], l3: usize, v4: bool, l4proto: u8, dst: &[u8; 16], dp
 /// backend's address and port, and the checksum deltas of that change (RFC 1624) are known before any packet. Each
 /// delta is a sum of 16-bit words folded to 16 bits (zero only when the sum is), which leaves a checksum's update
 /// exactly as the unfolded sum does: folding keeps the sum mod 0xffff and whether it is zero, and those decide the
-/// update. So [`dnat_by`] writes the bytes [`dnat`] writes, with one fold a checksum and no word of the old address
-/// read.
+/// update. So [`dnat_by`] writes the bytes [`dnat`] writes, with one fold a checksum, and the old address only
+/// compared with the VIP, not summed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dnat {
     v4: bool,
