@@ -326,6 +326,7 @@ pub fn dnat(pkt: &mut [u8], l3: usize, v4: bool, l4proto: u8, dst: &[u8; 16], dp
 /// compared with the VIP, not summed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dnat {
+    /// IPv4 (else IPv6): both addresses' family.
     v4: bool,
     /// The old address (16-byte form): the packet's destination must be this for the deltas to hold.
     vip: [u8; 16],
