@@ -699,7 +699,8 @@ fn build_service(
         }
         let next_hop = cfg.route(&a16, b.addr.is_ipv4());
         let v4 = b.addr.is_ipv4();
-        let dnat = (s.mode == Mode::Nat && v4 == s.vip.is_ipv4())
+        // The model gives a service's backends its VIP's family.
+        let dnat = (s.mode == Mode::Nat)
             .then(|| Dnat::new(v4, &addr16(s.vip), s.port.unwrap_or(0), &a16, (b.port != 0).then_some(b.port)))
             .flatten();
         put(

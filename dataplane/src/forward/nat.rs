@@ -382,47 +382,57 @@ fn apply_folded(csum: u16, delta: u16) -> u16 {
 #[inline(always)]
 #[must_use]
 pub fn dnat_by(pkt: &mut [u8], l3: usize, v4: bool, l4proto: u8, d: &Dnat) -> bool {
-    let done = match (v4 && d.v4, !v4 && !d.v4, l4proto) {
-        (true, _, proto::TCP) => dnat_v4_by::<{ tcp::MIN_HEADER_LEN }, { tcp::CHECKSUM_OFFSET }>(pkt, l3, false, d),
-        (true, _, proto::UDP) => dnat_v4_by::<{ udp::HEADER_LEN }, { udp::CHECKSUM_OFFSET }>(pkt, l3, true, d),
-        (_, true, proto::TCP) => dnat_v6_by::<{ tcp::MIN_HEADER_LEN }, { tcp::CHECKSUM_OFFSET }>(pkt, l3, false, d),
-        (_, true, proto::UDP) => dnat_v6_by::<{ udp::HEADER_LEN }, { udp::CHECKSUM_OFFSET }>(pkt, l3, true, d),
+    const TCP: (usize, usize) = (tcp::MIN_HEADER_LEN, tcp::CHECKSUM_OFFSET);
+    const UDP: (usize, usize) = (udp::HEADER_LEN, udp::CHECKSUM_OFFSET);
+    let done = match (v4 == d.v4, v4, l4proto) {
+        (false, ..) => None,
+        (_, true, proto::TCP) => dnat_by_in::<true, { TCP.0 }, { TCP.1 }>(pkt, l3, false, d),
+        (_, true, proto::UDP) => dnat_by_in::<true, { UDP.0 }, { UDP.1 }>(pkt, l3, true, d),
+        (_, false, proto::TCP) => dnat_by_in::<false, { TCP.0 }, { TCP.1 }>(pkt, l3, false, d),
+        (_, false, proto::UDP) => dnat_by_in::<false, { UDP.0 }, { UDP.1 }>(pkt, l3, true, d),
         _ => None,
     };
     done.unwrap_or_else(|| dnat(pkt, l3, v4, l4proto, &d.dst, d.dport))
 }
 
-/// Whether a transport header's ports (destination second) hold the one `d` changes from, when `d` changes it.
+/// [`dnat_by`] for family `V4` and a transport header of `L4` bytes with its checksum at `CSUM` (as
+/// [`translate_v4_in`] and [`translate_v6`], whose UDP checksum is never left out): `Some(false)` where [`dnat`]
+/// refuses, `None` for a packet `d` was not worked out for.
 #[inline(always)]
-fn port_is(ports: &[u8; 4], d: &Dnat) -> bool {
-    d.dport.is_none() || u16::from_be_bytes([ports[2], ports[3]]) == d.vport
-}
-
-/// [`dnat_by`] for IPv4 and a transport header of `L4` bytes with its checksum at `CSUM` (as [`translate_v4_in`]):
-/// `Some(false)` where [`dnat_v4`] refuses, `None` for a packet `d` was not worked out for.
-#[inline(always)]
-fn dnat_v4_by<const L4: usize, const CSUM: usize>(pkt: &mut [u8], l3: usize, udp: bool, d: &Dnat) -> Option<bool> {
-    let Some((ip, l4)) = pkt.get_mut(l3..).and_then(|p| p.split_first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()) else {
+fn dnat_by_in<const V4: bool, const L4: usize, const CSUM: usize>(
+    pkt: &mut [u8],
+    l3: usize,
+    udp: bool,
+    d: &Dnat,
+) -> Option<bool> {
+    // The fixed IP header's length, the TTL's or hop limit's offset, the destination's, and where its address is in
+    // the 16-byte form.
+    let (hl, ttl, at, from) =
+        if V4 { (ipv4::MIN_HEADER_LEN, 8, ipv4::DST_OFFSET, 12) } else { (ipv6::HEADER_LEN, 7, ipv6::DST_OFFSET, 0) };
+    let Some((ip, l4)) = pkt.get_mut(l3..).and_then(|p| p.split_at_mut_checked(hl)) else {
         return Some(false);
     };
     let Some(l4) = l4.first_chunk_mut::<L4>() else { return Some(false) };
-    if ip[0] != 0x45 || ip[8] <= 1 {
+    let version_ok = if V4 { ip[0] == 0x45 } else { ip[0] >> 4 == 6 };
+    if !version_ok || ip[ttl] <= 1 {
         return Some(false);
     }
     let (ports, _) = l4.split_first_chunk_mut::<4>()?;
-    let at = ipv4::DST_OFFSET;
-    if ip[at..at + 4] != d.vip[12..] || !port_is(ports, d) {
+    let n = 16 - from;
+    if ip[at..at + n] != d.vip[from..] || !port_is(ports, d) {
         return None;
     }
-    ip[8] -= 1;
-    ip[at..at + 4].copy_from_slice(&d.dst[12..]);
-    let c = apply_folded(u16::from_be_bytes([ip[10], ip[11]]), d.ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip[ttl] -= 1;
+    ip[at..at + n].copy_from_slice(&d.dst[from..]);
+    if V4 {
+        let c = apply_folded(u16::from_be_bytes([ip[10], ip[11]]), d.ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
     if let Some(p) = d.dport {
         ports[2..].copy_from_slice(&p.to_be_bytes());
     }
     let c = u16::from_be_bytes([l4[CSUM], l4[CSUM + 1]]);
-    if udp && c == 0 {
+    if V4 && udp && c == 0 {
         return Some(true); // no UDP checksum was sent (RFC 768)
     }
     let c = apply_folded(c, d.l4);
@@ -431,31 +441,10 @@ fn dnat_v4_by<const L4: usize, const CSUM: usize>(pkt: &mut [u8], l3: usize, udp
     Some(true)
 }
 
-/// [`dnat_by`] for IPv6 (as [`translate_v6`], whose UDP checksum is never left out): `Some(false)` where
-/// [`dnat_v6`] refuses, `None` for a packet `d` was not worked out for.
+/// Whether a transport header's ports (destination second) hold the one `d` changes from, when `d` changes it.
 #[inline(always)]
-fn dnat_v6_by<const L4: usize, const CSUM: usize>(pkt: &mut [u8], l3: usize, udp: bool, d: &Dnat) -> Option<bool> {
-    let Some((ip, l4)) = pkt.get_mut(l3..).and_then(|p| p.split_first_chunk_mut::<{ ipv6::HEADER_LEN }>()) else {
-        return Some(false);
-    };
-    let Some(l4) = l4.first_chunk_mut::<L4>() else { return Some(false) };
-    if ip[0] >> 4 != 6 || ip[7] <= 1 {
-        return Some(false);
-    }
-    let (ports, _) = l4.split_first_chunk_mut::<4>()?;
-    let at = ipv6::DST_OFFSET;
-    if ip[at..at + 16] != d.vip || !port_is(ports, d) {
-        return None;
-    }
-    ip[7] -= 1;
-    ip[at..at + 16].copy_from_slice(&d.dst);
-    if let Some(p) = d.dport {
-        ports[2..].copy_from_slice(&p.to_be_bytes());
-    }
-    let c = apply_folded(u16::from_be_bytes([l4[CSUM], l4[CSUM + 1]]), d.l4);
-    let c = if udp { udp_nonzero(c) } else { c };
-    l4[CSUM..CSUM + 2].copy_from_slice(&c.to_be_bytes());
-    Some(true)
+fn port_is(ports: &[u8; 4], d: &Dnat) -> bool {
+    d.dport.is_none() || u16::from_be_bytes([ports[2], ports[3]]) == d.vport
 }
 
 /// Decrement TTL / hop limit. Returns false (and changes nothing) when it would reach zero.
