@@ -14,7 +14,7 @@ use edgelb_dataplane::pipeline::{Counters, DropReason, FlowFilter, FlowInfo, Pip
 use edgelb_dataplane::port::{mem, BURST};
 use edgelb_dataplane::snapshot::{ConfigBuilder, ConfigHandle, DataplaneConfig};
 use edgelb_dataplane::wire::ParseError;
-use edgelb_dataplane::worker::{Worker, WorkerStats};
+use edgelb_dataplane::worker::{Worker, WorkerStats, CHAIN};
 use edgelb_testkit::models::{self, SERVICES};
 use edgelb_testkit::packets::{self as pk, proto, Craft};
 use std::net::IpAddr;
@@ -210,8 +210,8 @@ fn run_counted(
             general.housekeeping(64, now);
         }
         if limit > 0 {
-            fast.observe_poll(1, true, now);
-            general.observe_poll(1, true, now);
+            fast.observe_poll(1, 1, now);
+            general.observe_poll(1, 1, now);
         }
         let (f, port) = frame(&mut r, 24, family);
         let (mut a, mut b) = (MemBuf::from_slice(&f), MemBuf::from_slice(&f));
@@ -510,8 +510,8 @@ fn worker_and_reference_sized(
 /// A worker finishes a burst's packets from records kept in a ring while the packets ahead of them are parsed in
 /// stage 1 and have their entries prefetched in stage 2; packets stage 1 decides (drops) take no place in it. The
 /// hostile mix of [`frame`], both families, is sent to a worker in full bursts, and one packet at a time through a
-/// pipeline in the worker's order (each poll a burst from port 0, then one from port 1): each port must send the same
-/// packets, byte for byte and in the same order, and the counters must agree.
+/// pipeline in the worker's order (each poll a run of full bursts from port 0, then from port 1): each port must send
+/// the same packets, byte for byte and in the same order, and the counters must agree.
 #[test]
 fn bursts_through_a_worker_match_one_packet_at_a_time() {
     let one = bursts_against_one_at_a_time(0xb0b5_7ac0_0000_0001, WORKER_SIZES, 24);
@@ -614,12 +614,14 @@ fn bursts_of_against_one_at_a_time(arriving: &[Vec<Vec<u8>>; 2], sizes: TableSiz
     let (p1, peer1) = mem::pair("p1", packets);
     let (cfg, mut one, mut w, published, _) = worker_and_reference_sized(vec![p0, p1], sizes);
     w.set_epoch(std::time::Instant::now() + std::time::Duration::from_secs(3600));
-    // One packet at a time, in the worker's order: each poll takes a burst from port 0, then one from port 1.
+    // One packet at a time, in the worker's order: each poll takes a run of bursts from port 0, then one from port 1,
+    // each run full bursts up to `CHAIN` of them (all frames wait in the rings, so every burst but a port's last is
+    // full).
     let mut sent: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
-    let bursts = packets.div_ceil(BURST);
-    for k in 0..bursts {
+    let run = CHAIN * BURST;
+    for k in 0..packets.div_ceil(run) {
         for (port, frames) in arriving.iter().enumerate() {
-            for f in frames.iter().skip(k * BURST).take(BURST) {
+            for f in frames.iter().skip(k * run).take(run) {
                 let mut b = MemBuf::from_slice(f);
                 // At 0, where the worker's clock is held.
                 if let edgelb_dataplane::pipeline::Verdict::Tx(out) = one.process(&cfg, port as u16, &mut b, 0) {
@@ -740,6 +742,78 @@ fn a_full_outgoing_burst_is_sent_before_the_next_packet_joins_it() {
     w.publish();
     let c = published.lock().unwrap().counters.clone();
     assert_eq!(c.drops[DropReason::TxFull.index()], 0, "nothing refused");
+    assert_eq!(c, one.counters, "counters");
+}
+
+/// A poll runs a port's full bursts through one prefetch window, [`CHAIN`] of them at most, and stops at the first
+/// that is not full: 3.5 bursts waiting are one poll, `CHAIN + 2` full bursts two. Flows of both families open in
+/// one burst and go on in the next (a SYN, then its ACK two packets later), so records cross the bursts' edges in the
+/// window. The second run begins with a burst stage 1 drops whole (IPv4 frames of IP version 6), which leaves the
+/// window empty when the next burst comes. The port sends what one packet at a time through a pipeline sends, in
+/// order, with the same counters, and the worker counts the bursts it ran.
+#[test]
+fn a_poll_runs_a_ports_full_bursts_through_one_window() {
+    use edgelb_dataplane::pipeline::Verdict;
+    let (p0, peer0) = mem::pair("p0", 16 * BURST);
+    let (p1, peer1) = mem::pair("p1", 16 * BURST);
+    let (cfg, mut one, mut w, published, _) = worker_and_reference(vec![p0, p1]);
+    let nat: Vec<_> = SERVICES.iter().filter(|s| s.3 == Mode::Nat && s.1 == Protocol::Tcp && s.2.is_some()).collect();
+    let v6 = nat.iter().position(|s| s.0.contains(':')).expect("an IPv6 NAT service");
+    let (v4, v6) = (nat[0], nat[v6]);
+    // Packet `i` of a stream from `first`: two SYNs of new flows, then the ACK of the first of them.
+    let frame = |first: usize, i: usize| {
+        let k = first + i - i % 3 + if i % 3 == 2 { 0 } else { i % 3 };
+        let (vip, _, port, _, _) = if k.is_multiple_of(2) { v4 } else { v6 };
+        let vip: IpAddr = vip.parse().unwrap();
+        let client = if vip.is_ipv4() {
+            IpAddr::from([198, 18, 1 + (k / 200) as u8, (k % 200) as u8 + 10])
+        } else {
+            IpAddr::from([0x2001, 0xdb8, 1, 0, 0, 0, (k / 200) as u16, (k % 200) as u16 + 10])
+        };
+        let flags = if i % 3 == 2 { 0x10 } else { 0x02 };
+        Craft::new(client, vip, proto::TCP, pk::tcp(40000 + (k % 1000) as u16, port.unwrap(), flags, &[])).build()
+    };
+    let handle = ConfigHandle::new(cfg.clone());
+    let mut want = Vec::new();
+    let mut send = |frames: Vec<Vec<u8>>| {
+        for (k, f) in frames.iter().enumerate() {
+            let mut b = MemBuf::from_slice(f);
+            match one.process(&cfg, 0, &mut b, 0) {
+                Verdict::Tx(1) => want.push(b.data().to_vec()),
+                Verdict::Drop(DropReason::Parse(ParseError::BadVersion)) => assert_eq!(f[14], 0x65, "packet {k}"),
+                v => panic!("reference, packet {k}: {v:?}"),
+            }
+            assert!(peer0.inject_bytes(f), "receive ring full");
+        }
+    };
+    let bursts = |w: &mut Worker<mem::MemPort>| {
+        w.publish();
+        published.lock().unwrap().bursts
+    };
+    let first = 3 * BURST + BURST / 2;
+    send((0..first).map(|i| frame(0, i)).collect());
+    assert_eq!(w.poll(&handle), first, "one poll runs the full bursts and the half one after them");
+    assert_eq!(bursts(&mut w), 4);
+    let broken = |i: usize| {
+        let mut f = frame(first, 6 * i);
+        f[14] = 0x65;
+        f
+    };
+    send((0..BURST).map(broken).chain((0..(CHAIN + 1) * BURST).map(|i| frame(first + 6 * BURST, i))).collect());
+    assert_eq!(w.poll(&handle), CHAIN * BURST, "a poll runs CHAIN full bursts at most");
+    assert_eq!(w.poll(&handle), 2 * BURST, "then the rest");
+    assert_eq!(w.poll(&handle), 0);
+    assert_eq!(bursts(&mut w), 4 + CHAIN as u64 + 2);
+    let mut sent = Vec::new();
+    while let Some(b) = peer1.collect() {
+        sent.push(b.data().to_vec());
+    }
+    assert_eq!(sent.len(), want.len(), "packets sent by port 1");
+    for (k, (a, b)) in sent.iter().zip(&want).enumerate() {
+        assert_eq!(a, b, "packet {k} sent by port 1");
+    }
+    let c = published.lock().unwrap().counters.clone();
+    assert!(c.fast_path > want.len() as u64 / 2, "the fast path took them: {}", c.fast_path);
     assert_eq!(c, one.counters, "counters");
 }
 

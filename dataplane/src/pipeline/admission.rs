@@ -5,8 +5,8 @@
 //! that may evict, the reverse index: `edgelb-perf --new` against the established figure). On a core the traffic
 //! saturates, every nanosecond spent on one packet is one another packet waits for, so a flood of new flows at line
 //! rate would leave the tracked flows a fraction of their rate, the rest lost at the receive ring without regard to
-//! what it was. A worker is *saturated* while its polls bring full receive bursts ([`SATURATED_AFTER`] polls in a row:
-//! packets are waiting in the ring). While saturated, it admits new flows at up to `limit` a second (a token bucket
+//! what it was. A worker is *saturated* while its polls bring full receive bursts ([`SATURATED_AFTER`] in a row:
+//! packets are waiting in the ring; a poll that runs several full bursts of a port counts each). While saturated, it admits new flows at up to `limit` a second (a token bucket
 //! [`BUCKET_MS`] deep, filled once a poll on the pipeline's millisecond clock); the rest are dropped, counted under
 //! [`super::DropReason::Overload`]: a SYN in stage 1, before its flow lookup; any other new flow (UDP, TCP picked up
 //! mid-flow) once its lookup missed, before anything is recorded. Their clients retry: a TCP SYN is sent again after a
@@ -16,7 +16,7 @@
 //! new ones only while the core cannot carry everything. `edgelb-perf --new-percent 50 --new-flow-limit 100000`
 //! (perf/README.md): the established flows kept 0.60 of their rate, against 0.17 without the limit.
 
-/// Polls in a row with a full receive burst after which a worker counts as saturated.
+/// Full receive bursts in a row after which a worker counts as saturated.
 pub const SATURATED_AFTER: u32 = 4;
 
 /// Depth of the token bucket, in milliseconds of the limit.
@@ -27,7 +27,7 @@ pub const BUCKET_MS: u64 = 10;
 pub struct Admission {
     /// New flows a second admitted while saturated (0: no limit).
     limit: u32,
-    /// Polls with a full receive burst in a row.
+    /// Full receive bursts in a row.
     full_streak: u32,
     /// Whether the worker is saturated now (never with no limit).
     saturated: bool,
@@ -54,11 +54,12 @@ impl Admission {
         self.saturated
     }
 
-    /// A poll at `now` (ms) received packets: `full` when some port filled a whole burst (more packets were
-    /// waiting). The bucket fills here, once a poll, so that stage 1 can read it ([`Admission::refusing`]).
+    /// A poll at `now` (ms) received packets: `full` whole bursts in a row from one port (more packets were waiting
+    /// after each; 0: none was full). The bucket fills here, once a poll, so that stage 1 can read it
+    /// ([`Admission::refusing`]).
     #[inline]
-    pub fn observe(&mut self, full: bool, now: u32) {
-        self.full_streak = if full { self.full_streak.saturating_add(1) } else { 0 };
+    pub fn observe(&mut self, full: u32, now: u32) {
+        self.full_streak = if full > 0 { self.full_streak.saturating_add(full) } else { 0 };
         self.saturated = self.limit > 0 && self.full_streak >= SATURATED_AFTER;
         let dt = now.wrapping_sub(self.filled_at);
         if dt > 0 {
@@ -103,7 +104,7 @@ mod tests {
 
     fn saturate(a: &mut Admission, now: u32) {
         for _ in 0..SATURATED_AFTER {
-            a.observe(true, now);
+            a.observe(1, now);
         }
     }
 
@@ -115,14 +116,28 @@ mod tests {
     fn unsaturated_admits_everything() {
         let mut a = Admission::new(1000);
         for _ in 0..SATURATED_AFTER - 1 {
-            a.observe(true, 5);
+            a.observe(1, 5);
         }
         assert!(!a.saturated() && !a.refusing());
         assert_eq!(admitted(&mut a, 100_000), 100_000);
         // A poll without a full burst ends the streak.
-        a.observe(false, 5);
-        a.observe(true, 5);
+        a.observe(0, 5);
+        a.observe(1, 5);
         assert!(!a.saturated());
+    }
+
+    /// A poll that ran several full bursts of a port counts each: the streak is of bursts, not polls.
+    #[test]
+    fn a_poll_of_several_full_bursts_counts_each() {
+        let mut a = Admission::new(1000);
+        a.observe(SATURATED_AFTER - 1, 5);
+        assert!(!a.saturated());
+        a.observe(1, 5);
+        assert!(a.saturated());
+        a.observe(0, 5);
+        assert!(!a.saturated());
+        a.observe(SATURATED_AFTER, 5);
+        assert!(a.saturated());
     }
 
     #[test]
@@ -134,20 +149,20 @@ mod tests {
         assert_eq!(admitted(&mut a, 100), 20);
         assert!(a.refusing());
         // Each millisecond brings 2 flows, added once a poll.
-        a.observe(true, 1);
+        a.observe(1, 1);
         assert!(!a.refusing());
         assert_eq!(admitted(&mut a, 100), 2);
-        a.observe(true, 1);
+        a.observe(1, 1);
         assert_eq!(admitted(&mut a, 100), 0);
-        a.observe(true, 4);
+        a.observe(1, 4);
         assert_eq!(admitted(&mut a, 100), 6);
         // A long pause refills no more than the bucket's depth.
-        a.observe(true, 60_000);
+        a.observe(1, 60_000);
         assert_eq!(admitted(&mut a, 100), 20);
         // Over a second at a steady rate, the bucket empty at its start: the limit.
         let mut n = 0;
         for t in 60_001..61_001u32 {
-            a.observe(true, t);
+            a.observe(1, t);
             n += admitted(&mut a, 50);
         }
         assert_eq!(n, 2000);
@@ -166,7 +181,7 @@ mod tests {
             let mut n = admitted(&mut a, 10);
             assert_eq!(n, bucket, "limit {limit}");
             for t in 1..=1000u32 {
-                a.observe(true, t);
+                a.observe(1, t);
                 n += admitted(&mut a, 1);
             }
             assert_eq!(n, bucket + limit as usize, "limit {limit}");
@@ -177,7 +192,7 @@ mod tests {
     fn off_never_saturates() {
         let mut a = Admission::new(0);
         for t in 0..100 {
-            a.observe(true, t);
+            a.observe(1, t);
         }
         assert!(!a.saturated() && !a.refusing());
         assert_eq!(admitted(&mut a, 10_000), 10_000);
@@ -189,7 +204,7 @@ mod tests {
         a.filled_at = u32::MAX - 3;
         saturate(&mut a, u32::MAX);
         assert_eq!(admitted(&mut a, 100), 10);
-        a.observe(true, 1);
+        a.observe(1, 1);
         assert_eq!(admitted(&mut a, 100), 2);
     }
 }

@@ -182,16 +182,16 @@ impl Pipeline {
         self.admission = Admission::new(limit);
     }
 
-    /// A poll at `now` (ms) of the worker's ports received `received` packets, and `any_full`: some port filled a
-    /// whole burst (more packets were waiting). Full polls in a row make the worker saturated, for
-    /// [`Pipeline::set_new_flow_limit`].
+    /// A poll at `now` (ms) of the worker's ports received `received` packets, and `full` whole bursts in a row from
+    /// one port (more packets were waiting after each; the most of any port; 0: none was full). Full bursts in a row
+    /// make the worker saturated, for [`Pipeline::set_new_flow_limit`].
     #[inline]
-    pub fn observe_poll(&mut self, received: usize, any_full: bool, now: u32) {
+    pub fn observe_poll(&mut self, received: usize, full: u32, now: u32) {
         if received == 0 {
             self.admission.idle();
             return;
         }
-        self.admission.observe(any_full, now);
+        self.admission.observe(full, now);
         if self.admission.saturated() {
             self.counters.saturated_polls += 1;
         }
