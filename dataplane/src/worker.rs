@@ -50,10 +50,10 @@ pub const SWEEP_IDLE: usize = 256;
 
 /// Bursts of one port a poll runs through one prefetch window while each is full ([`Worker::run_burst`]). The
 /// window starts empty once a run, its first packets waiting for their lookups with nothing to overlap them, and one
-/// run of several bursts pays that once. 4 against 1: established NAT with 1 M flows +5.6 %, IPv6 +5.8 %, new NAT
-/// flows +1.5 %, new DSR-L2 flows +2.6 %, 10 k flows +1.4 % (`edgelb-perf --seconds 2`, seven interleaved rounds,
-/// medians, Intel Xeon VM); 16 measured no better than 4. A poll so takes up to 256 packets from one port before
-/// the next port's burst.
+/// run of several bursts pays that once. 4 against 1: established NAT with 1 M flows +4.6 %, IPv6 +5.1 %, new NAT
+/// flows +4.5 %, new DSR-L2 flows +4.4 %, 10 k flows (in cache) no change (`edgelb-perf --seconds 2`, seven
+/// interleaved rounds, medians, Intel Xeon VM); 16 measured no better than 4. A poll so takes up to 256 packets from
+/// one port before the next port's burst.
 pub const CHAIN: usize = 4;
 
 /// The packets of one run of [`Worker::run_burst`]: up to [`CHAIN`] bursts, each appended as it is received.
