@@ -96,9 +96,9 @@ fuzz_target!(|data: &[u8]| {
     // others arrive after an empty poll, which ends it.
     let saturated = c.u8() % 16 == 15;
     if saturated {
-        (0..4).for_each(|_| s.pipeline.observe_poll(32, true, s.now));
+        (0..4).for_each(|_| s.pipeline.observe_poll(32, 1, s.now));
     } else {
-        s.pipeline.observe_poll(0, false, s.now);
+        s.pipeline.observe_poll(0, 0, s.now);
     }
     let si = usize::from(c.u8()) % SERVICES.len();
     let (_, prot, port, mode, _) = SERVICES[si];
