@@ -856,13 +856,13 @@ impl<P: Port> Worker<P> {
         // it), record `j` at `j % WINDOW`.
         let mut ring = Window::default();
         let mut next = 0;
-        self.stage1_more(cfg, pkts, &mut next, &mut ring, ahead, chain);
+        self.stage1(cfg, pkts, &mut next, &mut ring, ahead, chain);
         for j in 0..ring.n.min(AHEAD_ENTRIES) {
             ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &mut ring.at_mut(j).1);
         }
         let mut k = 0;
         while k < ring.n {
-            self.stage1_more(cfg, pkts, &mut next, &mut ring, k + ahead + 1, chain);
+            self.stage1(cfg, pkts, &mut next, &mut ring, k + ahead + 1, chain);
             let j = k + AHEAD_ENTRIES;
             if j < ring.n {
                 ring.victims[j % WINDOW] = self.pipeline.prefetch_entries(cfg, &mut ring.at_mut(j).1);
@@ -876,23 +876,6 @@ impl<P: Port> Worker<P> {
             let Some((port, mut b)) = pkts[*i].take() else { continue };
             let v = self.pipeline.process_parsed(cfg, port, &mut b, now, p);
             self.dispatch(v, port, b);
-        }
-    }
-
-    /// [`Worker::stage1`], and when the burst runs out before `ring` holds `upto` records, the chain's next bursts.
-    #[inline(always)]
-    fn stage1_more(
-        &mut self,
-        cfg: &DataplaneConfig,
-        pkts: &mut Run<P::Buf>,
-        next: &mut usize,
-        ring: &mut Window,
-        upto: usize,
-        chain: &mut Chain,
-    ) {
-        self.stage1(cfg, pkts, next, ring, upto);
-        while ring.n < upto && chain.left > 0 && self.receive_more(pkts, chain) {
-            self.stage1(cfg, pkts, next, ring, upto);
         }
     }
 
@@ -916,8 +899,8 @@ impl<P: Port> Worker<P> {
         true
     }
 
-    /// Stage 1 for the run's next packets until `ring` holds `upto` records (or the packets received so far end);
-    /// packets it decides are finished here.
+    /// Stage 1 for the run's next packets until `ring` holds `upto` records, receiving the chain's next bursts when
+    /// those received so far end (and while it may); packets it decides are finished here.
     #[inline(always)]
     fn stage1(
         &mut self,
@@ -926,10 +909,16 @@ impl<P: Port> Worker<P> {
         next: &mut usize,
         ring: &mut Window,
         upto: usize,
+        chain: &mut Chain,
     ) {
         while ring.n < upto {
             let i = *next;
-            let Some(slot) = pkts.get_mut(i) else { return };
+            let Some(slot) = pkts.get_mut(i) else {
+                if chain.left > 0 && self.receive_more(pkts, chain) {
+                    continue;
+                }
+                return;
+            };
             *next += 1;
             let Some((_, b)) = slot else { continue };
             let r = ring.at_mut(ring.n);
