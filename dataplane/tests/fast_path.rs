@@ -643,14 +643,7 @@ fn bursts_of_against_one_at_a_time(arriving: &[Vec<Vec<u8>>; 2], sizes: TableSiz
         polled += n;
     }
     for (i, peer) in [&peer0, &peer1].into_iter().enumerate() {
-        let mut got = Vec::new();
-        while let Some(b) = peer.collect() {
-            got.push(b.data().to_vec());
-        }
-        assert_eq!(got.len(), sent[i].len(), "packets sent by port {i}");
-        for (k, (a, b)) in got.iter().zip(&sent[i]).enumerate() {
-            assert_eq!(a, b, "packet {k} sent by port {i}");
-        }
+        port_sent(peer, &sent[i], i);
     }
     w.publish();
     let stats = published.lock().unwrap();
@@ -699,6 +692,18 @@ fn a_worker_counts_what_it_cannot_send() {
     assert_eq!(c.rx, one.counters.rx);
 }
 
+/// The packets port `port` sent (collected from its `peer`) are `want`, byte for byte and in order.
+fn port_sent(peer: &mem::MemPeer, want: &[Vec<u8>], port: usize) {
+    let mut sent = Vec::new();
+    while let Some(b) = peer.collect() {
+        sent.push(b.data().to_vec());
+    }
+    assert_eq!(sent.len(), want.len(), "packets sent by port {port}");
+    for (k, (a, b)) in sent.iter().zip(want).enumerate() {
+        assert_eq!(a, b, "packet {k} sent by port {port}");
+    }
+}
+
 /// A worker's outgoing burst for a port holds one receive burst: a poll that first finishes a burst of hand-offs for a
 /// port and then a port's burst for the same one fills it before the first flush. The full burst is sent, and the
 /// packet that found it full joins the next one: every packet leaves, in order, and nothing is counted as refused.
@@ -731,14 +736,7 @@ fn a_full_outgoing_burst_is_sent_before_the_next_packet_joins_it() {
     }
     let handle = ConfigHandle::new(cfg);
     assert_eq!(w.poll(&handle), 2 * BURST, "one poll takes the hand-offs and the port's burst");
-    let mut sent = Vec::new();
-    while let Some(b) = peer1.collect() {
-        sent.push(b.data().to_vec());
-    }
-    assert_eq!(sent.len(), want.len(), "packets sent by port 1");
-    for (k, (a, b)) in sent.iter().zip(&want).enumerate() {
-        assert_eq!(a, b, "packet {k} sent by port 1");
-    }
+    port_sent(&peer1, &want, 1);
     w.publish();
     let c = published.lock().unwrap().counters.clone();
     assert_eq!(c.drops[DropReason::TxFull.index()], 0, "nothing refused");
@@ -804,14 +802,7 @@ fn a_poll_runs_a_ports_full_bursts_through_one_window() {
     assert_eq!(w.poll(&handle), 2 * BURST, "then the rest");
     assert_eq!(w.poll(&handle), 0);
     assert_eq!(bursts(&mut w), 4 + CHAIN as u64 + 2);
-    let mut sent = Vec::new();
-    while let Some(b) = peer1.collect() {
-        sent.push(b.data().to_vec());
-    }
-    assert_eq!(sent.len(), want.len(), "packets sent by port 1");
-    for (k, (a, b)) in sent.iter().zip(&want).enumerate() {
-        assert_eq!(a, b, "packet {k} sent by port 1");
-    }
+    port_sent(&peer1, &want, 1);
     let c = published.lock().unwrap().counters.clone();
     assert!(c.fast_path > want.len() as u64 / 2, "the fast path took them: {}", c.fast_path);
     assert_eq!(c, one.counters, "counters");
