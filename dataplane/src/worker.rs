@@ -852,8 +852,8 @@ impl<P: Port> Worker<P> {
             }
         }
         let ahead = AHEAD_META + AHEAD_ENTRIES;
-        // The packets still to finish, in arrival order: records `k..n` of the ring (the packet, what stage 1 made of
-        // it), record `j` at `j % WINDOW`.
+        // The packets still to finish, in arrival order: records `k..n` of the ring (the packet's index in `pkts`, what
+        // stage 1 made of it), record `j` at `j % WINDOW`.
         let mut ring = Window::default();
         let mut next = 0;
         self.stage1(cfg, pkts, &mut next, &mut ring, ahead, chain);
