@@ -1105,7 +1105,7 @@ impl<K: FlowKey> FlowTable<K> {
     }
 
     /// [`FlowTable::link_reverse`] for the slot [`FlowTable::insert_in`] has just returned: occupied, and linked to
-    /// nothing yet (an insert writes [`NO_REV`]), so neither is looked at again.
+    /// nothing yet (an insert writes `NO_REV`), so neither is looked at again.
     ///
     /// # Errors
     /// As [`FlowTable::link_reverse`].

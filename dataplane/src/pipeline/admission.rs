@@ -6,11 +6,12 @@
 //! saturates, every nanosecond spent on one packet is one another packet waits for, so a flood of new flows at line
 //! rate would leave the tracked flows a fraction of their rate, the rest lost at the receive ring without regard to
 //! what it was. A worker is *saturated* while its polls bring full receive bursts ([`SATURATED_AFTER`] in a row:
-//! packets are waiting in the ring; a poll that runs several full bursts of a port counts each). While saturated, it admits new flows at up to `limit` a second (a token bucket
-//! [`BUCKET_MS`] deep, filled once a poll on the pipeline's millisecond clock); the rest are dropped, counted under
-//! [`super::DropReason::Overload`]: a SYN in stage 1, before its flow lookup; any other new flow (UDP, TCP picked up
-//! mid-flow) once its lookup missed, before anything is recorded. Their clients retry: a TCP SYN is sent again after a
-//! second. Below saturation there is no limit, and a limit of 0 (the default) turns the guard off.
+//! packets are waiting in the ring; a poll that runs several full bursts of a port counts each). While saturated, it
+//! admits new flows at up to `limit` a second (a token bucket [`BUCKET_MS`] deep, filled once a poll on the
+//! pipeline's millisecond clock); the rest are dropped, counted under [`super::DropReason::Overload`]: a SYN in stage
+//! 1, before its flow lookup; any other new flow (UDP, TCP picked up mid-flow) once its lookup missed, before anything
+//! is recorded. Their clients retry: a TCP SYN is sent again after a second. Below saturation there is no limit, and a
+//! limit of 0 (the default) turns the guard off.
 //!
 //! The guard cannot tell a legitimate SYN from a flood's; what it keeps is the flows already tracked, at the cost of
 //! new ones only while the core cannot carry everything. `edgelb-perf --new-percent 50 --new-flow-limit 100000`
