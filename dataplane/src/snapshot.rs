@@ -697,8 +697,8 @@ fn build_service(
                 format!("dsr_l2 backend {} is not on-link (in no interface subnet)", b.addr),
             );
         }
-        let next_hop = cfg.route(&a16, b.addr.is_ipv4());
         let v4 = b.addr.is_ipv4();
+        let next_hop = cfg.route(&a16, v4);
         // The model gives a service's backends its VIP's family.
         let dnat = (s.mode == Mode::Nat)
             .then(|| Dnat::new(v4, &addr16(s.vip), s.port.unwrap_or(0), &a16, (b.port != 0).then_some(b.port)))
