@@ -965,9 +965,10 @@ fn syn_flood(ns: &str, macs: ([u8; 6], [u8; 6]), src: &str, vip: &str, core: usi
 /// records one new flow a second and counts the other SYNs as `overload` drops, shown in `/metrics` beside
 /// `edgelb_polls_saturated_total`, and by worker (`edgelb_worker_polls_saturated_total`,
 /// `edgelb_worker_overload_drops_total`). Once the flood stops, the limit lets go: new TCP connections and UDP exchanges
-/// pass in both families at once. (Sharing the core, the worker gets a ring's worth each time it runs, 256 frames or 8
-/// bursts, and spins on an empty ring for the rest of its turn: the first 4 bursts pass, the rest find it
-/// saturated. About as many SYNs are refused as flows recorded, a few thousand of each per family.)
+/// pass in both families at once. (Sharing the core, the worker gets a ring's worth each time it runs, 256 frames or 4
+/// full bursts of 64, which one poll takes as one run, and spins on an empty ring for the rest of its turn: the worker
+/// counts as saturated after 4 full bursts in a row, so the first run passes and the rest find it saturated. About as
+/// many SYNs are refused as flows recorded, a few thousand of each per family.)
 #[test]
 fn a_saturated_worker_refuses_new_flows_and_lets_go_in_both_families() {
     saturated_worker("busy", "o");
